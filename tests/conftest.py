@@ -1,0 +1,68 @@
+"""Shared fixtures: private Mosquitto and PostgreSQL processes, and store URLs for both backends.
+
+Nothing here skips: a missing binary is an error that says to run scripts/setup, because a test
+run that quietly skips the real broker or database proves nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.mosquitto.local import LocalMosquitto
+from tests.support.postgres import LocalPostgres
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[LocalMosquitto]:
+    """A started private broker; tests may kill(), stop() and restart() it."""
+    broker = LocalMosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """One cluster for the whole session: starting it costs about a second."""
+    server = LocalPostgres(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _database_name(request: pytest.FixtureRequest) -> str:
+    # Readable (which test made it) and unique (parametrized and repeated tests share names).
+    stem = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower())[:40]
+    return f"t_{stem}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def pg_url(postgres_server: LocalPostgres, request: pytest.FixtureRequest) -> str:
+    """SQLAlchemy URL of a fresh, empty database for this test only.
+
+    Not dropped afterwards: a test that leaked a connection would make DROP fail, and the whole
+    cluster is thrown away at the end of the session anyway.
+    """
+    return postgres_server.create_database(_database_name(request))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/store.db"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The same store test against both backends; resolved lazily so SQLite runs never start PostgreSQL."""
+    fixture = {"sqlite": "sqlite_url", "postgres": "pg_url"}[request.param]
+    url: str = request.getfixturevalue(fixture)
+    return url
