@@ -1,0 +1,2 @@
+"""hallfleet: the CLI and what composes both sides (the demo). The parts live in agent/, broker/,
+drivers/, protocol/ and provisioning/."""

@@ -1,0 +1,177 @@
+"""The edge agent: one asyncio loop composing the outbox, the MQTT link, health telemetry and a role."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from agent.config import AgentConfig
+from agent.link import Backoff, Identity, Link
+from agent.outbox import Outbox
+from agent.roles import sim
+from drivers.system import SystemProbe, kernel_boot_id
+from protocol import topics
+from protocol.clock import Clock, SystemClock
+from protocol.envelope import Envelope, Frozen
+from protocol.events import HEALTH_TYPE, REGISTRY, Health, lane_of
+from protocol.ids import uuid7
+from protocol.transport import LinkOptions, TlsFiles, Will
+
+log = logging.getLogger(__name__)
+
+RoleRunner = Callable[["Agent"], Coroutine[Any, Any, None]]
+
+
+def agent_version() -> str:
+    try:
+        return version("hallfleet")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class Agent:
+    def __init__(
+        self, cfg: AgentConfig, clock: Clock | None = None, probe: SystemProbe | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.probe = probe or SystemProbe()
+        # The kernel's boot id tells the centre whether the device rebooted; a per-process id is the
+        # fallback where /proc has none.
+        self.boot_id = kernel_boot_id() or uuid.uuid4().hex
+        self.outbox = Outbox(
+            cfg.outbox.path,
+            max_critical=cfg.outbox.max_critical,
+            max_telemetry=cfg.outbox.max_telemetry,
+            commit_interval_ms=cfg.outbox.commit_interval_ms,
+            commit_batch=cfg.outbox.commit_batch,
+        )
+        identity = Identity(cfg.site, cfg.device, self.boot_id, cfg.heartbeat_s, cfg.role, agent_version())
+        self.link = Link(
+            self._link_options,
+            identity,
+            self.outbox,
+            self.clock,
+            Backoff(cfg.mqtt.backoff_initial_s, cfg.mqtt.backoff_max_s),
+            confirm_timeout_s=cfg.outbox.confirm_timeout_s,
+        )
+        self._stop = asyncio.Event()
+
+    def _link_options(self, will: Will) -> LinkOptions:
+        m = self.cfg.mqtt
+        tls = None
+        if m.tls is not None:
+            tls = TlsFiles(
+                str(m.tls.ca_file),
+                str(m.tls.cert_file) if m.tls.cert_file else None,
+                str(m.tls.key_file) if m.tls.key_file else None,
+            )
+        return LinkOptions(
+            host=m.host,
+            port=m.port,
+            client_id=self.cfg.client_id,
+            username=m.username or self.cfg.client_id,
+            password=m.password(),
+            tls=tls,
+            keepalive_s=m.keepalive_s,
+            session_expiry_s=m.session_expiry_s,
+            will=will,
+            max_inflight=m.max_inflight,
+        )
+
+    # -- the API roles use -------------------------------------------------------------------------
+    async def emit(self, event_type: str, payload: Frozen, counter: str | None = None) -> Envelope:
+        """Take an event: returns once it is durably in the outbox (raises OutboxFull if it cannot be)."""
+        spec = REGISTRY.get(event_type)
+        if spec is None or not isinstance(payload, spec.model):
+            raise TypeError(f"{event_type!r} needs a {spec.model.__name__ if spec else 'registered'} payload")
+        built: list[Envelope] = []
+
+        def build(seq: int) -> tuple[str, bytes]:
+            env = Envelope(
+                v=1,
+                id=uuid7(),
+                site=self.cfg.site,
+                device=self.cfg.device,
+                type=event_type,
+                seq=seq,
+                boot_id=self.boot_id,
+                ts=self.clock.now(),
+                clock_synced=self.clock_synced(),
+                data=payload.model_dump(mode="json"),
+            )
+            built.append(env)
+            topic = (
+                topics.health(self.cfg.site, self.cfg.device)
+                if event_type == HEALTH_TYPE
+                else topics.event(self.cfg.site, self.cfg.device, event_type)
+            )
+            return topic, env.model_dump_json().encode()
+
+        await self.outbox.append(lane_of(event_type), build, counter=counter)
+        return built[0]
+
+    def clock_synced(self) -> bool:
+        return self.cfg.clock_sync_file.exists()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        async with self.outbox:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [
+                        tg.create_task(self.link.run(), name="link"),
+                        tg.create_task(self._health_loop(), name="health"),
+                    ]
+                    role = self._role()
+                    if role is not None:
+                        tasks.append(tg.create_task(role(self), name=f"role-{self.cfg.role}"))
+                    await self._stop.wait()
+                    await self.link.stop()
+                    for t in tasks:
+                        t.cancel()
+            finally:
+                log.info("agent stopped; %d events wait in the outbox", self.outbox.depth)
+
+    def _role(self) -> RoleRunner | None:
+        if self.cfg.role == "sim":
+            cfg = self.cfg.sim
+            return lambda agent: sim.run(agent, cfg)
+        return None
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_s)
+            await self.emit(HEALTH_TYPE, self.health())
+
+    def health(self) -> Health:
+        h = self.probe.read()
+        return Health(
+            uptime_s=h.uptime_s,
+            load1=h.load1,
+            cpu_temp_c=h.cpu_temp_c,
+            mem_used_pct=h.mem_used_pct,
+            disk_used_pct=h.disk_used_pct,
+            outbox_depth=self.outbox.depth,
+            outbox_dropped=self.outbox.dropped,
+            clock_synced=self.clock_synced(),
+            interval_s=self.cfg.heartbeat_s,
+        )
+
+
+async def run_until_signal(agent: Agent) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, agent.stop)
+    await agent.run()

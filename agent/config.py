@@ -1,0 +1,57 @@
+"""Agent configuration: a TOML file, overridden by HALLFLEET_* environment variables.
+
+Secrets never sit in the TOML: ``mqtt.password_file`` names a file, and under systemd ``LoadCredential=``
+puts it in ``$CREDENTIALS_DIRECTORY`` (used when no file is named).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from protocol.envelope import Segment
+from protocol.settings import MqttConfig, Section, TomlSettings
+
+
+class OutboxConfig(Section):
+    path: Path = Field(default=Path("/var/lib/hallfleet/outbox.db"), description="SQLite outbox file")
+    max_critical: int = Field(
+        default=200_000, ge=10, description="Punches/ratings/faults kept; never dropped"
+    )
+    max_telemetry: int = Field(default=20_000, ge=10, description="Telemetry kept; oldest dropped, counted")
+    commit_interval_ms: int = Field(default=20, ge=0, le=1000, description="Group commit window")
+    commit_batch: int = Field(default=256, ge=1, description="Flush the group commit at this many events")
+    confirm_timeout_s: float = Field(default=120.0, gt=0, description="Re-send unconfirmed events after this")
+
+
+class SimConfig(Section):
+    events: int = Field(
+        default=0, ge=0, description="Emit events until the device has sent this many (0: forever)"
+    )
+    rate_per_s: float = Field(default=1.0, gt=0, description="Events per second")
+    event_type: Literal["attendance.punch", "rating.submitted", "kiosk.usage"] = "attendance.punch"
+
+
+class AgentConfig(TomlSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HALLFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    site: Segment = Field(description="Site (hall) id, e.g. 'qingpu'")
+    device: Segment = Field(description="Device id, unique in its site")
+    role: Literal["sim", "none"] = Field(default="none", description="What the agent drives")
+    heartbeat_s: float = Field(default=30.0, ge=0.2, le=3600, description="Health telemetry interval")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    clock_sync_file: Path = Field(
+        default=Path("/run/systemd/timesync/synchronized"),
+        description="Exists when the clock is NTP-synchronised (systemd-timesyncd)",
+    )
+
+    @property
+    def client_id(self) -> str:
+        return f"{self.site}.{self.device}"

@@ -1,0 +1,228 @@
+"""The agent's MQTT link: connect with backoff, birth and Will, pump the outbox, retire what the store
+confirms, say goodbye on a clean stop.
+
+One connection at a time; each gets a fresh session counter that its birth and its Will both carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from agent.outbox import Outbox
+from protocol import topics
+from protocol.clock import Clock
+from protocol.envelope import Envelope, Presence, StatusMessage, StoredAck
+from protocol.transport import AsyncMqtt, LinkOptions, MqttError, Will
+
+log = logging.getLogger(__name__)
+
+# PUBACK reasons that will never turn into success by re-sending (MQTT 5, 3.4.2.1). Anything else
+# that fails (quota exceeded, implementation specific) stays in the outbox and is re-sent.
+PERMANENT_PUBACK_FAILURES = {0x87, 0x90, 0x95, 0x99}
+STABLE_CONNECTION_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    initial_s: float
+    max_s: float
+
+    def delay(self, attempt: int) -> float:
+        """Capped exponential with equal jitter: a hall's devices that lost the same WAN must not all
+        come back in the same second."""
+        ceiling = min(self.max_s, self.initial_s * (2 ** min(attempt, 30)))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    site: str
+    device: str
+    boot_id: str
+    heartbeat_s: float
+    role: str
+    agent_version: str
+
+
+class Link:
+    def __init__(
+        self,
+        options: Callable[[Will], LinkOptions],
+        identity: Identity,
+        outbox: Outbox,
+        clock: Clock,
+        backoff: Backoff,
+        confirm_timeout_s: float = 120.0,
+    ) -> None:
+        self._options = options
+        self.identity = identity
+        self.outbox = outbox
+        self.clock = clock
+        self.backoff = backoff
+        self.confirm_timeout_s = confirm_timeout_s
+        self.connected = asyncio.Event()
+        self.session = 0
+        self.connects = 0
+        self._client: AsyncMqtt | None = None
+        self._inflight: dict[int, int] = {}  # mid -> seq
+        self._space = asyncio.Event()
+        self._acks: asyncio.Queue[StoredAck] = asyncio.Queue(maxsize=1000)
+        self._stopping = False
+        self._progress_at = 0.0
+
+    # -- the connection loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            started = self.clock.monotonic()
+            try:
+                await self._one_connection()
+            except MqttError as exc:
+                log.warning("MQTT link: %s", exc)
+            if self._stopping:
+                return
+            if self.clock.monotonic() - started > STABLE_CONNECTION_S:
+                attempt = 0
+            delay = self.backoff.delay(attempt)
+            attempt += 1
+            log.info("reconnecting in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    async def _one_connection(self) -> None:
+        i = self.identity
+        self.session = await self.outbox.next_session()
+        will = Will(topics.status(i.site, i.device), self._status(Presence.OFFLINE))
+        client = AsyncMqtt(self._options(will))
+        client.on_puback = self._on_puback
+        client.on_message = self._on_message
+        await client.connect()
+        self._client = client
+        self.connects += 1
+        try:
+            await client.subscribe([(topics.stored(i.site, i.device), 1)])
+            client.publish(topics.status(i.site, i.device), self._status(Presence.ONLINE), qos=1, retain=True)
+            self.connected.set()
+            log.info("connected to MQTT as session %d", self.session)
+            async with asyncio.TaskGroup() as tg:
+                pump = tg.create_task(self._pump(client), name="outbox-pump")
+                confirm = tg.create_task(self._confirm_loop(), name="outbox-confirm")
+                why = await client.wait_closed()
+                pump.cancel()
+                confirm.cancel()
+            log.warning("MQTT connection lost: %s", why)
+        finally:
+            self.connected.clear()
+            self._client = None
+            self._inflight.clear()
+            self._space.set()
+            await client.close()
+
+    def _status(self, state: Presence) -> bytes:
+        i = self.identity
+        return (
+            StatusMessage(
+                state=state,
+                session=self.session,
+                boot_id=i.boot_id,
+                ts=self.clock.now(),
+                heartbeat_s=i.heartbeat_s,
+                agent_version=i.agent_version,
+                role=i.role,
+            )
+            .model_dump_json()
+            .encode()
+        )
+
+    async def stop(self, drain_s: float = 2.0) -> None:
+        """Clean stop: let in-flight publishes finish, say ``shutdown`` (retained), DISCONNECT so the
+        broker drops our Will."""
+        self._stopping = True
+        client = self._client
+        if client is None or not client.is_connected:
+            return
+        deadline = self.clock.monotonic() + drain_s
+        while self._inflight and self.clock.monotonic() < deadline:  # noqa: ASYNC110 - bounded drain
+            await asyncio.sleep(0.05)
+        i = self.identity
+        with contextlib.suppress(MqttError):
+            client.publish(
+                topics.status(i.site, i.device), self._status(Presence.SHUTDOWN), qos=1, retain=True
+            )
+            await asyncio.sleep(0.1)
+        await client.disconnect()
+
+    # -- publishing --------------------------------------------------------------------------------
+    async def _pump(self, client: AsyncMqtt) -> None:
+        """Publish the outbox in seq order. Rows already there when the connection came up were kept
+        through an outage: they go out with ``replayed=true``."""
+        replay_upto = self.outbox.next_seq - 1
+        last = -1
+        self._progress_at = self.clock.monotonic()
+        limit = client.options.max_inflight
+        while True:
+            if len(self._inflight) >= limit:
+                self._space.clear()
+                await self._space.wait()
+                continue
+            self.outbox.changed.clear()
+            rows = await self.outbox.fetch(last, limit - len(self._inflight))
+            for row in rows:
+                body = _as_replayed(row.body) if row.seq <= replay_upto else row.body
+                self._inflight[client.publish(row.topic, body, qos=1)] = row.seq
+                last = row.seq
+            if rows:
+                continue
+            if self.outbox.depth and self._unconfirmed_for() > self.confirm_timeout_s:
+                # Sent and PUBACKed, but the store never confirmed: the broker may have lost them.
+                log.warning(
+                    "%d events unconfirmed for %.0f s: re-sending", self.outbox.depth, self.confirm_timeout_s
+                )
+                last = -1
+                self._progress_at = self.clock.monotonic()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.changed.wait(), timeout=min(5.0, self.confirm_timeout_s))
+
+    def _unconfirmed_for(self) -> float:
+        return self.clock.monotonic() - self._progress_at
+
+    def _on_puback(self, mid: int, rc: ReasonCode) -> None:
+        seq = self._inflight.pop(mid, None)
+        self._space.set()
+        if seq is None or not rc.is_failure:
+            return
+        if rc.value in PERMANENT_PUBACK_FAILURES:
+            log.error("broker refused event seq %d for good: %s", seq, rc)
+            asyncio.get_running_loop().create_task(self.outbox.reject(seq, str(rc)))
+        else:
+            log.warning("broker refused event seq %d for now: %s (will re-send)", seq, rc)
+
+    # -- confirmations from the store --------------------------------------------------------------
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            ack = StoredAck.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            log.warning("ignoring malformed store confirmation on %s: %s", msg.topic, exc.errors()[:1])
+            return
+        with contextlib.suppress(asyncio.QueueFull):  # a lost confirmation only means a re-send
+            self._acks.put_nowait(ack)
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            ack = await self._acks.get()
+            if await self.outbox.confirm(ack.ranges):
+                self._progress_at = self.clock.monotonic()
+
+
+def _as_replayed(body: bytes) -> bytes:
+    env = Envelope.model_validate_json(body)
+    return env.model_copy(update={"replayed": True}).model_dump_json().encode()

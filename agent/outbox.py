@@ -1,0 +1,289 @@
+"""The durable outbox: every event is committed here before it is published, and leaves only when
+the central store confirms it (see protocol.envelope.StoredAck for why PUBACK is not enough).
+
+Two lanes: ``critical`` (punches, ratings, faults) is never dropped: when full, ``append`` refuses
+with OutboxFull so the device can tell the person to retry; ``telemetry`` drops its oldest rows when
+full, and counts every drop. Appends are group-committed: callers wait for their commit, but one
+fsync covers a batch (an SD card's fsync is slow; platform-notes.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from protocol.events import Lane
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    lane TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (lane, seq);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+class OutboxFull(Exception):
+    """The critical lane is full: the event was NOT taken. The caller must refuse it visibly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    seq: int
+    topic: str
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Pending:
+    seq: int
+    lane: Lane
+    topic: str
+    body: bytes
+    counter: str | None
+    done: asyncio.Future[None]
+
+
+Build = Callable[[int], tuple[str, bytes]]
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_critical: int = 200_000,
+        max_telemetry: int = 20_000,
+        commit_interval_ms: int = 20,
+        commit_batch: int = 256,
+    ) -> None:
+        self.path = path
+        self.max = {Lane.CRITICAL: max_critical, Lane.TELEMETRY: max_telemetry}
+        self.commit_interval = commit_interval_ms / 1000
+        self.commit_batch = commit_batch
+        self.counts = {Lane.CRITICAL: 0, Lane.TELEMETRY: 0}
+        self.dropped = 0
+        self.next_seq = 0
+        self.changed = asyncio.Event()  # set after each commit that added rows
+        self._db: aiosqlite.Connection | None = None
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
+        self._broken: Exception | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def __aenter__(self) -> Outbox:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed punch survives power loss, not only a process crash.
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.executescript(SCHEMA)
+        await db.commit()
+        self._db = db
+        self.next_seq = await self._meta("next_seq")
+        self.dropped = await self._meta("dropped")
+        await self._recount()
+        self._committer = asyncio.create_task(self._commit_loop(), name="outbox-commit")
+
+    async def close(self) -> None:
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+            self._committer = None
+        if self._pending:
+            await self._flush()
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # -- appending ---------------------------------------------------------------------------------
+    async def append(self, lane: Lane, build: Build, counter: str | None = None) -> int:
+        """Take one event; returns its seq once the event is durably committed.
+
+        ``build(seq)`` returns (topic, body). ``counter`` names a meta counter incremented in the same
+        transaction (a role's own progress, so a restart neither repeats nor skips work).
+        """
+        if self._broken is not None:
+            raise OutboxFull(f"outbox {self.path} cannot commit: {self._broken}")
+        if lane is Lane.CRITICAL and self.counts[lane] + self._pending_count(lane) >= self.max[lane]:
+            raise OutboxFull(
+                f"outbox critical lane holds {self.max[lane]} events: the link has been down too long"
+            )
+        seq = self.next_seq
+        topic, body = build(seq)
+        self.next_seq += 1
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(seq, lane, topic, body, counter, fut))
+        self._wake.set()
+        await asyncio.shield(fut)
+        return seq
+
+    def _pending_count(self, lane: Lane) -> int:
+        return sum(1 for p in self._pending if p.lane is lane)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if len(self._pending) < self.commit_batch and self.commit_interval:
+                await asyncio.sleep(self.commit_interval)
+            self._wake.clear()
+            try:
+                await self._flush()
+            except Exception as exc:  # disk full, I/O error: refuse every later event, loudly
+                log.exception("outbox commit failed; the outbox refuses events from now on")
+                self._broken = exc
+                return
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        db = self._require()
+        now = time.time()
+        counters: dict[str, int] = {}
+        for p in batch:
+            if p.counter:
+                counters[p.counter] = counters.get(p.counter, 0) + 1
+        try:
+            await db.executemany(
+                "INSERT INTO outbox (seq, lane, topic, body, created) VALUES (?, ?, ?, ?, ?)",
+                [(p.seq, p.lane.value, p.topic, p.body, now) for p in batch],
+            )
+            await self._set_meta("next_seq", batch[-1].seq + 1)
+            for name, n in counters.items():
+                await db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                    (f"counter:{name}", n),
+                )
+            for p in batch:
+                self.counts[p.lane] += 1
+            await self._enforce_telemetry_bound()
+            await db.commit()
+        except Exception as exc:
+            await db.rollback()
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_exception(exc)
+            raise
+        for p in batch:
+            if not p.done.done():
+                p.done.set_result(None)
+        self.changed.set()
+
+    async def _enforce_telemetry_bound(self) -> None:
+        excess = self.counts[Lane.TELEMETRY] - self.max[Lane.TELEMETRY]
+        if excess <= 0:
+            return
+        db = self._require()
+        await db.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE lane = ? ORDER BY seq LIMIT ?)",
+            (Lane.TELEMETRY.value, excess),
+        )
+        self.counts[Lane.TELEMETRY] -= excess
+        self.dropped += excess
+        await self._set_meta("dropped", self.dropped)
+        log.warning("outbox telemetry lane full: dropped %d oldest (total %d)", excess, self.dropped)
+
+    # -- reading and retiring ----------------------------------------------------------------------
+    async def fetch(self, after_seq: int, limit: int) -> list[Row]:
+        cur = await self._require().execute(
+            "SELECT seq, topic, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+        rows = await cur.fetchall()
+        return [Row(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    async def confirm(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """The store has these seqs: forget them. Returns how many rows left the outbox."""
+        db = self._require()
+        removed = 0
+        for first, last in ranges:
+            cur = await db.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
+            removed += max(cur.rowcount, 0)
+        await db.commit()
+        if removed:
+            await self._recount()
+        return removed
+
+    async def reject(self, seq: int, reason: str) -> None:
+        """The broker refused this event for good (e.g. not authorised): keep it aside, with why."""
+        db = self._require()
+        await db.execute(
+            "INSERT OR REPLACE INTO rejected (seq, topic, body, reason, at) "
+            "SELECT seq, topic, body, ?, ? FROM outbox WHERE seq = ?",
+            (reason, time.time(), seq),
+        )
+        await db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+        await db.commit()
+        await self._recount()
+
+    @property
+    def depth(self) -> int:
+        return self.counts[Lane.CRITICAL] + self.counts[Lane.TELEMETRY]
+
+    async def next_session(self) -> int:
+        """A new MQTT session counter (Sparkplug's bdSeq), persisted before the CONNECT that uses it."""
+        value = await self._meta("session") + 1
+        await self._set_meta("session", value)
+        await self._require().commit()
+        return value
+
+    async def counter(self, name: str) -> int:
+        return await self._meta(f"counter:{name}")
+
+    async def rejected_count(self) -> int:
+        cur = await self._require().execute("SELECT COUNT(*) FROM rejected")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _require(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("outbox is not open")
+        return self._db
+
+    async def _recount(self) -> None:
+        cur = await self._require().execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane")
+        counts = {Lane(lane): int(n) for lane, n in await cur.fetchall()}
+        self.counts = {lane: counts.get(lane, 0) for lane in Lane}
+
+    async def _meta(self, key: str) -> int:
+        cur = await self._require().execute("SELECT value FROM meta WHERE key = ?", (key,))
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _set_meta(self, key: str, value: int) -> None:
+        await self._require().execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )

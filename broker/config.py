@@ -1,0 +1,47 @@
+"""Consumer configuration: a TOML file, overridden by HALLFLEET_* environment variables."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from protocol.envelope import Segment
+from protocol.settings import MqttConfig, Section, TomlSettings
+
+
+class StoreConfig(Section):
+    url: str = Field(
+        default="sqlite+aiosqlite:////var/lib/hallfleet/hallfleet.db",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///PATH (embedded) or "
+        "postgresql+asyncpg://... (scale-out)",
+    )
+
+
+class IngestConfig(Section):
+    share_group: Segment = Field(default="hallfleet", description="MQTT 5 shared-subscription group")
+    batch_size: int = Field(default=500, ge=1, le=20_000, description="Commit when this many messages wait")
+    batch_wait_ms: int = Field(
+        default=20, ge=0, le=5000, description="...or when the oldest waited this long"
+    )
+    receive_maximum: int = Field(
+        default=2000, ge=1, le=65535, description="Unacknowledged messages the broker may send us at once"
+    )
+    stale_factor: float = Field(default=1.5, ge=1.0, le=10, description="Stale after this many heartbeats")
+    sweep_s: float = Field(default=1.0, gt=0, le=60, description="How often overdue heartbeats are checked")
+
+
+class ConsumerConfig(TomlSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HALLFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    instance: Segment = Field(
+        default_factory=lambda: socket.gethostname().split(".")[0][:60] or "central",
+        description="Unique and stable per consumer process: its persistent MQTT session (client id"
+        " consumer-{instance}) holds its share of the queue while it restarts",
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)

@@ -1,0 +1,299 @@
+"""The central consumer: MQTT (shared subscription) -> validate -> batch -> store -> acknowledge.
+
+A message is PUBACKed only after the transaction holding it has committed, so a consumer killed at
+any moment loses nothing: the broker re-delivers what was never acknowledged (platform-notes.md:
+Node-RED acknowledges on receipt and loses what it had in memory). After each commit the devices are
+told which of their events the store now holds, and only then do they forget them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from broker.config import ConsumerConfig
+from broker.store.db import Batch, StatusUpdate, Store, Transition
+from protocol import topics
+from protocol.clock import Clock, SystemClock
+from protocol.envelope import StatusMessage, StoredAck
+from protocol.events import Rejected, RejectReason, validate_event
+from protocol.topics import Kind, TopicError
+from protocol.transport import AsyncMqtt, LinkOptions, MqttError, TlsFiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Counters:
+    received: int = 0
+    stored: int = 0
+    dead: int = 0
+    statuses: int = 0
+    batches: int = 0
+    store_errors: int = 0
+    transitions: list[Transition] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: Batch = field(default_factory=Batch)
+    mids: list[int] = field(default_factory=list)
+    seqs: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+
+
+class Consumer:
+    def __init__(self, cfg: ConsumerConfig, store: Store, clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.counters = Counters()
+        self.ready = asyncio.Event()
+        self._pending = _Pending()
+        self._wake = asyncio.Event()
+        self._client: AsyncMqtt | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- connection --------------------------------------------------------------------------------
+    def _options(self) -> LinkOptions:
+        m = self.cfg.mqtt
+        tls = (
+            TlsFiles(str(m.tls.ca_file), *(str(p) if p else None for p in (m.tls.cert_file, m.tls.key_file)))
+            if m.tls
+            else None
+        )
+        client_id = f"consumer-{self.cfg.instance}"
+        return LinkOptions(
+            host=m.host,
+            port=m.port,
+            client_id=client_id,
+            username=m.username,
+            password=m.password(),
+            tls=tls,
+            keepalive_s=m.keepalive_s,
+            session_expiry_s=m.session_expiry_s,
+            manual_ack=True,
+            receive_maximum=self.cfg.ingest.receive_maximum,
+            max_inflight=m.max_inflight,
+        )
+
+    async def run(self) -> None:
+        """Consume until stop(): reconnect with capped jittered backoff, never crash on input."""
+        sweep = asyncio.create_task(self._sweep_loop(), name="presence-sweep")
+        attempt = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._one_connection()
+                    attempt = 0
+                except MqttError as exc:
+                    log.warning("consumer MQTT link: %s", exc)
+                if self._stop.is_set():
+                    break
+                m = self.cfg.mqtt
+                ceiling = min(m.backoff_max_s, m.backoff_initial_s * 2 ** min(attempt, 20))
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), ceiling / 2 + random.uniform(0, ceiling / 2))
+        finally:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
+
+    async def _one_connection(self) -> None:
+        client = AsyncMqtt(self._options())
+        client.on_message = self._on_message
+        await client.connect()
+        self._client = client
+        self._pending = _Pending()  # unacked messages of a dead connection are re-delivered
+        try:
+            group = self.cfg.ingest.share_group
+            await client.subscribe(
+                [
+                    (topics.shared(group, topics.ALL_EVENTS), 1),
+                    (topics.shared(group, topics.ALL_HEALTH), 1),
+                    # Every consumer sees every status (retained too, which shared subscriptions never
+                    # get); presence updates are conditional, so applying one twice changes nothing.
+                    (topics.ALL_STATUS, 1),
+                ]
+            )
+            log.info("consumer %s subscribed", client.options.client_id)
+            self.ready.set()
+            flusher = asyncio.create_task(self._flush_loop(client), name="flush")
+            closed = asyncio.create_task(client.wait_closed())
+            stop = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({flusher, closed, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (flusher, closed, stop):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        finally:
+            self.ready.clear()
+            self._client = None
+            if self._stop.is_set():
+                await client.disconnect()
+            else:
+                await client.close()
+
+    # -- receive: runs on the loop thread inside paho's read ----------------------------------------
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._accept(msg)
+        except Exception as exc:  # a bug must cost one message (kept, with why), never the consumer
+            log.exception("unexpected error on %s", msg.topic[:200])
+            self._dead(msg, RejectReason.MALFORMED, f"internal error: {exc!r}")
+
+    def _accept(self, msg: mqtt.MQTTMessage) -> None:
+        p = self._pending
+        now = self.clock.now()
+        self.counters.received += 1
+        if msg.qos > 0:
+            p.mids.append(msg.mid)
+        try:
+            t = topics.parse(msg.topic)
+        except TopicError as exc:
+            self._dead(msg, RejectReason.BAD_TOPIC, str(exc))
+            return
+        key = f"{t.site}/{t.device}"
+        if t.kind is Kind.STATUS:
+            self._status(msg, t.site, t.device, now)
+        elif t.kind in (Kind.EVENT, Kind.HEALTH):
+            try:
+                env, payload = validate_event(t, bytes(msg.payload))
+            except Rejected as exc:
+                self._dead(msg, exc.reason, exc.detail)
+                return
+            p.batch.events.append(
+                {
+                    "site": env.site,
+                    "device": env.device,
+                    "id": env.id,
+                    "type": env.type,
+                    "seq": env.seq,
+                    "boot_id": env.boot_id,
+                    "ts": env.ts,
+                    "clock_synced": env.clock_synced,
+                    "replayed": env.replayed,
+                    "received_at": now,
+                    "data": payload.model_dump_json(),
+                }
+            )
+            p.seqs[(t.site, t.device)].append(env.seq)
+            p.batch.seen[key] = (t.site, t.device, now)
+        else:
+            self._dead(msg, RejectReason.BAD_TOPIC, f"consumer does not take {t.kind.value} messages")
+            return
+        if len(p.batch) >= self.cfg.ingest.batch_size:
+            self._wake.set()
+
+    def _status(self, msg: mqtt.MQTTMessage, site: str, device: str, now: object) -> None:
+        if not msg.payload:  # a retained status being cleared (device removed)
+            return
+        try:
+            status = StatusMessage.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            self._dead(msg, RejectReason.MALFORMED, str(exc.errors()[:3]))
+            return
+        p = self._pending
+        at = self.clock.now()
+        p.batch.statuses.append(StatusUpdate(site, device, status, bool(msg.retain), at))
+        if not msg.retain:
+            p.batch.seen[f"{site}/{device}"] = (site, device, at)
+        self.counters.statuses += 1
+        self._wake.set()  # presence changes should not wait for a full batch
+
+    def _dead(self, msg: mqtt.MQTTMessage, reason: RejectReason, detail: str) -> None:
+        log.warning("dead letter (%s) on %s: %s", reason.value, msg.topic[:200], detail[:200])
+        self._pending.batch.dead.append(
+            {
+                "received_at": self.clock.now(),
+                "topic": msg.topic[:512],
+                "reason": reason.value,
+                "detail": detail,
+                "raw": bytes(msg.payload),
+            }
+        )
+        self._wake.set()
+
+    # -- commit, then acknowledge ------------------------------------------------------------------
+    async def _flush_loop(self, client: AsyncMqtt) -> None:
+        wait_s = self.cfg.ingest.batch_wait_ms / 1000
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            if not self._pending.mids and not len(self._pending.batch):
+                self._wake.clear()
+                continue
+            if len(self._pending.batch) < self.cfg.ingest.batch_size and wait_s:
+                await asyncio.sleep(wait_s)
+            self._wake.clear()
+            pending, self._pending = self._pending, _Pending()
+            await self._commit(pending)
+            for mid in pending.mids:
+                client.ack(mid)
+            for (site, device), seqs in pending.seqs.items():
+                with contextlib.suppress(MqttError):  # lost confirmations only cause re-sends
+                    client.publish(
+                        topics.stored(site, device),
+                        StoredAck.from_seqs(seqs).model_dump_json().encode(),
+                        qos=0,
+                    )
+
+    async def _commit(self, pending: _Pending) -> None:
+        """Commit, retrying while the database is away. Meanwhile new messages pile up only to the
+        broker's receive maximum: it sends no more until we acknowledge."""
+        delay = 0.2
+        while True:
+            try:
+                transitions = await self.store.write(pending.batch)
+                break
+            except SQLAlchemyError as exc:
+                self.counters.store_errors += 1
+                log.error("store write failed (%s); retrying in %.1f s", exc.__class__.__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        c = self.counters
+        c.batches += 1
+        c.stored += len(pending.batch.events)
+        c.dead += len(pending.batch.dead)
+        self._log_transitions(transitions)
+
+    def _log_transitions(self, transitions: list[Transition]) -> None:
+        for t in transitions:
+            log.info("presence %s -> %s (session %d, %s)", t.key, t.state, t.session, t.reason)
+        self.counters.transitions.extend(transitions)
+        del self.counters.transitions[:-1000]
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.ingest.sweep_s)
+            try:
+                self._log_transitions(await self.store.sweep_stale(self.clock.now()))
+            except SQLAlchemyError as exc:
+                log.error("presence sweep failed: %s", exc)
+
+
+async def run_consumer(cfg: ConsumerConfig, clock: Clock | None = None) -> None:
+    """``hallfleet consumer``: open the store (migrating it), consume until SIGINT/SIGTERM."""
+    import signal
+
+    store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
+    consumer = Consumer(cfg, store, clock)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, consumer.stop)
+    try:
+        await consumer.run()
+    finally:
+        await store.close()

@@ -1,0 +1,247 @@
+"""The store: one code path for SQLite (embedded default) and PostgreSQL (scale-out).
+
+Every write of a consumer batch is one transaction: events (idempotent on (site, device, id)), dead
+letters, presence changes. The consumer acknowledges the batch's MQTT messages only after it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from broker.store.schema import dead_letters, devices, events, presence_history
+from protocol.envelope import Presence, StatusMessage
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    site: str
+    device: str
+    status: StatusMessage
+    retained: bool
+    at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.site}/{self.device}"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    key: str
+    state: str
+    session: int
+    at: datetime
+    reason: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one consumer flush commits. ``seen`` is the last receive time of anything per device."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    seen: dict[str, tuple[str, str, datetime]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.dead) + len(self.statuses)
+
+
+def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, stale_factor: float = 1.5) -> None:
+        self.engine = engine
+        self.stale_factor = stale_factor
+        self.heartbeat_s: dict[str, float] = {}
+
+    @classmethod
+    async def open(cls, url: str, stale_factor: float = 1.5) -> Store:
+        engine = create_engine(url)
+        await migrate(engine)
+        store = cls(engine, stale_factor)
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.select(devices.c.key, devices.c.heartbeat_s))
+            store.heartbeat_s = {r.key: float(r.heartbeat_s) for r in rows}
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- the consumer's batch ----------------------------------------------------------------------
+    async def write(self, batch: Batch) -> list[Transition]:
+        transitions: list[Transition] = []
+        async with self.engine.begin() as conn:
+            await self._register(conn, batch)
+            if batch.events:
+                await conn.execute(_insert_ignore(conn, events), batch.events)
+            if batch.dead:
+                await conn.execute(dead_letters.insert(), batch.dead)
+            for upd in batch.statuses:
+                t = await self._apply_status(conn, upd)
+                if t is not None:
+                    transitions.append(t)
+            transitions += await self._touch(conn, batch.seen)
+            if transitions:
+                await conn.execute(presence_history.insert(), [_history(t) for t in transitions])
+        return transitions
+
+    async def _register(self, conn: AsyncConnection, batch: Batch) -> None:
+        new = {k: v for k, v in batch.seen.items() if k not in self.heartbeat_s}
+        if not new:
+            return
+        await conn.execute(
+            _insert_ignore(conn, devices),
+            [{"key": k, "site": s, "device": d, "first_seen": at} for k, (s, d, at) in new.items()],
+        )
+        for k in new:
+            self.heartbeat_s.setdefault(k, 60.0)
+
+    async def _apply_status(self, conn: AsyncConnection, upd: StatusUpdate) -> Transition | None:
+        """Presence from ``status``. A birth is the live connection speaking; a Will or goodbye counts only
+        if it belongs to the current session or a newer one: a late Will of an old session is ignored.
+        A retained status replayed to a (re)started consumer is old news unless its session is newer."""
+        s = upd.status
+        c = devices.c
+        cond = c.key == upd.key
+        if s.state is Presence.ONLINE:
+            cond &= (
+                c.session < s.session
+                if upd.retained
+                else sa.or_(c.session != s.session, c.presence != "online")
+            )
+            values: dict[str, Any] = {
+                "heartbeat_s": s.heartbeat_s,
+                "role": s.role,
+                "agent_version": s.agent_version,
+                "boot_id": s.boot_id,
+                "last_seen": upd.at,
+                "stale_after": upd.at + timedelta(seconds=self.stale_factor * s.heartbeat_s),
+            }
+            self.heartbeat_s[upd.key] = s.heartbeat_s
+        else:
+            cond &= (c.session <= s.session) & (c.presence != s.state.value)
+            values = {}
+        result = await conn.execute(
+            devices.update()
+            .where(cond)
+            .values(presence=s.state.value, session=s.session, presence_since=upd.at, **values)
+        )
+        if result.rowcount != 1:
+            log.debug("status %s/%d of %s changes nothing", s.state, s.session, upd.key)
+            return None
+        reason = {"online": "birth", "offline": "will (connection lost)", "shutdown": "clean shutdown"}
+        return Transition(upd.key, s.state.value, s.session, upd.at, reason[s.state.value])
+
+    async def _touch(
+        self, conn: AsyncConnection, seen: dict[str, tuple[str, str, datetime]]
+    ) -> list[Transition]:
+        """Anything a device sends proves it alive: move its stale deadline, and revive it if stale."""
+        if not seen:
+            return []
+        c = devices.c
+        await conn.execute(
+            devices.update()
+            .where(c.key == sa.bindparam("k"))
+            .values(last_seen=sa.bindparam("seen"), stale_after=sa.bindparam("deadline")),
+            [
+                {
+                    "k": k,
+                    "seen": at,
+                    "deadline": at + timedelta(seconds=self.stale_factor * self.heartbeat_s[k]),
+                }
+                for k, (_, _, at) in seen.items()
+            ],
+        )
+        now = max(at for _, _, at in seen.values())
+        revived = await conn.execute(
+            devices.update()
+            .where(c.presence == STALE, c.key.in_(list(seen)))
+            .values(presence="online", presence_since=now)
+            .returning(c.key, c.session)
+        )
+        return [Transition(r.key, "online", r.session, now, "heartbeat resumed") for r in revived]
+
+    async def sweep_stale(self, now: datetime) -> list[Transition]:
+        """Online devices whose heartbeat is overdue are ``stale``: connected (no Will) but not working."""
+        c = devices.c
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                devices.update()
+                .where(c.presence == "online", c.stale_after < now)
+                .values(presence=STALE, presence_since=now)
+                .returning(c.key, c.session)
+            )
+            out = [Transition(r.key, STALE, r.session, now, "heartbeat overdue") for r in rows]
+            if out:
+                await conn.execute(presence_history.insert(), [_history(t) for t in out])
+        return out
+
+    # -- reads -------------------------------------------------------------------------------------
+    async def fetch(self, query: sa.Executable) -> list[sa.Row[Any]]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).all())
+
+    async def scalar(self, query: sa.Executable) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+
+def _history(t: Transition) -> dict[str, Any]:
+    return {"key": t.key, "state": t.state, "session": t.session, "at": t.at, "reason": t.reason}
+
+
+def create_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @sa_event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            # WAL: readers (the API, the demo's view) never block the consumer's writes.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+def _run_migrations(sync_conn: sa.Connection) -> None:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two consumers starting at once must not both create the tables.
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(4801)"))
+        await conn.run_sync(_run_migrations)

@@ -1,0 +1,86 @@
+"""``hallfleet``: one CLI; each subcommand starts code that lives in its own folder."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from protocol.settings import ConfigError, load_settings
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop  # the consumer's per-message overhead is the event loop's (platform-notes.md)
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from agent.agent import Agent, run_until_signal
+    from agent.config import AgentConfig
+
+    cfg = load_settings(AgentConfig, args.config)
+    _run(run_until_signal(Agent(cfg)))
+    return 0
+
+
+def cmd_consumer(args: argparse.Namespace) -> int:
+    from broker.config import ConsumerConfig
+    from broker.consumer import run_consumer
+
+    cfg = load_settings(ConsumerConfig, args.config)
+    _run(run_consumer(cfg))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hallfleet.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hallfleet", description="Device fleet for government service halls")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("agent", help="run the edge agent on a device")
+    a.add_argument("--config", type=Path, required=True, help="agent TOML file")
+    a.set_defaults(func=cmd_agent)
+
+    c = sub.add_parser("consumer", help="run the central consumer (ingest -> store, presence)")
+    c.add_argument("--config", type=Path, help="consumer TOML file (defaults + environment without it)")
+    c.set_defaults(func=cmd_consumer)
+
+    d = sub.add_parser("demo", help="a demo hall: private Mosquitto, consumer on SQLite, simulated devices")
+    d.add_argument("--devices", type=int, default=6, help="simulated devices")
+    d.add_argument("--rate", type=float, default=2.0, help="events per second per device")
+    d.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
+    d.add_argument("--dir", type=Path, default=None, help="keep the demo's files here (default: a temp dir)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"hallfleet: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Typed payloads, chosen by the envelope's ``type`` from an explicit registry.
+
+Each event type also names its outbox lane on the device: ``critical`` events (a punch, a rating, a
+fault) are never dropped; ``telemetry`` may be dropped oldest-first when the outbox is full, and every
+drop is counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from protocol.envelope import MAX_EVENT_BYTES, Envelope, Frozen
+from protocol.topics import Kind, Topic
+
+
+class Lane(StrEnum):
+    CRITICAL = "critical"
+    TELEMETRY = "telemetry"
+
+
+class Health(Frozen):
+    """``tele/health``: the heartbeat. Every field is optional hardware: a value absent here is absent
+    on the device, never guessed."""
+
+    uptime_s: float = Field(ge=0)
+    load1: float | None = None
+    cpu_temp_c: float | None = None
+    mem_used_pct: float | None = Field(default=None, ge=0, le=100)
+    disk_used_pct: float | None = Field(default=None, ge=0, le=100)
+    outbox_depth: int = Field(ge=0)
+    outbox_dropped: int = Field(ge=0, description="Telemetry dropped since the outbox was created")
+    clock_synced: bool
+    interval_s: float = Field(gt=0)
+
+
+class AttendancePunch(Frozen):
+    staff_id: str = Field(min_length=1, max_length=64, description="Pseudonymous staff id, never a name")
+    method: Literal["face", "fingerprint", "qr", "card"]
+    direction: Literal["in", "out", "unknown"] = "unknown"
+    offline: bool = Field(default=False, description="Taken while the device was offline")
+
+
+class RatingSubmitted(Frozen):
+    window: str = Field(min_length=1, max_length=32)
+    staff_id: str = Field(min_length=1, max_length=64)
+    service_id: str | None = Field(default=None, max_length=64)
+    level: Literal[1, 2, 3, 4, 5] = Field(description="5 非常满意 ... 1 非常不满意")
+    delay_s: float | None = Field(default=None, ge=0)
+
+
+class Fault(Frozen):
+    component: str = Field(min_length=1, max_length=32)
+    code: str = Field(min_length=1, max_length=64)
+    active: bool = True
+    since: datetime | None = None
+    detail: str = Field(default="", max_length=500)
+
+
+class KioskState(Frozen):
+    state: Literal["up", "degraded", "down"]
+    functions_affected: list[str] = Field(default_factory=list, max_length=32)
+
+
+class KioskConsumable(Frozen):
+    consumable: str = Field(min_length=1, max_length=32)
+    state: Literal["ok", "low", "empty", "jam", "unknown"]
+    level_pct: float | None = Field(default=None, ge=0, le=100)
+    raw: dict[str, int | str | None] = Field(default_factory=dict)
+
+
+class KioskUsage(Frozen):
+    counters: dict[str, int] = Field(description="Cumulative counters, e.g. tickets, prints, copies, queries")
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    name: str
+    model: type[Frozen]
+    lane: Lane
+
+
+REGISTRY: dict[str, EventSpec] = {
+    spec.name: spec
+    for spec in (
+        EventSpec("device.health", Health, Lane.TELEMETRY),
+        EventSpec("device.fault", Fault, Lane.CRITICAL),
+        EventSpec("attendance.punch", AttendancePunch, Lane.CRITICAL),
+        EventSpec("rating.submitted", RatingSubmitted, Lane.CRITICAL),
+        EventSpec("kiosk.state", KioskState, Lane.CRITICAL),
+        EventSpec("kiosk.fault", Fault, Lane.CRITICAL),
+        EventSpec("kiosk.consumable", KioskConsumable, Lane.TELEMETRY),
+        EventSpec("kiosk.usage", KioskUsage, Lane.TELEMETRY),
+    )
+}
+HEALTH_TYPE = "device.health"
+
+
+class RejectReason(StrEnum):
+    OVERSIZED = "oversized"
+    MALFORMED = "malformed"
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_PAYLOAD = "invalid_payload"
+    TOPIC_MISMATCH = "topic_mismatch"
+
+
+class Rejected(Exception):
+    """An event that cannot be stored as such; it goes to dead-letter with ``reason`` and ``detail``."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail[:2000]
+
+
+def lane_of(event_type: str) -> Lane:
+    spec = REGISTRY.get(event_type)
+    return spec.lane if spec else Lane.CRITICAL
+
+
+def validate_event(topic: Topic, raw: bytes) -> tuple[Envelope, Frozen]:
+    """Validate the bytes received on an ``evt/{type}`` or ``tele/health`` topic.
+
+    Returns the envelope and its typed payload, or raises Rejected with the reason for dead-letter.
+    """
+    if len(raw) > MAX_EVENT_BYTES:
+        raise Rejected(RejectReason.OVERSIZED, f"{len(raw)} bytes > {MAX_EVENT_BYTES}")
+    try:
+        env = Envelope.model_validate_json(raw)
+    except ValidationError as exc:
+        reason = RejectReason.MALFORMED
+        raise Rejected(reason, _errors(exc)) from None
+    expected_type = HEALTH_TYPE if topic.kind is Kind.HEALTH else topic.event_type
+    if (env.site, env.device, env.type) != (topic.site, topic.device, expected_type):
+        raise Rejected(
+            RejectReason.TOPIC_MISMATCH,
+            f"envelope says {env.site}/{env.device} {env.type}, topic says "
+            f"{topic.site}/{topic.device} {expected_type}",
+        )
+    spec = REGISTRY.get(env.type)
+    if spec is None:
+        raise Rejected(RejectReason.UNKNOWN_TYPE, f"no payload model registered for {env.type!r}")
+    try:
+        payload = spec.model.model_validate(env.data)
+    except ValidationError as exc:
+        raise Rejected(RejectReason.INVALID_PAYLOAD, _errors(exc)) from None
+    return env, payload
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
+    )
