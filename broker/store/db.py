@@ -202,7 +202,7 @@ class Store:
         return out
 
     # -- reads -------------------------------------------------------------------------------------
-    async def fetch(self, query: sa.Executable) -> list[sa.Row[Any]]:
+    async def fetch(self, query: sa.Executable) -> list[Any]:
         async with self.engine.connect() as conn:
             return list((await conn.execute(query)).all())
 
