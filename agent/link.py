@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 # PUBACK reasons that will never turn into success by re-sending (MQTT 5, 3.4.2.1). Anything else
 # that fails (quota exceeded, implementation specific) stays in the outbox and is re-sent.
 PERMANENT_PUBACK_FAILURES = {0x87, 0x90, 0x95, 0x99}
+# PUBACK 0x10: accepted, but nobody subscribes (the consumer has never connected yet). The event went
+# nowhere: re-send soon, backing off, rather than after the full confirmation timeout.
+NO_MATCHING_SUBSCRIBERS = 0x10
+UNROUTED_RETRY_S = 1.0
 STABLE_CONNECTION_S = 30.0
 
 
@@ -78,6 +82,8 @@ class Link:
         self._acks: asyncio.Queue[StoredAck] = asyncio.Queue(maxsize=1000)
         self._stopping = False
         self._progress_at = 0.0
+        self._unrouted = False
+        self._unrouted_retry_s = UNROUTED_RETRY_S
 
     # -- the connection loop -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -88,6 +94,8 @@ class Link:
                 await self._one_connection()
             except MqttError as exc:
                 log.warning("MQTT link: %s", exc)
+            except Exception:  # a bug here must not stop the device taking punches: log, reconnect
+                log.exception("MQTT link failed unexpectedly")
             if self._stopping:
                 return
             if self.clock.monotonic() - started > STABLE_CONNECTION_S:
@@ -112,13 +120,20 @@ class Link:
             client.publish(topics.status(i.site, i.device), self._status(Presence.ONLINE), qos=1, retain=True)
             self.connected.set()
             log.info("connected to MQTT as session %d", self.session)
-            async with asyncio.TaskGroup() as tg:
-                pump = tg.create_task(self._pump(client), name="outbox-pump")
-                confirm = tg.create_task(self._confirm_loop(), name="outbox-confirm")
-                why = await client.wait_closed()
-                pump.cancel()
-                confirm.cancel()
-            log.warning("MQTT connection lost: %s", why)
+            tasks = [
+                asyncio.create_task(self._pump(client), name="outbox-pump"),
+                asyncio.create_task(self._confirm_loop(), name="outbox-confirm"),
+                asyncio.create_task(client.wait_closed(), name="mqtt-closed"),
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            # The pump sees a dead socket first when publishing into it: that is a lost connection too.
+            errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, MqttError)]
+            if errors:
+                raise errors[0]
+            log.warning("MQTT connection lost: %s", results[2] if isinstance(results[2], str) else results)
         finally:
             self.connected.clear()
             self._client = None
@@ -181,16 +196,22 @@ class Link:
                 last = row.seq
             if rows:
                 continue
-            if self.outbox.depth and self._unconfirmed_for() > self.confirm_timeout_s:
+            if self.outbox.depth and self._should_resend():
                 # Sent and PUBACKed, but the store never confirmed: the broker may have lost them.
-                log.warning(
-                    "%d events unconfirmed for %.0f s: re-sending", self.outbox.depth, self.confirm_timeout_s
-                )
+                log.warning("%d events not confirmed by the store: re-sending", self.outbox.depth)
                 last = -1
                 self._progress_at = self.clock.monotonic()
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox.changed.wait(), timeout=min(5.0, self.confirm_timeout_s))
+                await asyncio.wait_for(self.outbox.changed.wait(), timeout=min(1.0, self.confirm_timeout_s))
+
+    def _should_resend(self) -> bool:
+        waited = self._unconfirmed_for()
+        if self._unrouted and waited > self._unrouted_retry_s:
+            self._unrouted = False
+            self._unrouted_retry_s = min(self._unrouted_retry_s * 2, self.confirm_timeout_s)
+            return True
+        return waited > self.confirm_timeout_s
 
     def _unconfirmed_for(self) -> float:
         return self.clock.monotonic() - self._progress_at
@@ -198,6 +219,8 @@ class Link:
     def _on_puback(self, mid: int, rc: ReasonCode) -> None:
         seq = self._inflight.pop(mid, None)
         self._space.set()
+        if rc.value == NO_MATCHING_SUBSCRIBERS:
+            self._unrouted = True
         if seq is None or not rc.is_failure:
             return
         if rc.value in PERMANENT_PUBACK_FAILURES:
@@ -221,6 +244,7 @@ class Link:
             ack = await self._acks.get()
             if await self.outbox.confirm(ack.ranges):
                 self._progress_at = self.clock.monotonic()
+                self._unrouted_retry_s = UNROUTED_RETRY_S
 
 
 def _as_replayed(body: bytes) -> bytes:

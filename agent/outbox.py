@@ -90,6 +90,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._broken: Exception | None = None
+        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def __aenter__(self) -> Outbox:
@@ -114,12 +115,15 @@ class Outbox:
         self._committer = asyncio.create_task(self._commit_loop(), name="outbox-commit")
 
     async def close(self) -> None:
+        """Commit what was taken, then close. Never cancels a commit half-way: a punch being committed
+        when the agent stops is either in the file or its append() raised."""
         if self._committer is not None:
-            self._committer.cancel()
+            self._closing = True
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
+                await asyncio.shield(self._committer)
             self._committer = None
-        if self._pending:
+        if self._pending and self._broken is None:
             await self._flush()
         if self._db is not None:
             await self._db.close()
@@ -151,9 +155,9 @@ class Outbox:
         return sum(1 for p in self._pending if p.lane is lane)
 
     async def _commit_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
-            if len(self._pending) < self.commit_batch and self.commit_interval:
+            if len(self._pending) < self.commit_batch and self.commit_interval and not self._closing:
                 await asyncio.sleep(self.commit_interval)
             self._wake.clear()
             try:

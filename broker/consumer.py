@@ -109,6 +109,15 @@ class Consumer:
             sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweep
+            c = self.counters
+            log.info(
+                "consumer %s stopped: received %d, stored %d, dead letters %d, batches %d",
+                self.cfg.instance,
+                c.received,
+                c.stored,
+                c.dead,
+                c.batches,
+            )
 
     async def _one_connection(self) -> None:
         client = AsyncMqtt(self._options())
