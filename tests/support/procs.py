@@ -144,7 +144,7 @@ def outbox_state(path: Path) -> dict[str, int]:
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float, what: str, every: float = 0.05
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool], limit_s: float, what: str, every: float = 0.05
 ) -> float:
     """Poll until ``check`` is true; returns the seconds it took, fails the test naming ``what``."""
     t0 = time.monotonic()
@@ -154,8 +154,8 @@ async def wait_for(
             result = await result
         if result:
             return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if time.monotonic() - t0 > limit_s:
+            raise AssertionError(f"timed out after {limit_s} s waiting for {what}")
         await asyncio.sleep(every)
 
 
