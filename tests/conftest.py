@@ -6,14 +6,20 @@ run that quietly skips the real broker or database proves nothing.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from broker.config import ConsumerConfig, IngestConfig, StoreConfig
+from broker.consumer import Consumer
 from broker.mosquitto.local import LocalMosquitto
+from broker.store.db import Store
+from protocol.settings import MqttConfig
 from tests.support.postgres import LocalPostgres
 
 
@@ -66,3 +72,31 @@ def store_url(request: pytest.FixtureRequest) -> str:
     fixture = {"sqlite": "sqlite_url", "postgres": "pg_url"}[request.param]
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+@dataclass
+class RunningConsumer:
+    consumer: Consumer
+    store: Store
+    task: asyncio.Task[None]
+
+
+@pytest.fixture
+async def consumer(mosquitto: LocalMosquitto, store_url: str) -> AsyncIterator[RunningConsumer]:
+    """An in-process consumer on the private broker, with a fast presence sweep."""
+    store = await Store.open(store_url)
+    cfg = ConsumerConfig(
+        instance="test",
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, backoff_initial_s=0.1, backoff_max_s=1.0),
+        store=StoreConfig(url=store_url),
+        ingest=IngestConfig(sweep_s=0.1),
+    )
+    c = Consumer(cfg, store)
+    task = asyncio.create_task(c.run())
+    await asyncio.wait_for(c.ready.wait(), 10)
+    try:
+        yield RunningConsumer(c, store, task)
+    finally:
+        c.stop()
+        await asyncio.wait_for(task, 10)
+        await store.close()
