@@ -20,6 +20,7 @@ from protocol.clock import Clock, SystemClock
 from protocol.envelope import Envelope, Frozen
 from protocol.events import HEALTH_TYPE, REGISTRY, Health, lane_of
 from protocol.ids import uuid7
+from protocol.sdnotify import notify, watchdog_loop
 from protocol.transport import LinkOptions, TlsFiles, Will
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,14 @@ class Agent:
                     tasks = [
                         tg.create_task(self.link.run(), name="link"),
                         tg.create_task(self._health_loop(), name="health"),
+                        tg.create_task(watchdog_loop(), name="watchdog"),
                     ]
+                    notify(f"READY=1\nSTATUS=outbox holds {self.outbox.depth} events")
                     role = self._role()
                     if role is not None:
                         tasks.append(tg.create_task(role(self), name=f"role-{self.cfg.role}"))
                     await self._stop.wait()
+                    notify("STOPPING=1")
                     await self.link.stop()
                     for t in tasks:
                         t.cancel()

@@ -25,6 +25,7 @@ from protocol import topics
 from protocol.clock import Clock, SystemClock
 from protocol.envelope import StatusMessage, StoredAck
 from protocol.events import Rejected, RejectReason, validate_event
+from protocol.sdnotify import notify, watchdog_loop
 from protocol.topics import Kind, TopicError
 from protocol.transport import AsyncMqtt, LinkOptions, MqttError, TlsFiles
 
@@ -90,6 +91,8 @@ class Consumer:
     async def run(self) -> None:
         """Consume until stop(): reconnect with capped jittered backoff, never crash on input."""
         sweep = asyncio.create_task(self._sweep_loop(), name="presence-sweep")
+        watchdog = asyncio.create_task(watchdog_loop(), name="watchdog")
+        notify("READY=1")
         attempt = 0
         try:
             while not self._stop.is_set():
@@ -106,9 +109,11 @@ class Consumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), ceiling / 2 + random.uniform(0, ceiling / 2))
         finally:
-            sweep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweep
+            notify("STOPPING=1")
+            for task in (sweep, watchdog):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             c = self.counters
             log.info(
                 "consumer %s stopped: received %d, stored %d, dead letters %d, batches %d",
