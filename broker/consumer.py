@@ -31,6 +31,8 @@ from protocol.transport import AsyncMqtt, LinkOptions, MqttError, TlsFiles
 
 log = logging.getLogger(__name__)
 
+SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+
 
 @dataclass(slots=True)
 class Counters:
@@ -40,6 +42,7 @@ class Counters:
     statuses: int = 0
     batches: int = 0
     store_errors: int = 0
+    broker_dropped: int = 0  # Mosquitto's own count of messages it dropped (queue limits), from $SYS
     transitions: list[Transition] = field(default_factory=list)
 
 
@@ -141,6 +144,13 @@ class Consumer:
                     (topics.ALL_STATUS, 1),
                 ]
             )
+            try:
+                # Stock Mosquitto drops queued QoS 1 messages silently past its limits; its $SYS
+                # counter is the only trace (platform-notes.md). Watching it is optional: an account
+                # without $SYS rights still consumes.
+                await client.subscribe([(SYS_DROPPED, 0)])
+            except MqttError as exc:
+                log.warning("cannot watch the broker's drop counter: %s", exc)
             log.info("consumer %s subscribed", client.options.client_id)
             self.ready.set()
             flusher = asyncio.create_task(self._flush_loop(client), name="flush")
@@ -168,6 +178,9 @@ class Consumer:
             self._dead(msg, RejectReason.MALFORMED, f"internal error: {exc!r}")
 
     def _accept(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == SYS_DROPPED:
+            self._broker_dropped(msg.payload)
+            return
         p = self._pending
         now = self.clock.now()
         self.counters.received += 1
@@ -209,6 +222,20 @@ class Consumer:
             return
         if len(p.batch) >= self.cfg.ingest.batch_size:
             self._wake.set()
+
+    def _broker_dropped(self, payload: bytes) -> None:
+        try:
+            value = int(payload)
+        except ValueError:
+            return
+        if value > self.counters.broker_dropped:
+            log.warning(
+                "the broker has dropped %d messages (was %d): raise max_queued_messages in its config; "
+                "agents re-send what the store never confirmed",
+                value,
+                self.counters.broker_dropped,
+            )
+        self.counters.broker_dropped = value
 
     def _status(self, msg: mqtt.MQTTMessage, site: str, device: str, now: object) -> None:
         if not msg.payload:  # a retained status being cleared (device removed)
