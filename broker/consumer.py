@@ -223,7 +223,7 @@ class Consumer:
         if len(p.batch) >= self.cfg.ingest.batch_size:
             self._wake.set()
 
-    def _broker_dropped(self, payload: bytes) -> None:
+    def _broker_dropped(self, payload: bytes | bytearray) -> None:
         try:
             value = int(payload)
         except ValueError:
