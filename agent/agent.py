@@ -21,7 +21,7 @@ from protocol.envelope import Envelope, Frozen
 from protocol.events import HEALTH_TYPE, REGISTRY, Health, lane_of
 from protocol.ids import uuid7
 from protocol.sdnotify import notify, watchdog_loop
-from protocol.transport import LinkOptions, TlsFiles, Will
+from protocol.transport import LinkOptions, Will
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +65,13 @@ class Agent:
 
     def _link_options(self, will: Will) -> LinkOptions:
         m = self.cfg.mqtt
-        tls = None
-        if m.tls is not None:
-            tls = TlsFiles(
-                str(m.tls.ca_file),
-                str(m.tls.cert_file) if m.tls.cert_file else None,
-                str(m.tls.key_file) if m.tls.key_file else None,
-            )
         return LinkOptions(
             host=m.host,
             port=m.port,
             client_id=self.cfg.client_id,
             username=m.username or self.cfg.client_id,
             password=m.password(),
-            tls=tls,
+            tls=m.tls_files(),
             keepalive_s=m.keepalive_s,
             session_expiry_s=m.session_expiry_s,
             will=will,

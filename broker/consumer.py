@@ -27,7 +27,7 @@ from protocol.envelope import StatusMessage, StoredAck
 from protocol.events import Rejected, RejectReason, validate_event
 from protocol.sdnotify import notify, watchdog_loop
 from protocol.topics import Kind, TopicError
-from protocol.transport import AsyncMqtt, LinkOptions, MqttError, TlsFiles
+from protocol.transport import AsyncMqtt, LinkOptions, MqttError
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ class Consumer:
     # -- connection --------------------------------------------------------------------------------
     def _options(self) -> LinkOptions:
         m = self.cfg.mqtt
-        tls = (
-            TlsFiles(str(m.tls.ca_file), *(str(p) if p else None for p in (m.tls.cert_file, m.tls.key_file)))
-            if m.tls
-            else None
-        )
         client_id = f"consumer-{self.cfg.instance}"
         return LinkOptions(
             host=m.host,
@@ -83,7 +78,7 @@ class Consumer:
             client_id=client_id,
             username=m.username,
             password=m.password(),
-            tls=tls,
+            tls=m.tls_files(),
             keepalive_s=m.keepalive_s,
             session_expiry_s=m.session_expiry_s,
             manual_ack=True,

@@ -11,6 +11,8 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
+from protocol.transport import TlsFiles
+
 T = TypeVar("T", bound=BaseSettings)
 _toml_path: ContextVar[Path | None] = ContextVar("_toml_path", default=None)
 
@@ -46,6 +48,14 @@ class MqttConfig(Section):
     backoff_initial_s: float = Field(default=1.0, gt=0, description="First reconnect delay")
     backoff_max_s: float = Field(default=60.0, gt=0, description="Reconnect delay cap")
     max_inflight: int = Field(default=100, ge=1, le=65535, description="Unacknowledged publishes at once")
+
+    def tls_files(self) -> TlsFiles | None:
+        if self.tls is None:
+            return None
+        t = self.tls
+        return TlsFiles(
+            str(t.ca_file), str(t.cert_file) if t.cert_file else None, str(t.key_file) if t.key_file else None
+        )
 
     def password(self) -> str | None:
         if self.password_file is not None:
