@@ -10,15 +10,20 @@ from collections.abc import Callable, Coroutine
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from agent.commands.builtin import BUILTIN
+from agent.commands.registry import Registry
+from agent.commands.runner import CommandRunner
 from agent.config import AgentConfig
+from agent.desired import ConfigApplier, DeviceSettings
 from agent.link import Backoff, Identity, Link
 from agent.outbox import Outbox
 from agent.roles import sim
+from agent.selfheal import AppWatch
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
 from protocol.clock import Clock, SystemClock
 from protocol.envelope import Envelope, Frozen
-from protocol.events import HEALTH_TYPE, REGISTRY, Health, lane_of
+from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, lane_of
 from protocol.ids import uuid7
 from protocol.sdnotify import notify, watchdog_loop
 from protocol.transport import LinkOptions, Will
@@ -36,9 +41,7 @@ def agent_version() -> str:
 
 
 class Agent:
-    def __init__(
-        self, cfg: AgentConfig, clock: Clock | None = None, probe: SystemProbe | None = None
-    ) -> None:
+    def __init__(self, cfg: AgentConfig, clock: Clock | None = None, probe: SystemProbe | None = None) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.probe = probe or SystemProbe()
@@ -62,6 +65,14 @@ class Agent:
             confirm_timeout_s=cfg.outbox.confirm_timeout_s,
         )
         self._stop = asyncio.Event()
+        self._heartbeat_changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.exit_code = 0
+        self.config = ConfigApplier(self)
+        self.commands = CommandRunner(self, Registry(BUILTIN))
+        self.app_watch = AppWatch(cfg.app, self.emit, self.clock) if cfg.app is not None else None
+        self.link.on_command = self.commands.offer
+        self.link.on_config = self.config.offer
 
     def _link_options(self, will: Will) -> LinkOptions:
         m = self.cfg.mqtt
@@ -100,11 +111,13 @@ class Agent:
                 data=payload.model_dump(mode="json"),
             )
             built.append(env)
-            topic = (
-                topics.health(self.cfg.site, self.cfg.device)
-                if event_type == HEALTH_TYPE
-                else topics.event(self.cfg.site, self.cfg.device, event_type)
-            )
+            site, device = self.cfg.site, self.cfg.device
+            if event_type == HEALTH_TYPE:
+                topic = topics.health(site, device)
+            elif event_type == ACK_TYPE:
+                topic = topics.cmd_ack(site, device)
+            else:
+                topic = topics.event(site, device, event_type)
             return topic, env.model_dump_json().encode()
 
         await self.outbox.append(lane_of(event_type), build, counter=counter)
@@ -113,19 +126,70 @@ class Agent:
     def clock_synced(self) -> bool:
         return self.cfg.clock_sync_file.exists()
 
+    @property
+    def settings(self) -> DeviceSettings:
+        """What the centre's desired config set (agent/desired.py)."""
+        return self.config.settings
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.settings.heartbeat_s or self.cfg.heartbeat_s
+
+    def settings_changed(self) -> None:
+        if self.link.heartbeat_s != self.heartbeat_s:
+            self.link.heartbeat_s = self.heartbeat_s
+            self.link.announce()
+            self._heartbeat_changed.set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """A short background job (a config to apply) that must not block the MQTT callback."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    def request_restart(self) -> None:
+        """restart_agent: leave with EX_TEMPFAIL; systemd (Restart=on-failure) starts us again."""
+        self.exit_code = 75
+        self.stop()
+
+    async def diagnose(self) -> dict[str, Any]:
+        return {
+            "health": self.health().model_dump(),
+            "link": {"connected": self.link.connected.is_set(), "session": self.link.session},
+            "outbox": {
+                "depth": self.outbox.depth,
+                "dropped": self.outbox.dropped,
+                "next_seq": self.outbox.next_seq,
+            },
+            "config_version": self.config.version,
+            "app": self.app_watch.diagnose() if self.app_watch else None,
+            "boot_id": self.boot_id,
+            "agent_version": agent_version(),
+        }
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
         async with self.outbox:
+            await self.config.load()
+            self.settings_changed()
             try:
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
                         tg.create_task(self.link.run(), name="link"),
                         tg.create_task(self._health_loop(), name="health"),
                         tg.create_task(watchdog_loop(), name="watchdog"),
+                        tg.create_task(self.commands.run(), name="commands"),
                     ]
+                    if self.app_watch is not None:
+                        tasks.append(tg.create_task(self.app_watch.run(), name="app-watch"))
                     notify(f"READY=1\nSTATUS=outbox holds {self.outbox.depth} events")
                     role = self._role()
                     if role is not None:
@@ -133,7 +197,7 @@ class Agent:
                     await self._stop.wait()
                     notify("STOPPING=1")
                     await self.link.stop()
-                    for t in tasks:
+                    for t in [*tasks, *self._tasks]:
                         t.cancel()
             finally:
                 log.info("agent stopped; %d events wait in the outbox", self.outbox.depth)
@@ -146,7 +210,10 @@ class Agent:
 
     async def _health_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.cfg.heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_changed.wait(), self.heartbeat_s)
+                self._heartbeat_changed.clear()
+                continue  # a new interval: start counting again
             await self.emit(HEALTH_TYPE, self.health())
 
     def health(self) -> Health:
@@ -160,11 +227,11 @@ class Agent:
             outbox_depth=self.outbox.depth,
             outbox_dropped=self.outbox.dropped,
             clock_synced=self.clock_synced(),
-            interval_s=self.cfg.heartbeat_s,
+            interval_s=self.heartbeat_s,
         )
 
 
-async def run_until_signal(agent: Agent) -> None:
+async def run_until_signal(agent: Agent) -> int:
     import signal
 
     loop = asyncio.get_running_loop()
@@ -172,3 +239,4 @@ async def run_until_signal(agent: Agent) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, agent.stop)
     await agent.run()
+    return agent.exit_code

@@ -12,15 +12,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from agent.selfheal import AppWatchConfig
 from protocol.envelope import Segment
 from protocol.settings import MqttConfig, Section, TomlSettings
 
 
 class OutboxConfig(Section):
     path: Path = Field(default=Path("/var/lib/hallfleet/outbox.db"), description="SQLite outbox file")
-    max_critical: int = Field(
-        default=200_000, ge=10, description="Punches/ratings/faults kept; never dropped"
-    )
+    max_critical: int = Field(default=200_000, ge=10, description="Punches/ratings/faults kept; never dropped")
     max_telemetry: int = Field(default=20_000, ge=10, description="Telemetry kept; oldest dropped, counted")
     commit_interval_ms: int = Field(default=20, ge=0, le=1000, description="Group commit window")
     commit_batch: int = Field(default=256, ge=1, description="Flush the group commit at this many events")
@@ -28,17 +27,13 @@ class OutboxConfig(Section):
 
 
 class SimConfig(Section):
-    events: int = Field(
-        default=0, ge=0, description="Emit events until the device has sent this many (0: forever)"
-    )
+    events: int = Field(default=0, ge=0, description="Emit events until the device has sent this many (0: forever)")
     rate_per_s: float = Field(default=1.0, gt=0, description="Events per second")
     event_type: Literal["attendance.punch", "rating.submitted", "kiosk.usage"] = "attendance.punch"
 
 
 class AgentConfig(TomlSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HALLFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="HALLFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     site: Segment = Field(description="Site (hall) id, e.g. 'qingpu'")
     device: Segment = Field(description="Device id, unique in its site")
@@ -47,6 +42,13 @@ class AgentConfig(TomlSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
+    app: AppWatchConfig | None = Field(default=None, description="The application this agent keeps alive")
+    log_files: list[Path] = Field(default_factory=list, description="Logs that collect_logs may return")
+    reboot_command: list[str] = Field(
+        default_factory=lambda: ["systemctl", "reboot"],
+        min_length=1,
+        description="What the reboot command runs",
+    )
     clock_sync_file: Path = Field(
         default=Path("/run/systemd/timesync/synchronized"),
         description="Exists when the clock is NTP-synchronised (systemd-timesyncd)",

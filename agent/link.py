@@ -81,6 +81,9 @@ class Link:
         self._space = asyncio.Event()
         self._acks: asyncio.Queue[StoredAck] = asyncio.Queue(maxsize=1000)
         self._stopping = False
+        self.on_command: Callable[[bytes], None] | None = None
+        self.on_config: Callable[[bytes], None] | None = None
+        self.heartbeat_s = identity.heartbeat_s
         self._progress_at = 0.0
         self._unrouted = False
         self._unrouted_retry_s = UNROUTED_RETRY_S
@@ -116,7 +119,13 @@ class Link:
         self._client = client
         self.connects += 1
         try:
-            await client.subscribe([(topics.stored(i.site, i.device), 1)])
+            await client.subscribe(
+                [
+                    (topics.stored(i.site, i.device), 1),
+                    (topics.cmd(i.site, i.device), 1),
+                    (topics.cfg(i.site, i.device), 1),
+                ]
+            )
             client.publish(topics.status(i.site, i.device), self._status(Presence.ONLINE), qos=1, retain=True)
             self.connected.set()
             log.info("connected to MQTT as session %d", self.session)
@@ -149,7 +158,7 @@ class Link:
                 session=self.session,
                 boot_id=i.boot_id,
                 ts=self.clock.now(),
-                heartbeat_s=i.heartbeat_s,
+                heartbeat_s=self.heartbeat_s,
                 agent_version=i.agent_version,
                 role=i.role,
             )
@@ -169,9 +178,7 @@ class Link:
             await asyncio.sleep(0.05)
         i = self.identity
         with contextlib.suppress(MqttError):
-            client.publish(
-                topics.status(i.site, i.device), self._status(Presence.SHUTDOWN), qos=1, retain=True
-            )
+            client.publish(topics.status(i.site, i.device), self._status(Presence.SHUTDOWN), qos=1, retain=True)
             await asyncio.sleep(0.1)
         await client.disconnect()
 
@@ -230,7 +237,23 @@ class Link:
             log.warning("broker refused event seq %d for now: %s (will re-send)", seq, rc)
 
     # -- confirmations from the store --------------------------------------------------------------
+    def announce(self) -> None:
+        """Publish the birth again (e.g. the heartbeat interval changed: the centre's stale timeout follows)."""
+        client = self._client
+        if client is not None and client.is_connected:
+            i = self.identity
+            with contextlib.suppress(MqttError):
+                client.publish(topics.status(i.site, i.device), self._status(Presence.ONLINE), qos=1, retain=True)
+
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/cmd"):
+            if self.on_command is not None:
+                self.on_command(bytes(msg.payload))
+            return
+        if msg.topic.endswith("/cfg"):
+            if self.on_config is not None:
+                self.on_config(bytes(msg.payload))
+            return
         try:
             ack = StoredAck.model_validate_json(msg.payload)
         except ValidationError as exc:

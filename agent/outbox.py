@@ -40,7 +40,17 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason TEXT NOT NULL,
     at REAL NOT NULL
 );
+-- The rest of the agent's durable state lives in the same file: the applied config (kv) and the
+-- commands it has taken, so a command id runs at most once, across restarts too.
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commands_seen (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
+COMMANDS_KEPT_S = 30 * 86_400
 
 
 class OutboxFull(Exception):
@@ -139,9 +149,7 @@ class Outbox:
         if self._broken is not None:
             raise OutboxFull(f"outbox {self.path} cannot commit: {self._broken}")
         if lane is Lane.CRITICAL and self.counts[lane] + self._pending_count(lane) >= self.max[lane]:
-            raise OutboxFull(
-                f"outbox critical lane holds {self.max[lane]} events: the link has been down too long"
-            )
+            raise OutboxFull(f"outbox critical lane holds {self.max[lane]} events: the link has been down too long")
         seq = self.next_seq
         topic, body = build(seq)
         self.next_seq += 1
@@ -250,6 +258,40 @@ class Outbox:
         await db.commit()
         await self._recount()
 
+    # -- the rest of the agent's durable state ------------------------------------------------------
+    async def kv_get(self, key: str) -> str | None:
+        cur = await self._require().execute("SELECT value FROM kv WHERE key = ?", (key,))
+        row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def kv_set(self, key: str, value: str) -> None:
+        db = self._require()
+        await db.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+        await db.commit()
+
+    async def command_state(self, command_id: str) -> str | None:
+        cur = await self._require().execute("SELECT state FROM commands_seen WHERE id = ?", (command_id,))
+        row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_command_state(self, command_id: str, name: str, state: str) -> None:
+        db = self._require()
+        now = time.time()
+        await db.execute(
+            "INSERT INTO commands_seen (id, name, state, at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET state = excluded.state, at = excluded.at",
+            (command_id, name, state, now),
+        )
+        await db.execute("DELETE FROM commands_seen WHERE at < ?", (now - COMMANDS_KEPT_S,))
+        await db.commit()
+
+    async def commands_in(self, state: str) -> list[tuple[str, str]]:
+        cur = await self._require().execute("SELECT id, name FROM commands_seen WHERE state = ?", (state,))
+        return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+
     @property
     def depth(self) -> int:
         return self.counts[Lane.CRITICAL] + self.counts[Lane.TELEMETRY]
@@ -287,7 +329,6 @@ class Outbox:
 
     async def _set_meta(self, key: str, value: int) -> None:
         await self._require().execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )

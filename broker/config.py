@@ -14,17 +14,14 @@ from protocol.settings import MqttConfig, Section, TomlSettings
 class StoreConfig(Section):
     url: str = Field(
         default="sqlite+aiosqlite:////var/lib/hallfleet/hallfleet.db",
-        description="SQLAlchemy URL: sqlite+aiosqlite:///PATH (embedded) or "
-        "postgresql+asyncpg://... (scale-out)",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///PATH (embedded) or postgresql+asyncpg://... (scale-out)",
     )
 
 
 class IngestConfig(Section):
     share_group: Segment = Field(default="hallfleet", description="MQTT 5 shared-subscription group")
     batch_size: int = Field(default=500, ge=1, le=20_000, description="Commit when this many messages wait")
-    batch_wait_ms: int = Field(
-        default=20, ge=0, le=5000, description="...or when the oldest waited this long"
-    )
+    batch_wait_ms: int = Field(default=20, ge=0, le=5000, description="...or when the oldest waited this long")
     receive_maximum: int = Field(
         default=2000, ge=1, le=65535, description="Unacknowledged messages the broker may send us at once"
     )
@@ -33,9 +30,7 @@ class IngestConfig(Section):
 
 
 class ConsumerConfig(TomlSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HALLFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="HALLFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     instance: Segment = Field(
         default_factory=lambda: socket.gethostname().split(".")[0][:60] or "central",

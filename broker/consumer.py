@@ -23,6 +23,7 @@ from broker.config import ConsumerConfig
 from broker.store.db import Batch, StatusUpdate, Store, Transition
 from protocol import topics
 from protocol.clock import Clock, SystemClock
+from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import StatusMessage, StoredAck
 from protocol.events import Rejected, RejectReason, validate_event
 from protocol.sdnotify import notify, watchdog_loop
@@ -134,6 +135,7 @@ class Consumer:
                 [
                     (topics.shared(group, topics.ALL_EVENTS), 1),
                     (topics.shared(group, topics.ALL_HEALTH), 1),
+                    (topics.shared(group, topics.ALL_CMD_ACKS), 1),
                     # Every consumer sees every status (retained too, which shared subscriptions never
                     # get); presence updates are conditional, so applying one twice changes nothing.
                     (topics.ALL_STATUS, 1),
@@ -189,7 +191,7 @@ class Consumer:
         key = f"{t.site}/{t.device}"
         if t.kind is Kind.STATUS:
             self._status(msg, t.site, t.device, now)
-        elif t.kind in (Kind.EVENT, Kind.HEALTH):
+        elif t.kind in (Kind.EVENT, Kind.HEALTH, Kind.CMD_ACK):
             try:
                 env, payload = validate_event(t, bytes(msg.payload))
             except Rejected as exc:
@@ -210,6 +212,10 @@ class Consumer:
                     "data": payload.model_dump_json(),
                 }
             )
+            if isinstance(payload, CommandAck):
+                p.batch.acks.append((key, payload, now))
+            elif isinstance(payload, ConfigReport):
+                p.batch.config_reports.append((key, env.type == "config.applied", payload, now))
             p.seqs[(t.site, t.device)].append(env.seq)
             p.batch.seen[key] = (t.site, t.device, now)
         else:
@@ -314,7 +320,10 @@ class Consumer:
         while True:
             await asyncio.sleep(self.cfg.ingest.sweep_s)
             try:
-                self._log_transitions(await self.store.sweep_stale(self.clock.now()))
+                now = self.clock.now()
+                self._log_transitions(await self.store.sweep_stale(now))
+                for command_id, key in await self.store.expire_commands(now):
+                    log.info("command %s for %s expired before the device took it", command_id, key)
             except SQLAlchemyError as exc:
                 log.error("presence sweep failed: %s", exc)
 

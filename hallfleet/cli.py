@@ -6,18 +6,21 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from protocol.settings import ConfigError, load_settings
 
+T = TypeVar("T")
 
-def _run(coro: object) -> None:
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop  # the consumer's per-message overhead is the event loop's (platform-notes.md)
-
-        uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -25,8 +28,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig
 
     cfg = load_settings(AgentConfig, args.config)
-    _run(run_until_signal(Agent(cfg)))
-    return 0
+    return _run(run_until_signal(Agent(cfg)))
 
 
 def cmd_consumer(args: argparse.Namespace) -> int:
@@ -56,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("consumer", help="run the central consumer (ingest -> store, presence)")
     c.add_argument("--config", type=Path, help="consumer TOML file (defaults + environment without it)")
     c.set_defaults(func=cmd_consumer)
+
+    from broker.cli import add_parsers as add_centre_parsers
+
+    add_centre_parsers(sub)
 
     d = sub.add_parser("demo", help="a demo hall: private Mosquitto, consumer on SQLite, simulated devices")
     d.add_argument("--devices", type=int, default=6, help="simulated devices")

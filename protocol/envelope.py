@@ -20,9 +20,7 @@ MAX_EVENT_BYTES = 16 * 1024
 
 Segment = Annotated[str, StringConstraints(pattern=SEGMENT_RE.pattern)]
 EventType = Annotated[str, StringConstraints(pattern=EVENT_TYPE_RE.pattern)]
-EventId = Annotated[
-    str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-]
+EventId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
 
 
 class Frozen(BaseModel):

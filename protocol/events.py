@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
+from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import MAX_EVENT_BYTES, Envelope, Frozen
 from protocol.topics import Kind, Topic
 
@@ -77,6 +78,16 @@ class KioskUsage(Frozen):
     counters: dict[str, int] = Field(description="Cumulative counters, e.g. tickets, prints, copies, queries")
 
 
+class AppRestart(Frozen):
+    """The agent restarted the device's application (self-healing, or a restart_app command)."""
+
+    app: str = Field(min_length=1, max_length=64, description="systemd unit or process name")
+    attempt: int = Field(ge=1, description="Attempt number in the current outage")
+    trigger: Literal["probe", "exited", "command"]
+    reason: str = Field(default="", max_length=500, description="What the failing probes said")
+    ok: bool = Field(description="Healthy again after the restart")
+
+
 @dataclass(frozen=True, slots=True)
 class EventSpec:
     name: str
@@ -95,9 +106,14 @@ REGISTRY: dict[str, EventSpec] = {
         EventSpec("kiosk.fault", Fault, Lane.CRITICAL),
         EventSpec("kiosk.consumable", KioskConsumable, Lane.TELEMETRY),
         EventSpec("kiosk.usage", KioskUsage, Lane.TELEMETRY),
+        EventSpec("command.ack", CommandAck, Lane.CRITICAL),
+        EventSpec("config.applied", ConfigReport, Lane.CRITICAL),
+        EventSpec("config.rejected", ConfigReport, Lane.CRITICAL),
+        EventSpec("app.restart", AppRestart, Lane.CRITICAL),
     )
 }
 HEALTH_TYPE = "device.health"
+ACK_TYPE = "command.ack"
 
 
 class RejectReason(StrEnum):
@@ -135,12 +151,11 @@ def validate_event(topic: Topic, raw: bytes) -> tuple[Envelope, Frozen]:
     except ValidationError as exc:
         reason = RejectReason.MALFORMED
         raise Rejected(reason, _errors(exc)) from None
-    expected_type = HEALTH_TYPE if topic.kind is Kind.HEALTH else topic.event_type
+    expected_type = {Kind.HEALTH: HEALTH_TYPE, Kind.CMD_ACK: ACK_TYPE}.get(topic.kind, topic.event_type)
     if (env.site, env.device, env.type) != (topic.site, topic.device, expected_type):
         raise Rejected(
             RejectReason.TOPIC_MISMATCH,
-            f"envelope says {env.site}/{env.device} {env.type}, topic says "
-            f"{topic.site}/{topic.device} {expected_type}",
+            f"envelope says {env.site}/{env.device} {env.type}, topic says {topic.site}/{topic.device} {expected_type}",
         )
     spec = REGISTRY.get(env.type)
     if spec is None:
@@ -153,6 +168,4 @@ def validate_event(topic: Topic, raw: bytes) -> tuple[Envelope, Frozen]:
 
 
 def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5])

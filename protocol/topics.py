@@ -40,17 +40,14 @@ class Kind(StrEnum):
 def check_segment(value: str, what: str = "identifier") -> str:
     if not SEGMENT_RE.fullmatch(value):
         raise TopicError(
-            f"{what} {value!r} is not allowed: use 1-64 letters, digits, '_' or '-', "
-            "starting with a letter or digit"
+            f"{what} {value!r} is not allowed: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
         )
     return value
 
 
 def check_event_type(value: str) -> str:
     if not EVENT_TYPE_RE.fullmatch(value):
-        raise TopicError(
-            f"event type {value!r} is not allowed: use dotted lower case, e.g. 'attendance.punch'"
-        )
+        raise TopicError(f"event type {value!r} is not allowed: use dotted lower case, e.g. 'attendance.punch'")
     return value
 
 

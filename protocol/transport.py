@@ -83,6 +83,7 @@ class AsyncMqtt:
         self._connected: asyncio.Future[None] = self._loop.create_future()
         self._closed: asyncio.Future[str] = self._loop.create_future()
         self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._puback_waiters: dict[int, asyncio.Future[ReasonCode]] = {}
         self._misc: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
         self._client = self._make_client()
@@ -180,11 +181,37 @@ class AsyncMqtt:
         return await asyncio.shield(self._closed)
 
     # -- operations --------------------------------------------------------------------------------
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, expiry_s: int | None = None
+    ) -> int:
+        props = None
+        if expiry_s is not None:
+            # The broker discards the message once it is this old (a command that came too late).
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = max(1, expiry_s)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise MqttError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         return info.mid
+
+    async def publish_confirmed(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool = False,
+        expiry_s: int | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """QoS 1 publish that returns once the broker PUBACKed it; MqttError if it refused."""
+        fut: asyncio.Future[ReasonCode] = self._loop.create_future()
+        mid = self.publish(topic, payload, qos=1, retain=retain, expiry_s=expiry_s)
+        self._puback_waiters[mid] = fut
+        try:
+            rc = await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._puback_waiters.pop(mid, None)
+        if rc.is_failure:
+            raise MqttError(f"broker refused the publish to {topic}: {rc}", str(rc))
 
     async def subscribe(self, filters: list[tuple[str, int]], timeout_s: float = 10.0) -> None:
         result, mid = self._client.subscribe([(f, mqtt.SubscribeOptions(qos=q)) for f, q in filters])
@@ -221,6 +248,9 @@ class AsyncMqtt:
             self.on_message(msg)
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        waiter = self._puback_waiters.get(mid)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(rc)
         if self.on_puback is not None:
             self.on_puback(mid, rc)
 
@@ -273,6 +303,9 @@ class AsyncMqtt:
             if not fut.done():
                 fut.set_exception(MqttError(f"connection lost while subscribing: {why}", why))
         self._suback.clear()
+        for waiter in self._puback_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(MqttError(f"connection lost before PUBACK: {why}", why))
 
     async def _misc_loop(self) -> None:
         # Keepalive PINGREQs and timeouts. paho expects about one call a second.

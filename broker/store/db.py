@@ -18,7 +18,9 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from broker.store import commands as cmd_sql
 from broker.store.schema import dead_letters, devices, events, presence_history
+from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import Presence, StatusMessage
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Batch:
     dead: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     seen: dict[str, tuple[str, str, datetime]] = field(default_factory=dict)
+    acks: list[tuple[str, CommandAck, datetime]] = field(default_factory=list)
+    config_reports: list[tuple[str, bool, ConfigReport, datetime]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.events) + len(self.dead) + len(self.statuses)
@@ -101,6 +105,10 @@ class Store:
                 await conn.execute(_insert_ignore(conn, events), batch.events)
             if batch.dead:
                 await conn.execute(dead_letters.insert(), batch.dead)
+            for key, ack, at in batch.acks:
+                await cmd_sql.apply_ack(conn, key, ack, at)
+            for key, applied, report, at in batch.config_reports:
+                await cmd_sql.apply_config_report(conn, key, applied, report, at)
             for upd in batch.statuses:
                 t = await self._apply_status(conn, upd)
                 if t is not None:
@@ -129,11 +137,7 @@ class Store:
         c = devices.c
         cond = c.key == upd.key
         if s.state is Presence.ONLINE:
-            cond &= (
-                c.session < s.session
-                if upd.retained
-                else sa.or_(c.session != s.session, c.presence != "online")
-            )
+            cond &= c.session < s.session if upd.retained else sa.or_(c.session != s.session, c.presence != "online")
             values: dict[str, Any] = {
                 "heartbeat_s": s.heartbeat_s,
                 "role": s.role,
@@ -143,6 +147,10 @@ class Store:
                 "stale_after": upd.at + timedelta(seconds=self.stale_factor * s.heartbeat_s),
             }
             self.heartbeat_s[upd.key] = s.heartbeat_s
+            if not upd.retained:
+                # A live birth of the current session may re-announce what changed (the heartbeat
+                # interval after a config update): take it, without a presence transition.
+                await conn.execute(devices.update().where(c.key == upd.key, c.session == s.session).values(**values))
         else:
             cond &= (c.session <= s.session) & (c.presence != s.state.value)
             values = {}
@@ -157,9 +165,7 @@ class Store:
         reason = {"online": "birth", "offline": "will (connection lost)", "shutdown": "clean shutdown"}
         return Transition(upd.key, s.state.value, s.session, upd.at, reason[s.state.value])
 
-    async def _touch(
-        self, conn: AsyncConnection, seen: dict[str, tuple[str, str, datetime]]
-    ) -> list[Transition]:
+    async def _touch(self, conn: AsyncConnection, seen: dict[str, tuple[str, str, datetime]]) -> list[Transition]:
         """Anything a device sends proves it alive: move its stale deadline, and revive it if stale."""
         if not seen:
             return []
@@ -200,6 +206,10 @@ class Store:
             if out:
                 await conn.execute(presence_history.insert(), [_history(t) for t in out])
         return out
+
+    async def expire_commands(self, now: datetime) -> list[tuple[str, str]]:
+        async with self.engine.begin() as conn:
+            return await cmd_sql.expire_commands(conn, now)
 
     # -- reads -------------------------------------------------------------------------------------
     async def fetch(self, query: sa.Executable) -> list[Any]:

@@ -95,3 +95,48 @@ dead_letters = sa.Table(
     sa.Column("raw", sa.LargeBinary, nullable=False),
     sa.Index("dead_letters_received", "received_at"),
 )
+
+commands = sa.Table(
+    "commands",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("key", sa.String(140), nullable=False, comment="{site}/{device}"),
+    sa.Column("name", sa.String(40), nullable=False),
+    sa.Column("args", sa.Text, nullable=False, comment="JSON"),
+    sa.Column("issuer", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("issued_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("result", sa.Text, nullable=True, comment="JSON result of a finished command"),
+    sa.Column("refusal", sa.Text, nullable=False, server_default="", comment="why rejected or failed"),
+    sa.Index("commands_key_issued", "key", "issued_at"),
+    sa.Index("commands_state_expires", "state", "expires_at"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False, comment="person, rule or device"),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(140), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False, server_default=""),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}", comment="JSON"),
+    sa.Index("audit_log_target_at", "target", "at"),
+)
+
+device_configs = sa.Table(
+    "device_configs",
+    metadata,
+    sa.Column("key", sa.String(140), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("body", sa.Text, nullable=False, comment="JSON desired config"),
+    sa.Column("issuer", sa.String(64), nullable=False),
+    sa.Column("issued_at", UtcDateTime, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="desired", comment="desired|applied|rejected"),
+    sa.Column("reported_at", UtcDateTime, nullable=True),
+    sa.Column("errors", sa.Text, nullable=False, server_default=""),
+)
