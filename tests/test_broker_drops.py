@@ -22,9 +22,7 @@ from tests.support.procs import wait_for
 
 def park_a_persistent_subscriber(port: int) -> None:
     """A client with a persistent session that subscribes and goes away: the broker queues for it."""
-    c = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id="parked", protocol=mqtt.MQTTv5
-    )
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="parked", protocol=mqtt.MQTTv5)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     c.connect("127.0.0.1", port, clean_start=False, properties=props)

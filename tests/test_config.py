@@ -91,9 +91,7 @@ def test_agent_config_defaults_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert cfg.outbox.max_critical == 200_000
 
 
-def test_environment_overrides_the_file_field_by_field(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_environment_overrides_the_file_field_by_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HALLFLEET_MQTT__PORT", "1999")
 
     cfg = load_settings(AgentConfig, write(tmp_path, AGENT_TOML))
@@ -129,9 +127,7 @@ def test_invalid_value_names_the_file_and_the_dotted_field(tmp_path: Path) -> No
     assert names_field(message, "mqtt.port", "Input should be less than or equal to 65535")
 
 
-def test_invalid_value_from_the_environment_names_the_field(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_invalid_value_from_the_environment_names_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HALLFLEET_MQTT__PORT", "eighty")
 
     message = config_error(AgentConfig, write(tmp_path, AGENT_TOML))
@@ -222,18 +218,14 @@ def test_password_is_read_from_password_file(tmp_path: Path) -> None:
     assert MqttConfig(password_file=secret).password() == "s3cret-pass"
 
 
-def test_password_falls_back_to_systemd_credentials_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_password_falls_back_to_systemd_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, "from-systemd\n", name="mqtt-password")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
 
     assert MqttConfig().password() == "from-systemd"
 
 
-def test_password_file_wins_over_credentials_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_password_file_wins_over_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "creds").mkdir()
     write(tmp_path / "creds", "from-systemd", name="mqtt-password")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
@@ -282,9 +274,7 @@ def test_tls_with_cert_and_key_or_neither_is_accepted(tmp_path: Path) -> None:
 
 
 def test_tls_cert_without_key_in_toml_names_mqtt_tls(tmp_path: Path) -> None:
-    text = (
-        AGENT_TOML + '\n[mqtt.tls]\nca_file = "/etc/hallfleet/ca.pem"\ncert_file = "/etc/hallfleet/d.pem"\n'
-    )
+    text = AGENT_TOML + '\n[mqtt.tls]\nca_file = "/etc/hallfleet/ca.pem"\ncert_file = "/etc/hallfleet/d.pem"\n'
 
     message = config_error(AgentConfig, write(tmp_path, text))
 

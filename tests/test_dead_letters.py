@@ -76,9 +76,7 @@ async def test_each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_consu
 
 
 async def _has_event(store: Store, event_id: str) -> bool:
-    return bool(
-        await store.scalar(sa.select(sa.func.count()).select_from(events).where(events.c.id == event_id))
-    )
+    return bool(await store.scalar(sa.select(sa.func.count()).select_from(events).where(events.c.id == event_id)))
 
 
 async def _n_dead(store: Store, n: int) -> bool:

@@ -100,9 +100,7 @@ async def test_two_consumers_in_one_share_group_store_each_event_once(
     store = await Store.open(pg_url)
     try:
         n = 300
-        consumers = [
-            consumer_proc(tmp_path, mosquitto.port, pg_url, instance=f"c{i}").start() for i in (1, 2)
-        ]
+        consumers = [consumer_proc(tmp_path, mosquitto.port, pg_url, instance=f"c{i}").start() for i in (1, 2)]
         devices = [f"att-{i}" for i in range(1, 4)]
         agents = [
             agent_proc(tmp_path, mosquitto.port, device=d, events_n=n, rate=150, heartbeat_s=600).start()

@@ -249,9 +249,7 @@ async def test_critical_lane_full_refuses_without_consuming_a_seq(db: Path) -> N
 
 async def test_critical_lane_counts_pending_appends_against_the_bound(db: Path) -> None:
     async with make(db, max_critical=3, commit_interval_ms=5) as outbox:
-        results = await asyncio.gather(
-            *(outbox.append(Lane.CRITICAL, build) for _ in range(5)), return_exceptions=True
-        )
+        results = await asyncio.gather(*(outbox.append(Lane.CRITICAL, build) for _ in range(5)), return_exceptions=True)
 
         assert results[:3] == [0, 1, 2]
         assert all(isinstance(r, OutboxFull) for r in results[3:])

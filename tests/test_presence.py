@@ -96,9 +96,7 @@ async def test_late_will_of_an_old_session_does_not_mark_the_live_device_offline
     live = await session(consumer.store)
 
     statuses = consumer.consumer.counters.statuses
-    will = StatusMessage(
-        state=Presence.OFFLINE, session=live - 1, boot_id="old", ts=datetime.now(UTC), heartbeat_s=60
-    )
+    will = StatusMessage(state=Presence.OFFLINE, session=live - 1, boot_id="old", ts=datetime.now(UTC), heartbeat_s=60)
     publish(mosquitto.port, [(topics.status("qp", "att-1"), will.model_dump_json().encode(), False)])
     await wait_for(lambda: consumer.consumer.counters.statuses > statuses, 10, "the late Will to be read")
     await asyncio.sleep(0.2)  # its batch commits

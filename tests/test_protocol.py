@@ -447,9 +447,7 @@ def test_validate_event_rejects_malformed_json(raw: bytes) -> None:
         pytest.param({"extra": 1}, "extra", id="extra-envelope-field"),
     ],
 )
-def test_validate_event_rejects_wrong_envelope_fields_as_malformed(
-    overrides: dict[str, Any], field: str
-) -> None:
+def test_validate_event_rejects_wrong_envelope_fields_as_malformed(overrides: dict[str, Any], field: str) -> None:
     rejected = reject_reason(PUNCH_TOPIC, body(**overrides))
 
     assert rejected.reason is RejectReason.MALFORMED

@@ -129,9 +129,7 @@ async def running_consumer(
         backoff_initial_s=BACKOFF_INITIAL_S,
         backoff_max_s=BACKOFF_MAX_S,
     )
-    cfg = ConsumerConfig(
-        instance="sec", mqtt=mqtt_cfg, store=StoreConfig(url=url), ingest=IngestConfig(sweep_s=0.1)
-    )
+    cfg = ConsumerConfig(instance="sec", mqtt=mqtt_cfg, store=StoreConfig(url=url), ingest=IngestConfig(sweep_s=0.1))
     c = Consumer(cfg, store)
     task = asyncio.create_task(c.run())
     try:
@@ -280,16 +278,12 @@ async def test_agent_trusting_another_ca_never_connects_keeps_retrying_and_logs_
         await wait_for(lambda: all_stored(c.store, "qp", "tls-ok", 5), 20, "the control agent's events")
         await wait_for(lambda: "certificate verify failed" in fooled.log().lower(), 10, "the verify failure")
         await asyncio.sleep(2.0)
-        assert await stored_seqs(c.store, "qp", "tls-bad") == [], (
-            "an agent that cannot verify the broker sent"
-        )
+        assert await stored_seqs(c.store, "qp", "tls-bad") == [], "an agent that cannot verify the broker sent"
         assert outbox_state(outbox_path(tmp_path, "qp", "tls-bad"))["depth"] == 5, "events must be kept"
     log = fooled.log()
     assert fooled.alive, f"the agent must survive a TLS failure and keep retrying:\n{log[-2000:]}"
     assert "connected to MQTT" not in log
-    assert len(re.findall("certificate verify failed", log, re.IGNORECASE)) >= 3, (
-        f"no retries:\n{log[-2000:]}"
-    )
+    assert len(re.findall("certificate verify failed", log, re.IGNORECASE)) >= 3, f"no retries:\n{log[-2000:]}"
     assert "Traceback" not in log, f"a TLS failure is expected, not a crash:\n{log[-3000:]}"
 
 
@@ -309,9 +303,7 @@ async def test_agent_with_the_right_password_delivers(
     consumer_secret = secret(tmp_path / "consumer-password", CONSUMER_PASSWORD)
     async with running_consumer(broker.port, sqlite_url, username=CONSUMER_USER, passwd=consumer_secret) as c:
         if source == "password_file":
-            a = agent(
-                tmp_path, broker.port, "qp", "att-1", events_n=n, passwd=secret(tmp_path / "pw", "s3cret!")
-            )
+            a = agent(tmp_path, broker.port, "qp", "att-1", events_n=n, passwd=secret(tmp_path / "pw", "s3cret!"))
             procs.append(a.start())
         else:
             # What systemd's LoadCredential=mqtt-password:... gives the service: a directory in the env.
@@ -378,9 +370,7 @@ async def test_device_cannot_publish_an_event_on_another_devices_topic_but_can_o
     acl_broker: LocalMosquitto, sqlite_url: str, tmp_path: Path
 ) -> None:
     consumer_secret = secret(tmp_path / "consumer-password", CONSUMER_PASSWORD)
-    async with running_consumer(
-        acl_broker.port, sqlite_url, username=CONSUMER_USER, passwd=consumer_secret
-    ) as c:
+    async with running_consumer(acl_broker.port, sqlite_url, username=CONSUMER_USER, passwd=consumer_secret) as c:
         # pad07 forges a punch that claims to be kiosk03's, on kiosk03's topic: envelope and topic agree,
         # so only the broker's ACL stands in the way.
         forged = await asyncio.to_thread(
@@ -391,9 +381,7 @@ async def test_device_cannot_publish_an_event_on_another_devices_topic_but_can_o
             topics.event("site01", "kiosk03", "attendance.punch"),
             punch("site01", "kiosk03"),
         )
-        assert forged == "Not authorized", (
-            f"the broker accepted a publish on another device's topic: {forged}"
-        )
+        assert forged == "Not authorized", f"the broker accepted a publish on another device's topic: {forged}"
         own = await asyncio.to_thread(
             publish_as,
             acl_broker.port,
@@ -416,9 +404,7 @@ async def test_agent_under_the_example_acl_delivers_and_receives_the_store_confi
 ) -> None:
     n = 5
     consumer_secret = secret(tmp_path / "consumer-password", CONSUMER_PASSWORD)
-    async with running_consumer(
-        acl_broker.port, sqlite_url, username=CONSUMER_USER, passwd=consumer_secret
-    ) as c:
+    async with running_consumer(acl_broker.port, sqlite_url, username=CONSUMER_USER, passwd=consumer_secret) as c:
         a = agent(
             tmp_path,
             acl_broker.port,

@@ -170,9 +170,7 @@ async def test_app_that_never_comes_back_raises_one_fault_and_clears_it_once(tmp
         await wait_for(lambda: bool(faults(events)), 10, "the fault")
         await asyncio.sleep(0.6)  # many probe intervals: no more restarts, no second fault
         assert len(fake.restarts()) == 3
-        assert [(e.attempt, e.ok, e.trigger) for e in restarts(events)] == [
-            (i, False, "probe") for i in (1, 2, 3)
-        ]
+        assert [(e.attempt, e.ok, e.trigger) for e in restarts(events)] == [(i, False, "probe") for i in (1, 2, 3)]
         [raised] = faults(events)
         assert (raised.component, raised.code, raised.active) == ("app", "restart_failed", True)
         assert "3 restarts" in raised.detail and "unit kiosk.service is failed" in raised.detail

@@ -73,9 +73,7 @@ async def test_the_same_event_written_twice_is_stored_once(store: Store) -> None
     row = event_row(0)
     await store.write(Batch(events=[row], seen={KEY: ("qp", "att-1", T0)}))
     await store.write(Batch(events=[row, event_row(1)], seen={KEY: ("qp", "att-1", T0)}))
-    rows = await store.fetch(
-        sa.select(events.c.seq, events.c.ts, events.c.received_at).order_by(events.c.seq)
-    )
+    rows = await store.fetch(sa.select(events.c.seq, events.c.ts, events.c.received_at).order_by(events.c.seq))
     assert [r.seq for r in rows] == [0, 1]
     assert rows[0].ts == T0 and rows[0].ts.tzinfo is not None, "times come back aware, in UTC"
 
@@ -125,9 +123,7 @@ async def test_stale_after_one_and_a_half_heartbeats_and_revived_by_any_message(
     stale = await store.sweep_stale(T0 + timedelta(seconds=16))
     assert [(x.key, x.state) for x in stale] == [(KEY, "stale")]
     assert await store.sweep_stale(T0 + timedelta(seconds=30)) == [], "stale once, not at every sweep"
-    t = await store.write(
-        Batch(events=[event_row(0)], seen={KEY: ("qp", "att-1", T0 + timedelta(seconds=31))})
-    )
+    t = await store.write(Batch(events=[event_row(0)], seen={KEY: ("qp", "att-1", T0 + timedelta(seconds=31))}))
     assert [(x.state, x.reason) for x in t] == [("online", "heartbeat resumed")]
     states = await store.fetch(sa.select(presence_history.c.state).order_by(presence_history.c.id))
     assert [r.state for r in states] == ["online", "stale", "online"]

@@ -30,9 +30,7 @@ def test_unit_passes_systemd_analyze_verify_without_a_word(unit: str, name: str,
     # Point ExecStart at a binary that exists here; everything else is verified as shipped.
     text = (UNITS / unit).read_text().replace("/opt/hallfleet/venv/bin/hallfleet", "/bin/true")
     (tmp_path / name).write_text(text)
-    out = subprocess.run(
-        [analyze, "verify", str(tmp_path / name)], capture_output=True, text=True, check=False
-    )
+    out = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True, text=True, check=False)
     # systemd-analyze prints most mistakes as warnings and exits 0 (platform-notes.md): any output fails.
     assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
 

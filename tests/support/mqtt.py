@@ -8,9 +8,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 def publish(port: int, items: list[tuple[str, bytes, bool]], client_id: str = "test-publisher") -> None:
     """Publish (topic, payload, retain) at QoS 1 and wait for every PUBACK."""
-    c = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-    )
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     c.connect("127.0.0.1", port)
     c.loop_start()
     try:
