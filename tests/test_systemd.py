@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from broker.mosquitto.local import LocalMosquitto
+from protocol.sdnotify import watchdog_loop
 from tests.support.procs import write_toml
 
 UNITS = Path(__file__).parent.parent / "systemd"
@@ -38,7 +42,14 @@ def test_unit_passes_systemd_analyze_verify_without_a_word(unit: str, name: str,
 def test_unit_is_hardened_and_keeps_the_secret_out_of_the_config() -> None:
     for unit in UNITS.glob("*.service"):
         text = unit.read_text()
-        for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "Type=notify", "CapabilityBoundingSet="):
+        for line in (
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "Type=notify",
+            "CapabilityBoundingSet=",
+            "Restart=on-failure",
+            "ReadWritePaths=/var/lib/hallfleet",
+        ):
             assert line in text, f"{unit.name} lacks {line}"
         assert "LoadCredential=mqtt-password:" in text
 
@@ -79,3 +90,44 @@ def test_agent_says_ready_and_pets_the_watchdog(mosquitto: LocalMosquitto, tmp_p
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+async def test_watchdog_pings_stop_while_the_event_loop_is_blocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock_path = tmp_path / "wd.sock"
+    arrivals: list[float] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(0.05)
+        stop = threading.Event()
+
+        def listen() -> None:
+            while not stop.is_set():
+                try:
+                    if sock.recv(64) == b"WATCHDOG=1":
+                        arrivals.append(time.monotonic())
+                except TimeoutError:
+                    continue
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+        monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s
+        monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+        task = asyncio.create_task(watchdog_loop())
+        try:
+            await asyncio.sleep(0.5)
+            blocked_from = time.monotonic()
+            time.sleep(1.0)  # noqa: ASYNC251 - the point: a blocking call hangs the loop
+            blocked_to = time.monotonic()
+            await asyncio.sleep(0.5)
+        finally:
+            task.cancel()
+            stop.set()
+            listener.join()
+    before = [t for t in arrivals if t < blocked_from]
+    during = [t for t in arrivals if blocked_from + 0.05 < t < blocked_to]
+    after = [t for t in arrivals if t > blocked_to]
+    assert len(before) >= 3 and len(after) >= 3, arrivals
+    assert during == [], "a blocked loop must stop petting the watchdog, so systemd restarts it"
