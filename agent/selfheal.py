@@ -424,9 +424,11 @@ class AppWatch:
         assert self.cfg.command is not None
         self._spawn_error = ""
         try:
-            # Its own process group, so stopping it also stops what it started (no orphans).
+            # Its own session (and process group), so stopping it also stops what it started (no
+            # orphans). start_new_session rather than process_group=0: uvloop, which the agent runs
+            # on, refuses the latter.
             proc = await asyncio.create_subprocess_exec(
-                *self.cfg.command, stdin=asyncio.subprocess.DEVNULL, process_group=0
+                *self.cfg.command, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
             )
         except (OSError, ValueError) as exc:
             self._proc = None

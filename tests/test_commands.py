@@ -19,6 +19,7 @@ from protocol import topics
 from protocol.settings import MqttConfig
 from protocol.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
+from tests.support.apps import app_command, free_port
 from tests.support.procs import Proc, agent_proc, presence, wait_for
 
 DEVICE = "qp/att-1"
@@ -188,3 +189,39 @@ async def _config_state(consumer: RunningConsumer, version: int, state: str) -> 
 async def _heartbeat(consumer: RunningConsumer, value: float) -> bool:
     got = await consumer.store.scalar(sa.select(devices.c.heartbeat_s).where(devices.c.key == DEVICE))
     return bool(got == value)
+
+
+async def test_restart_app_restarts_the_supervised_application_and_the_centre_sees_it(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, centre: AsyncMqtt, tmp_path: Path, procs: list[Proc]
+) -> None:
+    port = free_port()
+    app = {
+        "name": "kiosk",
+        "command": app_command("http", port),
+        "health_url": f"http://127.0.0.1:{port}/health",
+        "probe_interval_s": 0.3,
+        "failures_before_restart": 2,
+        "recovery_timeout_s": 15,
+    }
+    agent = agent_proc(tmp_path, mosquitto.port, heartbeat_s=60, rate=0.01, app=app)
+    procs.append(agent.start())
+    await wait_for(lambda: _online(consumer), 20, "the agent's birth")
+    await wait_for(lambda: _http_ok(port), 20, "the kiosk application to answer")
+    cmd = await issue_command(consumer.store, centre, DEVICE, "restart_app", issuer="tech.zhao", reason="frozen UI")
+    row = await final_state(consumer, cmd.id, limit_s=30)
+    assert row.state == "succeeded", row.refusal
+    assert json.loads(row.result) == {"healthy": True}
+    restarts = await consumer.store.fetch(sa.select(events.c.data).where(events.c.type == "app.restart"))
+    assert [json.loads(r.data)["trigger"] for r in restarts] == ["command"]
+    assert json.loads(restarts[0].data)["ok"] is True
+
+
+async def _http_ok(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.write(b"GET /health HTTP/1.0\r\n\r\n")
+    line = await reader.readline()
+    writer.close()
+    return b" 200 " in line

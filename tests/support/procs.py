@@ -21,6 +21,8 @@ from broker.store.schema import devices, events
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -97,6 +99,7 @@ def agent_proc(
     heartbeat_s: float = 5.0,
     keepalive_s: int = 30,
     confirm_timeout_s: float = 120.0,
+    app: dict[str, Any] | None = None,
 ) -> Proc:
     name = f"agent-{site}-{device}"
     cfg = write_toml(
@@ -112,6 +115,7 @@ def agent_proc(
             },
             "outbox": {"path": str(workdir / f"{name}.db"), "confirm_timeout_s": confirm_timeout_s},
             "sim": {"events": events_n, "rate_per_s": rate},
+            **({"app": app} if app else {}),
         },
     )
     return Proc(name, ["agent", "--config", str(cfg)], workdir)
