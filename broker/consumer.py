@@ -14,6 +14,7 @@ import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
@@ -317,6 +318,7 @@ class Consumer:
         del self.counters.transitions[:-1000]
 
     async def _sweep_loop(self) -> None:
+        last_republish = self.clock.monotonic()
         while True:
             await asyncio.sleep(self.cfg.ingest.sweep_s)
             try:
@@ -324,8 +326,23 @@ class Consumer:
                 self._log_transitions(await self.store.sweep_stale(now))
                 for command_id, key in await self.store.expire_commands(now):
                     log.info("command %s for %s expired before the device took it", command_id, key)
+                if self.clock.monotonic() - last_republish >= self.cfg.ingest.republish_s:
+                    last_republish = self.clock.monotonic()
+                    await self._republish_queued(now)
             except SQLAlchemyError as exc:
                 log.error("presence sweep failed: %s", exc)
+
+    async def _republish_queued(self, now: datetime) -> None:
+        """Commands still ``queued``: the first publish may have failed, or reached a device that had no
+        session yet (the broker keeps nothing for it). Send them again; the device runs an id once."""
+        client = self._client
+        if client is None or not client.is_connected:
+            return
+        for key, cmd in await self.store.queued_commands(now, older_than_s=self.cfg.ingest.republish_s):
+            site, device = key.split("/", 1)
+            ttl = int((cmd.expires_at - now).total_seconds())
+            if ttl >= 1:
+                client.publish(topics.cmd(site, device), cmd.model_dump_json().encode(), qos=1, expiry_s=ttl)
 
 
 async def run_consumer(cfg: ConsumerConfig, clock: Clock | None = None) -> None:

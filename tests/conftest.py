@@ -89,7 +89,7 @@ async def consumer(mosquitto: LocalMosquitto, store_url: str) -> AsyncIterator[R
         instance="test",
         mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, backoff_initial_s=0.1, backoff_max_s=1.0),
         store=StoreConfig(url=store_url),
-        ingest=IngestConfig(sweep_s=0.1),
+        ingest=IngestConfig(sweep_s=0.1, republish_s=1.0),
     )
     c = Consumer(cfg, store)
     task = asyncio.create_task(c.run())

@@ -225,3 +225,15 @@ async def _http_ok(port: int) -> bool:
     line = await reader.readline()
     writer.close()
     return b" 200 " in line
+
+
+async def test_a_command_for_a_device_that_never_connected_is_sent_again_until_it_comes(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, centre: AsyncMqtt, tmp_path: Path, procs: list[Proc]
+) -> None:
+    # No session for this client id yet: the broker keeps nothing for it, the consumer re-sends.
+    cmd = await issue_command(consumer.store, centre, DEVICE, "diagnose", issuer="it", ttl_s=120)
+    await asyncio.sleep(1.5)
+    procs.append(agent_proc(tmp_path, mosquitto.port, heartbeat_s=60, rate=0.01).start())
+    row = await final_state(consumer, cmd.id, limit_s=20)
+    assert row.state == "succeeded"
+    assert await ack_states(consumer, cmd.id) == ["delivered", "running", "succeeded"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from broker.store.schema import audit_log, commands, device_configs
 from protocol.commands import NEXT_STATES, Command, CommandAck, CommandState, ConfigReport, DesiredConfig
@@ -120,6 +120,35 @@ async def expire_commands(conn: AsyncConnection, now: datetime) -> list[tuple[st
             detail={"command_id": r.id, "name": r.name},
         )
     return [(r.id, r.key) for r in rows]
+
+
+async def queued_commands(engine: AsyncEngine, now: datetime, older_than_s: float) -> list[tuple[str, Command]]:
+    c = commands.c
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(commands).where(
+                    c.state == CommandState.QUEUED.value,
+                    c.expires_at > now,
+                    c.issued_at < now - timedelta(seconds=older_than_s),
+                )
+            )
+        ).all()
+    return [
+        (
+            r.key,
+            Command(
+                id=r.id,
+                name=r.name,
+                args=json.loads(r.args),
+                issuer=r.issuer,
+                reason=r.reason,
+                issued_at=r.issued_at,
+                expires_at=r.expires_at,
+            ),
+        )
+        for r in rows
+    ]
 
 
 async def insert_config(

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from broker.store import commands as cmd_sql
 from broker.store.schema import dead_letters, devices, events, presence_history
-from protocol.commands import CommandAck, ConfigReport
+from protocol.commands import Command, CommandAck, ConfigReport
 from protocol.envelope import Presence, StatusMessage
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,9 @@ class Store:
             if out:
                 await conn.execute(presence_history.insert(), [_history(t) for t in out])
         return out
+
+    async def queued_commands(self, now: datetime, older_than_s: float) -> list[tuple[str, Command]]:
+        return await cmd_sql.queued_commands(self.engine, now, older_than_s)
 
     async def expire_commands(self, now: datetime) -> list[tuple[str, str]]:
         async with self.engine.begin() as conn:
