@@ -280,6 +280,10 @@ class AsyncMqtt:
 
     def _watch(self, sock: socket.socket) -> None:
         self._sock = sock
+        # paho leaves Nagle on: a publish right after a PUBACK then waits for the peer's delayed ACK
+        # (about 40 ms here; bench/commands.py). MQTT packets are small and latency matters more.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(sock, self._read)
 
     def _read(self) -> None:
