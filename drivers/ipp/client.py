@@ -1,0 +1,250 @@
+"""The kiosk's A4 printer over IPP: one Get-Printer-Attributes per reading, spoken directly.
+
+Why not pyipp or CUPS: pyipp reads only ``marker-*`` (not ``printer-supply``) and a kiosk has no
+CUPS queue to ask; one request over HTTP/1.1 with asyncio streams needs no dependency.
+
+``get_status`` never raises for a printer problem: an unreachable printer (refused, timed out,
+TLS failure, HTTP error, not IPP, an IPP error status) is an ``A4Status`` with
+``reachable=False`` and the reason in ``error``, because for a 24-hour kiosk an absent printer is
+a reading to report, not an exception for every caller to remember. Only cancellation escapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import ssl
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from drivers.ipp.codec import IppError, Tag, decode, encode_get_printer_attributes
+from drivers.ipp.status import REQUESTED, A4Status, Thresholds, parse_status
+from protocol.settings import Section
+
+MAX_RESPONSE = 4 * 1024 * 1024  # the attributes we ask for are a few KB; a printer's "all" about 60 KB
+MAX_HEADERS = 100
+_DEFAULT_PORTS = {"ipp": 631, "ipps": 631, "http": 80, "https": 443}
+_request_ids = itertools.count(1)
+
+_STATUS_NAMES = {
+    0x0400: "client-error-bad-request",
+    0x0401: "client-error-forbidden",
+    0x0402: "client-error-not-authenticated",
+    0x0403: "client-error-not-authorized",
+    0x0404: "client-error-not-possible",
+    0x0406: "client-error-not-found",
+    0x040B: "client-error-attributes-or-values-not-supported",
+    0x0500: "server-error-internal-error",
+    0x0501: "server-error-operation-not-supported",
+    0x0502: "server-error-service-unavailable",
+    0x0503: "server-error-version-not-supported",
+    0x0504: "server-error-device-error",
+    0x0507: "server-error-busy",
+}
+
+
+class A4PrinterConfig(Section):
+    type: Literal["ipp"] = Field(default="ipp", description="Driver: an IPP (IPP Everywhere / AirPrint) printer")
+    url: str = Field(
+        description="Printer URI, e.g. ipp://192.168.1.20/ipp/print or ipps://printer.local:631/ipp/print "
+        "(http:// and https:// are accepted as the same thing)"
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Whole request, connect to last byte")
+    ca_file: Path | None = Field(
+        default=None,
+        description="For ipps://: CA bundle, or the printer's own self-signed certificate (PEM) to pin it; "
+        "the system CAs when absent",
+    )
+    verify_tls: bool = Field(
+        default=True,
+        description="Check an ipps:// printer's certificate and name. Printers mostly ship self-signed "
+        "certificates: pin one with ca_file rather than turning this off",
+    )
+    low_pct: float = Field(default=10.0, ge=0, le=100, description="A consumable at or below this % is 'low'")
+    almost_full_pct: float = Field(
+        default=90.0, ge=0, le=100, description="A waste receptacle at or above this % is 'almost-full'"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in _DEFAULT_PORTS:
+            raise ValueError(f"scheme must be ipp, ipps, http or https, not {parts.scheme!r}")
+        if not parts.hostname:
+            raise ValueError("the URL has no host")
+        try:
+            parts.port  # noqa: B018  # raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme in ("ipps", "https")
+
+    @property
+    def printer_uri(self) -> str:
+        """The URL as IPP names it in printer-uri (ipp/ipps scheme)."""
+        parts = urlsplit(self.url)
+        scheme = {"http": "ipp", "https": "ipps"}.get(parts.scheme, parts.scheme)
+        return parts._replace(scheme=scheme).geturl()
+
+
+class _NoAnswer(Exception):
+    """The printer did not give a usable IPP answer; the message says why."""
+
+
+async def get_status(cfg: A4PrinterConfig) -> A4Status:
+    """One reading of the printer. Never raises for printer problems (see the module docstring)."""
+    request_id = next(_request_ids) & 0x7FFFFFFF or 1
+    body = encode_get_printer_attributes(cfg.printer_uri, REQUESTED, request_id)
+    try:
+        async with asyncio.timeout(cfg.timeout_s):
+            answer = await post_ipp(cfg, body)
+        msg = decode(answer)
+    except TimeoutError:
+        return A4Status.unreachable(f"no answer from {cfg.url} within {cfg.timeout_s:g} s")
+    except ssl.SSLError as exc:
+        return A4Status.unreachable(f"TLS with {cfg.url} failed: {exc.reason or exc}")
+    except OSError as exc:
+        # asyncio words a refusal "Connect call failed ('10.0.0.5', 631)": the errno says what happened.
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
+        return A4Status.unreachable(f"connection to {cfg.url} failed: {reason}")
+    except UnicodeError as exc:  # the host name does not IDNA-encode
+        return A4Status.unreachable(f"bad host name in {cfg.url}: {exc}")
+    except (_NoAnswer, IppError) as exc:
+        return A4Status.unreachable(f"{cfg.url} did not answer IPP: {exc}")
+    if msg.request_id != request_id:
+        return A4Status.unreachable(f"{cfg.url} answered request {msg.request_id}, we sent {request_id}")
+    if msg.code >= 0x0100:  # 0x0000-0x00FF are the successful-ok* codes
+        name = _STATUS_NAMES.get(msg.code, f"0x{msg.code:04x}")
+        said = msg.attributes(Tag.OPERATION).get("status-message")
+        detail = f" ({said.value})" if said and isinstance(said.value, str) else ""
+        return A4Status.unreachable(f"{cfg.url} refused Get-Printer-Attributes: {name}{detail}")
+    thresholds = Thresholds(low_pct=cfg.low_pct, almost_full_pct=cfg.almost_full_pct)
+    return parse_status(msg.attributes(Tag.PRINTER), thresholds)
+
+
+async def post_ipp(cfg: A4PrinterConfig, body: bytes) -> bytes:
+    """POST one application/ipp request and return the response body (no timeout of its own)."""
+    parts = urlsplit(cfg.url)
+    host = parts.hostname or ""
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    context = _ssl_context(cfg) if cfg.tls else None
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=context, server_hostname=host if context else None, limit=64 * 1024
+    )
+    try:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\n"
+            f"Content-Type: application/ipp\r\nAccept: application/ipp\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\nUser-Agent: hallfleet\r\n\r\n"
+        )
+        writer.write(head.encode("ascii") + body)
+        await writer.drain()
+        return await _read_response(reader)
+    finally:
+        writer.close()
+        # The answer is already in hand; a slow or rude close does not change it.
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        status, headers = await _read_head(reader)
+        if status != 100:  # skip interim "100 Continue"
+            break
+    if status != 200:
+        raise _NoAnswer(f"HTTP {status}")
+    ctype = headers.get("content-type", "application/ipp").split(";")[0].strip().lower()
+    if ctype != "application/ipp":
+        raise _NoAnswer(f"HTTP answer is {ctype}, not application/ipp (is the URL the printer's IPP path?)")
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return await _read_chunked(reader)
+    if "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise _NoAnswer(f"bad Content-Length {headers['content-length']!r}") from None
+        if not 0 <= length <= MAX_RESPONSE:
+            raise _NoAnswer(f"Content-Length {length} is outside 0..{MAX_RESPONSE}")
+        return await _exactly(reader, length)
+    data = await reader.read(MAX_RESPONSE + 1)
+    while len(data) <= MAX_RESPONSE and (more := await reader.read(MAX_RESPONSE + 1 - len(data))):
+        data += more
+    if len(data) > MAX_RESPONSE:
+        raise _NoAnswer(f"answer longer than {MAX_RESPONSE} bytes")
+    return data
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    line = await _line(reader)
+    fields = line.split(None, 2)
+    if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
+        raise _NoAnswer(f"not an HTTP answer: {line[:80]!r}")
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS):
+        line = await _line(reader)
+        if not line:
+            return int(fields[1]), headers
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise _NoAnswer(f"bad HTTP header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    raise _NoAnswer(f"more than {MAX_HEADERS} HTTP header lines")
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    data = bytearray()
+    while True:
+        size_line = (await _line(reader)).split(";")[0].strip()
+        try:
+            size = int(size_line, 16)
+        except ValueError:
+            raise _NoAnswer(f"bad chunk size {size_line[:20]!r}") from None
+        if size == 0:
+            while await _line(reader):  # trailers
+                pass
+            return bytes(data)
+        if len(data) + size > MAX_RESPONSE:
+            raise _NoAnswer(f"answer longer than {MAX_RESPONSE} bytes")
+        data += await _exactly(reader, size)
+        await _line(reader)
+
+
+async def _line(reader: asyncio.StreamReader) -> str:
+    try:
+        raw = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        raise _NoAnswer(f"connection closed mid-answer after {len(exc.partial)} bytes of a line") from None
+    except asyncio.LimitOverrunError:
+        raise _NoAnswer("an HTTP line longer than 64 KiB") from None
+    return raw.decode("latin-1").rstrip("\r\n")
+
+
+async def _exactly(reader: asyncio.StreamReader, n: int) -> bytes:
+    try:
+        return await reader.readexactly(n)
+    except asyncio.IncompleteReadError as exc:
+        raise _NoAnswer(f"connection closed after {len(exc.partial)} of {n} body bytes") from None
+
+
+def _ssl_context(cfg: A4PrinterConfig) -> ssl.SSLContext:
+    if not cfg.verify_tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    if cfg.ca_file:
+        # A pinned self-signed printer certificate is a leaf (CA:FALSE), not a CA: let it anchor.
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
