@@ -18,6 +18,7 @@ from agent.desired import ConfigApplier, DeviceSettings
 from agent.link import Backoff, Identity, Link
 from agent.outbox import Outbox
 from agent.roles import sim
+from agent.roles.kiosk import KioskRole
 from agent.selfheal import AppWatch
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
@@ -69,7 +70,11 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         self.exit_code = 0
         self.config = ConfigApplier(self)
-        self.commands = CommandRunner(self, Registry(BUILTIN))
+        registry = Registry(BUILTIN)
+        self.kiosk = KioskRole(self, cfg.kiosk) if cfg.role == "kiosk" and cfg.kiosk is not None else None
+        if self.kiosk is not None:
+            self.kiosk.register_commands(registry)
+        self.commands = CommandRunner(self, registry)
         self.app_watch = AppWatch(cfg.app, self.emit, self.clock) if cfg.app is not None else None
         self.link.on_command = self.commands.offer
         self.link.on_config = self.config.offer
@@ -206,6 +211,9 @@ class Agent:
         if self.cfg.role == "sim":
             cfg = self.cfg.sim
             return lambda agent: sim.run(agent, cfg)
+        if self.kiosk is not None:
+            kiosk = self.kiosk
+            return lambda _agent: kiosk.run()
         return None
 
     async def _health_loop(self) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from agent.roles.kiosk import KioskConfig
 from agent.selfheal import AppWatchConfig
 from protocol.envelope import Segment
 from protocol.settings import MqttConfig, Section, TomlSettings
@@ -37,11 +38,12 @@ class AgentConfig(TomlSettings):
 
     site: Segment = Field(description="Site (hall) id, e.g. 'qingpu'")
     device: Segment = Field(description="Device id, unique in its site")
-    role: Literal["sim", "none"] = Field(default="none", description="What the agent drives")
+    role: Literal["sim", "kiosk", "none"] = Field(default="none", description="What the agent drives")
     heartbeat_s: float = Field(default=30.0, ge=0.2, le=3600, description="Health telemetry interval")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
+    kiosk: KioskConfig | None = Field(default=None, description="Printers, counters: with role = 'kiosk'")
     app: AppWatchConfig | None = Field(default=None, description="The application this agent keeps alive")
     log_files: list[Path] = Field(default_factory=list, description="Logs that collect_logs may return")
     reboot_command: list[str] = Field(
@@ -53,6 +55,12 @@ class AgentConfig(TomlSettings):
         default=Path("/run/systemd/timesync/synchronized"),
         description="Exists when the clock is NTP-synchronised (systemd-timesyncd)",
     )
+
+    @model_validator(mode="after")
+    def _role_has_its_section(self) -> AgentConfig:
+        if self.role == "kiosk" and self.kiosk is None:
+            raise ValueError("role 'kiosk' needs a [kiosk] section (receipt, a4, usage)")
+        return self
 
     @property
     def client_id(self) -> str:

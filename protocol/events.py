@@ -69,7 +69,9 @@ class KioskState(Frozen):
 
 class KioskConsumable(Frozen):
     consumable: str = Field(min_length=1, max_length=32)
-    state: Literal["ok", "low", "empty", "jam", "unknown"]
+    state: Literal["ok", "low", "empty", "almost-full", "full", "jam", "unknown"] = Field(
+        description="almost-full / full: waste receptacles, which count up"
+    )
     level_pct: float | None = Field(default=None, ge=0, le=100)
     raw: dict[str, int | str | None] = Field(default_factory=dict)
 
