@@ -44,6 +44,7 @@ class Counters:
     statuses: int = 0
     batches: int = 0
     store_errors: int = 0
+    largest_batch: int = 0
     broker_dropped: int = 0  # Mosquitto's own count of messages it dropped (queue limits), from $SYS
     transitions: list[Transition] = field(default_factory=list)
 
@@ -127,45 +128,53 @@ class Consumer:
     async def _one_connection(self) -> None:
         client = AsyncMqtt(self._options())
         client.on_message = self._on_message
-        await client.connect()
-        self._client = client
+        # A persistent session's queued messages arrive right behind the CONNACK, before our SUBSCRIBE
+        # is answered: the batch and the flusher must exist before the first byte is read.
         self._pending = _Pending()  # unacked messages of a dead connection are re-delivered
+        self._client = client
         try:
-            group = self.cfg.ingest.share_group
-            await client.subscribe(
-                [
-                    (topics.shared(group, topics.ALL_EVENTS), 1),
-                    (topics.shared(group, topics.ALL_HEALTH), 1),
-                    (topics.shared(group, topics.ALL_CMD_ACKS), 1),
-                    # Every consumer sees every status (retained too, which shared subscriptions never
-                    # get); presence updates are conditional, so applying one twice changes nothing.
-                    (topics.ALL_STATUS, 1),
-                ]
-            )
-            try:
-                # Stock Mosquitto drops queued QoS 1 messages silently past its limits; its $SYS
-                # counter is the only trace (platform-notes.md). Watching it is optional: an account
-                # without $SYS rights still consumes.
-                await client.subscribe([(SYS_DROPPED, 0)])
-            except MqttError as exc:
-                log.warning("cannot watch the broker's drop counter: %s", exc)
-            log.info("consumer %s subscribed", client.options.client_id)
+            await client.connect()
+        except MqttError:
+            self._client = None
+            raise
+        flusher = asyncio.create_task(self._flush_loop(client), name="flush")
+        closed = asyncio.create_task(client.wait_closed())
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await self._subscribe(client)
             self.ready.set()
-            flusher = asyncio.create_task(self._flush_loop(client), name="flush")
-            closed = asyncio.create_task(client.wait_closed())
-            stop = asyncio.create_task(self._stop.wait())
             await asyncio.wait({flusher, closed, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
             for task in (flusher, closed, stop):
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-        finally:
             self.ready.clear()
             self._client = None
             if self._stop.is_set():
                 await client.disconnect()
             else:
                 await client.close()
+
+    async def _subscribe(self, client: AsyncMqtt) -> None:
+        group = self.cfg.ingest.share_group
+        await client.subscribe(
+            [
+                (topics.shared(group, topics.ALL_EVENTS), 1),
+                (topics.shared(group, topics.ALL_HEALTH), 1),
+                (topics.shared(group, topics.ALL_CMD_ACKS), 1),
+                # Every consumer sees every status (retained too, which shared subscriptions never
+                # get); presence updates are conditional, so applying one twice changes nothing.
+                (topics.ALL_STATUS, 1),
+            ]
+        )
+        try:
+            # Stock Mosquitto drops queued QoS 1 messages silently past its limits; its $SYS counter
+            # is the only trace (platform-notes.md). Optional: an account without $SYS rights consumes.
+            await client.subscribe([(SYS_DROPPED, 0)])
+        except MqttError as exc:
+            log.warning("cannot watch the broker's drop counter: %s", exc)
+        log.info("consumer %s subscribed", client.options.client_id)
 
     # -- receive: runs on the loop thread inside paho's read ----------------------------------------
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
@@ -225,6 +234,8 @@ class Consumer:
         if len(p.batch) == 1 or len(p.batch) >= self.cfg.ingest.batch_size:
             # The first message starts the batch_wait_ms clock; a full batch goes at once.
             self._wake.set()
+        if len(p.mids) >= self.cfg.ingest.receive_maximum and self._client is not None:
+            self._client.pause_reading()  # resumed once this batch is committed and acknowledged
 
     def _broker_dropped(self, payload: bytes | bytearray) -> None:
         try:
@@ -285,6 +296,7 @@ class Consumer:
             await self._commit(pending)
             for mid in pending.mids:
                 client.ack(mid)
+            client.resume_reading()
             for (site, device), seqs in pending.seqs.items():
                 with contextlib.suppress(MqttError):  # lost confirmations only cause re-sends
                     client.publish(
@@ -294,8 +306,8 @@ class Consumer:
                     )
 
     async def _commit(self, pending: _Pending) -> None:
-        """Commit, retrying while the database is away. Meanwhile new messages pile up only to the
-        broker's receive maximum: it sends no more until we acknowledge."""
+        """Commit, retrying while the database is away. Meanwhile we read at most ``receive_maximum``
+        unacknowledged messages, then stop reading the socket until this batch is acknowledged."""
         delay = 0.2
         while True:
             try:
@@ -308,6 +320,7 @@ class Consumer:
                 delay = min(delay * 2, 10.0)
         c = self.counters
         c.batches += 1
+        c.largest_batch = max(c.largest_batch, len(pending.mids))
         c.stored += len(pending.batch.events)
         c.dead += len(pending.batch.dead)
         self._log_transitions(transitions)

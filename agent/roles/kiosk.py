@@ -56,7 +56,12 @@ class KioskConfig(Section):
     receipt_functions: list[str] = Field(default_factory=lambda: ["ticket"], description="Lost without receipts")
     a4_functions: list[str] = Field(default_factory=lambda: ["print"], description="Lost without the A4 printer")
     poll_s: float = Field(default=10, gt=0, le=3600, description="How often printers and counters are read")
-    debounce_s: float = Field(default=30, ge=0, le=3600, description="At most one event per key in this window")
+    debounce_s: float = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description="At most one event per key in this window; also how late a change may reach the centre",
+    )
     snapshot_s: float = Field(default=900, gt=0, description="Everything is re-published this often")
 
 
