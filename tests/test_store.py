@@ -134,3 +134,12 @@ async def test_shutdown_is_not_offline(store: Store) -> None:
     await store.write(status(Presence.SHUTDOWN, 1, T0 + timedelta(seconds=1)))
     assert await presence_of(store) == "shutdown"
     assert await store.sweep_stale(T0 + timedelta(hours=1)) == [], "a device that said goodbye is not stale"
+
+
+async def test_a_retained_birth_heard_first_registers_the_device(store: Store) -> None:
+    # A consumer started after the device hears its retained birth before any event.
+    await store.write(status(Presence.ONLINE, 1, T0, retained=True))
+    assert await presence_of(store) == "online"
+    await store.write(Batch(events=[event_row(0)], seen={KEY: ("qp", "att-1", T0 + timedelta(seconds=1))}))
+    last_seen = await store.scalar(sa.select(devices.c.last_seen).where(devices.c.key == KEY))
+    assert last_seen == T0 + timedelta(seconds=1)

@@ -82,6 +82,7 @@ class Store:
         self.engine = engine
         self.stale_factor = stale_factor
         self.heartbeat_s: dict[str, float] = {}
+        self.known: set[str] = set()  # keys with a devices row
 
     @classmethod
     async def open(cls, url: str, stale_factor: float = 1.5) -> Store:
@@ -91,6 +92,7 @@ class Store:
         async with engine.connect() as conn:
             rows = await conn.execute(sa.select(devices.c.key, devices.c.heartbeat_s))
             store.heartbeat_s = {r.key: float(r.heartbeat_s) for r in rows}
+            store.known = set(store.heartbeat_s)
         return store
 
     async def close(self) -> None:
@@ -100,7 +102,7 @@ class Store:
     async def write(self, batch: Batch) -> list[Transition]:
         transitions: list[Transition] = []
         async with self.engine.begin() as conn:
-            await self._register(conn, batch)
+            registered = await self._register(conn, batch)
             if batch.events:
                 await conn.execute(_insert_ignore(conn, events), batch.events)
             if batch.dead:
@@ -116,18 +118,22 @@ class Store:
             transitions += await self._touch(conn, batch.seen)
             if transitions:
                 await conn.execute(presence_history.insert(), [_history(t) for t in transitions])
+        self.known |= registered  # only once committed: a rolled-back batch registers again next time
         return transitions
 
-    async def _register(self, conn: AsyncConnection, batch: Batch) -> None:
-        new = {k: v for k, v in batch.seen.items() if k not in self.heartbeat_s}
-        if not new:
-            return
-        await conn.execute(
-            _insert_ignore(conn, devices),
-            [{"key": k, "site": s, "device": d, "first_seen": at} for k, (s, d, at) in new.items()],
-        )
-        for k in new:
-            self.heartbeat_s.setdefault(k, 60.0)
+    async def _register(self, conn: AsyncConnection, batch: Batch) -> set[str]:
+        """Every device heard of gets a row, whether by an event or by a status (a retained birth may
+        be the first thing a new consumer hears of a device)."""
+        new = {k: v for k, v in batch.seen.items() if k not in self.known}
+        for upd in batch.statuses:
+            if upd.key not in self.known:
+                new.setdefault(upd.key, (upd.site, upd.device, upd.at))
+        if new:
+            await conn.execute(
+                _insert_ignore(conn, devices),
+                [{"key": k, "site": s, "device": d, "first_seen": at} for k, (s, d, at) in new.items()],
+            )
+        return set(new)
 
     async def _apply_status(self, conn: AsyncConnection, upd: StatusUpdate) -> Transition | None:
         """Presence from ``status``. A birth is the live connection speaking; a Will or goodbye counts only
@@ -178,7 +184,7 @@ class Store:
                 {
                     "k": k,
                     "seen": at,
-                    "deadline": at + timedelta(seconds=self.stale_factor * self.heartbeat_s[k]),
+                    "deadline": at + timedelta(seconds=self.stale_factor * self.heartbeat_s.get(k, 60.0)),
                 }
                 for k, (_, _, at) in seen.items()
             ],
