@@ -214,6 +214,8 @@ async def test_restart_app_restarts_the_supervised_application_and_the_centre_se
     restarts = await consumer.store.fetch(sa.select(events.c.data).where(events.c.type == "app.restart"))
     assert [json.loads(r.data)["trigger"] for r in restarts] == ["command"]
     assert json.loads(restarts[0].data)["ok"] is True
+    assert agent.terminate() == 0
+    assert not await _http_ok(port), "a clean agent stop also stops the application it supervises"
 
 
 async def _http_ok(port: int) -> bool:
