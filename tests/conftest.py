@@ -21,6 +21,7 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from protocol.settings import MqttConfig
 from tests.support.postgres import LocalPostgres
+from tests.support.procs import Proc
 
 
 @pytest.fixture
@@ -72,6 +73,15 @@ def store_url(request: pytest.FixtureRequest) -> str:
     fixture = {"sqlite": "sqlite_url", "postgres": "pg_url"}[request.param]
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Agent and consumer processes a test starts; whatever is still running afterwards is killed."""
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.cleanup()
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,6 @@ from tests.support.apps import app_command, free_port
 from tests.support.procs import Proc, agent_proc, presence, wait_for
 
 DEVICE = "qp/att-1"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.cleanup()
 
 
 @pytest.fixture

@@ -25,14 +25,6 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     await s.close()
 
 
-@pytest.fixture
-def procs() -> AsyncIterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started  # type: ignore[misc]
-    for p in started:
-        p.cleanup()
-
-
 async def count(store: Store) -> int:
     return int(await store.scalar(sa.select(sa.func.count()).select_from(events)))
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from broker.mosquitto.local import LocalMosquitto
@@ -23,14 +21,6 @@ from tests.support.mqtt import publish
 from tests.support.procs import Proc, agent_proc, presence, wait_for
 
 KEY = "qp/att-1"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.cleanup()
 
 
 async def online(store: Store) -> bool:

@@ -45,14 +45,6 @@ BACKOFF_MAX_S = 1.0
 
 # -- fixtures and helpers ------------------------------------------------------------------------------
 @pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.cleanup()
-
-
-@pytest.fixture
 def brokers() -> Iterator[list[LocalMosquitto]]:
     started: list[LocalMosquitto] = []
     yield started
