@@ -32,6 +32,7 @@ PERMANENT_PUBACK_FAILURES = {0x87, 0x90, 0x95, 0x99}
 # nowhere: re-send soon, backing off, rather than after the full confirmation timeout.
 NO_MATCHING_SUBSCRIBERS = 0x10
 UNROUTED_RETRY_S = 1.0
+RESEND_MAX_S = 3600.0
 STABLE_CONNECTION_S = 30.0
 
 
@@ -87,6 +88,7 @@ class Link:
         self._progress_at = 0.0
         self._unrouted = False
         self._unrouted_retry_s = UNROUTED_RETRY_S
+        self._resend_after_s = confirm_timeout_s
 
     # -- the connection loop -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -213,12 +215,18 @@ class Link:
                 await asyncio.wait_for(self.outbox.changed.wait(), timeout=min(1.0, self.confirm_timeout_s))
 
     def _should_resend(self) -> bool:
+        """Re-send unconfirmed events when the store has been silent too long. Each silent round
+        doubles the wait (up to an hour): a fleet whose consumer is down for a while must not fill the
+        broker's queues with copies. Any confirmation resets it."""
         waited = self._unconfirmed_for()
         if self._unrouted and waited > self._unrouted_retry_s:
             self._unrouted = False
             self._unrouted_retry_s = min(self._unrouted_retry_s * 2, self.confirm_timeout_s)
             return True
-        return waited > self.confirm_timeout_s
+        if waited > self._resend_after_s:
+            self._resend_after_s = min(self._resend_after_s * 2, max(RESEND_MAX_S, self.confirm_timeout_s))
+            return True
+        return False
 
     def _unconfirmed_for(self) -> float:
         return self.clock.monotonic() - self._progress_at
@@ -268,6 +276,7 @@ class Link:
             if await self.outbox.confirm(ack.ranges):
                 self._progress_at = self.clock.monotonic()
                 self._unrouted_retry_s = UNROUTED_RETRY_S
+                self._resend_after_s = self.confirm_timeout_s
 
 
 def _as_replayed(body: bytes) -> bytes:

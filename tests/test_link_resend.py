@@ -1,0 +1,69 @@
+"""Re-sending what the store never confirmed backs off while the store stays silent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.link import RESEND_MAX_S, Backoff, Identity, Link
+from agent.outbox import Outbox
+from protocol.transport import LinkOptions
+
+
+class FakeMonotonic:
+    """Only the link's timers: the clock is injectable for exactly this."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def now(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("not used here")
+
+
+def make_link(tmp_path: Path, clock: FakeMonotonic) -> Link:
+    return Link(
+        lambda will: LinkOptions(host="127.0.0.1", port=1, client_id="x", will=will),
+        Identity("qp", "att-1", "b", 30, "none", "0"),
+        Outbox(tmp_path / "o.db"),
+        clock,  # type: ignore[arg-type]
+        Backoff(1, 60),
+        confirm_timeout_s=100,
+    )
+
+
+def _rounds(link: Link, clock: FakeMonotonic, until: float) -> list[float]:
+    at = []
+    while clock.t < until:
+        clock.t += 1
+        if link._should_resend():
+            at.append(clock.t)
+            link._progress_at = clock.t  # what the pump does when it rewinds
+    return at
+
+
+def test_silent_store_rounds_double_up_to_an_hour_and_a_confirmation_resets_them(tmp_path: Path) -> None:
+    clock = FakeMonotonic()
+    link = make_link(tmp_path, clock)
+    at = _rounds(link, clock, 10_000)
+    gaps = [b - a for a, b in zip([0.0, *at], at, strict=False)]
+    assert gaps[:4] == [101, 201, 401, 801]
+    assert max(gaps) <= RESEND_MAX_S + 1
+    link._resend_after_s = link.confirm_timeout_s  # what a confirmation does
+    link._progress_at = start = clock.t
+    assert _rounds(link, clock, start + 150) == [start + 101], "back to the base timeout"
+
+
+def test_unrouted_events_are_retried_after_a_second_then_backing_off(tmp_path: Path) -> None:
+    clock = FakeMonotonic()
+    link = make_link(tmp_path, clock)
+    link._unrouted = True
+    clock.t = 2
+    assert link._should_resend()
+    link._progress_at = clock.t
+    link._unrouted = True
+    clock.t = 3
+    assert not link._should_resend(), "the second retry waits 2 s"
+    clock.t = 5
+    assert link._should_resend()
