@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -74,7 +74,6 @@ class LinkOptions:
     receive_maximum: int = 1000
     max_inflight: int = 100
     connect_timeout_s: float = 10.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
