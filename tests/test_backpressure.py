@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,33 +15,13 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from broker.store.schema import events
 from protocol import topics
-from protocol.envelope import Envelope
-from protocol.ids import uuid7
 from protocol.settings import MqttConfig
+from tests.support.events import punch
 from tests.support.mqtt import publish
 from tests.support.procs import wait_for
 
 N = 3000
 RECEIVE_MAXIMUM = 50
-
-
-def punch(seq: int) -> bytes:
-    return (
-        Envelope(
-            v=1,
-            id=uuid7(),
-            site="qp",
-            device="att-1",
-            type="attendance.punch",
-            seq=seq,
-            boot_id="b",
-            ts=datetime.now(UTC),
-            clock_synced=True,
-            data={"staff_id": f"S{seq % 40:04d}", "method": "face"},
-        )
-        .model_dump_json()
-        .encode()
-    )
 
 
 async def test_a_backlog_is_taken_in_bites_no_larger_than_the_receive_maximum(
@@ -69,7 +48,9 @@ async def test_a_backlog_is_taken_in_bites_no_larger_than_the_receive_maximum(
     try:
         await run_once(None)  # leaves a persistent session: the broker queues for it while it is away
         topic = topics.event("qp", "att-1", "attendance.punch")
-        await asyncio.to_thread(publish, mosquitto.port, [(topic, punch(i), False) for i in range(N)])
+        await asyncio.to_thread(
+            publish, mosquitto.port, [(topic, punch(i).model_dump_json().encode(), False) for i in range(N)]
+        )
         done = asyncio.Event()
 
         async def all_stored() -> bool:

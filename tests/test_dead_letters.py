@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -11,27 +10,15 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from broker.store.schema import dead_letters, events
 from protocol import topics
-from protocol.envelope import MAX_EVENT_BYTES, Envelope
-from protocol.ids import uuid7
+from protocol.envelope import MAX_EVENT_BYTES
 from tests.conftest import RunningConsumer
+from tests.support.events import punch
 from tests.support.mqtt import publish
 from tests.support.procs import wait_for
 
 
 def envelope(n: int, **over: object) -> dict[str, object]:
-    env = Envelope(
-        v=1,
-        id=uuid7(),
-        site="qp",
-        device="att-1",
-        type="attendance.punch",
-        seq=n,
-        boot_id="b1",
-        ts=datetime.now(UTC),
-        clock_synced=True,
-        data={"staff_id": "S0001", "method": "face"},
-    )
-    return {**json.loads(env.model_dump_json()), **over}
+    return {**json.loads(punch(n).model_dump_json()), **over}
 
 
 def raw(d: dict[str, object]) -> bytes:
@@ -41,18 +28,18 @@ def raw(d: dict[str, object]) -> bytes:
 async def test_each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_consuming_goes_on(
     mosquitto: LocalMosquitto, consumer: RunningConsumer
 ) -> None:
-    punch = topics.event("qp", "att-1", "attendance.punch")
+    topic = topics.event("qp", "att-1", "attendance.punch")
     bad = [
-        (punch, b"{not json", "malformed"),
-        (punch, raw(envelope(1, seq="one")), "malformed"),
+        (topic, b"{not json", "malformed"),
+        (topic, raw(envelope(1, seq="one")), "malformed"),
         (topics.event("qp", "att-1", "door.opened"), raw(envelope(2, type="door.opened")), "unknown_type"),
         (
-            punch,
+            topic,
             raw(envelope(3, data={"staff_id": "S1", "method": "face", "face_template": "AAAA"})),
             "invalid_payload",
         ),
         (
-            punch,
+            topic,
             raw(envelope(4, data={"staff_id": "S1", "method": "x" * (MAX_EVENT_BYTES + 1)})),
             "oversized",
         ),
@@ -61,7 +48,7 @@ async def test_each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_consu
         (topics.status("qp", "att-1"), b'{"state": "sleepy"}', "malformed"),
     ]
     good = envelope(7)
-    publish(mosquitto.port, [(t, p, False) for t, p, _ in bad] + [(punch, raw(good), False)])
+    publish(mosquitto.port, [(t, p, False) for t, p, _ in bad] + [(topic, raw(good), False)])
 
     store = consumer.store
     await wait_for(lambda: _has_event(store, str(good["id"])), 15, "the good event")
