@@ -70,6 +70,7 @@ import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.selfheal import AppWatch, AppWatchConfig
+from bench._machine import cpu_model, load_average, memory_total
 from broker.commands import centre_link, command_row, issue_command
 from broker.mosquitto.local import LocalMosquitto, find_mosquitto
 from broker.store.db import Store
@@ -675,25 +676,9 @@ def own_cpu_s() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
 
 def machine(load_at_start: str, busy: tuple[float, float, float]) -> list[tuple[str, str]]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    cpu, mem = cpu_model(), memory_total()
     try:
         out = subprocess.run([str(find_mosquitto()), "-h"], capture_output=True, text=True, timeout=5).stdout
         mosq = out.splitlines()[0].strip() if out else "unknown"

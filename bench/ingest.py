@@ -66,6 +66,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bench._machine import cpu_model, memory_total
 from broker.config import IngestConfig
 from broker.mosquitto.local import LocalMosquitto, find_mosquitto
 from protocol import topics
@@ -1069,17 +1070,7 @@ def _cmd_out(argv: list[str]) -> str:
 
 
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    cpu, mem = cpu_model(), memory_total()
     try:
         pg = _cmd_out([str(find_pg_bin_dir() / "postgres"), "--version"])
     except RuntimeError as exc:

@@ -41,6 +41,7 @@ from typing import Any
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
 from agent.roles.kiosk import KioskConfig, SimulatedReceiptConfig
+from bench._machine import cpu_model, load_average, memory_total
 from broker.mosquitto.local import LocalMosquitto, find_mosquitto
 from drivers.escpos import ReceiptPrinter, UsbPrinterConfig, UsbTransport
 from drivers.escpos.sim import SimulatedUsbPrinter
@@ -340,10 +341,6 @@ async def paper_to_store(args: argparse.Namespace, workdir: Path, stack: context
 
 # -- report -------------------------------------------------------------------------------------------
 def machine() -> list[tuple[str, str]]:
-    def first(path: str, key: str) -> str:
-        lines = Path(path).read_text().splitlines()
-        return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "unknown")
-
     def out(*argv: str) -> str:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             r = subprocess.run(argv, capture_output=True, text=True, timeout=5)
@@ -353,14 +350,14 @@ def machine() -> list[tuple[str, str]]:
     dpkg = out("dpkg-query", "-W", "-f=${Version}", "cups-ipp-utils")
     return [
         ("nproc", f"{len(os.sched_getaffinity(0))} (os.cpu_count {os.cpu_count()})"),
-        ("CPU", first("/proc/cpuinfo", "model name")),
-        ("memory", f"{int(first('/proc/meminfo', 'MemTotal').split()[0]) / 1024**2:.1f} GiB"),
+        ("CPU", cpu_model()),
+        ("memory", memory_total()),
         ("OS", f"{platform.system()} {platform.release()}"),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("Mosquitto", out(str(find_mosquitto()), "-h")),
         ("ippeveprinter", f"{out(find_binary('ippeveprinter'), '--version')} (Debian cups-ipp-utils {dpkg})"),
         ("pyusb", out(sys.executable, "-c", "import usb; print(usb.__version__)")),
-        ("load average at start", " ".join(Path("/proc/loadavg").read_text().split()[:3])),
+        ("load average at start", load_average()),
     ]
 
 
@@ -386,7 +383,7 @@ def report(costs: list[Cost], series: list[Series], mach: list[tuple[str, str]],
            took: float) -> str:  # fmt: skip
     md = [f"# Kiosk role: status polling cost, paper-end -> store, {started:%Y-%m-%d %H:%M %Z}", "",
           f"Command: `{cmd}` (took {took:.0f} s; one machine, loopback only; load average at the end "
-          f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}).", "", "## Machine", "",
+          f"{load_average()}).", "", "## Machine", "",
           *table(["", ""], mach), "", "## 1. Cost of one status poll", "",
           "Sequential polls after a warm-up. CPU: `time.process_time()` of the bench process (all threads); the "
           "server's from `/proc/<pid>/stat` (10 ms ticks). Ratio: wall / CPU per poll against the baseline just "
