@@ -34,6 +34,7 @@ from protocol.transport import AsyncMqtt, LinkOptions, MqttError
 log = logging.getLogger(__name__)
 
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+FLUSHER_STOP_S = 30.0
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class Consumer:
         self._pending = _Pending()
         self._wake = asyncio.Event()
         self._client: AsyncMqtt | None = None
+        self._flusher_closing = False
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -145,16 +147,34 @@ class Consumer:
             self.ready.set()
             await asyncio.wait({flusher, closed, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (flusher, closed, stop):
+            for task in (closed, stop):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await self._stop_flusher(flusher)
+            if closed.done() and not closed.cancelled():
+                log.warning("consumer connection ended: %s", closed.result())
             self.ready.clear()
             self._client = None
             if self._stop.is_set():
                 await client.disconnect()
             else:
                 await client.close()
+
+    async def _stop_flusher(self, flusher: asyncio.Task[None]) -> None:
+        """Let a commit in progress finish rather than cancel it half-way (a cancelled database call
+        may hang in its own cleanup); what it cannot acknowledge any more is redelivered and deduped."""
+        self._flusher_closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(flusher), FLUSHER_STOP_S)
+        except TimeoutError:
+            log.error("a commit took over %.0f s while the connection closed: cancelling it", FLUSHER_STOP_S)
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        except Exception:  # the flusher's own failure: logged, the connection is gone anyway
+            log.exception("flusher failed")
+        finally:
+            self._flusher_closing = False
 
     async def _subscribe(self, client: AsyncMqtt) -> None:
         group = self.cfg.ingest.share_group
@@ -286,6 +306,8 @@ class Consumer:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            if self._flusher_closing:
+                return
             if not self._pending.mids and not len(self._pending.batch):
                 self._wake.clear()
                 continue
