@@ -1,0 +1,1 @@
+"""Rules: what the stored events mean. Incidents and their SLA clock, consumables, maintenance cadence."""

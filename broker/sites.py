@@ -1,0 +1,123 @@
+"""Per-site policy: the hall's calendar, which devices run 24 hours, the SLA steps, hall-wide outages,
+consumables and the maintenance cadence. Defaults are the regulations' numbers
+(requirements-from-regulations.md §2.4, §2.5, §11.3, §11.4); every one can be set per site.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from functools import cached_property
+
+from pydantic import Field, model_validator
+
+from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
+from protocol.settings import Section
+
+
+class SlaPolicy(Section):
+    act_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="T+0 actions (remediation, first page) wait this long, so that the agent's own self-healing"
+        " and a hall-wide outage are seen first (Alertmanager's group_wait)",
+    )
+    remediation: list[str] = Field(
+        default_factory=lambda: ["restart_app"],
+        description="Commands sent at T+0 to a kiosk that is down but connected (none to an offline one)",
+    )
+    warn_after_min: float = Field(default=20, gt=0, description="Warning step, minutes of SLA time")
+    breach_after_min: float = Field(default=30, gt=0, description="Breach: not restored remotely in time")
+    dispatch_on_breach: bool = Field(default=True, description="Open an on-site dispatch at breach")
+    verify_s: float = Field(
+        default=60.0, ge=0, description="A cleared condition must stay clear, with the device heard, this long"
+    )
+    flap_window_min: float = Field(
+        default=10, ge=0, description="A condition back within this time reopens the same incident: no new page"
+    )
+    escalate_after_min: list[float] = Field(
+        default_factory=lambda: [15.0],
+        description="Escalation tiers: minutes after the first page with nobody acknowledging",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SlaPolicy:
+        if self.warn_after_min >= self.breach_after_min:
+            raise ValueError("warn_after_min must be less than breach_after_min")
+        return self
+
+
+class HallOutagePolicy(Section):
+    min_devices: int = Field(default=3, ge=2, description="At least this many devices of the site down at once...")
+    min_fraction: float = Field(default=0.5, gt=0, le=1, description="...and at least this share of its devices")
+    window_s: float = Field(default=120.0, gt=0, description="...detected within this many seconds of each other")
+
+
+class ConsumablesPolicy(Section):
+    low_pct: float = Field(default=15.0, ge=0, le=100, description="A level at or under this is low")
+    restock_lead_h: float = Field(
+        default=4.0, ge=0, description="Raise a restock task when the forecast says empty within this many hours"
+    )
+    receipts_after_near_end: int = Field(
+        default=150, ge=1, description="Receipts a thermal roll still prints after its near-end sensor trips"
+    )
+    usage_counter: str = Field(default="tickets", description="kiosk.usage counter that consumes receipt paper")
+    history_days: float = Field(default=7.0, gt=0, description="Usage history the forecast's rate is taken from")
+
+
+class MaintenancePolicy(Section):
+    clean_per_day: int = Field(default=1, ge=0, description="Exterior cleanings a day (WZ: at least 1); 0 = off")
+    clean_due: str = Field(default="17:00", pattern=r"^\d{2}:\d{2}$", description="Daily cleaning due by (local)")
+    inspections_per_quarter: int = Field(default=1, ge=0, description="Joint inspections a quarter; 0 = off")
+    inspection_remind_days: int = Field(
+        default=14, ge=0, description="Remind this many days before the quarter ends if none is recorded"
+    )
+    device_classes: list[str] = Field(default_factory=lambda: ["kiosk"], description="Which devices it applies to")
+
+
+class SiteConfig(Section):
+    name: str = Field(default="", description="Display name, e.g. 青浦区政务服务中心")
+    calendar: CalendarConfig = Field(default_factory=CalendarConfig)
+    always_on: list[str] = Field(
+        default_factory=lambda: ["*24h*"],
+        description="Device-name patterns (fnmatch) of 24-hour devices: their SLA counts wall-clock time",
+    )
+    classes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Device-name pattern -> device class, where the agent's role does not say it",
+    )
+    sla: SlaPolicy = Field(default_factory=SlaPolicy)
+    hall_outage: HallOutagePolicy = Field(default_factory=HallOutagePolicy)
+    consumables: ConsumablesPolicy = Field(default_factory=ConsumablesPolicy)
+    maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)
+
+    @cached_property
+    def site_calendar(self) -> SiteCalendar:
+        return SiteCalendar(self.calendar)
+
+    def is_always_on(self, device: str) -> bool:
+        return any(fnmatchcase(device, p) for p in self.always_on)
+
+    def hours_for(self, device: str) -> Hours:
+        """What the SLA clock of this device counts: wall-clock time, or the hall's opening hours."""
+        return WallClockHours() if self.is_always_on(device) else self.site_calendar
+
+    def device_class(self, device: str, role: str) -> str:
+        for pattern, cls in self.classes.items():
+            if fnmatchcase(device, pattern):
+                return cls
+        return role or "unknown"
+
+
+class Sites:
+    """The configured sites; a site nobody configured gets the defaults."""
+
+    def __init__(self, sites: dict[str, SiteConfig]) -> None:
+        self._sites = dict(sites)
+        self._default = SiteConfig()
+
+    def __getitem__(self, site: str) -> SiteConfig:
+        return self._sites.get(site, self._default)
+
+    def names(self) -> list[str]:
+        return sorted(self._sites)
