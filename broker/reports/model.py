@@ -1,0 +1,92 @@
+"""What a monthly SLA report holds (requirements §11.6 "Monthly: kiosk uptime, SLA compliance, usage by
+function, consumable use"). Frozen values: the builder computes them once, the writers only format them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    site: str
+    device: str
+    device_class: str
+    hours24: bool  # availability counts wall-clock time, not the hall's opening hours
+    counted_s: float  # SLA time in the month up to the report's end
+    down_s: float  # counted seconds covered by outage incidents (merged, so never double counted)
+    availability_pct: float | None  # None when nothing was counted (a month in the future, a closed month)
+    incidents: int  # detected in the month, every kind
+    breaches: int
+    mttr_s: float | None  # mean SLA time from detection to clear of the month's cleared incidents
+    max_ttr_s: float | None
+    self_healed: int
+    remote: int
+    on_site: int
+    dispatches: int  # on-site visits opened in the month, cancelled ones left out
+    dispatches_late: int  # nobody on site by the due time (the end of the working day, §2.4)
+    refills: dict[str, int]  # consumable -> refills recorded in the month
+    usage: dict[str, int]  # kiosk.usage counter -> uses in the month
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    id: str
+    device: str  # "*" for a hall-wide outage
+    kind: str
+    severity: str
+    detected_at: datetime  # in the site zone, like every time of the report
+    cleared_at: datetime | None
+    closed_at: datetime | None
+    ttr_s: float | None  # SLA-counted seconds from detection to clear; None while not cleared
+    breached: bool
+    breach_reason: str
+    recovery: str  # self_healed | remote | on_site | ""
+    staff_reported_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlaReport:
+    site: str
+    site_name: str
+    month: str  # "2026-11"
+    start: datetime  # first instant of the month in the site zone
+    end: datetime  # first instant of the next month
+    devices: list[DeviceRow]
+    incidents: list[IncidentRow]  # every incident whose downtime touches the month, by detection time
+    generated_at: datetime
+
+    def counts_in_month(self, row: IncidentRow) -> bool:
+        """Counts (incidents, breaches, recoveries, MTTR) belong to the month of detection, so that an incident
+        running across a month end is counted once; its downtime is still split between the two months."""
+        return self.start <= row.detected_at < self.end
+
+    def totals(self) -> SiteTotals:
+        counted = sum(d.counted_s for d in self.devices)
+        down = sum(d.down_s for d in self.devices)
+        own = [r for r in self.incidents if self.counts_in_month(r)]
+        breaches = sum(r.breached for r in own)
+        return SiteTotals(
+            devices=len(self.devices),
+            counted_s=counted,
+            down_s=down,
+            availability_pct=100.0 * (1.0 - down / counted) if counted > 0 else None,
+            incidents=len(own),
+            breaches=breaches,
+            compliance_pct=100.0 * (len(own) - breaches) / len(own) if own else None,
+            dispatches=sum(d.dispatches for d in self.devices),
+            dispatches_late=sum(d.dispatches_late for d in self.devices),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SiteTotals:
+    devices: int
+    counted_s: float
+    down_s: float
+    availability_pct: float | None  # weighted by counted time: 1 - total down / total counted
+    incidents: int  # including the hall-wide outage row, which devices do not count
+    breaches: int
+    compliance_pct: float | None  # incidents restored within the breach time / incidents
+    dispatches: int
+    dispatches_late: int

@@ -1,0 +1,236 @@
+"""The monthly kiosk SLA report: availability per device, incidents with their time to restore and
+breaches, on-site dispatches, consumables refilled and usage by function (requirements §2.4, §11.4, §11.6).
+
+Availability counts the device's own SLA hours: the hall's opening hours, or wall-clock time for a 24-hour
+device. Downtime is the union of the device's outage incidents, [detected, cleared) clipped to the month; a
+hall-wide outage is listed but not counted again, since each device it covers has its own child incident.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+import sqlalchemy as sa
+
+from broker.calendar import Hours, WallClockHours
+from broker.reports.export import write_csv, write_xlsx
+from broker.reports.model import DeviceRow, IncidentRow, SiteTotals, SlaReport
+from broker.sites import SiteConfig, Sites
+from broker.store.db import Store
+from broker.store.schema import devices, dispatches, events, incidents, service_records
+
+__all__ = [
+    "OUTAGE_KINDS",
+    "DeviceRow",
+    "IncidentRow",
+    "SiteTotals",
+    "SlaReport",
+    "build_sla_report",
+    "month_bounds",
+    "write_csv",
+    "write_xlsx",
+]
+
+# The kiosk cannot serve. "reported": site staff reported an outage hallfleet did not see (broker/rules).
+OUTAGE_KINDS = frozenset({"offline", "stale", "kiosk_down", "reported", "hall_outage"})
+HALL = "*"  # the device of a hall-wide outage
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+Span = tuple[datetime, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start: datetime
+    end: datetime  # the next month's first instant
+    until: datetime  # what is counted: the month up to now
+
+
+@dataclass(slots=True)
+class _DeviceData:
+    role: str = ""
+    incidents: list[IncidentRow] = field(default_factory=list)
+    dispatches: list[Any] = field(default_factory=list)
+    refills: Counter[str] = field(default_factory=Counter)
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+async def build_sla_report(store: Store, sites: Sites, site: str, month: str, *, now: datetime) -> SlaReport:
+    cfg = sites[site]
+    zone = cfg.site_calendar.zone
+    start, end = month_bounds(month, zone)
+    win = _Window(start, end, max(start, min(end, now)))
+    data: defaultdict[str, _DeviceData] = defaultdict(_DeviceData)
+    for r in await store.fetch(sa.select(devices.c.device, devices.c.role).where(devices.c.site == site)):
+        data[r.device].role = r.role
+    rows = [_incident_row(r, cfg, zone) for r in await store.fetch(_incidents_query(site, win))]
+    for row in rows:
+        if row.device != HALL:
+            data[row.device].incidents.append(row)
+    for r in await store.fetch(_dispatches_query(site, win)):
+        data[r.key.partition("/")[2]].dispatches.append(r)
+    for r in await store.fetch(_refills_query(site, win)):
+        data[r.key.partition("/")[2]].refills[r.item] += 1
+    for device, used in _usage(await store.fetch(_usage_query(site, win))).items():
+        data[device].usage = used
+    data.pop(HALL, None)  # a dispatch for the hall as a whole belongs to no device row
+    return SlaReport(
+        site=site,
+        site_name=cfg.name or site,
+        month=month,
+        start=start,
+        end=end,
+        devices=[_device_row(cfg, site, name, win, data[name]) for name in sorted(data)],
+        incidents=rows,
+        generated_at=now.astimezone(zone),
+    )
+
+
+def month_bounds(month: str, zone: tzinfo) -> Span:
+    """``"2026-11"`` -> the first instants of November and of December in ``zone``."""
+    m = _MONTH.fullmatch(month)
+    if m is None or not 1 <= int(m.group(2)) <= 12:
+        raise ValueError(f"month {month!r} is not YYYY-MM (e.g. 2026-11)")
+    year, mon = int(m.group(1)), int(m.group(2))
+    next_year, next_mon = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    return datetime(year, mon, 1, tzinfo=zone), datetime(next_year, next_mon, 1, tzinfo=zone)
+
+
+# -- queries -------------------------------------------------------------------------------------------
+def _incidents_query(site: str, win: _Window) -> sa.Select[Any]:
+    """Every incident whose downtime touches the month: detected before its end, not cleared before its start."""
+    c = incidents.c
+    not_over = sa.or_(
+        c.cleared_at >= win.start,
+        sa.and_(c.cleared_at.is_(None), sa.or_(c.closed_at.is_(None), c.closed_at >= win.start)),
+    )
+    return sa.select(incidents).where(c.site == site, c.detected_at < win.end, not_over).order_by(c.detected_at, c.id)
+
+
+def _dispatches_query(site: str, win: _Window) -> sa.Select[Any]:
+    c = dispatches.c
+    return sa.select(dispatches).where(
+        c.site == site, c.opened_at >= win.start, c.opened_at < win.end, c.state != "cancelled"
+    )
+
+
+def _refills_query(site: str, win: _Window) -> sa.Select[Any]:
+    c = service_records.c
+    return sa.select(c.key, c.item).where(c.site == site, c.kind == "refill", c.at >= win.start, c.at < win.end)
+
+
+def _usage_query(site: str, win: _Window) -> sa.Select[Any]:
+    c = events.c
+    return (
+        sa.select(c.device, c.data)
+        .where(c.type == "kiosk.usage", c.site == site, c.ts >= win.start, c.ts < win.end)
+        .order_by(c.device, c.ts, c.seq)
+    )
+
+
+# -- rows ----------------------------------------------------------------------------------------------
+def _incident_row(r: Any, cfg: SiteConfig, zone: tzinfo) -> IncidentRow:
+    hours: Hours = WallClockHours() if r.hours24 else cfg.site_calendar
+    restored = r.cleared_at or r.closed_at
+    return IncidentRow(
+        id=r.id,
+        device=r.device,
+        kind=r.kind,
+        severity=r.severity,
+        detected_at=r.detected_at.astimezone(zone),
+        cleared_at=_local(r.cleared_at, zone),
+        closed_at=_local(r.closed_at, zone),
+        ttr_s=hours.open_seconds(r.detected_at, restored) if restored is not None else None,
+        breached=r.breached_at is not None,
+        breach_reason=r.breach_reason,
+        recovery=r.recovery,
+        staff_reported_at=_local(r.staff_reported_at, zone),
+    )
+
+
+def _device_row(cfg: SiteConfig, site: str, device: str, win: _Window, d: _DeviceData) -> DeviceRow:
+    hours = cfg.hours_for(device)
+    counted = hours.open_seconds(win.start, win.until)
+    spans = [_downtime(r, win) for r in d.incidents if r.kind in OUTAGE_KINDS]
+    down = sum(hours.open_seconds(s, e) for s, e in _merge(spans))
+    own = [r for r in d.incidents if win.start <= r.detected_at < win.end]
+    ttrs = [r.ttr_s for r in own if r.ttr_s is not None]
+    recoveries = Counter(r.recovery for r in own)
+    return DeviceRow(
+        site=site,
+        device=device,
+        device_class=cfg.device_class(device, d.role),
+        hours24=cfg.is_always_on(device),
+        counted_s=counted,
+        down_s=down,
+        availability_pct=100.0 * (1.0 - down / counted) if counted > 0 else None,
+        incidents=len(own),
+        breaches=sum(r.breached for r in own),
+        mttr_s=sum(ttrs) / len(ttrs) if ttrs else None,
+        max_ttr_s=max(ttrs) if ttrs else None,
+        self_healed=recoveries["self_healed"],
+        remote=recoveries["remote"],
+        on_site=recoveries["on_site"],
+        dispatches=len(d.dispatches),
+        dispatches_late=sum(_late(r, win.until) for r in d.dispatches),
+        refills=dict(sorted(d.refills.items())),
+        usage=d.usage,
+    )
+
+
+def _downtime(r: IncidentRow, win: _Window) -> Span:
+    end = r.cleared_at or r.closed_at or win.until
+    return max(r.detected_at, win.start), min(end, win.until)
+
+
+def _merge(spans: Iterable[Span]) -> list[Span]:
+    """Overlapping or touching spans joined, empty ones dropped, in time order."""
+    out: list[Span] = []
+    for s, e in sorted(x for x in spans if x[1] > x[0]):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _late(r: Any, until: datetime) -> bool:
+    """Nobody on site by the due time. Arrival decides (§2.4: "go on-site within the working day"); a row
+    without an arrival time falls back to its completion; one with neither is late once the due time passed."""
+    visited = r.arrived_at or r.done_at
+    return bool(visited > r.due_at) if visited is not None else bool(r.due_at < until)
+
+
+def _usage(readings: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """Uses per device and counter from cumulative readings in time order: the sum of the increases between
+    the month's readings. A counter that goes down was reset (the application restarted), so the reading
+    after the reset counts whole."""
+    last: dict[tuple[str, str], int] = {}
+    used: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    for r in readings:
+        for name, value in _counters(r.data).items():
+            prev = last.get((r.device, name))
+            step = 0 if prev is None else value - prev if value >= prev else value
+            used[r.device][name] = used[r.device].get(name, 0) + step
+            last[(r.device, name)] = value
+    return {device: dict(sorted(c.items())) for device, c in used.items()}
+
+
+def _counters(data: str) -> dict[str, int]:
+    try:
+        counters = json.loads(data).get("counters", {})
+    except (ValueError, AttributeError):  # the consumer validated it; an unreadable row costs one reading
+        return {}
+    if not isinstance(counters, dict):
+        return {}
+    return {k: v for k, v in counters.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
+def _local(t: datetime | None, zone: tzinfo) -> datetime | None:
+    return t.astimezone(zone) if t is not None else None

@@ -1,0 +1,360 @@
+"""The monthly SLA report on both stores: availability in SLA hours, incidents, breaches, recoveries,
+dispatches, refills and usage, and the CSV / XLSX files built from it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+import openpyxl
+import pytest
+import sqlalchemy as sa
+
+from broker.calendar import CalendarConfig, TimetableConfig
+from broker.reports import SlaReport, build_sla_report, write_csv, write_xlsx
+from broker.sites import SiteConfig, Sites
+from broker.store.db import Store
+from broker.store.schema import devices, dispatches, events, incidents, service_records
+
+SITE = "wz"
+ZONE = ZoneInfo("Asia/Shanghai")
+K24 = "kiosk-24h-1"  # 24-hour by the default always_on pattern "*24h*"
+KDAY = "kiosk-1"  # counts the hall's opening hours
+AFTER = datetime(2026, 12, 5, 12, 0, tzinfo=ZONE)  # "now" for a report of a finished November
+WANZHOU = CalendarConfig(
+    timezone="Asia/Shanghai",
+    national_holidays=True,
+    timetables=[TimetableConfig(name="全年", start="01-01", end="12-31", sessions=["09:00-12:00", "13:30-17:30"])],
+)
+SITES = Sites({SITE: SiteConfig(name="万州区政务服务中心", calendar=WANZHOU)})
+NOV_OPEN_S = 21 * 7 * 3600  # November 2026: 21 working days (no statutory holiday), 7 opening hours each
+
+
+def at(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=ZONE)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await Store.open(store_url)
+    await insert(s, devices, [device_row(KDAY), device_row(K24)])
+    yield s
+    await s.close()
+
+
+async def insert(store: Store, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    async with store.engine.begin() as conn:
+        for row in rows:  # one by one: rows may set different columns
+            await conn.execute(table.insert(), row)
+
+
+def device_row(device: str, role: str = "kiosk") -> dict[str, Any]:
+    return {"key": f"{SITE}/{device}", "site": SITE, "device": device, "role": role, "first_seen": at(1, 0, month=10)}
+
+
+def incident(device: str, kind: str, detected: datetime, cleared: datetime | None, **extra: Any) -> dict[str, Any]:
+    row = {
+        "id": str(uuid4()),
+        "key": f"{SITE}/{device}",
+        "site": SITE,
+        "device": device,
+        "kind": kind,
+        "severity": "major",
+        "hours24": "24h" in device,
+        "state": "open" if cleared is None else "closed",
+        "detected_at": detected,
+        "last_signal_at": detected,
+        "cleared_at": cleared,
+        "closed_at": None if cleared is None else cleared + timedelta(minutes=1),
+    }
+    return row | extra
+
+
+async def report(store: Store, month: str = "2026-11", now: datetime = AFTER) -> SlaReport:
+    return await build_sla_report(store, SITES, SITE, month, now=now)
+
+
+def row_of(rep: SlaReport, device: str) -> Any:
+    return next(d for d in rep.devices if d.device == device)
+
+
+async def test_24h_kiosk_down_30_minutes_in_a_30_day_month(store: Store) -> None:
+    """GIVEN a 24-hour kiosk offline 30 minutes in November WHEN reported THEN 1 - 1800/2592000, others 100 %."""
+    await insert(store, incidents, [incident(K24, "offline", at(10, 3), at(10, 3, 30))])
+    rep = await report(store)
+    row = row_of(rep, K24)
+    assert (row.hours24, row.counted_s, row.down_s) == (True, 2_592_000, 1800)
+    assert row.availability_pct == 100.0 * (1 - 1800 / 2_592_000)
+    day = row_of(rep, KDAY)
+    assert (day.hours24, day.counted_s, day.down_s, day.availability_pct) == (False, NOV_OPEN_S, 0, 100.0)
+    assert (rep.start, rep.end, rep.site_name) == (at(1, 0), at(1, 0, month=12), "万州区政务服务中心")
+
+
+async def test_opening_hours_kiosk_counts_only_downtime_while_the_hall_is_open(store: Store) -> None:
+    """GIVEN a day kiosk down overnight, and later over lunch WHEN reported THEN only open hours count."""
+    await insert(
+        store,
+        incidents,
+        [
+            incident(KDAY, "kiosk_down", at(10, 18), at(11, 8, 30)),  # Tuesday night: closed all the time
+            incident(KDAY, "offline", at(12, 11), at(12, 14)),  # 11:00-12:00 and 13:30-14:00 open
+        ],
+    )
+    row = row_of(await report(store), KDAY)
+    assert (row.counted_s, row.down_s) == (NOV_OPEN_S, 5400)
+    assert row.availability_pct == 100.0 * (1 - 5400 / NOV_OPEN_S)
+
+
+async def test_overlapping_incidents_and_the_hall_outage_are_not_double_counted(store: Store) -> None:
+    """GIVEN offline 10:00-10:30 under a hall outage, kiosk_down 10:15-10:45, a staff report 10:40-10:50 and a
+    degraded spell WHEN reported THEN the device is down 50 minutes; the hall outage is listed but is no device."""
+    hall = incident("*", "hall_outage", at(10, 9, 59), at(10, 10, 40), key=f"{SITE}/*", hours24=True)
+    await insert(
+        store,
+        incidents,
+        [
+            hall,
+            incident(K24, "offline", at(10, 10), at(10, 10, 30), parent_id=hall["id"]),
+            incident(K24, "kiosk_down", at(10, 10, 15), at(10, 10, 45)),
+            incident(K24, "reported", at(10, 10, 40), at(10, 10, 50)),  # site staff phoned it in
+            incident(K24, "kiosk_degraded", at(11, 10), at(11, 12)),  # can still serve: not downtime
+        ],
+    )
+    rep = await report(store)
+    assert row_of(rep, K24).down_s == 50 * 60
+    assert [d.device for d in rep.devices] == [KDAY, K24]
+    assert [r.kind for r in rep.incidents] == ["hall_outage", "offline", "kiosk_down", "reported", "kiosk_degraded"]
+    assert rep.incidents[0].device == "*"
+    assert row_of(rep, K24).incidents == 4
+    assert rep.totals().incidents == 5
+
+
+async def test_incident_across_the_month_end_is_clipped_and_counted_once(store: Store) -> None:
+    """GIVEN an outage 31 Oct 23:00 - 1 Nov 01:00 WHEN October and November are reported THEN each gets one
+    hour of downtime; the incident counts in October and is only listed in November."""
+    await insert(store, incidents, [incident(K24, "offline", at(31, 23, month=10), at(1, 1))])
+    october, november = await report(store, "2026-10"), await report(store)
+    assert (row_of(october, K24).down_s, row_of(november, K24).down_s) == (3600, 3600)
+    assert (row_of(october, K24).incidents, row_of(november, K24).incidents) == (1, 0)
+    assert len(november.incidents) == 1
+    assert row_of(october, K24).counted_s == 31 * 86400
+
+
+async def test_open_incident_runs_until_now_in_the_current_month(store: Store) -> None:
+    """GIVEN an outage still open on 10 Nov 12:00 WHEN November is reported then THEN it is down since
+    detection, counted up to now, and its time to restore is unknown."""
+    await insert(store, incidents, [incident(K24, "offline", at(10, 6), None)])
+    rep = await report(store, now=at(10, 12))
+    row = row_of(rep, K24)
+    assert (row.counted_s, row.down_s, row.mttr_s) == (9 * 86400 + 12 * 3600, 6 * 3600, None)
+    assert rep.incidents[0].ttr_s is None
+
+
+async def test_breaches_are_listed_with_their_reasons(store: Store) -> None:
+    """GIVEN one breached and one restored-in-time incident WHEN reported THEN the breach and its reason
+    show in the list, the device row and the SLA compliance."""
+    reason = "not restored remotely within 30 min of SLA time"
+    await insert(
+        store,
+        incidents,
+        [
+            incident(KDAY, "kiosk_down", at(10, 9), at(10, 10), breached_at=at(10, 9, 30), breach_reason=reason),
+            incident(KDAY, "offline", at(11, 9), at(11, 9, 10)),
+        ],
+    )
+    rep = await report(store)
+    assert [(r.breached, r.breach_reason) for r in rep.incidents] == [(True, reason), (False, "")]
+    assert (row_of(rep, KDAY).breaches, row_of(rep, K24).breaches) == (1, 0)
+    assert rep.totals().compliance_pct == 50.0
+
+
+async def test_recoveries_are_counted_and_time_to_restore_uses_sla_hours(store: Store) -> None:
+    """GIVEN incidents healed by themselves, remotely and on site WHEN reported THEN each way is counted, and
+    the time to restore counts opening hours only (17:00 Tue to 10:00 Wed = 1.5 h)."""
+    await insert(
+        store,
+        incidents,
+        [
+            incident(KDAY, "offline", at(10, 17), at(11, 10), recovery="on_site"),
+            incident(KDAY, "kiosk_down", at(12, 9), at(12, 9, 30), recovery="remote"),
+            incident(KDAY, "stale", at(13, 9), at(13, 9, 2), recovery="self_healed"),
+            incident(KDAY, "stale", at(16, 9), at(16, 9, 4), recovery="self_healed"),
+        ],
+    )
+    rep = await report(store)
+    row = row_of(rep, KDAY)
+    assert (row.self_healed, row.remote, row.on_site) == (2, 1, 1)
+    assert rep.incidents[0].ttr_s == 5400
+    assert row.max_ttr_s == 5400
+    assert row.mttr_s == (5400 + 1800 + 120 + 240) / 4
+
+
+def dispatch(due: datetime, *, arrived: datetime | None = None, state: str = "done") -> dict[str, Any]:
+    return {
+        "id": str(uuid4()),
+        "incident_id": str(uuid4()),
+        "key": f"{SITE}/{KDAY}",
+        "site": SITE,
+        "opened_at": due - timedelta(hours=3),
+        "due_at": due,
+        "state": state,
+        "arrived_at": arrived,
+        "done_at": None if arrived is None else arrived + timedelta(hours=1),
+    }
+
+
+async def test_dispatches_not_on_site_by_the_due_time_are_late(store: Store) -> None:
+    """GIVEN visits in time, late, never made and past due, cancelled, and not yet due WHEN reported on
+    20 Nov THEN four count, two of them late."""
+    due = at(10, 17, 30)
+    await insert(
+        store,
+        dispatches,
+        [
+            dispatch(due, arrived=at(10, 16)),
+            dispatch(due, arrived=at(11, 9)),
+            dispatch(due, state="open"),
+            dispatch(due, state="cancelled"),
+            dispatch(at(20, 17, 30), state="open"),
+        ],
+    )
+    row = row_of(await report(store, now=at(20, 12)), KDAY)
+    assert (row.dispatches, row.dispatches_late) == (4, 2)
+
+
+def usage(ts: datetime, seq: int, **counters: int) -> dict[str, Any]:
+    return {
+        "site": SITE,
+        "device": K24,
+        "id": str(uuid4()),
+        "type": "kiosk.usage",
+        "seq": seq,
+        "boot_id": "b",
+        "ts": ts,
+        "clock_synced": True,
+        "replayed": False,
+        "received_at": ts,
+        "data": json.dumps({"counters": counters}),
+    }
+
+
+async def test_usage_is_the_month_increase_and_survives_a_counter_reset(store: Store) -> None:
+    """GIVEN tickets 100, 150, reset to 20, then 50 in November (and readings outside it) WHEN reported
+    THEN 50 + 20 + 30 = 100 tickets were used; prints 10 -> 15 is 5."""
+    await insert(
+        store,
+        events,
+        [
+            usage(at(31, 20, month=10), 1, tickets=10, prints=1),
+            usage(at(2, 9), 2, tickets=100, prints=10),
+            usage(at(9, 9), 3, tickets=150),
+            usage(at(16, 9), 4, tickets=20, prints=15),
+            usage(at(23, 9), 5, tickets=50),
+            usage(at(1, 9, month=12), 6, tickets=900, prints=99),
+        ],
+    )
+    rep = await report(store)
+    assert row_of(rep, K24).usage == {"prints": 5, "tickets": 100}
+    assert row_of(rep, KDAY).usage == {}
+
+
+async def test_refills_in_the_month_are_counted_per_consumable(store: Store) -> None:
+    """GIVEN refills (and a cleaning, and a refill in December) WHEN reported THEN only November's refills."""
+
+    def record(kind: str, item: str, when: datetime) -> dict[str, Any]:
+        return {"key": f"{SITE}/{K24}", "site": SITE, "kind": kind, "item": item, "at": when, "by": "staff-7"}
+
+    await insert(
+        store,
+        service_records,
+        [
+            record("refill", "thermal_paper", at(3, 10)),
+            record("refill", "thermal_paper", at(17, 10)),
+            record("refill", "a4_paper:tray-1", at(20, 10)),
+            record("clean", "", at(20, 10)),
+            record("refill", "thermal_paper", at(1, 10, month=12)),
+        ],
+    )
+    rep = await report(store)
+    assert row_of(rep, K24).refills == {"a4_paper:tray-1": 1, "thermal_paper": 2}
+    assert row_of(rep, KDAY).refills == {}
+
+
+async def sample(store: Store) -> SlaReport:
+    """K24 down 10 h 48 min (98.50 %), remotely restored; KDAY untouched (100 %)."""
+    await insert(
+        store,
+        incidents,
+        [incident(K24, "offline", at(10, 10), at(10, 20, 48), recovery="remote")],
+    )
+    await insert(store, events, [usage(at(2, 9), 1, tickets=5), usage(at(3, 9), 2, tickets=12)])
+    return await report(store)
+
+
+async def test_csv_has_chinese_headers_and_formatted_numbers(store: Store, tmp_path: Path) -> None:
+    """GIVEN a report WHEN written as CSV THEN Excel's BOM, Chinese headers, minutes, percentages, local times."""
+    path = tmp_path / "sla.csv"
+    write_csv(await sample(store), path)
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["万州区政务服务中心 2026-11 设备可用率"]
+    head = rows[1]
+    assert head[:6] == ["设备", "设备类型", "24小时", "计时时长(分钟)", "停机时长(分钟)", "可用率(%)"]
+    assert head[-1] == "使用量:票据"
+    k24 = dict(zip(head, rows[3], strict=True))
+    assert (k24["设备"], k24["可用率(%)"], k24["停机时长(分钟)"], k24["远程处置"]) == (K24, "98.50", "648.0", "1")
+    assert (k24["24小时"], k24["设备类型"], k24["使用量:票据"]) == ("是", "自助终端", "7")
+    assert dict(zip(head, rows[2], strict=True))["可用率(%)"] == "100.00"
+    assert rows[5] == ["万州区政务服务中心 2026-11 事件明细"]
+    incident_row = dict(zip(rows[6], rows[7], strict=True))
+    assert (incident_row["类型"], incident_row["处置方式"], incident_row["超时"]) == ("离线", "远程处置", "否")
+    assert (incident_row["发现时间"], incident_row["恢复用时(分钟)"]) == ("2026-11-10 10:00", "648.0")
+
+
+async def test_xlsx_has_three_sheets_numbers_and_highlights_low_availability(store: Store, tmp_path: Path) -> None:
+    """GIVEN a report WHEN written as XLSX THEN three sheets, numeric cells, a frozen bold header, and the
+    kiosk under 99 % highlighted while the one at 100 % is not."""
+    path = tmp_path / "sla.xlsx"
+    write_xlsx(await sample(store), path)
+    book = openpyxl.load_workbook(path)
+    assert book.sheetnames == ["设备可用率", "事件明细", "汇总"]
+    ws = book["设备可用率"]
+    assert ws.freeze_panes == "A3" and ws.cell(2, 1).font.b
+    head = [c.value for c in ws[2]]
+    col = head.index("可用率(%)") + 1
+    assert (ws.cell(3, 1).value, ws.cell(3, col).value) == (KDAY, 100.0)
+    assert (ws.cell(4, 1).value, round(ws.cell(4, col).value, 2)) == (K24, 98.50)
+    assert ws.cell(4, col).fill.start_color.rgb.endswith("FFC7CE")
+    assert ws.cell(3, col).fill.fill_type is None
+    assert ws.cell(4, head.index("停机时长(分钟)") + 1).value == pytest.approx(648.0)
+    detected = book["事件明细"].cell(3, 5).value
+    assert detected == datetime(2026, 11, 10, 10, 0)
+    summary = {r[0].value: r[1].value for r in book["汇总"].iter_rows(min_row=3)}
+    assert summary["SLA达标率(%)"] == 100.0 and summary["事件数"] == 1 and summary["设备数"] == 2
+    weighted = 100.0 * (1 - 38_880 / (2_592_000 + NOV_OPEN_S))
+    assert summary["可用率(%,按计时时长加权)"] == pytest.approx(weighted)
+
+
+async def test_english_variant_has_english_headers_and_sheet_names(store: Store, tmp_path: Path) -> None:
+    """GIVEN lang="en" WHEN written THEN headers, kinds and sheet names are English."""
+    rep = await sample(store)
+    write_csv(rep, tmp_path / "sla.csv", lang="en")
+    write_xlsx(rep, tmp_path / "sla.xlsx", lang="en")
+    with (tmp_path / "sla.csv").open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[1][:6] == ["Device", "Class", "24 h", "Counted (min)", "Down (min)", "Availability (%)"]
+    assert dict(zip(rows[6], rows[7], strict=True))["Kind"] == "offline"
+    assert openpyxl.load_workbook(tmp_path / "sla.xlsx").sheetnames == ["Availability", "Incidents", "Summary"]
+
+
+@pytest.mark.parametrize("month", ["2026-13", "2026-00", "2026-1", "202611", "Nov 2026", " 2026-11"])
+async def test_bad_month_is_refused_with_the_expected_format(store: Store, month: str) -> None:
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        await report(store, month)
