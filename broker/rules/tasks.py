@@ -1,0 +1,106 @@
+"""Site tasks: work a rule asks of the hall's people (restock a consumable, the daily cleaning, the quarterly
+joint inspection), shared by broker/rules/consumables.py and broker/rules/maintenance.py.
+
+A task opens at most once while it is open: the unique ``open_key`` ``{key}|{kind}|{item}`` holds it, so the
+SLA ticker may plan on several consumers at once. The second INSERT ... ON CONFLICT DO NOTHING sees the
+first one's row (PostgreSQL waits for the other transaction) and returns nothing, so only one consumer
+gets the task id and raises the notice. Closing a task sets ``open_key`` to NULL, so the next one can open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.store.db import _insert_ignore
+from broker.store.schema import devices, tasks
+from protocol.ids import uuid7
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    key: str
+    site: str
+    device: str
+    role: str
+
+
+def task_open_key(key: str, kind: str, item: str) -> str:
+    return f"{key}|{kind}|{item}"
+
+
+async def open_task(
+    conn: AsyncConnection,
+    *,
+    key: str,
+    site: str,
+    kind: str,
+    item: str,
+    now: datetime,
+    due_at: datetime,
+    reason: str,
+    once_per_item: bool = False,
+) -> str | None:
+    """The new task's id, or None when it is already open (or, with ``once_per_item``, was ever opened:
+    a day's cleaning reminder is not raised again after someone closed it)."""
+    c = tasks.c
+    if once_per_item:
+        seen = await conn.execute(sa.select(c.id).where(c.key == key, c.kind == kind, c.item == item).limit(1))
+        if seen.first() is not None:
+            return None
+    stmt = (
+        _insert_ignore(conn, tasks)
+        .values(
+            id=uuid7(),
+            key=key,
+            site=site,
+            kind=kind,
+            item=item,
+            open_key=task_open_key(key, kind, item),
+            state="open",
+            created_at=now,
+            due_at=due_at,
+            reason=reason[:500],
+        )
+        .returning(c.id)
+    )
+    row = (await conn.execute(stmt)).first()
+    return None if row is None else str(row.id)
+
+
+async def close_tasks(conn: AsyncConnection, where: sa.ColumnElement[bool], *, by: str, at: datetime) -> list[str]:
+    """Mark the open tasks matching ``where`` done; their ids."""
+    c = tasks.c
+    rows = await conn.execute(
+        tasks.update()
+        .where(where, c.state == "open")
+        .values(state="done", done_at=at, done_by=by[:64], open_key=None)
+        .returning(c.id)
+    )
+    return sorted(str(r.id) for r in rows)
+
+
+async def claim_overdue(conn: AsyncConnection, kind: str, now: datetime) -> list[Any]:
+    """Open tasks of ``kind`` past their due time whose overdue notice nobody sent yet, claimed by a
+    conditional UPDATE: of several consumers, one gets each task."""
+    c = tasks.c
+    result = await conn.execute(
+        tasks.update()
+        .where(c.kind == kind, c.state == "open", c.due_at < now, c.overdue_notified == sa.false())
+        .values(overdue_notified=True)
+        .returning(c.id, c.key, c.item, c.due_at)
+    )
+    return list(result.all())
+
+
+async def load_devices(conn: AsyncConnection, keys: list[str] | None = None) -> dict[str, Device]:
+    c = devices.c
+    query = sa.select(c.key, c.site, c.device, c.role).order_by(c.key)
+    if keys is not None:
+        query = query.where(c.key.in_(keys))
+    rows = await conn.execute(query)
+    return {r.key: Device(r.key, r.site, r.device, r.role) for r in rows}
