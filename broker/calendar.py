@@ -5,8 +5,10 @@ The model, in the order a day is decided:
 1. Working day or not. A date in the site's ``holidays`` is closed and a date in its ``adjusted_workdays`` is open,
    whatever else says; then, with ``national_holidays`` on, the PRC statutory holidays (closed) and adjusted working
    days (调休上班, open) from the ``chinesecalendar`` package; then the regular ``workdays`` (ISO weekdays).
-   For a year the package has no data for, CalendarError asks for that year's days in the site lists: guessing
-   ordinary weekdays would silently open the hall on Spring Festival.
+   For a year the package has no data for (it is published each winter for the next year), ``missing_year``
+   decides: ``weekdays`` (default) counts ordinary weekdays and logs an error once per year, because an SLA clock
+   that stops on 1 January is worse than one that counts Spring Festival; ``error`` raises CalendarError, which
+   asks for that year's days in the site lists.
 2. Which timetable. Every calendar day (MM-DD, Feb 29 included) belongs to exactly one seasonal timetable, such as
    Qingpu's 夏令 / 非夏令; the seeds give the two timetables but not the switch dates (requirements §10 G1), so the
    site sets them.
@@ -24,18 +26,22 @@ datetimes that share a zoneinfo ignores a DST change between them.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar
 from pydantic import Field, field_validator, model_validator
 
 from protocol.settings import Section
+
+log = logging.getLogger(__name__)
+_warned_years: set[int] = set()
 
 # A wrapping timetable (10-01 .. 06-30) and the Feb 29 check need a leap year to lay the days on.
 _LEAP_YEAR = 2000
@@ -101,6 +107,10 @@ class CalendarConfig(Section):
     national_holidays: bool = Field(
         default=True,
         description="Close on PRC statutory holidays and open on adjusted working days (调休上班), per chinesecalendar",
+    )
+    missing_year: Literal["weekdays", "error"] = Field(
+        default="weekdays",
+        description="A year chinesecalendar has no data for: count ordinary weekdays (logged), or raise",
     )
     holidays: list[date] = Field(
         default_factory=list,
@@ -271,6 +281,16 @@ class SiteCalendar:
             is_holiday, name = chinese_calendar.get_holiday_detail(day)
         except NotImplementedError as exc:
             if day.year in self._site_years:
+                return None
+            if self.cfg.missing_year == "weekdays":
+                if day.year not in _warned_years:
+                    _warned_years.add(day.year)
+                    log.error(
+                        "no statutory-holiday data for %d: counting ordinary weekdays as working days; list %d's"
+                        " holidays and adjusted working days in the site calendar, or upgrade chinesecalendar",
+                        day.year,
+                        day.year,
+                    )
                 return None
             raise CalendarError(
                 f"no statutory-holiday data for {day.year} ({exc}); list {day.year}'s holidays and adjusted"

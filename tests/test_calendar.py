@@ -285,7 +285,19 @@ def test_end_of_working_day_on_a_holiday_eve_waits_out_the_holiday(qp: SiteCalen
 # -- years chinesecalendar does not know ------------------------------------------------------------------------
 
 
-def test_a_year_without_national_data_asks_for_site_config(qp: SiteCalendar) -> None:
+def test_a_year_without_national_data_counts_weekdays_and_logs_it_by_default(
+    qp: SiteCalendar, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The package is published each winter for the next year: the SLA clock must not stop on 1 January."""
+    with caplog.at_level("ERROR", logger="broker.calendar"):
+        assert qp.is_working_day(date(2041, 3, 5))  # a Tuesday
+        assert not qp.is_working_day(date(2041, 3, 9))  # a Saturday
+    assert "no statutory-holiday data for 2041" in caplog.text
+    assert qp.open_seconds(at(2041, 3, 5, 9), at(2041, 3, 5, 10)) == 3600
+
+
+def test_a_year_without_national_data_asks_for_site_config_when_strict() -> None:
+    qp = SiteCalendar(QP.model_copy(update={"missing_year": "error"}))
     with pytest.raises(CalendarError, match="2040") as err:
         qp.is_working_day(date(2040, 3, 5))
     assert isinstance(err.value, ValueError)
