@@ -7,6 +7,8 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from broker.alerts.routing import AlertsConfig
+from broker.sites import SiteConfig
 from protocol.envelope import Segment
 from protocol.settings import MqttConfig, Section, TomlSettings
 
@@ -30,6 +32,12 @@ class IngestConfig(Section):
     republish_s: float = Field(default=30.0, gt=0, description="Re-send commands still queued after this long")
 
 
+class RulesConfig(Section):
+    enabled: bool = Field(default=True, description="Run incidents, the SLA clock and alerting in this consumer")
+    tick_s: float = Field(default=1.0, gt=0, le=60, description="How often SLA timers are checked")
+    plan_every_s: float = Field(default=300.0, gt=0, description="How often restock and maintenance are planned")
+
+
 class ConsumerConfig(TomlSettings):
     model_config = SettingsConfigDict(env_prefix="HALLFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -41,3 +49,8 @@ class ConsumerConfig(TomlSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    sites: dict[Segment, SiteConfig] = Field(
+        default_factory=dict, description="Per-site calendar and policies; unlisted sites get the defaults"
+    )
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)

@@ -20,13 +20,19 @@ import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker.alerts.deliveries import Deliverer
+from broker.alerts.routing import Router
 from broker.config import ConsumerConfig
+from broker.rules.consumables import LevelReading
+from broker.rules.incidents import IncidentRules, signals_from_event
+from broker.rules.sla import SlaClock
+from broker.sites import Sites
 from broker.store.db import Batch, StatusUpdate, Store, Transition
 from protocol import topics
 from protocol.clock import Clock, SystemClock
 from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import StatusMessage, StoredAck
-from protocol.events import Rejected, RejectReason, validate_event
+from protocol.events import KioskConsumable, Rejected, RejectReason, validate_event
 from protocol.sdnotify import notify, watchdog_loop
 from protocol.topics import Kind, TopicError
 from protocol.transport import AsyncMqtt, LinkOptions, MqttError
@@ -34,7 +40,9 @@ from protocol.transport import AsyncMqtt, LinkOptions, MqttError
 log = logging.getLogger(__name__)
 
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"})
 FLUSHER_STOP_S = 30.0
+DELIVERY_STOP_S = 15.0  # a notifier's own timeout is 10 s
 
 
 @dataclass(slots=True)
@@ -69,6 +77,14 @@ class Consumer:
         self._client: AsyncMqtt | None = None
         self._flusher_closing = False
         self._stop = asyncio.Event()
+        self.sites = Sites(cfg.sites)
+        self.sla: SlaClock | None = None
+        self.deliverer: Deliverer | None = None
+        if cfg.rules.enabled:
+            store.rules = IncidentRules(self.sites, store.roles)
+            router = Router(cfg.alerts, {name: s.name for name, s in cfg.sites.items() if s.name})
+            self.sla = SlaClock(store.engine, self.sites, router, cfg.rules.plan_every_s)
+            self.deliverer = Deliverer(store.engine, cfg.alerts, self.clock, publish=self._publish_alert)
 
     def stop(self) -> None:
         self._stop.set()
@@ -93,8 +109,13 @@ class Consumer:
 
     async def run(self) -> None:
         """Consume until stop(): reconnect with capped jittered backoff, never crash on input."""
-        sweep = asyncio.create_task(self._sweep_loop(), name="presence-sweep")
-        watchdog = asyncio.create_task(watchdog_loop(), name="watchdog")
+        loops = [
+            asyncio.create_task(self._sweep_loop(), name="presence-sweep"),
+            asyncio.create_task(watchdog_loop(), name="watchdog"),
+        ]
+        if self.sla is not None and self.deliverer is not None:
+            loops.append(asyncio.create_task(self._sla_loop(self.sla), name="sla-clock"))
+            loops.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
         notify("READY=1")
         attempt = 0
         try:
@@ -113,10 +134,15 @@ class Consumer:
                     await asyncio.wait_for(self._stop.wait(), ceiling / 2 + random.uniform(0, ceiling / 2))
         finally:
             notify("STOPPING=1")
-            for task in (sweep, watchdog):
+            if self.deliverer is not None:
+                self.deliverer.stop()
+                await asyncio.wait(loops[-1:], timeout=DELIVERY_STOP_S)
+            for task in loops:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self.deliverer is not None:
+                await self.deliverer.aclose()
             c = self.counters
             log.info(
                 "consumer %s stopped: received %d, stored %d, dead letters %d, batches %d",
@@ -242,6 +268,14 @@ class Consumer:
                     "data": payload.model_dump_json(),
                 }
             )
+            if env.type in SIGNAL_TYPES:
+                p.batch.signals += signals_from_event(env, payload, now)
+                if isinstance(payload, KioskConsumable):
+                    p.batch.levels.append(
+                        LevelReading(
+                            key, t.site, t.device, payload.consumable, payload.state, payload.level_pct, env.ts
+                        )
+                    )
             if isinstance(payload, CommandAck):
                 p.batch.acks.append((key, payload, now))
             elif isinstance(payload, ConfigReport):
@@ -367,6 +401,33 @@ class Consumer:
                     await self._republish_queued(now)
             except SQLAlchemyError as exc:
                 log.error("presence sweep failed: %s", exc)
+
+    async def _sla_loop(self, sla: SlaClock) -> None:
+        """SLA timers, verified recovery, hall outages, escalation, restock and maintenance planning."""
+        while True:
+            await asyncio.sleep(self.cfg.rules.tick_s)
+            try:
+                result = await sla.tick(self.clock.now())
+            except SQLAlchemyError as exc:
+                log.error("SLA clock: store unavailable (%s)", exc.__class__.__name__)
+                continue
+            except Exception:  # a rule bug must not stop ingest; the timers are in the database
+                log.exception("SLA clock tick failed")
+                continue
+            client = self._client
+            for key, cmd in result.commands:
+                if client is None or not client.is_connected:
+                    break  # queued in the store: the republish loop sends it
+                site, device = key.split("/", 1)
+                with contextlib.suppress(MqttError):
+                    ttl = max(1, int((cmd.expires_at - self.clock.now()).total_seconds()))
+                    client.publish(topics.cmd(site, device), cmd.model_dump_json().encode(), qos=1, expiry_s=ttl)
+
+    async def _publish_alert(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is None or not client.is_connected:
+            raise MqttError("the consumer is not connected to the broker")
+        await client.publish_confirmed(topic, payload)
 
     async def _republish_queued(self, now: datetime) -> None:
         """Commands still ``queued``: the first publish may have failed, or reached a device that had no

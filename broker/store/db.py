@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -22,6 +22,10 @@ from broker.store import commands as cmd_sql
 from broker.store.schema import dead_letters, devices, events, presence_history
 from protocol.commands import Command, CommandAck, ConfigReport
 from protocol.envelope import Presence, StatusMessage
+
+if TYPE_CHECKING:
+    from broker.rules.consumables import LevelReading
+    from broker.rules.incidents import IncidentRules, Signal
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class Batch:
     seen: dict[str, tuple[str, str, datetime]] = field(default_factory=dict)
     acks: list[tuple[str, CommandAck, datetime]] = field(default_factory=list)
     config_reports: list[tuple[str, bool, ConfigReport, datetime]] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    levels: list[LevelReading] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.events) + len(self.dead) + len(self.statuses)
@@ -83,6 +89,8 @@ class Store:
         self.stale_factor = stale_factor
         self.heartbeat_s: dict[str, float] = {}
         self.known: set[str] = set()  # keys with a devices row
+        self.roles: dict[str, str] = {}  # key -> role from its birth: the device class of its incidents
+        self.rules: IncidentRules | None = None  # what events mean, applied in the batch's transaction
 
     @classmethod
     async def open(cls, url: str, stale_factor: float = 1.5) -> Store:
@@ -90,8 +98,9 @@ class Store:
         await migrate(engine)
         store = cls(engine, stale_factor)
         async with engine.connect() as conn:
-            rows = await conn.execute(sa.select(devices.c.key, devices.c.heartbeat_s))
+            rows = (await conn.execute(sa.select(devices.c.key, devices.c.heartbeat_s, devices.c.role))).all()
             store.heartbeat_s = {r.key: float(r.heartbeat_s) for r in rows}
+            store.roles = {r.key: r.role for r in rows}
             store.known = set(store.heartbeat_s)
         return store
 
@@ -118,6 +127,8 @@ class Store:
             transitions += await self._touch(conn, batch.seen)
             if transitions:
                 await conn.execute(presence_history.insert(), [_history(t) for t in transitions])
+            if self.rules is not None and (transitions or batch.signals or batch.levels):
+                await self.rules.apply_batch(conn, batch.signals, transitions, batch.levels)
         self.known |= registered  # only once committed: a rolled-back batch registers again next time
         return transitions
 
@@ -153,6 +164,7 @@ class Store:
                 "stale_after": upd.at + timedelta(seconds=self.stale_factor * s.heartbeat_s),
             }
             self.heartbeat_s[upd.key] = s.heartbeat_s
+            self.roles[upd.key] = s.role
             if not upd.retained:
                 # A live birth of the current session may re-announce what changed (the heartbeat
                 # interval after a config update): take it, without a presence transition.
@@ -211,6 +223,8 @@ class Store:
             out = [Transition(r.key, STALE, r.session, now, "heartbeat overdue") for r in rows]
             if out:
                 await conn.execute(presence_history.insert(), [_history(t) for t in out])
+                if self.rules is not None:
+                    await self.rules.apply_batch(conn, [], out, [])
         return out
 
     async def queued_commands(self, now: datetime, older_than_s: float) -> list[tuple[str, Command]]:

@@ -1,0 +1,79 @@
+"""Notice -> subject and body, zh-CN first (the halls' staff read Chinese), English on request."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from broker.rules.incidents import kind_label
+from broker.rules.notices import Notice
+from protocol.clock import HALL_ZONE
+
+SEVERITY = {
+    "zh-CN": {"critical": "严重", "major": "重要", "minor": "一般", "info": "提示"},
+    "en": {"critical": "CRITICAL", "major": "MAJOR", "minor": "minor", "info": "info"},
+}
+STEP = {
+    "zh-CN": {
+        "opened": "发生",
+        "warning": "即将超时",
+        "breach": "已超时",
+        "dispatch": "派单上门",
+        "dispatch_overdue": "上门超期",
+        "resolved": "已恢复",
+        "restock": "请补充耗材",
+        "restock_overdue": "补充耗材超期",
+        "clean_due": "今日清洁未记录",
+        "inspection_due": "季度联合巡检待完成",
+        "inspection_overdue": "季度联合巡检超期",
+    },
+    "en": {
+        "opened": "opened",
+        "warning": "SLA warning",
+        "breach": "SLA breached",
+        "dispatch": "on-site dispatch",
+        "dispatch_overdue": "dispatch overdue",
+        "resolved": "resolved",
+        "restock": "restock needed",
+        "restock_overdue": "restock overdue",
+        "clean_due": "daily cleaning not recorded",
+        "inspection_due": "quarterly joint inspection due",
+        "inspection_overdue": "quarterly joint inspection overdue",
+    },
+}
+LABELS = {
+    "zh-CN": {"site": "站点", "device": "设备", "time": "时间", "link": "确认处理", "escalation": "升级通知"},
+    "en": {"site": "Site", "device": "Device", "time": "Time", "link": "Acknowledge", "escalation": "escalation"},
+}
+
+
+def step_label(step: str, lang: str) -> str:
+    if step.startswith("escalation"):
+        return f"{LABELS[lang]['escalation']} {step.removeprefix('escalation')}".strip()
+    return STEP[lang].get(step, step)
+
+
+def local(t: datetime | str | None) -> str:
+    if t is None:
+        return "-"
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
+    return t.astimezone(HALL_ZONE).strftime("%Y-%m-%d %H:%M")
+
+
+def render(n: Notice, lang: str, site_name: str, link: str | None) -> tuple[str, str]:
+    lang = "en" if lang == "en" else "zh-CN"
+    sev = SEVERITY[lang].get(n.severity, n.severity)
+    device = "" if n.device == "*" else f" {n.device}"
+    what = kind_label(n.kind, lang) if n.ref.startswith("incident:") else ""
+    subject = f"【{sev}】{site_name}{device} {what} {step_label(n.step, lang)}".replace("  ", " ")
+    lab = LABELS[lang]
+    lines = [
+        n.summary_zh if lang == "zh-CN" else n.summary_en,
+        f"{lab['site']}: {site_name} ({n.site})",
+    ]
+    if n.device != "*":
+        lines.append(f"{lab['device']}: {n.device} ({n.device_class})")
+    lines.append(f"{lab['time']}: {local(n.facts.get('at'))}")
+    if link:
+        lines.append(f"{lab['link']}: {link}")
+    return subject, "\n".join(lines)

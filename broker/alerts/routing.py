@@ -1,0 +1,203 @@
+"""Who hears of what: channels, recipients with roles and quiet hours, and routes from a notice (site, device
+class, kind, step, severity) to roles. Routing writes ``notifications`` rows in the rule's own transaction;
+broker/alerts/deliveries.py sends them, so a page is never lost between deciding and sending.
+
+Defaults follow requirements-from-regulations.md §11.5: technicians get kiosk outages and their SLA steps,
+site staff get outages at their site (to guide citizens and phone in), restock, cleaning and inspection
+tasks; the IT section gets breaches, overdue dispatches and escalations.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import datetime, time, timedelta
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator, model_validator
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.alerts.messages import render
+from broker.alerts.notifiers import ChannelConfig
+from broker.rules.notices import Notice
+from broker.store.db import _insert_ignore
+from broker.store.schema import notifications
+from protocol.settings import Section, read_secret
+
+Role = Literal["technician", "site_staff", "it_section", "window_management"]
+
+
+class RecipientConfig(Section):
+    role: Role = Field(description="technician 运维人员, site_staff 现场工作人员, it_section 信息技术科, ...")
+    sites: list[str] = Field(default_factory=lambda: ["*"], description="Sites (patterns) this person covers")
+    channel: str = Field(description="Name of a configured channel")
+    address: str | None = Field(default=None, description="E-mail address for smtp channels")
+    language: Literal["zh-CN", "en"] = Field(default="zh-CN", description="Language of the messages")
+    quiet_hours: str | None = Field(
+        default=None,
+        pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+        description="HH:MM-HH:MM local time (may wrap midnight): messages wait until it ends. Leave unset for"
+        " the on-duty technician of 24-hour kiosks",
+    )
+    timezone: str = Field(default="Asia/Shanghai", description="Zone of quiet_hours")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+
+class RouteConfig(Section):
+    sites: list[str] = Field(default_factory=lambda: ["*"], description="Site patterns")
+    device_classes: list[str] = Field(default_factory=lambda: ["*"], description="kiosk, attendance, rating, ...")
+    kinds: list[str] = Field(default_factory=lambda: ["*"], description="Incident or task kinds (patterns)")
+    steps: list[str] = Field(default_factory=lambda: ["*"], description="opened, warning, breach, ... (patterns)")
+    severities: list[str] = Field(default_factory=lambda: ["*"], description="critical, major, minor, info")
+    roles: list[Role] = Field(min_length=1, description="Who gets it")
+
+    def matches(self, n: Notice) -> bool:
+        def any_of(patterns: list[str], value: str) -> bool:
+            return any(fnmatchcase(value, p) for p in patterns)
+
+        return (
+            any_of(self.sites, n.site)
+            and any_of(self.device_classes, n.device_class)
+            and any_of(self.kinds, n.kind)
+            and any_of(self.steps, n.step)
+            and any_of(self.severities, n.severity)
+        )
+
+
+def _default_routes() -> list[RouteConfig]:
+    incident_steps = ["opened", "warning", "breach", "dispatch", "resolved"]
+    return [
+        RouteConfig(steps=incident_steps, severities=["critical", "major"], roles=["technician"]),
+        RouteConfig(steps=["opened", "resolved"], severities=["critical"], roles=["site_staff"]),
+        RouteConfig(steps=["breach", "dispatch_overdue", "escalation*", "inspection_overdue"], roles=["it_section"]),
+        RouteConfig(steps=["restock*", "clean_due", "inspection_*"], roles=["site_staff"]),
+    ]
+
+
+class RetryConfig(Section):
+    initial_s: float = Field(default=15.0, gt=0, description="First retry of a failed delivery after this long")
+    max_s: float = Field(default=900.0, gt=0, description="Retries back off up to this interval")
+    give_up_h: float = Field(
+        default=24.0, gt=0, description="After this long it is marked failed (visible; `alerts retry` requeues it)"
+    )
+
+
+class AlertsConfig(Section):
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict, description="Name -> notifier config")
+    recipients: dict[str, RecipientConfig] = Field(default_factory=dict, description="Name -> recipient")
+    routes: list[RouteConfig] = Field(default_factory=_default_routes, description="Notice -> roles")
+    ack_base_url: str | None = Field(
+        default=None, description="Base of the acknowledgement link put in messages, e.g. https://hallfleet/ack"
+    )
+    ack_secret_file: Path | None = Field(
+        default=None, description="Secret that signs acknowledgement links (relative: $CREDENTIALS_DIRECTORY)"
+    )
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    send_every_s: float = Field(default=1.0, gt=0, le=60, description="How often due notifications are sent")
+
+    @model_validator(mode="after")
+    def _channels_exist(self) -> AlertsConfig:
+        for name, r in self.recipients.items():
+            if r.channel not in self.channels:
+                known = ", ".join(sorted(self.channels)) or "none configured"
+                raise ValueError(f"recipients.{name}.channel: no channel {r.channel!r} (channels: {known})")
+            if self.channels[r.channel].type == "smtp" and not r.address:
+                raise ValueError(f"recipients.{name}.address: an e-mail channel needs the recipient's address")
+        if self.ack_base_url and self.ack_secret_file is None:
+            raise ValueError("ack_secret_file: acknowledgement links need a secret to sign them")
+        return self
+
+    def ack_secret(self) -> bytes | None:
+        if self.ack_secret_file is None:
+            return None
+        return read_secret(self.ack_secret_file).encode()
+
+
+class Router:
+    def __init__(self, cfg: AlertsConfig, site_names: dict[str, str] | None = None) -> None:
+        self.cfg = cfg
+        self.site_names = site_names or {}
+        self._secret = cfg.ack_secret()
+
+    def recipients_for(self, n: Notice) -> list[tuple[str, RecipientConfig]]:
+        roles = {role for route in self.cfg.routes if route.matches(n) for role in route.roles}
+        return [
+            (name, r)
+            for name, r in sorted(self.cfg.recipients.items())
+            if r.role in roles and any(fnmatchcase(n.site, p) for p in r.sites)
+        ]
+
+    def link(self, ref: str) -> str | None:
+        if not self.cfg.ack_base_url or self._secret is None or not ref.startswith("incident:"):
+            return None
+        return f"{self.cfg.ack_base_url.rstrip('/')}/{sign_ack(self._secret, ref.removeprefix('incident:'))}"
+
+    async def enqueue(self, conn: AsyncConnection, n: Notice, now: datetime) -> list[str]:
+        """Write one notification per recipient (deduplicated on ref, step and recipient); returns who."""
+        who: list[str] = []
+        link = self.link(n.ref)
+        for name, r in self.recipients_for(n):
+            subject, body = render(n, r.language, self.site_names.get(n.site, n.site), link)
+            result = await conn.execute(
+                _insert_ignore(conn, notifications).values(
+                    dedup_key=f"{n.ref}|{n.step}|{name}"[:300],
+                    ref=n.ref,
+                    step=n.step,
+                    recipient=name,
+                    channel=r.channel,
+                    site=n.site,
+                    severity=n.severity,
+                    subject=subject[:300],
+                    body=body,
+                    link=link,
+                    data=json.dumps({**n.facts, "kind": n.kind, "device": n.device}, ensure_ascii=False, default=str),
+                    state="pending",
+                    created_at=now,
+                    due_at=after_quiet_hours(r, now),
+                )
+            )
+            if result.rowcount == 1:
+                who.append(name)
+        return who
+
+
+def after_quiet_hours(r: RecipientConfig, now: datetime) -> datetime:
+    """``now``, or the end of the recipient's quiet hours if ``now`` falls inside them."""
+    if not r.quiet_hours:
+        return now
+    zone = ZoneInfo(r.timezone)
+    start_s, end_s = r.quiet_hours.split("-")
+    start, end = time.fromisoformat(start_s), time.fromisoformat(end_s)
+    local = now.astimezone(zone)
+    t = local.timetz().replace(tzinfo=None)
+    inside = (start <= t < end) if start <= end else (t >= start or t < end)
+    if not inside:
+        return now
+    end_at = datetime.combine(local.date(), end, zone)
+    if end_at <= local:
+        end_at = datetime.combine(local.date() + timedelta(days=1), end, zone)
+    return end_at
+
+
+# -- acknowledgement links -------------------------------------------------------------------------
+def sign_ack(secret: bytes, incident_id: str) -> str:
+    mac = hmac.new(secret, incident_id.encode(), hashlib.sha256).digest()[:15]
+    return f"{incident_id}.{base64.urlsafe_b64encode(mac).decode()}"
+
+
+def verify_ack(secret: bytes, token: str) -> str | None:
+    """The incident id a link acknowledges, or None for a forged or mangled token."""
+    incident_id, _, _mac = token.rpartition(".")
+    if not incident_id or not hmac.compare_digest(sign_ack(secret, incident_id), token):
+        return None
+    return incident_id

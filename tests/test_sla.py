@@ -1,0 +1,416 @@
+"""The kiosk SLA end to end: devices over the real broker, the consumer on both stores, hall time on a
+manual clock, pages caught by real HTTP receivers (one per role)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from broker.calendar import CalendarConfig, TimetableConfig
+from broker.mosquitto.local import LocalMosquitto
+from broker.rules import actions
+from broker.sites import HallOutagePolicy, SiteConfig, SlaPolicy
+from broker.store.schema import commands, dispatches, incident_timeline, tasks
+from protocol.clock import HALL_ZONE
+from tests.support.hall import Device, Hall, ManualClock, consumer_config, posted, start_hall, wait_until
+from tests.support.http import HttpServer, Reply
+
+TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
+FRIDAY_1650 = datetime(2026, 11, 27, 16, 50, tzinfo=HALL_ZONE)
+
+QINGPU = SiteConfig(
+    name="青浦区政务服务中心",
+    calendar=CalendarConfig(
+        timetables=[TimetableConfig(name="非夏令", start="01-01", end="12-31", sessions=["08:30-11:30", "13:00-17:00"])]
+    ),
+    sla=SlaPolicy(act_after_s=30, verify_s=5),
+    hall_outage=HallOutagePolicy(min_devices=3, min_fraction=0.5),
+)
+
+
+@pytest.fixture
+def http() -> Iterator[HttpServer]:
+    server = HttpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def alerts(http: HttpServer, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "channels": {
+            "tech": {"type": "webhook", "url": http.url("/tech")},
+            "staff": {"type": "webhook", "url": http.url("/staff")},
+            "it": {"type": "webhook", "url": http.url("/it")},
+        },
+        "recipients": {
+            "zhang": {"role": "technician", "channel": "tech"},
+            "li": {"role": "site_staff", "channel": "staff"},
+            "wang": {"role": "it_section", "channel": "it"},
+        },
+        "retry": {"initial_s": 10, "max_s": 60},
+    }
+    for k, v in extra.items():
+        cfg[k] = cfg[k] | v if isinstance(v, dict) else v
+    return cfg
+
+
+class Scene:
+    def __init__(self, mosquitto: LocalMosquitto, store_url: str, http: HttpServer, clock: ManualClock) -> None:
+        self.mosquitto, self.store_url, self.http, self.clock = mosquitto, store_url, http, clock
+        self.hall: Hall | None = None
+        self.alerts = alerts(http)
+
+    async def start(self, instance: str = "sla") -> Hall:
+        cfg = consumer_config(self.mosquitto.port, self.store_url, {"qp": QINGPU}, self.alerts, instance)
+        self.hall = await start_hall(cfg, self.clock)
+        return self.hall
+
+    def device(self, name: str) -> Device:
+        return Device(self.mosquitto.port, "qp", name, self.clock)
+
+    def pages(self, path: str) -> list[dict[str, Any]]:
+        return posted([r for r in self.http.requests if r.path == path])
+
+
+@pytest.fixture
+async def scene(mosquitto: LocalMosquitto, store_url: str, http: HttpServer) -> AsyncIterator[Scene]:
+    s = Scene(mosquitto, store_url, http, ManualClock(TUESDAY_10))
+    yield s
+    if s.hall is not None:
+        await s.hall.stop()
+
+
+async def one_incident(hall: Hall, state: str, **where: Any) -> Any:
+    async def check() -> Any:
+        rows = await hall.incidents(**where)
+        return rows[0] if len(rows) == 1 and rows[0].state == state else None
+
+    return await wait_until(check, what=f"one {state} incident {where}")
+
+
+async def steps_of(hall: Hall, incident_id: str) -> list[str]:
+    rows = await hall.store.fetch(
+        sa.select(incident_timeline.c.text).where(incident_timeline.c.incident_id == incident_id)
+    )
+    return [r.text for r in rows]
+
+
+async def test_an_app_crash_that_heals_itself_closes_its_incident_without_paging_anyone(scene: Scene) -> None:
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    kiosk.state("down", "ticket", "print")
+    opened = await one_incident(hall, "open", kind="kiosk_down")
+    assert opened.hours24 and opened.device_class == "kiosk"
+
+    scene.clock.advance(seconds=3)  # the agent restarted the app: well inside the 30 s group wait
+    kiosk.event("app.restart", {"app": "kiosk-app", "attempt": 1, "trigger": "exited", "ok": True})
+    kiosk.state("up")
+    await one_incident(hall, "recovering", kind="kiosk_down")
+    scene.clock.advance(seconds=6)
+    kiosk.heartbeat()
+    closed = await one_incident(hall, "closed", kind="kiosk_down")
+    assert closed.recovery == "self_healed"
+
+    scene.clock.advance(minutes=40)  # long past every step: a closed incident takes none
+    await hall.settle()
+    assert await hall.notifications() == []
+    assert scene.http.requests == []
+    assert await hall.store.fetch(sa.select(commands)) == [], "no remediation for what healed itself"
+
+
+async def test_a_hard_fault_walks_t0_warning_breach_and_dispatch_with_the_right_pages(scene: Scene) -> None:
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    kiosk.state("down", "ticket", "print")
+    incident = await one_incident(hall, "open", kind="kiosk_down")
+
+    scene.clock.advance(seconds=31)  # T+0: remediation and the first pages
+    await wait_until(lambda: hall.notifications(step="opened", state="sent"), what="T+0 pages")
+    await hall.settle()
+    assert {n.recipient for n in await hall.notifications(step="opened")} == {"zhang", "li"}
+    remediation = await hall.store.fetch(sa.select(commands))
+    assert [(c.name, c.issuer, c.key) for c in remediation] == [("restart_app", "sla-rules", "qp/kiosk-24h-1")]
+    tech = scene.pages("/tech")
+    assert len(tech) == 1 and "严重" in tech[0]["subject"] and "kiosk-24h-1" in tech[0]["subject"]
+
+    scene.clock.advance(minutes=19)  # T+19:31: nothing new yet
+    await hall.settle()
+    assert await hall.notifications(step="warning") == []
+    scene.clock.advance(minutes=1)  # T+20:31
+    await wait_until(lambda: hall.notifications(step="warning", state="sent"), what="the warning")
+    assert [n.recipient for n in await hall.notifications(step="warning")] == ["zhang"]
+
+    scene.clock.advance(minutes=10)  # T+30:31: breach, dispatch; and nobody acknowledged for 15 min
+    await wait_until(lambda: hall.notifications(step="dispatch", state="sent"), what="the dispatch page")
+    await hall.settle()
+    assert {n.recipient for n in await hall.notifications(step="breach")} == {"zhang", "wang"}
+    assert [n.recipient for n in await hall.notifications(step="escalation1")] == ["wang"]
+    (dispatch,) = await hall.store.fetch(sa.select(dispatches))
+    assert dispatch.incident_id == incident.id
+    assert dispatch.due_at == datetime(2026, 11, 24, 17, 0, tzinfo=HALL_ZONE), "due by the end of the working day"
+    row = (await hall.incidents(id=incident.id))[0]
+    assert row.step == "breached" and row.breached_at is not None and "30 分钟内未能远程恢复" in row.breach_reason
+    timeline = await steps_of(hall, incident.id)
+    assert any("自动远程处置: restart_app" in t for t in timeline)
+    assert any(t.startswith("派单上门") for t in timeline)
+
+
+async def test_acknowledging_stops_escalation(scene: Scene) -> None:
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    kiosk.state("down")
+    incident = await one_incident(hall, "open", kind="kiosk_down")
+    scene.clock.advance(seconds=31)
+    await wait_until(lambda: hall.notifications(step="opened", state="sent"), what="T+0 pages")
+    await actions.ack(hall.store, incident.id[:12], by="zhang", at=scene.clock.now())
+    scene.clock.advance(minutes=16)
+    await hall.settle()
+    assert await hall.notifications(step="escalation1") == []
+    assert (await hall.incidents(id=incident.id))[0].acked_by == "zhang"
+
+
+async def advance_alive(scene: Scene, devices: list[Device], hours: float) -> None:
+    """Move hall time in steps a heartbeat covers, the devices heard at each step (as a live kiosk is)."""
+    hall = scene.hall
+    assert hall is not None
+    while hours > 0:
+        step = min(hours, 5.0)
+        scene.clock.advance(hours=step)
+        hours -= step
+        for d in devices:
+            d.heartbeat()
+        from broker.store.schema import devices as devices_t
+
+        async def heard() -> bool:
+            rows = await hall.store.fetch(sa.select(devices_t.c.last_seen))
+            return all(r.last_seen == scene.clock.now() for r in rows)
+
+        await wait_until(heard, what="heartbeats at the new hall time")
+
+
+async def test_outside_opening_hours_a_non_24_hour_kiosks_clock_pauses(scene: Scene) -> None:
+    scene.clock.t = FRIDAY_1650
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-1")  # not a 24-hour kiosk: opening hours only
+    kiosk.birth()
+    kiosk.state("down")
+    incident = await one_incident(hall, "open", kind="kiosk_down")
+    assert not incident.hours24
+
+    scene.clock.advance(minutes=1)
+    await wait_until(lambda: hall.notifications(step="opened"), what="T+0 at 16:50:30")
+    await advance_alive(scene, [kiosk], hours=0.5)  # 17:21 Friday: 10 counted minutes only
+    await advance_alive(scene, [kiosk], hours=63.3)  # Monday 08:39: 19 counted minutes
+    await hall.settle()
+    assert await hall.notifications(step="warning") == []
+    assert (await hall.incidents(id=incident.id))[0].next_step_at == datetime(2026, 11, 30, 8, 40, tzinfo=HALL_ZONE)
+
+    await advance_alive(scene, [kiosk], hours=2 / 60)  # Monday 08:41: the 20 counted minutes passed
+    await wait_until(lambda: hall.notifications(step="warning"), what="the Monday-morning warning")
+    row = (await hall.incidents(id=incident.id))[0]
+    assert row.next_step_at == datetime(2026, 11, 30, 8, 50, tzinfo=HALL_ZONE), "breach at 30 counted minutes"
+    assert await hall.notifications(step="breach") == []
+
+
+async def test_a_hall_wide_outage_is_one_incident_and_one_page_not_twenty(scene: Scene) -> None:
+    hall = await scene.start()
+    kiosks = [scene.device(f"k{i:02d}") for i in range(20)]
+    for k in kiosks:
+        k.birth()
+    await wait_until(lambda: hall.store.scalar(sa.text("SELECT count(*) = 20 FROM devices")), what="20 devices")
+    for k in kiosks:
+        k.will()  # the hall's switch lost power: every link dies at once
+    await wait_until(lambda: hall.incidents(kind="hall_outage"), what="the hall outage")
+
+    async def all_adopted() -> bool:
+        rows = await hall.incidents(kind="offline")
+        return len(rows) == 20 and all(r.parent_id for r in rows)
+
+    await wait_until(all_adopted, what="20 device incidents under the hall incident")
+    scene.clock.advance(minutes=1)
+    await wait_until(lambda: hall.notifications(step="opened", state="sent"), what="the hall page")
+    await hall.settle()
+    top = [r for r in await hall.incidents() if r.parent_id is None]
+    assert [(r.kind, r.device) for r in top] == [("hall_outage", "*")]
+    opened = await hall.notifications(step="opened")
+    assert {(n.ref, n.recipient) for n in opened} == {
+        (f"incident:{top[0].id}", "zhang"),
+        (f"incident:{top[0].id}", "li"),
+    }
+    assert len(scene.pages("/tech")) == 1 and "大厅整体故障" in scene.pages("/tech")[0]["subject"]
+
+    for k in kiosks:  # power is back
+        k.reconnect()
+    await wait_until(lambda: _none_open(hall), what="every device back")
+    scene.clock.advance(seconds=6)
+    for k in kiosks:
+        k.heartbeat()  # heard from after the recovery: it can be verified
+
+    async def all_closed() -> bool:
+        scene.clock.advance(seconds=1)  # hall time passes while recovery is verified
+        return all(r.state == "closed" for r in await hall.incidents())
+
+    await wait_until(all_closed, within_s=20, what="every incident closed")
+    hall_row = (await hall.incidents(kind="hall_outage"))[0]
+    assert hall_row.recovery == "self_healed"
+    resolved = await hall.notifications(step="resolved")
+    assert {(n.ref, n.recipient) for n in resolved} == {
+        (f"incident:{hall_row.id}", "zhang"),
+        (f"incident:{hall_row.id}", "li"),
+    }
+
+
+async def test_failed_deliveries_are_retried_and_shown_never_lost(scene: Scene, http: HttpServer) -> None:
+    scene.alerts = alerts(
+        http,
+        channels={
+            "mail": {"type": "smtp", "host": "127.0.0.1", "port": 9, "security": "none", "sender": "hf@example.cn"}
+        },
+        recipients={"chen": {"role": "technician", "channel": "mail", "address": "chen@example.cn"}},
+    )
+    http.replies_for["/tech"] = [Reply(status=500), Reply(status=500)]  # zhang's webhook fails twice
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    kiosk.state("down")
+    await one_incident(hall, "open", kind="kiosk_down")
+    scene.clock.advance(seconds=31)
+
+    async def failed_once() -> Any:
+        rows = await hall.notifications(recipient="zhang")
+        return rows and rows[0].attempts == 1 and rows[0].state == "pending" and rows
+
+    (zhang,) = await wait_until(failed_once, what="a first failed attempt")
+    assert "500" in zhang.last_error
+    await wait_until(lambda: _attempted(hall, "chen"), what="the SMTP attempt")
+    (chen,) = await hall.notifications(recipient="chen")
+    assert chen.state == "pending" and chen.last_error, "SMTP down: kept, with the reason"
+
+    scene.clock.advance(seconds=11)  # first retry: 500 again
+    await wait_until(lambda: _attempted(hall, "zhang", 2), what="the second attempt")
+    scene.clock.advance(seconds=21)  # second retry: delivered
+    await wait_until(lambda: hall.notifications(recipient="zhang", state="sent"), what="delivery after retries")
+    assert len(scene.pages("/tech")) == 3
+    (chen,) = await hall.notifications(recipient="chen")
+    assert chen.state == "pending" and chen.attempts >= 2, "still being retried while SMTP is down"
+
+
+async def _all_sent(hall: Hall, n: int) -> bool:
+    rows = await hall.notifications()
+    return len(rows) == n and all(r.state == "sent" for r in rows)
+
+
+async def _none_open(hall: Hall) -> bool:
+    return not [r for r in await hall.incidents(kind="offline") if r.state == "open"]
+
+
+async def _attempted(hall: Hall, recipient: str, n: int = 1) -> bool:
+    rows = await hall.notifications(recipient=recipient)
+    return bool(rows) and rows[0].attempts >= n and rows[0].claimed_until is None
+
+
+async def test_a_consumer_restart_mid_incident_keeps_the_clock(scene: Scene) -> None:
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    kiosk.state("down")
+    incident = await one_incident(hall, "open", kind="kiosk_down")
+    scene.clock.advance(seconds=31)
+    await wait_until(lambda: _all_sent(hall, 2), what="T+0 pages")
+    await hall.stop()
+    scene.hall = None
+
+    scene.clock.advance(minutes=21)  # the consumer was away across the warning time
+    hall = await scene.start()
+    await wait_until(lambda: hall.notifications(step="warning", state="sent"), what="the warning after restart")
+    await hall.settle()
+    row = (await hall.incidents(id=incident.id))[0]
+    assert row.detected_at == incident.detected_at and row.step == "warned"
+    assert len(await hall.notifications(step="opened")) == 2, "T+0 pages were not sent again"
+    assert len(scene.pages("/tech")) == 2
+
+
+async def test_two_consumers_take_each_step_once(scene: Scene) -> None:
+    first = await scene.start("a")
+    second = await start_hall(
+        consumer_config(scene.mosquitto.port, scene.store_url, {"qp": QINGPU}, scene.alerts, "b"), scene.clock
+    )
+    try:
+        kiosk = scene.device("kiosk-24h-1")
+        kiosk.birth()
+        kiosk.state("down")
+        await one_incident(first, "open", kind="kiosk_down")
+        scene.clock.advance(seconds=31)
+        await wait_until(lambda: first.notifications(step="opened", state="sent"), what="T+0 pages")
+        scene.clock.advance(minutes=20)
+        await wait_until(lambda: first.notifications(step="warning", state="sent"), what="the warning")
+        await asyncio.sleep(0.5)
+        assert len(await first.store.fetch(sa.select(commands))) == 1
+        assert len(scene.pages("/tech")) == 2 and len(scene.pages("/staff")) == 1
+    finally:
+        await second.stop()
+
+
+async def test_a_flapping_kiosk_keeps_one_incident_and_one_clock(scene: Scene) -> None:
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    kiosk.state("down")
+    first = await one_incident(hall, "open", kind="kiosk_down")
+    scene.clock.advance(seconds=2)
+    kiosk.state("up")
+    await one_incident(hall, "recovering", kind="kiosk_down")
+    scene.clock.advance(seconds=6)
+    kiosk.heartbeat()
+    await one_incident(hall, "closed", kind="kiosk_down")
+    scene.clock.advance(minutes=3)  # inside the 10-minute flap window
+    kiosk.state("down")
+    again = await one_incident(hall, "open", kind="kiosk_down")
+    assert again.id == first.id and again.flaps == 1 and again.detected_at == first.detected_at
+
+
+async def test_a_forecast_raises_the_restock_task_before_a_24_hour_kiosk_runs_dry_overnight(scene: Scene) -> None:
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    for hour in range(7):  # 10:00 .. 16:00, 20 tickets an hour
+        kiosk.event("kiosk.usage", {"counters": {"tickets": 20 * hour}})
+        kiosk.event("kiosk.consumable", {"consumable": "thermal_paper", "state": "ok"})
+        await hall.settle(2)
+        scene.clock.advance(hours=1)
+    assert await hall.store.fetch(sa.select(tasks)) == [], "paper ok: nothing to do"
+
+    scene.clock.t = TUESDAY_10.replace(hour=16, minute=5)
+    kiosk.event("kiosk.consumable", {"consumable": "thermal_paper", "state": "low"})  # near-end: ~150 left
+    scene.clock.advance(minutes=1)
+
+    async def restock() -> Any:
+        scene.clock.advance(seconds=1)  # planning runs every plan_every_s of hall time
+        rows = await hall.store.fetch(sa.select(tasks).where(tasks.c.kind == "restock"))
+        return rows[0] if rows else None
+
+    task = await wait_until(restock, what="a restock task")
+    assert task.item == "thermal_paper" and task.state == "open"
+    assert task.due_at <= datetime(2026, 11, 24, 17, 0, tzinfo=HALL_ZONE), "before the staff leave"
+    await wait_until(lambda: hall.notifications(step="restock", state="sent"), what="the restock notice")
+    assert [n.recipient for n in await hall.notifications(step="restock")] == ["li"]
+    assert "热敏纸" in scene.pages("/staff")[0]["text"]
+
+    kiosk.event("kiosk.consumable", {"consumable": "thermal_paper", "state": "ok"})  # staff put a new roll in
+    await wait_until(lambda: _task_state(hall, task.id, "done"), what="the refill closing the task")
+
+
+async def _task_state(hall: Hall, task_id: str, state: str) -> bool:
+    rows = await hall.store.fetch(sa.select(tasks.c.state).where(tasks.c.id == task_id))
+    return rows[0].state == state
