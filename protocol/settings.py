@@ -109,10 +109,14 @@ def _read_secret(path: Path) -> str:
         raise ConfigError(f"cannot read secret {path}: {exc}") from None
 
 
-def read_secret(path: Path) -> str:
-    """A secret file's contents; a relative path is looked up in systemd's $CREDENTIALS_DIRECTORY first
-    (``LoadCredential=``), so units keep secrets out of config files and world-readable paths."""
+def secret_path(path: Path) -> Path:
+    """A relative secret path is looked up in systemd's $CREDENTIALS_DIRECTORY first (``LoadCredential=``),
+    so units keep secrets out of config files and world-readable paths."""
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if not path.is_absolute() and creds and (Path(creds) / path).is_file():
-        path = Path(creds) / path
-    return _read_secret(path)
+        return Path(creds) / path
+    return path
+
+
+def read_secret(path: Path) -> str:
+    return _read_secret(secret_path(path))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+
+from protocol.settings import secret_path
 
 # The mqtt channel's way out: publish (topic, payload) and return once the broker has it (QoS 1).
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -126,14 +127,6 @@ def check_http_url(value: str) -> str:
 
 
 # -- secrets -----------------------------------------------------------------------------------------
-
-
-def secret_path(path: Path) -> Path:
-    """A relative secret path is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=) first."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not path.is_absolute() and creds and (Path(creds) / path).is_file():
-        return Path(creds) / path
-    return path
 
 
 def read_secret(channel: str, path: Path, what: str) -> str:
