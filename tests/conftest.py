@@ -20,6 +20,7 @@ from broker.consumer import Consumer
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from protocol.settings import MqttConfig
+from tests.support.http_receiver import HttpServer
 from tests.support.postgres import LocalPostgres
 from tests.support.procs import Proc
 
@@ -73,6 +74,17 @@ def store_url(request: pytest.FixtureRequest) -> str:
     fixture = {"sqlite": "sqlite_url", "postgres": "pg_url"}[request.param]
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+@pytest.fixture
+def http() -> Iterator[HttpServer]:
+    """A real HTTP receiver standing for webhooks and group robots (tests/support/http_receiver.py)."""
+    server = HttpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -12,12 +12,9 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -47,6 +44,7 @@ from broker.alerts.notifiers.wecom import WecomNotifier
 from broker.mosquitto.local import LocalMosquitto
 from protocol.transport import AsyncMqtt, LinkOptions
 from tests.support.apps import free_port
+from tests.support.http_receiver import HttpServer, Reply
 from tests.support.procs import wait_for
 
 MSG = Message(
@@ -65,99 +63,12 @@ EXPECTED_JSON = {
     "link": MSG.link,
     "data": MSG.data,
 }
-ROBOT_OK = {"errcode": 0, "errmsg": "ok"}
 WECOM_KEY = "wecom-key-0d9f-secret"
 DING_TOKEN = "ding-token-77ab-secret"
-
 
 # --------------------------------------------------------------------------------------------------
 # A programmable HTTP server
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = field(default_factory=lambda: dict(ROBOT_OK))  # dict -> JSON, bytes as they are
-    delay_s: float = 0.0
-    drip_s: float = 0.0  # send the body one byte at a time, this far apart
-
-
-@dataclass
-class Received:
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body.decode("utf-8"))
-
-
-class HttpServer:
-    """Records every POST and answers with the queued replies in order (then ``default``)."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.replies: list[Reply] = []
-        self.default = Reply()
-        self.release = threading.Event()  # ends a delayed reply early at teardown
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length)
-                parsed = urllib.parse.urlsplit(self.path)
-                server.requests.append(
-                    Received(parsed.path, urllib.parse.parse_qs(parsed.query), dict(self.headers), body)
-                )
-                reply = server.replies.pop(0) if server.replies else server.default
-                if reply.delay_s:
-                    server.release.wait(reply.delay_s)
-                data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    if not reply.drip_s:
-                        self.wfile.write(data)
-                    for i in range(len(data) if reply.drip_s else 0):
-                        self.wfile.write(data[i : i + 1])
-                        self.wfile.flush()
-                        if server.release.wait(reply.drip_s):
-                            return
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (the timeout test)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="test-http", daemon=True)
-
-    def url(self, path: str = "/hook", query: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
-
-    @property
-    def last(self) -> Received:
-        assert self.requests, "the server received no request"
-        return self.requests[-1]
-
-
-@pytest.fixture
-def http() -> Iterator[HttpServer]:
-    server = HttpServer()
-    server.thread.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        server.httpd.shutdown()
-        server.httpd.server_close()
 
 
 async def failure(notifier: Any, msg: Message = MSG, address: str | None = None) -> DeliveryError:

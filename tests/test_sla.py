@@ -4,7 +4,7 @@ manual clock, pages caught by real HTTP receivers (one per role)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from broker.sites import HallOutagePolicy, SiteConfig, SlaPolicy
 from broker.store.schema import commands, dispatches, incident_timeline, tasks
 from protocol.clock import HALL_ZONE
 from tests.support.hall import Device, Hall, ManualClock, consumer_config, posted, start_hall, wait_until
-from tests.support.http import HttpServer, Reply
+from tests.support.http_receiver import HttpServer, Reply
 
 TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
 FRIDAY_1650 = datetime(2026, 11, 27, 16, 50, tzinfo=HALL_ZONE)
@@ -31,16 +31,6 @@ QINGPU = SiteConfig(
     sla=SlaPolicy(act_after_s=30, verify_s=5),
     hall_outage=HallOutagePolicy(min_devices=3, min_fraction=0.5),
 )
-
-
-@pytest.fixture
-def http() -> Iterator[HttpServer]:
-    server = HttpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def alerts(http: HttpServer, **extra: Any) -> dict[str, Any]:

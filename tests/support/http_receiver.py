@@ -19,6 +19,7 @@ class Reply:
     status: int = 200
     body: Any = field(default_factory=lambda: dict(ROBOT_OK))  # dict -> JSON, bytes as they are
     delay_s: float = 0.0
+    drip_s: float = 0.0  # send the body one byte at a time, this far apart
 
 
 @dataclass
@@ -60,7 +61,13 @@ class HttpServer:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if not reply.drip_s:
+                        self.wfile.write(data)
+                    for i in range(len(data) if reply.drip_s else 0):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        if server.release.wait(reply.drip_s):
+                            return
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
