@@ -62,7 +62,8 @@ async def staff_reported(
     site, _, device = key.partition("/")
     c = incidents.c
     async with store.engine.begin() as conn:
-        rows = (await conn.execute(sa.select(c.id).where(c.key == key, c.state != "closed", c.device != "*"))).all()
+        open_ones = sa.select(c.id).where(c.key == key, c.state != "closed", c.device != "*")
+        rows = (await conn.execute(open_ones.order_by(c.detected_at))).all()
         for r in rows:
             await conn.execute(
                 incidents.update()

@@ -156,11 +156,24 @@ class IncidentRules:
             await record_levels(conn, levels, usage_counter=lambda site: self.sites[site].consumables.usage_counter)
 
     async def apply(self, conn: AsyncConnection, signals: list[Signal]) -> None:
+        """Most signals say "still fine" (a healthy kiosk's snapshot): one query finds which of the
+        batch's (device, kind) pairs have an open incident, and only those, and new trouble, cost more."""
+        if not signals:
+            return
+        c = incidents.c
+        keys = sorted({f"{s.key}|{s.kind}" for s in signals})
+        live: set[str] = set()
+        for i in range(0, len(keys), 500):  # well under any backend's bound-parameter limit
+            rows = await conn.execute(sa.select(c.open_key).where(c.open_key.in_(keys[i : i + 500]), c.state == "open"))
+            live.update(r.open_key for r in rows)
         for s in signals:
+            key = f"{s.key}|{s.kind}"
             if s.active:
                 await self._activate(conn, s)
-            else:
+                live.add(key)
+            elif key in live:
                 await self._clear(conn, s)
+                live.discard(key)
             self.applied += 1
 
     async def _activate(self, conn: AsyncConnection, s: Signal) -> None:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from broker.alerts.routing import Router
+from broker.calendar import WallClockHours
 from broker.rules import consumables, maintenance
 from broker.rules.incidents import HALL_OUTAGE, OUTAGE_KINDS, SEVERITY_RANK, kind_label, timeline
 from broker.rules.notices import Notice
@@ -111,7 +112,7 @@ class SlaClock:
         )
         for row in due.all():
             site = self.sites[row.site]
-            hours = site.hours_for(row.device) if row.device != "*" else site.site_calendar
+            hours = WallClockHours() if row.hours24 else site.site_calendar  # as decided when it opened
             nxt, new_step = {
                 "new": (hours.add_open_time(row.detected_at, site.sla.warn_after_min * 60), "acted"),
                 "acted": (hours.add_open_time(row.detected_at, site.sla.breach_after_min * 60), "warned"),
@@ -363,25 +364,41 @@ class SlaClock:
         c = incidents.c
         adopted = await conn.execute(
             incidents.update()
-            .where(c.site == site, c.state != "closed", c.device != "*", c.parent_id.is_(None))
+            .where(
+                c.site == site,
+                c.state != "closed",
+                c.kind.in_(OUTAGE_KINDS),
+                c.device != "*",
+                c.parent_id.is_(None),
+            )
             .values(parent_id=hall_id)
             .returning(c.id)
         )
+        refs = []
         for r in adopted.all():
+            refs.append(f"incident:{r.id}")
             await timeline(conn, r.id, now, "state", "归入大厅整体故障, 不再单独通知", hall_incident=hall_id)
-        n = notifications.c
-        await conn.execute(
-            notifications.update()
-            .where(n.site == site, n.state == "pending", n.ref != f"incident:{hall_id}", n.ref.like("incident:%"))
-            .values(state="suppressed", last_error="covered by the hall-wide outage")
-        )
+        if refs:
+            n = notifications.c
+            await conn.execute(
+                notifications.update()
+                .where(n.ref.in_(refs), n.state == "pending")
+                .values(state="suppressed", last_error="covered by the hall-wide outage")
+            )
 
     async def _hall_still_down(self, conn: AsyncConnection, hall: Any, down: Any, now: datetime) -> None:
+        c = incidents.c
         if down is not None and down.n >= self.sites[hall.site].hall_outage.min_devices:
             await self._adopt(conn, hall.site, hall.id, now)  # devices failing later join it
+            if hall.state == "recovering":
+                await conn.execute(
+                    incidents.update()
+                    .where(c.id == hall.id, c.state == "recovering")
+                    .values(state="open", cleared_at=None, flaps=c.flaps + 1)
+                )
+                await timeline(conn, hall.id, now, "signal", f"再次出现: {down.n} 台设备故障")
             return
         if hall.state == "open":
-            c = incidents.c
             await conn.execute(
                 incidents.update().where(c.id == hall.id, c.state == "open").values(state="recovering", cleared_at=now)
             )
