@@ -35,8 +35,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.calendar import CalendarError, Hours, SiteCalendar
-from broker.rules.notices import Notice
-from broker.rules.tasks import Device, claim_overdue, close_tasks, load_devices, open_task, task_open_key
+from broker.rules.notices import Notice, Severity
+from broker.rules.tasks import (
+    Device,
+    claim_overdue,
+    close_tasks,
+    load_devices,
+    open_task,
+    task_notice,
+    task_open_key,
+)
 from broker.sites import SiteConfig, Sites
 from broker.store.db import _insert_ignore
 from broker.store.schema import consumable_levels, events, service_records, tasks
@@ -270,10 +278,10 @@ async def _plan_one(
     )
     if task_id is None:
         return None
-    severity = "major" if row.state == "empty" else "minor"
+    severity: Severity = "major" if row.state == "empty" else "minor"
     facts = {"task_id": task_id, "consumable": row.consumable, "state": row.state, "level_pct": row.level_pct}
     facts |= {"empty_forecast": _iso(plan.empty_at), "due_at": due.isoformat(), "why": plan.why}
-    return _notice(task_id, RESTOCK, severity, cfg, dev, zh, en, now, facts)
+    return task_notice(task_id, RESTOCK, RESTOCK, severity, cfg, dev, zh, en, now, facts)
 
 
 def _plan(row: Any, history: _History, now: datetime, cfg: SiteConfig, device: str) -> _Plan:
@@ -437,33 +445,8 @@ async def _overdue(conn: AsyncConnection, now: datetime, sites: Sites) -> list[N
         facts = {"task_id": r.id, "consumable": r.item, "due_at": r.due_at.isoformat()}
         zh_text = f"{zh}补充已超期（应在 {due} 前补充），仍未记录补充"
         en_text = f"{en} restock overdue (was due {due}); no refill recorded"
-        notices.append(_notice(r.id, "restock_overdue", "major", cfg, dev, zh_text, en_text, now, facts))
+        notices.append(task_notice(r.id, "restock_overdue", RESTOCK, "major", cfg, dev, zh_text, en_text, now, facts))
     return notices
-
-
-def _notice(
-    task_id: str,
-    step: str,
-    severity: Any,
-    cfg: SiteConfig,
-    dev: Device,
-    zh: str,
-    en: str,
-    now: datetime,
-    facts: dict[str, Any],
-) -> Notice:
-    return Notice(
-        ref=f"task:{task_id}",
-        step=step,
-        site=dev.site,
-        device=dev.device,
-        device_class=cfg.device_class(dev.device, dev.role),
-        kind=RESTOCK,
-        severity=severity,
-        summary_zh=zh,
-        summary_en=en,
-        facts={"at": now.isoformat(), **facts},
-    )
 
 
 def _local(t: datetime, cal: SiteCalendar) -> str:

@@ -16,15 +16,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.calendar import CalendarError
-from broker.rules.notices import Notice, Severity
-from broker.rules.tasks import Device, claim_overdue, close_tasks, load_devices, open_task
+from broker.rules.notices import Notice
+from broker.rules.tasks import Device, claim_overdue, close_tasks, load_devices, open_task, task_notice
 from broker.sites import SiteConfig, Sites
 from broker.store.schema import service_records, tasks
 
@@ -88,7 +87,7 @@ async def _cleaning(
         )
         if task_id is not None:
             facts = {"task_id": task_id, "day": day.isoformat(), "due_at": due.isoformat(), "recorded": count}
-            notices.append(_notice(task_id, "clean_due", CLEAN, "minor", cfg, dev, zh, en, now, facts))
+            notices.append(task_notice(task_id, "clean_due", CLEAN, "minor", cfg, dev, zh, en, now, facts))
     return notices
 
 
@@ -129,7 +128,7 @@ async def _inspection(conn: AsyncConnection, now: datetime, cfg: SiteConfig, dev
         )
         if task_id is not None:
             facts = {"task_id": task_id, "quarter": quarter, "due_at": end.isoformat(), "recorded": count}
-            notices.append(_notice(task_id, "inspection_due", INSPECTION, "minor", cfg, dev, zh, en, now, facts))
+            notices.append(task_notice(task_id, "inspection_due", INSPECTION, "minor", cfg, dev, zh, en, now, facts))
     return notices
 
 
@@ -146,7 +145,7 @@ async def _inspection_overdue(conn: AsyncConnection, now: datetime, sites: Sites
         zh = f"{r.item} 季度联合巡检已超期，仍未记录"
         en = f"{r.item} joint inspection overdue: none recorded"
         facts = {"task_id": r.id, "quarter": r.item, "due_at": r.due_at.isoformat()}
-        notices.append(_notice(r.id, "inspection_overdue", INSPECTION, "major", cfg, dev, zh, en, now, facts))
+        notices.append(task_notice(r.id, "inspection_overdue", INSPECTION, "major", cfg, dev, zh, en, now, facts))
     return notices
 
 
@@ -201,30 +200,4 @@ def _quarter(day: date, zone: ZoneInfo) -> tuple[datetime, datetime, str]:
         datetime.combine(first, time(), tzinfo=zone),
         datetime.combine(after, time(), tzinfo=zone),
         f"{day.year}Q{q + 1}",
-    )
-
-
-def _notice(
-    task_id: str,
-    step: str,
-    kind: str,
-    severity: Severity,
-    cfg: SiteConfig,
-    dev: Device,
-    zh: str,
-    en: str,
-    now: datetime,
-    facts: dict[str, Any],
-) -> Notice:
-    return Notice(
-        ref=f"task:{task_id}",
-        step=step,
-        site=dev.site,
-        device=dev.device,
-        device_class=cfg.device_class(dev.device, dev.role),
-        kind=kind,
-        severity=severity,
-        summary_zh=zh,
-        summary_en=en,
-        facts={"at": now.isoformat(), **facts},
     )

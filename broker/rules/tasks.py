@@ -16,6 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.rules.notices import Notice, Severity
+from broker.sites import SiteConfig
 from broker.store.db import _insert_ignore
 from broker.store.schema import devices, tasks
 from protocol.ids import uuid7
@@ -104,3 +106,30 @@ async def load_devices(conn: AsyncConnection, keys: list[str] | None = None) -> 
         query = query.where(c.key.in_(keys))
     rows = await conn.execute(query)
     return {r.key: Device(r.key, r.site, r.device, r.role) for r in rows}
+
+
+def task_notice(
+    task_id: str,
+    step: str,
+    kind: str,
+    severity: Severity,
+    cfg: SiteConfig,
+    dev: Device,
+    zh: str,
+    en: str,
+    now: datetime,
+    facts: dict[str, Any],
+) -> Notice:
+    """The notice a site-staff task raises (restock, cleaning, inspection)."""
+    return Notice(
+        ref=f"task:{task_id}",
+        step=step,
+        site=dev.site,
+        device=dev.device,
+        device_class=cfg.device_class(dev.device, dev.role),
+        kind=kind,
+        severity=severity,
+        summary_zh=zh,
+        summary_en=en,
+        facts={"at": now.isoformat(), **facts},
+    )
