@@ -183,8 +183,8 @@ async def test_recoveries_are_counted_and_time_to_restore_uses_sla_hours(store: 
         [
             incident(KDAY, "offline", at(10, 17), at(11, 10), recovery="on_site"),
             incident(KDAY, "kiosk_down", at(12, 9), at(12, 9, 30), recovery="remote"),
-            incident(KDAY, "stale", at(13, 9), at(13, 9, 2), recovery="self_healed"),
-            incident(KDAY, "stale", at(16, 9), at(16, 9, 4), recovery="self_healed"),
+            incident(KDAY, "offline", at(13, 9), at(13, 9, 2), recovery="self_healed"),
+            incident(KDAY, "offline", at(16, 9), at(16, 9, 4), recovery="self_healed"),
         ],
     )
     rep = await report(store)

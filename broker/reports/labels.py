@@ -96,7 +96,6 @@ _ZH = Labels(
     },
     kinds={
         "offline": "离线",
-        "stale": "无心跳",
         "kiosk_down": "停止服务",
         "kiosk_degraded": "部分功能不可用",
         "reported": "现场报障",
@@ -160,7 +159,6 @@ _EN = Labels(
     },
     kinds={
         "offline": "offline",
-        "stale": "no heartbeat",
         "kiosk_down": "out of service",
         "kiosk_degraded": "partly out of service",
         "reported": "reported by site staff",

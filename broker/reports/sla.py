@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from broker.calendar import Hours, WallClockHours
 from broker.reports.export import write_csv, write_xlsx
 from broker.reports.model import DeviceRow, IncidentRow, SiteTotals, SlaReport
+from broker.rules.incidents import HALL_OUTAGE
+from broker.rules.incidents import OUTAGE_KINDS as DEVICE_OUTAGES
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import devices, dispatches, events, incidents, service_records
@@ -38,7 +40,8 @@ __all__ = [
 ]
 
 # The kiosk cannot serve. "reported": site staff reported an outage hallfleet did not see (broker/rules).
-OUTAGE_KINDS = frozenset({"offline", "stale", "kiosk_down", "reported", "hall_outage"})
+# What counts as downtime: the rules' outage kinds, and the hall-wide outage (listed, never a device's).
+OUTAGE_KINDS = frozenset({*DEVICE_OUTAGES, HALL_OUTAGE})
 HALL = "*"  # the device of a hall-wide outage
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
