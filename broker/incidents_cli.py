@@ -238,10 +238,10 @@ async def _refill(a: argparse.Namespace, store: Store, _sites: Sites) -> int:
     return 0
 
 
-async def _service(a: argparse.Namespace, store: Store, _sites: Sites) -> int:
+async def _service(a: argparse.Namespace, store: Store, sites: Sites) -> int:
     key = "/".join(split_device(a.device))
     async with store.engine.begin() as conn:
-        closed = await record_service(conn, key, a.kind, by=_by(a), at=_now(), note=a.note)
+        closed = await record_service(conn, key, a.kind, by=_by(a), at=_now(), note=a.note, sites=sites)
     print(f"{a.kind} of {key} recorded; {len(closed)} task(s) closed")
     return 0
 

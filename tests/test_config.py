@@ -395,3 +395,35 @@ def test_cli_consumer_with_unknown_key_exits_2_naming_it(tmp_path: Path) -> None
 
     assert result.returncode == 2
     assert names_field(result.stderr, "metrics", "Extra inputs are not permitted")
+
+
+def _readme_consumer_example() -> str:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[sites." in b]
+    return block
+
+
+def test_the_readme_sla_example_is_a_valid_consumer_config(tmp_path: Path) -> None:
+    cfg = load_settings(ConsumerConfig, write(tmp_path, _readme_consumer_example()))
+
+    qingpu = cfg.sites["qingpu"]
+    assert qingpu.is_always_on("kiosk-24h-1") and not qingpu.is_always_on("kiosk-1")
+    assert cfg.alerts.recipients["qp-frontdesk"].quiet_hours == "21:00-07:30"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (('start = "07-01"', 'start = "07-02"'), "timetables"),  # July 1st belongs to no timetable
+        (("breach_after_min = 30", "breach_after_min = 10"), "sites.qingpu.sla"),
+        (('channel = "qp-mail"', 'channel = "qp-sms"'), "alerts"),
+        (('quiet_hours = "21:00-07:30"', 'quiet_hours = "9pm"'), "alerts.recipients.qp-frontdesk.quiet_hours"),
+    ],
+)
+def test_a_bad_site_or_alert_setting_stops_the_start_naming_it(
+    tmp_path: Path, change: tuple[str, str], field: str
+) -> None:
+    text = _readme_consumer_example()
+    assert change[0] in text
+    message = config_error(ConsumerConfig, write(tmp_path, text.replace(*change)))
+    assert field in message, message
