@@ -39,11 +39,50 @@ class Health(Frozen):
     interval_s: float = Field(gt=0)
 
 
+PunchMethod = Literal["face", "fingerprint", "qr", "card"]
+
+
 class AttendancePunch(Frozen):
     staff_id: str = Field(min_length=1, max_length=64, description="Pseudonymous staff id, never a name")
-    method: Literal["face", "fingerprint", "qr", "card"]
+    method: PunchMethod
     direction: Literal["in", "out", "unknown"] = "unknown"
     offline: bool = Field(default=False, description="Taken while the device was offline")
+    score: float | None = Field(
+        default=None, ge=0, description="How sure: 1 - face distance, or the fingerprint module's match score"
+    )
+
+
+class AttendanceRejected(Frozen):
+    """A punch the terminal refused, so a missing punch can be explained (a device fault, a stranger, a
+    photo held up). Never carries an image, an encoding or a raw QR code."""
+
+    method: PunchMethod
+    reason: Literal[
+        "unknown",
+        "no_face",
+        "multiple_faces",
+        "too_small",
+        "blurry",
+        "not_live",
+        "revoked",
+        "malformed",
+        "expired",
+        "replayed",
+        "wrong_region",
+        "unknown_staff",
+        "device_error",
+    ]
+    staff_id: str | None = Field(default=None, max_length=64, description="When known (e.g. revoked staff)")
+    detail: str = Field(default="", max_length=200)
+
+
+class GalleryHeld(Frozen):
+    """``attendance.gallery``: which face gallery a terminal holds (at start and after each change), so the
+    centre knows what to send and whether a revocation has taken effect."""
+
+    version: int = Field(ge=0)
+    staff: int = Field(ge=0, description="Identities in it")
+    fingerprints: int = Field(default=0, ge=0, description="Templates in the fingerprint module's library")
 
 
 class RatingSubmitted(Frozen):
@@ -103,6 +142,8 @@ REGISTRY: dict[str, EventSpec] = {
         EventSpec("device.health", Health, Lane.TELEMETRY),
         EventSpec("device.fault", Fault, Lane.CRITICAL),
         EventSpec("attendance.punch", AttendancePunch, Lane.CRITICAL),
+        EventSpec("attendance.punch_rejected", AttendanceRejected, Lane.CRITICAL),
+        EventSpec("attendance.gallery", GalleryHeld, Lane.CRITICAL),
         EventSpec("rating.submitted", RatingSubmitted, Lane.CRITICAL),
         EventSpec("kiosk.state", KioskState, Lane.CRITICAL),
         EventSpec("kiosk.fault", Fault, Lane.CRITICAL),

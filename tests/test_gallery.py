@@ -1,0 +1,100 @@
+"""Sealed face galleries: what the wire and the disk hold, deltas and full updates, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.gallery import GalleryConfig, GalleryStore, Held
+from protocol.gallery import (
+    GalleryError,
+    GalleryUpdate,
+    associated_data,
+    key_to_text,
+    new_key,
+    pack,
+    seal,
+    unpack,
+    unseal,
+)
+
+RNG = np.random.default_rng(5)
+
+
+def shots(k: int = 2) -> np.ndarray:
+    return RNG.normal(0, 0.1, (k, 128))
+
+
+def store(tmp_path: Path, key: bytes, device: str = "att-1") -> GalleryStore:
+    key_file = tmp_path / "gallery-key"
+    key_file.write_text(key_to_text(key))
+    return GalleryStore(GalleryConfig(path=tmp_path / "gallery.sealed", key_file=key_file), "qp", device)
+
+
+def update(
+    key: bytes, version: int, base: int | None, upsert: dict[str, np.ndarray], remove: list[str] = ()
+) -> GalleryUpdate:  # type: ignore[assignment]
+    body = {"upsert": {s: pack(e) for s, e in upsert.items()}, "remove": list(remove)}
+    return GalleryUpdate(
+        version=version, base_version=base, sealed=seal(key, body, associated_data("qp", "att-1", version, base))
+    )
+
+
+def test_encodings_survive_packing_at_float32_precision() -> None:
+    e = shots(3)
+    assert np.allclose(unpack(pack(e)), e, atol=1e-6)
+    with pytest.raises(GalleryError, match=r"\(k, 128\)"):
+        pack(np.zeros((2, 64)))
+
+
+def test_a_seal_opens_only_with_its_key_device_and_version() -> None:
+    key = new_key()
+    aad = associated_data("qp", "att-1", 3, 2)
+    token = seal(key, {"upsert": {}, "remove": ["S1"]}, aad)
+    assert unseal(key, token, aad) == {"upsert": {}, "remove": ["S1"]}
+    for wrong_key, wrong_aad in [
+        (new_key(), aad),
+        (key, associated_data("qp", "att-2", 3, 2)),  # replayed to another terminal
+        (key, associated_data("qp", "att-1", 4, 2)),  # replayed as another version
+    ]:
+        with pytest.raises(GalleryError, match="does not open"):
+            unseal(wrong_key, token, wrong_aad)
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(GalleryError):
+        unseal(key, tampered, aad)
+
+
+def test_full_then_delta_then_a_delta_on_the_wrong_base_is_refused(tmp_path: Path) -> None:
+    key = new_key()
+    s = store(tmp_path, key)
+    held = s.load()
+    assert held == Held(0, {})
+    held, revoked = s.apply(held, update(key, 1, None, {"S1": shots(), "S2": shots()}))
+    assert (held.version, sorted(held.entries), revoked) == (1, ["S1", "S2"], [])
+    held, revoked = s.apply(held, update(key, 2, 1, {"S3": shots()}, ["S1"]))
+    assert (held.version, sorted(held.entries), revoked) == (2, ["S2", "S3"], ["S1"])
+    with pytest.raises(GalleryError, match="holds gallery version 2, the update is a delta on 1"):
+        s.apply(held, update(key, 3, 1, {"S4": shots()}))
+    held, _ = s.apply(held, update(key, 5, None, {"S9": shots()}))  # a full one replaces everything
+    assert sorted(held.entries) == ["S9"]
+
+
+def test_the_gallery_at_rest_is_ciphertext_and_reloads(tmp_path: Path) -> None:
+    key = new_key()
+    s = store(tmp_path, key)
+    enc = {"S0001": shots()}
+    s.apply(Held(0, {}), update(key, 1, None, enc))
+    raw = (tmp_path / "gallery.sealed").read_bytes()
+    assert b"S0001" not in raw and enc["S0001"].astype(np.float32).tobytes()[:16] not in raw
+    again = s.load()
+    assert again.version == 1 and np.allclose(again.entries["S0001"], enc["S0001"], atol=1e-6)
+    with pytest.raises(GalleryError, match="does not open"):
+        store(tmp_path, new_key()).load()  # another key: the file is useless to whoever copies it
+
+
+def test_a_bad_key_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "gallery-key").write_text("not base64!")
+    with pytest.raises(GalleryError, match="base64"):
+        GalleryStore(GalleryConfig(path=tmp_path / "g", key_file=tmp_path / "gallery-key"), "qp", "att-1")
