@@ -18,6 +18,7 @@ from agent.desired import ConfigApplier, DeviceSettings
 from agent.link import Backoff, Identity, Link
 from agent.outbox import Outbox
 from agent.roles import sim
+from agent.roles.attendance import AttendanceRole
 from agent.roles.kiosk import KioskRole
 from agent.selfheal import AppWatch
 from drivers.system import SystemProbe, kernel_boot_id
@@ -74,6 +75,11 @@ class Agent:
         self.kiosk = KioskRole(self, cfg.kiosk) if cfg.role == "kiosk" and cfg.kiosk is not None else None
         if self.kiosk is not None:
             self.kiosk.register_commands(registry)
+        self.attendance = (
+            AttendanceRole(self, cfg.attendance) if cfg.role == "attendance" and cfg.attendance is not None else None
+        )
+        if self.attendance is not None:
+            self.attendance.register_commands(registry)
         self.commands = CommandRunner(self, registry)
         self.app_watch = AppWatch(cfg.app, self.emit, self.clock) if cfg.app is not None else None
         self.link.on_command = self.commands.offer
@@ -214,6 +220,9 @@ class Agent:
         if self.kiosk is not None:
             kiosk = self.kiosk
             return lambda _agent: kiosk.run()
+        if self.attendance is not None:
+            attendance = self.attendance
+            return lambda _agent: attendance.run()
         return None
 
     async def _health_loop(self) -> None:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from agent.roles.attendance import AttendanceConfig
 from agent.roles.kiosk import KioskConfig
 from agent.selfheal import AppWatchConfig
 from protocol.envelope import Segment
@@ -38,12 +39,15 @@ class AgentConfig(TomlSettings):
 
     site: Segment = Field(description="Site (hall) id, e.g. 'qingpu'")
     device: Segment = Field(description="Device id, unique in its site")
-    role: Literal["sim", "kiosk", "none"] = Field(default="none", description="What the agent drives")
+    role: Literal["sim", "kiosk", "attendance", "none"] = Field(default="none", description="What the agent drives")
     heartbeat_s: float = Field(default=30.0, ge=0.2, le=3600, description="Health telemetry interval")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     kiosk: KioskConfig | None = Field(default=None, description="Printers, counters: with role = 'kiosk'")
+    attendance: AttendanceConfig | None = Field(
+        default=None, description="Camera, fingerprint reader, QR scanner, gallery: with role = 'attendance'"
+    )
     app: AppWatchConfig | None = Field(default=None, description="The application this agent keeps alive")
     log_files: list[Path] = Field(default_factory=list, description="Logs that collect_logs may return")
     reboot_command: list[str] = Field(
@@ -60,6 +64,8 @@ class AgentConfig(TomlSettings):
     def _role_has_its_section(self) -> AgentConfig:
         if self.role == "kiosk" and self.kiosk is None:
             raise ValueError("role 'kiosk' needs a [kiosk] section (receipt, a4, usage)")
+        if self.role == "attendance" and self.attendance is None:
+            raise ValueError("role 'attendance' needs an [attendance] section (camera, fingerprint, qr)")
         return self
 
     @property

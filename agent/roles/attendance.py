@@ -1,0 +1,336 @@
+"""The attendance terminal at the hall entrance: face, fingerprint and 随申码 QR punches.
+
+Every accepted punch is an ``attendance.punch`` event committed to the outbox before the person is told
+"打卡成功", so a punch taken offline reaches the store exactly once later (nothing else is needed for
+offline operation). A repeat within ``repeat_s`` collapses into the first (people punch twice to be
+sure); a refusal is an ``attendance.punch_rejected`` with the reason, so a missing punch can be
+explained. Nothing biometric leaves the terminal: events carry pseudonymous staff ids and scores;
+face encodings live only in the sealed gallery (agent/gallery.py), fingerprint templates only in the
+fingerprint module's own flash.
+
+Revocation: a gallery update that removes someone also deletes their fingerprint template and puts
+them on the terminal's revoked list, so no method punches for them any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from drivers.camera import CameraConfig
+from drivers.face.engine import FaceConfig, FaceMatch, FaceReject
+from pydantic import Field, model_validator
+
+from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
+from agent.gallery import GalleryConfig, GalleryStore, Held
+from drivers.fingerprint.errors import CaptureError, FingerError
+from drivers.fingerprint.sim import SimulatedZfm
+from drivers.fingerprint.zfm import ZfmConfig, ZfmReader
+from drivers.qr.keyboard import EvdevScanner, QrScannerConfig, SimulatedScanner
+from drivers.qr.validators import QrConfig, build_validator
+from protocol.envelope import Frozen
+from protocol.events import AttendancePunch, AttendanceRejected, GalleryHeld
+from protocol.gallery import GalleryError, GalleryUpdate
+from protocol.settings import Section
+
+if TYPE_CHECKING:
+    from drivers.face.engine import FaceEngine
+
+    from agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+KV_FINGERS = "attendance.fingers"  # page id -> staff id (the mapping; templates stay in the module)
+KV_REVOKED = "attendance.revoked"
+
+
+class SimulatedFingerprintConfig(Section):
+    type: Literal["sim"] = "sim"
+    capacity: int = Field(default=300, ge=1, description="Library pages of the simulated module")
+
+
+class SimulatedQrConfig(Section):
+    type: Literal["sim"] = "sim"
+    gap_s: float = Field(default=0.5, gt=0, description="As the real scanner's decoder")
+
+
+FingerprintConfig = Annotated[ZfmConfig | SimulatedFingerprintConfig, Field(discriminator="type")]
+ScannerConfig = Annotated[QrScannerConfig | SimulatedQrConfig, Field(discriminator="type")]
+
+
+class AttendanceConfig(Section):
+    camera: CameraConfig | None = Field(default=None, description="Face punches: the entrance camera")
+    face: FaceConfig = Field(default_factory=FaceConfig, description="Face matching and its gates")
+    gallery: GalleryConfig | None = Field(default=None, description="The sealed face gallery (needed with a camera)")
+    fingerprint: FingerprintConfig | None = Field(default=None, description="ZFM/R30x reader over USB, or 'sim'")
+    qr: ScannerConfig | None = Field(default=None, description="HID keyboard QR scanner (evdev), or 'sim'")
+    qr_validator: QrConfig | None = Field(default=None, description="How QR codes map to staff (per region)")
+    repeat_s: float = Field(default=60, ge=0, description="A punch by the same person within this is the same punch")
+    reject_repeat_s: float = Field(default=10, ge=0, description="The same refusal is reported once per this")
+    fingerprint_poll_s: float = Field(default=0.3, gt=0, le=5, description="How often the finger sensor is read")
+
+    @model_validator(mode="after")
+    def _complete(self) -> AttendanceConfig:
+        if self.camera is not None and self.gallery is None:
+            raise ValueError("gallery: face punches need the sealed gallery (path, key_file)")
+        if self.qr is not None and self.qr_validator is None:
+            raise ValueError("qr_validator: a QR scanner needs the region's validator")
+        if self.camera is None and self.fingerprint is None and self.qr is None:
+            raise ValueError("camera, fingerprint or qr: an attendance terminal needs at least one")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What the person at the terminal is told (screen, voice; here the log)."""
+
+    ok: bool
+    text: str
+    staff_id: str | None = None
+
+
+class LogOutput:
+    """The console twin of the terminal's screen and speaker."""
+
+    def __init__(self) -> None:
+        self.shown: list[Feedback] = []
+
+    def show(self, fb: Feedback) -> None:
+        self.shown.append(fb)
+        del self.shown[:-100]
+        log.info("terminal: %s %s", "✓" if fb.ok else "✗", fb.text)
+
+
+class FingerEnrol(Frozen):
+    staff_id: str = Field(min_length=1, max_length=64)
+
+
+REASON_ZH = {
+    "unknown": "未识别, 请重试或换用其他方式",
+    "not_live": "未通过活体检测",
+    "revoked": "已停用, 请联系窗口管理科",
+    "expired": "二维码已过期, 请刷新",
+    "replayed": "二维码已使用, 请刷新",
+    "unknown_staff": "未登记的二维码",
+    "device_error": "设备故障, 请换用其他方式并报告",
+}
+
+
+class AttendanceRole:
+    def __init__(self, agent: Agent, cfg: AttendanceConfig) -> None:
+        self.agent = agent
+        self.cfg = cfg
+        self.output = LogOutput()
+        self.store = GalleryStore(cfg.gallery, agent.cfg.site, agent.cfg.device) if cfg.gallery else None
+        self.held = Held(0, {})
+        self.engine: FaceEngine | None = None
+        self.finger_sim: SimulatedZfm | None = None
+        self.finger = self._finger_reader(cfg.fingerprint)
+        self.qr_sim: SimulatedScanner | None = None
+        self.validator = build_validator(cfg.qr_validator) if cfg.qr_validator is not None else None
+        self._last_punch: dict[str, float] = {}
+        self._last_reject: dict[tuple[str, str], float] = {}
+        self._fingers: dict[int, str] = {}
+        self._revoked: set[str] = set()
+        self._finger_lock = asyncio.Lock()  # pyusb calls run in a thread, one at a time
+
+    def _finger_reader(self, cfg: ZfmConfig | SimulatedFingerprintConfig | None) -> ZfmReader | None:
+        if cfg is None:
+            return None
+        if isinstance(cfg, SimulatedFingerprintConfig):
+            self.finger_sim = SimulatedZfm(library_size=cfg.capacity)
+            real = ZfmConfig(
+                vendor_id=self.finger_sim.vendor_id, product_id=self.finger_sim.product_id, capacity=cfg.capacity
+            )
+            return ZfmReader(real, backend=self.finger_sim)
+        return ZfmReader(cfg)
+
+    def register_commands(self, registry: Registry) -> None:
+        registry.register(CommandSpec("gallery_update", GalleryUpdate, self._cmd_gallery_update, timeout_s=300))
+        registry.register(CommandSpec("fingerprint_enrol", FingerEnrol, self._cmd_finger_enrol, timeout_s=60))
+        registry.register(CommandSpec("fingerprint_remove", FingerEnrol, self._cmd_finger_remove))
+        registry.register(CommandSpec("gallery_report", NoArgs, self._cmd_gallery_report))
+
+    # -- running -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self._load_state()
+        await self._report_gallery()
+        async with asyncio.TaskGroup() as tg:
+            if self.cfg.camera is not None:
+                tg.create_task(self._face_loop(self.cfg.camera), name="face")
+            if self.finger is not None:
+                tg.create_task(self._finger_loop(), name="fingerprint")
+            if self.cfg.qr is not None:
+                tg.create_task(self._qr_loop(self.cfg.qr), name="qr")
+
+    async def _load_state(self) -> None:
+        fingers = await self.agent.outbox.kv_get(KV_FINGERS)
+        self._fingers = {int(k): v for k, v in json.loads(fingers).items()} if fingers else {}
+        revoked = await self.agent.outbox.kv_get(KV_REVOKED)
+        self._revoked = set(json.loads(revoked)) if revoked else set()
+        if self.store is not None:
+            try:
+                self.held = await asyncio.to_thread(self.store.load)
+            except GalleryError as exc:  # the key changed or the file was altered: start empty, say so
+                log.error("the sealed face gallery does not open (%s): face punches wait for a full gallery", exc)
+
+    async def _save_state(self) -> None:
+        await self.agent.outbox.kv_set(KV_FINGERS, json.dumps({str(k): v for k, v in self._fingers.items()}))
+        await self.agent.outbox.kv_set(KV_REVOKED, json.dumps(sorted(self._revoked)))
+
+    async def _report_gallery(self) -> None:
+        held = GalleryHeld(version=self.held.version, staff=len(self.held.entries), fingerprints=len(self._fingers))
+        await self.agent.emit("attendance.gallery", held)
+
+    # -- the three ways to punch ---------------------------------------------------------------------
+    async def _face_loop(self, camera_cfg: CameraConfig) -> None:
+        from drivers.camera import Camera
+        from drivers.face.engine import FaceEngine
+        from drivers.face.gallery import FaceGallery
+
+        self.engine = FaceEngine(self.cfg.face, FaceGallery(self.held.entries))
+        async for frame in Camera(camera_cfg).frames():
+            result = await asyncio.to_thread(self.engine.process, frame, time.monotonic())
+            if isinstance(result, FaceMatch):
+                await self.punch(result.staff_id, "face", max(0.0, 1.0 - result.distance))
+            elif isinstance(result, FaceReject) and result.reason not in ("no_face", "cooldown"):
+                await self.reject("face", result.reason, detail=result.detail)
+
+    async def _finger_loop(self) -> None:
+        reader = self.finger
+        assert reader is not None
+        while True:
+            try:
+                async with self._finger_lock:
+                    match = await asyncio.to_thread(reader.scan)
+            except CaptureError:  # a smudged or partial print: the person presses again
+                self.output.show(Feedback(False, "请重新按压手指"))
+                await asyncio.sleep(self.cfg.fingerprint_poll_s)
+                continue
+            except FingerError as exc:
+                await self.reject("fingerprint", "device_error", detail=str(exc)[:200])
+                await asyncio.sleep(5)  # the reader re-finds the device on its next call
+                continue
+            if match is not None:
+                staff = self._fingers.get(match.page_id)
+                if staff is None:
+                    await self.reject("fingerprint", "unknown_staff", detail=f"page {match.page_id} is not mapped")
+                else:
+                    await self.punch(staff, "fingerprint", float(match.score))
+                await asyncio.sleep(1.0)  # the finger is still on the sensor: one punch per touch
+            await asyncio.sleep(self.cfg.fingerprint_poll_s)
+
+    async def _qr_loop(self, cfg: QrScannerConfig | SimulatedQrConfig) -> None:
+        if isinstance(cfg, SimulatedQrConfig):
+            self.qr_sim = SimulatedScanner()
+            scanner = EvdevScanner(
+                QrScannerConfig(device="sim", grab=False, gap_s=cfg.gap_s), source=self.qr_sim.events
+            )
+        else:
+            scanner = EvdevScanner(cfg)
+        validator = self.validator
+        assert validator is not None
+        async for code in scanner.codes():
+            result = validator.validate(code, self.agent.clock.now())
+            del code  # the raw code is personal data: keep it no longer than the check
+            if result.staff_id is not None:
+                await self.punch(result.staff_id, "qr", None)
+            else:
+                await self.reject("qr", result.reason or "malformed")
+
+    # -- outcomes ------------------------------------------------------------------------------------
+    async def punch(self, staff_id: str, method: Literal["face", "fingerprint", "qr"], score: float | None) -> bool:
+        """Take one punch; returns whether it was new (a repeat inside repeat_s is the same punch)."""
+        if staff_id in self._revoked:
+            await self.reject(method, "revoked", staff_id=staff_id)
+            return False
+        now = self.agent.clock.monotonic()
+        last = self._last_punch.get(staff_id)
+        if last is not None and now - last < self.cfg.repeat_s:
+            self.output.show(Feedback(True, "已打卡", staff_id))
+            return False
+        offline = not self.agent.link.connected.is_set()
+        await self.agent.emit(
+            "attendance.punch",
+            AttendancePunch(staff_id=staff_id, method=method, score=score, offline=offline),
+        )
+        self._last_punch[staff_id] = now
+        self.output.show(Feedback(True, f"打卡成功 {self.agent.clock.now():%H:%M}", staff_id))
+        return True
+
+    async def reject(self, method: Literal["face", "fingerprint", "qr"], reason: str, **extra: Any) -> None:
+        self.output.show(Feedback(False, REASON_ZH.get(reason, "请重试"), extra.get("staff_id")))
+        now = self.agent.clock.monotonic()
+        key = (method, reason)
+        if now - self._last_reject.get(key, float("-inf")) < self.cfg.reject_repeat_s:
+            return
+        self._last_reject[key] = now
+        await self.agent.emit("attendance.punch_rejected", AttendanceRejected(method=method, reason=reason, **extra))
+
+    # -- commands --------------------------------------------------------------------------------------
+    async def _cmd_gallery_update(self, _agent: Agent, update: GalleryUpdate) -> dict[str, Any]:
+        if self.store is None:
+            raise CommandFailed("this terminal has no face gallery configured")
+        try:
+            self.held, revoked = await asyncio.to_thread(self.store.apply, self.held, update)
+        except GalleryError as exc:
+            raise CommandFailed(str(exc)) from None
+        if self.engine is not None:
+            from drivers.face.gallery import FaceGallery
+
+            gallery = FaceGallery(self.held.entries)
+            gallery.version = self.held.version
+            self.engine.set_gallery(gallery)
+        for staff in revoked:  # every way this person could punch goes, not just the face
+            await self._forget_finger(staff)
+        self._revoked = (self._revoked | set(revoked)) - set(self.held.entries)
+        await self._save_state()
+        await self._report_gallery()
+        return {"version": self.held.version, "staff": len(self.held.entries), "revoked": len(revoked)}
+
+    async def _cmd_gallery_report(self, _agent: Agent, _args: NoArgs) -> dict[str, Any]:
+        await self._report_gallery()
+        return {"version": self.held.version, "staff": len(self.held.entries)}
+
+    async def _cmd_finger_enrol(self, _agent: Agent, args: FingerEnrol) -> dict[str, Any]:
+        reader = self._need_finger()
+        used = set(self._fingers)
+        page = next((p for p in range(reader.cfg.capacity) if p not in used), None)
+        if page is None:
+            raise CommandFailed("the fingerprint library is full")
+        await self._forget_finger(args.staff_id)
+        try:
+            async with self._finger_lock:
+                await asyncio.to_thread(reader.enroll, page)
+        except FingerError as exc:
+            raise CommandFailed(f"enrolment failed: {exc}") from None
+        self._fingers[page] = args.staff_id
+        self._revoked.discard(args.staff_id)
+        await self._save_state()
+        return {"page": page}
+
+    async def _cmd_finger_remove(self, _agent: Agent, args: FingerEnrol) -> dict[str, Any]:
+        self._need_finger()
+        removed = await self._forget_finger(args.staff_id)
+        await self._save_state()
+        return {"removed": removed}
+
+    async def _forget_finger(self, staff_id: str) -> int:
+        pages = [p for p, s in self._fingers.items() if s == staff_id]
+        for page in pages:
+            if self.finger is not None:
+                with contextlib.suppress(FingerError):  # the mapping goes anyway: it cannot match
+                    async with self._finger_lock:
+                        await asyncio.to_thread(self.finger.delete, page)
+            del self._fingers[page]
+        return len(pages)
+
+    def _need_finger(self) -> ZfmReader:
+        if self.finger is None:
+            raise CommandFailed("this terminal has no fingerprint reader configured")
+        return self.finger
