@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from broker.alerts.routing import AlertsConfig
+from broker.gallery import GalleryCentreConfig
 from broker.sites import SiteConfig
 from protocol.envelope import Segment
 from protocol.settings import MqttConfig, Section, TomlSettings
@@ -36,6 +37,9 @@ class RulesConfig(Section):
     enabled: bool = Field(default=True, description="Run incidents, the SLA clock and alerting in this consumer")
     tick_s: float = Field(default=1.0, gt=0, le=60, description="How often SLA timers are checked")
     plan_every_s: float = Field(default=300.0, gt=0, description="How often restock and maintenance are planned")
+    gallery_every_s: float = Field(
+        default=60.0, gt=0, description="How often terminals missing a face-gallery update are sent one"
+    )
 
 
 class ConsumerConfig(TomlSettings):
@@ -54,3 +58,4 @@ class ConsumerConfig(TomlSettings):
     )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    gallery: GalleryCentreConfig = Field(default_factory=GalleryCentreConfig)

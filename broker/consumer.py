@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker import gallery
 from broker.alerts.deliveries import Deliverer
 from broker.alerts.routing import Router
 from broker.config import ConsumerConfig
@@ -30,7 +31,7 @@ from broker.sites import Sites
 from broker.store.db import Batch, StatusUpdate, Store, Transition
 from protocol import topics
 from protocol.clock import Clock, SystemClock
-from protocol.commands import CommandAck, ConfigReport
+from protocol.commands import Command, CommandAck, ConfigReport
 from protocol.envelope import StatusMessage, StoredAck
 from protocol.events import KioskConsumable, Rejected, RejectReason, validate_event
 from protocol.sdnotify import notify, watchdog_loop
@@ -115,6 +116,7 @@ class Consumer:
         ]
         if self.sla is not None and self.deliverer is not None:
             loops.append(asyncio.create_task(self._sla_loop(self.sla), name="sla-clock"))
+            loops.append(asyncio.create_task(self._gallery_loop(), name="gallery"))
             loops.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
         notify("READY=1")
         attempt = 0
@@ -414,14 +416,29 @@ class Consumer:
             except Exception:  # a rule bug must not stop ingest; the timers are in the database
                 log.exception("SLA clock tick failed")
                 continue
-            client = self._client
-            for key, cmd in result.commands:
-                if client is None or not client.is_connected:
-                    break  # queued in the store: the republish loop sends it
-                site, device = key.split("/", 1)
-                with contextlib.suppress(MqttError):
-                    ttl = max(1, int((cmd.expires_at - self.clock.now()).total_seconds()))
-                    client.publish(topics.cmd(site, device), cmd.model_dump_json().encode(), qos=1, expiry_s=ttl)
+            self._send_commands(result.commands)
+
+    async def _gallery_loop(self) -> None:
+        """Terminals get the face-gallery updates they lack; a revocation past its deadline is an incident."""
+        while True:
+            await asyncio.sleep(self.cfg.rules.gallery_every_s)
+            try:
+                self._send_commands(await gallery.reconcile(self.store, self.cfg.gallery, self.clock.now()))
+            except SQLAlchemyError as exc:
+                log.error("gallery reconcile: store unavailable (%s)", exc.__class__.__name__)
+            except Exception:
+                log.exception("gallery reconcile failed")
+
+    def _send_commands(self, commands: list[tuple[str, Command]]) -> None:
+        """Commands the rules committed; what cannot go now stays queued for the republish loop."""
+        client = self._client
+        for key, cmd in commands:
+            if client is None or not client.is_connected:
+                return
+            site, device = key.split("/", 1)
+            with contextlib.suppress(MqttError):
+                ttl = max(1, int((cmd.expires_at - self.clock.now()).total_seconds()))
+                client.publish(topics.cmd(site, device), cmd.model_dump_json().encode(), qos=1, expiry_s=ttl)
 
     async def _publish_alert(self, topic: str, payload: bytes) -> None:
         client = self._client

@@ -60,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_consumer)
 
     from broker.cli import add_parsers as add_centre_parsers
+    from broker.gallery_cli import add_parsers as add_gallery_parsers
     from broker.incidents_cli import add_parsers as add_incident_parsers
 
     add_centre_parsers(sub)
     add_incident_parsers(sub)
+    add_gallery_parsers(sub)
 
     d = sub.add_parser("demo", help="a demo hall: private Mosquitto, consumer on SQLite, simulated devices")
     d.add_argument("--devices", type=int, default=6, help="simulated devices")

@@ -286,3 +286,28 @@ service_records = sa.Table(
     sa.Column("note", sa.String(1000), nullable=False, server_default=""),
     sa.Index("service_records_key_kind_at", "key", "kind", "at"),
 )
+
+# -- face galleries (broker/gallery.py): encodings only, never photos ---------------------------------
+face_gallery = sa.Table(
+    "face_gallery",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("staff_id", sa.String(64), primary_key=True),
+    sa.Column("encodings", sa.LargeBinary, nullable=True, comment="float32 (k, 128); NULL once revoked"),
+    sa.Column("shots", sa.Integer, nullable=False),
+    sa.Column("version_added", sa.Integer, nullable=False, comment="gallery version that (re)enrolled them"),
+    sa.Column("version_removed", sa.Integer, nullable=True, comment="gallery version that revoked them"),
+    sa.Column("enrolled_at", UtcDateTime, nullable=False),
+    sa.Column("enrolled_by", sa.String(64), nullable=False),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
+    sa.Column("revoked_by", sa.String(64), nullable=False, server_default=""),
+    sa.Column("revoke_by", UtcDateTime, nullable=True, comment="every terminal must have dropped them by then"),
+)
+
+gallery_sites = sa.Table(
+    "gallery_sites",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)

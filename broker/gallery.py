@@ -1,0 +1,253 @@
+"""The centre's face galleries: enrolment, revocation, and what each terminal must be sent.
+
+One gallery per site (its entrance terminals share its staff), versioned: every enrolment and every
+revocation is a new version. A terminal reports the version it holds (``attendance.gallery``); the
+centre sends it a delta from there, or the full gallery when it holds nothing or something the centre
+no longer knows. Each update is sealed with that terminal's own key (protocol/gallery.py), so the
+command log and the broker hold only ciphertext. Photos are used once to compute encodings and never
+stored. A revocation (staff leave; rotations in January, April, July and October) carries a deadline:
+the consumer's reconcile loop sends every terminal what it lacks and raises an incident for a terminal
+that still holds someone revoked past the deadline (``overdue_revocations``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.rules.incidents import Signal
+from broker.store import commands as cmd_sql
+from broker.store.commands import audit
+from broker.store.db import Store
+from broker.store.schema import commands, devices, events, face_gallery, gallery_sites
+from protocol.commands import Command
+from protocol.gallery import GalleryUpdate, associated_data, key_from_text, pack, seal
+from protocol.ids import uuid7
+from protocol.settings import Section, read_secret
+
+log = logging.getLogger(__name__)
+
+
+class GalleryAdminError(ValueError):
+    """A gallery operation refused; the message says why."""
+
+
+class GalleryCentreConfig(Section):
+    keys_dir: Path = Field(
+        default=Path("/etc/hallfleet/gallery-keys"),
+        description="One key file per terminal, {site}.{device}.key (32 bytes, base64), as provisioned",
+    )
+    revoke_within_h: float = Field(default=24.0, gt=0, description="A revocation must reach every terminal by then")
+    min_shots: int = Field(default=2, ge=1, le=10, description="Enrolment photos needed per person")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one terminal needs: None update when it is up to date."""
+
+    key: str
+    held: int
+    current: int
+    update: GalleryUpdate | None
+
+
+async def current_version(conn: AsyncConnection, site: str) -> int:
+    v = await conn.scalar(sa.select(gallery_sites.c.version).where(gallery_sites.c.site == site))
+    return int(v or 0)
+
+
+async def _bump(conn: AsyncConnection, site: str, now: datetime) -> int:
+    version = await current_version(conn, site) + 1
+    g = gallery_sites.c
+    if version == 1:
+        await conn.execute(gallery_sites.insert().values(site=site, version=1, updated_at=now))
+    else:
+        await conn.execute(gallery_sites.update().where(g.site == site).values(version=version, updated_at=now))
+    return version
+
+
+async def enrol(
+    store: Store, site: str, staff_id: str, encodings: list[np.ndarray], *, by: str, at: datetime, min_shots: int = 2
+) -> int:
+    """Add or replace a person's encodings (one per enrolment photo, human-verified). Returns the version."""
+    if len(encodings) < min_shots:
+        raise GalleryAdminError(f"{staff_id}: {len(encodings)} usable photo(s); enrolment needs {min_shots}")
+    blob = np.asarray(encodings, dtype=np.float32).tobytes()
+    f = face_gallery.c
+    async with store.engine.begin() as conn:
+        version = await _bump(conn, site, at)
+        values: dict[str, Any] = {
+            "encodings": blob,
+            "shots": len(encodings),
+            "version_added": version,
+            "version_removed": None,
+            "enrolled_at": at,
+            "enrolled_by": by[:64],
+            "revoked_at": None,
+            "revoked_by": "",
+            "revoke_by": None,
+        }
+        updated = await conn.execute(
+            face_gallery.update().where(f.site == site, f.staff_id == staff_id).values(**values)
+        )
+        if updated.rowcount == 0:
+            await conn.execute(face_gallery.insert().values(site=site, staff_id=staff_id, **values))
+        await audit(conn, at=at, actor=by, action="gallery.enrol", target=f"{site}/{staff_id}",
+                    detail={"version": version, "shots": len(encodings)})  # fmt: skip
+    return version
+
+
+async def revoke(
+    store: Store, site: str, staff_id: str, *, by: str, at: datetime, within: timedelta, reason: str
+) -> int:
+    f = face_gallery.c
+    async with store.engine.begin() as conn:
+        row = (await conn.execute(sa.select(f.revoked_at).where(f.site == site, f.staff_id == staff_id))).first()
+        if row is None:
+            raise GalleryAdminError(f"{staff_id} is not enrolled at {site}")
+        if row.revoked_at is not None:
+            raise GalleryAdminError(f"{staff_id} was already revoked at {site}")
+        version = await _bump(conn, site, at)
+        await conn.execute(
+            face_gallery.update()
+            .where(f.site == site, f.staff_id == staff_id)
+            .values(encodings=None, version_removed=version, revoked_at=at, revoked_by=by[:64], revoke_by=at + within)
+        )
+        await audit(conn, at=at, actor=by, action="gallery.revoke", target=f"{site}/{staff_id}", reason=reason,
+                    detail={"version": version, "revoke_by": at + within})  # fmt: skip
+    return version
+
+
+async def held_versions(conn: AsyncConnection, site: str) -> dict[str, int]:
+    """Each attendance terminal of the site -> the gallery version it last reported holding."""
+    d, e = devices.c, events.c
+    terminals = [
+        r.device for r in await conn.execute(sa.select(d.device).where(d.site == site, d.role == "attendance"))
+    ]
+    out: dict[str, int] = {}
+    for device in terminals:
+        data = await conn.scalar(
+            sa.select(e.data)
+            .where(e.site == site, e.device == device, e.type == "attendance.gallery")
+            .order_by(e.seq.desc())
+            .limit(1)
+        )
+        out[device] = int(json.loads(data)["version"]) if data else 0
+    return out
+
+
+async def plan_for(conn: AsyncConnection, cfg: GalleryCentreConfig, site: str, device: str, held: int) -> Plan:
+    current = await current_version(conn, site)
+    key = f"{site}/{device}"
+    if held == current:
+        return Plan(key, held, current, None)
+    f = face_gallery.c
+    full = held <= 0 or held > current
+    q = sa.select(f.staff_id, f.encodings, f.version_added, f.version_removed, f.revoke_by).where(f.site == site)
+    rows = (await conn.execute(q)).all()
+    upsert = {
+        r.staff_id: pack(np.frombuffer(r.encodings, dtype=np.float32).reshape(-1, 128))
+        for r in rows
+        if r.encodings is not None and (full or r.version_added > held)
+    }
+    removed = [r for r in rows if r.version_removed is not None and (full or r.version_removed > held)]
+    body = {"upsert": upsert, "remove": [r.staff_id for r in removed]}
+    base = None if full else held
+    deadline = min((r.revoke_by for r in removed if r.revoke_by is not None), default=None)
+    sealed = seal(_device_key(cfg, site, device), body, associated_data(site, device, current, base))
+    return Plan(
+        key, held, current, GalleryUpdate(version=current, base_version=base, sealed=sealed, revoke_by=deadline)
+    )
+
+
+def _device_key(cfg: GalleryCentreConfig, site: str, device: str) -> bytes:
+    path = cfg.keys_dir / f"{site}.{device}.key"
+    try:
+        return key_from_text(read_secret(path))
+    except Exception as exc:
+        raise GalleryAdminError(f"no gallery key for {site}/{device} ({path}): provision the terminal first") from exc
+
+
+async def overdue_revocations(conn: AsyncConnection, site: str, now: datetime) -> list[tuple[str, str]]:
+    """(device, staff) pairs: a terminal that may still match someone revoked past the deadline."""
+    f = face_gallery.c
+    rows = (
+        await conn.execute(
+            sa.select(f.staff_id, f.version_removed).where(f.site == site, f.revoke_by.is_not(None), f.revoke_by < now)
+        )
+    ).all()
+    if not rows:
+        return []
+    held = await held_versions(conn, site)
+    return [(device, r.staff_id) for device, v in held.items() for r in rows if v < r.version_removed]
+
+
+PENDING_S = 600  # a gallery_update issued this recently and not finished is still on its way
+
+
+async def reconcile(store: Store, cfg: GalleryCentreConfig, now: datetime) -> list[tuple[str, Command]]:
+    """Send each online terminal the update it lacks (commands committed here, published by the caller),
+    and keep an incident open on each terminal that still holds someone revoked past the deadline."""
+    out: list[tuple[str, Command]] = []
+    async with store.engine.begin() as conn:
+        for site in [r.site for r in await conn.execute(sa.select(gallery_sites.c.site))]:
+            held = await held_versions(conn, site)
+            for device, version in held.items():
+                cmd = await _update_if_needed(conn, cfg, site, device, version, now)
+                if cmd is not None:
+                    out.append((f"{site}/{device}", cmd))
+            overdue = {device for device, _ in await overdue_revocations(conn, site, now)}
+            if store.rules is not None:
+                signals = [
+                    Signal(site, device, "gallery.revocation_overdue", device in overdue, "major", now, now,
+                           "撤销的人员仍在终端人脸库中, 已超过期限" if device in overdue else "人脸库已更新")
+                    for device in held
+                ]  # fmt: skip
+                await store.rules.apply(conn, signals)
+    return out
+
+
+async def _update_if_needed(
+    conn: AsyncConnection, cfg: GalleryCentreConfig, site: str, device: str, held: int, now: datetime
+) -> Command | None:
+    key = f"{site}/{device}"
+    if await current_version(conn, site) == held:
+        return None
+    presence = await conn.scalar(sa.select(devices.c.presence).where(devices.c.key == key))
+    k = commands.c
+    pending = await conn.scalar(
+        sa.select(sa.func.count()).where(
+            k.key == key,
+            k.name == "gallery_update",
+            k.state.in_(["queued", "delivered", "running"]),
+            k.issued_at > now - timedelta(seconds=PENDING_S),
+        )
+    )
+    if presence != "online" or pending:
+        return None
+    try:
+        plan = await plan_for(conn, cfg, site, device, held)
+    except GalleryAdminError as exc:
+        log.error("gallery for %s: %s", key, exc)
+        return None
+    assert plan.update is not None
+    cmd = Command(
+        id=uuid7(),
+        name="gallery_update",
+        args=plan.update.model_dump(mode="json"),
+        issuer="gallery",
+        reason=f"gallery {held} -> {plan.current}",
+        issued_at=now,
+        expires_at=now + timedelta(seconds=PENDING_S),
+    )
+    await cmd_sql.insert_command(conn, key, cmd)
+    return cmd
