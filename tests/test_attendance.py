@@ -1,0 +1,218 @@
+"""The attendance terminal end to end: fingerprint and QR punches through the real agent, broker and
+consumer; offline punches arrive once; gallery updates from the centre; revocation with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from agent.agent import Agent
+from agent.config import AgentConfig, OutboxConfig
+from agent.gallery import GalleryConfig
+from agent.roles.attendance import AttendanceConfig, AttendanceRole, FingerEnrol
+from broker import gallery
+from broker.mosquitto.local import LocalMosquitto
+from broker.store.schema import commands, devices, events, incidents
+from drivers.qr.validators import staff_map_line
+from protocol.clock import SystemClock
+from protocol.gallery import key_to_text, new_key
+from protocol.settings import MqttConfig
+from tests.conftest import RunningConsumer
+from tests.support.procs import wait_for
+
+SALT = b"hall-salt-2026"
+
+
+def terminal_config(mosquitto: LocalMosquitto, tmp_path: Path, device: str = "att-1", **extra: Any) -> AgentConfig:
+    (tmp_path / "salt").write_bytes(SALT)
+    (tmp_path / "staff.map").write_text(staff_map_line(SALT, "310101199001011234", "S0002") + "\n")
+    key = tmp_path / "keys" / f"qp.{device}.key"
+    key.parent.mkdir(exist_ok=True)
+    key.write_text(key_to_text(new_key()))
+    return AgentConfig(
+        site="qp",
+        device=device,
+        role="attendance",
+        heartbeat_s=60,
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, backoff_initial_s=0.1, backoff_max_s=0.5),
+        outbox=OutboxConfig(path=tmp_path / f"{device}.db"),
+        clock_sync_file=Path("/"),
+        attendance=AttendanceConfig.model_validate(
+            {
+                "fingerprint": {"type": "sim"},
+                "qr": {"type": "sim"},
+                "qr_validator": {
+                    "type": "pattern",
+                    "region": "shanghai",
+                    "pattern": r"SSM1:(?P<id>\d{17}[\dX]):(?P<ts>\d{10})",
+                    "staff_map": str(tmp_path / "staff.map"),
+                    "salt_file": str(tmp_path / "salt"),
+                },
+                "gallery": GalleryConfig(path=tmp_path / f"{device}.gallery", key_file=key),
+                "repeat_s": 60,
+                "fingerprint_poll_s": 0.05,
+                **extra,
+            }
+        ),
+    )
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Any]:
+    agents: list[Agent] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(cfg: AgentConfig) -> Agent:
+        agent = Agent(cfg)
+        agents.append(agent)
+        tasks.append(asyncio.create_task(agent.run()))
+        return agent
+
+    yield start
+    for a in agents:
+        a.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+
+
+def role(agent: Agent) -> AttendanceRole:
+    assert agent.attendance is not None
+    return agent.attendance
+
+
+async def stored(consumer: RunningConsumer, event_type: str) -> list[dict[str, Any]]:
+    rows = await consumer.store.fetch(
+        sa.select(events.c.data).where(events.c.type == event_type).order_by(events.c.seq)
+    )
+    return [json.loads(r.data) for r in rows]
+
+
+async def enrol_finger(agent: Agent, staff: str, finger: str) -> None:
+    r = role(agent)
+    assert r.finger_sim is not None
+    task = asyncio.create_task(r._cmd_finger_enrol(agent, FingerEnrol(staff_id=staff)))
+    await asyncio.sleep(0.1)
+    r.finger_sim.press(finger, 2)
+    await asyncio.wait_for(task, 30)
+
+
+def qr(personal_id: str = "310101199001011234", age_s: float = 0) -> str:
+    return f"SSM1:{personal_id}:{int(time.time() - age_s)}"
+
+
+async def test_punches_taken_while_the_broker_is_down_arrive_exactly_once(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, tmp_path: Path, running: Any
+) -> None:
+    agent: Agent = running(terminal_config(mosquitto, tmp_path))
+    await wait_for(lambda: agent.link.connected.is_set(), 10, "the terminal to connect")
+    r = role(agent)
+    await enrol_finger(agent, "S0001", "zhang-right-index")
+    await wait_for(lambda: r.qr_sim is not None, 5, "the QR scanner")
+    assert r.finger_sim is not None and r.qr_sim is not None
+
+    mosquitto.kill()  # the hall's network is down
+    await wait_for(lambda: not agent.link.connected.is_set(), 10, "the terminal to notice")
+    r.finger_sim.press("zhang-right-index", 1)
+    await wait_for(lambda: any(f.staff_id == "S0001" and f.ok for f in r.output.shown), 10, "the fingerprint punch")
+    r.finger_sim.press("zhang-right-index", 1)  # pressed again to be sure: the same punch
+    r.qr_sim.type(qr())
+    r.qr_sim.type(qr(age_s=600))  # a screenshot of an old code
+    r.qr_sim.type(qr("110101198001010000"))  # someone else's code: not a member of staff here
+    await wait_for(lambda: sum(1 for f in r.output.shown if not f.ok) >= 2, 10, "the refusals")
+    await asyncio.sleep(1.5)
+    assert agent.outbox.depth >= 4
+
+    mosquitto.restart()
+
+    async def all_stored() -> bool:
+        return (
+            len(await stored(consumer, "attendance.punch")) >= 2
+            and len(await stored(consumer, "attendance.punch_rejected")) >= 2
+        )
+
+    await wait_for(all_stored, 30, "the offline punches in the store")
+    await asyncio.sleep(1.0)  # any duplicate would land now
+    punches = await stored(consumer, "attendance.punch")
+    assert sorted((p["staff_id"], p["method"], p["offline"]) for p in punches) == [
+        ("S0001", "fingerprint", True),
+        ("S0002", "qr", True),
+    ]
+    assert next(p for p in punches if p["method"] == "fingerprint")["score"] > 0
+    rejected = await stored(consumer, "attendance.punch_rejected")
+    assert sorted(x["reason"] for x in rejected) == ["expired", "unknown_staff"]
+    wire = json.dumps(punches + rejected)
+    assert "310101199001011234" not in wire and "SSM1" not in wire, "no personal id or raw code in events"
+
+
+async def test_the_centre_sends_the_gallery_and_a_revoked_person_no_longer_punches(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, tmp_path: Path, running: Any
+) -> None:
+    agent: Agent = running(terminal_config(mosquitto, tmp_path))
+    await wait_for(lambda: agent.link.connected.is_set(), 10, "the terminal to connect")
+    await enrol_finger(agent, "S0001", "zhang-right-index")
+    store, now = consumer.store, SystemClock().now()
+    rng = np.random.default_rng(1)
+    for staff in ("S0001", "S0003"):
+        await gallery.enrol(store, "qp", staff, list(rng.normal(0, 0.1, (2, 128))), by="wm", at=now)
+    cfg = gallery.GalleryCentreConfig(keys_dir=tmp_path / "keys", revoke_within_h=24)
+
+    async def reconcile_until(version: int) -> None:
+        async def holds() -> bool:
+            consumer.consumer._send_commands(await gallery.reconcile(store, cfg, SystemClock().now()))
+            async with store.engine.connect() as conn:
+                return (await gallery.held_versions(conn, "qp")).get("att-1") == version
+
+        await wait_for(holds, 20, f"the terminal to hold version {version}")
+
+    await reconcile_until(2)
+    assert sorted(role(agent).held.entries) == ["S0001", "S0003"]
+
+    await gallery.revoke(store, "qp", "S0001", by="wm", at=now, within=timedelta(hours=24), reason="调离")
+    await reconcile_until(3)
+    (update,) = await store.fetch(sa.select(commands.c.args).where(commands.c.name == "gallery_update").offset(1))
+    assert json.loads(update.args)["base_version"] == 2, "a delta, not the whole gallery"
+    assert "S0001" not in update.args, "staff ids travel sealed too"
+    assert sorted(role(agent).held.entries) == ["S0003"]
+
+    r = role(agent)
+    assert r.finger_sim is not None
+    r.finger_sim.press("zhang-right-index", 1)  # the fingerprint template went with the revocation
+    await asyncio.sleep(1.0)
+    punches = await stored(consumer, "attendance.punch")
+    assert [p for p in punches if p["staff_id"] == "S0001"] == []
+    assert not [f for f in r.output.shown if f.ok and f.staff_id == "S0001"]
+
+
+async def test_a_terminal_still_holding_a_revoked_person_past_the_deadline_is_an_incident(
+    consumer: RunningConsumer, tmp_path: Path
+) -> None:
+    """att-9 is switched off: it reported version 1 once and never took the revocation."""
+    store, now = consumer.store, SystemClock().now()
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            devices.insert().values(
+                key="qp/att-9", site="qp", device="att-9", role="attendance", presence="offline", first_seen=now
+            )
+        )
+        await conn.execute(
+            events.insert().values(
+                site="qp", device="att-9", id="e1", type="attendance.gallery", seq=1, boot_id="b", ts=now,
+                clock_synced=True, replayed=False, received_at=now, data=json.dumps({"version": 1, "staff": 1}),
+            )
+        )  # fmt: skip
+    await gallery.enrol(store, "qp", "S0001", [np.zeros(128), np.ones(128) * 0.1], by="wm", at=now)
+    await gallery.revoke(store, "qp", "S0001", by="wm", at=now, within=timedelta(hours=24), reason="离职")
+    cfg = gallery.GalleryCentreConfig(keys_dir=tmp_path)
+    await gallery.reconcile(store, cfg, now + timedelta(hours=23))
+    assert await store.fetch(sa.select(incidents)) == []
+    await gallery.reconcile(store, cfg, now + timedelta(hours=25))
+    (incident,) = await store.fetch(sa.select(incidents))
+    assert (incident.key, incident.kind, incident.state) == ("qp/att-9", "gallery.revocation_overdue", "open")
