@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, help="consumer TOML file (defaults + environment without it)")
     c.set_defaults(func=cmd_consumer)
 
+    from broker.attendance.reports_cli import add_parsers as add_attendance_report_parsers
+    from broker.attendance_cli import add_parsers as add_attendance_parsers
     from broker.cli import add_parsers as add_centre_parsers
     from broker.gallery_cli import add_parsers as add_gallery_parsers
     from broker.incidents_cli import add_parsers as add_incident_parsers
@@ -66,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_centre_parsers(sub)
     add_incident_parsers(sub)
     add_gallery_parsers(sub)
+    add_attendance_parsers(sub)
+    add_attendance_report_parsers(sub)
 
     d = sub.add_parser("demo", help="a demo hall: private Mosquitto, consumer on SQLite, simulated devices")
     d.add_argument("--devices", type=int, default=6, help="simulated devices")
