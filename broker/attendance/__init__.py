@@ -1,0 +1,1 @@
+"""Attendance by each hall's rules: raw punches (immutable events) -> staff-day verdicts -> reports."""
