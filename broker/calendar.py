@@ -3,12 +3,13 @@
 The model, in the order a day is decided:
 
 1. Working day or not. A date in the site's ``holidays`` is closed and a date in its ``adjusted_workdays`` is open,
-   whatever else says; then, with ``national_holidays`` on, the PRC statutory holidays (closed) and adjusted working
-   days (调休上班, open) from the ``chinesecalendar`` package; then the regular ``workdays`` (ISO weekdays).
-   For a year the package has no data for (it is published each winter for the next year), ``missing_year``
-   decides: ``weekdays`` (default) counts ordinary weekdays and logs an error once per year, because an SLA clock
-   that stops on 1 January is worse than one that counts Spring Festival; ``error`` raises CalendarError, which
-   asks for that year's days in the site lists.
+   whatever else says (``holiday_files``, editable CSVs such as one per year, add to both lists); then, with
+   ``national_holidays`` on, the PRC statutory holidays (closed) and adjusted working days (调休上班, open) from the
+   ``chinesecalendar`` package; then the regular ``workdays`` (ISO weekdays). For a year the package has no data
+   for (it is published each winter for the next year), ``missing_year`` decides: ``weekdays`` (default) counts
+   ordinary weekdays and logs an error once per year, because an SLA clock that stops on 1 January is worse than
+   one that counts Spring Festival; ``error`` raises CalendarError, which asks for that year's days in the site
+   lists.
 2. Which timetable. Every calendar day (MM-DD, Feb 29 included) belongs to exactly one seasonal timetable, such as
    Qingpu's 夏令 / 非夏令; the seeds give the two timetables but not the switch dates (requirements §10 G1), so the
    site sets them.
@@ -32,6 +33,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -52,6 +54,7 @@ _YEAR_DAYS: tuple[tuple[int, int], ...] = tuple(
 _HORIZON_DAYS = 400
 _SESSION = re.compile(r"(\d{2}):(\d{2})-(\d{2}):(\d{2})")
 _MONTH_DAY = re.compile(r"(\d{2})-(\d{2})")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 Interval = tuple[datetime, datetime]
 
@@ -120,6 +123,12 @@ class CalendarConfig(Section):
     adjusted_workdays: list[date] = Field(
         default_factory=list, description="Site-declared extra working days, e.g. a weekend 调休 day; win like holidays"
     )
+    holiday_files: list[Path] = Field(
+        default_factory=list,
+        description="Editable files, e.g. one per year, of lines YYYY-MM-DD,off|work[,name] ('#' starts a comment):"
+        " off days join holidays, work days join adjusted_workdays. Relative paths are from the working directory;"
+        " the files are read when the config loads",
+    )
     timetables: list[TimetableConfig] = Field(
         default_factory=_default_timetables,
         min_length=1,
@@ -149,6 +158,7 @@ class CalendarConfig(Section):
         if both:
             days = ", ".join(d.isoformat() for d in both)
             raise ValueError(f"{days} listed in both holidays and adjusted_workdays")
+        site_days(self)
         problems = _coverage_problems(self.timetables)
         if problems:
             raise ValueError("timetables must cover every day of the year exactly once: " + "; ".join(problems))
@@ -175,8 +185,7 @@ class SiteCalendar:
         self.cfg = cfg
         self.zone = ZoneInfo(cfg.timezone)
         self._workdays = frozenset(cfg.workdays)
-        self._holidays = frozenset(cfg.holidays)
-        self._adjusted = frozenset(cfg.adjusted_workdays)
+        self._holidays, self._adjusted = site_days(cfg)
         self._site_years = frozenset(d.year for d in self._holidays | self._adjusted)
         by_day: dict[tuple[int, int], tuple[tuple[time, time], ...]] = {}
         for table in cfg.timetables:
@@ -323,6 +332,44 @@ class WallClockHours:
     def next_open(self, t: datetime) -> datetime:
         _utc(t)
         return t
+
+
+def site_days(cfg: CalendarConfig) -> tuple[frozenset[date], frozenset[date]]:
+    """The site's closed days and extra working days: its two lists plus its holiday files. A day closed in one
+    place and open in another is a CalendarError naming both places."""
+    places: dict[date, tuple[str, str]] = {d: ("off", "holidays") for d in cfg.holidays}
+    places.update((d, ("work", "adjusted_workdays")) for d in cfg.adjusted_workdays)
+    for path in cfg.holiday_files:
+        for line, day, kind in read_holiday_file(path):
+            where = f"{path}:{line}"
+            known = places.setdefault(day, (kind, where))
+            if known[0] != kind:
+                raise CalendarError(f"{where}: {day} is {kind!r} here but {known[0]!r} in {known[1]}")
+    closed = frozenset(d for d, (kind, _) in places.items() if kind == "off")
+    return closed, frozenset(places) - closed
+
+
+def read_holiday_file(path: Path) -> list[tuple[int, date, str]]:
+    """(line number, day, "off" | "work") for each line of ``YYYY-MM-DD,off|work[,name]``; blank lines and lines
+    starting with '#' are skipped. Errors name the file and the line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a file saved by Excel starts with a BOM
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalendarError(f"cannot read holiday file {path}: {exc}") from None
+    rows: list[tuple[int, date, str]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split(",", 2)]
+        kind = fields[1].lower() if len(fields) > 1 else ""
+        if kind not in ("off", "work") or _ISO_DATE.fullmatch(fields[0]) is None:
+            raise CalendarError(f"{path}:{number}: {raw!r} is not YYYY-MM-DD,off|work[,name]")
+        try:
+            rows.append((number, date.fromisoformat(fields[0]), kind))
+        except ValueError:
+            raise CalendarError(f"{path}:{number}: {fields[0]} is not a date") from None
+    return rows
 
 
 def _utc(t: datetime) -> datetime:

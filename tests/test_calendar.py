@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -442,3 +443,76 @@ def test_both_calendars_are_hours(qp: SiteCalendar) -> None:
     assert isinstance(qp, Hours)
     assert isinstance(WallClockHours(), Hours)
     assert not isinstance(object(), Hours)
+
+
+# -- holiday files ------------------------------------------------------------------------------------------------
+
+
+def holiday_file(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def test_holiday_files_give_a_year_chinesecalendar_does_not_know(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 2041 arrangement, typed in from the State Council notice before the package has it."""
+    path = holiday_file(
+        tmp_path,
+        "2041.csv",
+        "# 2041 国务院办公厅通知\n2041-01-01,off,元旦\n\n2041-02-02,work,春节调休, 周六上班\n2041-02-04, OFF ,春节\n",
+    )
+    cal = SiteCalendar(CalendarConfig(holiday_files=[path], missing_year="error"))
+    with caplog.at_level("ERROR", logger="broker.calendar"):
+        assert not cal.is_working_day(date(2041, 1, 1))  # a Tuesday
+        assert cal.is_working_day(date(2041, 2, 2))  # a Saturday
+        assert not cal.is_working_day(date(2041, 2, 4))  # a Monday
+        assert cal.is_working_day(date(2041, 3, 5))  # an ordinary Tuesday: the year follows workdays, no error
+    assert caplog.text == ""
+
+
+def test_holiday_files_win_over_national_data_and_merge_with_the_lists(tmp_path: Path) -> None:
+    bom = holiday_file(tmp_path, "2026.csv", "2026-10-10,off,本中心不调休\n", encoding="utf-8-sig")  # saved by Excel
+    other = holiday_file(tmp_path, "2026-extra.csv", "2026-10-06,work\n2026-03-18,off\n")
+    cfg = CalendarConfig(
+        holiday_files=[bom, other], holidays=[date(2026, 3, 18)], adjusted_workdays=[date(2026, 3, 21)]
+    )
+    cal = SiteCalendar(cfg)
+    assert not cal.is_working_day(date(2026, 10, 10))  # national 调休上班, closed by the file
+    assert cal.is_working_day(date(2026, 10, 6))  # a national holiday, opened by the file
+    assert not cal.is_working_day(date(2026, 3, 18)) and cal.is_working_day(date(2026, 3, 21))
+
+
+def test_holiday_files_are_read_from_toml_style_strings(tmp_path: Path) -> None:
+    path = holiday_file(tmp_path, "2026.csv", "2026-03-18,off\n")
+    cal = SiteCalendar(CalendarConfig.model_validate({"holiday_files": [str(path)]}))
+    assert not cal.is_working_day(date(2026, 3, 18))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2026-03-18,off\n2026-3-19,off\n", r"2026\.csv:2: '2026-3-19,off' is not YYYY-MM-DD,off\|work"),
+        ("# header\n2026-03-18,closed\n", r"2026\.csv:2: '2026-03-18,closed' is not"),
+        ("2026-03-18\n", r"2026\.csv:1: "),
+        ("2026-02-30,off\n", r"2026\.csv:1: 2026-02-30 is not a date"),
+        ("2026-03-18,off\n2026-03-18,work\n", r"2026\.csv:2: 2026-03-18 is 'work' here but 'off' in .*2026\.csv:1"),
+    ],
+)
+def test_a_bad_holiday_file_line_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = holiday_file(tmp_path, "2026.csv", text)
+    with pytest.raises(ValidationError, match=message) as err:
+        CalendarConfig(holiday_files=[path])
+    assert str(tmp_path) in str(err.value)
+
+
+def test_a_holiday_file_contradicting_the_site_lists_names_both(tmp_path: Path) -> None:
+    path = holiday_file(tmp_path, "2026.csv", "2026-03-21,off\n")
+    with pytest.raises(ValidationError, match=r"2026\.csv:1: 2026-03-21 is 'off' here but 'work' in adjusted_workdays"):
+        CalendarConfig(holiday_files=[path], adjusted_workdays=[date(2026, 3, 21)])
+
+
+def test_a_missing_holiday_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"cannot read holiday file .*2027\.csv"):
+        CalendarConfig(holiday_files=[tmp_path / "2027.csv"])
