@@ -10,6 +10,7 @@ from functools import cached_property
 
 from pydantic import Field, model_validator
 
+from broker.attendance.policy import PunchPolicy
 from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
 from protocol.settings import Section
 
@@ -90,6 +91,7 @@ class SiteConfig(Section):
     hall_outage: HallOutagePolicy = Field(default_factory=HallOutagePolicy)
     consumables: ConsumablesPolicy = Field(default_factory=ConsumablesPolicy)
     maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)
+    attendance: PunchPolicy = Field(default_factory=PunchPolicy, description="How staff punches are judged here")
 
     @cached_property
     def site_calendar(self) -> SiteCalendar:

@@ -36,10 +36,9 @@ OCT10 = date(2026, 10, 10)  # Saturday, 调休上班
 
 
 def load_example(site: str) -> tuple[SiteConfig, PunchPolicy]:
-    """The example's site, validated by SiteConfig, and its ``attendance`` table by PunchPolicy."""
-    data = tomllib.loads((EXAMPLES / f"{site}.toml").read_text())["sites"][site]
-    attendance = data.pop("attendance")
-    return SiteConfig.model_validate(data), PunchPolicy.model_validate(attendance)
+    """The example's whole site section, as the consumer's config loads it."""
+    cfg = SiteConfig.model_validate(tomllib.loads((EXAMPLES / f"{site}.toml").read_text())["sites"][site])
+    return cfg, cfg.attendance
 
 
 SITES = {name: load_example(name) for name in ("qingpu", "wanzhou")}
