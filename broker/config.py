@@ -37,6 +37,9 @@ class RulesConfig(Section):
     enabled: bool = Field(default=True, description="Run incidents, the SLA clock and alerting in this consumer")
     tick_s: float = Field(default=1.0, gt=0, le=60, description="How often SLA timers are checked")
     plan_every_s: float = Field(default=300.0, gt=0, description="How often restock and maintenance are planned")
+    attendance_every_s: float = Field(
+        default=300.0, gt=0, description="How often attendance records are locked and A/B coverage checked"
+    )
     gallery_every_s: float = Field(
         default=60.0, gt=0, description="How often terminals missing a face-gallery update are sent one"
     )

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from broker import gallery
 from broker.alerts.deliveries import Deliverer
 from broker.alerts.routing import Router
+from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
 from broker.rules.consumables import LevelReading
 from broker.rules.incidents import IncidentRules, signals_from_event
@@ -81,11 +82,13 @@ class Consumer:
         self.sites = Sites(cfg.sites)
         self.sla: SlaClock | None = None
         self.deliverer: Deliverer | None = None
+        self.attendance: AttendanceJobs | None = None
         if cfg.rules.enabled:
             store.rules = IncidentRules(self.sites, store.roles)
             router = Router(cfg.alerts, {name: s.name for name, s in cfg.sites.items() if s.name})
             self.sla = SlaClock(store.engine, self.sites, router, cfg.rules.plan_every_s)
             self.deliverer = Deliverer(store.engine, cfg.alerts, self.clock, publish=self._publish_alert)
+            self.attendance = AttendanceJobs(store, self.sites, router)
 
     def stop(self) -> None:
         self._stop.set()
@@ -117,6 +120,7 @@ class Consumer:
         if self.sla is not None and self.deliverer is not None:
             loops.append(asyncio.create_task(self._sla_loop(self.sla), name="sla-clock"))
             loops.append(asyncio.create_task(self._gallery_loop(), name="gallery"))
+            loops.append(asyncio.create_task(self._attendance_loop(), name="attendance"))
             loops.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
         notify("READY=1")
         attempt = 0
@@ -428,6 +432,17 @@ class Consumer:
                 log.error("gallery reconcile: store unavailable (%s)", exc.__class__.__name__)
             except Exception:
                 log.exception("gallery reconcile failed")
+
+    async def _attendance_loop(self) -> None:
+        assert self.attendance is not None
+        while True:
+            await asyncio.sleep(self.cfg.rules.attendance_every_s)
+            try:
+                await self.attendance.tick(self.clock.now())
+            except SQLAlchemyError as exc:
+                log.error("attendance jobs: store unavailable (%s)", exc.__class__.__name__)
+            except Exception:
+                log.exception("attendance jobs failed")
 
     def _send_commands(self, commands: list[tuple[str, Command]]) -> None:
         """Commands the rules committed; what cannot go now stays queued for the republish loop."""

@@ -25,6 +25,7 @@ STEP = {
         "clean_due": "今日清洁未记录",
         "inspection_due": "季度联合巡检待完成",
         "inspection_overdue": "季度联合巡检超期",
+        "ab_uncovered": "AB岗均未到岗",
     },
     "en": {
         "opened": "opened",
@@ -38,6 +39,7 @@ STEP = {
         "clean_due": "daily cleaning not recorded",
         "inspection_due": "quarterly joint inspection due",
         "inspection_overdue": "quarterly joint inspection overdue",
+        "ab_uncovered": "A and B posts both absent",
     },
 }
 LABELS = {

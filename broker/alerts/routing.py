@@ -81,6 +81,10 @@ def _default_routes() -> list[RouteConfig]:
         RouteConfig(steps=["opened", "resolved"], severities=["critical"], roles=["site_staff"]),
         RouteConfig(steps=["breach", "dispatch_overdue", "escalation*", "inspection_overdue"], roles=["it_section"]),
         RouteConfig(steps=["restock*", "clean_due", "inspection_*"], roles=["site_staff"]),
+        # A terminal that cannot take punches exempts staff: window management must know (§11.5).
+        RouteConfig(
+            device_classes=["attendance"], steps=["opened", "resolved", "ab_uncovered"], roles=["window_management"]
+        ),
     ]
 
 
