@@ -33,6 +33,7 @@ SALT = b"hall-salt-2026"
 
 
 def terminal_config(mosquitto: LocalMosquitto, tmp_path: Path, device: str = "att-1", **extra: Any) -> AgentConfig:
+    extra.setdefault("repeat_s", 60)
     (tmp_path / "salt").write_bytes(SALT)
     (tmp_path / "staff.map").write_text(staff_map_line(SALT, "310101199001011234", "S0002") + "\n")
     key = tmp_path / "keys" / f"qp.{device}.key"
@@ -58,7 +59,6 @@ def terminal_config(mosquitto: LocalMosquitto, tmp_path: Path, device: str = "at
                     "salt_file": str(tmp_path / "salt"),
                 },
                 "gallery": GalleryConfig(path=tmp_path / f"{device}.gallery", key_file=key),
-                "repeat_s": 60,
                 "fingerprint_poll_s": 0.05,
                 **extra,
             }
@@ -216,3 +216,50 @@ async def test_a_terminal_still_holding_a_revoked_person_past_the_deadline_is_an
     await gallery.reconcile(store, cfg, now + timedelta(hours=25))
     (incident,) = await store.fetch(sa.select(incidents))
     assert (incident.key, incident.kind, incident.state) == ("qp/att-9", "gallery.revocation_overdue", "open")
+
+
+async def test_a_face_punch_from_the_camera_and_no_match_once_revoked(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, tmp_path: Path, running: Any
+) -> None:
+    """Real photos: enrolled at the centre from obama.jpg and obama2.jpg, recognised on a video of
+    obama3.jpg; after the revocation reaches the terminal the same face is refused as unknown."""
+    from drivers.face.gallery import encode_image
+    from tests.support.faces import camera_noise, framed, photo, write_video
+
+    rng = np.random.default_rng(3)
+    frames = [camera_noise(framed("obama3"), rng) for _ in range(10)]
+    video = write_video(tmp_path / "entrance.avi", frames, fps=10)
+    cfg = terminal_config(
+        mosquitto,
+        tmp_path,
+        camera={"source": str(video), "fps": 10, "loop": True},
+        face={"liveness": "off", "cooldown_s": 0},
+        repeat_s=3600,
+        reject_repeat_s=0,
+    )
+    agent: Agent = running(cfg)
+    await wait_for(lambda: agent.link.connected.is_set(), 10, "the terminal to connect")
+    store, now = consumer.store, SystemClock().now()
+    shots = [encode_image(np.asarray(photo(name)))[0] for name in ("obama", "obama2")]
+    await gallery.enrol(store, "qp", "S0100", shots, by="wm", at=now)
+    keys = gallery.GalleryCentreConfig(keys_dir=tmp_path / "keys")
+
+    async def holds(version: int) -> bool:
+        consumer.consumer._send_commands(await gallery.reconcile(store, keys, SystemClock().now()))
+        async with store.engine.connect() as conn:
+            return (await gallery.held_versions(conn, "qp")).get("att-1") == version
+
+    await wait_for(lambda: holds(1), 30, "the terminal to hold the gallery")
+    await wait_for(lambda: stored(consumer, "attendance.punch"), 60, "a face punch in the store")
+    punches = await stored(consumer, "attendance.punch")
+    assert [(p["staff_id"], p["method"]) for p in punches] == [("S0100", "face")]
+    assert 0.5 < punches[0]["score"] < 0.7, "1 - distance: the same person is 0.33-0.43 away"
+
+    await gallery.revoke(
+        store, "qp", "S0100", by="wm", at=SystemClock().now(), within=timedelta(hours=1), reason="调离"
+    )
+    await wait_for(lambda: holds(2), 30, "the revocation on the terminal")
+    r = role(agent)
+    refused = len([f for f in r.output.shown if not f.ok])
+    await wait_for(lambda: len([f for f in r.output.shown if not f.ok]) > refused + 2, 30, "refusals after revocation")
+    assert [p["staff_id"] for p in await stored(consumer, "attendance.punch")] == ["S0100"]
