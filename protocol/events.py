@@ -85,12 +85,30 @@ class GalleryHeld(Frozen):
     fingerprints: int = Field(default=0, ge=0, description="Templates in the fingerprint module's library")
 
 
+PadState = Literal["idle", "serving", "awaiting", "paused", "please_wait", "offline"]
+
+
 class RatingSubmitted(Frozen):
     window: str = Field(min_length=1, max_length=32)
     staff_id: str = Field(min_length=1, max_length=64)
-    service_id: str | None = Field(default=None, max_length=64)
+    service_id: str | None = Field(default=None, max_length=64, description="Ticket or 办件编号 the rating is bound to")
     level: Literal[1, 2, 3, 4, 5] = Field(description="5 非常满意 ... 1 非常不满意")
-    delay_s: float | None = Field(default=None, ge=0)
+    delay_s: float | None = Field(default=None, ge=0, description="Seconds from service end to the key press")
+    pad_state: PadState = Field(
+        default="awaiting", description="The pad's state when the key was pressed (anything but awaiting is odd)"
+    )
+    since_staff_key_s: float | None = Field(
+        default=None, ge=0, description="Seconds since a staff key was last pressed on this pad (proxy rating)"
+    )
+
+
+class RatingPadState(Frozen):
+    """``rating.pad_state``: the pad changed state (暂停服务 and back, serving, awaiting a rating)."""
+
+    window: str = Field(min_length=1, max_length=32)
+    state: PadState
+    staff_id: str | None = Field(default=None, max_length=64)
+    service_id: str | None = Field(default=None, max_length=64)
 
 
 class Fault(Frozen):
@@ -145,6 +163,7 @@ REGISTRY: dict[str, EventSpec] = {
         EventSpec("attendance.punch_rejected", AttendanceRejected, Lane.CRITICAL),
         EventSpec("attendance.gallery", GalleryHeld, Lane.CRITICAL),
         EventSpec("rating.submitted", RatingSubmitted, Lane.CRITICAL),
+        EventSpec("rating.pad_state", RatingPadState, Lane.CRITICAL),
         EventSpec("kiosk.state", KioskState, Lane.CRITICAL),
         EventSpec("kiosk.fault", Fault, Lane.CRITICAL),
         EventSpec("kiosk.consumable", KioskConsumable, Lane.TELEMETRY),
