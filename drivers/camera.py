@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
@@ -97,6 +96,8 @@ class Camera:
             yield _fit(frame, self._cfg.width, self._cfg.height)
 
     async def _file_frames(self) -> AsyncIterator[np.ndarray]:
+        import cv2
+
         cfg = self._cfg
         capture, first = await asyncio.to_thread(_open, cfg)
         frame: np.ndarray | None = first  # the next frame to place on the timeline, once read
@@ -227,6 +228,8 @@ class _LiveReader(threading.Thread):
 
 def _open(cfg: CameraConfig) -> tuple[Any, np.ndarray]:
     """An opened VideoCapture and its first frame, or CameraError saying what to check."""
+    import cv2  # here, not at import: agents without the face extra load this module's config
+
     source = cfg.source
     if isinstance(source, int):
         capture = cv2.VideoCapture(source)
@@ -255,6 +258,8 @@ def _open(cfg: CameraConfig) -> tuple[Any, np.ndarray]:
 
 def _rewind(capture: Any, cfg: CameraConfig) -> tuple[Any, np.ndarray | None]:
     """Back to the first frame of a file; reopened where seeking is not supported (image sequences)."""
+    import cv2  # here, not at import: agents without the face extra load this module's config
+
     if capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
         return capture, None
     capture.release()
@@ -263,6 +268,8 @@ def _rewind(capture: Any, cfg: CameraConfig) -> tuple[Any, np.ndarray | None]:
 
 def _fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     """Scaled down, aspect kept, to fit width x height; never scaled up (that adds nothing)."""
+    import cv2  # here, not at import: agents without the face extra load this module's config
+
     scale = min(width / frame.shape[1], height / frame.shape[0])
     if scale >= 1.0:
         return frame

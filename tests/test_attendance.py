@@ -263,3 +263,18 @@ async def test_a_face_punch_from_the_camera_and_no_match_once_revoked(
     refused = len([f for f in r.output.shown if not f.ok])
     await wait_for(lambda: len([f for f in r.output.shown if not f.ok]) > refused + 2, 30, "refusals after revocation")
     assert [p["staff_id"] for p in await stored(consumer, "attendance.punch")] == ["S0100"]
+
+
+def test_the_agent_loads_without_opencv_or_dlib_until_a_camera_is_used() -> None:
+    """Kiosks and rating pads need not install the face extra: importing the agent (and an attendance
+    config without a camera) must not pull in OpenCV, dlib or face_recognition."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agent.agent, agent.roles.attendance\n"
+        "heavy = [m for m in ('cv2', 'dlib', 'face_recognition') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

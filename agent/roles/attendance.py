@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from drivers.camera import CameraConfig
-from drivers.face.engine import FaceConfig, FaceMatch, FaceReject
 from pydantic import Field, model_validator
 
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
 from agent.gallery import GalleryConfig, GalleryStore, Held
+from drivers.camera import CameraConfig
+from drivers.face.config import FaceConfig, FaceMatch, FaceReject
 from drivers.fingerprint.errors import CaptureError, FingerError
 from drivers.fingerprint.sim import SimulatedZfm
 from drivers.fingerprint.zfm import ZfmConfig, ZfmReader
@@ -39,9 +39,8 @@ from protocol.gallery import GalleryError, GalleryUpdate
 from protocol.settings import Section
 
 if TYPE_CHECKING:
-    from drivers.face.engine import FaceEngine
-
     from agent.agent import Agent
+    from drivers.face.engine import FaceEngine
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,37 @@
 
 - ``gallery``: FaceGallery (enrolled staff in memory, vectorised 1:N), encode_image (enrolment),
   load_face_recognition (the import that fails loudly instead of exiting 0)
-- ``engine``: FaceConfig + FaceEngine (quality gates, threshold, confirmation, liveness, cooldown)
-  and its outcomes FaceMatch / FaceReject
+- ``config``: FaceConfig and the outcomes FaceMatch / FaceReject (light: no OpenCV or dlib)
+- ``engine``: FaceEngine (quality gates, threshold, confirmation, liveness, cooldown)
 
 The camera that feeds it is ``drivers.camera``.
 """
 
-from drivers.face.engine import REASONS, FaceConfig, FaceEngine, FaceMatch, FaceReject
-from drivers.face.gallery import FaceEngineUnavailable, FaceGallery, encode_image, load_face_recognition
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Loaded on first use (PEP 562), so that importing drivers.face.config does not load OpenCV and dlib.
+_WHERE = {
+    "REASONS": "config",
+    "FaceConfig": "config",
+    "FaceMatch": "config",
+    "FaceReject": "config",
+    "FaceEngine": "engine",
+    "FaceEngineUnavailable": "gallery",
+    "FaceGallery": "gallery",
+    "encode_image": "gallery",
+    "load_face_recognition": "gallery",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"drivers.face.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "REASONS",
