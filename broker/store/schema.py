@@ -366,3 +366,31 @@ attendance_locked_days = sa.Table(
     sa.Column("locked", sa.Integer, nullable=False, comment="abnormal staff-days locked for it"),
     comment="days whose records are final: a normal day stays normal whatever changes later",
 )
+
+# -- the API and dashboard (broker/api): people who log in, and their sessions ----------------------
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.String(200), nullable=False, comment="argon2id (argon2-cffi)"),
+    sa.Column("role", sa.String(32), nullable=False, comment="it_admin | technician | window_management | readonly"),
+    sa.Column(
+        "sites", sa.String(1000), nullable=False, server_default="*", comment="comma-separated site ids, * = all"
+    ),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("disabled_at", UtcDateTime, nullable=True, comment="cannot log in; sessions end"),
+)
+
+api_sessions = sa.Table(
+    "api_sessions",
+    metadata,
+    sa.Column(
+        "token_hash", sa.String(64), primary_key=True, comment="sha256 of the token: a leaked table logs no one in"
+    ),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Index("api_sessions_username", "username"),
+    sa.Index("api_sessions_expires", "expires_at"),
+)
