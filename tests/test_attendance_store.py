@@ -28,6 +28,7 @@ from broker.attendance.exceptions import (
 from broker.attendance.faults import fault_windows
 from broker.attendance.model import ExceptionKind, StaffDay, Verdict
 from broker.attendance.roster import RosterError, StaffMember, import_roster, read_roster, roster
+from broker.attendance.verdicts import EXCUSED_NOTE
 from broker.calendar import CalendarConfig, SiteCalendar, TimetableConfig
 from broker.rules.incidents import IncidentRules, Signal
 from broker.sites import SiteConfig, Sites
@@ -363,7 +364,10 @@ class FakeJudge:
         self.calls.append((site, first, last))
         await asyncio.sleep(0)  # let a concurrent run interleave
         return [
-            StaffDay(staff_id, day, verdict, f"{verdict} 的理由", exceptions=excs)
+            # As the engine marks proof filed in time: the verdict stays, a note says it is excused.
+            StaffDay(
+                staff_id, day, verdict, f"{verdict} 的理由", exceptions=excs, notes=(EXCUSED_NOTE,) if excs else ()
+            )
             for (staff_id, day), (verdict, excs) in sorted(self.verdicts.items())
             if first <= day <= last
         ]

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.attendance.model import NEEDS_PROOF, Exception_, ExceptionKind, StaffDay
 from broker.attendance.roster import staff_member
+from broker.attendance.verdicts import is_excused
 from broker.calendar import CalendarError, SiteCalendar
 from broker.sites import Sites
 from broker.store.commands import audit
@@ -245,7 +246,8 @@ async def _due_days(store: Store, sites: Sites, site: str, now: datetime) -> lis
 
 
 def _unexcused(sd: StaffDay) -> bool:
-    return sd.verdict in NEEDS_PROOF and not sd.exceptions
+    # Not "no exceptions": half-day leave or extended service attach ids without excusing a late.
+    return sd.verdict in NEEDS_PROOF and not is_excused(sd)
 
 
 def _lock_row(site: str, sd: StaffDay, now: datetime) -> dict[str, Any]:
