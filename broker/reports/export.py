@@ -183,9 +183,11 @@ def _sheet(book: Workbook, table: Table, zone: tzinfo) -> Worksheet:
     for cell in ws[2]:
         cell.font = Font(bold=True)
         cell.fill = HEADER_FILL
-    for row, low in zip(table.rows, table.low, strict=True):
+    for r, (row, low) in enumerate(zip(table.rows, table.low, strict=True), start=3):
         ws.append([_excel(v, fmt, zone) for v, fmt in row])
-        for cell, (_, fmt) in zip(ws[ws.max_row], row, strict=True):
+        # ws.cell(r, c), not ws[ws.max_row]: max_row recounts every cell, quadratic in the rows.
+        for c, (_, fmt) in enumerate(row, start=1):
+            cell = ws.cell(r, c)
             if fmt in _EXCEL_FORMAT:
                 cell.number_format = _EXCEL_FORMAT[fmt]
             if low:
