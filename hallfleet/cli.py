@@ -59,17 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, help="consumer TOML file (defaults + environment without it)")
     c.set_defaults(func=cmd_consumer)
 
+    from broker.api.cli import add_parsers as add_api_parsers
     from broker.attendance.reports_cli import add_parsers as add_attendance_report_parsers
     from broker.attendance_cli import add_parsers as add_attendance_parsers
     from broker.cli import add_parsers as add_centre_parsers
     from broker.gallery_cli import add_parsers as add_gallery_parsers
     from broker.incidents_cli import add_parsers as add_incident_parsers
+    from broker.ratings.cli import add_parsers as add_rating_parsers
+    from provisioning.cli import add_parsers as add_provisioning_parsers
 
     add_centre_parsers(sub)
     add_incident_parsers(sub)
     add_gallery_parsers(sub)
     add_attendance_parsers(sub)
     add_attendance_report_parsers(sub)
+    add_provisioning_parsers(sub)
+    add_rating_parsers(sub)
+    add_api_parsers(sub)
 
     d = sub.add_parser("demo", help="a demo hall: private Mosquitto, consumer on SQLite, simulated devices")
     d.add_argument("--devices", type=int, default=6, help="simulated devices")

@@ -1,0 +1,92 @@
+"""Prometheus metrics. The API's /metrics counts the fleet from the store at each scrape (devices by presence,
+open incidents by severity, notifications failed or pending, dead letters), so every API instance answers the
+same and nothing is kept in memory. ``serve_consumer_metrics`` is for the consumer: its own ingest counters on a
+port of its own (a ``metrics_port`` option can call it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from broker.api import queries
+from broker.store.db import Store
+
+if TYPE_CHECKING:
+    from broker.consumer import Consumer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def fleet_metrics(store: Store) -> bytes:
+    counts = await queries.fleet_counts(store)
+    devices = GaugeMetricFamily("hallfleet_devices", "Devices by site and presence", labels=["site", "presence"])
+    for site, presence, n in counts["devices"]:
+        devices.add_metric([site, presence], n)
+    incidents = GaugeMetricFamily(
+        "hallfleet_incidents_open", "Incidents not closed, by site and severity", labels=["site", "severity"]
+    )
+    for site, severity, n in counts["incidents"]:
+        incidents.add_metric([site, severity], n)
+    notes = GaugeMetricFamily("hallfleet_notifications", "Notifications not delivered", labels=["state"])
+    by_state = {state: n for state, n in counts["notifications"]}
+    for state in ("pending", "failed"):  # always both: an alert rule on failed needs the series to exist at 0
+        notes.add_metric([state], by_state.get(state, 0))
+    dead = GaugeMetricFamily(
+        "hallfleet_dead_letters", "Messages the consumer could not store, by reason", labels=["reason"]
+    )
+    for reason, n in counts["dead_letters"]:
+        dead.add_metric([reason], n)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed([devices, incidents, notes, dead]))
+    return generate_latest(registry)
+
+
+class _Fixed(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self.metrics
+
+
+class ConsumerCollector(Collector):
+    """The consumer's in-memory counters (broker.consumer.Counters), read at each scrape."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+
+    def collect(self) -> Iterable[Metric]:
+        c: Any = self.consumer.counters
+        for name, help_ in (
+            ("received", "MQTT messages received"),
+            ("stored", "Events committed to the store"),
+            ("dead", "Messages sent to dead_letters"),
+            ("statuses", "Status (presence) messages"),
+            ("batches", "Batches committed"),
+            ("store_errors", "Batches the store refused (retried)"),
+        ):
+            m = CounterMetricFamily(f"hallfleet_consumer_{name}", help_)
+            m.add_metric([], getattr(c, name))
+            yield m
+        dropped = GaugeMetricFamily("hallfleet_broker_dropped", "Messages Mosquitto reports it dropped ($SYS)")
+        dropped.add_metric([], c.broker_dropped)
+        yield dropped
+        largest = GaugeMetricFamily("hallfleet_consumer_largest_batch", "Largest batch committed")
+        largest.add_metric([], c.largest_batch)
+        yield largest
+
+
+def consumer_registry(consumer: Consumer) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ConsumerCollector(consumer))
+    return registry
+
+
+def serve_consumer_metrics(consumer: Consumer, port: int, addr: str = "127.0.0.1") -> Any:
+    """Expose the consumer's ingest counters on ``http://addr:port/metrics`` (prometheus_client's own thread);
+    returns (server, thread) so the caller can shut it down."""
+    return start_http_server(port, addr=addr, registry=consumer_registry(consumer))

@@ -1,0 +1,295 @@
+"""The IT section's dashboard: server-rendered pages (Jinja2), live by server-sent events, charts as inline SVG.
+
+The only script is a small inline one in base.html (no third-party JavaScript): it applies rows the stream sends
+and counts SLA deadlines down. Forms post back and redirect, so every button also works without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from broker.alerts.routing import verify_ack
+from broker.api import queries, views
+from broker.api.auth import COOKIE, User, check_login, close_session, current_user, open_session, request_token
+from broker.api.i18n import language, words
+from broker.api.models import CommandIn
+from broker.api.routes import SEGMENT, attendance_day, send_command, set_session_cookie
+from broker.rules import actions
+from broker.store.schema import incidents
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.filters["hall_time"] = views.hall_time
+Me = Annotated[User, Depends(current_user)]
+
+router = APIRouter(include_in_schema=False)
+
+
+def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    lang = language(request)
+    nonce = secrets.token_urlsafe(12)
+    ctx = {"t": words(lang), "lang": lang, "nonce": nonce, "path": request.url.path, **ctx}
+    response = TEMPLATES.TemplateResponse(request, name, ctx, status_code=status)
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+        " frame-ancestors 'none'; form-action 'self'"
+    )
+    if request.query_params.get("lang") in ("zh-CN", "en"):
+        response.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", path="/")
+    return response
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """application/x-www-form-urlencoded without python-multipart (the only form encoding our pages use)."""
+    body = (await request.body()).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+def _safe_next(target: str | None) -> str:
+    # Only paths on this site: a crafted ?next=https://elsewhere must not turn login into a redirector.
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+# -- login -------------------------------------------------------------------------------------------
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html", next=_safe_next(next), error=None, user=None)
+
+
+@router.post("/login")
+async def login_form(request: Request) -> Response:
+    f = await form_fields(request)
+    name, password, target = f.get("username", ""), f.get("password", ""), _safe_next(f.get("next"))
+    state = request.app.state
+    t = words(language(request))
+    if state.throttle.locked(name):
+        return render(request, "login.html", 429, next=target, error=t["login_locked"], user=None)
+    user = await check_login(state.store, name, password) if name and password else None
+    if user is None:
+        state.throttle.failed(name)
+        return render(request, "login.html", 401, next=target, error=t["login_failed"], user=None)
+    state.throttle.succeeded(name)
+    ttl = timedelta(hours=state.cfg.session_ttl_h)
+    token = await open_session(state.store, user, state.clock.now(), ttl)
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(response, token, ttl, state.cfg.cookie_secure)
+    return response
+
+
+@router.post("/logout")
+async def logout_form(request: Request) -> Response:
+    token = request_token(request)
+    if token:
+        await close_session(request.app.state.store, token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+# -- pages -------------------------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse)
+async def devices_page(request: Request, user: Me) -> HTMLResponse:
+    if not user.can("devices"):
+        raise HTTPException(403, "not allowed")
+    app = request.app.state
+    t = words(language(request))
+    rows = await app.store.fetch(queries.devices_query(user.site_filter()))
+    built = await views.device_rows(app.store, rows, app.clock.now(), t)
+    halls: dict[str, list[dict[str, Any]]] = {}
+    for d in built:
+        halls.setdefault(d["site"], []).append(d)
+    names = {s: app.sites[s].name or s for s in halls}
+    return render(request, "devices.html", user=user, halls=halls, names=names)
+
+
+@router.get("/incidents", response_class=HTMLResponse)
+async def incidents_page(request: Request, user: Me) -> HTMLResponse:
+    if not user.can("incidents"):
+        raise HTTPException(403, "not allowed")
+    app = request.app.state
+    lang = language(request)
+    t = words(lang)
+    now = app.clock.now()
+    rows = await app.store.fetch(queries.incidents_query(user.site_filter(), "open").limit(500))
+    cmds = []
+    if user.can("commands.read"):
+        cmds = await app.store.fetch(queries.recent_commands_query(user.site_filter(), now - timedelta(hours=24)))
+    return render(
+        request,
+        "incidents.html",
+        user=user,
+        incidents=[views.incident_row(r, app.sites, now, t, lang, user.can("ack"), user.can("command")) for r in rows],
+        commands=[views.command_row(c, t) for c in cmds],
+    )
+
+
+@router.post("/incidents/{incident_id}/ack")
+async def ack_form(request: Request, user: Me, incident_id: str) -> Response:
+    from broker.api.routes import ack_incident
+
+    await ack_incident(request, user, incident_id)
+    return RedirectResponse("/incidents", status_code=303)
+
+
+@router.post("/commands")
+async def command_form(request: Request, user: Me) -> Response:
+    f = await form_fields(request)
+    try:
+        body = CommandIn(device=f.get("device", ""), name=f.get("name", ""), reason=f.get("reason", ""))
+    except ValidationError as exc:
+        raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+    cmd = await send_command(request, user, body)
+    return RedirectResponse(f"/incidents?command={quote(cmd.id)}", status_code=303)
+
+
+@router.get("/consumables", response_class=HTMLResponse)
+async def consumables_page(request: Request, user: Me) -> HTMLResponse:
+    if not user.can("consumables"):
+        raise HTTPException(403, "not allowed")
+    lang = language(request)
+    rows = await request.app.state.store.fetch(queries.consumables_query(user.site_filter()))
+    return render(request, "consumables.html", user=user, rows=[views.consumable_row(r, lang) for r in rows])
+
+
+@router.get("/attendance", response_class=HTMLResponse)
+async def attendance_page(
+    request: Request,
+    user: Me,
+    site: Annotated[str | None, Query(pattern=SEGMENT)] = None,
+    day: date | None = None,
+) -> HTMLResponse:
+    if not user.can("attendance"):
+        raise HTTPException(403, "not allowed")
+    app = request.app.state
+    choices = sorted(set(app.sites.names()) if user.all_sites else set(user.sites))
+    site = site or (choices[0] if choices else None)
+    day = day or app.clock.now().astimezone(views.HALL_ZONE).date()
+    rows = []
+    if site is not None:
+        if not user.sees(site):
+            raise HTTPException(403, f"site {site} is not one of {user.name}'s sites")
+        rows = await attendance_day(request, site, day, language(request))
+    return render(
+        request, "attendance.html", user=user, site=site, day=day, sites=choices, rows=rows, month=f"{day:%Y-%m}"
+    )
+
+
+# -- the signed link in alert messages ---------------------------------------------------------------
+def _ack_incident_id(request: Request, token: str) -> str | None:
+    secret = request.app.state.ack_secret
+    return verify_ack(secret, token) if secret else None
+
+
+@router.get("/ack/{token}", response_class=HTMLResponse)
+async def ack_link_page(request: Request, token: str) -> HTMLResponse:
+    """Opening the link only shows the incident: a link preview or a mail scanner must not acknowledge."""
+    incident_id = _ack_incident_id(request, token)
+    row = await queries.incident_row(request.app.state.store, incident_id) if incident_id else None
+    if row is None:
+        return render(request, "ack.html", 404, row=None, done=False, token=token, user=None)
+    return render(request, "ack.html", row=row, kind=_kind(row, request), done=False, token=token, user=None)
+
+
+@router.post("/ack/{token}", response_class=HTMLResponse)
+async def ack_link(request: Request, token: str) -> HTMLResponse:
+    incident_id = _ack_incident_id(request, token)
+    app = request.app.state
+    row = await queries.incident_row(app.store, incident_id) if incident_id else None
+    if row is None:
+        return render(request, "ack.html", 404, row=None, done=False, token=token, user=None)
+    # Whoever holds the link was paged; a logged-in user is named, else the link itself is the actor.
+    session = request_token(request)
+    from broker.api.auth import session_user
+
+    user = await session_user(app.store, session, app.clock.now()) if session else None
+    by = user.name if user else "ack-link"
+    await actions.ack(app.store, row.id, by=by, at=app.clock.now(), via="link")
+    row = await queries.incident_row(app.store, row.id)
+    return render(request, "ack.html", row=row, kind=_kind(row, request), done=True, token=token, user=None)
+
+
+def _kind(row: Any, request: Request) -> str:
+    from broker.rules.incidents import kind_label
+
+    return kind_label(row.kind, language(request))
+
+
+# -- the live stream ---------------------------------------------------------------------------------
+@router.get("/events/stream")
+async def event_stream(request: Request, user: Me) -> StreamingResponse:
+    """Server-sent events: every ``stream_poll_s`` the store is read, and each device, incident or command
+    whose row changed is sent as the HTML row the page shows. The first round sends everything, so a client
+    that reconnects (EventSource does by itself) catches up."""
+    return StreamingResponse(
+        _changes(request, user),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _changes(request: Request, user: User) -> AsyncIterator[str]:
+    app = request.app.state
+    lang = language(request)
+    seen: dict[str, Any] = {}
+    since = app.clock.now()
+    idle = 0.0
+    while not await request.is_disconnected():
+        sent = 0
+        for event, dom_id, html in await _changed_rows(request, user, lang, since, seen):
+            sent += 1
+            yield f"event: {event}\ndata: {json.dumps({'id': dom_id, 'html': html}, ensure_ascii=False)}\n\n"
+        idle = 0 if sent else idle + app.cfg.stream_poll_s
+        if idle >= 15:  # a comment now and then keeps proxies from closing an idle stream
+            idle = 0
+            yield ": ping\n\n"
+        await asyncio.sleep(app.cfg.stream_poll_s)
+
+
+def _fresh(seen: dict[str, Any], dom_id: str, fingerprint: Any) -> bool:
+    if seen.get(dom_id) == fingerprint:
+        return False
+    seen[dom_id] = fingerprint
+    return True
+
+
+async def _changed_rows(
+    request: Request, user: User, lang: str, since: datetime, seen: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """(event, DOM id, row HTML) of every row whose fingerprint differs from what this client was sent."""
+    app = request.app.state
+    env = TEMPLATES.env
+    t = words(lang)
+    now = app.clock.now()
+    sites = user.site_filter()
+    out: list[tuple[str, str, str]] = []
+    if user.can("devices"):
+        rows = await app.store.fetch(queries.devices_query(sites))
+        changed = [r for r in rows if _fresh(seen, "dev:" + r.key, (r.presence, r.presence_since))]
+        for d in await views.device_rows(app.store, changed, now, t):
+            out.append(("device", d["dom_id"], views.render_row(env, "row_device.html", d, t)))
+    if user.can("incidents"):
+        c = incidents.c
+        q = queries.incidents_query(sites).where((c.state != "closed") | (c.closed_at >= since)).limit(500)
+        for r in await app.store.fetch(q):
+            row = views.incident_row(r, app.sites, now, t, lang, user.can("ack"), user.can("command"))
+            if _fresh(seen, row["dom_id"], (r.state, r.acked_at, r.breached_at, r.step, row["breached"])):
+                out.append(("incident", row["dom_id"], views.render_row(env, "row_incident.html", row, t)))
+    if user.can("commands.read"):
+        for r in await app.store.fetch(queries.recent_commands_query(sites, now - timedelta(hours=24))):
+            if _fresh(seen, f"cmd-{r.id}", (r.state, r.updated_at)):
+                row = views.command_row(r, t)
+                out.append(("command", row["dom_id"], views.render_row(env, "row_command.html", row, t)))
+    return out

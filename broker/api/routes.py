@@ -1,0 +1,362 @@
+"""The REST API (OpenAPI at /docs and /openapi.json). Every route takes the user from the session and limits
+what it reads or does to that user's role and sites: another site's device, incident or command is a 403."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from datetime import date, timedelta
+from pathlib import Path as FsPath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from broker.api import queries
+from broker.api.auth import COOKIE, User, check_login, close_session, current_user, need, open_session, request_token
+from broker.api.models import (
+    AuditOut,
+    CommandIn,
+    CommandOut,
+    ConsumableOut,
+    DeviceOut,
+    IncidentDetail,
+    IncidentOut,
+    LoginIn,
+    LoginOut,
+    Page,
+    PresenceChange,
+    PresenceOut,
+    SlaOut,
+    StaffDayOut,
+    TimelineEntry,
+)
+from broker.api.svg import availability, segments
+from broker.commands import CommandError, command_row, issue_command
+from broker.rules import actions
+from broker.rules.incidents import kind_label
+from broker.sites import Sites
+from protocol.transport import MqttError
+
+SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+Site = Annotated[str, Path(pattern=SEGMENT, description="Site id, e.g. qingpu")]
+DevicePath = Annotated[str, Path(pattern=SEGMENT, description="Device id, e.g. kiosk-24h-1")]
+PageNo = Annotated[int, Query(ge=1, description="1-based page")]
+Size = Annotated[int, Query(ge=1, le=500, description="Items per page")]
+SiteQuery = Annotated[str | None, Query(pattern=SEGMENT, description="Only this site")]
+Me = Annotated[User, Depends(current_user)]
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+def _page(items: list[Any], total: int, page: int, size: int) -> dict[str, Any]:
+    return {"items": items, "total": total, "page": page, "size": size}
+
+
+def _scope(user: User, permission: str, site: str | None) -> list[str] | None:
+    need(user, permission, site)
+    return user.site_filter()
+
+
+# -- login -------------------------------------------------------------------------------------------
+@router.post("/login", response_model=LoginOut, tags=["auth"])
+async def login(body: LoginIn, request: Request, response: Response) -> LoginOut:
+    state = request.app.state
+    if state.throttle.locked(body.username):
+        raise HTTPException(429, "too many failed logins for this name: wait a few minutes")
+    user = await check_login(state.store, body.username, body.password)
+    if user is None:
+        state.throttle.failed(body.username)
+        raise HTTPException(401, "wrong name or password")
+    state.throttle.succeeded(body.username)
+    now = state.clock.now()
+    ttl = timedelta(hours=state.cfg.session_ttl_h)
+    token = await open_session(state.store, user, now, ttl)
+    set_session_cookie(response, token, ttl, state.cfg.cookie_secure)
+    return LoginOut(token=token, expires_at=now + ttl, username=user.name, role=user.role, sites=list(user.sites))
+
+
+@router.post("/logout", status_code=204, tags=["auth"])
+async def logout(request: Request, response: Response) -> None:
+    token = request_token(request)
+    if token:
+        await close_session(request.app.state.store, token)
+    response.delete_cookie(COOKIE, path="/")
+
+
+def set_session_cookie(response: Response, token: str, ttl: timedelta, secure: bool) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(ttl.total_seconds()),
+        httponly=True,
+        secure=secure,
+        samesite="strict",
+        path="/",
+    )
+
+
+# -- devices -----------------------------------------------------------------------------------------
+@router.get("/devices", response_model=Page[DeviceOut])
+async def list_devices(request: Request, user: Me, site: SiteQuery = None, page: PageNo = 1, size: Size = 50) -> Any:
+    sites = _scope(user, "devices", site)
+    rows, total = await queries.page_of(request.app.state.store, queries.devices_query(sites, site), page, size)
+    return _page([DeviceOut.model_validate(r) for r in rows], total, page, size)
+
+
+@router.get("/devices/{site}/{device}/presence", response_model=PresenceOut)
+async def device_presence(
+    request: Request,
+    user: Me,
+    site: Site,
+    device: DevicePath,
+    hours: Annotated[float, Query(gt=0, le=24 * 92, description="History this far back")] = 24,
+) -> Any:
+    need(user, "devices", site)
+    store = request.app.state.store
+    row = await queries.device_row(store, f"{site}/{device}")
+    if row is None:
+        raise HTTPException(404, f"no device {site}/{device}")
+    now = request.app.state.clock.now()
+    since = now - timedelta(hours=hours)
+    changes = await queries.presence_changes(store, row.key, since)
+    before = await queries.state_before(store, row.key, since)
+    return PresenceOut(
+        device=DeviceOut.model_validate(row),
+        since=since,
+        availability=availability(segments(before, changes, since, now)),
+        history=[PresenceChange.model_validate(c) for c in changes],
+    )
+
+
+# -- incidents ---------------------------------------------------------------------------------------
+def incident_out(row: Any, sites: Sites, now: Any, lang: str = "zh-CN") -> dict[str, Any]:
+    sla = queries.sla_of(row, sites, now)
+    return {
+        **{k: getattr(row, k) for k in IncidentOut.model_fields if hasattr(row, k)},
+        "kind_label": kind_label(row.kind, lang),
+        "sla": SlaOut.model_validate(asdict(sla)),
+    }
+
+
+@router.get("/incidents", response_model=Page[IncidentOut])
+async def list_incidents(
+    request: Request,
+    user: Me,
+    state: Annotated[Literal["open", "recovering", "closed"] | None, Query(description="open: not closed")] = "open",
+    site: SiteQuery = None,
+    page: PageNo = 1,
+    size: Size = 50,
+) -> Any:
+    sites = _scope(user, "incidents", site)
+    app = request.app.state
+    rows, total = await queries.page_of(app.store, queries.incidents_query(sites, state, site), page, size)
+    now = app.clock.now()
+    return _page([incident_out(r, app.sites, now) for r in rows], total, page, size)
+
+
+async def _incident(request: Request, user: Me, incident_id: str, permission: str) -> Any:
+    row = await queries.incident_row(request.app.state.store, incident_id)
+    if row is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    need(user, permission, row.site)
+    return row
+
+
+@router.get("/incidents/{incident_id}", response_model=IncidentDetail)
+async def get_incident(request: Request, user: Me, incident_id: str) -> Any:
+    row = await _incident(request, user, incident_id, "incidents")
+    app = request.app.state
+    timeline = await queries.incident_timeline_rows(app.store, row.id)
+    out = incident_out(row, app.sites, app.clock.now())
+    return {**out, "timeline": [TimelineEntry.model_validate(t) for t in timeline]}
+
+
+@router.post("/incidents/{incident_id}/ack", response_model=IncidentOut)
+async def ack_incident(request: Request, user: Me, incident_id: str) -> Any:
+    await _incident(request, user, incident_id, "ack")
+    app = request.app.state
+    await actions.ack(app.store, incident_id, by=user.name, at=app.clock.now(), via="api")
+    row = await queries.incident_row(app.store, incident_id)
+    return incident_out(row, app.sites, app.clock.now())
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def command_out(row: Any) -> CommandOut:
+    return CommandOut(
+        id=row.id,
+        key=row.key,
+        name=row.name,
+        args=json.loads(row.args),
+        issuer=row.issuer,
+        reason=row.reason,
+        state=row.state,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        updated_at=row.updated_at,
+        result=json.loads(row.result) if row.result else None,
+        refusal=row.refusal,
+    )
+
+
+async def send_command(request: Request, user: User, body: CommandIn) -> CommandOut:
+    """Shared by the API and the dashboard's buttons: checks, then broker.commands.issue_command."""
+    site = body.device.partition("/")[0]
+    need(user, "command", site)
+    app = request.app.state
+    if await queries.device_row(app.store, body.device) is None:
+        raise HTTPException(404, f"no device {body.device}")
+    mqtt = app.mqtt
+    if mqtt is None or not mqtt.is_connected:
+        raise HTTPException(503, "the API has no MQTT connection right now: try again shortly")
+    try:
+        cmd = await issue_command(
+            app.store,
+            mqtt,
+            body.device,
+            body.name,
+            body.args,
+            issuer=user.name,
+            reason=body.reason,
+            ttl_s=body.ttl_s or app.cfg.command_ttl_s,
+            clock=app.clock,
+        )
+    except CommandError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except (MqttError, TimeoutError) as exc:
+        # The command is stored (queued): the consumer re-sends queued commands, so it is not lost.
+        raise HTTPException(502, f"stored, but the broker did not confirm it ({exc}); it will be re-sent") from None
+    return command_out(await command_row(app.store, cmd.id))
+
+
+@router.post("/commands", response_model=CommandOut, status_code=201)
+async def post_command(request: Request, user: Me, body: CommandIn) -> CommandOut:
+    return await send_command(request, user, body)
+
+
+@router.get("/commands/{command_id}", response_model=CommandOut)
+async def get_command(request: Request, user: Me, command_id: str) -> CommandOut:
+    row = await command_row(request.app.state.store, command_id)
+    if row is None:
+        raise HTTPException(404, f"no command {command_id}")
+    need(user, "commands.read", row.key.partition("/")[0])
+    return command_out(row)
+
+
+# -- consumables -------------------------------------------------------------------------------------
+@router.get("/consumables", response_model=Page[ConsumableOut])
+async def list_consumables(
+    request: Request, user: Me, site: SiteQuery = None, page: PageNo = 1, size: Size = 100
+) -> Any:
+    sites = _scope(user, "consumables", site)
+    q = queries.consumables_query(sites, site)
+    rows, total = await queries.page_of(request.app.state.store, q, page, size)
+    return _page([ConsumableOut.model_validate(r) for r in rows], total, page, size)
+
+
+# -- attendance --------------------------------------------------------------------------------------
+async def attendance_day(request: Request, site: str, day: date, lang: str = "zh-CN") -> list[StaffDayOut]:
+    from broker.attendance.labels import labels
+    from broker.attendance.service import load_period
+
+    app = request.app.state
+    period = await load_period(app.store, app.sites, site, day, day, now=app.clock.now())
+    people = {m.staff_id: m for m in period.members}
+    w = labels(lang)
+    out = []
+    for d in period.days:
+        m = people.get(d.staff_id)
+        out.append(
+            StaffDayOut(
+                staff_id=d.staff_id,
+                name=m.name if m else "",
+                unit=m.unit if m else "",
+                day=d.day,
+                verdict=d.verdict.value,
+                verdict_label=w.verdict(d.verdict),
+                reason=d.reason,
+                late_min=d.late_min,
+                early_min=d.early_min,
+                untrusted=d.untrusted,
+                locked=d.locked,
+                punches=[p.at for p in d.punches],
+            )
+        )
+    return out
+
+
+@router.get("/attendance/{site}/{day}", response_model=list[StaffDayOut])
+async def get_attendance(request: Request, user: Me, site: Site, day: date) -> list[StaffDayOut]:
+    need(user, "attendance", site)
+    return await attendance_day(request, site, day)
+
+
+@router.get(
+    "/reports/attendance/{site}/{month}.xlsx",
+    response_class=Response,
+    responses={200: {"content": {"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {}}}},
+)
+async def attendance_report(
+    request: Request,
+    user: Me,
+    site: Site,
+    month: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
+    lang: Annotated[Literal["zh-CN", "en"], Query()] = "zh-CN",
+) -> Response:
+    need(user, "attendance", site)
+    body = await monthly_xlsx(request, site, month, lang)
+    return Response(
+        body,
+        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": f'attachment; filename="attendance-{site}-{month}.xlsx"'},
+    )
+
+
+async def monthly_xlsx(request: Request, site: str, month: str, lang: str) -> bytes:
+    """The same workbook as ``hallfleet attendance month`` (monthly bulletin per unit + exception details)."""
+    from dataclasses import replace
+
+    from broker.attendance.reports import exception_details, monthly_by_unit, write_xlsx
+    from broker.attendance.service import load_period
+    from broker.reports.sla import month_bounds
+
+    app = request.app.state
+    cfg = app.sites[site]
+    start, end = month_bounds(month, cfg.site_calendar.zone)
+    first, last = start.date(), end.date() - timedelta(days=1)
+    p = await load_period(app.store, app.sites, site, first, last, now=app.clock.now())
+    monthly = monthly_by_unit(p.days, p.members, cfg.attendance.monthly, month, site_name=p.site_name)
+    details = exception_details(p.days, p.members, first, last, faults=p.faults, zone=p.zone, site_name=p.site_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = FsPath(tmp) / "report.xlsx"
+        write_xlsx([monthly, replace(details, period=month)], path, lang)
+        return path.read_bytes()
+
+
+# -- audit -------------------------------------------------------------------------------------------
+@router.get("/audit", response_model=Page[AuditOut])
+async def list_audit(
+    request: Request,
+    user: Me,
+    device: Annotated[str | None, Query(description="Only rows about this SITE/DEVICE")] = None,
+    page: PageNo = 1,
+    size: Size = 50,
+) -> Any:
+    site = device.partition("/")[0] if device else None
+    sites = _scope(user, "audit", site)
+    rows, total = await queries.page_of(request.app.state.store, queries.audit_query(sites, device), page, size)
+    items = [AuditOut.model_validate({**r._mapping, "detail": _json(r.detail)}) for r in rows]
+    return _page(items, total, page, size)
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {"text": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def unauthorized(detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})

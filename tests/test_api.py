@@ -1,0 +1,333 @@
+"""The REST API against a real store (SQLite and PostgreSQL), a real Mosquitto and an in-process consumer:
+logins and sessions, roles scoped to sites, validation, pagination, acknowledgements, commands that really
+leave for the device, signed acknowledgement links and the Prometheus gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+import pytest
+import sqlalchemy as sa
+
+from broker.alerts.routing import AlertsConfig, sign_ack
+from broker.api.app import create_app
+from broker.api.auth import add_user
+from broker.api.config import ApiConfig
+from broker.commands import centre_link
+from broker.config import ConsumerConfig, StoreConfig
+from broker.mosquitto.local import LocalMosquitto
+from broker.store.schema import audit_log, incident_timeline, incidents
+from protocol import topics
+from protocol.settings import MqttConfig
+from protocol.transport import AsyncMqtt
+from tests.conftest import RunningConsumer
+from tests.support.hall import Device, ManualClock, wait_until
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    consumer: RunningConsumer
+    mosquitto: LocalMosquitto
+    secret: bytes
+    clock: ManualClock
+
+    def device(self, key: str, role: str = "kiosk") -> Device:
+        site, device = key.split("/")
+        return Device(self.mosquitto.port, site, device, self.clock, role=role)
+
+    async def login(self, name: str) -> dict[str, str]:
+        r = await self.client.post("/api/login", json={"username": name, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+    async def presence(self, key: str) -> str | None:
+        from broker.api.queries import device_row
+
+        row = await device_row(self.consumer.store, key)
+        return None if row is None else str(row.presence)
+
+    async def incident(self, key: str) -> Any:
+        rows = await self.consumer.store.fetch(sa.select(incidents).where(incidents.c.key == key))
+        return rows[0] if rows else None
+
+
+async def _births(api: Api, *keys: str) -> None:
+    for key in keys:
+        await asyncio.to_thread(api.device(key).birth)
+    for key in keys:
+        await wait_until(lambda k=key: _is(api, k, "online"), 10, f"{key} online")
+
+
+async def _is(api: Api, key: str, state: str) -> bool:
+    return await api.presence(key) == state
+
+
+async def _offline(api: Api, key: str) -> Any:
+    await asyncio.to_thread(api.device(key).will)
+    return await wait_until(lambda: api.incident(key), 10, f"an incident for {key}")
+
+
+@pytest.fixture
+async def api(consumer: RunningConsumer, mosquitto: LocalMosquitto, tmp_path: Path) -> AsyncIterator[Api]:
+    secret_file = tmp_path / "ack-secret"
+    secret_file.write_text("s3cret-for-ack-links")
+    centre = ConsumerConfig(
+        instance="api-test",
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port),
+        store=StoreConfig(url="sqlite+aiosqlite:///unused"),
+        alerts=AlertsConfig(ack_base_url="https://hallfleet.test/ack", ack_secret_file=secret_file),
+    )
+    cfg = ApiConfig(centre=centre, cookie_secure=False, stream_poll_s=0.2)
+    link = AsyncMqtt(centre_link(centre.mqtt, "api-test"))
+    await link.connect()
+    now = datetime.now(UTC)
+    store = consumer.store
+    await add_user(store, "admin", PASSWORD, "it_admin", ("*",), now)
+    await add_user(store, "tech.qp", PASSWORD, "technician", ("qp",), now)
+    await add_user(store, "tech.wz", PASSWORD, "technician", ("wz",), now)
+    await add_user(store, "wm.qp", PASSWORD, "window_management", ("qp",), now)
+    await add_user(store, "viewer", PASSWORD, "readonly", ("*",), now)
+    app = create_app(cfg, store, link)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hallfleet.test") as client:
+        yield Api(client, consumer, mosquitto, b"s3cret-for-ack-links", ManualClock(now))
+    await link.disconnect()
+
+
+async def test_without_a_session_the_api_answers_401_and_pages_send_to_the_login(api: Api) -> None:
+    r = await api.client.get("/api/devices")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = await api.client.get("/api/devices", headers={"Authorization": "Bearer not-a-session"})
+    assert r.status_code == 401
+    r = await api.client.get("/incidents", headers={"Accept": "text/html"})
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/incidents"
+    r = await api.client.post("/api/login", json={"username": "tech.qp", "password": "wrong password"})
+    assert r.status_code == 401
+    r = await api.client.post("/api/login", json={"username": "nobody", "password": PASSWORD})
+    assert r.status_code == 401
+
+
+async def test_login_sets_an_httponly_cookie_that_works_like_the_bearer_token_until_logout(api: Api) -> None:
+    r = await api.client.post("/login", content=f"username=tech.qp&password={PASSWORD}&next=/incidents")
+    assert r.status_code == 303 and r.headers["location"] == "/incidents"
+    cookie = r.headers["set-cookie"]
+    assert "hallfleet_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert (await api.client.get("/api/devices")).status_code == 200  # the client keeps the cookie
+    page = await api.client.get("/incidents")
+    assert page.status_code == 200 and "tech.qp" in page.text and "故障" in page.text
+    assert (await api.client.post("/logout")).status_code == 303
+    api.client.cookies.clear()
+    token_headers = await api.login("tech.qp")
+    assert (await api.client.get("/api/devices", headers=token_headers)).status_code == 200
+    await api.client.post("/api/logout", headers=token_headers)
+    assert (await api.client.get("/api/devices", headers=token_headers)).status_code == 401
+
+
+async def test_repeated_wrong_passwords_lock_the_name_out(api: Api) -> None:
+    for _ in range(5):
+        r = await api.client.post("/api/login", json={"username": "viewer", "password": "guess guess"})
+        assert r.status_code == 401
+    r = await api.client.post("/api/login", json={"username": "viewer", "password": PASSWORD})
+    assert r.status_code == 429
+
+
+async def test_a_technician_of_one_site_gets_403_on_another_sites_device_incident_and_command(api: Api) -> None:
+    await _births(api, "qp/kiosk-24h-1", "wz/kiosk-1")
+    wz_incident = await _offline(api, "wz/kiosk-1")
+    qp = await api.login("tech.qp")
+    r = await api.client.get("/api/devices", headers=qp)
+    assert [d["key"] for d in r.json()["items"]] == ["qp/kiosk-24h-1"], "only their own site is listed"
+    assert (await api.client.get("/api/devices?site=wz", headers=qp)).status_code == 403
+    assert (await api.client.get("/api/devices/wz/kiosk-1/presence", headers=qp)).status_code == 403
+    assert (await api.client.get(f"/api/incidents/{wz_incident.id}", headers=qp)).status_code == 403
+    assert (await api.client.post(f"/api/incidents/{wz_incident.id}/ack", headers=qp)).status_code == 403
+    body = {"device": "wz/kiosk-1", "name": "restart_app", "reason": "try"}
+    assert (await api.client.post("/api/commands", json=body, headers=qp)).status_code == 403
+    open_ones = (await api.client.get("/api/incidents?state=open", headers=qp)).json()
+    assert open_ones["total"] == 0, "another site's incident is not even counted"
+    wz = await api.login("tech.wz")
+    r = await api.client.get(f"/api/incidents/{wz_incident.id}", headers=wz)
+    assert r.status_code == 200 and r.json()["key"] == "wz/kiosk-1"
+    viewer = await api.login("viewer")
+    assert (await api.client.post("/api/commands", json=body, headers=viewer)).status_code == 403, "readonly"
+    assert (await api.client.get("/api/attendance/qp/2026-11-23", headers=qp)).status_code == 403
+
+
+async def test_validation_errors_are_422_and_name_the_field(api: Api) -> None:
+    h = await api.login("admin")
+    r = await api.client.get("/api/devices?size=0", headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["size"]
+    r = await api.client.get("/api/devices?page=x", headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["page"]
+    r = await api.client.post("/api/commands", json={"device": "qp/kiosk-1", "name": "restart_app"}, headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["reason"]
+    r = await api.client.post(
+        "/api/commands", json={"device": "no-slash", "name": "restart_app", "reason": "x"}, headers=h
+    )
+    assert r.status_code == 422 and r.json()["fields"] == ["device"]
+    r = await api.client.get("/api/reports/attendance/qp/2026-13.xlsx", headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["month"]
+
+
+async def test_pages_of_devices_add_up_to_the_total(api: Api) -> None:
+    keys = [f"qp/kiosk-{i}" for i in range(5)]
+    await _births(api, *keys)
+    h = await api.login("admin")
+    seen: list[str] = []
+    for page in (1, 2, 3):
+        body = (await api.client.get(f"/api/devices?page={page}&size=2", headers=h)).json()
+        assert body["total"] == 5 and body["page"] == page and body["size"] == 2
+        seen += [d["key"] for d in body["items"]]
+    assert seen == sorted(keys)
+    assert (await api.client.get("/api/devices?page=4&size=2", headers=h)).json()["items"] == []
+    presence = (await api.client.get("/api/devices/qp/kiosk-0/presence", headers=h)).json()
+    assert presence["device"]["presence"] == "online" and presence["history"][0]["state"] == "online"
+    assert presence["availability"] == 1.0
+
+
+async def test_an_acknowledgement_is_audited_and_on_the_timeline(api: Api) -> None:
+    await _births(api, "qp/kiosk-24h-1")
+    incident = await _offline(api, "qp/kiosk-24h-1")
+    h = await api.login("tech.qp")
+    listed = (await api.client.get("/api/incidents?state=open", headers=h)).json()
+    assert listed["total"] == 1
+    sla = listed["items"][0]["sla"]
+    assert sla["counts_wall_clock"] is True and sla["breached"] is False and 0 <= sla["elapsed_s"] < 60
+    r = await api.client.post(f"/api/incidents/{incident.id}/ack", headers=h)
+    assert r.status_code == 200 and r.json()["acked_by"] == "tech.qp"
+    store = api.consumer.store
+    audit = await store.fetch(sa.select(audit_log).where(audit_log.c.action == "incident.ack"))
+    assert [(a.actor, a.target) for a in audit] == [("tech.qp", "qp/kiosk-24h-1")]
+    detail = (await api.client.get(f"/api/incidents/{incident.id}", headers=h)).json()
+    assert any(e["entry"] == "ack" and e["actor"] == "tech.qp" for e in detail["timeline"])
+    page = (await api.client.get("/api/audit?device=qp/kiosk-24h-1", headers=h)).json()
+    assert page["total"] >= 1 and page["items"][0]["action"] == "incident.ack"
+    timeline = await store.fetch(sa.select(incident_timeline).where(incident_timeline.c.entry == "ack"))
+    assert len(timeline) == 1
+
+
+async def test_a_command_from_the_api_reaches_the_device_topic_and_its_acks_show(api: Api) -> None:
+    await _births(api, "qp/kiosk-24h-1")
+    received: list[paho.MQTTMessage] = []
+    device_side = AsyncMqtt(centre_link(MqttConfig(host=api.mosquitto.host, port=api.mosquitto.port), "dev"))
+    device_side.on_message = received.append
+    await device_side.connect()
+    try:
+        await device_side.subscribe([(topics.cmd("qp", "kiosk-24h-1"), 1)])
+        h = await api.login("tech.qp")
+        body = {"device": "qp/kiosk-24h-1", "name": "restart_app", "args": {}, "reason": "界面卡死"}
+        r = await api.client.post("/api/commands", json=body, headers=h)
+        assert r.status_code == 201, r.text
+        cmd = r.json()
+        assert cmd["state"] == "queued" and cmd["issuer"] == "tech.qp"
+        await wait_until(lambda: _async(bool(received)), 10, "the command on the device's cmd topic")
+        sent = json.loads(received[0].payload)
+        assert sent["id"] == cmd["id"] and sent["name"] == "restart_app" and sent["reason"] == "界面卡死"
+    finally:
+        await device_side.disconnect()
+    dev = api.device("qp/kiosk-24h-1")
+    for state in ("delivered", "running", "succeeded"):
+        ack = {"command_id": cmd["id"], "name": "restart_app", "state": state}
+        await asyncio.to_thread(
+            dev.event, "command.ack", ack | ({"result": {"healthy": True}} if state == "succeeded" else {})
+        )
+
+    async def done() -> Any:
+        got = (await api.client.get(f"/api/commands/{cmd['id']}", headers=h)).json()
+        return got if got["state"] == "succeeded" else None
+
+    final = await wait_until(done, 10, "the command to succeed")
+    assert final["result"] == {"healthy": True}
+    audit = (await api.client.get("/api/audit?device=qp/kiosk-24h-1", headers=h)).json()["items"]
+    issued = [a for a in audit if a["action"] == "command.issue"]
+    assert issued and issued[0]["actor"] == "tech.qp" and issued[0]["reason"] == "界面卡死"
+    wz = await api.login("tech.wz")
+    assert (await api.client.get(f"/api/commands/{cmd['id']}", headers=wz)).status_code == 403
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_the_signed_ack_link_confirms_before_acknowledging_and_a_forged_one_does_nothing(api: Api) -> None:
+    await _births(api, "qp/kiosk-24h-1")
+    incident = await _offline(api, "qp/kiosk-24h-1")
+    token = sign_ack(api.secret, incident.id)
+    page = await api.client.get(f"/ack/{token}")
+    assert page.status_code == 200 and "qp/kiosk-24h-1" in page.text and 'id="ack-submit"' in page.text
+    assert (await api.incident("qp/kiosk-24h-1")).acked_at is None, "opening the link alone acknowledges nothing"
+    forged = sign_ack(b"another secret", incident.id)
+    for bad in (forged, f"{incident.id}.AAAAAAAAAAAAAAAAAAAA", "garbage"):
+        assert (await api.client.post(f"/ack/{bad}")).status_code == 404
+    assert (await api.incident("qp/kiosk-24h-1")).acked_at is None
+    done = await api.client.post(f"/ack/{token}")
+    assert done.status_code == 200 and 'id="ack-done"' in done.text
+    row = await api.incident("qp/kiosk-24h-1")
+    assert row.acked_at is not None and row.acked_by == "ack-link"
+    assert done.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_metrics_count_devices_incidents_and_undelivered_notifications(api: Api) -> None:
+    await _births(api, "qp/kiosk-24h-1", "qp/kiosk-2")
+    await _offline(api, "qp/kiosk-24h-1")
+    text = (await api.client.get("/metrics")).text
+    assert 'hallfleet_devices{presence="online",site="qp"} 1.0' in text
+    assert 'hallfleet_devices{presence="offline",site="qp"} 1.0' in text
+    assert 'hallfleet_incidents_open{severity="critical",site="qp"} 1.0' in text
+    assert 'hallfleet_notifications{state="failed"} 0.0' in text
+    assert "# TYPE hallfleet_dead_letters gauge" in text
+
+
+async def test_attendance_day_and_monthly_workbook_for_window_management(api: Api) -> None:
+    h = await api.login("wm.qp")
+    r = await api.client.get("/api/attendance/qp/2026-11-23", headers=h)
+    assert r.status_code == 200 and r.json() == []
+    r = await api.client.get("/api/reports/attendance/qp/2026-11.xlsx", headers=h)
+    assert r.status_code == 200 and r.content[:2] == b"PK"
+    assert r.headers["content-type"].startswith("application/vnd.openxmlformats")
+    assert (await api.client.get("/api/reports/attendance/wz/2026-11.xlsx", headers=h)).status_code == 403
+
+
+async def test_hallfleet_user_add_creates_a_user_who_can_log_in(api: Api, tmp_path: Path) -> None:
+    from hallfleet.cli import main
+
+    url = str(api.consumer.store.engine.url.render_as_string(hide_password=False))
+    (tmp_path / "consumer.toml").write_text(f'[store]\nurl = "{url}"\n')
+    cfg = tmp_path / "api.toml"
+    cfg.write_text('centre_config = "consumer.toml"\nport = 8099\n')
+    pw = tmp_path / "pw"
+    pw.write_text("a long enough password\n")
+    rc = await asyncio.to_thread(
+        main,
+        [
+            "user",
+            "add",
+            "li.na",
+            "--role",
+            "technician",
+            "--sites",
+            "qp",
+            "--password-file",
+            str(pw),
+            "--config",
+            str(cfg),
+        ],
+    )
+    assert rc == 0
+    r = await api.client.post("/api/login", json={"username": "li.na", "password": "a long enough password"})
+    assert r.status_code == 200 and r.json()["sites"] == ["qp"] and r.json()["role"] == "technician"
+    again = await asyncio.to_thread(
+        main, ["user", "add", "li.na", "--role", "technician", "--password-file", str(pw), "--config", str(cfg)]
+    )
+    assert again == 1
