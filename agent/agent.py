@@ -20,6 +20,7 @@ from agent.outbox import Outbox
 from agent.roles import sim
 from agent.roles.attendance import AttendanceRole
 from agent.roles.kiosk import KioskRole
+from agent.roles.rating import RatingRole
 from agent.selfheal import AppWatch
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
@@ -80,6 +81,9 @@ class Agent:
         )
         if self.attendance is not None:
             self.attendance.register_commands(registry)
+        self.rating = RatingRole(self, cfg.rating) if cfg.role == "rating" and cfg.rating is not None else None
+        if self.rating is not None:
+            self.rating.register_commands(registry)
         self.commands = CommandRunner(self, registry)
         self.app_watch = AppWatch(cfg.app, self.emit, self.clock) if cfg.app is not None else None
         self.link.on_command = self.commands.offer
@@ -223,6 +227,9 @@ class Agent:
         if self.attendance is not None:
             attendance = self.attendance
             return lambda _agent: attendance.run()
+        if self.rating is not None:
+            rating = self.rating
+            return lambda _agent: rating.run()
         return None
 
     async def _health_loop(self) -> None:

@@ -14,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 
 from agent.roles.attendance import AttendanceConfig
 from agent.roles.kiosk import KioskConfig
+from agent.roles.rating import RatingConfig
 from agent.selfheal import AppWatchConfig
 from protocol.envelope import Segment
 from protocol.settings import MqttConfig, Section, TomlSettings
@@ -39,7 +40,9 @@ class AgentConfig(TomlSettings):
 
     site: Segment = Field(description="Site (hall) id, e.g. 'qingpu'")
     device: Segment = Field(description="Device id, unique in its site")
-    role: Literal["sim", "kiosk", "attendance", "none"] = Field(default="none", description="What the agent drives")
+    role: Literal["sim", "kiosk", "attendance", "rating", "none"] = Field(
+        default="none", description="What the agent drives"
+    )
     heartbeat_s: float = Field(default=30.0, ge=0.2, le=3600, description="Health telemetry interval")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
@@ -47,6 +50,9 @@ class AgentConfig(TomlSettings):
     kiosk: KioskConfig | None = Field(default=None, description="Printers, counters: with role = 'kiosk'")
     attendance: AttendanceConfig | None = Field(
         default=None, description="Camera, fingerprint reader, QR scanner, gallery: with role = 'attendance'"
+    )
+    rating: RatingConfig | None = Field(
+        default=None, description="The 好差评 pad's window, keypad and queue-system adapter: with role = 'rating'"
     )
     app: AppWatchConfig | None = Field(default=None, description="The application this agent keeps alive")
     log_files: list[Path] = Field(default_factory=list, description="Logs that collect_logs may return")
@@ -66,6 +72,8 @@ class AgentConfig(TomlSettings):
             raise ValueError("role 'kiosk' needs a [kiosk] section (receipt, a4, usage)")
         if self.role == "attendance" and self.attendance is None:
             raise ValueError("role 'attendance' needs an [attendance] section (camera, fingerprint, qr)")
+        if self.role == "rating" and self.rating is None:
+            raise ValueError("role 'rating' needs a [rating] section (window, keypad, queue)")
         return self
 
     @property
