@@ -375,13 +375,14 @@ async def test_a_forecast_raises_the_restock_task_before_a_24_hour_kiosk_runs_dr
     kiosk = scene.device("kiosk-24h-1")
     kiosk.birth()
     for hour in range(7):  # 10:00 .. 16:00, 20 tickets an hour
+        if hour:
+            scene.clock.advance(hours=1)
         kiosk.event("kiosk.usage", {"counters": {"tickets": 20 * hour}})
         kiosk.event("kiosk.consumable", {"consumable": "thermal_paper", "state": "ok"})
         await hall.settle(2)
-        scene.clock.advance(hours=1)
     assert await hall.store.fetch(sa.select(tasks)) == [], "paper ok: nothing to do"
 
-    scene.clock.t = TUESDAY_10.replace(hour=16, minute=5)
+    scene.clock.advance(minutes=5)  # 16:05 (hall time only moves forward: planning is paced by it)
     kiosk.event("kiosk.consumable", {"consumable": "thermal_paper", "state": "low"})  # near-end: ~150 left
     scene.clock.advance(minutes=1)
 
