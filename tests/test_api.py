@@ -126,6 +126,8 @@ async def test_login_sets_an_httponly_cookie_that_works_like_the_bearer_token_un
     assert (await api.client.get("/api/devices")).status_code == 200  # the client keeps the cookie
     page = await api.client.get("/incidents")
     assert page.status_code == 200 and "tech.qp" in page.text and "故障" in page.text
+    forged = await api.client.post("/api/incidents/x/ack", headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403, "a cookie-borne write from another site is refused"
     assert (await api.client.post("/logout")).status_code == 303
     api.client.cookies.clear()
     token_headers = await api.login("tech.qp")
@@ -275,7 +277,7 @@ async def test_the_signed_ack_link_confirms_before_acknowledging_and_a_forged_on
     assert done.status_code == 200 and 'id="ack-done"' in done.text
     row = await api.incident("qp/kiosk-24h-1")
     assert row.acked_at is not None and row.acked_by == "ack-link"
-    assert done.headers["referrer-policy"] == "no-referrer"
+    assert done.headers["referrer-policy"] == "same-origin"
 
 
 async def test_metrics_count_devices_incidents_and_undelivered_notifications(api: Api) -> None:

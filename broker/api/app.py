@@ -91,7 +91,8 @@ class SecurityHeaders:
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         # /ack/{token} links carry a credential in the path: never leak it to another site as a Referer.
-        (b"referrer-policy", b"no-referrer"),
+        # (Not no-referrer: then browsers send "Origin: null" on our own forms and the Origin check refuses them.)
+        (b"referrer-policy", b"same-origin"),
     )
 
     def __init__(self, app: ASGIApp) -> None:

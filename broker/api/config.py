@@ -37,7 +37,6 @@ class ApiConfig(TomlSettings):
     login_lockout_s: float = Field(default=300.0, gt=0, description="Lockout after too many failed logins")
     command_ttl_s: int = Field(default=600, ge=10, le=86_400, description="Default time to live of a command")
 
-
     @property
     def centre_or_default(self) -> ConsumerConfig:
         return self.centre if self.centre is not None else load_settings(ConsumerConfig, None)

@@ -85,6 +85,7 @@ def incident_row(
         "summary": r.summary,
         "detected": hall_time(r.detected_at),
         "breach_at": sla.breach_at.isoformat(),
+        "countdown": countdown(sla.breach_at, now, sla.breached, t),
         "breached": sla.breached,
         "acked": r.acked_at is not None,
         "acked_by": r.acked_by,
@@ -92,6 +93,14 @@ def incident_row(
         "can_act": can_act,
         "can_command": can_command,
     }
+
+
+def countdown(deadline: datetime, now: datetime, breached: bool, t: dict[str, str]) -> str:
+    """What the page's script shows each second, rendered once here so a row never arrives blank."""
+    left = round((deadline - now).total_seconds())
+    a = abs(left)
+    text = f"{a // 3600}:{a // 60 % 60:02d}:{a % 60:02d}"
+    return f"{t['breached']} +{text}" if left < 0 or breached else text
 
 
 def command_row(r: Any, t: dict[str, str]) -> dict[str, Any]:
