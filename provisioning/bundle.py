@@ -1,0 +1,244 @@
+"""The install bundle of one device: everything its first boot needs, in a directory or a .tar.gz.
+
+    {site}.{device}/
+      first-boot.sh            installs the venv, hallfleet, the unit and the credentials; starts the agent
+      agent.toml               the agent's config (no secrets: they arrive through LoadCredential=)
+      hallfleet-agent.service  the repository's unit, with this device's LoadCredential= lines
+      50-hallfleet-agent.rules polkit rules (kiosks: restart their app, reboot)
+      credentials/             mqtt-password or mqtt-cert + mqtt-key, mqtt-ca, gallery-key (attendance)
+      wheels/                  the hallfleet wheel, when given
+
+The bundle holds the device's secret: it is written 0700/0600 and belongs on the device only as long as
+first-boot.sh runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import tarfile
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from protocol.gallery import key_to_text, new_key
+from provisioning.credentials import write_file
+from provisioning.first_boot import SCRIPT
+from provisioning.operations import Secrets
+from provisioning.registry import Account, RegistryError, Role
+
+UNIT = "hallfleet-agent.service"
+POLKIT_RULES = "50-hallfleet-agent.rules"
+CREDENTIALS_SOURCE = Path("/etc/hallfleet/credentials")
+# Where systemd puts LoadCredential= files for the unit ($CREDENTIALS_DIRECTORY). TLS paths in the agent's
+# config are absolute (protocol/settings.py looks up only passwords in $CREDENTIALS_DIRECTORY).
+CREDENTIALS_RUN = Path("/run/credentials") / UNIT
+STATE_DIR = Path("/var/lib/hallfleet")
+REPO_SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
+# The centre keeps each terminal's gallery key here, as `hallfleet gallery key` does (broker/gallery.py).
+GALLERY_KEYS_DIR = Path("/etc/hallfleet/gallery-keys")
+# Registry roles the agent does not run yet map to "none" (status and health only).
+AGENT_ROLE: dict[Role, str] = {"attendance": "attendance", "kiosk": "kiosk", "rating": "none", "none": "none"}
+DEFAULT_HARDWARE: dict[str, str] = {
+    "attendance": (
+        "# The entrance camera; add [attendance.fingerprint] and [attendance.qr] as fitted (--hardware FILE).\n"
+        "[attendance.camera]\nsource = 0\n\n"
+        f'[attendance.gallery]\npath = "{STATE_DIR}/gallery.sealed"\nkey_file = "gallery-key"\n'
+    ),
+    "kiosk": "# Add [kiosk.receipt], [kiosk.a4] and [kiosk.usage] for its printers (--hardware FILE).\n[kiosk]\n",
+}
+RESERVED_KEYS = {"site", "device", "role", "mqtt", "outbox"}
+
+
+@dataclass(frozen=True, slots=True)
+class BundleOptions:
+    """Where hallfleet comes from on the device, its hardware, and the templates."""
+
+    wheel: Path | None = None
+    index_url: str | None = None
+    hardware: Path | None = None
+    unit_template: Path = REPO_SYSTEMD / UNIT
+    polkit_template: Path = REPO_SYSTEMD / "hallfleet-agent.polkit.rules"
+    app_unit: str = "kiosk-app.service"
+    gallery_keys_dir: Path = GALLERY_KEYS_DIR
+    tar: bool = False
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def credentials(account: Account, secrets: Secrets, opts: BundleOptions) -> dict[str, bytes]:
+    """The files under credentials/, by LoadCredential= name."""
+    files = {"mqtt-ca": secrets.ca_pem}
+    if secrets.password is not None:
+        files["mqtt-password"] = (secrets.password + "\n").encode()
+    if secrets.cert is not None:
+        files["mqtt-cert"] = secrets.cert.cert_pem
+        files["mqtt-key"] = secrets.cert.key_pem
+    if account.role == "attendance":
+        files["gallery-key"] = (gallery_key(account, opts.gallery_keys_dir) + "\n").encode()
+    return files
+
+
+def gallery_key(account: Account, keys_dir: Path) -> str:
+    """The terminal's gallery key, shared with the centre: reused if the centre has one (a new key would make
+    the terminal's sealed gallery unreadable), else made and stored where the consumer looks for it."""
+    path = keys_dir / f"{account.username}.key"
+    if path.exists():
+        return path.read_text().strip()
+    text = key_to_text(new_key())
+    write_file(path, text + "\n", 0o600)
+    return text
+
+
+def agent_toml(account: Account, secrets: Secrets, port: int, hardware: str | None) -> str:
+    assert account.site is not None and account.device is not None and account.role is not None
+    role = AGENT_ROLE[account.role]
+    lines = [
+        f"# hallfleet agent of {account.label} ({account.role}), approved by {account.approved_by}.",
+        "# Rendered by `hallfleet provision`; secrets are not here: systemd's LoadCredential= provides them.",
+        f"site = {_toml_str(account.site)}",
+        f"device = {_toml_str(account.device)}",
+        f"role = {_toml_str(role)}",
+        "",
+        hardware if hardware is not None else DEFAULT_HARDWARE.get(role, ""),
+        "[mqtt]",
+        f"host = {_toml_str(account.broker_host or '')}",
+        f"port = {port}",
+        f"username = {_toml_str(account.username)}",
+    ]
+    if secrets.password is not None:
+        lines.append("# password: $CREDENTIALS_DIRECTORY/mqtt-password")
+    lines += ["", "[mqtt.tls]", f"ca_file = {_toml_str(str(CREDENTIALS_RUN / 'mqtt-ca'))}"]
+    if secrets.cert is not None:
+        lines.append(f"cert_file = {_toml_str(str(CREDENTIALS_RUN / 'mqtt-cert'))}")
+        lines.append(f"key_file = {_toml_str(str(CREDENTIALS_RUN / 'mqtt-key'))}")
+    lines += ["", "[outbox]", f"path = {_toml_str(str(STATE_DIR / 'outbox.db'))}"]
+    text = "\n".join(lines) + "\n"
+    # A broken --hardware file fails here, not on the device.
+    if role in DEFAULT_HARDWARE and role not in tomllib.loads(text):
+        raise RegistryError(f"role {role!r} needs its [{role}] section in the --hardware file")
+    return text
+
+
+def read_hardware(path: Path | None) -> str | None:
+    """A TOML file with the role's hardware sections; it may not set what the bundle owns."""
+    if path is None:
+        return None
+    text = path.read_text()
+    try:
+        keys = set(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"{path}: not TOML ({exc})") from None
+    if clash := sorted(keys & RESERVED_KEYS):
+        raise RegistryError(f"{path}: {', '.join(clash)} are set by the bundle; keep only the hardware sections")
+    return text.rstrip("\n") + "\n"
+
+
+def unit_text(template: str, names: list[str]) -> str:
+    """The repository's unit with one LoadCredential= per credential of this device."""
+    lines = template.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("LoadCredential=")]
+    if not at:
+        raise RegistryError("the unit template has no LoadCredential= line to replace")
+    load = [f"LoadCredential={n}:{CREDENTIALS_SOURCE / n}" for n in names]
+    kept = [line for i, line in enumerate(lines) if i not in at]
+    return "\n".join(kept[: at[0]] + load + kept[at[0] :]) + "\n"
+
+
+def first_boot(account: Account, opts: BundleOptions, polkit: bool) -> str:
+    """The script with this device's values set after ``set -euo pipefail``."""
+    values = {
+        "SITE": account.site or "",
+        "DEVICE": account.device or "",
+        "ROLE": AGENT_ROLE[account.role] if account.role else "none",
+        "INDEX_URL": opts.index_url or "",
+        "WHEEL": opts.wheel.name if opts.wheel else "",
+        "REQUIREMENT": f"hallfleet=={_version()}",
+        "EXTRAS": "face" if account.role == "attendance" else "",
+        "POLKIT_RULES": POLKIT_RULES if polkit else "",
+    }
+    block = "".join(f"readonly {k}={shlex.quote(v)}\n" for k, v in values.items())
+    marker = "set -euo pipefail\n"
+    head, _, body = SCRIPT.partition(marker)
+    return f"{head}{marker}\n{block}{body}"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hallfleet")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def preflight(out: Path, username: str, opts: BundleOptions) -> None:
+    """Everything that could stop the bundle, checked before credentials are issued (none is left orphaned)."""
+    if opts.wheel is None and opts.index_url is None:
+        raise RegistryError("say where the device gets hallfleet: --wheel FILE or --index-url URL")
+    if opts.wheel is not None and not opts.wheel.is_file():
+        raise RegistryError(f"--wheel {opts.wheel}: no such file")
+    target = Path(out) / username
+    if target.exists() or target.with_name(f"{username}.tar.gz").exists():
+        raise RegistryError(f"{target} exists: move the old bundle away (it holds an old secret)")
+    _template(opts.unit_template)
+    read_hardware(opts.hardware)
+
+
+def write_bundle(out: Path, account: Account, secrets: Secrets, opts: BundleOptions, port: int) -> Path:
+    """Write the bundle as ``out/{site}.{device}/`` (or ``.tar.gz``); returns its path."""
+    preflight(out, account.username, opts)
+    if not opts.tar:
+        target = Path(out) / account.username
+        _fill(target, account, secrets, opts, port)
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / account.username
+        _fill(staged, account, secrets, opts, port)
+        return _tarball(staged, Path(out))
+
+
+def _fill(d: Path, account: Account, secrets: Secrets, opts: BundleOptions, port: int) -> None:
+    d.mkdir(parents=True, mode=0o700)
+    creds = credentials(account, secrets, opts)
+    for name, data in creds.items():
+        write_file(d / "credentials" / name, data, 0o600)
+    (d / "credentials").chmod(0o700)
+    write_file(d / "agent.toml", agent_toml(account, secrets, port, read_hardware(opts.hardware)), 0o644)
+    write_file(d / UNIT, unit_text(_template(opts.unit_template), sorted(creds)), 0o644)
+    polkit = account.role == "kiosk"
+    if polkit:
+        rules = _template(opts.polkit_template).replace("kiosk-app.service", opts.app_unit)
+        write_file(d / POLKIT_RULES, rules, 0o644)
+    if opts.wheel is not None:
+        (d / "wheels").mkdir(mode=0o755)
+        shutil.copyfile(opts.wheel, d / "wheels" / opts.wheel.name)
+    write_file(d / "first-boot.sh", first_boot(account, opts, polkit), 0o755)
+
+
+def _template(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise RegistryError(f"cannot read {path} ({exc}): give the repository's file with --unit / --polkit") from None
+
+
+def _tarball(staged: Path, out: Path) -> Path:
+    """A .tar.gz (mode 0600: it holds the secret) whose members keep their modes, owned by root."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{staged.name}.tar.gz"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.touch(mode=0o600)
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(staged, arcname=staged.name, filter=_root_owned)
+    tmp.replace(path)
+    return path
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info

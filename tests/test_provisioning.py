@@ -1,0 +1,553 @@
+"""Provisioning against real Mosquitto: every broker here runs on the files `hallfleet provision broker` renders
+(password file, ACL, CA, server certificate, CRL, conf), and devices log in with the credentials their bundle
+carries. The bundle itself is checked by bash, systemd-analyze, the agent's config loader and a real agent."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from agent.config import AgentConfig
+from hallfleet.cli import main as hallfleet_main
+from protocol import topics
+from protocol.settings import load_settings
+from provisioning.bundle import CREDENTIALS_RUN, STATE_DIR, UNIT, BundleOptions, write_bundle
+from provisioning.credentials import SiteCa, hash_password, verify_password, write_file
+from provisioning.operations import DeviceRequest, HallOptions, Provisioner, Secrets
+from provisioning.registry import API_USER, CONSUMER_USER, AuthKind, RegistryError, Role
+from tests.support.procs import Proc
+from tests.support.provisioned import (
+    Login,
+    ProvisionedBroker,
+    device_login,
+    loopback_layout,
+    session,
+    try_connect,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+IT = "wang.li"  # the approving IT section member
+HOSTS = ["127.0.0.1", "localhost"]
+SITE = "qingpu"
+QUIET_S = 0.5  # after the control message arrived, how long a forged one gets to show up anyway
+ACCEPTED = {"Success", "No matching subscribers"}  # MQTT 5 PUBACK reasons of an allowed publish
+
+
+# -- fixtures and helpers ------------------------------------------------------------------------------
+@pytest.fixture
+def prov(tmp_path: Path) -> Provisioner:
+    return Provisioner(tmp_path / "provisioning")
+
+
+@pytest.fixture
+def brokers() -> Iterator[list[ProvisionedBroker]]:
+    started: list[ProvisionedBroker] = []
+    yield started
+    for b in reversed(started):
+        b.stop()
+
+
+def add(prov: Provisioner, device: str, auth: AuthKind = "password", role: Role = "none", site: str = SITE) -> Secrets:
+    _, secrets = prov.provision_device(DeviceRequest(site, device, role, auth, IT, "127.0.0.1"))
+    return secrets
+
+
+def start_centre(prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]) -> ProvisionedBroker:
+    layout = loopback_layout(tmp_path / "centre-conf")
+    prov.render_broker(layout.conf_dir, layout, HOSTS, approved_by=IT)
+    broker = ProvisionedBroker(tmp_path / "centre", layout)
+    brokers.append(broker.start())
+    return broker
+
+
+def rerender(prov: Provisioner, broker: ProvisionedBroker) -> None:
+    """What IT does after a change: render the files again and reload the broker."""
+    prov.render_broker(broker.layout.conf_dir, broker.layout, HOSTS)
+    broker.reload()
+
+
+def service(prov: Provisioner, user: str) -> Login:
+    """The consumer or the API, on the centre's loopback listener (as in production)."""
+    return Login(user, prov.stored_password(user))
+
+
+def login(secrets: Secrets, tmp_path: Path) -> Login:
+    return device_login(secrets, tmp_path / "devices" / secrets.username)
+
+
+def port(broker: ProvisionedBroker, secrets: Secrets) -> int:
+    return broker.layout.mtls_port if secrets.cert else broker.layout.tls_port
+
+
+def assert_refused(outcome: str, who: str) -> None:
+    assert outcome != "Success", f"{who} was let in"
+
+
+# -- passwords: Mosquitto's own format -------------------------------------------------------------------
+def test_password_hash_has_mosquittos_format_and_verifies_what_mosquitto_passwd_writes(tmp_path: Path) -> None:
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    passwd = tmp_path / "passwd"
+    subprocess.run([tool, "-b", "-c", str(passwd), "qingpu.att-1", "s3cret-from-the-tool"], check=True, timeout=10)
+    theirs = passwd.read_text().strip().split(":", 1)[1]
+    assert verify_password("s3cret-from-the-tool", theirs)
+    assert not verify_password("s3cret-from-the-tooL", theirs)
+
+    ours = hash_password("pw")
+    m = re.fullmatch(r"\$7\$101\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)", ours)
+    assert m, ours
+    assert len(base64.b64decode(m[1])) == 12 and len(base64.b64decode(m[2])) == 64
+    assert ours.count("$") == theirs.count("$") and ours.split("$")[2] == theirs.split("$")[2]
+
+
+def test_mosquitto_accepts_a_password_hashed_by_provisioning_and_refuses_a_wrong_one(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a = add(prov, "att-1")
+    centre = start_centre(prov, tmp_path, brokers)
+    assert "qingpu.att-1:$7$101$" in (centre.layout.conf_dir / "hallfleet.passwd").read_text()
+    good = login(a, tmp_path)
+    assert try_connect(centre.layout.tls_port, good) == "Success"
+    wrong = Login(good.username, f"{good.password}x", ca=good.ca)
+    assert_refused(try_connect(centre.layout.tls_port, wrong), "a wrong password")
+
+
+# -- who may connect ---------------------------------------------------------------------------------------
+def test_unauthenticated_clients_are_refused_on_every_listener(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a = add(prov, "att-1")
+    centre = start_centre(prov, tmp_path, brokers)
+    ca = login(a, tmp_path).ca
+    assert try_connect(centre.layout.tls_port, login(a, tmp_path)) == "Success"  # the control
+    assert_refused(try_connect(centre.layout.tls_port, Login(None, ca=ca)), "an anonymous TLS client")
+    assert_refused(try_connect(centre.layout.mtls_port, Login(None, ca=ca)), "a TLS client without a certificate")
+    assert_refused(try_connect(centre.local_port, Login(None)), "an anonymous client on the loopback listener")
+    assert_refused(try_connect(centre.layout.tls_port, Login(a.username, a.password)), "plain MQTT on the TLS port")
+    assert_refused(try_connect(centre.layout.tls_port, Login("qingpu.nobody", "guess", ca=ca)), "an unknown user")
+
+
+def test_tls_with_another_ca_is_refused_both_ways(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a, c = add(prov, "att-1"), add(prov, "att-2", "cert")
+    centre = start_centre(prov, tmp_path, brokers)
+    rogue = SiteCa.create("someone else's CA", prov.now())
+    rogue_ca = write_file(tmp_path / "rogue" / "ca.crt", rogue.cert_pem, 0o644)
+    # The device does not trust a broker whose certificate another CA signed (a fake broker).
+    good = login(a, tmp_path)
+    assert try_connect(centre.layout.tls_port, good) == "Success"
+    outcome = try_connect(centre.layout.tls_port, Login(good.username, good.password, ca=rogue_ca))
+    assert "certificate verify failed" in outcome, outcome
+    # The broker does not accept a certificate with a real device's name from another CA (impersonation).
+    assert try_connect(centre.layout.mtls_port, login(c, tmp_path)) == "Success"
+    forged = rogue.issue_client(c.username, prov.now())
+    assert_refused(
+        try_connect(centre.layout.mtls_port, device_login(Secrets(c.username, c.ca_pem, cert=forged), tmp_path / "f")),
+        "a certificate for qingpu.att-2 signed by another CA",
+    )
+
+
+# -- the ACL ----------------------------------------------------------------------------------------------
+def test_device_cannot_publish_as_another_device(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a, b = add(prov, "att-1"), add(prov, "att-2", "cert")
+    centre = start_centre(prov, tmp_path, brokers)
+    with (
+        session(centre.local_port, service(prov, CONSUMER_USER)) as consumer,
+        session(centre.layout.tls_port, login(a, tmp_path)) as dev_a,
+    ):
+        consumer.subscribe("hall/v1/#")
+        forged = [
+            topics.event(SITE, "att-2", "attendance.punch"),
+            topics.status(SITE, "att-2"),
+            topics.health(SITE, "att-2"),
+            topics.cmd_ack(SITE, "att-2"),
+            topics.stored(SITE, "att-1"),  # not even its own confirmations
+            topics.cfg(SITE, "att-1"),
+            f"hall/v1/{SITE}/alerts",
+        ]
+        assert [dev_a.publish(t) for t in forged] == ["Not authorized"] * len(forged)
+        own = topics.event(SITE, "att-1", "attendance.punch")
+        assert dev_a.publish(own) in ACCEPTED
+        wait_until(lambda: own in consumer.topics(), "the device's own event")
+        time.sleep(QUIET_S)
+        assert consumer.topics() == [own], "a forged publish was delivered"
+    # The certificate device is held to its own prefix the same way.
+    with session(centre.layout.mtls_port, login(b, tmp_path)) as dev_b:
+        assert dev_b.publish(topics.event(SITE, "att-1", "attendance.punch")) == "Not authorized"
+        assert dev_b.publish(topics.event(SITE, "att-2", "attendance.punch")) in ACCEPTED
+
+
+def test_only_the_centre_writes_a_devices_commands_and_only_that_device_reads_them(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a, b = add(prov, "att-1"), add(prov, "att-2")
+    centre = start_centre(prov, tmp_path, brokers)
+    cmd_b = topics.cmd(SITE, "att-2")
+    with (
+        session(centre.layout.tls_port, login(a, tmp_path)) as dev_a,
+        session(centre.layout.tls_port, login(b, tmp_path)) as dev_b,
+        session(centre.local_port, service(prov, API_USER)) as api,
+        session(centre.local_port, service(prov, CONSUMER_USER)) as consumer,
+    ):
+        dev_a.subscribe(cmd_b, topics.cfg(SITE, "att-2"), "hall/v1/#")  # Mosquitto grants it, then filters
+        dev_b.subscribe(cmd_b, topics.cfg(SITE, "att-2"))
+        assert dev_a.publish(cmd_b, b"forged by att-1") == "Not authorized"
+        assert dev_b.publish(cmd_b, b"forged by att-2 itself") == "Not authorized"
+        assert consumer.publish(topics.cfg(SITE, "att-2"), b"consumer config") == "Not authorized"
+        assert api.publish(cmd_b, b"from the API") == "Success"
+        assert api.publish(topics.cfg(SITE, "att-2"), b"config from the API") == "Success"
+        assert consumer.publish(cmd_b, b"remediation") == "Success"
+        wait_until(lambda: len(dev_b.received) == 3, "the centre's commands and config")
+        time.sleep(QUIET_S)
+        assert dev_b.payloads(cmd_b) == [b"from the API", b"remediation"]
+        assert dev_b.payloads(topics.cfg(SITE, "att-2")) == [b"config from the API"]
+        assert dev_a.received == [], f"att-1 read att-2's traffic: {dev_a.topics()}"
+
+
+def test_a_device_cannot_take_over_another_devices_session_with_its_client_id(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a, b = add(prov, "att-1"), add(prov, "att-2")
+    centre = start_centre(prov, tmp_path, brokers)
+    with (
+        session(centre.layout.tls_port, login(b, tmp_path)) as victim,
+        session(centre.local_port, service(prov, API_USER)) as api,
+    ):
+        victim.subscribe(topics.cmd(SITE, "att-2"))
+        # att-1 logs in with att-2's client id: without use_username_as_clientid the broker would drop att-2.
+        with session(centre.layout.tls_port, login(a, tmp_path), client_id=b.username):
+            time.sleep(QUIET_S)
+            assert victim.disconnects == 0, "the victim's session was taken over"
+            assert api.publish(topics.cmd(SITE, "att-2"), b"still yours") == "Success"
+            wait_until(lambda: victim.payloads(topics.cmd(SITE, "att-2")) == [b"still yours"], "the command")
+
+
+# -- revocation and rotation ------------------------------------------------------------------------------
+def test_revoked_password_device_is_refused_and_dropped_after_a_reload(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a, b = add(prov, "att-1"), add(prov, "att-2")
+    centre = start_centre(prov, tmp_path, brokers)
+    with session(centre.layout.tls_port, login(a, tmp_path)) as live:
+        prov.revoke(a.username, "zhao.min", "stolen from the entrance")
+        rerender(prov, centre)
+        wait_until(lambda: live.disconnects >= 1, "the revoked device's connection to be dropped")
+    assert_refused(try_connect(centre.layout.tls_port, login(a, tmp_path)), "a revoked device")
+    assert try_connect(centre.layout.tls_port, login(b, tmp_path)) == "Success", "the reload locked out att-2"
+    text = (centre.layout.conf_dir / "hallfleet.passwd").read_text() + (
+        centre.layout.conf_dir / "hallfleet.acl"
+    ).read_text()
+    assert "att-1" not in text
+    entry = prov.registry.load().require(a.username)
+    assert (entry.state, entry.revoked_by, entry.revoke_reason) == ("revoked", "zhao.min", "stolen from the entrance")
+
+
+def test_revoked_certificate_is_refused_by_the_crl_and_its_live_connection_loses_every_topic(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    c, d = add(prov, "att-1", "cert"), add(prov, "att-2", "cert")
+    centre = start_centre(prov, tmp_path, brokers)
+    with session(centre.layout.mtls_port, login(c, tmp_path)) as live:
+        assert live.publish(topics.event(SITE, "att-1", "attendance.punch")) in ACCEPTED
+        prov.revoke(c.username, "zhao.min", "lost", compromised=True)
+        rerender(prov, centre)
+        outcome = try_connect(centre.layout.mtls_port, login(c, tmp_path))
+        assert_refused(outcome, "a revoked certificate")
+        wait_until(lambda: "certificate verify failed" in centre.log(), "the broker to log the CRL's refusal")
+        assert try_connect(centre.layout.mtls_port, login(d, tmp_path)) == "Success", "the CRL locked out att-2"
+        # Mosquitto 2.0.11 keeps a TLS connection made before the reload, but the ACL no longer grants it anything.
+        muted = (
+            live.disconnects > 0 or live.publish(topics.event(SITE, "att-1", "attendance.punch")) == "Not authorized"
+        )
+        assert muted, "a revoked certificate's open connection may still publish"
+    crl = x509.load_pem_x509_crl((centre.layout.conf_dir / "crl.pem").read_bytes())
+    entry = crl.get_revoked_certificate_by_serial_number(c.cert.serial if c.cert else 0)
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+
+
+def test_rotation_replaces_the_credentials_and_the_old_ones_stop_working(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    old_pw, old_cert = add(prov, "att-1"), add(prov, "att-2", "cert")
+    centre = start_centre(prov, tmp_path, brokers)
+    _, new_pw = prov.rotate(old_pw.username, "zhao.min")
+    _, new_cert = prov.rotate(old_cert.username, "zhao.min")
+    rerender(prov, centre)
+    assert_refused(try_connect(centre.layout.tls_port, login(old_pw, tmp_path / "old")), "the old password")
+    assert_refused(try_connect(centre.layout.mtls_port, login(old_cert, tmp_path / "old")), "the old certificate")
+    assert try_connect(centre.layout.tls_port, login(new_pw, tmp_path / "new")) == "Success"
+    assert try_connect(centre.layout.mtls_port, login(new_cert, tmp_path / "new")) == "Success"
+    reasons = {r.reason for r in prov.registry.load().revocations}
+    assert reasons == {"superseded"}
+
+
+def test_provisioning_needs_a_named_approver_and_refuses_a_second_active_device_with_the_same_id(
+    prov: Provisioner,
+) -> None:
+    for who in ("", "root", "Admin"):
+        with pytest.raises(RegistryError, match="approved-by"):
+            prov.provision_device(DeviceRequest(SITE, "att-1", "attendance", "password", who, "h"))
+    add(prov, "att-1")
+    with pytest.raises(RegistryError, match="rotate"):
+        add(prov, "att-1")
+    with pytest.raises(RegistryError, match="by"):
+        prov.revoke("qingpu.att-1", "root", "lost")
+    assert [e.action for e in prov.registry.load().audit] == ["provision"]
+
+
+# -- a hall's broker bridged to the centre ----------------------------------------------------------------
+def start_hall_and_centre(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> tuple[ProvisionedBroker, ProvisionedBroker]:
+    """Render the hall first (it creates the bridge account), then the centre, which then knows the bridge."""
+    centre_layout = loopback_layout(tmp_path / "centre-conf")
+    hall_layout = loopback_layout(tmp_path / "hall-conf")
+    hall_opts = HallOptions(SITE, "127.0.0.1", centre_layout.tls_port, restart_timeout=(1, 1))
+    prov.render_broker(hall_layout.conf_dir, hall_layout, HOSTS, hall_opts, approved_by=IT)
+    prov.render_broker(centre_layout.conf_dir, centre_layout, HOSTS, approved_by=IT)
+    centre = ProvisionedBroker(tmp_path / "centre", centre_layout)
+    brokers.append(centre.start())
+    hall = ProvisionedBroker(tmp_path / "hall", hall_layout)
+    brokers.append(hall.start())
+    wait_until(lambda: "as bridge-qingpu" in centre.log(), "the hall's bridge to log in to the centre")
+    return hall, centre
+
+
+def test_hall_bridge_carries_device_events_to_the_centre_and_commands_back(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a, b = add(prov, "att-1"), add(prov, "att-2", "cert")
+    hall, centre = start_hall_and_centre(prov, tmp_path, brokers)
+    assert "bridge-qingpu" not in (hall.layout.conf_dir / "hallfleet.passwd").read_text()
+    with (
+        session(centre.local_port, service(prov, CONSUMER_USER)) as consumer,
+        session(centre.local_port, service(prov, API_USER)) as api,
+        session(hall.layout.tls_port, login(a, tmp_path)) as dev_a,
+        session(hall.layout.mtls_port, login(b, tmp_path)) as dev_b,
+    ):
+        consumer.subscribe("hall/v1/#")
+        dev_a.subscribe(topics.cmd(SITE, "att-1"))
+        evt = topics.event(SITE, "att-1", "attendance.punch")
+        assert dev_a.publish(topics.event(SITE, "att-2", "attendance.punch")) == "Not authorized"  # hall ACL
+        assert dev_a.publish(evt, b"punch") == "Success"
+        assert dev_b.publish(topics.health(SITE, "att-2"), b"health") == "Success"
+        wait_until(lambda: evt in consumer.topics() and topics.health(SITE, "att-2") in consumer.topics(), "bridged")
+        assert api.publish(topics.cmd(SITE, "att-1"), b"reboot") == "Success"
+        wait_until(lambda: dev_a.payloads(topics.cmd(SITE, "att-1")) == [b"reboot"], "the command through the bridge")
+        time.sleep(QUIET_S)
+        assert topics.event(SITE, "att-2", "attendance.punch") not in consumer.topics()
+
+
+def test_hall_bridge_queues_events_while_the_centre_is_down_and_delivers_them_after_it_restarts(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+) -> None:
+    a = add(prov, "att-1")
+    hall, centre = start_hall_and_centre(prov, tmp_path, brokers)
+    evt = topics.event(SITE, "att-1", "attendance.punch")
+    n = 50
+    # The consumer's persistent session keeps its subscription across the centre's restart.
+    with (
+        session(centre.local_port, service(prov, CONSUMER_USER), client_id="consumer-1", persistent=True) as consumer,
+        session(hall.layout.tls_port, login(a, tmp_path)) as dev,
+    ):
+        consumer.subscribe(f"hall/v1/{SITE}/+/evt/#")
+        assert dev.publish(evt, b"before") == "Success"
+        wait_until(lambda: consumer.payloads(evt) == [b"before"], "the event before the outage")
+
+        centre.stop()  # the WAN (or the centre) is down
+        sent = [f"offline-{i}".encode() for i in range(n)]
+        assert {dev.publish(evt, p) for p in sent} == {"Success"}, "the hall broker must take events offline"
+        time.sleep(1.5)  # the bridge retries meanwhile (restart_timeout 1 s)
+        assert consumer.payloads(evt) == [b"before"]
+
+        centre.start()
+        wait_until(lambda: set(sent) <= set(consumer.payloads(evt)), f"{n} queued events after the restart", 20)
+        got = [p for p in consumer.payloads(evt) if p != b"before"]
+        assert list(dict.fromkeys(got)) == sent, "queued events arrived out of order"
+
+
+# -- the install bundle -----------------------------------------------------------------------------------
+def bundle(prov: Provisioner, tmp_path: Path, role: Role, auth: AuthKind, port: int = 0, tar: bool = False) -> Path:
+    """Provision ``{role}-1`` and write its bundle (with a stand-in wheel); ``port`` 0: the production port."""
+    port = port or (8884 if auth == "cert" else 8883)
+    req = DeviceRequest(SITE, f"{role}-1", role, auth, IT, "127.0.0.1", port)
+    account, secrets = prov.provision_device(req)
+    wheel = write_file(tmp_path / "hallfleet-0.1.0-py3-none-any.whl", b"not really a wheel", 0o644)
+    opts = BundleOptions(wheel=wheel, gallery_keys_dir=tmp_path / "gallery-keys", tar=tar)
+    return write_bundle(tmp_path / "bundles", account, secrets, opts, port)
+
+
+@pytest.mark.parametrize(("role", "auth"), [("attendance", "password"), ("kiosk", "cert"), ("rating", "password")])
+def test_bundle_script_parses_its_toml_loads_as_agent_config_and_its_unit_loads_each_credential(
+    prov: Provisioner, tmp_path: Path, role: Role, auth: AuthKind
+) -> None:
+    d = bundle(prov, tmp_path, role, auth)
+    out = subprocess.run(["bash", "-n", str(d / "first-boot.sh")], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    cfg = load_settings(AgentConfig, d / "agent.toml")
+    assert (cfg.site, cfg.device, cfg.client_id) == (SITE, f"{role}-1", f"{SITE}.{role}-1")
+    assert cfg.mqtt.tls is not None and cfg.mqtt.port == (8884 if auth == "cert" else 8883)
+    assert (cfg.mqtt.tls.cert_file is not None) == (auth == "cert")
+
+    creds = sorted(p.name for p in (d / "credentials").iterdir())
+    expected = {"password": ["mqtt-ca", "mqtt-password"], "cert": ["mqtt-ca", "mqtt-cert", "mqtt-key"]}[auth]
+    assert creds == sorted(expected + (["gallery-key"] if role == "attendance" else []))
+    for p in (d / "credentials").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    assert stat.S_IMODE((d / "credentials").stat().st_mode) == 0o700
+    unit = (d / UNIT).read_text()
+    assert sorted(re.findall(r"^LoadCredential=([^:]+):/etc/hallfleet/credentials/\1$", unit, re.M)) == creds
+    assert (d / "50-hallfleet-agent.rules").exists() == (role == "kiosk")
+    if role == "attendance":  # the centre keeps the same key to seal this terminal's gallery
+        key = (tmp_path / "gallery-keys" / f"{SITE}.{role}-1.key").read_text()
+        assert key == (d / "credentials" / "gallery-key").read_text()
+
+
+def test_bundle_unit_passes_systemd_analyze_verify(prov: Provisioner, tmp_path: Path) -> None:
+    d = bundle(prov, tmp_path, "attendance", "cert")
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is part of systemd: run scripts/setup"
+    unit = tmp_path / UNIT
+    unit.write_text((d / UNIT).read_text().replace("/opt/hallfleet/venv/bin/hallfleet", "/bin/true"))
+    out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
+
+
+def test_bundle_as_tarball_keeps_modes_and_is_private(prov: Provisioner, tmp_path: Path) -> None:
+    path = bundle(prov, tmp_path, "kiosk", "password", tar=True)
+    assert path.name == f"{SITE}.kiosk-1.tar.gz" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    with tarfile.open(path) as tar:
+        modes = {m.name: stat.S_IMODE(m.mode) for m in tar.getmembers()}
+        assert all(m.uid == 0 for m in tar.getmembers())
+    assert modes[f"{SITE}.kiosk-1/credentials/mqtt-password"] == 0o600
+    assert modes[f"{SITE}.kiosk-1/first-boot.sh"] == 0o755
+
+
+STUBS = {
+    "systemctl": 'echo "systemctl $*" >> "$STUB_LOG"',
+    "apt-get": 'echo "apt-get $*" >> "$STUB_LOG"',
+    "dpkg-query": "echo installed",
+    "useradd": 'echo "useradd $*" >> "$STUB_LOG"',
+    # python3 -m venv DIR makes a venv whose python logs what pip is asked to install.
+    "python3": 'mkdir -p "$3/bin"; printf "#!/bin/sh\\necho \\"pip \\$*\\" >> \\"$STUB_LOG\\"\\n" > "$3/bin/python"; '
+    'chmod +x "$3/bin/python"',
+}
+
+
+def run_first_boot(d: Path, root: Path, stubs: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    stubs.mkdir(exist_ok=True)
+    for name, body in STUBS.items():
+        write_file(stubs / name, f"#!/bin/sh\n{body}\n", 0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "HALLFLEET_ROOT": str(root), "STUB_LOG": str(log)}
+    return subprocess.run(["bash", str(d / "first-boot.sh")], capture_output=True, text=True, env=env, check=False)
+
+
+def test_first_boot_installs_credentials_unit_and_agent_and_a_second_run_changes_nothing_but_old_secrets(
+    prov: Provisioner, tmp_path: Path
+) -> None:
+    assert os.geteuid() == 0, "first-boot.sh installs files as root: run the tests as root (as CI does)"
+    d = bundle(prov, tmp_path, "attendance", "password")
+    root, log = tmp_path / "root", tmp_path / "stub.log"
+    first = run_first_boot(d, root, tmp_path / "stubs", log)
+    assert first.returncode == 0, first.stderr
+    creds = root / "etc/hallfleet/credentials"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o700
+    assert sorted(p.name for p in creds.iterdir()) == ["gallery-key", "mqtt-ca", "mqtt-password"]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 and p.stat().st_uid == 0 for p in creds.iterdir())
+    assert (root / "etc/systemd/system" / UNIT).read_text() == (d / UNIT).read_text()
+    assert (root / "etc/hallfleet/agent.toml").read_text() == (d / "agent.toml").read_text()
+    calls = log.read_text()
+    assert "wheels/hallfleet-0.1.0-py3-none-any.whl[face]" in calls and "face-recognition==1.3.0" in calls
+    assert f"systemctl enable {UNIT}" in calls and f"systemctl restart {UNIT}" in calls
+    assert calls.count("useradd") == 1
+
+    (creds / "mqtt-cert").write_text("left from an older bundle")
+    second = run_first_boot(d, root, tmp_path / "stubs", log)
+    assert second.returncode == 0, second.stderr
+    assert sorted(p.name for p in creds.iterdir()) == ["gallery-key", "mqtt-ca", "mqtt-password"]
+    assert log.read_text().count(f"systemctl restart {UNIT}") == 2
+
+
+def bundle_toml_for_this_host(d: Path, creds: Path, state: Path) -> Path:
+    """The bundle's agent.toml with the systemd paths pointed at this test's directories."""
+    text = (d / "agent.toml").read_text()
+    text = text.replace(str(CREDENTIALS_RUN), str(creds)).replace(str(STATE_DIR), str(state))
+    return write_file(d.parent / "agent-here.toml", text, 0o644)
+
+
+@pytest.mark.parametrize("auth", ["password", "cert"])
+def test_agent_installed_from_its_bundle_logs_in_to_the_generated_broker(
+    auth: AuthKind,
+    prov: Provisioner,
+    tmp_path: Path,
+    brokers: list[ProvisionedBroker],
+    procs: list[Proc],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    centre_layout = loopback_layout(tmp_path / "centre-conf")
+    d = bundle(prov, tmp_path, "none", auth, centre_layout.mtls_port if auth == "cert" else centre_layout.tls_port)
+    prov.render_broker(centre_layout.conf_dir, centre_layout, HOSTS, approved_by=IT)
+    centre = ProvisionedBroker(tmp_path / "centre", centre_layout)
+    brokers.append(centre.start())
+    creds = tmp_path / "run-credentials"
+    shutil.copytree(d / "credentials", creds)
+    cfg = bundle_toml_for_this_host(d, creds, tmp_path / "state")
+    with session(centre.local_port, service(prov, CONSUMER_USER)) as consumer:
+        consumer.subscribe(topics.status(SITE, "none-1"))
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))  # what LoadCredential= gives the service
+        agent = Proc(f"agent-{auth}", ["agent", "--config", str(cfg)], tmp_path)
+        procs.append(agent.start())
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+        wait_until(lambda: any(b"online" in p for p in consumer.payloads(topics.status(SITE, "none-1"))), "birth", 20)
+    assert "refused" not in agent.log().lower()
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------
+def test_cli_provisions_lists_revokes_and_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pdir, wheel = tmp_path / "prov", write_file(tmp_path / "hallfleet-0.1.0-py3-none-any.whl", b"w", 0o644)
+    base = ["provision"]
+    dev = ["device", "--dir", str(pdir), "--site", SITE, "--id", "att-1", "--role", "rating", "--broker-host", "h"]
+    assert (
+        hallfleet_main([*base, *dev, "--approved-by", "root", "--out", str(tmp_path / "b"), "--wheel", str(wheel)]) == 1
+    )
+    assert "shared account" in capsys.readouterr().err
+    assert hallfleet_main([*base, *dev, "--approved-by", IT, "--out", str(tmp_path / "b"), "--wheel", str(wheel)]) == 0
+    assert (tmp_path / "b" / f"{SITE}.att-1" / "first-boot.sh").exists()
+    broker = [
+        "broker",
+        "--dir",
+        str(pdir),
+        "--out",
+        str(tmp_path / "mq"),
+        "--host",
+        "mqtt.example",
+        "--approved-by",
+        IT,
+    ]
+    assert hallfleet_main([*base, *broker]) == 0
+    assert "user qingpu.att-1" in (tmp_path / "mq" / "hallfleet.acl").read_text()
+    assert (
+        hallfleet_main([*base, "revoke", f"{SITE}/att-1", "--dir", str(pdir), "--by", "zhao.min", "--reason", "x"]) == 0
+    )
+    assert hallfleet_main([*base, *broker]) == 0
+    assert "qingpu.att-1" not in (tmp_path / "mq" / "hallfleet.acl").read_text()
+    capsys.readouterr()
+    assert hallfleet_main([*base, "list", "--dir", str(pdir)]) == 0
+    listing = capsys.readouterr().out
+    assert re.search(r"qingpu/att-1 +device rating password revoked: approved by wang.li", listing), listing
