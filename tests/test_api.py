@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,12 +25,15 @@ from broker.api.config import ApiConfig
 from broker.commands import centre_link
 from broker.config import ConsumerConfig, StoreConfig
 from broker.mosquitto.local import LocalMosquitto
+from broker.store.db import Store
 from broker.store.schema import audit_log, incident_timeline, incidents
 from protocol import topics
 from protocol.settings import MqttConfig
 from protocol.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
+from tests.support.apps import free_port
 from tests.support.hall import Device, ManualClock, wait_until
+from tests.support.procs import Proc
 
 PASSWORD = "correct horse battery"
 
@@ -333,3 +337,80 @@ async def test_hallfleet_user_add_creates_a_user_who_can_log_in(api: Api, tmp_pa
         main, ["user", "add", "li.na", "--role", "technician", "--password-file", str(pw), "--config", str(cfg)]
     )
     assert again == 1
+
+
+async def test_every_page_renders_for_the_roles_that_may_see_it(api: Api) -> None:
+    await _births(api, "qp/kiosk-24h-1")
+    login = f"username=wm.qp&password={PASSWORD.replace(' ', '+')}&next=/"
+    assert (await api.client.post("/login", content=login)).status_code == 303
+    html = {"Accept": "text/html"}
+    devices = await api.client.get("/", headers=html)
+    assert devices.status_code == 200 and 'id="dev-qp--kiosk-24h-1"' in devices.text and "在线" in devices.text
+    assert "<svg" in devices.text and "<script nonce=" in devices.text and "src=" not in devices.text
+    assert "script-src 'nonce-" in devices.headers["content-security-policy"]
+    attendance = await api.client.get("/attendance?site=qp&day=2026-11-23", headers=html)
+    assert attendance.status_code == 200 and "/api/reports/attendance/qp/2026-11.xlsx" in attendance.text
+    assert (await api.client.get("/attendance?site=wz", headers=html)).status_code == 403
+    english = await api.client.get("/?lang=en", headers=html)
+    assert "online" in english.text and "lang=en" in english.headers["set-cookie"]
+    assert "Devices" in (await api.client.get("/", headers=html)).text, "the language is remembered"
+    await api.client.post("/logout")
+    api.client.cookies.clear()
+    login = f"username=viewer&password={PASSWORD.replace(' ', '+')}&next=/consumables"
+    assert (await api.client.post("/login", content=login)).status_code == 303
+    assert (await api.client.get("/consumables", headers=html)).status_code == 200
+    assert (await api.client.get("/attendance", headers=html)).status_code == 403, "readonly sees no staff data"
+
+
+async def test_consumer_metrics_helper_exposes_its_ingest_counters(api: Api) -> None:
+    from broker.api.metrics import serve_consumer_metrics
+
+    await _births(api, "qp/kiosk-24h-1")
+    port = free_port()
+    server, thread = serve_consumer_metrics(api.consumer.consumer, port)
+    try:
+        async with httpx.AsyncClient() as plain:
+            text = (await plain.get(f"http://127.0.0.1:{port}/metrics")).text
+    finally:
+        server.shutdown()
+        thread.join(5)
+    received = next(line for line in text.splitlines() if line.startswith("hallfleet_consumer_received_total"))
+    assert float(received.split()[-1]) >= 1
+    assert "hallfleet_broker_dropped" in text
+
+
+async def test_hallfleet_api_says_ready_to_systemd_and_serves_with_its_own_mqtt_link(
+    mosquitto: LocalMosquitto, sqlite_url: str, tmp_path: Path, procs: list[Proc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    (tmp_path / "consumer.toml").write_text(
+        f'[store]\nurl = "{sqlite_url}"\n[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
+    )
+    (tmp_path / "api.toml").write_text(f'centre_config = "consumer.toml"\nport = {port}\n')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify.sock"))
+        sock.setblocking(False)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+        api = Proc("api", ["api", "--config", str(tmp_path / "api.toml")], tmp_path)
+        procs.append(api.start())
+        ready = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 1024), 20)
+        assert ready == b"READY=1", api.log()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as plain:
+        health = await wait_until(lambda: _health(plain), 10, "the API's MQTT link")
+        assert health == {"store": "ok", "mqtt": "connected"}
+        assert (await plain.get("/api/devices")).status_code == 401
+        assert (await plain.get("/openapi.json")).json()["paths"]["/api/commands"]["post"]
+        store = await Store.open(sqlite_url)
+        await add_user(store, "it.chen", PASSWORD, "it_admin", ("*",), datetime.now(UTC))
+        await store.close()
+        token = (await plain.post("/api/login", json={"username": "it.chen", "password": PASSWORD})).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with plain.stream("GET", "/events/stream", headers=headers) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            # Stopping with a live page open still ends promptly and cleanly.
+            assert await asyncio.to_thread(api.terminate, 15) == 0, api.log()
+
+
+async def _health(client: httpx.AsyncClient) -> Any:
+    body = (await client.get("/healthz")).json()
+    return body if body["mqtt"] == "connected" else None

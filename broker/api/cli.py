@@ -8,7 +8,9 @@ import contextlib
 import getpass
 import logging
 import random
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +66,30 @@ async def serve(cfg: ApiConfig) -> None:
 
     from broker.api.app import create_app
 
+    class Server(uvicorn.Server):
+        # uvicorn re-raises SIGTERM once it has shut down, which would kill us before the store and the MQTT
+        # link are closed (and exit -15): we take the signals ourselves instead.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     store = await Store.open(cfg.centre_or_default.store.url)
     app = create_app(cfg, store, None)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=cfg.listen, port=cfg.port, proxy_headers=True, log_config=None, lifespan="off")
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=cfg.listen,
+            port=cfg.port,
+            proxy_headers=True,
+            log_config=None,
+            lifespan="off",
+            # Live streams never end by themselves: without a bound, a stop would wait for every open page.
+            timeout_graceful_shutdown=5,
+        )
     )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     link = asyncio.create_task(keep_mqtt(app, cfg), name="api-mqtt")
     watchdog = asyncio.create_task(watchdog_loop(), name="watchdog")
     serving = asyncio.create_task(server.serve(), name="uvicorn")
