@@ -40,6 +40,9 @@ class RulesConfig(Section):
     attendance_every_s: float = Field(
         default=300.0, gt=0, description="How often attendance records are locked and A/B coverage checked"
     )
+    ratings_every_s: float = Field(
+        default=60.0, gt=0, description="How often ratings are checked (proxy patterns, follow-ups, long pauses)"
+    )
     gallery_every_s: float = Field(
         default=60.0, gt=0, description="How often terminals missing a face-gallery update are sent one"
     )

@@ -25,6 +25,7 @@ from broker.alerts.deliveries import Deliverer
 from broker.alerts.routing import Router
 from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
+from broker.ratings.jobs import RatingJobs
 from broker.rules.consumables import LevelReading
 from broker.rules.incidents import IncidentRules, signals_from_event
 from broker.rules.sla import SlaClock
@@ -83,12 +84,14 @@ class Consumer:
         self.sla: SlaClock | None = None
         self.deliverer: Deliverer | None = None
         self.attendance: AttendanceJobs | None = None
+        self.ratings: RatingJobs | None = None
         if cfg.rules.enabled:
             store.rules = IncidentRules(self.sites, store.roles)
             router = Router(cfg.alerts, {name: s.name for name, s in cfg.sites.items() if s.name})
             self.sla = SlaClock(store.engine, self.sites, router, cfg.rules.plan_every_s)
             self.deliverer = Deliverer(store.engine, cfg.alerts, self.clock, publish=self._publish_alert)
             self.attendance = AttendanceJobs(store, self.sites, router)
+            self.ratings = RatingJobs(store, self.sites, router)
 
     def stop(self) -> None:
         self._stop.set()
@@ -121,6 +124,7 @@ class Consumer:
             loops.append(asyncio.create_task(self._sla_loop(self.sla), name="sla-clock"))
             loops.append(asyncio.create_task(self._gallery_loop(), name="gallery"))
             loops.append(asyncio.create_task(self._attendance_loop(), name="attendance"))
+            loops.append(asyncio.create_task(self._ratings_loop(), name="ratings"))
             loops.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
         notify("READY=1")
         attempt = 0
@@ -443,6 +447,17 @@ class Consumer:
                 log.error("attendance jobs: store unavailable (%s)", exc.__class__.__name__)
             except Exception:
                 log.exception("attendance jobs failed")
+
+    async def _ratings_loop(self) -> None:
+        assert self.ratings is not None
+        while True:
+            await asyncio.sleep(self.cfg.rules.ratings_every_s)
+            try:
+                await self.ratings.tick(self.clock.now())
+            except SQLAlchemyError as exc:
+                log.error("rating jobs: store unavailable (%s)", exc.__class__.__name__)
+            except Exception:
+                log.exception("rating jobs failed")
 
     def _send_commands(self, commands: list[tuple[str, Command]]) -> None:
         """Commands the rules committed; what cannot go now stays queued for the republish loop."""

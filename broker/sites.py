@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from broker.attendance.policy import PunchPolicy
 from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
+from broker.ratings.policy import RatingPolicy
 from protocol.settings import Section
 
 
@@ -92,6 +93,9 @@ class SiteConfig(Section):
     consumables: ConsumablesPolicy = Field(default_factory=ConsumablesPolicy)
     maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)
     attendance: PunchPolicy = Field(default_factory=PunchPolicy, description="How staff punches are judged here")
+    ratings: RatingPolicy = Field(
+        default_factory=RatingPolicy, description="好差评: proxy patterns, follow-up deadlines"
+    )
 
     @cached_property
     def site_calendar(self) -> SiteCalendar:

@@ -26,6 +26,11 @@ STEP = {
         "inspection_due": "季度联合巡检待完成",
         "inspection_overdue": "季度联合巡检超期",
         "ab_uncovered": "AB岗均未到岗",
+        "pad_paused": "评价器暂停服务超时",
+        "negative": "收到差评",
+        "proxy_suspect": "疑似代评",
+        "reply_overdue": "差评回复超期",
+        "rectify_overdue": "差评整改超期",
     },
     "en": {
         "opened": "opened",
@@ -40,6 +45,11 @@ STEP = {
         "inspection_due": "quarterly joint inspection due",
         "inspection_overdue": "quarterly joint inspection overdue",
         "ab_uncovered": "A and B posts both absent",
+        "pad_paused": "rating pad paused too long",
+        "negative": "negative rating",
+        "proxy_suspect": "suspected proxy rating",
+        "reply_overdue": "negative rating reply overdue",
+        "rectify_overdue": "negative rating rectification overdue",
     },
 }
 LABELS = {

@@ -85,6 +85,12 @@ def _default_routes() -> list[RouteConfig]:
         RouteConfig(
             device_classes=["attendance"], steps=["opened", "resolved", "ab_uncovered"], roles=["window_management"]
         ),
+        # Rating pads: paused too long, negative ratings and their deadlines, suspected proxy ratings (§11.5).
+        RouteConfig(
+            device_classes=["rating"],
+            steps=["pad_paused", "negative", "proxy_suspect", "reply_overdue", "rectify_overdue"],
+            roles=["window_management"],
+        ),
     ]
 
 
