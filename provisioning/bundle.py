@@ -40,8 +40,9 @@ STATE_DIR = Path("/var/lib/hallfleet")
 REPO_SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
 # The centre keeps each terminal's gallery key here, as `hallfleet gallery key` does (broker/gallery.py).
 GALLERY_KEYS_DIR = Path("/etc/hallfleet/gallery-keys")
-# Registry roles the agent does not run yet map to "none" (status and health only).
-AGENT_ROLE: dict[Role, str] = {"attendance": "attendance", "kiosk": "kiosk", "rating": "none", "none": "none"}
+# Roles whose hardware section the agent requires; a rating pad's (its window, keypad, queue adapter) has no
+# sensible default, so it comes from --hardware.
+SECTION_ROLES = ("attendance", "kiosk", "rating")
 DEFAULT_HARDWARE: dict[str, str] = {
     "attendance": (
         "# The entrance camera; add [attendance.fingerprint] and [attendance.qr] as fitted (--hardware FILE).\n"
@@ -85,10 +86,13 @@ def credentials(account: Account, secrets: Secrets, opts: BundleOptions) -> dict
 
 
 def gallery_key(account: Account, keys_dir: Path) -> str:
-    """The terminal's gallery key, shared with the centre: reused if the centre has one (a new key would make
-    the terminal's sealed gallery unreadable), else made and stored where the consumer looks for it."""
+    """The terminal's gallery key, shared with the centre and stored where the consumer looks for it.
+
+    A rotation keeps it (a new key would make the terminal's sealed gallery unreadable); a device provisioned
+    anew, e.g. the replacement of a stolen terminal under the same id, gets a new one, so the thief's copy opens
+    nothing the centre seals from then on (the new terminal holds no gallery and is sent a full one)."""
     path = keys_dir / f"{account.username}.key"
-    if path.exists():
+    if account.rotated_at is not None and path.exists():
         return path.read_text().strip()
     text = key_to_text(new_key())
     write_file(path, text + "\n", 0o600)
@@ -97,7 +101,7 @@ def gallery_key(account: Account, keys_dir: Path) -> str:
 
 def agent_toml(account: Account, secrets: Secrets, port: int, hardware: str | None) -> str:
     assert account.site is not None and account.device is not None and account.role is not None
-    role = AGENT_ROLE[account.role]
+    role = account.role
     lines = [
         f"# hallfleet agent of {account.label} ({account.role}), approved by {account.approved_by}.",
         "# Rendered by `hallfleet provision`; secrets are not here: systemd's LoadCredential= provides them.",
@@ -120,7 +124,7 @@ def agent_toml(account: Account, secrets: Secrets, port: int, hardware: str | No
     lines += ["", "[outbox]", f"path = {_toml_str(str(STATE_DIR / 'outbox.db'))}"]
     text = "\n".join(lines) + "\n"
     # A broken --hardware file fails here, not on the device.
-    if role in DEFAULT_HARDWARE and role not in tomllib.loads(text):
+    if role in SECTION_ROLES and role not in tomllib.loads(text):
         raise RegistryError(f"role {role!r} needs its [{role}] section in the --hardware file")
     return text
 
@@ -155,7 +159,7 @@ def first_boot(account: Account, opts: BundleOptions, polkit: bool) -> str:
     values = {
         "SITE": account.site or "",
         "DEVICE": account.device or "",
-        "ROLE": AGENT_ROLE[account.role] if account.role else "none",
+        "ROLE": account.role or "none",
         "INDEX_URL": opts.index_url or "",
         "WHEEL": opts.wheel.name if opts.wheel else "",
         "REQUIREMENT": f"hallfleet=={_version()}",
@@ -175,7 +179,7 @@ def _version() -> str:
         return "0.0.0"
 
 
-def preflight(out: Path, username: str, opts: BundleOptions) -> None:
+def preflight(out: Path, username: str, opts: BundleOptions, role: Role) -> None:
     """Everything that could stop the bundle, checked before credentials are issued (none is left orphaned)."""
     if opts.wheel is None and opts.index_url is None:
         raise RegistryError("say where the device gets hallfleet: --wheel FILE or --index-url URL")
@@ -185,12 +189,14 @@ def preflight(out: Path, username: str, opts: BundleOptions) -> None:
     if target.exists() or target.with_name(f"{username}.tar.gz").exists():
         raise RegistryError(f"{target} exists: move the old bundle away (it holds an old secret)")
     _template(opts.unit_template)
-    read_hardware(opts.hardware)
+    if read_hardware(opts.hardware) is None and role in SECTION_ROLES and role not in DEFAULT_HARDWARE:
+        raise RegistryError(f"a {role} device needs --hardware FILE with its [{role}] section")
 
 
 def write_bundle(out: Path, account: Account, secrets: Secrets, opts: BundleOptions, port: int) -> Path:
     """Write the bundle as ``out/{site}.{device}/`` (or ``.tar.gz``); returns its path."""
-    preflight(out, account.username, opts)
+    assert account.role is not None
+    preflight(out, account.username, opts, account.role)
     if not opts.tar:
         target = Path(out) / account.username
         _fill(target, account, secrets, opts, port)

@@ -111,7 +111,7 @@ def _port(account: Account) -> int:
 
 def _device(a: argparse.Namespace, prov: Provisioner) -> int:
     opts = _options(a)
-    preflight(a.out, device_username(a.site, a.device), opts)
+    preflight(a.out, device_username(a.site, a.device), opts, a.role)
     req = DeviceRequest(a.site, a.device, a.role, a.auth, a.approved_by, a.broker_host, a.broker_port)
     account, secrets = prov.provision_device(req)
     path = write_bundle(a.out, account, secrets, opts, _port(account))
@@ -127,7 +127,7 @@ def _rotate(a: argparse.Namespace, prov: Provisioner) -> int:
     if account.kind == "device":
         if a.out is None:
             raise RegistryError("a device's new credentials go into a new bundle: give --out DIR")
-        preflight(a.out, username, _options(a))
+        preflight(a.out, username, _options(a), account.role or "none")
     account, secrets = prov.rotate(username, a.by or current_user())
     if account.kind == "device":
         path = write_bundle(a.out, account, secrets, _options(a), _port(account))

@@ -313,12 +313,13 @@ def test_provisioning_needs_a_named_approver_and_refuses_a_second_active_device_
 
 # -- a hall's broker bridged to the centre ----------------------------------------------------------------
 def start_hall_and_centre(
-    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker], bridge_auth: AuthKind = "password"
 ) -> tuple[ProvisionedBroker, ProvisionedBroker]:
     """Render the hall first (it creates the bridge account), then the centre, which then knows the bridge."""
     centre_layout = loopback_layout(tmp_path / "centre-conf")
     hall_layout = loopback_layout(tmp_path / "hall-conf")
-    hall_opts = HallOptions(SITE, "127.0.0.1", centre_layout.tls_port, restart_timeout=(1, 1))
+    centre_port = centre_layout.mtls_port if bridge_auth == "cert" else centre_layout.tls_port
+    hall_opts = HallOptions(SITE, "127.0.0.1", centre_port, bridge_auth, restart_timeout=(1, 1))
     prov.render_broker(hall_layout.conf_dir, hall_layout, HOSTS, hall_opts, approved_by=IT)
     prov.render_broker(centre_layout.conf_dir, centre_layout, HOSTS, approved_by=IT)
     centre = ProvisionedBroker(tmp_path / "centre", centre_layout)
@@ -329,11 +330,12 @@ def start_hall_and_centre(
     return hall, centre
 
 
+@pytest.mark.parametrize("bridge_auth", ["password", "cert"])
 def test_hall_bridge_carries_device_events_to_the_centre_and_commands_back(
-    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
+    bridge_auth: AuthKind, prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
 ) -> None:
     a, b = add(prov, "att-1"), add(prov, "att-2", "cert")
-    hall, centre = start_hall_and_centre(prov, tmp_path, brokers)
+    hall, centre = start_hall_and_centre(prov, tmp_path, brokers, bridge_auth)
     assert "bridge-qingpu" not in (hall.layout.conf_dir / "hallfleet.passwd").read_text()
     with (
         session(centre.local_port, service(prov, CONSUMER_USER)) as consumer,
@@ -383,13 +385,28 @@ def test_hall_bridge_queues_events_while_the_centre_is_down_and_delivers_them_af
 
 
 # -- the install bundle -----------------------------------------------------------------------------------
+# A rating pad's hardware has no default: the window it faces and its keypad come from --hardware.
+RATING_HARDWARE = """\
+[rating]
+window = "A12"
+
+[rating.keypad]
+type = "evdev"
+device = "/dev/input/by-id/usb-keypad-event-kbd"
+
+[rating.queue]
+port = 8731
+"""
+
+
 def bundle(prov: Provisioner, tmp_path: Path, role: Role, auth: AuthKind, port: int = 0, tar: bool = False) -> Path:
     """Provision ``{role}-1`` and write its bundle (with a stand-in wheel); ``port`` 0: the production port."""
     port = port or (8884 if auth == "cert" else 8883)
     req = DeviceRequest(SITE, f"{role}-1", role, auth, IT, "127.0.0.1", port)
     account, secrets = prov.provision_device(req)
     wheel = write_file(tmp_path / "hallfleet-0.1.0-py3-none-any.whl", b"not really a wheel", 0o644)
-    opts = BundleOptions(wheel=wheel, gallery_keys_dir=tmp_path / "gallery-keys", tar=tar)
+    hardware = write_file(tmp_path / "rating.toml", RATING_HARDWARE, 0o644) if role == "rating" else None
+    opts = BundleOptions(wheel=wheel, gallery_keys_dir=tmp_path / "gallery-keys", tar=tar, hardware=hardware)
     return write_bundle(tmp_path / "bundles", account, secrets, opts, port)
 
 
@@ -417,6 +434,21 @@ def test_bundle_script_parses_its_toml_loads_as_agent_config_and_its_unit_loads_
     if role == "attendance":  # the centre keeps the same key to seal this terminal's gallery
         key = (tmp_path / "gallery-keys" / f"{SITE}.{role}-1.key").read_text()
         assert key == (d / "credentials" / "gallery-key").read_text()
+
+
+def test_gallery_key_survives_a_rotation_but_not_a_replacement_after_revocation(
+    prov: Provisioner, tmp_path: Path
+) -> None:
+    first = (bundle(prov, tmp_path, "attendance", "password") / "credentials" / "gallery-key").read_text()
+    opts = BundleOptions(index_url="https://index.example/simple", gallery_keys_dir=tmp_path / "gallery-keys")
+    account, secrets = prov.rotate(f"{SITE}.attendance-1", "zhao.min")
+    rotated = write_bundle(tmp_path / "rotated", account, secrets, opts, 8883)
+    assert (rotated / "credentials" / "gallery-key").read_text() == first, "the terminal's gallery would not open"
+    prov.revoke(f"{SITE}.attendance-1", "zhao.min", "stolen", compromised=True)
+    account, secrets = prov.provision_device(DeviceRequest(SITE, "attendance-1", "attendance", "password", IT, "h"))
+    replaced = write_bundle(tmp_path / "replaced", account, secrets, opts, 8883)
+    assert (replaced / "credentials" / "gallery-key").read_text() != first, "the thief's key still opens galleries"
+    assert (tmp_path / "gallery-keys" / f"{SITE}.attendance-1.key").read_text() != first
 
 
 def test_bundle_unit_passes_systemd_analyze_verify(prov: Provisioner, tmp_path: Path) -> None:
@@ -520,34 +552,28 @@ def test_agent_installed_from_its_bundle_logs_in_to_the_generated_broker(
 
 # -- the CLI ------------------------------------------------------------------------------------------------
 def test_cli_provisions_lists_revokes_and_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pdir, wheel = tmp_path / "prov", write_file(tmp_path / "hallfleet-0.1.0-py3-none-any.whl", b"w", 0o644)
-    base = ["provision"]
-    dev = ["device", "--dir", str(pdir), "--site", SITE, "--id", "att-1", "--role", "rating", "--broker-host", "h"]
-    assert (
-        hallfleet_main([*base, *dev, "--approved-by", "root", "--out", str(tmp_path / "b"), "--wheel", str(wheel)]) == 1
-    )
+    pdir, out = tmp_path / "prov", tmp_path / "bundles"
+    wheel = write_file(tmp_path / "hallfleet-0.1.0-py3-none-any.whl", b"w", 0o644)
+    hw = write_file(tmp_path / "rating.toml", RATING_HARDWARE, 0o644)
+    dev = ["provision", "device", "--dir", str(pdir), "--site", SITE, "--id", "att-1", "--role", "rating"]
+    dev += ["--broker-host", "h", "--out", str(out), "--wheel", str(wheel)]
+    # Refused before anything is issued: a shared approver, a pad without its hardware section.
+    assert hallfleet_main([*dev, "--hardware", str(hw), "--approved-by", "root"]) == 1
     assert "shared account" in capsys.readouterr().err
-    assert hallfleet_main([*base, *dev, "--approved-by", IT, "--out", str(tmp_path / "b"), "--wheel", str(wheel)]) == 0
-    assert (tmp_path / "b" / f"{SITE}.att-1" / "first-boot.sh").exists()
-    broker = [
-        "broker",
-        "--dir",
-        str(pdir),
-        "--out",
-        str(tmp_path / "mq"),
-        "--host",
-        "mqtt.example",
-        "--approved-by",
-        IT,
-    ]
-    assert hallfleet_main([*base, *broker]) == 0
+    assert hallfleet_main([*dev, "--approved-by", IT]) == 1
+    assert "--hardware" in capsys.readouterr().err
+    assert not (pdir / "registry.json").exists()
+    assert hallfleet_main([*dev, "--hardware", str(hw), "--approved-by", IT]) == 0
+    assert (out / f"{SITE}.att-1" / "first-boot.sh").exists()
+
+    broker = ["provision", "broker", "--dir", str(pdir), "--out", str(tmp_path / "mq"), "--host", "mqtt.example"]
+    assert hallfleet_main([*broker, "--approved-by", IT]) == 0
     assert "user qingpu.att-1" in (tmp_path / "mq" / "hallfleet.acl").read_text()
-    assert (
-        hallfleet_main([*base, "revoke", f"{SITE}/att-1", "--dir", str(pdir), "--by", "zhao.min", "--reason", "x"]) == 0
-    )
-    assert hallfleet_main([*base, *broker]) == 0
+    revoke = ["provision", "revoke", f"{SITE}/att-1", "--dir", str(pdir), "--by", "zhao.min", "--reason", "lost"]
+    assert hallfleet_main(revoke) == 0
+    assert hallfleet_main(broker) == 0
     assert "qingpu.att-1" not in (tmp_path / "mq" / "hallfleet.acl").read_text()
     capsys.readouterr()
-    assert hallfleet_main([*base, "list", "--dir", str(pdir)]) == 0
+    assert hallfleet_main(["provision", "list", "--dir", str(pdir)]) == 0
     listing = capsys.readouterr().out
     assert re.search(r"qingpu/att-1 +device rating password revoked: approved by wang.li", listing), listing
