@@ -208,6 +208,8 @@ async def test_an_acknowledgement_is_audited_and_on_the_timeline(api: Api) -> No
     h = await api.login("tech.qp")
     listed = (await api.client.get("/api/incidents?state=open", headers=h)).json()
     assert listed["total"] == 1
+    assert (await api.client.get("/api/incidents?state=closed", headers=h)).json()["total"] == 0
+    assert (await api.client.get("/api/incidents?state=all", headers=h)).json()["total"] == 1
     sla = listed["items"][0]["sla"]
     assert sla["counts_wall_clock"] is True and sla["breached"] is False and 0 <= sla["elapsed_s"] < 60
     r = await api.client.post(f"/api/incidents/{incident.id}/ack", headers=h)

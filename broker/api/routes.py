@@ -144,14 +144,17 @@ def incident_out(row: Any, sites: Sites, now: Any, lang: str = "zh-CN") -> dict[
 async def list_incidents(
     request: Request,
     user: Me,
-    state: Annotated[Literal["open", "recovering", "closed"] | None, Query(description="open: not closed")] = "open",
+    state: Annotated[
+        Literal["open", "recovering", "closed", "all"], Query(description="open: not closed (recovering too)")
+    ] = "open",
     site: SiteQuery = None,
     page: PageNo = 1,
     size: Size = 50,
 ) -> Any:
     sites = _scope(user, "incidents", site)
     app = request.app.state
-    rows, total = await queries.page_of(app.store, queries.incidents_query(sites, state, site), page, size)
+    q = queries.incidents_query(sites, None if state == "all" else state, site)
+    rows, total = await queries.page_of(app.store, q, page, size)
     now = app.clock.now()
     return _page([incident_out(r, app.sites, now) for r in rows], total, page, size)
 

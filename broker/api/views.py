@@ -47,7 +47,9 @@ async def device_rows(store: Store, rows: list[Any], now: datetime, t: dict[str,
     before, changes = await _history(store, [r.key for r in rows], since)
     out = []
     for r in rows:
-        segs = segments(before.get(r.key, "unknown"), changes.get(r.key, []), since, now)
+        # A device younger than the window is drawn over its life: hours before it existed say nothing.
+        start = min(max(since, r.first_seen), now)
+        segs = segments(before.get(r.key, "unknown"), changes.get(r.key, []), start, now)
         avail = availability(segs)
         out.append(
             {
@@ -61,7 +63,7 @@ async def device_rows(store: Store, rows: list[Any], now: datetime, t: dict[str,
                 "since": hall_time(r.presence_since),
                 "last_seen": hall_time(r.last_seen),
                 "availability": "-" if avail is None else f"{avail * 100:.1f}%",
-                "svg": timeline_svg(segs, since, now, t),
+                "svg": timeline_svg(segs, start, now, t),
             }
         )
     return out
