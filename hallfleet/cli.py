@@ -77,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_rating_parsers(sub)
     add_api_parsers(sub)
 
-    d = sub.add_parser("demo", help="a demo hall: private Mosquitto, consumer on SQLite, simulated devices")
-    d.add_argument("--devices", type=int, default=6, help="simulated devices")
-    d.add_argument("--rate", type=float, default=2.0, help="events per second per device")
+    d = sub.add_parser(
+        "demo", help="two demo halls on simulated hardware: broker, consumer, API and dashboard, alerts, reports"
+    )
+    d.add_argument("--devices", type=int, default=20, help="devices per hall (about 20: terminals, kiosks, pads)")
+    d.add_argument("--rate", type=float, default=2.0, help="services (and so ratings) per minute at each window")
     d.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
     d.add_argument("--dir", type=Path, default=None, help="keep the demo's files here (default: a temp dir)")
     d.set_defaults(func=cmd_demo)
