@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,11 @@ from typing import Any
 from broker.attendance.exceptions import deadline_for, file_exception, withdraw_exception
 from broker.attendance.model import ExceptionKind
 from broker.attendance.roster import import_roster, read_roster, roster
+from broker.cli_support import Handler, run_with_store
 from broker.commands import current_user
-from broker.config import ConsumerConfig
 from broker.sites import Sites
 from broker.store.db import Store
 from protocol.clock import SystemClock
-from protocol.settings import load_settings
 
 KIND_ZH = {
     ExceptionKind.LEAVE: "请假",
@@ -33,8 +30,6 @@ KIND_ZH = {
     ExceptionKind.FORCE_MAJEURE: "不可抗力",
     ExceptionKind.EXTENDED_SERVICE: "午间延时服务",
 }
-
-Handler = Callable[[argparse.Namespace, Store, Sites], Awaitable[int]]
 
 
 def add_parsers(sub: Any) -> None:
@@ -65,25 +60,8 @@ def _cmd(sub: Any, name: str, help_: str, handler: Handler) -> argparse.Argument
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
     p.add_argument("--config", type=Path, default=None, help="the centre's TOML (the consumer's)")
     p.add_argument("--by", default=None, help="who (default: the logged-in user)")
-    p.set_defaults(func=lambda a: _run(a, handler))
+    p.set_defaults(func=lambda a: run_with_store(a, handler))
     return p
-
-
-def _run(a: argparse.Namespace, handler: Handler) -> int:
-    cfg = load_settings(ConsumerConfig, a.config)
-
-    async def go() -> int:
-        store = await Store.open(cfg.store.url)
-        try:
-            return await handler(a, store, Sites(cfg.sites))
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except (OSError, ValueError) as exc:
-        print(f"hallfleet: {exc}", file=sys.stderr)
-        return 1
 
 
 def _by(a: argparse.Namespace) -> str:

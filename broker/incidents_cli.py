@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from broker.cli_support import Handler, run_with_store
 from broker.commands import CommandError, current_user, fmt_time, split_device
-from broker.config import ConsumerConfig
 from broker.reports.sla import build_sla_report, write_csv, write_xlsx
 from broker.rules import actions
 from broker.rules.consumables import record_refill
-from broker.rules.incidents import IncidentRules, kind_label
+from broker.rules.incidents import kind_label
 from broker.rules.maintenance import record_service
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import dispatches, incident_timeline, incidents, notifications, tasks
 from protocol.clock import SystemClock
-from protocol.settings import load_settings
 
 STATE_ZH = {"open": "处理中", "recovering": "待确认恢复", "closed": "已关闭"}
 RECOVERY_ZH = {"self_healed": "自愈", "remote": "远程处置", "on_site": "现场处置", "": ""}
-
-Handler = Callable[[argparse.Namespace, Store, Sites], Awaitable[int]]
 
 
 def add_parsers(sub: Any) -> None:
@@ -88,26 +82,8 @@ def _cmd(sub: Any, name: str, help_: str, handler: Handler) -> argparse.Argument
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
     p.add_argument("--config", type=Path, default=None, help="the centre's TOML (the consumer's)")
     p.add_argument("--by", default=None, help="who (default: the logged-in user)")
-    p.set_defaults(func=lambda a: _run(a, handler))
+    p.set_defaults(func=lambda a: run_with_store(a, handler, (actions.ActionError, CommandError)))
     return p
-
-
-def _run(a: argparse.Namespace, handler: Handler) -> int:
-    async def go() -> int:
-        cfg = load_settings(ConsumerConfig, a.config)
-        store = await Store.open(cfg.store.url)
-        sites = Sites(cfg.sites)
-        store.rules = IncidentRules(sites, store.roles)
-        try:
-            return await handler(a, store, sites)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except (actions.ActionError, CommandError, ValueError) as exc:
-        print(f"hallfleet: {exc}", file=sys.stderr)
-        return 1
 
 
 def _by(a: argparse.Namespace) -> str:

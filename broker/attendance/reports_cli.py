@@ -8,9 +8,6 @@ with the exception details; ``faults`` writes the attendance terminals' outages 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,14 +27,11 @@ from broker.attendance.reports import (
     write_xlsx,
 )
 from broker.attendance.service import Period, load_period
-from broker.config import ConsumerConfig
+from broker.cli_support import Handler, run_with_store
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
 from broker.store.db import Store
 from protocol.clock import SystemClock
-from protocol.settings import load_settings
-
-Handler = Callable[[argparse.Namespace, Store, Sites], Awaitable[int]]
 
 
 def add_parsers(sub: Any) -> None:
@@ -59,7 +53,7 @@ def _cmd(sub: Any, name: str, help_: str, handler: Handler, *, out_required: boo
     p.add_argument("--out", type=Path, required=out_required, help="file.xlsx (every sheet) or file.csv")
     p.add_argument("--lang", choices=["zh-CN", "en"], default="zh-CN")
     p.add_argument("--config", type=Path, default=None, help="the centre's TOML (the consumer's)")
-    p.set_defaults(func=lambda a: _run(a, handler))
+    p.set_defaults(func=lambda a: run_with_store(a, handler))
     return p
 
 
@@ -68,26 +62,6 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-24") from None
-
-
-def _run(a: argparse.Namespace, handler: Handler) -> int:
-    if a.out is not None and a.out.suffix.lower() not in (".csv", ".xlsx"):
-        print("hallfleet: --out must end in .csv or .xlsx", file=sys.stderr)
-        return 2
-    cfg = load_settings(ConsumerConfig, a.config)
-
-    async def go() -> int:
-        store = await Store.open(cfg.store.url)
-        try:
-            return await handler(a, store, Sites(cfg.sites))
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except (OSError, ValueError) as exc:
-        print(f"hallfleet: {exc}", file=sys.stderr)
-        return 1
 
 
 async def _period(a: argparse.Namespace, store: Store, sites: Sites, first: date, last: date) -> Period:

@@ -8,16 +8,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from broker.cli_support import Handler, run_with_store
 from broker.commands import current_user
-from broker.config import ConsumerConfig
 from broker.ratings import followups as fu
 from broker.ratings.model import LEVEL_ZH, PAD_STATE_ZH, ratings_between
 from broker.ratings.proxy import PATTERN_ZH, VERDICT_ZH, FlagError, flags, review
@@ -25,9 +22,7 @@ from broker.ratings.report import build_report, write_csv, write_xlsx
 from broker.sites import Sites
 from broker.store.db import Store
 from protocol.clock import SystemClock
-from protocol.settings import load_settings
 
-Handler = Callable[[argparse.Namespace, Store, Sites], Awaitable[int]]
 _YES_NO = {"yes": True, "no": False}
 
 
@@ -71,7 +66,7 @@ def _cmd(sub: Any, name: str, help_: str, handler: Handler) -> argparse.Argument
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
     p.add_argument("--config", type=Path, default=None, help="the centre's TOML (the consumer's)")
     p.add_argument("--by", default=None, help="who (default: the logged-in user)")
-    p.set_defaults(func=lambda a: _run(a, handler))
+    p.set_defaults(func=lambda a: run_with_store(a, handler, (fu.FollowupError, FlagError)))
     return p
 
 
@@ -80,27 +75,6 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-24") from None
-
-
-def _run(a: argparse.Namespace, handler: Handler) -> int:
-    out = getattr(a, "out", None)
-    if out is not None and out.suffix.lower() not in (".csv", ".xlsx"):
-        print("hallfleet: --out must end in .csv or .xlsx", file=sys.stderr)
-        return 2
-    cfg = load_settings(ConsumerConfig, a.config)
-
-    async def go() -> int:
-        store = await Store.open(cfg.store.url)
-        try:
-            return await handler(a, store, Sites(cfg.sites))
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except (fu.FollowupError, FlagError, OSError, ValueError) as exc:
-        print(f"hallfleet: {exc}", file=sys.stderr)
-        return 1
 
 
 def _by(a: argparse.Namespace) -> str:
