@@ -40,12 +40,12 @@ def test_demo_plays_the_halls_morning_writes_reports_and_ctrl_c_stops_everything
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 200  # about 45 s on an idle machine; CI may share it
         seen = ""
         assert proc.stdout is not None
         # The scripted incident (a kiosk application down) and the negative rating's follow-up.
         while "停止服务" not in seen or "差评跟踪 1" not in seen or "告警 →" not in seen:
-            assert time.monotonic() < deadline, f"the scenario did not play within 120 s:\n{seen}"
+            assert time.monotonic() < deadline, f"the scenario did not play within 200 s:\n{seen}"
             line = proc.stdout.readline()
             assert line, f"demo exited early:\n{seen}"
             seen += line
