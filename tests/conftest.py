@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from agent.agent import Agent
+from agent.config import AgentConfig
 from broker.config import ConsumerConfig, IngestConfig, StoreConfig
 from broker.consumer import Consumer
 from broker.mosquitto.local import LocalMosquitto
@@ -85,6 +87,24 @@ def http() -> Iterator[HttpServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[Agent | AgentConfig], Agent]]:
+    """Start in-process agents (from an Agent or its config); every one is stopped afterwards."""
+    agents: list[Agent] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(agent_or_cfg: Agent | AgentConfig) -> Agent:
+        agent = agent_or_cfg if isinstance(agent_or_cfg, Agent) else Agent(agent_or_cfg)
+        agents.append(agent)
+        tasks.append(asyncio.create_task(agent.run()))
+        return agent
+
+    yield start
+    for a in agents:
+        a.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
 
 
 @pytest.fixture

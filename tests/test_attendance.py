@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 
 from agent.agent import Agent
@@ -64,23 +62,6 @@ def terminal_config(mosquitto: LocalMosquitto, tmp_path: Path, device: str = "at
             }
         ),
     )
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[Any]:
-    agents: list[Agent] = []
-    tasks: list[asyncio.Task[None]] = []
-
-    def start(cfg: AgentConfig) -> Agent:
-        agent = Agent(cfg)
-        agents.append(agent)
-        tasks.append(asyncio.create_task(agent.run()))
-        return agent
-
-    yield start
-    for a in agents:
-        a.stop()
-    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
 
 
 def role(agent: Agent) -> AttendanceRole:

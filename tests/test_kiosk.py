@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +47,6 @@ def kiosk_agent(mosquitto: LocalMosquitto, tmp_path: Path, kiosk: KioskConfig) -
             clock_sync_file=Path("/"),
         )
     )
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[Agent]]:
-    agents: list[Agent] = []
-    tasks: list[asyncio.Task[None]] = []
-
-    def start(agent: Agent) -> Agent:
-        agents.append(agent)
-        tasks.append(asyncio.create_task(agent.run()))
-        return agent
-
-    yield start  # type: ignore[misc]
-    for a in agents:
-        a.stop()
-    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
 
 
 async def stored(consumer: RunningConsumer, event_type: str) -> list[dict[str, Any]]:

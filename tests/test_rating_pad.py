@@ -587,23 +587,6 @@ async def test_the_centres_commands_end_a_service_pause_and_refuse_another_windo
 
 # -- end to end --------------------------------------------------------------------------------------
 @pytest.fixture
-async def running() -> AsyncIterator[Any]:
-    agents: list[Agent] = []
-    tasks: list[asyncio.Task[None]] = []
-
-    def start(cfg: AgentConfig) -> Agent:
-        agent = Agent(cfg)
-        agents.append(agent)
-        tasks.append(asyncio.create_task(agent.run()))
-        return agent
-
-    yield start
-    for a in agents:
-        a.stop()
-    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
-
-
-@pytest.fixture
 async def centre(mosquitto: LocalMosquitto) -> AsyncIterator[AsyncMqtt]:
     client = AsyncMqtt(centre_link(MqttConfig(host=mosquitto.host, port=mosquitto.port), "test"))
     await client.connect()
