@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from broker import gallery
@@ -86,13 +87,12 @@ async def _with_store(a: argparse.Namespace, cfg: ConsumerConfig, name: str) -> 
 
 def _encodings(photos: list[Path]) -> list[Any]:
     """One encoding per photo; a photo with no face or several faces is refused by name."""
-    from drivers.face.gallery import encode_image
     from PIL import Image
+
+    from drivers.face.gallery import encode_image
 
     out = []
     for path in photos:
-        import numpy as np
-
         try:
             image = np.asarray(Image.open(path).convert("RGB"))
         except OSError as exc:
