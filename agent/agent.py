@@ -192,6 +192,18 @@ class Agent:
         self._stop.set()
 
     async def run(self) -> None:
+        metrics = None
+        if self.cfg.metrics_port is not None:
+            from agent.metrics import serve_agent_metrics
+
+            metrics = serve_agent_metrics(self, self.cfg.metrics_port)
+        try:
+            await self._run()
+        finally:
+            if metrics is not None:
+                metrics[0].shutdown()
+
+    async def _run(self) -> None:
         async with self.outbox:
             await self.config.load()
             self.settings_changed()

@@ -44,6 +44,9 @@ class AgentConfig(TomlSettings):
         default="none", description="What the agent drives"
     )
     heartbeat_s: float = Field(default=30.0, ge=0.2, le=3600, description="Health telemetry interval")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (off if unset)"
+    )
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     sim: SimConfig = Field(default_factory=SimConfig)

@@ -65,3 +65,6 @@ class ConsumerConfig(TomlSettings):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     gallery: GalleryCentreConfig = Field(default_factory=GalleryCentreConfig)
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (off if unset)"
+    )

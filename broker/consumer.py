@@ -96,6 +96,11 @@ class Consumer:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def uncommitted(self) -> int:
+        """Messages received and not yet committed (and so not yet acknowledged): the consumer's lag."""
+        return len(self._pending.mids)
+
     # -- connection --------------------------------------------------------------------------------
     def _options(self) -> LinkOptions:
         m = self.cfg.mqtt
@@ -499,7 +504,15 @@ async def run_consumer(cfg: ConsumerConfig, clock: Clock | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, consumer.stop)
+    metrics = None
+    if cfg.metrics_port is not None:
+        from broker.api.metrics import serve_consumer_metrics
+
+        metrics = serve_consumer_metrics(consumer, cfg.metrics_port)
+        log.info("consumer metrics on http://127.0.0.1:%d/metrics", cfg.metrics_port)
     try:
         await consumer.run()
     finally:
+        if metrics is not None:
+            metrics[0].shutdown()
         await store.close()

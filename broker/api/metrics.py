@@ -1,7 +1,7 @@
 """Prometheus metrics. The API's /metrics counts the fleet from the store at each scrape (devices by presence,
 open incidents by severity, notifications failed or pending, dead letters), so every API instance answers the
 same and nothing is kept in memory. ``serve_consumer_metrics`` is for the consumer: its own ingest counters on a
-port of its own (a ``metrics_port`` option can call it)."""
+port of its own (``metrics_port`` in the consumer's config)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,18 @@ class ConsumerCollector(Collector):
         largest = GaugeMetricFamily("hallfleet_consumer_largest_batch", "Largest batch committed")
         largest.add_metric([], c.largest_batch)
         yield largest
+        waiting = GaugeMetricFamily("hallfleet_consumer_uncommitted", "Messages received, not yet committed (lag)")
+        waiting.add_metric([], self.consumer.uncommitted)
+        yield waiting
+        deliverer = self.consumer.deliverer
+        if deliverer is not None:
+            for name, value, help_ in (
+                ("sent", deliverer.sent, "Notifications delivered"),
+                ("failures", deliverer.failures, "Notification deliveries that failed (each is retried or kept)"),
+            ):
+                m = CounterMetricFamily(f"hallfleet_notifications_{name}", help_)
+                m.add_metric([], value)
+                yield m
 
 
 def consumer_registry(consumer: Consumer) -> CollectorRegistry:
