@@ -3,7 +3,7 @@
 Rating pads are USB HID keypads (or a numeric keypad glued under a printed overlay): five rating keys
 for the citizen and, on some models, keys for the staff (暂停服务, 请稍后, service start/end). Like the
 QR scanner (drivers/qr/keyboard.py) the device is grabbed, so key presses never reach whatever else
-reads the keyboard, and it is reopened after an unplug with the scanner's helpers.
+reads the keyboard, and it is reopened after an unplug (drivers/evdev_source.py, as the scanner's).
 
 - ``KeypadDecoder``: pure, key events -> ``KeyPress`` (the configured action). Autorepeat is ignored
   (a key held down is one press), presses of the same key within ``debounce_ms`` collapse (contact
@@ -15,21 +15,27 @@ reads the keyboard, and it is reopened after an unplug with the scanner's helper
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import logging
-import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-import evdev
 from evdev import InputEvent, ecodes
 from pydantic import Field, field_validator, model_validator
 
-# The scanner's source plumbing and errno classes are the keypad's too: one device-reopening approach.
-from drivers.qr.keyboard import _GONE, _HINTS, KEY_DOWN, KEY_REPEAT, KEY_UP, EventSource, SourceFactory, _as_factory
+# The scanner's device plumbing is the keypad's too: one device-reopening approach.
+from drivers.evdev_source import (
+    KEY_DOWN,
+    KEY_REPEAT,
+    KEY_UP,
+    DeviceError,
+    EvdevReader,
+    EvdevSource,
+    EventSource,
+    SimulatedDevice,
+    SourceFactory,
+)
 from protocol.settings import Section
 
 log = logging.getLogger(__name__)
@@ -149,16 +155,13 @@ class KeypadDecoder:
         self._last_down.clear()
 
 
-class KeypadError(Exception):
+class KeypadError(DeviceError):
     """The keypad cannot be used for a reason waiting will not fix; the message says what to do."""
 
-    def __init__(self, device: str, reason: str) -> None:
-        super().__init__(f"rating keypad {device}: {reason}")
-        self.device = device
-        self.reason = reason
+    what = "rating keypad"
 
 
-class KeypadReader:
+class KeypadReader(EvdevReader[KeyPress]):
     """Presses from a rating keypad.
 
     ``source`` stands in for the device (tests, the demo): an event iterator, or a factory called again
@@ -174,121 +177,36 @@ class KeypadReader:
         self.cfg = cfg
         self.name = cfg.device if isinstance(cfg, EvdevKeypadConfig) else "sim"
         self.decoder = KeypadDecoder(cfg.keys, cfg.debounce_ms)
-        self.connected = False
-        self.outages = 0  # for health: how often the keypad went away
-        self._factory = _as_factory(source)
-        self._owns_source = source is None or callable(source)  # a bare iterator is the caller's to close
-        self._device: evdev.InputDevice | None = None
-        self._down_since: float | None = None
-        self._initial_s = cfg.reopen_initial_s if isinstance(cfg, EvdevKeypadConfig) else 0.05
-        self._max_s = cfg.reopen_max_s if isinstance(cfg, EvdevKeypadConfig) else 1.0
-        self._delay = self._initial_s
+        evdev_cfg = cfg if isinstance(cfg, EvdevKeypadConfig) else None
+        # A name is looked up among the devices with one of the configured keys (a keypad often has
+        # a second node of the same name for its system keys).
+        self.source = EvdevSource(
+            self.name,
+            error=KeypadError,
+            log=log,
+            keys=self.decoder.actions,
+            grab=evdev_cfg.grab if evdev_cfg else True,
+            reopen_initial_s=evdev_cfg.reopen_initial_s if evdev_cfg else 0.05,
+            reopen_max_s=evdev_cfg.reopen_max_s if evdev_cfg else 1.0,
+            source=source,
+            on_gone=self.decoder.reset,
+        )
 
-    async def presses(self) -> AsyncGenerator[KeyPress, None]:
+    def presses(self) -> AsyncGenerator[KeyPress, None]:
         """Yield presses until the source ends (a real device never does). Reopens a lost device with
         capped, jittered backoff; any other OSError is a KeypadError. Close with ``aclose()``."""
-        while True:
-            events = await self._open()
-            try:
-                async for event in events:
-                    self._delay = self._initial_s
-                    press = self.decoder.feed(event)
-                    if press is not None:
-                        yield press
-                log.info("rating keypad %s: the event source ended", self.name)
-                return
-            except OSError as exc:
-                self._lost(exc)
-            finally:
-                await self._close(events)
-            await self._backoff()
-
-    async def _open(self) -> EventSource:
-        while True:
-            try:
-                events = self._factory() if self._factory is not None else self._open_device()
-            except OSError as exc:
-                self._lost(exc)
-            else:
-                self._up()
-                return events
-            await self._backoff()
-
-    def _open_device(self) -> EventSource:
-        assert isinstance(self.cfg, EvdevKeypadConfig)
-        device = evdev.InputDevice(self._find(self.cfg.device))
-        try:
-            if self.cfg.grab:
-                device.grab()
-        except OSError:
-            device.close()
-            raise
-        self._device = device
-        log.info("rating keypad %s opened: %s (%s)", self.name, device.path, device.name)
-        return device.async_read_loop()
-
-    def _find(self, device: str) -> str:
-        """A path is used as is; a name is looked up among the input devices that have one of the
-        configured keys (a keypad often has a second node of the same name for its system keys)."""
-        if "/" in device:
-            return device
-        wanted = set(self.decoder.actions)
-        for path in evdev.list_devices():
-            try:
-                dev = evdev.InputDevice(path)
-            except OSError:
-                continue  # not ours to read; another device may be
-            try:
-                if dev.name == device and wanted & set(dev.capabilities().get(ecodes.EV_KEY, [])):
-                    return str(path)
-            finally:
-                dev.close()
-        raise FileNotFoundError(errno.ENOENT, f"no input device named {device!r}")
-
-    async def _close(self, events: EventSource) -> None:
-        device, self._device = self._device, None
-        self.connected = False
-        if device is not None:
-            device.close()  # also releases the grab
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None and self._owns_source:
-            await aclose()
-
-    def _up(self) -> None:
-        self.connected = True
-        if self._down_since is not None:
-            log.info("rating keypad %s back after %.1f s", self.name, time.monotonic() - self._down_since)
-            self._down_since = None
-
-    def _lost(self, exc: OSError) -> None:
-        """Count and log an outage once however many reopen attempts it takes; raise what waiting
-        will not fix (permissions, a wrong device, another program's grab)."""
-        if exc.errno not in _GONE:
-            raise KeypadError(self.name, _HINTS.get(exc.errno or 0, str(exc))) from exc
-        self.decoder.reset()
-        self.connected = False
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            self.outages += 1
-            log.warning("rating keypad %s is gone (%s); reopening until it is back", self.name, exc.strerror or exc)
-
-    async def _backoff(self) -> None:
-        await asyncio.sleep(self._delay * random.uniform(0.5, 1.0))
-        self._delay = min(self._delay * 2, self._max_s)
+        return self._decoded(self.decoder.feed)
 
 
-_UNPLUG, _END = "unplug", "end"
-
-
-class SimulatedKeypad:
+class SimulatedKeypad(SimulatedDevice):
     """The twin of an HID keypad: ``press()`` queues what a real one sends for a key (MSC_SCAN, key
     down, SYN_REPORT, key up after ``hold_s``, SYN_REPORT), stamped on the wall clock (injectable);
     ``events`` is the source to hand to ``KeypadReader`` (the bound method, so it is reopened like a
     device after ``unplug()``)."""
 
     def __init__(self, clock: Callable[[], float] = time.time, max_events: int = 10_000) -> None:
+        super().__init__(max_events)
         self._clock = clock  # the kernel stamps events with the wall clock
-        self._queue: asyncio.Queue[InputEvent | str] = asyncio.Queue(maxsize=max_events)
         self._us = 0  # never earlier than the last event queued, as the kernel's stamps
 
     def press(self, key: str, hold_s: float = 0.08, repeats: int = 0) -> None:
@@ -305,26 +223,8 @@ class SimulatedKeypad:
         self._us = max(self._us, start + round(hold_s * 1_000_000))
         self._event(ecodes.EV_KEY, code, KEY_UP, sync=True)
 
-    def unplug(self) -> None:
-        """The device vanishes after the events queued so far: the reader gets ENODEV."""
-        self._queue.put_nowait(_UNPLUG)
-
-    def close(self) -> None:
-        """End the stream after the events queued so far (a real device never ends)."""
-        self._queue.put_nowait(_END)
-
-    async def events(self) -> AsyncIterator[InputEvent]:
-        while True:
-            item = await self._queue.get()
-            if item == _END:
-                return
-            if item == _UNPLUG:
-                raise OSError(errno.ENODEV, "No such device")
-            if isinstance(item, InputEvent):
-                yield item
-
     def _event(self, type_: int, code: int, value: int, sync: bool = False) -> None:
         sec, usec = divmod(self._us, 1_000_000)
-        self._queue.put_nowait(InputEvent(sec, usec, type_, code, value))
+        self.put(InputEvent(sec, usec, type_, code, value))
         if sync:
-            self._queue.put_nowait(InputEvent(sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0))
+            self.put(InputEvent(sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0))

@@ -7,7 +7,8 @@ and decodes its key events itself:
 - ``KeyDecoder``: pure, key events -> codes (US layout, Shift tracked, Enter ends a code); a
   partial code is abandoned after a pause between keys, an overlong one (a stuck key) is discarded;
   every drop is counted.
-- ``EvdevScanner``: the device (or any event source) -> codes, surviving unplug/replug.
+- ``EvdevScanner``: the device (or any event source) -> codes, surviving unplug/replug
+  (drivers/evdev_source.py opens, grabs and reopens the device).
 - ``SimulatedScanner``: the twin used by the demo and the tests: a string becomes the
   ``InputEvent`` sequence a scanner types, read by the same ``EvdevScanner`` and decoder.
 
@@ -17,25 +18,29 @@ abandons one code, a step backwards is never taken for a pause.
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import logging
-import random
 import string
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Literal
 
-import evdev
 from evdev import InputEvent, ecodes
 from pydantic import Field, model_validator
 
+from drivers.evdev_source import (
+    KEY_DOWN,
+    KEY_REPEAT,
+    KEY_UP,
+    DeviceError,
+    EvdevReader,
+    EvdevSource,
+    EventSource,
+    SimulatedDevice,
+    SourceFactory,
+)
 from protocol.settings import Section
 
 log = logging.getLogger(__name__)
-
-EventSource = AsyncIterator[InputEvent]
-SourceFactory = Callable[[], EventSource]
 
 
 def _key(name: str) -> int:
@@ -71,7 +76,6 @@ KEYMAP: dict[int, tuple[str, str]] = {**_keymap(), **_keypad()}
 SHIFTS = frozenset({_key("LEFTSHIFT"), _key("RIGHTSHIFT")})
 ENTERS = frozenset({_key("ENTER"), _key("KPENTER")})
 IGNORED = frozenset({_key("TAB")})  # some scanners are set to end with Tab, or send it between fields
-KEY_UP, KEY_DOWN, KEY_REPEAT = 0, 1, 2
 
 
 class KeyDecoder:
@@ -159,13 +163,10 @@ class KeyDecoder:
         return None if overflowed or not code else code
 
 
-class ScannerError(Exception):
+class ScannerError(DeviceError):
     """The scanner cannot be used for a reason waiting will not fix; the message says what to do."""
 
-    def __init__(self, device: str, reason: str) -> None:
-        super().__init__(f"QR scanner {device}: {reason}")
-        self.device = device
-        self.reason = reason
+    what = "QR scanner"
 
 
 class QrScannerConfig(Section):
@@ -192,25 +193,7 @@ class QrScannerConfig(Section):
         return self
 
 
-# The device is unplugged (ENODEV on read), its node is gone (ENOENT), or it is going (ENXIO).
-_GONE = frozenset({errno.ENODEV, errno.ENOENT, errno.ENXIO})
-_HINTS = {
-    errno.EACCES: "permission denied: add the agent's user to the `input` group or give it a udev rule",
-    errno.EPERM: "permission denied: add the agent's user to the `input` group or give it a udev rule",
-    errno.EBUSY: "another program has grabbed it: stop it, or set grab = false",
-    errno.ENOTTY: "not an input event device: point `device` at /dev/input/by-id/...-event-kbd",
-}
-
-
-def _as_factory(source: EventSource | SourceFactory | None) -> SourceFactory | None:
-    """A factory is called again after the source fails; a bare iterator is resumed (an async
-    generator cannot be: it ends with its exception, and so do the codes)."""
-    if source is None or callable(source):
-        return source
-    return lambda: source
-
-
-class EvdevScanner:
+class EvdevScanner(EvdevReader[str]):
     """Codes from a keyboard-emulating scanner.
 
     ``source`` stands in for the device (tests, the demo): an event iterator, or a factory called
@@ -221,106 +204,25 @@ class EvdevScanner:
     def __init__(self, cfg: QrScannerConfig, source: EventSource | SourceFactory | None = None) -> None:
         self.cfg = cfg
         self.decoder = KeyDecoder(cfg.max_len, cfg.gap_s)
-        self.connected = False
-        self.outages = 0  # for health: how often the scanner went away
-        self._factory = _as_factory(source)
-        self._owns_source = source is None or callable(source)  # a bare iterator is the caller's to close
-        self._device: evdev.InputDevice | None = None
-        self._down_since: float | None = None
-        self._delay = cfg.reopen_initial_s
+        # A name is looked up among the devices with an Enter key (a scanner often has a second node
+        # of the same name for its consumer-control keys).
+        self.source = EvdevSource(
+            cfg.device,
+            error=ScannerError,
+            log=log,
+            keys={ecodes.KEY_ENTER},
+            grab=cfg.grab,
+            reopen_initial_s=cfg.reopen_initial_s,
+            reopen_max_s=cfg.reopen_max_s,
+            source=source,
+            on_gone=self.decoder.reset,
+        )
 
-    async def codes(self) -> AsyncGenerator[str, None]:
+    def codes(self) -> AsyncGenerator[str, None]:
         """Yield codes until the source ends (a real device never does). Reopens a lost device with
         capped, jittered backoff; any other OSError is a ScannerError. Close with ``aclose()``
         (``contextlib.aclosing``) to release the device at once."""
-        while True:
-            events = await self._open()
-            try:
-                async for event in events:
-                    self._delay = self.cfg.reopen_initial_s  # it works again: the next outage starts afresh
-                    code = self.decoder.feed(event)
-                    if code is not None:
-                        yield code
-                log.info("QR scanner %s: the event source ended", self.cfg.device)
-                return
-            except OSError as exc:
-                self._lost(exc)
-            finally:
-                await self._close(events)
-            await self._backoff()
-
-    async def _open(self) -> EventSource:
-        while True:
-            try:
-                events = self._factory() if self._factory is not None else self._open_device()
-            except OSError as exc:
-                self._lost(exc)
-            else:
-                self._up()
-                return events
-            await self._backoff()
-
-    def _open_device(self) -> EventSource:
-        device = evdev.InputDevice(self._find())
-        try:
-            if self.cfg.grab:
-                device.grab()
-        except OSError:
-            device.close()
-            raise
-        self._device = device
-        log.info("QR scanner %s opened: %s (%s)", self.cfg.device, device.path, device.name)
-        return device.async_read_loop()
-
-    def _find(self) -> str:
-        """A path is used as is; a name is looked up among the input devices that have an Enter key
-        (a scanner often has a second node of the same name for its consumer-control keys)."""
-        if "/" in self.cfg.device:
-            return self.cfg.device
-        for path in evdev.list_devices():
-            try:
-                device = evdev.InputDevice(path)
-            except OSError:
-                continue  # not ours to read; another device may be
-            try:
-                keys = device.capabilities().get(ecodes.EV_KEY, [])
-                if device.name == self.cfg.device and ecodes.KEY_ENTER in keys:
-                    return str(path)
-            finally:
-                device.close()
-        raise FileNotFoundError(errno.ENOENT, f"no input device named {self.cfg.device!r}")
-
-    async def _close(self, events: EventSource) -> None:
-        device, self._device = self._device, None
-        self.connected = False
-        if device is not None:
-            device.close()  # also releases the grab
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None and self._owns_source:
-            await aclose()
-
-    def _up(self) -> None:
-        self.connected = True
-        if self._down_since is not None:
-            log.info("QR scanner %s back after %.1f s", self.cfg.device, time.monotonic() - self._down_since)
-            self._down_since = None
-
-    def _lost(self, exc: OSError) -> None:
-        """Count and log an outage once, however many reopen attempts it takes; raise what waiting
-        will not fix (permissions, a wrong device, another program's grab)."""
-        if exc.errno not in _GONE:
-            reason = _HINTS.get(exc.errno or 0, str(exc))
-            raise ScannerError(self.cfg.device, reason) from exc
-        self.decoder.reset()
-        self.connected = False
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            self.outages += 1
-            log.warning("QR scanner %s is gone (%s); reopening until it is back", self.cfg.device, exc.strerror or exc)
-
-    async def _backoff(self) -> None:
-        await asyncio.sleep(self._delay * random.uniform(0.5, 1.0))
-        self._delay = min(self._delay * 2, self.cfg.reopen_max_s)
+        return self._decoded(self.decoder.feed)
 
 
 def _typeable() -> dict[str, tuple[int, bool]]:
@@ -333,10 +235,9 @@ def _typeable() -> dict[str, tuple[int, bool]]:
 
 
 _TYPEABLE = _typeable()
-_UNPLUG, _END = "unplug", "end"
 
 
-class SimulatedScanner:
+class SimulatedScanner(SimulatedDevice):
     """The twin of a keyboard-emulating scanner: ``type()`` queues the events a real one produces
     (Shift pressed around each upper-case letter and symbol, a SYN_REPORT after each key, Enter at
     the end, ``key_interval_s`` apart on the wall clock); ``events`` is the source to hand to
@@ -345,9 +246,9 @@ class SimulatedScanner:
     def __init__(
         self, key_interval_s: float = 0.002, max_events: int = 100_000, clock: Callable[[], float] = time.time
     ) -> None:
+        super().__init__(max_events)
         self.key_interval_s = key_interval_s
         self._clock = clock  # the kernel stamps events with the wall clock
-        self._queue: asyncio.Queue[InputEvent | str] = asyncio.Queue(maxsize=max_events)
         self._step_us = max(1, round(key_interval_s * 1_000_000))
         self._us = 0  # time of the next event, in whole microseconds as the kernel stamps them
 
@@ -367,24 +268,6 @@ class SimulatedScanner:
             self._key(ecodes.KEY_ENTER, KEY_DOWN)
             self._key(ecodes.KEY_ENTER, KEY_UP)
 
-    def unplug(self) -> None:
-        """The device vanishes after the events queued so far: the reader gets ENODEV."""
-        self._queue.put_nowait(_UNPLUG)
-
-    def close(self) -> None:
-        """End the stream after the events queued so far (a real device never ends)."""
-        self._queue.put_nowait(_END)
-
-    async def events(self) -> AsyncIterator[InputEvent]:
-        while True:
-            item = await self._queue.get()
-            if item == _END:
-                return
-            if item == _UNPLUG:
-                raise OSError(errno.ENODEV, "No such device")
-            if isinstance(item, InputEvent):
-                yield item
-
     @staticmethod
     def _stroke(char: str) -> tuple[int, bool]:
         try:
@@ -394,6 +277,6 @@ class SimulatedScanner:
 
     def _key(self, key: int, value: int) -> None:
         sec, usec = divmod(self._us, 1_000_000)
-        self._queue.put_nowait(InputEvent(sec, usec, ecodes.EV_KEY, key, value))
-        self._queue.put_nowait(InputEvent(sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0))
+        self.put(InputEvent(sec, usec, ecodes.EV_KEY, key, value))
+        self.put(InputEvent(sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0))
         self._us += self._step_us
