@@ -188,6 +188,7 @@ async def _api(cfg: ConsumerConfig, store: Store) -> AsyncIterator[str]:
     import uvicorn
 
     from broker.api.app import create_app
+    from broker.api.cli import keep_mqtt
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -199,13 +200,19 @@ async def _api(cfg: ConsumerConfig, store: Store) -> AsyncIterator[str]:
         def capture_signals(self) -> Iterator[None]:  # the demo takes SIGINT itself
             yield
 
-    server = Server(uvicorn.Config(create_app(api_cfg, store, None), host="127.0.0.1", port=port, log_config=None,
+    app = create_app(api_cfg, store, None)
+    server = Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                    lifespan="off", timeout_graceful_shutdown=2))  # fmt: skip
     task = asyncio.create_task(server.serve(), name="api")
+    link = asyncio.create_task(keep_mqtt(app, api_cfg), name="api-mqtt")  # the dashboard's commands go out
     try:
         while not server.started and not task.done():  # noqa: ASYNC110 -- uvicorn offers no event for it
             await asyncio.sleep(0.05)
         yield f"http://127.0.0.1:{port}/"
     finally:
         server.should_exit = True
-        await asyncio.gather(task, return_exceptions=True)
+        link.cancel()
+        await asyncio.gather(task, link, return_exceptions=True)
+        if app.state.mqtt is not None:
+            with contextlib.suppress(Exception):
+                await app.state.mqtt.disconnect()
