@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,3 +251,11 @@ def robot_answer(channel: str, resp: httpx.Response, where: str) -> tuple[int, s
             retryable=False,
         ) from None
     return code, text
+
+
+def check_mobiles(value: list[str], pattern: re.Pattern[str], hint: str) -> list[str]:
+    """The robots @ members by mobile number: refuse anything else at config load, naming it."""
+    bad = [m for m in value if not pattern.fullmatch(m)]
+    if bad:
+        raise ValueError(f"not mobile numbers: {', '.join(bad)} ({hint})")
+    return value

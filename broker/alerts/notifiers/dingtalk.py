@@ -25,6 +25,7 @@ from broker.alerts.notifiers.base import (
     HttpChannel,
     Message,
     check_http_url,
+    check_mobiles,
     fit_utf8,
     one_line,
     read_secret,
@@ -75,10 +76,7 @@ class DingtalkConfig(Section):
     @field_validator("at_mobiles")
     @classmethod
     def _mobiles(cls, value: list[str]) -> list[str]:
-        bad = [m for m in value if not MOBILE_RE.fullmatch(m)]
-        if bad:
-            raise ValueError(f"not mobile numbers: {', '.join(bad)} (digits only)")
-        return value
+        return check_mobiles(value, MOBILE_RE, "digits only")
 
 
 class DingtalkNotifier:

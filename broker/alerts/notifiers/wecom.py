@@ -19,6 +19,7 @@ from broker.alerts.notifiers.base import (
     HttpChannel,
     Message,
     check_http_url,
+    check_mobiles,
     fit_utf8,
     one_line,
     redact_url,
@@ -59,10 +60,7 @@ class WecomConfig(Section):
     @field_validator("mentioned_mobiles")
     @classmethod
     def _mobiles(cls, value: list[str]) -> list[str]:
-        bad = [m for m in value if not MOBILE_RE.fullmatch(m)]
-        if bad:
-            raise ValueError(f"not mobile numbers: {', '.join(bad)} (digits only, or '@all')")
-        return value
+        return check_mobiles(value, MOBILE_RE, "digits only, or '@all'")
 
 
 class WecomNotifier:
