@@ -191,7 +191,7 @@ async def overdue_revocations(conn: AsyncConnection, site: str, now: datetime) -
     return [(device, r.staff_id) for device, v in held.items() for r in rows if v < r.version_removed]
 
 
-PENDING_S = 600  # a gallery_update issued this recently and not finished is still on its way
+PENDING_S = 600  # a gallery_update issued this recently is on its way, or its result not yet reported
 
 
 async def reconcile(store: Store, cfg: GalleryCentreConfig, now: datetime) -> list[tuple[str, Command]]:
@@ -216,6 +216,22 @@ async def reconcile(store: Store, cfg: GalleryCentreConfig, now: datetime) -> li
     return out
 
 
+async def _on_its_way(conn: AsyncConnection, key: str, held: int, now: datetime) -> bool:
+    """An update is still travelling (queued, delivered, running), or it succeeded but the terminal's
+    ``attendance.gallery`` report of the new version has not been stored yet (it may land a batch after
+    the ack): sending another now would be a delta on a version the terminal no longer holds."""
+    k = commands.c
+    rows = await conn.execute(
+        sa.select(k.state, k.args).where(
+            k.key == key,
+            k.name == "gallery_update",
+            k.state.in_(["queued", "delivered", "running", "succeeded"]),
+            k.issued_at > now - timedelta(seconds=PENDING_S),
+        )
+    )
+    return any(r.state != "succeeded" or json.loads(r.args).get("version", 0) > held for r in rows)
+
+
 async def _update_if_needed(
     conn: AsyncConnection, cfg: GalleryCentreConfig, site: str, device: str, held: int, now: datetime
 ) -> Command | None:
@@ -223,16 +239,7 @@ async def _update_if_needed(
     if await current_version(conn, site) == held:
         return None
     presence = await conn.scalar(sa.select(devices.c.presence).where(devices.c.key == key))
-    k = commands.c
-    pending = await conn.scalar(
-        sa.select(sa.func.count()).where(
-            k.key == key,
-            k.name == "gallery_update",
-            k.state.in_(["queued", "delivered", "running"]),
-            k.issued_at > now - timedelta(seconds=PENDING_S),
-        )
-    )
-    if presence != "online" or pending:
+    if presence != "online" or await _on_its_way(conn, key, held, now):
         return None
     try:
         plan = await plan_for(conn, cfg, site, device, held)

@@ -158,7 +158,11 @@ async def test_the_centre_sends_the_gallery_and_a_revoked_person_no_longer_punch
 
     await gallery.revoke(store, "qp", "S0001", by="wm", at=now, within=timedelta(hours=24), reason="调离")
     await reconcile_until(3)
-    (update,) = await store.fetch(sa.select(commands.c.args).where(commands.c.name == "gallery_update").offset(1))
+    updates = await store.fetch(
+        sa.select(commands.c.args).where(commands.c.name == "gallery_update").order_by(commands.c.issued_at)
+    )
+    assert len(updates) == 2, "one update per version: none sent again while the terminal's report is on its way"
+    update = updates[-1]
     assert json.loads(update.args)["base_version"] == 2, "a delta, not the whole gallery"
     assert "S0001" not in update.args, "staff ids travel sealed too"
     assert sorted(role(agent).held.entries) == ["S0003"]
