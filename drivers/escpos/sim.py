@@ -1,9 +1,6 @@
-"""The simulated twin: a USB receipt printer written as a pyusb backend (usb.backend.IBackend).
-
-This machine's kernel has no USB, so the real thing is replaced one layer down: pyusb's own
-``usb.core.find`` / ``Device.write`` / ``Device.read`` (descriptor parsing, configuration,
-claiming, endpoint lookup) run unchanged against this object, exactly as they run against libusb.
-Used by the tests, the demo and the simulator.
+"""The simulated twin: a USB receipt printer written as a pyusb backend on drivers/usbsim.py (pyusb's
+own find/write/read run unchanged against it, as against libusb). Used by the tests, the demo and the
+simulator.
 
 The model, kept to what the agent must react to:
 - a roll of ``paper_mm``; each printed line and feed uses paper; at ``near_end_mm`` the near-end
@@ -21,29 +18,17 @@ Timeouts are immediate: the sim never sleeps.
 
 from __future__ import annotations
 
-import errno
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
-import usb.backend
 import usb.core
-import usb.util
 
 from drivers.escpos.commands import CUT_AFTER_FEED, DLE, ESC, FS, GS, LF
+from drivers.usbsim import TIMEOUT, Handle, SimulatedUsbDevice
 
 VENDOR_ID = 0x0416  # Winbond: the USB chip of many Chinese POS-58/POS-80 printers
 PRODUCT_ID = 0x5011
 OUT_EP = 0x01
 IN_EP = 0x81
-PACKET_SIZE = 64
-INTERFACE = 0
-
-# libusb error codes, with the errno pyusb's libusb1 backend attaches to them.
-_NO_DEVICE = ("No such device (it may have been disconnected)", -4, errno.ENODEV)
-_BUSY = ("Resource busy", -6, errno.EBUSY)
-_NOT_FOUND = ("Entity not found", -5, errno.ENOENT)
-_TIMEOUT = ("Operation timed out", -7, errno.ETIMEDOUT)
 
 # Parameter bytes after ESC x / GS x / FS x for the commands the parser knows; others take none.
 _ESC_ARGS = {0x21: 1, 0x2D: 1, 0x33: 1, 0x45: 1, 0x47: 1, 0x4A: 1, 0x4D: 1, 0x52: 1, 0x61: 1, 0x64: 1, 0x74: 1}
@@ -51,20 +36,11 @@ _GS_ARGS = {0x21: 1, 0x42: 1, 0x48: 1, 0x61: 1, 0x66: 1, 0x68: 1, 0x77: 1}
 _FS_ARGS = {0x21: 1, 0x43: 1}
 
 
-@dataclass(frozen=True, slots=True)
-class _SimDevice:
-    """What enumerate_devices yields. A replug makes a new one; handles to the old one are dead."""
-
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Handle:
-    device: _SimDevice
-
-
-class SimulatedUsbPrinter(usb.backend.IBackend):
+class SimulatedUsbPrinter(SimulatedUsbDevice):
     """A USB ESC/POS receipt printer. Set the public attributes to stage a condition."""
+
+    has_strings = True
+    attributes = 0xC0  # self-powered
 
     def __init__(
         self,
@@ -78,9 +54,13 @@ class SimulatedUsbPrinter(usb.backend.IBackend):
         buffer_bytes: int = 4096,
         bidirectional: bool = True,
     ) -> None:
-        super().__init__()
-        self.vendor_id = vendor_id
-        self.product_id = product_id
+        super().__init__(
+            vendor_id=vendor_id,
+            product_id=product_id,
+            out_ep=OUT_EP,
+            in_ep=IN_EP if bidirectional else None,
+            kernel_driver=True,  # usblp binds a printer-class interface
+        )
         self.roll_mm = paper_mm
         self.paper_mm = paper_mm
         self.near_end_mm = near_end_mm
@@ -96,22 +76,14 @@ class SimulatedUsbPrinter(usb.backend.IBackend):
         self.feed_button = False
         self.answer_status = True
         self.garbage_status = False
-        self.held_elsewhere = False  # another program has claimed the interface
-        self.plugged = True
         # What happened, for assertions.
         self.received = bytearray()
         self.printed: list[bytes] = []
         self.cuts = 0
         self.status_queries: list[int] = []
         self.enquiries: list[int] = []
-        self.opens = 0
-        self.detaches = 0
         self.chinese_mode = False
         # Device internals.
-        self._generation = 1
-        self._kernel_driver = True
-        self._configuration = 1
-        self._claimed: set[int] = set()
         self._replies = bytearray()
         self._queue = bytearray()
         self._line = bytearray()
@@ -120,17 +92,13 @@ class SimulatedUsbPrinter(usb.backend.IBackend):
     # -- staging -------------------------------------------------------------------------------
 
     def unplug(self) -> None:
-        self.plugged = False
-        self._claimed.clear()
+        super().unplug()
         self._replies.clear()
         self._carry = b""
 
     def plug(self) -> None:
         """Reconnect: a new device on the bus, configured by the kernel, with usblp bound again."""
-        self.plugged = True
-        self._generation += 1
-        self._kernel_driver = True
-        self._configuration = 1
+        super().plug()
         self._run()
 
     def refill(self, paper_mm: float | None = None) -> None:
@@ -141,11 +109,6 @@ class SimulatedUsbPrinter(usb.backend.IBackend):
     def lines(self, encoding: str = "gb18030") -> list[str]:
         """The printed lines as text."""
         return [line.decode(encoding) for line in self.printed]
-
-    @property
-    def claimed(self) -> frozenset[int]:
-        """Interfaces a host has claimed now."""
-        return frozenset(self._claimed)
 
     @property
     def queued(self) -> int:
@@ -170,125 +133,19 @@ class SimulatedUsbPrinter(usb.backend.IBackend):
             return None
         return byte
 
-    # -- IBackend: descriptors -----------------------------------------------------------------
-
-    def enumerate_devices(self) -> list[_SimDevice]:
-        return [_SimDevice(self._generation)] if self.plugged else []
-
-    def get_parent(self, dev: _SimDevice) -> None:
-        return None
-
-    def get_device_descriptor(self, dev: _SimDevice) -> SimpleNamespace:
-        return SimpleNamespace(
-            bLength=18, bDescriptorType=usb.util.DESC_TYPE_DEVICE, bcdUSB=0x0200,
-            bDeviceClass=0, bDeviceSubClass=0, bDeviceProtocol=0, bMaxPacketSize0=64,
-            idVendor=self.vendor_id, idProduct=self.product_id, bcdDevice=0x0100,
-            iManufacturer=1, iProduct=2, iSerialNumber=3, bNumConfigurations=1,
-            bus=1, address=dev.generation + 1, port_number=1, port_numbers=(1,), speed=usb.util.SPEED_FULL,
-        )  # fmt: skip
-
-    def get_configuration_descriptor(self, dev: _SimDevice, config: int) -> SimpleNamespace:
-        if config != 0:
-            raise IndexError(config)
-        return SimpleNamespace(
-            bLength=9, bDescriptorType=usb.util.DESC_TYPE_CONFIG, wTotalLength=9 + 9 + 7 * self._endpoints(),
-            bNumInterfaces=1, bConfigurationValue=1, iConfiguration=0, bmAttributes=0xC0, bMaxPower=50,
-            extra_descriptors=[],
-        )  # fmt: skip
-
-    def get_interface_descriptor(self, dev: _SimDevice, intf: int, alt: int, config: int) -> SimpleNamespace:
-        if (intf, alt, config) != (0, 0, 0):
-            raise IndexError((intf, alt, config))  # pyusb iterates alternate settings until IndexError
-        return SimpleNamespace(
-            bLength=9, bDescriptorType=usb.util.DESC_TYPE_INTERFACE, bInterfaceNumber=INTERFACE,
-            bAlternateSetting=0, bNumEndpoints=self._endpoints(),
-            bInterfaceClass=7, bInterfaceSubClass=1, bInterfaceProtocol=2 if self.bidirectional else 1,
-            iInterface=0, extra_descriptors=[],
-        )  # fmt: skip
-
-    def get_endpoint_descriptor(self, dev: _SimDevice, ep: int, intf: int, alt: int, config: int) -> SimpleNamespace:
-        if (intf, alt, config) != (0, 0, 0) or not 0 <= ep < self._endpoints():
-            raise IndexError((ep, intf, alt, config))
-        return SimpleNamespace(
-            bLength=7, bDescriptorType=usb.util.DESC_TYPE_ENDPOINT, bEndpointAddress=(OUT_EP, IN_EP)[ep],
-            bmAttributes=usb.util.ENDPOINT_TYPE_BULK, wMaxPacketSize=PACKET_SIZE, bInterval=0,
-            bRefresh=0, bSynchAddress=0, extra_descriptors=[],
-        )  # fmt: skip
-
-    def _endpoints(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    # -- IBackend: handles, configuration, interfaces ------------------------------------------
-
-    def open_device(self, dev: _SimDevice) -> _Handle:
-        self._alive(dev)
-        self.opens += 1
-        return _Handle(dev)
-
-    def close_device(self, dev_handle: _Handle) -> None:
-        return None  # like libusb, closing a dead handle is fine
-
-    def set_configuration(self, dev_handle: _Handle, config_value: int) -> None:
-        self._alive(dev_handle.device)
-        if self._kernel_driver:
-            raise usb.core.USBError(*_BUSY)
-        self._configuration = config_value
-
-    def get_configuration(self, dev_handle: _Handle) -> int:
-        self._alive(dev_handle.device)
-        return self._configuration
-
-    def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
-        self._alive(dev_handle.device)
-
-    def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
-        self._alive(dev_handle.device)
-        if self._kernel_driver or self.held_elsewhere:
-            raise usb.core.USBError(*_BUSY)
-        self._claimed.add(intf)
-
-    def release_interface(self, dev_handle: _Handle, intf: int) -> None:
-        self._alive(dev_handle.device)
-        self._claimed.discard(intf)
-
-    def is_kernel_driver_active(self, dev_handle: _Handle, intf: int) -> bool:
-        self._alive(dev_handle.device)
-        return self._kernel_driver
-
-    def detach_kernel_driver(self, dev_handle: _Handle, intf: int) -> None:
-        self._alive(dev_handle.device)
-        if not self._kernel_driver:
-            raise usb.core.USBError(*_NOT_FOUND)
-        self._kernel_driver = False
-        self.detaches += 1
-
-    def attach_kernel_driver(self, dev_handle: _Handle, intf: int) -> None:
-        self._alive(dev_handle.device)
-        self._kernel_driver = True
-
-    def clear_halt(self, dev_handle: _Handle, ep: int) -> None:
-        self._alive(dev_handle.device)
-
-    def reset_device(self, dev_handle: _Handle) -> None:
-        self._alive(dev_handle.device)
-
-    def _alive(self, dev: _SimDevice) -> None:
-        if not self.plugged or dev.generation != self._generation:
-            raise usb.core.USBError(*_NO_DEVICE)
-
-    def _claimed_or_raise(self, dev_handle: _Handle, intf: int) -> None:
-        self._alive(dev_handle.device)
-        if intf not in self._claimed:
-            raise usb.core.USBError(*_NOT_FOUND)  # libusb refuses transfers on an unclaimed interface
+    @property
+    def interface_class(self) -> tuple[int, int, int]:  # type: ignore[override]
+        """Printer class, printer subclass; protocol 2 bidirectional (status readable), 1 write-only."""
+        return (7, 1, 2 if self.bidirectional else 1)
 
     # -- IBackend: transfers -------------------------------------------------------------------
 
-    def bulk_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
+    def bulk_write(self, dev_handle: Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
         self._claimed_or_raise(dev_handle, intf)
         chunk = bytes(data)
         realtime, payload, carry = _split_realtime(self._carry + chunk)
         if self._stopped() and len(self._queue) + len(payload) > self.buffer_bytes:
-            raise usb.core.USBTimeoutError(*_TIMEOUT)  # buffer full: the printer NAKs, nothing is taken
+            raise usb.core.USBTimeoutError(*TIMEOUT)  # buffer full: the printer NAKs, nothing is taken
         self._carry = carry
         self.received += chunk
         self._queue += payload
@@ -298,10 +155,10 @@ class SimulatedUsbPrinter(usb.backend.IBackend):
         self._run()
         return len(chunk)
 
-    def bulk_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
+    def bulk_read(self, dev_handle: Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
         self._claimed_or_raise(dev_handle, intf)
         if not self._replies:
-            raise usb.core.USBTimeoutError(*_TIMEOUT)
+            raise usb.core.USBTimeoutError(*TIMEOUT)
         n = min(len(buff), len(self._replies))
         for i in range(n):
             buff[i] = self._replies[i]

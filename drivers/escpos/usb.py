@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import string
 from types import TracebackType
 from typing import Any, Literal
 
@@ -19,22 +18,12 @@ import usb.util
 from pydantic import Field, field_validator, model_validator
 
 from drivers.escpos.errors import PrinterAccessDenied, PrinterDisconnected, PrinterNotFound, PrinterStalled
+from drivers.usbdev import dispose, hex_id
 from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 
 _DENIED = {errno.EACCES, errno.EPERM, errno.EBUSY}
-
-
-def _hex_id(value: object) -> object:
-    """USB ids are hex by convention (lsusb, udev): "0x0416" and "0416" both mean 0x0416."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        digits = text.removeprefix("0x")
-        if not digits or any(c not in string.hexdigits for c in digits):
-            raise ValueError(f"{value!r} is not a hex USB number such as 0x0416")
-        return int(digits, 16)
-    return value
 
 
 class UsbPrinterConfig(Section):
@@ -59,7 +48,7 @@ class UsbPrinterConfig(Section):
     @field_validator("vendor_id", "product_id", "out_endpoint", "in_endpoint", mode="before")
     @classmethod
     def _hex(cls, value: object) -> object:
-        return _hex_id(value)
+        return hex_id(value)
 
     @model_validator(mode="after")
     def _directions(self) -> UsbPrinterConfig:
@@ -125,11 +114,7 @@ class UsbTransport:
         """Release the interface and the handle. Safe to call twice and after an unplug."""
         dev, self._dev, self._out, self._in = self._dev, None, None, None
         if dev is not None:
-            # pyusb's dispose ignores errors releasing an interface of a device that is gone.
-            try:
-                usb.util.dispose_resources(dev)
-            except usb.core.USBError as exc:
-                log.debug("closing %s: %s", self.name, exc)
+            dispose(dev, self.name, log)
 
     def __enter__(self) -> UsbTransport:
         self.open()

@@ -1,8 +1,6 @@
-"""The simulated twin: a ZFM / R30x fingerprint module on USB, written as a pyusb backend (IBackend).
-
-This machine's kernel has no USB, so the real thing is replaced one layer down: pyusb's own
-``usb.core.find`` / ``Device.write`` / ``Device.read`` (descriptors, configuration, claiming,
-endpoint lookup) run unchanged against this object. Used by the tests, the demo and the simulator.
+"""The simulated twin: a ZFM / R30x fingerprint module on USB, written as a pyusb backend on
+drivers/usbsim.py (pyusb's own find/write/read run unchanged against it, as against libusb). Used by the
+tests, the demo and the simulator.
 
 The module, kept to what the reader must handle:
 - fingers are names: ``place("alice")`` puts one on the sensor until ``lift()``;
@@ -23,15 +21,10 @@ A read with nothing to return blocks for its timeout, as libusb does, so timeout
 
 from __future__ import annotations
 
-import errno
 import time
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
-import usb.backend
 import usb.core
-import usb.util
 
 from drivers.fingerprint.protocol import (
     DEFAULT_ADDRESS,
@@ -44,33 +37,16 @@ from drivers.fingerprint.protocol import (
     SystemParameters,
     checksum,
 )
+from drivers.usbsim import TIMEOUT, Handle, SimulatedUsbDevice
 
 VENDOR_ID = 0x2109  # placeholder ids for the sim; a real module's come from `lsusb`
 PRODUCT_ID = 0x7638
 OUT_EP = 0x02
 IN_EP = 0x81
-PACKET_SIZE = 64
-INTERFACE = 0
 SCORE = 120
 
-_NO_DEVICE = ("No such device (it may have been disconnected)", -4, errno.ENODEV)
-_NOT_FOUND = ("Entity not found", -5, errno.ENOENT)
-_TIMEOUT = ("Operation timed out", -7, errno.ETIMEDOUT)
 
-
-@dataclass(frozen=True, slots=True)
-class _SimDevice:
-    """What enumerate_devices yields. A replug makes a new one; handles to the old one are dead."""
-
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Handle:
-    device: _SimDevice
-
-
-class SimulatedZfm(usb.backend.IBackend):
+class SimulatedZfm(SimulatedUsbDevice):
     """A ZFM / R30x module. Call the staging methods or set the public attributes to stage a condition."""
 
     def __init__(
@@ -84,23 +60,19 @@ class SimulatedZfm(usb.backend.IBackend):
         score: int = SCORE,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        self.vendor_id = vendor_id
-        self.product_id = product_id
+        # A vendor-class interface: no kernel driver binds it.
+        super().__init__(vendor_id=vendor_id, product_id=product_id, out_ep=OUT_EP, in_ep=IN_EP, kernel_driver=False)
         self.address = address
         self.password = password
         self.library_size = library_size
         self.score = score
         self.chunk_size = chunk_size  # at most this many reply bytes per bulk read
         self.messy = False
-        self.plugged = True
         self.library: dict[int, str] = {}  # page -> finger (flash)
         self.commands: list[Instruction | int] = []  # every instruction received, for assertions
-        self.opens = 0
         self._finger: str | None = None
         self._frames: list[str | None] = []
         self._faults: list[tuple[str, Instruction | None]] = []  # (checksum|header|stall, for which instruction)
-        self._generation = 1
         self._reset_ram()
 
     # -- staging -------------------------------------------------------------------------------
@@ -136,17 +108,15 @@ class SimulatedZfm(usb.backend.IBackend):
         self._faults.append(("stall", on))
 
     def unplug(self) -> None:
-        self.plugged = False
+        super().unplug()
         self._reset_ram()
 
     def plug(self) -> None:
         """Reconnect: a new device on the bus, its RAM cleared, its flash (library) kept."""
-        self.plugged = True
-        self._generation += 1
+        super().plug()
         self._reset_ram()
 
     def _reset_ram(self) -> None:
-        self._claimed: set[int] = set()
         self._inbox = bytearray()
         self._replies = bytearray()
         self._late = bytearray()
@@ -154,118 +124,26 @@ class SimulatedZfm(usb.backend.IBackend):
         self._buffers: dict[int, str | None] = {1: None, 2: None}
         self._verified = False
 
-    # -- IBackend: descriptors -----------------------------------------------------------------
-
-    def enumerate_devices(self) -> list[_SimDevice]:
-        return [_SimDevice(self._generation)] if self.plugged else []
-
-    def get_parent(self, dev: _SimDevice) -> None:
-        return None
-
-    def get_device_descriptor(self, dev: _SimDevice) -> SimpleNamespace:
-        return SimpleNamespace(
-            bLength=18, bDescriptorType=usb.util.DESC_TYPE_DEVICE, bcdUSB=0x0200,
-            bDeviceClass=0, bDeviceSubClass=0, bDeviceProtocol=0, bMaxPacketSize0=64,
-            idVendor=self.vendor_id, idProduct=self.product_id, bcdDevice=0x0100,
-            iManufacturer=0, iProduct=0, iSerialNumber=0, bNumConfigurations=1,
-            bus=1, address=dev.generation + 1, port_number=1, port_numbers=(1,), speed=usb.util.SPEED_FULL,
-        )  # fmt: skip
-
-    def get_configuration_descriptor(self, dev: _SimDevice, config: int) -> SimpleNamespace:
-        if config != 0:
-            raise IndexError(config)
-        return SimpleNamespace(
-            bLength=9, bDescriptorType=usb.util.DESC_TYPE_CONFIG, wTotalLength=9 + 9 + 7 * 2,
-            bNumInterfaces=1, bConfigurationValue=1, iConfiguration=0, bmAttributes=0x80, bMaxPower=50,
-            extra_descriptors=[],
-        )  # fmt: skip
-
-    def get_interface_descriptor(self, dev: _SimDevice, intf: int, alt: int, config: int) -> SimpleNamespace:
-        if (intf, alt, config) != (0, 0, 0):
-            raise IndexError((intf, alt, config))  # pyusb iterates alternate settings until IndexError
-        return SimpleNamespace(
-            bLength=9, bDescriptorType=usb.util.DESC_TYPE_INTERFACE, bInterfaceNumber=INTERFACE,
-            bAlternateSetting=0, bNumEndpoints=2, bInterfaceClass=0xFF, bInterfaceSubClass=0,
-            bInterfaceProtocol=0, iInterface=0, extra_descriptors=[],
-        )  # fmt: skip
-
-    def get_endpoint_descriptor(self, dev: _SimDevice, ep: int, intf: int, alt: int, config: int) -> SimpleNamespace:
-        if (intf, alt, config) != (0, 0, 0) or not 0 <= ep < 2:
-            raise IndexError((ep, intf, alt, config))
-        return SimpleNamespace(
-            bLength=7, bDescriptorType=usb.util.DESC_TYPE_ENDPOINT, bEndpointAddress=(OUT_EP, IN_EP)[ep],
-            bmAttributes=usb.util.ENDPOINT_TYPE_BULK, wMaxPacketSize=PACKET_SIZE, bInterval=0,
-            bRefresh=0, bSynchAddress=0, extra_descriptors=[],
-        )  # fmt: skip
-
-    # -- IBackend: handles, configuration, interfaces ------------------------------------------
-
-    def open_device(self, dev: _SimDevice) -> _Handle:
-        self._alive(dev)
-        self.opens += 1
-        return _Handle(dev)
-
-    def close_device(self, dev_handle: _Handle) -> None:
-        return None  # like libusb, closing a dead handle is fine
-
-    def set_configuration(self, dev_handle: _Handle, config_value: int) -> None:
-        self._alive(dev_handle.device)
-
-    def get_configuration(self, dev_handle: _Handle) -> int:
-        self._alive(dev_handle.device)
-        return 1
-
-    def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
-        self._alive(dev_handle.device)
-
-    def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
-        self._alive(dev_handle.device)
-        self._claimed.add(intf)
-
-    def release_interface(self, dev_handle: _Handle, intf: int) -> None:
-        self._alive(dev_handle.device)
-        self._claimed.discard(intf)
-
-    def is_kernel_driver_active(self, dev_handle: _Handle, intf: int) -> bool:
-        self._alive(dev_handle.device)
-        return False  # a vendor-class interface: no kernel driver binds it
-
-    def clear_halt(self, dev_handle: _Handle, ep: int) -> None:
-        self._alive(dev_handle.device)
-
-    def _alive(self, dev: _SimDevice) -> None:
-        if not self.plugged or dev.generation != self._generation:
-            raise usb.core.USBError(*_NO_DEVICE)
-
-    @property
-    def claimed(self) -> frozenset[int]:
-        return frozenset(self._claimed)
-
     # -- IBackend: transfers -------------------------------------------------------------------
 
-    def bulk_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
-        self._transfer_allowed(dev_handle, intf)
+    def bulk_write(self, dev_handle: Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
+        self._claimed_or_raise(dev_handle, intf)
         self._inbox += bytes(data)
         while (packet := self._next_packet()) is not None:
             self._execute(packet)
         return len(data)
 
-    def bulk_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
-        self._transfer_allowed(dev_handle, intf)
+    def bulk_read(self, dev_handle: Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
+        self._claimed_or_raise(dev_handle, intf)
         if not self._replies:
             time.sleep(timeout / 1000)
             self._replies += self._late  # a held-back reply arrives after the reader gave up on it
             self._late.clear()
-            raise usb.core.USBTimeoutError(*_TIMEOUT)
+            raise usb.core.USBTimeoutError(*TIMEOUT)
         n = min(len(buff), len(self._replies), self.chunk_size or len(self._replies))
         memoryview(buff)[:n] = self._replies[:n]
         del self._replies[:n]
         return n
-
-    def _transfer_allowed(self, dev_handle: _Handle, intf: int) -> None:
-        self._alive(dev_handle.device)
-        if intf not in self._claimed:
-            raise usb.core.USBError(*_NOT_FOUND)  # libusb refuses transfers on an unclaimed interface
 
     # -- the module ----------------------------------------------------------------------------
 

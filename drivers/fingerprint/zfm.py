@@ -32,7 +32,6 @@ import usb.core
 import usb.util
 from pydantic import Field, field_validator
 
-from drivers.escpos.usb import _hex_id  # USB ids are hex by convention (lsusb, udev): one parser for all drivers
 from drivers.fingerprint.errors import (
     CaptureError,
     EnrollMismatch,
@@ -59,6 +58,7 @@ from drivers.fingerprint.protocol import (
     describe,
     packet_size,
 )
+from drivers.usbdev import dispose, hex_id
 from protocol.settings import Section
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class ZfmConfig(Section):
     @field_validator("vendor_id", "product_id", mode="before")
     @classmethod
     def _hex(cls, value: object) -> object:
-        return _hex_id(value)
+        return hex_id(value)
 
     @field_validator("address", "password", mode="before")
     @classmethod
@@ -195,10 +195,7 @@ class ZfmReader:
         with self._lock:
             dev, self._dev, self._out, self._in = self._dev, None, None, None
             if dev is not None:
-                try:
-                    usb.util.dispose_resources(dev)
-                except usb.core.USBError as exc:
-                    log.debug("closing %s: %s", self.name, exc)
+                dispose(dev, self.name, log)
 
     def __enter__(self) -> ZfmReader:
         self.open()
