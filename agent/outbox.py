@@ -5,6 +5,13 @@ Two lanes: ``critical`` (punches, ratings, faults) is never dropped: when full, 
 with OutboxFull so the device can tell the person to retry; ``telemetry`` drops its oldest rows when
 full, and counts every drop. Appends are group-committed: callers wait for their commit, but one
 fsync covers a batch (an SD card's fsync is slow; platform-notes.md).
+
+A commit that fails (the disk is full, an I/O error) refuses exactly the events of that batch with
+OutboxFull, rolls back and leaves everything already committed as it was; the next append tries again,
+so the device takes events again as soon as there is space. One lock serialises every transaction on
+the connection: a confirmation committed in the middle of a group commit would otherwise make half of
+it durable (rows without their next_seq and counters), and a fetch must never see rows that may still
+be rolled back.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +61,8 @@ COMMANDS_KEPT_S = 30 * 86_400
 
 
 class OutboxFull(Exception):
-    """The critical lane is full: the event was NOT taken. The caller must refuse it visibly."""
+    """The event was NOT taken (the critical lane is full, or the disk refused the commit). The caller
+    must refuse it visibly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +107,10 @@ class Outbox:
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
-        self._broken: Exception | None = None
         self._closing = False
+        self._lock = asyncio.Lock()  # one transaction at a time on the connection
+        self.write_errors = 0  # commits that failed (each refused its batch)
+        self._failing = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def __aenter__(self) -> Outbox:
@@ -119,7 +129,11 @@ class Outbox:
         await db.executescript(SCHEMA)
         await db.commit()
         self._db = db
-        self.next_seq = await self._meta("next_seq")
+        # The rows themselves bound next_seq too: a seq is never handed out twice, whatever the meta says.
+        cur = await db.execute("SELECT MAX(seq) FROM (SELECT seq FROM outbox UNION ALL SELECT seq FROM rejected)")
+        row = await cur.fetchone()
+        highest = -1 if row is None or row[0] is None else int(row[0])
+        self.next_seq = max(await self._meta("next_seq"), highest + 1)
         self.dropped = await self._meta("dropped")
         await self._recount()
         self._committer = asyncio.create_task(self._commit_loop(), name="outbox-commit")
@@ -133,8 +147,9 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._committer)
             self._committer = None
-        if self._pending and self._broken is None:
-            await self._flush()
+        if self._pending:
+            with contextlib.suppress(OutboxFull):  # its appends were refused and told so
+                await self._flush()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -146,8 +161,6 @@ class Outbox:
         ``build(seq)`` returns (topic, body). ``counter`` names a meta counter incremented in the same
         transaction (a role's own progress, so a restart neither repeats nor skips work).
         """
-        if self._broken is not None:
-            raise OutboxFull(f"outbox {self.path} cannot commit: {self._broken}")
         if lane is Lane.CRITICAL and self.counts[lane] + self._pending_count(lane) >= self.max[lane]:
             raise OutboxFull(f"outbox critical lane holds {self.max[lane]} events: the link has been down too long")
         seq = self.next_seq
@@ -170,12 +183,21 @@ class Outbox:
             self._wake.clear()
             try:
                 await self._flush()
-            except Exception as exc:  # disk full, I/O error: refuse every later event, loudly
-                log.exception("outbox commit failed; the outbox refuses events from now on")
-                self._broken = exc
-                return
+            except OutboxFull as exc:  # disk full, I/O error: this batch was refused; the next one tries again
+                self.write_errors += 1
+                if not self._failing:
+                    log.error("%s; events are refused until a commit succeeds", exc)
+                self._failing = True
+            else:
+                if self._failing:
+                    log.warning("outbox commits again after %d failed commits", self.write_errors)
+                self._failing = False
 
     async def _flush(self) -> None:
+        async with self._lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         batch, self._pending = self._pending, []
         if not batch:
             return
@@ -185,6 +207,7 @@ class Outbox:
         for p in batch:
             if p.counter:
                 counters[p.counter] = counters.get(p.counter, 0) + 1
+        counts, dropped = dict(self.counts), self.dropped
         try:
             await db.executemany(
                 "INSERT INTO outbox (seq, lane, topic, body, created) VALUES (?, ?, ?, ?, ?)",
@@ -202,11 +225,17 @@ class Outbox:
             await self._enforce_telemetry_bound()
             await db.commit()
         except Exception as exc:
-            await db.rollback()
+            with contextlib.suppress(Exception):  # a rollback that fails too leaves nothing committed either
+                await db.rollback()
+            self.counts, self.dropped = counts, dropped
+            if self.next_seq == batch[-1].seq + 1:
+                self.next_seq = batch[0].seq  # nothing was taken since: no gap in the seqs
+            refused = OutboxFull(f"outbox {self.path} could not commit {len(batch)} events: {exc}")
+            refused.__cause__ = exc
             for p in batch:
                 if not p.done.done():
-                    p.done.set_exception(exc)
-            raise
+                    p.done.set_exception(refused)
+            raise refused from exc
         for p in batch:
             if not p.done.done():
                 p.done.set_result(None)
@@ -228,69 +257,71 @@ class Outbox:
 
     # -- reading and retiring ----------------------------------------------------------------------
     async def fetch(self, after_seq: int, limit: int) -> list[Row]:
-        cur = await self._require().execute(
-            "SELECT seq, topic, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-        )
-        rows = await cur.fetchall()
+        async with self._lock:
+            cur = await self._require().execute(
+                "SELECT seq, topic, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            )
+            rows = await cur.fetchall()
         return [Row(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     async def confirm(self, ranges: Sequence[tuple[int, int]]) -> int:
         """The store has these seqs: forget them. Returns how many rows left the outbox."""
-        db = self._require()
         removed = 0
-        for first, last in ranges:
-            cur = await db.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
-            removed += max(cur.rowcount, 0)
-        await db.commit()
+        async with self._transaction() as db:
+            for first, last in ranges:
+                cur = await db.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
+                removed += max(cur.rowcount, 0)
         if removed:
-            await self._recount()
+            async with self._lock:
+                await self._recount()
         return removed
 
     async def reject(self, seq: int, reason: str) -> None:
         """The broker refused this event for good (e.g. not authorised): keep it aside, with why."""
-        db = self._require()
-        await db.execute(
-            "INSERT OR REPLACE INTO rejected (seq, topic, body, reason, at) "
-            "SELECT seq, topic, body, ?, ? FROM outbox WHERE seq = ?",
-            (reason, time.time(), seq),
-        )
-        await db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-        await db.commit()
-        await self._recount()
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO rejected (seq, topic, body, reason, at) "
+                "SELECT seq, topic, body, ?, ? FROM outbox WHERE seq = ?",
+                (reason, time.time(), seq),
+            )
+            await db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+        async with self._lock:
+            await self._recount()
 
     # -- the rest of the agent's durable state ------------------------------------------------------
     async def kv_get(self, key: str) -> str | None:
-        cur = await self._require().execute("SELECT value FROM kv WHERE key = ?", (key,))
-        row = await cur.fetchone()
+        async with self._lock:
+            cur = await self._require().execute("SELECT value FROM kv WHERE key = ?", (key,))
+            row = await cur.fetchone()
         return None if row is None else str(row[0])
 
     async def kv_set(self, key: str, value: str) -> None:
-        db = self._require()
-        await db.execute(
-            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-        await db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     async def command_state(self, command_id: str) -> str | None:
-        cur = await self._require().execute("SELECT state FROM commands_seen WHERE id = ?", (command_id,))
-        row = await cur.fetchone()
+        async with self._lock:
+            cur = await self._require().execute("SELECT state FROM commands_seen WHERE id = ?", (command_id,))
+            row = await cur.fetchone()
         return None if row is None else str(row[0])
 
     async def set_command_state(self, command_id: str, name: str, state: str) -> None:
-        db = self._require()
         now = time.time()
-        await db.execute(
-            "INSERT INTO commands_seen (id, name, state, at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET state = excluded.state, at = excluded.at",
-            (command_id, name, state, now),
-        )
-        await db.execute("DELETE FROM commands_seen WHERE at < ?", (now - COMMANDS_KEPT_S,))
-        await db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO commands_seen (id, name, state, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, at = excluded.at",
+                (command_id, name, state, now),
+            )
+            await db.execute("DELETE FROM commands_seen WHERE at < ?", (now - COMMANDS_KEPT_S,))
 
     async def commands_in(self, state: str) -> list[tuple[str, str]]:
-        cur = await self._require().execute("SELECT id, name FROM commands_seen WHERE state = ?", (state,))
-        return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+        async with self._lock:
+            cur = await self._require().execute("SELECT id, name FROM commands_seen WHERE state = ?", (state,))
+            return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
 
     @property
     def depth(self) -> int:
@@ -298,18 +329,34 @@ class Outbox:
 
     async def next_session(self) -> int:
         """A new MQTT session counter (Sparkplug's bdSeq), persisted before the CONNECT that uses it."""
-        value = await self._meta("session") + 1
-        await self._set_meta("session", value)
-        await self._require().commit()
+        async with self._transaction():
+            value = await self._meta("session") + 1
+            await self._set_meta("session", value)
         return value
 
     async def counter(self, name: str) -> int:
-        return await self._meta(f"counter:{name}")
+        async with self._lock:
+            return await self._meta(f"counter:{name}")
 
     async def rejected_count(self) -> int:
-        cur = await self._require().execute("SELECT COUNT(*) FROM rejected")
-        row = await cur.fetchone()
+        async with self._lock:
+            cur = await self._require().execute("SELECT COUNT(*) FROM rejected")
+            row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction, alone on the connection: committed if the block succeeds, else rolled back
+        (a failed COMMIT leaves SQLite's transaction open, and the next one must not inherit it)."""
+        async with self._lock:
+            db = self._require()
+            try:
+                yield db
+                await db.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.rollback()
+                raise
 
     # -- helpers -----------------------------------------------------------------------------------
     def _require(self) -> aiosqlite.Connection:
