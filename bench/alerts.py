@@ -39,6 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench._machine import cpu_model, load_average, memory_total
+from bench._run import write_results
 from broker.alerts.routing import AlertsConfig, Router
 from broker.config import ConsumerConfig, IngestConfig, RulesConfig, StoreConfig
 from broker.consumer import Consumer
@@ -272,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = asyncio.run(main_async(a))
     finally:
         _stop_pg()
-    out = Path(__file__).parent / "results" / f"alerts-{dt.date.today()}.md"
-    out.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {out}")
+    write_results("alerts", dt.date.today(), "\n".join(lines), echo=False)
     return 0
 
 

@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from bench._machine import cpu_model, load_average, memory_total
+from bench._run import write_results
 from broker.attendance.policy import MonthlyRule, PunchPolicy
 from broker.attendance.reports import exception_details, monthly_by_unit, write_xlsx
 from broker.attendance.service import _by_device_clock, _by_receive_time, load_period, load_punches
@@ -306,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     lines = asyncio.run(main_async(a))
-    out = Path(__file__).parent / "results" / f"attendance-{dt.date.today()}.md"
-    out.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {out}")
+    write_results("attendance", dt.date.today(), "\n".join(lines), echo=False)
     return 0
 
 

@@ -42,24 +42,20 @@ import ctypes.util
 import datetime as dt
 import importlib.metadata
 import json
-import logging
 import math
 import os
 import platform
 import random
 import resource
 import shlex
-import shutil
 import signal
 import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +67,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.selfheal import AppWatch, AppWatchConfig
 from bench._machine import cpu_model, load_average, memory_total
+from bench._run import in_workdir, write_results
 from broker.commands import centre_link, command_row, issue_command
 from broker.mosquitto.local import LocalMosquitto, find_mosquitto
 from broker.store.db import Store
@@ -676,7 +673,6 @@ def own_cpu_s() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-
 def machine(load_at_start: str, busy: tuple[float, float, float]) -> list[tuple[str, str]]:
     cpu, mem = cpu_model(), memory_total()
     try:
@@ -988,40 +984,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command_line = shlex.join([".venv/bin/python", "-m", "bench.commands", *(sys.argv[1:] if argv is None else argv)])
-    workdir = Path(tempfile.mkdtemp(prefix="hallfleet-bench-commands-"))
-    logging.basicConfig(
-        filename=workdir / "bench.log",
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     started = dt.datetime.now().astimezone()
     load_at_start = load_average()
     busy0 = machine_busy_s()
     t0 = time.monotonic()
-    keep = args.keep
-    try:
-        print(f"bench.commands: work dir {workdir}; this takes about 2 minutes", flush=True)
-        cmd, heal = asyncio.run(run_all(args, workdir))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: every process started here has been stopped", file=sys.stderr)
-        return 130
-    except Exception:
-        traceback.print_exc()
-        print(f"failed; processes stopped; logs kept in {workdir}", file=sys.stderr)
-        keep = True
-        return 1
-    finally:
-        logging.shutdown()
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+    cmd, heal = in_workdir("commands", "this takes about 2 minutes", args.keep, lambda workdir: run_all(args, workdir))
     took = time.monotonic() - t0
     busy = (machine_busy_s() - busy0, own_cpu_s(), took * len(os.sched_getaffinity(0)))
-    text = report(load_at_start, busy, command_line, started, cmd, heal, took)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"commands-{started:%Y-%m-%d}.md"
-    path.write_text(text + "\n")
-    print(f"written to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    write_results("commands", started, report(load_at_start, busy, command_line, started, cmd, heal, took))
     return 0
 
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench._run import write_results
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SHOTS = 3
 
@@ -383,11 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start, started = load_average(), time.monotonic()
     results = Results(memory(), latency(a.frames), components(a.frames // 2), gallery_rows(a.probes))
     lines = report(a, time.monotonic() - started, load_start, results)
-    print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"face-{dt.datetime.now(dt.UTC):%Y-%m-%d}.md"
-    out.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {out}")
+    write_results("face", dt.datetime.now(dt.UTC), "\n".join(lines))
     return 0
 
 

@@ -19,20 +19,16 @@ import contextlib
 import ctypes
 import datetime as dt
 import json
-import logging
 import math
 import os
 import platform
 import random
 import shlex
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +38,7 @@ from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
 from agent.roles.kiosk import KioskConfig, SimulatedReceiptConfig
 from bench._machine import cpu_model, load_average, memory_total
+from bench._run import in_workdir, write_results
 from broker.mosquitto.local import LocalMosquitto, find_mosquitto
 from drivers.escpos import ReceiptPrinter, UsbPrinterConfig, UsbTransport
 from drivers.escpos.sim import SimulatedUsbPrinter
@@ -364,18 +361,29 @@ def machine() -> list[tuple[str, str]]:
 def findings(costs: list[Cost], series: list[Series]) -> list[str]:
     esc, ipp, both = costs[3], costs[5], series[0].samples + series[1].samples
     cpu = (esc.cpu_s / esc.n + (ipp.cpu_s + ipp.peer_cpu_s) / ipp.n) * 1e6
-    md = ["## Findings", "", f"- One poll of both printers costs ~{cpu:,.0f} µs of CPU (ESC/POS via to_thread on the "
-          f"sim; IPP client + ippeveprinter): {cpu / 1e4:.3f} % of a core at poll_s = 1, a tenth of that at 10."]
+    md = [
+        "## Findings",
+        "",
+        f"- One poll of both printers costs ~{cpu:,.0f} µs of CPU (ESC/POS via to_thread on the "
+        f"sim; IPP client + ippeveprinter): {cpu / 1e4:.3f} % of a core at poll_s = 1, a tenth of that at 10.",
+    ]
     for s in series:
         if xs := [x.stored for x in s.samples]:
-            md.append(f"- Paper-end -> stored, poll_s = {s.poll_s:g}: p50 {ms(pct(xs, 50))} ms, max {ms(max(xs))} ms, "
-                      f"mean {ms(sum(xs) / len(xs))} ms (poll_s / 2 = {s.poll_s * 500:,.0f} ms), n = {len(xs)}.")
+            md.append(
+                f"- Paper-end -> stored, poll_s = {s.poll_s:g}: p50 {ms(pct(xs, 50))} ms, max {ms(max(xs))} ms, "
+                f"mean {ms(sum(xs) / len(xs))} ms (poll_s / 2 = {s.poll_s * 500:,.0f} ms), n = {len(xs)}."
+            )
     if both:
-        md.append(f"- The \"empty\" is event {pct([x.events for x in both], 50):.0f} of its poll and comes p50 "
-                  f"{ms(pct([x.serial for x in both], 50))} ms after the first: `KioskRole.publish()` awaits each "
-                  "`emit()` in turn, and each waits for its own outbox group commit (commit_interval_ms 20).")
-    md += [f"- Inside the debounce window (HELD) it took {ms(x.stored)} ms: \"low\" had been published "
-           f"{ms(x.since_low)} ms before paper-end." for x in series[0].held]
+        md.append(
+            f'- The "empty" is event {pct([x.events for x in both], 50):.0f} of its poll and comes p50 '
+            f"{ms(pct([x.serial for x in both], 50))} ms after the first: `KioskRole.publish()` awaits each "
+            "`emit()` in turn, and each waits for its own outbox group commit (commit_interval_ms 20)."
+        )
+    md += [
+        f'- Inside the debounce window (HELD) it took {ms(x.stored)} ms: "low" had been published '
+        f"{ms(x.since_low)} ms before paper-end."
+        for x in series[0].held
+    ]
     return [*md, ""]
 
 
@@ -417,7 +425,7 @@ def report(costs: list[Cost], series: list[Series], mach: list[tuple[str, str]],
     md += table(["paper-end -> stored (ms)", "n", "p50", "p99", "max", "mean", "p50 wait for the poll",
                  "p50 earlier events of that poll", "p50 ts -> consumer", "p50 consumer -> read",
                  "p50 low ts -> paper-end"], rows)  # fmt: skip
-    md += ["", "Samples (ms: stored / waited for the poll / events of that poll up to \"empty\"):", ""]
+    md += ["", 'Samples (ms: stored / waited for the poll / events of that poll up to "empty"):', ""]
     for s in series:
         for label, xs in (("", s.samples), (" held", s.held)):
             if xs:
@@ -462,30 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.escpos_polls, args.ipp_polls) < 1 or min(args.fast_k, args.slow_k, args.held) < 0:
         p.error("poll counts must be at least 1, sample counts at least 0")
     cmd = shlex.join([".venv/bin/python", "-m", "bench.kiosk", *(sys.argv[1:] if argv is None else argv)])
-    workdir = Path(tempfile.mkdtemp(prefix="hallfleet-bench-kiosk-"))
-    logging.basicConfig(filename=workdir / "bench.log", level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    started, args.t0, mach, keep = dt.datetime.now().astimezone(), time.monotonic(), machine(), args.keep
-    print(f"bench.kiosk: work dir {workdir}; about 3 minutes", flush=True)
-    try:
-        costs, series = asyncio.run(run(args, workdir))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: every process started here has been stopped", file=sys.stderr)
-        return 130
-    except Exception:
-        traceback.print_exc()
-        print(f"failed; processes stopped; logs kept in {workdir}", file=sys.stderr)
-        keep = True
-        return 1
-    finally:
-        logging.shutdown()
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    text = report(costs, series, mach, cmd, started, time.monotonic() - args.t0)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"kiosk-{started:%Y-%m-%d}.md"
-    path.write_text(text + "\n")
-    print(f"written to {path}")
+    started, args.t0, mach = dt.datetime.now().astimezone(), time.monotonic(), machine()
+    costs, series = in_workdir("kiosk", "about 3 minutes", args.keep, lambda workdir: run(args, workdir))
+    write_results("kiosk", started, report(costs, series, mach, cmd, started, time.monotonic() - args.t0))
     return 0
 
 
