@@ -24,7 +24,7 @@ from agent.roles.rating import RatingRole
 from agent.selfheal import AppWatch
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
-from protocol.clock import Clock, SystemClock
+from protocol.clock import Clock, SystemClock, real_seconds
 from protocol.envelope import Envelope, Frozen
 from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, lane_of
 from protocol.ids import uuid7
@@ -247,7 +247,8 @@ class Agent:
     async def _health_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_changed.wait(), self.heartbeat_s)
+                # heartbeat_s is in the clock's seconds, as the centre counts it: real time under a demo's ScaledClock
+                await asyncio.wait_for(self._heartbeat_changed.wait(), real_seconds(self.clock, self.heartbeat_s))
                 self._heartbeat_changed.clear()
                 continue  # a new interval: start counting again
             await self.emit(HEALTH_TYPE, self.health())

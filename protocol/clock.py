@@ -42,3 +42,10 @@ class ScaledClock:
 
     def monotonic(self) -> float:
         return (time.monotonic() - self._t0) * self.speed
+
+
+def real_seconds(clock: Clock, seconds: float) -> float:
+    """How long ``seconds`` of ``clock``'s time last in real time. asyncio's sleeps and timeouts are real,
+    so a loop that must keep an interval the centre measures on the clock (the heartbeat, whose stale
+    deadline is the receive time plus 1.5 intervals) waits this; the same for every clock but a ScaledClock."""
+    return seconds / clock.speed if isinstance(clock, ScaledClock) else seconds
