@@ -38,7 +38,7 @@ from broker.calendar import CalendarError, Hours, SiteCalendar
 from broker.rules.notices import Notice, Severity
 from broker.rules.tasks import (
     Device,
-    claim_overdue,
+    claim_overdue_on_devices,
     close_tasks,
     load_devices,
     open_task,
@@ -431,15 +431,8 @@ def _restock_text(row: Any, plan: _Plan, due: datetime, cal: SiteCalendar) -> tu
 
 
 async def _overdue(conn: AsyncConnection, now: datetime, sites: Sites) -> list[Notice]:
-    rows = await claim_overdue(conn, RESTOCK, now)
-    if not rows:
-        return []
-    devs = await load_devices(conn, [r.key for r in rows])
     notices = []
-    for r in rows:
-        site, _, device = r.key.partition("/")
-        dev = devs.get(r.key, Device(r.key, site, device, ""))
-        cfg = sites[dev.site]
+    for r, dev, cfg in await claim_overdue_on_devices(conn, RESTOCK, now, sites):
         zh, en = consumable_label(r.item)
         due = _local(r.due_at, cfg.site_calendar)
         facts = {"task_id": r.id, "consumable": r.item, "due_at": r.due_at.isoformat()}

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.calendar import CalendarError
 from broker.rules.notices import Notice
-from broker.rules.tasks import Device, claim_overdue, close_tasks, load_devices, open_task, task_notice
+from broker.rules.tasks import Device, claim_overdue_on_devices, close_tasks, load_devices, open_task, task_notice
 from broker.sites import SiteConfig, Sites
 from broker.store.schema import service_records, tasks
 
@@ -133,15 +133,8 @@ async def _inspection(conn: AsyncConnection, now: datetime, cfg: SiteConfig, dev
 
 
 async def _inspection_overdue(conn: AsyncConnection, now: datetime, sites: Sites) -> list[Notice]:
-    rows = await claim_overdue(conn, INSPECTION, now)
-    if not rows:
-        return []
-    devs = await load_devices(conn, [r.key for r in rows])
     notices = []
-    for r in rows:
-        site, _, device = r.key.partition("/")
-        dev = devs.get(r.key, Device(r.key, site, device, ""))
-        cfg = sites[dev.site]
+    for r, dev, cfg in await claim_overdue_on_devices(conn, INSPECTION, now, sites):
         zh = f"{r.item} 季度联合巡检已超期，仍未记录"
         en = f"{r.item} joint inspection overdue: none recorded"
         facts = {"task_id": r.id, "quarter": r.item, "due_at": r.due_at.isoformat()}

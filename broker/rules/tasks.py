@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.rules.notices import Notice, Severity
-from broker.sites import SiteConfig
+from broker.sites import SiteConfig, Sites
 from broker.store.db import _insert_ignore
 from broker.store.schema import devices, tasks
 from protocol.ids import uuid7
@@ -97,6 +97,20 @@ async def claim_overdue(conn: AsyncConnection, kind: str, now: datetime) -> list
         .returning(c.id, c.key, c.item, c.due_at)
     )
     return list(result.all())
+
+
+async def claim_overdue_on_devices(
+    conn: AsyncConnection, kind: str, now: datetime, sites: Sites
+) -> list[tuple[Any, Device, SiteConfig]]:
+    """claim_overdue, each task with its device (a placeholder when the device row is gone) and site config."""
+    rows = await claim_overdue(conn, kind, now)
+    devs = await load_devices(conn, [r.key for r in rows]) if rows else {}
+    claimed = []
+    for r in rows:
+        site, _, device = r.key.partition("/")
+        dev = devs.get(r.key, Device(r.key, site, device, ""))
+        claimed.append((r, dev, sites[dev.site]))
+    return claimed
 
 
 async def load_devices(conn: AsyncConnection, keys: list[str] | None = None) -> dict[str, Device]:
