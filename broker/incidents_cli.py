@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from broker.cli_support import Handler, run_with_store
 from broker.commands import CommandError, current_user, fmt_time, split_device
-from broker.reports.sla import build_sla_report, write_csv, write_xlsx
+from broker.reports import build_sla_report, write_csv, write_xlsx
 from broker.rules import actions
 from broker.rules.consumables import record_refill
 from broker.rules.incidents import kind_label

@@ -19,25 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from broker.calendar import Hours, WallClockHours
-from broker.reports.export import write_csv, write_xlsx
-from broker.reports.model import DeviceRow, IncidentRow, SiteTotals, SlaReport
+from broker.reports.model import DeviceRow, IncidentRow, SlaReport
 from broker.rules.incidents import HALL_OUTAGE
 from broker.rules.incidents import OUTAGE_KINDS as DEVICE_OUTAGES
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import devices, dispatches, events, incidents, service_records
-
-__all__ = [
-    "OUTAGE_KINDS",
-    "DeviceRow",
-    "IncidentRow",
-    "SiteTotals",
-    "SlaReport",
-    "build_sla_report",
-    "month_bounds",
-    "write_csv",
-    "write_xlsx",
-]
 
 # The kiosk cannot serve. "reported": site staff reported an outage hallfleet did not see (broker/rules).
 # What counts as downtime: the rules' outage kinds, and the hall-wide outage (listed, never a device's).
