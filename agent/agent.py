@@ -16,7 +16,7 @@ from agent.commands.runner import CommandRunner
 from agent.config import AgentConfig
 from agent.desired import ConfigApplier, DeviceSettings
 from agent.link import Backoff, Identity, Link
-from agent.outbox import Outbox
+from agent.outbox import Outbox, OutboxFull
 from agent.roles import sim
 from agent.roles.attendance import AttendanceRole
 from agent.roles.kiosk import KioskRole
@@ -251,7 +251,10 @@ class Agent:
                 await asyncio.wait_for(self._heartbeat_changed.wait(), real_seconds(self.clock, self.heartbeat_s))
                 self._heartbeat_changed.clear()
                 continue  # a new interval: start counting again
-            await self.emit(HEALTH_TYPE, self.health())
+            try:
+                await self.emit(HEALTH_TYPE, self.health())
+            except OutboxFull as exc:  # a full disk must not stop the device: the next heartbeat tries again
+                log.warning("heartbeat not recorded: %s", exc)
 
     def health(self) -> Health:
         h = self.probe.read()
