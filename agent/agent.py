@@ -13,6 +13,7 @@ from typing import Any
 from agent.commands.builtin import BUILTIN
 from agent.commands.registry import Registry
 from agent.commands.runner import CommandRunner
+from agent.commands.update import resume_update, watch_update
 from agent.config import AgentConfig
 from agent.desired import ConfigApplier, DeviceSettings
 from agent.link import Backoff, Identity, Link
@@ -207,6 +208,7 @@ class Agent:
         async with self.outbox:
             await self.config.load()
             self.settings_changed()
+            await resume_update(self)  # an update in progress is answered by its result, before commands resume
             try:
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
@@ -214,6 +216,7 @@ class Agent:
                         tg.create_task(self._health_loop(), name="health"),
                         tg.create_task(watchdog_loop(), name="watchdog"),
                         tg.create_task(self.commands.run(), name="commands"),
+                        tg.create_task(watch_update(self), name="update"),
                     ]
                     if self.app_watch is not None:
                         tasks.append(tg.create_task(self.app_watch.run(), name="app-watch"))

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from agent.commands.update import UpdateConfig
 from agent.roles.attendance import AttendanceConfig
 from agent.roles.kiosk import KioskConfig
 from agent.roles.rating import RatingConfig
@@ -59,6 +60,7 @@ class AgentConfig(TomlSettings):
     )
     app: AppWatchConfig | None = Field(default=None, description="The application this agent keeps alive")
     log_files: list[Path] = Field(default_factory=list, description="Logs that collect_logs may return")
+    update: UpdateConfig = Field(default_factory=UpdateConfig, description="Versions side by side, the updater")
     reboot_command: list[str] = Field(
         default_factory=lambda: ["systemctl", "reboot"],
         min_length=1,

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     from broker.incidents_cli import add_parsers as add_incident_parsers
     from broker.ratings.cli import add_parsers as add_rating_parsers
     from provisioning.cli import add_parsers as add_provisioning_parsers
+    from provisioning.updates_cli import add_parsers as add_update_parsers
 
     add_centre_parsers(sub)
     add_incident_parsers(sub)
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_attendance_parsers(sub)
     add_attendance_report_parsers(sub)
     add_provisioning_parsers(sub)
+    add_update_parsers(sub)
     add_rating_parsers(sub)
     add_api_parsers(sub)
 

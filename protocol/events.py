@@ -147,6 +147,20 @@ class AppRestart(Frozen):
     ok: bool = Field(description="Healthy again after the restart")
 
 
+class DeviceUpdated(Frozen):
+    """``device.updated``: how an update of the agent ended, told by the agent that runs afterwards (the new
+    version, or the old one after a rollback)."""
+
+    command_id: str = Field(max_length=64, description="The update command this answers")
+    from_version: str = Field(max_length=64)
+    to_version: str = Field(max_length=64)
+    outcome: Literal["updated", "rolled_back", "failed"] = Field(
+        description="updated: the new version is healthy; rolled_back: it was not, the old one runs again; "
+        "failed: nothing was switched (install failed)"
+    )
+    reason: str = Field(default="", max_length=1000)
+
+
 @dataclass(frozen=True, slots=True)
 class EventSpec:
     name: str
@@ -172,6 +186,7 @@ REGISTRY: dict[str, EventSpec] = {
         EventSpec("config.applied", ConfigReport, Lane.CRITICAL),
         EventSpec("config.rejected", ConfigReport, Lane.CRITICAL),
         EventSpec("app.restart", AppRestart, Lane.CRITICAL),
+        EventSpec("device.updated", DeviceUpdated, Lane.CRITICAL),
     )
 }
 HEALTH_TYPE = "device.health"

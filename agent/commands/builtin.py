@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs
+from agent.commands.update import UPDATE
 from protocol.envelope import Frozen
 
 if TYPE_CHECKING:
@@ -125,4 +126,5 @@ BUILTIN = [
     CommandSpec("diagnose", NoArgs, diagnose),
     CommandSpec("sync_config", NoArgs, sync_config),
     CommandSpec("collect_logs", CollectLogsArgs, collect_logs),
+    UPDATE,  # agent/commands/update.py: a new hallfleet version, rolled back if unhealthy
 ]
