@@ -9,26 +9,31 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import paho.mqtt.client as paho
 import pytest
 import sqlalchemy as sa
 
-from broker.alerts.routing import AlertsConfig, sign_ack
+from broker.alerts.routing import AlertsConfig, Router, sign_ack
 from broker.api.app import create_app
 from broker.api.auth import add_user
 from broker.api.config import ApiConfig
 from broker.commands import centre_link
 from broker.config import ConsumerConfig, StoreConfig
 from broker.mosquitto.local import LocalMosquitto
+from broker.ratings.jobs import RatingJobs
+from broker.sites import Sites
 from broker.store.db import Store
-from broker.store.schema import audit_log, incident_timeline, incidents
+from broker.store.schema import audit_log, events, incident_timeline, incidents
 from protocol import topics
-from protocol.settings import MqttConfig
+from protocol.clock import HALL_ZONE
+from protocol.ids import uuid7
+from protocol.settings import ConfigError, MqttConfig
 from protocol.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.apps import free_port
@@ -395,18 +400,25 @@ async def test_hallfleet_api_says_ready_to_systemd_and_serves_with_its_own_mqtt_
         monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
         api = Proc("api", ["api", "--config", str(tmp_path / "api.toml")], tmp_path)
         procs.append(api.start())
-        ready = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 1024), 20)
+        ready = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 1024), 60)
         assert ready == b"READY=1", api.log()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as plain:
         health = await wait_until(lambda: _health(plain), 10, "the API's MQTT link")
         assert health == {"store": "ok", "mqtt": "connected"}
         assert (await plain.get("/api/devices")).status_code == 401
-        assert (await plain.get("/openapi.json")).json()["paths"]["/api/commands"]["post"]
+        assert (await plain.get("/openapi.json")).status_code == 401, "the schema is for people who log in"
         store = await Store.open(sqlite_url)
         await add_user(store, "it.chen", PASSWORD, "it_admin", ("*",), datetime.now(UTC))
         await store.close()
         token = (await plain.post("/api/login", json={"username": "it.chen", "password": PASSWORD})).json()["token"]
         headers = {"Authorization": f"Bearer {token}"}
+        schema = (await plain.get("/openapi.json", headers=headers)).json()
+        assert schema["paths"]["/api/commands"]["post"] and schema["paths"]["/api/ratings/followups/{event_id}/reply"]
+        docs = await plain.get("/docs", headers=headers)
+        assert docs.status_code == 200 and "/openapi.json" in docs.text
+        assert (await plain.get("/metrics")).status_code == 200, "a scraper on this host, not through a proxy"
+        proxied = await plain.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert proxied.status_code == 403, "what the TLS proxy forwards is refused without a token"
         async with plain.stream("GET", "/events/stream", headers=headers) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             # Stopping with a live page open still ends promptly and cleanly.
@@ -416,3 +428,225 @@ async def test_hallfleet_api_says_ready_to_systemd_and_serves_with_its_own_mqtt_
 async def _health(client: httpx.AsyncClient) -> Any:
     body = (await client.get("/healthz")).json()
     return body if body["mqtt"] == "connected" else None
+
+
+# -- ratings and their follow-ups ------------------------------------------------------------------------
+def _rating_event(site: str, window: str, level: int, at: datetime, service: str | None = "T1") -> dict[str, Any]:
+    data = {"window": window, "staff_id": f"S-{window}", "service_id": service, "level": level, "delay_s": 8.0}
+    return {
+        "site": site, "device": f"pad-{window.lower()}", "id": uuid7(), "type": "rating.submitted",
+        "seq": int(at.timestamp() * 1000), "boot_id": "b", "ts": at, "clock_synced": True, "replayed": False,
+        "received_at": at, "data": json.dumps(data),
+    }  # fmt: skip
+
+
+async def _ratings(api: Api) -> dict[str, str]:
+    """Six ratings now: qp W1 5/5/1, qp W2 4/2, wz W1 1; the rating jobs open their follow-ups. Returns the
+    event ids of the negative ones by name."""
+    now = datetime.now(UTC)
+    rows = [
+        _rating_event("qp", "W1", 5, now - timedelta(seconds=50)),
+        _rating_event("qp", "W1", 5, now - timedelta(seconds=40)),
+        _rating_event("qp", "W1", 1, now - timedelta(seconds=30)),
+        _rating_event("qp", "W2", 4, now - timedelta(seconds=20)),
+        _rating_event("qp", "W2", 2, now - timedelta(seconds=10), service=None),
+        _rating_event("wz", "W1", 1, now - timedelta(seconds=5)),
+    ]
+    store = api.consumer.store
+    async with store.engine.begin() as conn:
+        await conn.execute(events.insert(), rows)
+    opened, _ = await RatingJobs(store, Sites({}), Router(AlertsConfig())).scan_ratings(now)
+    assert len(opened) == 3
+    return {"qp_w1": rows[2]["id"], "qp_w2": rows[4]["id"], "wz": rows[5]["id"]}
+
+
+async def test_ratings_are_listed_by_site_window_and_level_in_pages(api: Api) -> None:
+    ids = await _ratings(api)
+    wm = await api.login("wm.qp")
+    body = (await api.client.get("/api/ratings", headers=wm)).json()
+    assert body["total"] == 5 and {r["site"] for r in body["items"]} == {"qp"}, "another site's are not counted"
+    w1 = (await api.client.get("/api/ratings?window=W1", headers=wm)).json()
+    assert w1["total"] == 3 and sorted(r["level"] for r in w1["items"]) == [1, 5, 5]
+    bad = (await api.client.get("/api/ratings?level=1", headers=wm)).json()["items"]
+    assert [(r["event_id"], r["negative"], r["followup"], r["level_label"]) for r in bad] == [
+        (ids["qp_w1"], True, "reply", "非常不满意")
+    ]
+    seen = []
+    for page in (1, 2, 3):
+        got = (await api.client.get(f"/api/ratings?page={page}&size=2", headers=wm)).json()
+        assert got["total"] == 5 and got["page"] == page
+        seen += [r["event_id"] for r in got["items"]]
+    assert len(seen) == len(set(seen)) == 5
+    assert (await api.client.get("/api/ratings?site=wz", headers=wm)).status_code == 403
+    tech = await api.login("tech.qp")
+    assert (await api.client.get("/api/ratings", headers=tech)).status_code == 403, "ratings name staff"
+    for query, field in (("level=6", "level"), ("day=2026-02-30", "day"), ("window=", "window"), ("size=0", "size")):
+        r = await api.client.get(f"/api/ratings?{query}", headers=wm)
+        assert r.status_code == 422 and r.json()["fields"] == [field], query
+    yesterday = (datetime.now(HALL_ZONE).date() - timedelta(days=1)).isoformat()
+    assert (await api.client.get(f"/api/ratings?day={yesterday}", headers=wm)).json()["total"] == 0
+
+
+async def test_a_followup_is_answered_and_rectified_once_by_its_sites_window_management(api: Api) -> None:
+    ids = await _ratings(api)
+    await add_user(api.consumer.store, "wm.wz", PASSWORD, "window_management", ("wz",), datetime.now(UTC))
+    wm, other, tech = await api.login("wm.qp"), await api.login("wm.wz"), await api.login("tech.qp")
+    listed = (await api.client.get("/api/ratings/followups", headers=wm)).json()
+    assert listed["total"] == 2 and {f["event_id"] for f in listed["items"]} == {ids["qp_w1"], ids["qp_w2"]}
+    real = next(f for f in listed["items"] if f["event_id"] == ids["qp_w1"])
+    assert real["state"] == "reply" and real["real_name"] and real["reply_due"] and not real["overdue"]
+    anonymous = next(f for f in listed["items"] if f["event_id"] == ids["qp_w2"])
+    assert anonymous["state"] == "classify" and anonymous["reply_due"] is None
+
+    url = f"/api/ratings/followups/{ids['qp_w1']}"
+    answer = {"text": "已电话回访, 致歉并说明材料要求", "objective": True}
+    assert (await api.client.post(f"{url}/reply", json=answer, headers=other)).status_code == 403, "another site"
+    assert (await api.client.post(f"{url}/reply", json=answer, headers=tech)).status_code == 403, "technician"
+    wz_url = f"/api/ratings/followups/{ids['wz']}/reply"
+    assert (await api.client.post(wz_url, json=answer, headers=wm)).status_code == 403
+    for body, field in (({"text": "   "}, "text"), ({}, "text"), ({"text": "x", "objective": "maybe"}, "objective")):
+        r = await api.client.post(f"{url}/reply", json=body, headers=wm)
+        assert r.status_code == 422 and r.json()["fields"] == [field], body
+    r = await api.client.post(f"{url}/reply", json={"text": "ok", "by": "someone else"}, headers=wm)
+    assert r.status_code == 422 and r.json()["fields"] == ["by"]
+    assert (await api.client.post("/api/ratings/followups/nope/reply", json=answer, headers=wm)).status_code == 404
+
+    done = await api.client.post(f"{url}/reply", json=answer, headers=wm)
+    assert done.status_code == 200, done.text
+    got = done.json()
+    assert got["replied_by"] == "wm.qp" and got["objective"] is True and got["state"] == "rectify"
+    assert got["rectify_due"] is not None
+    again = await api.client.post(f"{url}/reply", json=answer, headers=wm)
+    assert again.status_code == 409 and "answered already" in again.json()["detail"]
+    fixed = await api.client.post(f"{url}/rectify", json={"text": "窗口增设材料清单"}, headers=wm)
+    assert fixed.status_code == 200 and fixed.json()["state"] == "done" and fixed.json()["rectified_by"] == "wm.qp"
+    assert (await api.client.post(f"{url}/rectify", json={"text": "x"}, headers=wm)).status_code == 409
+    assert (await api.client.get("/api/ratings/followups?state=done", headers=wm)).json()["total"] == 1
+    assert (await api.client.get("/api/ratings/followups?state=soon", headers=wm)).json()["fields"] == ["state"]
+    audit = await api.consumer.store.fetch(sa.select(audit_log).where(audit_log.c.action.like("rating.%")))
+    assert sorted((a.action, a.actor, a.target) for a in audit) == [
+        ("rating.classify", "wm.qp", "qp/pad-w1"),
+        ("rating.rectify", "wm.qp", "qp/pad-w1"),
+        ("rating.reply", "wm.qp", "qp/pad-w1"),
+    ]
+
+
+async def test_the_ratings_page_shows_the_days_windows_and_answers_a_followup(api: Api) -> None:
+    ids = await _ratings(api)
+    login = f"username=wm.qp&password={PASSWORD.replace(' ', '+')}&next=/ratings"
+    assert (await api.client.post("/login", content=login)).status_code == 303
+    page = await api.client.get("/ratings", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and f'id="fu-{ids["qp_w1"]}"' in page.text and "待回复" in page.text
+    assert "66.7%" in page.text and "50.0%" in page.text, "W1: 2 of 3 satisfied; W2: 1 of 2"
+    form = f"text={quote('已回访')}&objective=no"
+    r = await api.client.post(f"/ratings/followups/{ids['qp_w1']}/reply", content=form)
+    assert r.status_code == 303 and f"saved={ids['qp_w1']}" in r.headers["location"]
+    after = await api.client.get(r.headers["location"], headers={"Accept": "text/html"})
+    assert "已回访" in after.text and 'id="saved"' in after.text
+    empty = await api.client.post(f"/ratings/followups/{ids['qp_w2']}/rectify", content="text=")
+    assert empty.status_code == 422
+    assert (await api.client.get("/ratings?site=wz", headers={"Accept": "text/html"})).status_code == 403
+
+
+# -- on-site dispatch ------------------------------------------------------------------------------------
+async def test_a_dispatch_is_opened_by_the_sites_technician_once_then_moves_on_site(api: Api) -> None:
+    await _births(api, "qp/kiosk-24h-1")
+    incident = await _offline(api, "qp/kiosk-24h-1")
+    url = f"/api/incidents/{incident.id}/dispatch"
+    for name in ("tech.wz", "viewer", "wm.qp"):
+        r = await api.client.post(url, json={"note": "请上门"}, headers=await api.login(name))
+        assert r.status_code == 403, name
+    h = await api.login("tech.qp")
+    for body, field in (({"state": "gone"}, "state"), ({"note": "x" * 1001}, "note"), ({"who": 1}, "who")):
+        r = await api.client.post(url, json=body, headers=h)
+        assert r.status_code == 422 and r.json()["fields"] == [field], body
+    assert (await api.client.post("/api/incidents/nope/dispatch", headers=h)).status_code == 404
+    opened = await api.client.post(url, json={"note": "打印机卡纸, 请上门"}, headers=h)
+    assert opened.status_code == 200, opened.text
+    d = opened.json()
+    assert d["state"] == "open" and d["incident_id"] == incident.id and d["key"] == "qp/kiosk-24h-1"
+    assert datetime.fromisoformat(d["due_at"]) > datetime.fromisoformat(d["opened_at"])
+    twice = await api.client.post(url, headers=h)
+    assert twice.status_code == 409 and "dispatched already" in twice.json()["detail"]
+    arrived = await api.client.post(url, json={"state": "on_site"}, headers=h)
+    assert arrived.json()["state"] == "on_site" and arrived.json()["technician"] == "tech.qp"
+    detail = (await api.client.get(f"/api/incidents/{incident.id}", headers=h)).json()
+    assert any("派单上门" in e["text"] and e["actor"] == "tech.qp" for e in detail["timeline"])
+    audit = (await api.client.get("/api/audit?device=qp/kiosk-24h-1", headers=h)).json()["items"]
+    assert [a["action"] for a in audit if a["action"].startswith("dispatch.")] == ["dispatch.on_site", "dispatch.open"]
+    assert all(a["actor"] == "tech.qp" for a in audit if a["action"].startswith("dispatch."))
+
+
+# -- users ---------------------------------------------------------------------------------------------
+async def test_the_it_admin_creates_resets_and_disables_users_and_nobody_else_may(api: Api) -> None:
+    admin = await api.login("admin")
+    tech = await api.login("tech.qp")
+    new = {"username": "zhao.lei", "password": "a long password 1", "role": "technician", "sites": ["qp"]}
+    assert (await api.client.get("/api/users", headers=tech)).status_code == 403
+    assert (await api.client.post("/api/users", json=new, headers=tech)).status_code == 403
+    assert (await api.client.post("/api/users/tech.wz/disable", headers=tech)).status_code == 403
+    assert (await api.client.post("/api/users/tech.wz/password", headers=tech)).status_code == 403
+    for change, field in (
+        ({"role": "boss"}, "role"),
+        ({"password": "short"}, "password"),
+        ({"sites": []}, "sites"),
+        ({"sites": ["q p"]}, "sites.0"),
+        ({"username": "bad name"}, "username"),
+    ):
+        r = await api.client.post("/api/users", json=new | change, headers=admin)
+        assert r.status_code == 422 and r.json()["fields"] == [field], change
+    created = await api.client.post("/api/users", json=new, headers=admin)
+    assert created.status_code == 201 and created.json()["sites"] == ["qp"] and created.json()["role"] == "technician"
+    assert (await api.client.post("/api/users", json=new, headers=admin)).status_code == 409
+    page = (await api.client.get("/api/users?size=2&page=1", headers=admin)).json()
+    assert page["total"] == 6 and len(page["items"]) == 2
+    theirs = await api.client.post("/api/login", json={"username": "zhao.lei", "password": new["password"]})
+    old = {"Authorization": f"Bearer {theirs.json()['token']}"}
+    reset = await api.client.post("/api/users/zhao.lei/password", headers=admin)
+    generated = reset.json()["password"]
+    assert reset.status_code == 200 and len(generated) >= 12
+    assert (await api.client.get("/api/devices", headers=old)).status_code == 401, "a reset ends their sessions"
+    r = await api.client.post("/api/login", json={"username": "zhao.lei", "password": generated})
+    assert r.status_code == 200
+    assert (await api.client.post("/api/users/admin/disable", headers=admin)).status_code == 409, "not oneself"
+    disabled = await api.client.post("/api/users/zhao.lei/disable", headers=admin)
+    assert disabled.status_code == 200 and disabled.json()["disabled_at"] is not None
+    r = await api.client.post("/api/login", json={"username": "zhao.lei", "password": generated})
+    assert r.status_code == 401
+    assert (await api.client.post("/api/users/nobody/disable", headers=admin)).status_code == 404
+    audit = await api.consumer.store.fetch(sa.select(audit_log).where(audit_log.c.action.like("user.%")))
+    assert sorted((a.action, a.actor, a.target) for a in audit) == [
+        ("user.add", "admin", "user:zhao.lei"),
+        ("user.disable", "admin", "user:zhao.lei"),
+        ("user.passwd", "admin", "user:zhao.lei"),
+    ]
+    listed = (await api.client.get("/api/audit?size=100", headers=tech)).json()["items"]
+    assert not [a for a in listed if a["target"].startswith("user:")], "a site's technician sees no user rows"
+
+
+async def test_a_scoped_admin_grants_only_their_own_sites(api: Api) -> None:
+    await add_user(api.consumer.store, "admin.qp", PASSWORD, "it_admin", ("qp",), datetime.now(UTC))
+    h = await api.login("admin.qp")
+    new = {"username": "sun.yu", "password": "a long password 2", "role": "readonly", "sites": ["wz"]}
+    assert (await api.client.post("/api/users", json=new, headers=h)).status_code == 403
+    assert (await api.client.post("/api/users", json=new | {"sites": ["*"]}, headers=h)).status_code == 403
+    assert (await api.client.post("/api/users", json=new | {"sites": ["qp"]}, headers=h)).status_code == 201
+    assert (await api.client.post("/api/users/tech.wz/disable", headers=h)).status_code == 403
+    names = [u["username"] for u in (await api.client.get("/api/users", headers=h)).json()["items"]]
+    assert names == ["admin.qp", "sun.yu", "tech.qp", "wm.qp"]
+
+
+async def test_metrics_with_a_token_file_want_that_bearer_token(api: Api, tmp_path: Path) -> None:
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text("a-scrape-token-of-some-length\n")
+    cfg = ApiConfig(cookie_secure=False, metrics_token_file=token_file)
+    app = create_app(cfg, api.consumer.store, None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.get("/metrics")).status_code == 401, "loopback is not enough once a token is set"
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer a-scrape-token-of-some-lengtX"})
+        assert wrong.status_code == 401
+        ok = await client.get("/metrics", headers={"Authorization": "Bearer a-scrape-token-of-some-length"})
+        assert ok.status_code == 200 and "hallfleet_notifications" in ok.text
+    token_file.write_text("short")
+    with pytest.raises(ConfigError, match="metrics_token_file"):
+        create_app(cfg, api.consumer.store, None)

@@ -1,4 +1,5 @@
-"""The API and dashboard as one ASGI app: REST under /api (OpenAPI at /docs), pages, the live stream, /metrics.
+"""The API and dashboard as one ASGI app: REST under /api (OpenAPI at /docs, after logging in), pages, the live
+stream, /metrics (a bearer token, or loopback only).
 
 The caller owns the store and the MQTT connection (``hallfleet api`` opens both, tests pass their own); the
 app only reads ``app.state.mqtt`` when a command is issued, so a supervisor may replace a lost connection.
@@ -6,17 +7,19 @@ app only reads ``app.state.mqtt`` when a command is issued, so a supervisor may 
 
 from __future__ import annotations
 
-from typing import Any
+import hmac
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.api import metrics, pages, routes
-from broker.api.auth import LoginThrottle
+from broker.api.auth import LoginThrottle, User, current_user
 from broker.api.config import ApiConfig
 from broker.api.i18n import language, words
 from broker.sites import Sites
@@ -26,10 +29,14 @@ from protocol.transport import AsyncMqtt
 
 
 def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Clock | None = None) -> FastAPI:
+    # /docs and /openapi.json are ours (below), behind the login: the schema maps every route and field.
     app = FastAPI(
         title="hallfleet",
-        description="Devices, incidents, commands, consumables and attendance of the government service halls",
+        description="Devices, incidents, commands, consumables, attendance and ratings of the government service halls",
         version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.cfg = cfg
     app.state.store = store
@@ -38,12 +45,22 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
     app.state.sites = Sites(cfg.centre_or_default.sites)
     app.state.ack_secret = cfg.centre_or_default.alerts.ack_secret()
     app.state.throttle = LoginThrottle(cfg.login_max_failures, cfg.login_lockout_s)
+    app.state.metrics_token = cfg.metrics_token()
     app.include_router(routes.router)
     app.include_router(pages.router)
 
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        metrics_allowed(request)
         return Response(await metrics.fleet_metrics(store), media_type=metrics.CONTENT_TYPE)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(user: Annotated[User, Depends(current_user)]) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(user: Annotated[User, Depends(current_user)]) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="hallfleet API")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
@@ -54,6 +71,28 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+FORWARDED = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def metrics_allowed(request: Request) -> None:
+    """/metrics counts devices and incidents per hall: not for the world, and Prometheus cannot log in.
+
+    With ``metrics_token_file`` set, the scrape must send ``Authorization: Bearer TOKEN`` (Prometheus's
+    ``authorization`` setting), which works through the TLS proxy. Without it, only a scraper on this host reaching
+    uvicorn directly is answered: the API listens on loopback behind a proxy, so a request the proxy forwarded
+    (it comes from 127.0.0.1 too, but carries X-Forwarded-For / Forwarded) is refused."""
+    token = request.app.state.metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(401, "metrics: send Authorization: Bearer TOKEN (metrics_token_file)")
+        return
+    host = request.client.host if request.client else ""
+    if host not in LOOPBACK or any(h in request.headers for h in FORWARDED):
+        raise HTTPException(403, "metrics: loopback only (set metrics_token_file to scrape through the proxy)")
 
 
 def _wants_html(request: Request) -> bool:

@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 
+from broker.store.commands import audit
 from broker.store.db import Store
 from broker.store.schema import api_sessions, users
 from protocol.topics import SEGMENT_RE
@@ -33,10 +34,27 @@ COOKIE = "hallfleet_session"
 # personal data (window management and the IT section only); only people who fix devices act on them.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "it_admin": frozenset(
-        {"devices", "incidents", "ack", "command", "consumables", "attendance", "audit", "commands.read"}
+        {
+            "devices",
+            "incidents",
+            "ack",
+            "command",
+            "dispatch",
+            "consumables",
+            "attendance",
+            "ratings",
+            "followup",
+            "audit",
+            "commands.read",
+            "users",
+        }
     ),
-    "technician": frozenset({"devices", "incidents", "ack", "command", "consumables", "audit", "commands.read"}),
-    "window_management": frozenset({"devices", "incidents", "attendance"}),
+    "technician": frozenset(
+        {"devices", "incidents", "ack", "command", "dispatch", "consumables", "audit", "commands.read"}
+    ),
+    # Ratings name staff and windows (like attendance): window management and the IT section only; window
+    # management answers the negative ones (reply, rectification).
+    "window_management": frozenset({"devices", "incidents", "attendance", "ratings", "followup"}),
     "readonly": frozenset({"devices", "incidents", "consumables", "commands.read"}),
 }
 
@@ -90,7 +108,10 @@ def _check_password(password: str) -> None:
 
 
 # -- users -------------------------------------------------------------------------------------------
-async def add_user(store: Store, name: str, password: str, role: str, sites: tuple[str, ...], now: datetime) -> User:
+async def add_user(
+    store: Store, name: str, password: str, role: str, sites: tuple[str, ...], now: datetime, *, by: str | None = None
+) -> User:
+    """``by``: who did it (the API names the admin; the audit row goes in the same transaction)."""
     if not SEGMENT_RE.fullmatch(name.replace(".", "_")):
         raise UserError(f"user name {name!r}: letters, digits, '.', '-' and '_' only, at most 64")
     if role not in ROLES:
@@ -105,10 +126,13 @@ async def add_user(store: Store, name: str, password: str, role: str, sites: tup
                 username=name, password_hash=digest, role=role, sites=",".join(sites), created_at=now, updated_at=now
             )
         )
+        if by is not None:
+            await audit(conn, at=now, actor=by, action="user.add", target=user_target(name),
+                        detail={"role": role, "sites": list(sites)})  # fmt: skip
     return User(name, role, sites)
 
 
-async def set_password(store: Store, name: str, password: str, now: datetime) -> None:
+async def set_password(store: Store, name: str, password: str, now: datetime, *, by: str | None = None) -> None:
     _check_password(password)
     digest = await asyncio.to_thread(_hasher.hash, password)
     async with store.engine.begin() as conn:
@@ -118,14 +142,23 @@ async def set_password(store: Store, name: str, password: str, now: datetime) ->
         if done.rowcount != 1:
             raise UserError(f"no user {name!r}")
         await conn.execute(api_sessions.delete().where(api_sessions.c.username == name))
+        if by is not None:
+            await audit(conn, at=now, actor=by, action="user.passwd", target=user_target(name))
 
 
-async def disable_user(store: Store, name: str, now: datetime) -> None:
+async def disable_user(store: Store, name: str, now: datetime, *, by: str | None = None) -> None:
     async with store.engine.begin() as conn:
         done = await conn.execute(users.update().where(users.c.username == name).values(disabled_at=now))
         if done.rowcount != 1:
             raise UserError(f"no user {name!r}")
         await conn.execute(api_sessions.delete().where(api_sessions.c.username == name))
+        if by is not None:
+            await audit(conn, at=now, actor=by, action="user.disable", target=user_target(name))
+
+
+def user_target(name: str) -> str:
+    """Audit target of a user account: no site prefix, so only people who see every site read these rows."""
+    return f"user:{name}"
 
 
 async def list_users(store: Store) -> list[Any]:

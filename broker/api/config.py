@@ -9,7 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from broker.config import ConsumerConfig
-from protocol.settings import ConfigError, TomlSettings, load_settings
+from protocol.settings import ConfigError, TomlSettings, load_settings, read_secret
 
 
 class ApiConfig(TomlSettings):
@@ -36,6 +36,19 @@ class ApiConfig(TomlSettings):
     )
     login_lockout_s: float = Field(default=300.0, gt=0, description="Lockout after too many failed logins")
     command_ttl_s: int = Field(default=600, ge=10, le=86_400, description="Default time to live of a command")
+    metrics_token_file: Path | None = Field(
+        default=None,
+        description="Bearer token Prometheus sends to /metrics (relative: $CREDENTIALS_DIRECTORY). Unset: /metrics"
+        " answers only direct loopback requests, never ones a proxy forwarded",
+    )
+
+    def metrics_token(self) -> str | None:
+        if self.metrics_token_file is None:
+            return None
+        token = read_secret(self.metrics_token_file).strip()
+        if len(token) < 16:
+            raise ConfigError(f"metrics_token_file {self.metrics_token_file}: the token needs 16 characters or more")
+        return token
 
     @property
     def centre_or_default(self) -> ConsumerConfig:

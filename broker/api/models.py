@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -168,3 +168,119 @@ class LoginOut(Out):
     username: str
     role: str
     sites: list[str]
+
+
+# -- ratings (好差评) and their follow-ups ----------------------------------------------------------------
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class RatingOut(Out):
+    event_id: str
+    site: str
+    device: str
+    window: str
+    staff_id: str
+    service_id: str | None
+    level: int = Field(description="5 非常满意 ... 1 非常不满意")
+    level_label: str
+    negative: bool
+    at: datetime = Field(description="The pad's clock when synchronised, else the centre's receive time")
+    received_at: datetime
+    pad_state: str
+    flags: list[str] = Field(description="Proxy-rating patterns flagged for review (paused, burst, ...)")
+    followup: str | None = Field(description="The negative rating's follow-up state (see FollowupOut.state)")
+
+
+class FollowupOut(Out):
+    event_id: str
+    site: str
+    device: str
+    window: str
+    staff_id: str
+    service_id: str | None
+    level: int
+    rated_at: datetime
+    real_name: bool = Field(description="Bound to a ticket or 办件: owes the citizen a reply")
+    reply_due: datetime | None
+    replied_at: datetime | None
+    replied_by: str | None
+    reply_text: str | None
+    objective: bool | None = Field(description="客观差评 (to be rectified); null until someone decides")
+    rectify_due: datetime | None
+    rectified_at: datetime | None
+    rectified_by: str | None
+    rectify_text: str | None
+    state: str = Field(description="reply (owes a reply), classify (objective or not?), rectify, done")
+    overdue: bool = Field(description="A deadline passed with its step undone")
+
+
+class ReplyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Text = Field(description="What the citizen was told")
+    objective: bool | None = Field(default=None, description="Also decide whether the rating is objective (客观差评)")
+
+
+class RectifyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Text = Field(description="What was changed")
+
+
+# -- on-site dispatch ---------------------------------------------------------------------------------
+class DispatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["open", "on_site", "done"] = Field(
+        default="open", description="open: send a technician; on_site: arrived; done: finished on site"
+    )
+    note: str = Field(default="", max_length=1000)
+
+
+class DispatchOut(Out):
+    id: str
+    incident_id: str
+    key: str
+    site: str
+    opened_at: datetime
+    due_at: datetime = Field(description="End of the working day (the next one after hours)")
+    state: str = Field(description="open, on_site, done, cancelled")
+    technician: str
+    arrived_at: datetime | None
+    done_at: datetime | None
+    note: str
+
+
+# -- users --------------------------------------------------------------------------------------------
+SiteName = Annotated[str, StringConstraints(pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9_-]{0,63})$")]
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    password: str = Field(min_length=10, max_length=1024)
+    role: Literal["it_admin", "technician", "window_management", "readonly"]
+    sites: list[SiteName] = Field(min_length=1, description="Site ids, or * for every site")
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str | None = Field(
+        default=None, min_length=10, max_length=1024, description="Leave out to have one generated (shown once)"
+    )
+
+
+class UserOut(Out):
+    username: str
+    role: str
+    sites: list[str]
+    created_at: datetime
+    updated_at: datetime
+    disabled_at: datetime | None
+
+
+class PasswordOut(Out):
+    username: str
+    password: str | None = Field(description="The generated password, shown this once (null when you chose it)")

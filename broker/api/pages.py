@@ -23,15 +23,18 @@ from pydantic import ValidationError
 from broker.alerts.routing import verify_ack
 from broker.api import queries, views
 from broker.api.auth import COOKIE, User, check_login, close_session, current_user, open_session, request_token
+from broker.api.dispatch import dispatches_of
 from broker.api.i18n import language, words
-from broker.api.models import CommandIn
+from broker.api.models import CommandIn, DispatchIn
 from broker.api.routes import SEGMENT, attendance_day, send_command, set_session_cookie
+from broker.api.svg import stacked_bars_svg
 from broker.rules import actions
 from broker.store.schema import incidents
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.filters["hall_time"] = views.hall_time
 Me = Annotated[User, Depends(current_user)]
+CHART_HISTORY = timedelta(days=7)  # how far back the consumables' level charts reach
 
 router = APIRouter(include_in_schema=False)
 
@@ -124,6 +127,7 @@ async def incidents_page(request: Request, user: Me) -> HTMLResponse:
     t = words(lang)
     now = app.clock.now()
     rows = await app.store.fetch(queries.incidents_query(user.site_filter(), "open").limit(500))
+    sent = await dispatches_of(app.store, [r.id for r in rows])
     cmds = []
     if user.can("commands.read"):
         cmds = await app.store.fetch(queries.recent_commands_query(user.site_filter(), now - timedelta(hours=24)))
@@ -131,9 +135,29 @@ async def incidents_page(request: Request, user: Me) -> HTMLResponse:
         request,
         "incidents.html",
         user=user,
-        incidents=[views.incident_row(r, app.sites, now, t, lang, user.can("ack"), user.can("command")) for r in rows],
+        incidents=[_incident_row(r, app.sites, now, t, lang, user, sent.get(r.id)) for r in rows],
         commands=[views.command_row(c, t) for c in cmds],
     )
+
+
+def _incident_row(
+    r: Any, sites: Any, now: datetime, t: dict[str, str], lang: str, user: User, d: Any
+) -> dict[str, Any]:
+    acts = user.can("ack"), user.can("command")
+    return views.incident_row(r, sites, now, t, lang, *acts, dispatch=d, can_dispatch=user.can("dispatch"))
+
+
+@router.post("/incidents/{incident_id}/dispatch")
+async def dispatch_form(request: Request, user: Me, incident_id: str) -> Response:
+    from broker.api.routes import dispatch_incident
+
+    f = await form_fields(request)
+    try:
+        body = DispatchIn.model_validate({"state": f.get("state", "open"), "note": f.get("note", "")})
+    except ValidationError as exc:
+        raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+    await dispatch_incident(request, user, incident_id, body)
+    return RedirectResponse("/incidents", status_code=303)
 
 
 @router.post("/incidents/{incident_id}/ack")
@@ -160,8 +184,14 @@ async def consumables_page(request: Request, user: Me) -> HTMLResponse:
     if not user.can("consumables"):
         raise HTTPException(403, "not allowed")
     lang = language(request)
-    rows = await request.app.state.store.fetch(queries.consumables_query(user.site_filter()))
-    return render(request, "consumables.html", user=user, rows=[views.consumable_row(r, lang) for r in rows])
+    t = words(lang)
+    app = request.app.state
+    now = app.clock.now()
+    rows = await app.store.fetch(queries.consumables_query(user.site_filter()))
+    measured = sorted({r.key for r in rows if r.level_pct is not None})
+    history = await queries.level_history(app.store, measured, now - CHART_HISTORY)
+    built = [views.consumable_row(r, lang, t, history.get((r.key, r.consumable)), now) for r in rows]
+    return render(request, "consumables.html", user=user, rows=built)
 
 
 @router.get("/attendance", response_class=HTMLResponse)
@@ -178,13 +208,34 @@ async def attendance_page(
     site = site or (choices[0] if choices else None)
     day = day or app.clock.now().astimezone(views.HALL_ZONE).date()
     rows = []
+    chart = ""
     if site is not None:
         if not user.sees(site):
             raise HTTPException(403, f"site {site} is not one of {user.name}'s sites")
         rows = await attendance_day(request, site, day, language(request))
+        chart = await _month_chart(request, site, day)
     return render(
-        request, "attendance.html", user=user, site=site, day=day, sites=choices, rows=rows, month=f"{day:%Y-%m}"
+        request,
+        "attendance.html",
+        user=user,
+        site=site,
+        day=day,
+        sites=choices,
+        rows=rows,
+        month=f"{day:%Y-%m}",
+        chart=chart,
     )
+
+
+async def _month_chart(request: Request, site: str, day: date) -> str:
+    """Staff-days of the month so far (to ``day``) per unit, stacked by kind."""
+    from broker.attendance.service import load_period
+
+    app = request.app.state
+    t = words(language(request))
+    p = await load_period(app.store, app.sites, site, day.replace(day=1), day, now=app.clock.now())
+    bars = views.attendance_bars(list(p.days), list(p.members), t["no_unit"])
+    return stacked_bars_svg(bars, t, f"{t['monthly_attendance']} {day:%Y-%m}")
 
 
 # -- the signed link in alert messages ---------------------------------------------------------------
@@ -283,9 +334,13 @@ async def _changed_rows(
     if user.can("incidents"):
         c = incidents.c
         q = queries.incidents_query(sites).where((c.state != "closed") | (c.closed_at >= since)).limit(500)
-        for r in await app.store.fetch(q):
-            row = views.incident_row(r, app.sites, now, t, lang, user.can("ack"), user.can("command"))
-            if _fresh(seen, row["dom_id"], (r.state, r.acked_at, r.breached_at, r.step, row["breached"])):
+        found = await app.store.fetch(q)
+        sent = await dispatches_of(app.store, [r.id for r in found])
+        for r in found:
+            dsp = sent.get(r.id)
+            row = _incident_row(r, app.sites, now, t, lang, user, dsp)
+            mark = (dsp.state, dsp.technician) if dsp is not None else None
+            if _fresh(seen, row["dom_id"], (r.state, r.acked_at, r.breached_at, r.step, row["breached"], mark)):
                 out.append(("incident", row["dom_id"], views.render_row(env, "row_incident.html", row, t)))
     if user.can("commands.read"):
         for r in await app.store.fetch(queries.recent_commands_query(sites, now - timedelta(hours=24))):
@@ -293,3 +348,134 @@ async def _changed_rows(
                 row = views.command_row(r, t)
                 out.append(("command", row["dom_id"], views.render_row(env, "row_command.html", row, t)))
     return out
+
+
+# -- ratings (好差评) -----------------------------------------------------------------------------------
+@router.get("/ratings", response_class=HTMLResponse)
+async def ratings_page(
+    request: Request,
+    user: Me,
+    site: Annotated[str | None, Query(pattern=SEGMENT)] = None,
+    day: date | None = None,
+    saved: str | None = None,
+) -> HTMLResponse:
+    """The day's ratings per window with the satisfaction rate, the negative ratings still owing a reply, a
+    decision or a rectification (any day) with their deadlines, and the proxy-rating flags nobody reviewed."""
+    from broker.api.routes import rating_sites
+    from broker.ratings.policy import policy_of
+
+    if not user.can("ratings"):
+        raise HTTPException(403, "not allowed")
+    app = request.app.state
+    lang = language(request)
+    t = words(lang)
+    now = app.clock.now()
+    choices = await rating_sites(request, user, None)
+    site = site or (choices[0] if choices else None)
+    day = day or now.astimezone(views.HALL_ZONE).date()
+    tally: list[dict[str, Any]] = []
+    negatives: list[dict[str, Any]] = []
+    open_rows: list[dict[str, Any]] = []
+    flags: list[Any] = []
+    if site is not None:
+        await rating_sites(request, user, site)  # 403 for another site's
+        found = await queries.ratings_on(app.store, app.sites, [site], day)
+        policy = policy_of(app.sites[site])
+        tally = views.window_tally(found, {site: policy.negative_levels})
+        _, ledger = await queries.rating_marks(app.store, [r.event_id for r in found])
+        negatives = [views.followup_row(ledger[r.event_id], now, t, lang) for r in found if r.event_id in ledger]
+        pending = await app.store.fetch(queries.followups_query([site], site, "open").limit(200))
+        open_rows = [views.followup_row(r, now, t, lang) for r in pending]
+        flags = await app.store.fetch(queries.flags_query([site], site).limit(200))
+    return render(
+        request,
+        "ratings.html",
+        user=user,
+        site=site,
+        day=day,
+        sites=choices,
+        tally=tally,
+        negatives=negatives,
+        pending=open_rows,
+        flags=flags,
+        saved=saved,
+        can_follow=user.can("followup"),
+    )
+
+
+@router.post("/ratings/followups/{event_id}/{step}")
+async def followup_form(request: Request, user: Me, event_id: str, step: str) -> Response:
+    from broker.api.models import RectifyIn, ReplyIn
+    from broker.api.routes import rectify_followup, reply_followup
+
+    f = await form_fields(request)
+    objective = {"yes": True, "no": False}.get(f.get("objective", ""))
+    try:
+        if step == "reply":
+            row = await reply_followup(request, user, event_id, ReplyIn(text=f.get("text", ""), objective=objective))
+        elif step == "rectify":
+            row = await rectify_followup(request, user, event_id, RectifyIn(text=f.get("text", "")))
+        else:
+            raise HTTPException(404, f"no follow-up step {step}")
+    except ValidationError as exc:
+        raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+    day = row.rated_at.astimezone(views.HALL_ZONE).date()
+    return RedirectResponse(f"/ratings?site={quote(row.site)}&day={day}&saved={quote(event_id)}", status_code=303)
+
+
+# -- users (IT section) -----------------------------------------------------------------------------------
+@router.get("/users", response_class=HTMLResponse)
+async def users_page(request: Request, user: Me) -> HTMLResponse:
+    return await _users(request, user)
+
+
+async def _users(request: Request, user: User, status: int = 200, **ctx: Any) -> HTMLResponse:
+    from broker.api.routes import get_users
+
+    if not user.can("users"):
+        raise HTTPException(403, "not allowed")
+    listed = await get_users(request, user, 1, 500)
+    return render(request, "users.html", status, user=user, users=listed["items"], **ctx)
+
+
+@router.post("/users")
+async def create_user_form(request: Request, user: Me) -> Response:
+    from broker.api.models import UserIn
+    from broker.api.routes import create_user
+
+    f = await form_fields(request)
+    sites = [s.strip() for s in f.get("sites", "").split(",") if s.strip()]
+    try:
+        body = UserIn.model_validate({**{k: f.get(k, "") for k in ("username", "password", "role")}, "sites": sites})
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        return await _users(request, user, 422, error=f"{words(language(request))['invalid']}: {fields}")
+    try:
+        await create_user(request, user, body)
+    except HTTPException as exc:
+        if exc.status_code != 409:
+            raise
+        return await _users(request, user, 409, error=str(exc.detail))
+    return RedirectResponse("/users", status_code=303)
+
+
+@router.post("/users/{name}/disable")
+async def disable_user_form(request: Request, user: Me, name: str) -> Response:
+    from broker.api.routes import disable
+
+    try:
+        await disable(request, user, name)
+    except HTTPException as exc:
+        if exc.status_code != 409:
+            raise
+        return await _users(request, user, 409, error=str(exc.detail))
+    return RedirectResponse("/users", status_code=303)
+
+
+@router.post("/users/{name}/password", response_class=HTMLResponse)
+async def reset_password_form(request: Request, user: Me, name: str) -> HTMLResponse:
+    """Answered with the page itself (not a redirect), so the generated password is never in a URL."""
+    from broker.api.routes import reset_password
+
+    done = await reset_password(request, user, name, None)
+    return await _users(request, user, new_password=(name, done.password))

@@ -3,13 +3,15 @@ and pages.py (HTML, the live stream) call these, so a page never shows what the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from broker.calendar import WallClockHours
+from broker.ratings.model import Rating, ratings_between
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import (
@@ -18,10 +20,13 @@ from broker.store.schema import (
     consumable_levels,
     dead_letters,
     devices,
+    events,
     incident_timeline,
     incidents,
     notifications,
     presence_history,
+    rating_flags,
+    rating_followups,
 )
 
 
@@ -155,3 +160,111 @@ async def fleet_counts(store: Store) -> dict[str, list[Any]]:
 
 def day_start(now: datetime, hours: float = 24) -> datetime:
     return now - timedelta(hours=hours)
+
+
+# -- ratings (好差评) ---------------------------------------------------------------------------------------
+def followup_state(row: Any) -> str:
+    """What a negative rating still owes: a reply (real-name only), a decision whether it is objective, the
+    rectification of an objective one; else done."""
+    if row.real_name and row.replied_at is None:
+        return "reply"
+    if row.objective is None:
+        return "classify"
+    if row.objective and row.rectified_at is None:
+        return "rectify"
+    return "done"
+
+
+def followup_overdue(row: Any, now: datetime) -> bool:
+    late_reply = row.replied_at is None and row.reply_due is not None and row.reply_due < now
+    late_fix = row.objective is True and row.rectified_at is None and row.rectify_due is not None
+    return late_reply or (late_fix and row.rectify_due < now)
+
+
+def followups_query(sites: list[str] | None, site: str | None = None, state: str = "open") -> sa.Select[Any]:
+    c = rating_followups.c
+    q = sa.select(rating_followups).where(_in_sites(c.site, sites)).order_by(c.rated_at.desc(), c.event_id)
+    if site is not None:
+        q = q.where(c.site == site)
+    owes_reply = c.real_name.is_(True) & c.replied_at.is_(None)
+    owes_fix = c.objective.is_(True) & c.rectified_at.is_(None)
+    owes = owes_reply | c.objective.is_(None) | owes_fix
+    if state == "open":
+        q = q.where(owes)
+    elif state == "done":
+        q = q.where(sa.not_(owes))
+    return q
+
+
+async def followup_row(store: Store, event_id: str) -> Any:
+    rows = await store.fetch(sa.select(rating_followups).where(rating_followups.c.event_id == event_id))
+    return rows[0] if rows else None
+
+
+async def ratings_on(store: Store, sites: Sites, site_ids: list[str], day: date) -> list[Rating]:
+    """The sites' ratings counted on ``day`` (each site's local day), newest first."""
+    out: list[Rating] = []
+    async with store.engine.connect() as conn:
+        for site in site_ids:
+            zone = sites[site].site_calendar.zone
+            start = datetime.combine(day, time(), zone)
+            out += await ratings_between(conn, site, start, start + timedelta(days=1))
+    return sorted(out, key=lambda r: (r.at, r.event_id), reverse=True)
+
+
+async def rating_marks(store: Store, event_ids: list[str]) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """For these ratings: their proxy flags, and their follow-up rows."""
+    flags: dict[str, list[Any]] = {}
+    ledger: dict[str, Any] = {}
+    for chunk in (event_ids[i : i + 500] for i in range(0, len(event_ids), 500)):
+        for f in await store.fetch(sa.select(rating_flags).where(rating_flags.c.event_id.in_(chunk))):
+            flags.setdefault(f.event_id, []).append(f)
+        for r in await store.fetch(sa.select(rating_followups).where(rating_followups.c.event_id.in_(chunk))):
+            ledger[r.event_id] = r
+    return flags, ledger
+
+
+def flags_query(sites: list[str] | None, site: str | None = None) -> sa.Select[Any]:
+    """Proxy-rating flags nobody has reviewed yet, newest first."""
+    c = rating_flags.c
+    q = sa.select(rating_flags).where(_in_sites(c.site, sites), c.verdict.is_(None))
+    q = q.order_by(c.rated_at.desc(), c.event_id, c.pattern)
+    return q if site is None else q.where(c.site == site)
+
+
+async def known_sites(store: Store, sites: Sites) -> list[str]:
+    """Every site the centre knows: configured, or heard from."""
+    heard = await store.fetch(sa.select(devices.c.site).distinct())
+    return sorted(set(sites.names()) | {r.site for r in heard})
+
+
+# -- consumables' history ----------------------------------------------------------------------------------
+async def level_history(
+    store: Store, keys: list[str], since: datetime, limit: int = 50_000
+) -> dict[tuple[str, str], list[tuple[datetime, float]]]:
+    """(key, consumable) -> the levels the kiosks reported since ``since`` (kiosk.consumable events), by time."""
+    out: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
+    if not keys:
+        return out
+    e = events.c
+    pairs = [tuple(k.split("/", 1)) for k in keys]
+    sites = sorted({s for s, _ in pairs})
+    q = (
+        sa.select(e.site, e.device, e.ts, e.data)
+        .where(e.type == "kiosk.consumable", e.ts >= since, e.site.in_(sites))
+        .order_by(e.ts)
+        .limit(limit)
+    )
+    wanted = set(keys)
+    for r in await store.fetch(q):
+        key = f"{r.site}/{r.device}"
+        if key not in wanted:
+            continue
+        try:
+            data = json.loads(r.data)
+        except ValueError:
+            continue
+        level = data.get("level_pct")
+        if isinstance(level, int | float) and not isinstance(level, bool):
+            out.setdefault((key, str(data.get("consumable", ""))), []).append((r.ts, float(level)))
+    return out

@@ -4,39 +4,73 @@ what it reads or does to that user's role and sites: another site's device, inci
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
 from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+import sqlalchemy as sa
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from broker.api import queries
-from broker.api.auth import COOKIE, User, check_login, close_session, current_user, need, open_session, request_token
+from broker.api.auth import (
+    COOKIE,
+    User,
+    UserError,
+    add_user,
+    check_login,
+    close_session,
+    current_user,
+    disable_user,
+    list_users,
+    need,
+    open_session,
+    request_token,
+    set_password,
+)
+from broker.api.dispatch import move_dispatch, open_dispatch
+from broker.api.i18n import level_label
 from broker.api.models import (
     AuditOut,
     CommandIn,
     CommandOut,
     ConsumableOut,
     DeviceOut,
+    DispatchIn,
+    DispatchOut,
+    FollowupOut,
     IncidentDetail,
     IncidentOut,
     LoginIn,
     LoginOut,
     Page,
+    PasswordIn,
+    PasswordOut,
     PresenceChange,
     PresenceOut,
+    RatingOut,
+    RectifyIn,
+    ReplyIn,
     SlaOut,
     StaffDayOut,
     TimelineEntry,
+    UserIn,
+    UserOut,
 )
 from broker.api.svg import availability, segments
 from broker.commands import CommandError, command_row, issue_command
+from broker.ratings import followups
+from broker.ratings.model import Rating
+from broker.ratings.policy import policy_of
 from broker.rules import actions
+from broker.rules.actions import ActionError
 from broker.rules.incidents import kind_label
 from broker.sites import Sites
+from broker.store.schema import users
+from protocol.clock import HALL_ZONE
 from protocol.transport import MqttError
 
 SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -363,3 +397,216 @@ def _json(text: str) -> dict[str, Any]:
 
 def unauthorized(detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+# -- on-site dispatch --------------------------------------------------------------------------------
+@router.post("/incidents/{incident_id}/dispatch", response_model=DispatchOut)
+async def dispatch_incident(
+    request: Request, user: Me, incident_id: str, body: Annotated[DispatchIn | None, Body()] = None
+) -> Any:
+    """Send a technician on site (``open``, due by the end of the working day), or record that they arrived
+    (``on_site``) or finished (``done``). Technicians and the IT section of the incident's site; audited."""
+    await _incident(request, user, incident_id, "dispatch")
+    body = body or DispatchIn()
+    app = request.app.state
+    now = app.clock.now()
+    try:
+        if body.state == "open":
+            row = await open_dispatch(app.store, app.sites, incident_id, by=user.name, at=now, note=body.note)
+        else:
+            row = await move_dispatch(app.store, incident_id, body.state, by=user.name, at=now, note=body.note)
+    except ActionError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return DispatchOut.model_validate(row)
+
+
+# -- ratings (好差评) ---------------------------------------------------------------------------------
+Window = Annotated[str | None, Query(min_length=1, max_length=32, description="Only this window")]
+Level = Annotated[int | None, Query(ge=1, le=5, description="Only this level (5 非常满意 ... 1 非常不满意)")]
+
+
+def hall_today(request: Request) -> date:
+    return request.app.state.clock.now().astimezone(HALL_ZONE).date()
+
+
+async def rating_sites(request: Request, user: User, site: str | None) -> list[str]:
+    sites = _scope(user, "ratings", site)
+    if site is not None:
+        return [site]
+    return sites if sites is not None else await queries.known_sites(request.app.state.store, request.app.state.sites)
+
+
+def rating_out(r: Rating, sites: Sites, flags: dict[str, list[Any]], ledger: dict[str, Any], lang: str) -> RatingOut:
+    followup = ledger.get(r.event_id)
+    return RatingOut(
+        event_id=r.event_id,
+        site=r.site,
+        device=r.device,
+        window=r.window,
+        staff_id=r.staff_id,
+        service_id=r.service_id,
+        level=r.level,
+        level_label=level_label(r.level, lang),
+        negative=r.level in policy_of(sites[r.site]).negative_levels,
+        at=r.at,
+        received_at=r.received_at,
+        pad_state=r.pad_state,
+        flags=sorted(f.pattern for f in flags.get(r.event_id, [])),
+        followup=None if followup is None else queries.followup_state(followup),
+    )
+
+
+@router.get("/ratings", response_model=Page[RatingOut], tags=["ratings"])
+async def list_ratings(
+    request: Request,
+    user: Me,
+    site: SiteQuery = None,
+    day: Annotated[date | None, Query(description="The hall's day (default: today)")] = None,
+    window: Window = None,
+    level: Level = None,
+    page: PageNo = 1,
+    size: Size = 100,
+) -> Any:
+    site_ids = await rating_sites(request, user, site)
+    app = request.app.state
+    found = await queries.ratings_on(app.store, app.sites, site_ids, day or hall_today(request))
+    found = [r for r in found if (window is None or r.window == window) and (level is None or r.level == level)]
+    chunk = found[(page - 1) * size : page * size]
+    flags, ledger = await queries.rating_marks(app.store, [r.event_id for r in chunk])
+    return _page([rating_out(r, app.sites, flags, ledger, "zh-CN") for r in chunk], len(found), page, size)
+
+
+def followup_out(row: Any, now: Any) -> FollowupOut:
+    fields = {k: getattr(row, k) for k in FollowupOut.model_fields if hasattr(row, k)}
+    return FollowupOut(**fields, state=queries.followup_state(row), overdue=queries.followup_overdue(row, now))
+
+
+@router.get("/ratings/followups", response_model=Page[FollowupOut], tags=["ratings"])
+async def list_followups(
+    request: Request,
+    user: Me,
+    site: SiteQuery = None,
+    state: Annotated[
+        Literal["open", "done", "all"], Query(description="open: still owes a reply, a decision or a rectification")
+    ] = "open",
+    page: PageNo = 1,
+    size: Size = 50,
+) -> Any:
+    sites = _scope(user, "ratings", site)
+    app = request.app.state
+    rows, total = await queries.page_of(app.store, queries.followups_query(sites, site, state), page, size)
+    now = app.clock.now()
+    return _page([followup_out(r, now) for r in rows], total, page, size)
+
+
+async def _followup(request: Request, user: User, event_id: str) -> Any:
+    row = await queries.followup_row(request.app.state.store, event_id)
+    if row is None:
+        raise HTTPException(404, f"no negative-rating follow-up {event_id}")
+    need(user, "followup", row.site)
+    return row
+
+
+@router.post("/ratings/followups/{event_id}/reply", response_model=FollowupOut, tags=["ratings"])
+async def reply_followup(request: Request, user: Me, event_id: str, body: ReplyIn) -> FollowupOut:
+    """Record the reply to the citizen (once), and optionally whether the rating is objective. Window management
+    and the IT section of the rating's site; audited."""
+    row = await _followup(request, user, event_id)
+    app = request.app.state
+    now = app.clock.now()
+    try:
+        done = await followups.reply(
+            app.store, app.sites, row.event_id, body.text, by=user.name, at=now, objective=body.objective
+        )
+    except followups.FollowupError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return followup_out(done, now)
+
+
+@router.post("/ratings/followups/{event_id}/rectify", response_model=FollowupOut, tags=["ratings"])
+async def rectify_followup(request: Request, user: Me, event_id: str, body: RectifyIn) -> FollowupOut:
+    """Record the rectification of an objective negative rating (once); audited."""
+    row = await _followup(request, user, event_id)
+    app = request.app.state
+    now = app.clock.now()
+    try:
+        done = await followups.rectify(app.store, app.sites, row.event_id, body.text, by=user.name, at=now)
+    except followups.FollowupError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return followup_out(done, now)
+
+
+# -- users -------------------------------------------------------------------------------------------
+def user_out(row: Any) -> UserOut:
+    return UserOut(
+        username=row.username,
+        role=row.role,
+        sites=[s for s in row.sites.split(",") if s],
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        disabled_at=row.disabled_at,
+    )
+
+
+def _may_manage(user: User, sites: list[str]) -> None:
+    """The IT section manages users; one scoped to some sites grants and manages only those."""
+    need(user, "users")
+    if not user.all_sites and any(s == "*" or s not in user.sites for s in sites):
+        raise HTTPException(403, f"{user.name} manages users of {', '.join(user.sites)} only")
+
+
+async def _user_row(request: Request, user: User, name: str) -> Any:
+    need(user, "users")
+    rows = await request.app.state.store.fetch(sa.select(users).where(users.c.username == name))
+    if not rows:
+        raise HTTPException(404, f"no user {name}")
+    _may_manage(user, [s for s in rows[0].sites.split(",") if s])
+    return rows[0]
+
+
+@router.get("/users", response_model=Page[UserOut], tags=["users"])
+async def get_users(request: Request, user: Me, page: PageNo = 1, size: Size = 100) -> Any:
+    need(user, "users")
+    rows = [r for r in await list_users(request.app.state.store) if _manages(user, r)]
+    return _page([user_out(r) for r in rows[(page - 1) * size : page * size]], len(rows), page, size)
+
+
+def _manages(user: User, row: Any) -> bool:
+    return user.all_sites or all(s in user.sites for s in row.sites.split(",") if s)
+
+
+@router.post("/users", response_model=UserOut, status_code=201, tags=["users"])
+async def create_user(request: Request, user: Me, body: UserIn) -> UserOut:
+    """Create a user with a role scoped to sites (IT section only; audited)."""
+    _may_manage(user, body.sites)
+    app = request.app.state
+    try:
+        await add_user(app.store, body.username, body.password, body.role, tuple(body.sites), app.clock.now(),
+                       by=user.name)  # fmt: skip
+    except UserError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return user_out(await _user_row(request, user, body.username))
+
+
+@router.post("/users/{name}/disable", response_model=UserOut, tags=["users"])
+async def disable(request: Request, user: Me, name: str) -> UserOut:
+    """The user can no longer log in and their sessions end at once (audited)."""
+    await _user_row(request, user, name)
+    if name == user.name:
+        raise HTTPException(409, "you cannot disable yourself: ask another administrator")
+    app = request.app.state
+    await disable_user(app.store, name, app.clock.now(), by=user.name)
+    return user_out(await _user_row(request, user, name))
+
+
+@router.post("/users/{name}/password", response_model=PasswordOut, tags=["users"])
+async def reset_password(
+    request: Request, user: Me, name: str, body: Annotated[PasswordIn | None, Body()] = None
+) -> PasswordOut:
+    """Set a new password (or have one generated, answered this once); the user's sessions end (audited)."""
+    await _user_row(request, user, name)
+    chosen = body.password if body is not None else None
+    password = chosen or secrets.token_urlsafe(12)
+    app = request.app.state
+    await set_password(app.store, name, password, app.clock.now(), by=user.name)
+    return PasswordOut(username=name, password=None if chosen else password)

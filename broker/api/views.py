@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from jinja2 import Environment
 
 from broker.api import queries
-from broker.api.svg import availability, level_svg, segments, timeline_svg
+from broker.api.svg import availability, level_chart_svg, level_svg, segments, timeline_svg
 from broker.rules.consumables import consumable_label
 from broker.rules.incidents import kind_label
 from broker.sites import Sites
@@ -70,10 +70,20 @@ async def device_rows(store: Store, rows: list[Any], now: datetime, t: dict[str,
 
 
 def incident_row(
-    r: Any, sites: Sites, now: datetime, t: dict[str, str], lang: str, can_act: bool, can_command: bool
+    r: Any,
+    sites: Sites,
+    now: datetime,
+    t: dict[str, str],
+    lang: str,
+    can_act: bool,
+    can_command: bool,
+    dispatch: Any = None,
+    can_dispatch: bool = False,
 ) -> dict[str, Any]:
     sla = queries.sla_of(r, sites, now)
     return {
+        **dispatch_cells(dispatch, t),
+        "can_dispatch": can_dispatch,
         "dom_id": f"inc-{r.id}",
         "id": r.id,
         "key": r.key,
@@ -94,6 +104,18 @@ def incident_row(
         "is_device": r.device != "*",
         "can_act": can_act,
         "can_command": can_command,
+    }
+
+
+def dispatch_cells(d: Any, t: dict[str, str]) -> dict[str, Any]:
+    """The incident row's on-site dispatch: its state, who, and by when (None: not dispatched)."""
+    if d is None:
+        return {"dispatch": None}
+    return {
+        "dispatch": d.state,
+        "dispatch_label": t.get(f"dispatch_{d.state}", d.state),
+        "dispatch_due": hall_time(d.due_at, "%m-%d %H:%M"),
+        "dispatch_by": d.technician,
     }
 
 
@@ -120,9 +142,16 @@ def command_row(r: Any, t: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def consumable_row(r: Any, lang: str) -> dict[str, Any]:
+def consumable_row(
+    r: Any, lang: str, t: dict[str, str] | None = None, points: list[Any] | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     zh, en = consumable_label(r.consumable)
+    chart = ""
+    if points and t is not None and now is not None:
+        title = f"{r.key} {en if lang == 'en' else zh}: {t['level_chart']}"
+        chart = level_chart_svg(points, now, r.empty_forecast, t, title)
     return {
+        "chart": chart,
         "key": r.key,
         "consumable": en if lang == "en" else zh,
         "state": r.state,
@@ -135,3 +164,82 @@ def consumable_row(r: Any, lang: str) -> dict[str, Any]:
 
 def render_row(env: Environment, template: str, row: dict[str, Any], t: dict[str, str]) -> str:
     return env.get_template(template).render(row=row, t=t)
+
+
+# -- attendance: a month per unit ----------------------------------------------------------------------------
+def attendance_kind(day: Any) -> str | None:
+    """The chart's kind of a staff-day (None: nothing expected, or leave and the like)."""
+    from broker.attendance.model import Verdict
+    from broker.attendance.verdicts import is_attendance, is_excused
+
+    v = day.verdict
+    if v == Verdict.DEVICE_FAULT:
+        return "device_fault"
+    if is_excused(day):
+        return "normal" if is_attendance(day) else None
+    if v == Verdict.ABSENT:
+        return "absent"
+    if v in (Verdict.MISSING_IN, Verdict.MISSING_OUT):
+        return "missing"
+    if v in (Verdict.LATE, Verdict.LATE_AND_EARLY):
+        return "late"
+    if v == Verdict.EARLY:
+        return "early"
+    return "normal" if is_attendance(day) else None
+
+
+def attendance_bars(days: list[Any], members: list[Any], unknown: str) -> list[tuple[str, dict[str, int]]]:
+    """Staff-days of the month per dispatching unit and kind, units in name order."""
+    unit_of = {m.staff_id: m.unit or unknown for m in members}
+    bars: dict[str, dict[str, int]] = {}
+    for d in days:
+        kind = attendance_kind(d)
+        if kind is None:
+            continue
+        counts = bars.setdefault(unit_of.get(d.staff_id, unknown), {})
+        counts[kind] = counts.get(kind, 0) + 1
+    return sorted(bars.items())
+
+
+# -- ratings ---------------------------------------------------------------------------------------------------
+def window_tally(ratings: list[Any], negative_levels: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """Per (site, window, staff): ratings, negatives, and the satisfaction rate (not negative / all)."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in ratings:
+        row = rows.setdefault(
+            (r.site, r.window, r.staff_id),
+            {"site": r.site, "window": r.window, "staff_id": r.staff_id, "count": 0, "negative": 0},
+        )
+        row["count"] += 1
+        row["negative"] += r.level in negative_levels.get(r.site, [1, 2])
+    out = []
+    for key in sorted(rows):
+        row = rows[key]
+        row["satisfaction"] = f"{100 * (row['count'] - row['negative']) / row['count']:.1f}%"
+        out.append(row)
+    return out
+
+
+def followup_row(row: Any, now: datetime, t: dict[str, str], lang: str) -> dict[str, Any]:
+    from broker.api.i18n import level_label
+
+    state = queries.followup_state(row)
+    return {
+        "dom_id": f"fu-{row.event_id}",
+        "id": row.event_id,
+        "key": f"{row.site}/{row.device}",
+        "window": row.window,
+        "staff_id": row.staff_id,
+        "service_id": row.service_id or "-",
+        "level": level_label(row.level, lang),
+        "rated": hall_time(row.rated_at, "%m-%d %H:%M"),
+        "reply_due": hall_time(row.reply_due, "%m-%d %H:%M"),
+        "rectify_due": hall_time(row.rectify_due, "%m-%d %H:%M"),
+        "state": state,
+        "state_label": t[f"fu_{state}"],
+        "overdue": queries.followup_overdue(row, now),
+        "reply_text": row.reply_text or "",
+        "replied_by": row.replied_by or "",
+        "rectify_text": row.rectify_text or "",
+        "objective": row.objective,
+    }
