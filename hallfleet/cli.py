@@ -46,6 +46,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from hallfleet.fleet.run import run_fleet
+
+    return run_fleet(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hallfleet", description="Device fleet for government service halls")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -87,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
     d.add_argument("--dir", type=Path, default=None, help="keep the demo's files here (default: a temp dir)")
     d.set_defaults(func=cmd_demo)
+
+    from hallfleet.fleet.run import add_arguments as add_fleet_arguments
+
+    f = sub.add_parser("fleet", help="thousands of simulated devices of every role in one process, playing a scenario")
+    add_fleet_arguments(f)
+    f.set_defaults(func=cmd_fleet)
     return p
 
 

@@ -1,0 +1,156 @@
+"""Scenario files: what a simulated day holds, as data (TOML), checked before anything starts.
+
+Times are hall-local simulated time ("HH:MM"); with ``--speed 60`` a simulated hour passes in a real minute.
+A bad file stops the start with a ConfigError naming the file and the field, like every hallfleet config.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from protocol.settings import ConfigError, Section
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+FaultKind = Literal["app_crash", "printer_jam", "paper_out", "network_loss", "power_loss"]
+Level = Literal["1", "2", "3", "4", "5"]
+DEFAULT_LEVELS: dict[Level, float] = {"5": 70, "4": 15, "3": 8, "2": 4, "1": 3}
+FleetRole = Literal["attendance", "kiosk", "rating", "none"]
+
+
+class Mix(Section):
+    """Share of the devices per role (normalised); ``none`` is an agent with heartbeats only."""
+
+    attendance: float = Field(default=0.1, ge=0)
+    kiosk: float = Field(default=0.3, ge=0)
+    rating: float = Field(default=0.6, ge=0)
+    none: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> Mix:
+        if self.attendance + self.kiosk + self.rating + self.none <= 0:
+            raise ValueError("at least one role needs a share above 0")
+        return self
+
+
+class Arrivals(Section):
+    """Staff punching in at the entrance terminals (QR codes): a normal spread around ``mean``, and a share
+    who come late, spread evenly over ``late_by_min`` after ``late_after``."""
+
+    mean: time = Field(default=time(8, 15), description="Centre of the on-time arrivals")
+    sd_min: float = Field(default=6, ge=0, le=240, description="Spread of the on-time arrivals, minutes")
+    late_after: time = Field(default=time(8, 30), description="Arrivals after this are late")
+    late_share: float = Field(default=0.1, ge=0, le=1, description="Share of staff who arrive late")
+    late_by_min: float = Field(default=40, gt=0, le=600, description="How late, at most, minutes")
+    absent_share: float = Field(default=0.05, ge=0, le=1, description="Share who never punch")
+
+
+class Kiosks(Section):
+    """Kiosk use: tickets printed per kiosk per hour of the day, and what each print uses."""
+
+    tickets_per_hour: list[float] = Field(
+        default_factory=lambda: [0.0] * 8 + [20, 30, 25, 15, 10, 20, 25, 20, 10] + [0.0] * 7,
+        min_length=24,
+        max_length=24,
+        description="24 values, hour 0 .. 23: tickets per kiosk per simulated hour",
+    )
+    lines_per_ticket: int = Field(default=4, ge=1, le=60, description="Receipt lines per ticket (paper use)")
+    roll_mm: float = Field(default=50_000, gt=0, description="Receipt roll length at start, mm")
+    a4_pages_per_ticket: float = Field(
+        default=0.2, ge=0, le=50, description="A4 pages (toner) per ticket, counted in kiosk.usage"
+    )
+    poll_s: float = Field(default=5, gt=0, le=600, description="How often each kiosk reads its printer (real s)")
+
+    @field_validator("tickets_per_hour")
+    @classmethod
+    def _not_negative(cls, values: list[float]) -> list[float]:
+        if any(v < 0 for v in values):
+            raise ValueError("tickets per hour cannot be negative")
+        return values
+
+
+class Proxy(Section):
+    """A proxy-rating pattern played on some pads: ``burst_5`` presses 非常满意 ``presses`` times within
+    ``within_s`` simulated seconds, each after a service that takes no time."""
+
+    at: time = Field(description="When the pattern is played")
+    pattern: Literal["burst_5"] = "burst_5"
+    pads: int = Field(default=1, ge=1, le=10_000, description="How many pads play it")
+    presses: int = Field(default=6, ge=2, le=100)
+    within_s: float = Field(default=20, gt=0, le=3600, description="Simulated seconds for all the presses")
+
+
+class Ratings(Section):
+    services_per_hour: float = Field(default=6, ge=0, le=600, description="Services per window per simulated hour")
+    open: time = Field(default=time(8, 30), description="Windows start serving")
+    close: time = Field(default=time(17, 0), description="Windows stop serving")
+    levels: dict[Level, float] = Field(
+        default_factory=lambda: dict(DEFAULT_LEVELS),
+        description="Weights of the levels citizens press (5 非常满意 .. 1 非常不满意)",
+    )
+    walk_away_share: float = Field(default=0.1, ge=0, le=1, description="Citizens who leave without rating")
+    proxy: list[Proxy] = Field(default_factory=list, description="Proxy-rating patterns")
+
+    @field_validator("levels")
+    @classmethod
+    def _weights(cls, levels: dict[Level, float]) -> dict[Level, float]:
+        if any(w < 0 for w in levels.values()) or sum(levels.values()) <= 0:
+            raise ValueError("weights must be >= 0 with a positive sum")
+        return levels
+
+
+class Fault(Section):
+    """A fault played on ``devices`` devices of ``role`` (the first ones of that role, or those named)."""
+
+    at: time = Field(description="Simulated time the fault starts")
+    kind: FaultKind
+    devices: int = Field(default=1, ge=1, le=100_000, description="How many devices suffer it")
+    names: list[str] = Field(default_factory=list, description="site/device names instead of the first ones")
+    duration_min: float = Field(default=30, gt=0, le=7 * 24 * 60, description="Simulated minutes until it ends")
+
+    @property
+    def role(self) -> FleetRole | None:
+        """Kiosk faults need kiosks; the network and the power can fail on any device."""
+        return "kiosk" if self.kind in ("app_crash", "printer_jam", "paper_out") else None
+
+
+class Scenario(Section):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = ""
+    start: time = Field(default=time(7, 50), description="Simulated time at the start of the run")
+    heartbeat_s: float = Field(
+        default=600,
+        ge=0.2,
+        le=3600,
+        description="Agents' heartbeat in simulated seconds (at --speed 60, 600 is one every 10 real seconds)",
+    )
+    mix: Mix = Field(default_factory=Mix)
+    arrivals: Arrivals = Field(default_factory=Arrivals)
+    kiosk: Kiosks = Field(default_factory=Kiosks)
+    rating: Ratings = Field(default_factory=Ratings)
+    faults: list[Fault] = Field(default_factory=list)
+    seed: int = 1
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and check a scenario file; ConfigError names the file and each bad field."""
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read scenario {path}: {exc}") from None
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(f"invalid scenario ({path}):\n" + "\n".join(lines)) from None
+
+
+def builtin(name: str) -> Path:
+    """A scenario shipped with hallfleet (``workday``, ``heartbeats``), or a path as given."""
+    shipped = SCENARIOS / f"{name}.toml"
+    return shipped if shipped.is_file() else Path(name)

@@ -1,0 +1,141 @@
+"""The fleet simulator: ~50 agents of every role on one loop, a short accelerated scenario, against the real
+Mosquitto and consumer fixtures; and a bad scenario file stopping the start with the fields named."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from broker.mosquitto.local import LocalMosquitto
+from broker.store.schema import events, incidents, presence_history
+from hallfleet.cli import main
+from hallfleet.fleet.scenario import builtin, load_scenario
+from hallfleet.fleet.sim import Fleet
+from protocol.settings import ConfigError, MqttConfig
+from tests.conftest import RunningConsumer
+
+# 08:20 .. 09:10 simulated in about 25 s real (x120): staff arrive, kiosks print, windows serve and
+# citizens rate, one pad's staff press 非常满意 in a burst, a kiosk printer jams, a pad loses power.
+SHORT_DAY = """
+name = "short"
+start = "08:20"
+heartbeat_s = 600
+seed = 7
+
+[mix]
+attendance = 0.08
+kiosk = 0.3
+rating = 0.62
+
+[arrivals]
+mean = "08:24"
+sd_min = 2
+late_after = "08:30"
+late_share = 0.2
+late_by_min = 8
+absent_share = 0
+
+[kiosk]
+tickets_per_hour = [0, 0, 0, 0, 0, 0, 0, 0, 60, 60, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+poll_s = 0.5
+
+[rating]
+services_per_hour = 40
+open = "08:20"
+close = "17:00"
+
+[[rating.proxy]]
+at = "08:40"
+pads = 1
+presses = 5
+within_s = 15
+
+[[faults]]
+at = "08:30"
+kind = "printer_jam"
+duration_min = 16
+
+[[faults]]
+at = "08:32"
+kind = "power_loss"
+names = ["wanzhou/pad-w03"]
+duration_min = 10
+"""
+
+
+async def _counts(consumer: RunningConsumer) -> dict[str, int]:
+    rows = await consumer.store.fetch(sa.select(events.c.type, sa.func.count()).group_by(events.c.type))
+    return {t: int(n) for t, n in rows}
+
+
+async def test_fleet_plays_every_role_and_faults_become_incidents(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, tmp_path: Path
+) -> None:
+    path = tmp_path / "short.toml"
+    path.write_text(SHORT_DAY)
+    mqtt = MqttConfig(host=mosquitto.host, port=mosquitto.port, keepalive_s=10)
+    fleet = Fleet(load_scenario(path), 50, mqtt, tmp_path / "fleet", speed=120)
+    roles = {m.role for m in fleet.members}
+    assert len(fleet.members) == 50 and roles == {"attendance", "kiosk", "rating"}
+    jammed = fleet.fault_targets[0][0]
+    powerless = fleet.fault_targets[1][0]
+    assert jammed.role == "kiosk" and powerless.key == "wanzhou/pad-w03"
+    try:
+        await fleet.start()
+        fleet.play()
+        deadline = time.monotonic() + 45
+        want = {"attendance.punch", "rating.submitted", "kiosk.usage", "kiosk.fault", "device.health"}
+        jam_incident: list[object] = []
+        offline: list[object] = []
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            got = await _counts(consumer)
+            jam_incident = await consumer.store.fetch(
+                sa.select(incidents.c.kind, incidents.c.state).where(
+                    incidents.c.site == jammed.hall.site,
+                    incidents.c.device == jammed.name,
+                    incidents.c.kind.like("fault.receipt_printer.%"),
+                )
+            )
+            offline = await consumer.store.fetch(
+                sa.select(presence_history.c.state).where(
+                    presence_history.c.key == powerless.key, presence_history.c.state == "offline"
+                )
+            )
+            played = fleet.counts["fault_power_loss_ended"] and fleet.counts["proxy_ratings"] == 5
+            if want <= got.keys() and jam_incident and offline and played:
+                break
+        assert want <= got.keys(), got
+        assert jam_incident, "the jammed printer opened no incident"
+        assert offline, "the pad that lost power was never marked offline (its Will)"
+        assert fleet.counts["punches"] + fleet.counts["punches_late"] > 0
+        assert fleet.counts["proxy_ratings"] == 5
+        assert powerless.up, "the pad did not come back after the power loss"
+        await fleet.wait_connected([powerless], 20)
+    finally:
+        await fleet.stop()
+    assert not any(m.up for m in fleet.members)
+
+
+def test_bad_scenario_names_the_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[mix]\nkiosk = -1\n[[faults]]\nat = "09:00"\nkind = "meteor"\n')
+    with pytest.raises(ConfigError) as err:
+        load_scenario(bad)
+    text = str(err.value)
+    assert str(bad) in text and "mix.kiosk" in text and "faults.0.kind" in text
+    assert main(["fleet", "--devices", "5", "--scenario", str(bad), "--seconds", "1"]) == 2
+    assert "faults.0.kind" in capsys.readouterr().err
+
+
+def test_shipped_scenarios_load() -> None:
+    for name in ("workday", "heartbeats"):
+        s = load_scenario(builtin(name))
+        assert s.name == name
+    assert {f.kind for f in load_scenario(builtin("workday")).faults} == {
+        "app_crash", "printer_jam", "paper_out", "network_loss", "power_loss"
+    }  # fmt: skip
