@@ -48,6 +48,10 @@ class GalleryCentreConfig(Section):
     )
     revoke_within_h: float = Field(default=24.0, gt=0, description="A revocation must reach every terminal by then")
     min_shots: int = Field(default=2, ge=1, le=10, description="Enrolment photos needed per person")
+    keep_photos_dir: Path | None = Field(
+        default=None,
+        description="hallfleet provision staff keeps enrolment photos here (0600) when set; unset: read and dropped",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,51 +83,85 @@ async def enrol(
     store: Store, site: str, staff_id: str, encodings: list[np.ndarray], *, by: str, at: datetime, min_shots: int = 2
 ) -> int:
     """Add or replace a person's encodings (one per enrolment photo, human-verified). Returns the version."""
+    check_shots(staff_id, encodings, min_shots)
+    async with store.engine.begin() as conn:
+        return await enrol_in(conn, site, staff_id, encodings, by=by, at=at)
+
+
+def check_shots(staff_id: str, encodings: list[np.ndarray], min_shots: int) -> None:
     if len(encodings) < min_shots:
         raise GalleryAdminError(f"{staff_id}: {len(encodings)} usable photo(s); enrolment needs {min_shots}")
+
+
+async def enrol_in(
+    conn: AsyncConnection,
+    site: str,
+    staff_id: str,
+    encodings: list[np.ndarray],
+    *,
+    by: str,
+    at: datetime,
+    version: int | None = None,
+) -> int:
+    """``enrol`` inside the caller's transaction (shots already checked). ``version``: one this transaction
+    already bumped to, so several changes made together are one new version; None bumps it here."""
     blob = np.asarray(encodings, dtype=np.float32).tobytes()
     f = face_gallery.c
-    async with store.engine.begin() as conn:
+    if version is None:
         version = await _bump(conn, site, at)
-        values: dict[str, Any] = {
-            "encodings": blob,
-            "shots": len(encodings),
-            "version_added": version,
-            "version_removed": None,
-            "enrolled_at": at,
-            "enrolled_by": by[:64],
-            "revoked_at": None,
-            "revoked_by": "",
-            "revoke_by": None,
-        }
-        updated = await conn.execute(
-            face_gallery.update().where(f.site == site, f.staff_id == staff_id).values(**values)
-        )
-        if updated.rowcount == 0:
-            await conn.execute(face_gallery.insert().values(site=site, staff_id=staff_id, **values))
-        await audit(conn, at=at, actor=by, action="gallery.enrol", target=f"{site}/{staff_id}",
-                    detail={"version": version, "shots": len(encodings)})  # fmt: skip
+    values: dict[str, Any] = {
+        "encodings": blob,
+        "shots": len(encodings),
+        "version_added": version,
+        "version_removed": None,
+        "enrolled_at": at,
+        "enrolled_by": by[:64],
+        "revoked_at": None,
+        "revoked_by": "",
+        "revoke_by": None,
+    }
+    updated = await conn.execute(face_gallery.update().where(f.site == site, f.staff_id == staff_id).values(**values))
+    if updated.rowcount == 0:
+        await conn.execute(face_gallery.insert().values(site=site, staff_id=staff_id, **values))
+    await audit(conn, at=at, actor=by, action="gallery.enrol", target=f"{site}/{staff_id}",
+                detail={"version": version, "shots": len(encodings)})  # fmt: skip
     return version
 
 
 async def revoke(
     store: Store, site: str, staff_id: str, *, by: str, at: datetime, within: timedelta, reason: str
 ) -> int:
-    f = face_gallery.c
     async with store.engine.begin() as conn:
-        row = (await conn.execute(sa.select(f.revoked_at).where(f.site == site, f.staff_id == staff_id))).first()
-        if row is None:
-            raise GalleryAdminError(f"{staff_id} is not enrolled at {site}")
-        if row.revoked_at is not None:
-            raise GalleryAdminError(f"{staff_id} was already revoked at {site}")
+        return await revoke_in(conn, site, staff_id, by=by, at=at, within=within, reason=reason)
+
+
+async def revoke_in(
+    conn: AsyncConnection,
+    site: str,
+    staff_id: str,
+    *,
+    by: str,
+    at: datetime,
+    within: timedelta,
+    reason: str,
+    version: int | None = None,
+) -> int:
+    """``revoke`` inside the caller's transaction; ``version`` as for ``enrol_in``."""
+    f = face_gallery.c
+    row = (await conn.execute(sa.select(f.revoked_at).where(f.site == site, f.staff_id == staff_id))).first()
+    if row is None:
+        raise GalleryAdminError(f"{staff_id} is not enrolled at {site}")
+    if row.revoked_at is not None:
+        raise GalleryAdminError(f"{staff_id} was already revoked at {site}")
+    if version is None:
         version = await _bump(conn, site, at)
-        await conn.execute(
-            face_gallery.update()
-            .where(f.site == site, f.staff_id == staff_id)
-            .values(encodings=None, version_removed=version, revoked_at=at, revoked_by=by[:64], revoke_by=at + within)
-        )
-        await audit(conn, at=at, actor=by, action="gallery.revoke", target=f"{site}/{staff_id}", reason=reason,
-                    detail={"version": version, "revoke_by": at + within})  # fmt: skip
+    await conn.execute(
+        face_gallery.update()
+        .where(f.site == site, f.staff_id == staff_id)
+        .values(encodings=None, version_removed=version, revoked_at=at, revoked_by=by[:64], revoke_by=at + within)
+    )
+    await audit(conn, at=at, actor=by, action="gallery.revoke", target=f"{site}/{staff_id}", reason=reason,
+                detail={"version": version, "revoke_by": at + within})  # fmt: skip
     return version
 
 

@@ -312,6 +312,23 @@ gallery_sites = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
+staff_consents = sa.Table(
+    "staff_consents",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("staff_id", sa.String(64), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False, comment="face_attendance (人脸考勤)"),
+    sa.Column("given_at", UtcDateTime, nullable=False, comment="when the person signed"),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("recorded_by", sa.String(64), nullable=False),
+    sa.Column("evidence", sa.String(200), nullable=False, comment="the signed form's reference"),
+    sa.Column("withdrawn_at", UtcDateTime, nullable=True),
+    sa.Column("withdrawn_by", sa.String(64), nullable=True),
+    sa.Index("staff_consents_site_staff", "site", "staff_id"),
+    comment="consent to face enrolment (provisioning/staff.py): no face is enrolled without one not withdrawn",
+)
+
 # -- attendance (broker/attendance): the roster, exceptions people file, records locked at the deadline -
 staff = sa.Table(
     "staff",
