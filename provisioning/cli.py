@@ -1,4 +1,5 @@
-"""``hallfleet provision device|rotate|revoke|broker|list``: the IT section's device approvals and broker files.
+"""``hallfleet provision device|rotate|revoke|broker|list``: the IT section's device approvals and broker files;
+``hallfleet provision staff``: a hall's roster, consent records and face enrolment (provisioning/staff.py).
 
 Every command names a person (``--approved-by``, ``--by``): the IT rules ask for approval and a record of
 every device and change, and for per-person accounts. The registry and the CA key live in the
@@ -13,6 +14,7 @@ import dataclasses
 import getpass
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
 
@@ -55,6 +57,7 @@ def add_parsers(sub: Any) -> None:
     v.add_argument("--compromised", action="store_true", help="the key may be in other hands (CRL: keyCompromise)")
     _broker_parser(psub)
     _cmd(psub, "list", "the registry: accounts, state, approvals, certificate expiry", _list)
+    _staff_parser(psub)
 
 
 def _cmd(sub: Any, name: str, help_: str, func: Any) -> argparse.ArgumentParser:
@@ -86,6 +89,92 @@ def _broker_parser(psub: Any) -> None:
     b.add_argument("--centre-port", type=int, default=None, help="hall: default 8883 (password), 8884 (cert)")
     b.add_argument("--bridge-auth", default="password", choices=get_args(AuthKind), help="hall: bridge login")
     b.add_argument("--approved-by", default=None, help="needed when this creates the service or bridge accounts")
+
+
+def _staff_parser(psub: Any) -> None:
+    s: argparse.ArgumentParser = psub.add_parser(
+        "staff", help="a hall's staff: roster, consent records, faces enrolled from photos (encodings only)"
+    )
+    s.add_argument("--site", required=True, help="site (hall) id, e.g. qingpu")
+    s.add_argument("--roster", type=Path, default=None, help="roster CSV/XLSX (站点, 工号, 姓名, ... as staff import)")
+    s.add_argument("--photos", type=Path, default=None, help="DIR/<staff_id>.jpg|png, or DIR/<staff_id>/*.jpg")
+    s.add_argument(
+        "--consent", type=Path, default=None, help="consent CSV/XLSX: 工号, 同意日期, 凭证[, 记录人, 撤回日期]"
+    )
+    s.add_argument("--keep-photos", type=Path, default=None, help="keep the photos here (0600); default: dropped")
+    s.add_argument("--withdraw", metavar="STAFF_ID", default=None, help="consent withdrawn: revoke the face now")
+    s.add_argument("--status", action="store_true", help="per staff member: consent, gallery version, last change")
+    s.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
+    s.add_argument("--config", type=Path, default=None, help="the centre's TOML (the consumer's)")
+    s.add_argument("--by", default=None, help="who (default: the logged-in user)")
+    s.set_defaults(func=_staff)
+
+
+def _staff(a: argparse.Namespace) -> int:
+    from broker.attendance.roster import RosterError
+    from broker.cli_support import run_with_store
+    from provisioning import staff
+
+    return run_with_store(a, _staff_run, refusals=(staff.StaffProvisionError, RosterError))
+
+
+async def _staff_run(a: argparse.Namespace, store: Any, sites: Any) -> int:
+    from broker.config import ConsumerConfig
+    from protocol.clock import SystemClock
+    from protocol.settings import load_settings
+    from provisioning import staff
+
+    inputs = [x for x in (a.roster, a.photos, a.consent) if x is not None]
+    if a.status:
+        if inputs or a.withdraw:
+            raise staff.StaffProvisionError("--status 不能与其他操作同用 / --status takes no other action")
+        return await _staff_status(store, a.site, sites[a.site].site_calendar.zone)
+    if a.withdraw and inputs:
+        raise staff.StaffProvisionError("--withdraw 单独使用 / --withdraw takes no files")
+    if not inputs and not a.withdraw:
+        raise staff.StaffProvisionError("需要 --roster、--photos、--consent 或 --withdraw / nothing to do")
+    cfg = load_settings(ConsumerConfig, a.config)
+    req = staff.StaffRequest(
+        site=a.site,
+        by=a.by or current_user(),
+        at=SystemClock().now(),
+        zone=sites[a.site].site_calendar.zone,
+        roster=a.roster,
+        photos=a.photos,
+        consent=a.consent,
+        keep_photos=a.keep_photos or cfg.gallery.keep_photos_dir,
+        withdraw=a.withdraw,
+        dry_run=a.dry_run,
+        min_shots=cfg.gallery.min_shots,
+        within=timedelta(hours=cfg.gallery.revoke_within_h),
+    )
+    report = await staff.provision_staff(store, req)
+    for line in report.lines():
+        print(line)
+    for path in report.kept:
+        print(f"  照片保留 / photo kept: {path}")
+    return 1 if report.count("failed") else 0
+
+
+async def _staff_status(store: Any, site: str, zone: Any) -> int:
+    from broker import gallery
+    from broker.commands import fmt_time
+    from provisioning.staff import staff_status
+
+    async with store.engine.connect() as conn:
+        version = await gallery.current_version(conn, site)
+        rows = await staff_status(conn, site)
+    consent = {"given": "已同意 given", "withdrawn": "已撤回 withdrawn", "none": "无 none"}
+    face = {"enrolled": "已录入 enrolled", "revoked": "已撤销 revoked", "none": "未录入 none"}
+    print(f"{site}: 人脸库版本 gallery version {version}, {len(rows)} 人 staff")
+    print("工号 staff      姓名 name   同意 consent              人脸 face                版本 v  最后变更 last change")
+    for r in rows:
+        when = r.consent_at.astimezone(zone).date().isoformat() if r.consent_at else ""
+        print(
+            f"{r.staff_id:14} {r.name:8} {consent[r.consent] + ' ' + when:26} {face[r.gallery]:22} "
+            f"{r.gallery_version if r.gallery_version is not None else '-':>6}  {fmt_time(r.last_change)}"
+        )
+    return 0
 
 
 def _guarded(func: Any, a: argparse.Namespace) -> int:
