@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Coroutine
+from datetime import date, time
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +45,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from hallfleet.demo import run_demo
 
     return run_demo(args)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be above 0")
+    return value
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
@@ -89,8 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="two demo halls on simulated hardware: broker, consumer, API and dashboard, alerts, reports"
     )
     d.add_argument("--devices", type=int, default=20, help="devices per hall (about 20: terminals, kiosks, pads)")
-    d.add_argument("--rate", type=float, default=2.0, help="services (and so ratings) per minute at each window")
-    d.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
+    d.add_argument("--speed", type=_positive, default=120.0, help="hall time runs this many times faster (120)")
+    d.add_argument("--day-start", type=time.fromisoformat, default=None, help="hall time the day starts (08:00)")
+    d.add_argument("--date", type=date.fromisoformat, default=None, help="the working day played (latest)")
+    d.add_argument("--scenario", type=Path, default=None, help="the day's script (hallfleet/scenarios/demo-day.toml)")
+    d.add_argument("--seconds", type=float, default=0, help="stop after this long (0: at the day's end)")
     d.add_argument("--dir", type=Path, default=None, help="keep the demo's files here (default: a temp dir)")
     d.set_defaults(func=cmd_demo)
 

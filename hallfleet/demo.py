@@ -1,8 +1,11 @@
 """``hallfleet demo``: two halls (Qingpu and Wanzhou, from the example site configs) on simulated hardware,
 a private Mosquitto on a free loopback port, the consumer with its rules on SQLite, the API and dashboard,
-and a local alert sink; hallfleet/demo_scenario.py plays a morning on the devices in real time. A summary
-every few seconds; at the end (--seconds, or Ctrl-C) the month's reports so far go to ``<dir>/reports/``
-and everything stops, leaving no process behind (the broker also dies with us: PR_SET_PDEATHSIG)."""
+and a local alert sink; hallfleet/demo_scenario.py plays a working day (hallfleet/scenarios/demo-day.toml)
+on the devices, ``--speed`` times faster than real time: agents, consumer and API share one ScaledClock, so
+timestamps, SLA steps and attendance verdicts are the hall's. A summary with the day's progress every few
+seconds; at the day's end (or --seconds, or Ctrl-C) the centre stops first, then the devices (so their clean
+goodbye is not taken for an outage), the day is summed up and its reports go to ``<dir>/reports/``; nothing
+is left running (the broker also dies with us: PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ import secrets
 import signal
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from agent.agent import Agent
 from agent.roles.rating import HttpError, read_request
@@ -29,9 +34,12 @@ from broker.attendance.roster import import_roster
 from broker.config import ConsumerConfig, IngestConfig, RulesConfig, StoreConfig
 from broker.consumer import Consumer
 from broker.mosquitto.local import LocalMosquitto
+from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
+from broker.store.schema import notifications
 from hallfleet import demo_scenario as sc
-from protocol.settings import MqttConfig
+from protocol.clock import Clock
+from protocol.settings import ConfigError, MqttConfig
 
 SUMMARY_EVERY_S = 5.0
 DEMO_USER = "demo"
@@ -45,14 +53,27 @@ RECIPIENTS = {
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    scenario = sc.load_scenario(args.scenario or sc.SCENARIO)  # a bad file stops the start, naming the field
+    devices = sc.plan(args.devices)
+    sc.check_scenario(scenario, devices)
+    sites = Sites({k: SiteConfig.model_validate(v) for k, v in sc.load_sites().items()})
+    on = args.date or datetime.now(sc.ZONE).date()
+    day = sc.working_day(sites, on)
+    if day != on and args.date is not None:
+        raise ConfigError(f"--date {on}: not a working day in both halls (the latest one before is {day})")
+    start = args.day_start or scenario.day.start
+    if start >= scenario.day.end:
+        raise ConfigError(f"--day-start {start:%H:%M}: the scenario's day ends at {scenario.day.end:%H:%M}")
     with contextlib.ExitStack() as stack:
         workdir = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hallfleet-demo-")))
         workdir.mkdir(parents=True, exist_ok=True)
         logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("agent.selfheal").setLevel(logging.ERROR)  # the scenario tells the outages' story
         broker = stack.enter_context(LocalMosquitto(workdir / "mosquitto"))
         print(f"Mosquitto on {broker.host}:{broker.port}; files in {workdir}")
+        demo_day = sc.DemoDay.of(day, start, scenario.day.end, args.speed)
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_demo(args, workdir, broker))
+            asyncio.run(_demo(args, workdir, broker, scenario, devices, demo_day))
     print("demo stopped: broker, consumer, API and devices are down.")
     return 0
 
@@ -61,9 +82,12 @@ class Sink:
     """The demo's one small HTTP server: the alert webhook (POST /alerts, appended to alerts.log and shown
     in one line) and the health probe of the simulated kiosk application (GET /health/...)."""
 
-    def __init__(self, log_path: Path, health: dict[str, bool]) -> None:
+    def __init__(
+        self, log_path: Path, health: dict[str, bool], now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.log_path = log_path
         self.health = health
+        self.now = now  # the demo's: hall time
         self.received = 0
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -100,8 +124,8 @@ class Sink:
         alert = json.loads(body)
         self.received += 1
         with self.log_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"received_at": datetime.now(UTC).isoformat(), **alert}, ensure_ascii=False) + "\n")
-        print(f"  告警 → {alert.get('subject', '')}")
+            f.write(json.dumps({"received_at": self.now().isoformat(), **alert}, ensure_ascii=False) + "\n")
+        print(f"  告警 {self.now().astimezone(sc.ZONE):%H:%M} → {alert.get('subject', '')}")
         return 200
 
 
@@ -116,65 +140,82 @@ def consumer_config(mqtt: MqttConfig, workdir: Path, sink: Sink) -> ConsumerConf
             channels={"demo-sink": WebhookConfig(url=f"{sink.base}/alerts", timeout_s=5)},
             recipients={n: RecipientConfig(role=r, channel="demo-sink") for n, r in RECIPIENTS.items()},
         ),
-        # Planning and the rating and attendance jobs every few seconds instead of minutes: the demo is short.
-        rules=RulesConfig(plan_every_s=10, attendance_every_s=15, ratings_every_s=5),
+        # Restock and maintenance planning every ten hall minutes (plan_every_s is counted on the clock); the
+        # rating and attendance jobs sleep real seconds: every few, so follow-ups and notices show within the day.
+        # The SLA clock ticks twice a (real) second: a minute of hall time at 120x.
+        rules=RulesConfig(tick_s=0.5, plan_every_s=600, attendance_every_s=5, ratings_every_s=3),
     )
 
 
-async def _demo(args: argparse.Namespace, workdir: Path, broker: LocalMosquitto) -> None:
+async def _demo(
+    args: argparse.Namespace,
+    workdir: Path,
+    broker: LocalMosquitto,
+    scenario: sc.DayScenario,
+    devices: list[sc.Device],
+    day: sc.DemoDay,
+) -> None:
     mqtt = MqttConfig(host=broker.host, port=broker.port, keepalive_s=10)
-    devices = sc.plan(args.devices)
-    today = datetime.now(sc.ZONE).date()
-    staff = {h.site: sc.staff_of(h, devices, today) for h in sc.HALLS}
+    staff = {h.site: sc.staff_of(h, devices, day.date) for h in sc.HALLS}
     for hall in sc.HALLS:
         sc.write_attendance_files(workdir, hall, staff[hall.site])
-    timing = sc.Timing(services_per_min=args.rate)
-    scenario = sc.Scenario([], staff, timing)
-    sink = Sink(workdir / "alerts.log", scenario.health)
+    health: dict[str, bool] = {}
+    sink = Sink(workdir / "alerts.log", health, lambda: day.clock.now())
     await sink.start()
     cfg = consumer_config(mqtt, workdir, sink)
+    sites = Sites(cfg.sites)
     store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
-    await import_roster(store, [m for ms in staff.values() for m in ms], by="demo", at=datetime.now(UTC))
-    consumer = Consumer(cfg, store)
-    scenario.fleet = [(d, Agent(sc.agent_config(d, workdir, mqtt, sink.base))) for d in devices]
+    await import_roster(store, [m for ms in staff.values() for m in ms], by="demo", at=day.start)
+    clock = day.begin()  # hall time starts now, with the fleet: the setup above took none of the morning
+    consumer = Consumer(cfg, store, clock)
+    play = sc.Scenario(scenario, day, sites, staff, store)
+    play.health = health
+    play.fleet = [(d, Agent(sc.agent_config(d, workdir, mqtt, sink.base, day.speed, scenario), clock)) for d in devices]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     consumer_task = asyncio.create_task(consumer.run(), name="consumer")
-    agent_tasks = [asyncio.create_task(a.run(), name=f"agent-{d.hall.site}-{d.name}") for d, a in scenario.fleet]
+    agent_tasks = [asyncio.create_task(a.run(), name=f"agent-{d.hall.site}-{d.name}") for d, a in play.fleet]
     password = secrets.token_urlsafe(12)
-    await add_user(store, DEMO_USER, password, "it_admin", ("*",), datetime.now(UTC))
+    await add_user(store, DEMO_USER, password, "it_admin", ("*",), clock.now())
+    reports: list[Path] = []
     try:
-        async with _api(cfg, store) as url:
+        async with _api(cfg, store, clock) as url:
             print(f"仪表盘 dashboard: {url}  用户 user: {DEMO_USER}  密码 password: {password}")
             print(f"告警 alerts: webhook {sink.base}/alerts -> {workdir / 'alerts.log'}")
             print(
-                f"设备 devices: {len(devices)}, {len(devices) // len(sc.HALLS)} per hall; 实时运行, 未加速 (real time)"
+                f"设备 devices: {len(devices)}, {len(devices) // len(sc.HALLS)} per hall;"
+                f" {day.date:%Y-%m-%d} {day.start:%H:%M}–{day.end:%H:%M} 大厅时间, {day.speed:g} 倍速"
+                f" (约 {(day.end - day.start).total_seconds() / day.speed / 60:.1f} 分钟)"
             )
-            play = asyncio.create_task(scenario.run(), name="scenario")
+            playing = asyncio.create_task(play.run(), name="scenario")
             try:
-                show = sc.show(store, stop, sink, timing, SUMMARY_EVERY_S)
+                show = sc.show(store, stop, sink, day, SUMMARY_EVERY_S)
                 if args.seconds:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(show, args.seconds)
                 else:
                     await show
             finally:
-                print("stopping ...")
-                play.cancel()
-                await asyncio.gather(play, return_exceptions=True)
-                for _, a in scenario.fleet:
-                    a.stop()
-                await asyncio.gather(*agent_tasks, return_exceptions=True)
-                await asyncio.sleep(1.0)  # the last statuses and alerts reach the store and the sink
+                print(f"stopping at {day.now():%H:%M} 大厅时间 ...")
+                playing.cancel()
+                await asyncio.gather(playing, return_exceptions=True)
+                # The centre stops before the devices: their clean goodbye at the end of the demo is not an
+                # outage (a 24-hour kiosk shut down opens an incident), and the day's last events are in.
+                await play.wait_quiet()
+                await _deliveries_done(store, clock)
                 consumer.stop()
                 await asyncio.gather(consumer_task, return_exceptions=True)
-                await sc.summary(store, sink, timing)
-                print("\n".join(await sc.presence_lines(store)))
-                await sc.write_reports(store, cfg, workdir / "reports")
+                for _, a in play.fleet:
+                    a.stop()
+                results = await asyncio.gather(*agent_tasks, return_exceptions=True)
+                failed = sum(1 for r in results if isinstance(r, BaseException))
+                print(f"设备已关机 devices shut down: {len(results) - failed}/{len(results)} 正常关机")
+        reports = await sc.write_reports(store, cfg, workdir / "reports", day)
+        print("\n".join(await sc.day_summary(store, sites, day, sink, staff, reports)))
     finally:
-        for _, a in scenario.fleet:
+        for _, a in play.fleet:
             a.stop()
         consumer.stop()
         await asyncio.gather(consumer_task, *agent_tasks, return_exceptions=True)
@@ -182,8 +223,18 @@ async def _demo(args: argparse.Namespace, workdir: Path, broker: LocalMosquitto)
         await store.close()
 
 
+async def _deliveries_done(store: Store, clock: Clock, within_s: float = 5.0) -> None:
+    """Until the alerts due so far have left (bounded): the sink shows what the day raised."""
+    n = notifications.c
+    for _ in range(int(within_s / 0.2)):
+        due = sa.select(sa.func.count()).where(n.state == "pending", n.due_at <= clock.now())
+        if not await store.scalar(due):
+            return
+        await asyncio.sleep(0.2)
+
+
 @contextlib.asynccontextmanager
-async def _api(cfg: ConsumerConfig, store: Store) -> AsyncIterator[str]:
+async def _api(cfg: ConsumerConfig, store: Store, clock: Clock) -> AsyncIterator[str]:
     """uvicorn serving the API and dashboard on a free loopback port, in this process, on the demo's store."""
     import uvicorn
 
@@ -193,14 +244,15 @@ async def _api(cfg: ConsumerConfig, store: Store) -> AsyncIterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    api_cfg = ApiConfig(listen="127.0.0.1", port=port, centre=cfg, cookie_secure=False)
+    # A login lasts the longest the API allows: 30 days of hall time are six real hours at 120x.
+    api_cfg = ApiConfig(listen="127.0.0.1", port=port, centre=cfg, cookie_secure=False, session_ttl_h=24 * 30)
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:  # the demo takes SIGINT itself
             yield
 
-    app = create_app(api_cfg, store, None)
+    app = create_app(api_cfg, store, None, clock)
     server = Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                    lifespan="off", timeout_graceful_shutdown=2))  # fmt: skip
     task = asyncio.create_task(server.serve(), name="api")

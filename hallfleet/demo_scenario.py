@@ -1,13 +1,18 @@
-"""The demo's two halls and their day: which devices each hall has, how their agents are configured (every
-one on simulated hardware: fingerprint and QR twins, the simulated USB receipt printer, the simulated
-keypad), the roster, and the small script the demo plays on them in real time:
+"""The demo's two halls and their working day: which devices each hall has, how their agents are configured
+(every one on simulated hardware: fingerprint and QR twins, the simulated USB receipt printer, the simulated
+keypad), the roster, and the day the demo plays on them in hall time (hallfleet/scenarios/demo-day.toml):
 
-- staff punch in over the first minutes, by QR code or fingerprint (two of them never do);
-- kiosks print tickets; one roll in Qingpu starts short, runs low (a restock task) and is changed later;
-- the kiosk application of one 24-hour kiosk in Wanzhou stops answering its health probe (an incident with
-  its SLA clock; the agent's self-healing and the centre's restart_app fail to cure it) and comes back;
-- the demo plays each window's queue system (service start and end) and the citizens at the rating pads;
-  the first citizen at one Qingpu window presses 1 (非常不满意), so a negative-rating follow-up opens.
+- staff sign in at the entrance (two late, one absent per hall) and sign out in the evening;
+- kiosks print tickets at each hour's rate; one roll starts short, runs low (a restock task) and is changed;
+- one kiosk application stops answering and comes back after the centre's restart_app (within the SLA),
+  another stays down through the warning and the breach (an on-site dispatch) until it is fixed on site;
+- the demo plays each window's queue system (service start and end) in opening hours and the citizens at
+  the rating pads; one scripted 1 (非常不满意) opens a negative-rating follow-up.
+
+Time: agents, consumer and API share one ScaledClock; the script waits for hall times through ``DemoDay``,
+so every timestamp, SLA step and verdict is the hall's. Durations the agents measure on the clock (debounce,
+snapshots, self-healing backoff, the pad's rating prompt) are hall seconds too; their sleeps are real, so the
+demo sets those in hall seconds here (``agent_config``).
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import random
 import sys
 import tomllib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import broker.attendance
 from agent.agent import Agent
@@ -34,36 +40,154 @@ from agent.roles.kiosk import KioskConfig, SimulatedReceiptConfig
 from agent.roles.rating import RatingConfig, ServiceCall
 from agent.roles.usage import LogUsageConfig
 from agent.selfheal import AppWatchConfig
-from broker.attendance.reports import exception_details, monthly_by_unit
+from broker.attendance.labels import VERDICT_ZH
+from broker.attendance.model import Verdict
+from broker.attendance.reports import daily_exceptions, exception_details, monthly_by_unit
 from broker.attendance.reports import write_xlsx as write_attendance_xlsx
 from broker.attendance.roster import StaffMember
-from broker.attendance.service import load_period
+from broker.attendance.service import load_period, staff_days
 from broker.config import ConsumerConfig
 from broker.ratings.report import build_report as build_rating_report
 from broker.ratings.report import write_xlsx as write_ratings_xlsx
 from broker.reports.export import write_xlsx as write_sla_xlsx
 from broker.reports.sla import build_sla_report, month_bounds
-from broker.rules.incidents import kind_label
+from broker.rules.actions import dispatch_update
+from broker.rules.incidents import OUTAGE_KINDS, kind_label
 from broker.sites import Sites
 from broker.store.db import Store
-from broker.store.schema import dead_letters, devices, events, incidents, notifications, rating_followups, tasks
+from broker.store.schema import (
+    commands,
+    dead_letters,
+    devices,
+    dispatches,
+    events,
+    incidents,
+    notifications,
+    rating_followups,
+    tasks,
+)
 from drivers.qr.validators import staff_map_line
-from protocol.clock import HALL_ZONE
-from protocol.settings import MqttConfig
+from protocol.clock import HALL_ZONE, ScaledClock
+from protocol.settings import ConfigError, MqttConfig
 
 log = logging.getLogger(__name__)
 
 EXAMPLES = Path(broker.attendance.__file__).parent / "examples"
+SCENARIO = Path(__file__).parent / "scenarios" / "demo-day.toml"
+ZONE = HALL_ZONE
 Role = Literal["attendance", "kiosk", "rating"]
-Part = Literal["", "short_roll", "app_fails", "negative"]
 KEYS = {f"KEY_{n}": f"rate_{n}" for n in range(1, 6)} | {"KEY_F4": "service_start", "KEY_F5": "service_end"}
 NAMES = ("王丽", "张伟", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄强", "周婷", "吴刚",
          "徐芳", "孙涛", "马超", "朱琳", "胡军", "郭霞", "何平", "高洁", "林峰", "罗兰")  # fmt: skip
 UNITS = ("市场监管局", "人社局", "公安局", "税务局", "医保局", "不动产登记中心")
-LEVELS = (5, 5, 5, 5, 5, 5, 4, 4, 3)  # what citizens press here; the one 1 is scripted
 TICKET_LINE = "ticket issued"
+HEARTBEAT_REAL_S = 5.0  # each agent's health interval in real time, whatever the speed
+PUNCH_REAL_S = 0.5  # a terminal takes the next person after this much real time (its finger poll is 0.2 s)
 
 
+# -- the scenario file ------------------------------------------------------------------------------------
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Span = Annotated[list[time], Field(min_length=2, max_length=2)]
+
+
+class DayPart(_Part):
+    start: time = Field(description="Hall time the demo's day starts at (--day-start overrides)")
+    end: time = Field(description="Hall time it ends at: the attendance day is judged and the reports written")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DayPart:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class HallPart(_Part):
+    arrive: Span = Field(description="The punctual sign in spread over [first, last]")
+    late: list[time] = Field(default_factory=list, description="One late sign-in at each of these times")
+    absent: int = Field(default=0, ge=0, description="How many on the roster never come")
+    leave: Span = Field(description="Everybody who came signs out spread over [first, last]")
+
+
+class ShortRoll(_Part):
+    hall: str
+    kiosk: str
+    paper_mm: float = Field(gt=0, description="What is left on the roll at the start of the day")
+    changed_at: time = Field(description="When site staff change it")
+
+
+class AppFailure(_Part):
+    hall: str
+    kiosk: str
+    at: time = Field(description="When the application stops answering its health probe")
+    until: Literal["restart"] | time = Field(
+        description='"restart": it answers again once the centre\'s restart_app runs; or the hall time it comes back'
+    )
+
+
+class KiosksPart(_Part):
+    tickets_per_hour: dict[Annotated[int, Field(ge=0, le=23)], Annotated[float, Field(ge=0, le=600)]]
+    short_roll: ShortRoll | None = None
+    app_failures: list[AppFailure] = Field(default_factory=list)
+
+
+class Negative(_Part):
+    hall: str
+    window: str
+    at: time = Field(description="The first service ending after this is rated 1")
+
+
+class RatingsPart(_Part):
+    services_per_hour: float = Field(gt=0, le=60, description="At each window, in the hall's opening hours")
+    levels: list[Annotated[int, Field(ge=1, le=5)]] = Field(min_length=1)
+    walk_away: float = Field(default=0.1, ge=0, lt=1)
+    negative: list[Negative] = Field(default_factory=list)
+
+
+class DayScenario(_Part):
+    day: DayPart
+    halls: dict[str, HallPart]
+    kiosks: KiosksPart
+    ratings: RatingsPart
+
+
+def load_scenario(path: Path = SCENARIO) -> DayScenario:
+    """Read and validate the scenario; a bad file is a ConfigError naming the field."""
+    try:
+        with path.open("rb") as f:
+            return DayScenario.model_validate(tomllib.load(f))
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(f"invalid demo scenario ({path}):\n" + "\n".join(lines)) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read demo scenario {path}: {exc}") from None
+
+
+def check_scenario(scenario: DayScenario, devices: list[Device]) -> None:
+    """Every hall, kiosk and window the scenario names exists in this demo (--devices decides how many)."""
+    sites = {h.site for h in HALLS}
+    names = {(d.hall.site, d.name) for d in devices if d.role == "kiosk"}
+    windows = {(d.hall.site, d.window) for d in devices if d.role == "rating"}
+    bad: list[str] = [f"halls.{s}: no such demo hall (qingpu, wanzhou)" for s in scenario.halls if s not in sites]
+    bad += [f"halls: {s} is missing" for s in sites if s not in scenario.halls]
+    named: list[tuple[str, ShortRoll | AppFailure]] = [
+        (f"kiosks.app_failures.{i}", f) for i, f in enumerate(scenario.kiosks.app_failures)
+    ]
+    if scenario.kiosks.short_roll is not None:
+        named.append(("kiosks.short_roll", scenario.kiosks.short_roll))
+    bad += [f"{w}.kiosk: no kiosk {k.kiosk!r} in {k.hall}" for w, k in named if (k.hall, k.kiosk) not in names]
+    bad += [
+        f"ratings.negative.{i}.window: no window {n.window!r} in {n.hall}"
+        for i, n in enumerate(scenario.ratings.negative)
+        if (n.hall, n.window) not in windows
+    ]
+    if bad:
+        raise ConfigError("invalid demo scenario:\n" + "\n".join(f"  {b}" for b in bad))
+
+
+# -- the halls and their devices ----------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Hall:
     site: str
@@ -77,7 +201,6 @@ HALLS = (
     Hall("qingpu", "青浦", "SSM1", "shanghai", "310118"),
     Hall("wanzhou", "万州", "YKM1", "chongqing", "500101"),
 )
-APP_FAIL_AT_S, APP_BACK_AT_S, REFILL_AT_S = 12.0, 240.0, 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,22 +210,6 @@ class Device:
     role: Role
     index: int  # within its role in the hall
     window: str = ""
-    part: Part = ""  # its part in the script
-
-
-@dataclass(slots=True)
-class Timing:
-    """What the script waits for; shortened under test by nothing but the --rate flag."""
-
-    services_per_min: float = 2.0
-    punch_span_s: float = 90.0
-    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
-
-    def elapsed(self) -> float:
-        return asyncio.get_running_loop().time() - self.started
-
-    async def until(self, at_s: float) -> None:
-        await asyncio.sleep(max(0.0, at_s - self.elapsed()))
 
 
 def load_sites() -> dict[str, Any]:
@@ -112,6 +219,14 @@ def load_sites() -> dict[str, Any]:
         with (EXAMPLES / f"{hall.site}.toml").open("rb") as f:
             sites |= tomllib.load(f)["sites"]
     return sites
+
+
+def working_day(sites: Sites, on_or_before: date) -> date:
+    """The latest day on or before ``on_or_before`` on which both halls work (a Sunday plays the Friday)."""
+    day = on_or_before
+    while not all(sites[h.site].site_calendar.is_working_day(day) for h in HALLS):
+        day -= timedelta(days=1)
+    return day
 
 
 def plan(per_hall: int) -> list[Device]:
@@ -124,14 +239,8 @@ def plan(per_hall: int) -> list[Device]:
         out += [Device(hall, f"att-entrance-{i + 1}", "attendance", i) for i in range(n_att)]
         half = (n_kiosk + 1) // 2
         for i in range(n_kiosk):
-            name = f"kiosk-24h-{i + 1}" if i < half else f"kiosk-{i + 1 - half}"
-            # Qingpu's last kiosk gets a short roll; Wanzhou's first (24-hour) one loses its application.
-            part: Part = "short_roll" if hall.site == "qingpu" and i == n_kiosk - 1 else ""
-            part = "app_fails" if hall.site == "wanzhou" and i == 0 else part
-            out.append(Device(hall, name, "kiosk", i, part=part))
-        for i in range(n_pad):  # the first citizen at Qingpu's first window rates 1
-            part = "negative" if hall.site == "qingpu" and i == 0 else ""
-            out.append(Device(hall, f"pad-w{i + 1:02d}", "rating", i, f"W{i + 1:02d}", part))
+            out.append(Device(hall, f"kiosk-24h-{i + 1}" if i < half else f"kiosk-{i + 1 - half}", "kiosk", i))
+        out += [Device(hall, f"pad-w{i + 1:02d}", "rating", i, f"W{i + 1:02d}") for i in range(n_pad)]
     return out
 
 
@@ -167,14 +276,18 @@ def write_attendance_files(workdir: Path, hall: Hall, members: list[StaffMember]
     return folder / "salt", folder / "staff.map"
 
 
-def agent_config(d: Device, workdir: Path, mqtt: MqttConfig, health_base: str) -> AgentConfig:
+def agent_config(
+    d: Device, workdir: Path, mqtt: MqttConfig, health_base: str, speed: float, scenario: DayScenario
+) -> AgentConfig:
+    """Durations the agent measures on its clock are hall seconds: ``speed`` of them pass each real second."""
     common: dict[str, Any] = {
         "site": d.hall.site,
         "device": d.name,
         "role": d.role,
-        "heartbeat_s": 5,
+        "heartbeat_s": min(3600.0, HEARTBEAT_REAL_S * speed),  # the agent waits it in real time (real_seconds)
         "mqtt": mqtt,
-        "outbox": OutboxConfig(path=workdir / "agents" / f"{d.hall.site}-{d.name}.db"),
+        # Re-send unconfirmed events after two real minutes, as in production, not after a second.
+        "outbox": OutboxConfig(path=workdir / "agents" / f"{d.hall.site}-{d.name}.db", confirm_timeout_s=120 * speed),
         "clock_sync_file": Path("/"),  # the demo's clock is the host's, taken as synchronised
     }
     if d.role == "attendance":
@@ -195,75 +308,168 @@ def agent_config(d: Device, workdir: Path, mqtt: MqttConfig, health_base: str) -
             }
         )
     elif d.role == "kiosk":
-        short = d.part == "short_roll"
+        roll = scenario.kiosks.short_roll
+        short = roll is not None and (roll.hall, roll.kiosk) == (d.hall.site, d.name)
         usage_log = workdir / "kiosks" / f"{d.hall.site}-{d.name}.log"
         usage_log.parent.mkdir(parents=True, exist_ok=True)
         usage_log.touch()
         common["kiosk"] = KioskConfig(
-            receipt=SimulatedReceiptConfig(paper_mm=2_150 if short else 50_000),
+            receipt=SimulatedReceiptConfig(paper_mm=roll.paper_mm if roll is not None and short else 50_000),
             usage=LogUsageConfig(path=usage_log, patterns={"tickets": TICKET_LINE}),
-            poll_s=1,
-            debounce_s=2,
-            snapshot_s=60,
+            poll_s=1,  # real seconds (a sleep)
+            debounce_s=60,  # hall seconds: half a real second at 120x
+            snapshot_s=3600,  # an hour of hall time
         )
-        if d.part == "app_fails":
+        if any((f.hall, f.kiosk) == (d.hall.site, d.name) for f in scenario.kiosks.app_failures):
             common["app"] = AppWatchConfig(
                 name="自助服务程序",
                 health_url=f"{health_base}/health/{d.hall.site}/{d.name}",
                 command=[sys.executable, "-c", "import time; time.sleep(86400)"],
-                probe_interval_s=2,
+                probe_interval_s=0.5,  # real seconds (a sleep)
                 failures_before_restart=2,
-                restart_backoff_initial_s=5,
-                restart_backoff_max_s=60,
-                max_restarts=3,
-                recovery_timeout_s=6,
+                restart_backoff_initial_s=60,  # hall seconds from here on
+                restart_backoff_max_s=600,
+                max_restarts=2,
+                restart_window_s=3600,
+                recovery_timeout_s=240,
             )
     else:
         common["rating"] = RatingConfig.model_validate({"window": d.window, "keypad": {"type": "sim", "keys": KEYS}})
     return AgentConfig(**common)
 
 
+Day = date  # DemoDay's field is called date
+
+
+# -- hall time ----------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class DemoDay:
+    """The demo's date and its day in hall time, on the clock everything shares."""
+
+    clock: ScaledClock
+    date: Day
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, day: Day, start: time, end: time, speed: float) -> DemoDay:
+        begin = datetime.combine(day, start, ZONE)
+        return cls(ScaledClock(begin, speed), day, begin, datetime.combine(day, end, ZONE))
+
+    def begin(self) -> ScaledClock:
+        """Start hall time at ``start`` from now (the clock the agents, consumer and API then share)."""
+        self.clock = ScaledClock(self.start, self.clock.speed)
+        return self.clock
+
+    @property
+    def speed(self) -> float:
+        return self.clock.speed
+
+    def now(self) -> datetime:
+        return self.clock.now().astimezone(ZONE)
+
+    def at(self, t: time) -> datetime:
+        return datetime.combine(self.date, t, ZONE)
+
+    def progress(self) -> float:
+        return min(1.0, max(0.0, (self.now() - self.start) / (self.end - self.start)))
+
+    def over(self) -> bool:
+        return self.now() >= self.end
+
+    async def until(self, when: datetime) -> None:
+        await asyncio.sleep(max(0.0, (when - self.clock.now()).total_seconds() / self.speed))
+
+    async def sleep(self, hall_s: float) -> None:
+        await asyncio.sleep(hall_s / self.speed)
+
+    def spread(self, span: list[time], n: int, rng: random.Random) -> list[datetime]:
+        """``n`` times over the span, in order, each a little off the even grid."""
+        first, last = self.at(span[0]), self.at(span[1])
+        step = (last - first) / max(1, n)
+        return sorted(first + step * (k + rng.uniform(0.1, 0.9)) for k in range(n))
+
+
 # -- the script ----------------------------------------------------------------------------------------
 class Scenario:
-    def __init__(self, fleet: list[tuple[Device, Agent]], staff: dict[str, list[StaffMember]], timing: Timing) -> None:
-        self.fleet = fleet
+    def __init__(
+        self,
+        scenario: DayScenario,
+        day: DemoDay,
+        sites: Sites,
+        staff: dict[str, list[StaffMember]],
+        store: Store,
+    ) -> None:
+        self.scenario = scenario
+        self.day = day
+        self.sites = sites
         self.staff = staff
-        self.timing = timing
+        self.store = store
+        self.fleet: list[tuple[Device, Agent]] = []
         self.health: dict[str, bool] = {}  # path -> healthy, for the demo's kiosk-application probe
         self.say: Callable[[str], None] = print
+        self.expected: dict[str, dict[str, list[str]]] = {}  # site -> late/absent staff ids, for the summary
+
+    def tell(self, text: str) -> None:
+        self.say(f"  剧情 {self.day.now():%H:%M}: {text}")
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             for hall in HALLS:
-                tg.create_task(self._punches(hall), name=f"punches-{hall.site}")
+                tg.create_task(self._attendance(hall), name=f"attendance-{hall.site}")
             for d, agent in self.fleet:
                 if d.role == "kiosk":
                     tg.create_task(self._kiosk(d, agent), name=f"kiosk-{d.hall.site}-{d.name}")
                 elif d.role == "rating":
                     tg.create_task(self._window(d, agent), name=f"window-{d.hall.site}-{d.name}")
-            tg.create_task(self._app_outage(), name="app-outage")
+            for failure in self.scenario.kiosks.app_failures:
+                tg.create_task(self._app_failure(failure), name=f"app-{failure.hall}-{failure.kiosk}")
 
     # -- attendance --------------------------------------------------------------------------------
-    async def _punches(self, hall: Hall) -> None:
+    async def _attendance(self, hall: Hall) -> None:
+        part = self.scenario.halls[hall.site]
         terminals = [(d, a) for d, a in self.fleet if d.hall == hall and d.role == "attendance"]
         members = self.staff[hall.site]
         rng = random.Random(hall.site)
-        absent = {m.staff_id for m in members[-2:]} if len(members) > 4 else set()
-        fingers = [m for i, m in enumerate(members) if i % 3 == 1 and m.staff_id not in absent][:3]
+        order = list(members)
+        rng.shuffle(order)
+        absent = order[: part.absent]
+        late = order[part.absent : part.absent + len(part.late)]
+        punctual = order[part.absent + len(late) :]
+        self.expected[hall.site] = {"late": [m.staff_id for m in late], "absent": [m.staff_id for m in absent]}
+        fingers = punctual[:3]
         for m in fingers:  # enrolled at every terminal of the hall, as the centre does
             for _, agent in terminals:
                 await self._enrol(agent, m.staff_id)
-        order = [m for m in members if m.staff_id not in absent]
-        rng.shuffle(order)
-        for k, m in enumerate(order):
-            await self.timing.until(5 + k * self.timing.punch_span_s / max(1, len(order)))
-            _, agent = terminals[k % len(terminals)]
-            role = agent.attendance
+        came = punctual + late
+        ins = list(zip(self.day.spread(part.arrive, len(punctual), rng), punctual, strict=True))
+        ins += [(self.day.at(t), m) for t, m in zip(part.late, late, strict=False)]
+        outs = list(zip(self.day.spread(part.leave, len(came), rng), came, strict=True))
+        plays = sorted([(t, m, "签到") for t, m in ins] + [(t, m, "签退") for t, m in outs], key=lambda x: x[0])
+        noted = max([t for t, _ in ins], default=self.day.start) + timedelta(minutes=5)
+        free_at = [0.0] * len(terminals)  # loop time each terminal is free again: one person at a time
+        for k, (at, m, what) in enumerate(plays):
+            await self.day.until(at)
+            if absent and at >= noted:
+                self._absent(hall, absent)
+                absent = []
+            t = k % len(terminals)
+            await asyncio.sleep(max(0.0, free_at[t] - asyncio.get_running_loop().time()))
+            free_at[t] = asyncio.get_running_loop().time() + PUNCH_REAL_S
+            role = terminals[t][1].attendance
             assert role is not None
             if m in fingers and role.finger_sim is not None:
                 role.finger_sim.press(f"{m.staff_id}-right-index", 1)
             elif role.qr_sim is not None:
-                role.qr_sim.type(f"{hall.qr_prefix}:{personal_id(hall, m.staff_id)}:{int(datetime.now().timestamp())}")
+                stamp = int(self.day.clock.now().timestamp())
+                role.qr_sim.type(f"{hall.qr_prefix}:{personal_id(hall, m.staff_id)}:{stamp}")
+            if m in late and what == "签到":
+                self.tell(f"{hall.short} {m.name} ({m.staff_id}) 迟到签到")
+        self._absent(hall, absent)
+
+    def _absent(self, hall: Hall, members: list[StaffMember]) -> None:
+        for m in members:
+            self.tell(f"{hall.short} {m.name} ({m.staff_id}) 今天没有来, 也没有请假")
 
     async def _enrol(self, agent: Agent, staff_id: str) -> None:
         """The window management section enrols a finger at the terminal (the fingerprint_enrol command)."""
@@ -283,17 +489,22 @@ class Scenario:
     async def _kiosk(self, d: Device, agent: Agent) -> None:
         role = agent.kiosk
         assert role is not None and role.receipt_sim is not None
-        short = d.part == "short_roll"
-        period = 3.0 if short else 6.0 + 2 * d.index
+        roll = self.scenario.kiosks.short_roll
+        change_at = self.day.at(roll.changed_at) if roll and (roll.hall, roll.kiosk) == (d.hall.site, d.name) else None
         usage = agent.cfg.kiosk.usage if agent.cfg.kiosk is not None else None
         usage_log = usage.path if isinstance(usage, LogUsageConfig) else None
-        n, refilled = 0, False
-        while True:
-            await asyncio.sleep(period * random.uniform(0.7, 1.3))
-            if short and not refilled and self.timing.elapsed() >= REFILL_AT_S:
+        rng = random.Random(f"{d.hall.site}{d.name}")
+        n = 0
+        while not self.day.over():
+            rate = self.scenario.kiosks.tickets_per_hour.get(self.day.now().hour, 0.0)
+            if rate <= 0:
+                await self.day.sleep(600)
+                continue
+            await self.day.sleep(rng.expovariate(rate / 3600))
+            if change_at is not None and self.day.now() >= change_at:
                 role.receipt_sim.refill(50_000)
-                refilled = True
-                self.say(f"现场: {d.hall.short} {d.name} 已更换热敏纸")
+                change_at = None
+                self.tell(f"{d.hall.short} {d.name} 已更换热敏纸")
             n += 1
             try:
                 await role.print_receipt([f"{d.hall.short}区政务服务中心", f"取号 A{n:03d}", "请留意叫号屏", ""])
@@ -302,72 +513,132 @@ class Scenario:
                 continue
             if usage_log is not None:
                 with usage_log.open("a") as f:
-                    f.write(f"{datetime.now().isoformat()} {TICKET_LINE} A{n:03d}\n")
+                    f.write(f"{self.day.now().isoformat()} {TICKET_LINE} A{n:03d}\n")
 
-    async def _app_outage(self) -> None:
-        target = next(((d, a) for d, a in self.fleet if d.part == "app_fails"), None)
-        if target is None:
-            return
-        d, _ = target
-        path = f"/health/{d.hall.site}/{d.name}"
+    async def _app_failure(self, failure: AppFailure) -> None:
+        path = f"/health/{failure.hall}/{failure.kiosk}"
+        short = next(h.short for h in HALLS if h.site == failure.hall)
         self.health[path] = True
-        await self.timing.until(APP_FAIL_AT_S)
+        failed_at = self.day.at(failure.at)
+        await self.day.until(failed_at)
         self.health[path] = False
-        self.say(f"剧情: {d.hall.short} {d.name} 的自助服务程序停止响应 (健康检查失败)")
-        await self.timing.until(APP_BACK_AT_S)
+        self.tell(f"{short} {failure.kiosk} 的自助服务程序停止响应 (健康检查失败)")
+        if failure.until == "restart":
+            await self._centre_restart(f"{failure.hall}/{failure.kiosk}", failed_at)
+            self.tell(f"{short} {failure.kiosk}: 中心下发 restart_app, 程序重启后恢复")
+            self.health[path] = True
+            return
+        await self.day.until(self.day.at(failure.until))
+        key = f"{failure.hall}/{failure.kiosk}"
+        sent = await self.store.fetch(
+            sa.select(dispatches.c.incident_id).where(dispatches.c.key == key, dispatches.c.state == "open")
+        )
+        for row in sent:  # the technician the breach sent for arrives and records it (hallfleet dispatch arrive)
+            await dispatch_update(self.store, row.incident_id, "on_site", by="tech.wang", at=self.day.clock.now())
+        self.tell(f"{short} {failure.kiosk}: 技术人员到场 ({len(sent)} 张派单), 修复自助服务程序")
         self.health[path] = True
-        self.say(f"剧情: {d.hall.short} {d.name} 的自助服务程序恢复")
+        await self.day.sleep(15 * 60)
+        for row in sent:
+            text = "更换程序配置后恢复"
+            await dispatch_update(
+                self.store, row.incident_id, "done", by="tech.wang", at=self.day.clock.now(), text=text
+            )
+
+    async def _centre_restart(self, key: str, since: datetime) -> None:
+        """Until the centre's restart_app (the SLA's T+0) is running on the device."""
+        c = commands.c
+        query = sa.select(sa.func.count()).where(
+            c.key == key, c.name == "restart_app", c.issued_at >= since, c.state.in_(["running", "succeeded", "failed"])
+        )
+        while not await self.store.scalar(query):  # noqa: ASYNC110 -- the store has no event for it
+            await asyncio.sleep(0.1)
 
     # -- windows: the queue system and the citizens ------------------------------------------------------
     async def _window(self, d: Device, agent: Agent) -> None:
         role = agent.rating
         assert role is not None and role.keypad_sim is not None
         staff = next((m.staff_id for m in self.staff[d.hall.site] if m.window == d.window), None)
+        part = self.scenario.ratings
+        negative = next((n for n in part.negative if (n.hall, n.window) == (d.hall.site, d.window)), None)
         rng = random.Random(f"{d.hall.site}{d.name}")
-        cycle = 60.0 / self.timing.services_per_min
-        await asyncio.sleep(2 + rng.uniform(0, min(cycle, 8)))
+        cycle = 3600 / part.services_per_hour
         n = 0
-        while True:
-            n += 1
-            ticket = f"{d.window}-{n:03d}"
-            await role.service(ServiceCall(action="start", service_id=ticket, staff_id=staff))
-            await asyncio.sleep(cycle * rng.uniform(0.3, 0.6))
-            await role.service(ServiceCall(action="end", service_id=ticket))
-            await asyncio.sleep(rng.uniform(1.5, 4))
-            scripted = d.part == "negative" and n == 1
-            if scripted or rng.random() < 0.9:  # some citizens walk away without rating
-                level = 1 if scripted else rng.choice(LEVELS)
-                role.keypad_sim.press(f"KEY_{level}")
-                if scripted:
-                    self.say(f"剧情: {d.hall.short} {d.window} 窗口收到差评 (1 分)")
-            await asyncio.sleep(cycle * rng.uniform(0.4, 0.8))
+        for opens, closes in self.sites[d.hall.site].site_calendar.sessions_on(self.day.date):
+            await self.day.until(opens + timedelta(seconds=rng.uniform(0, cycle / 2)))
+            while self.day.now() < closes - timedelta(seconds=cycle / 2) and not self.day.over():
+                n += 1
+                ticket = f"{d.window}-{n:03d}"
+                await role.service(ServiceCall(action="start", service_id=ticket, staff_id=staff))
+                await self.day.sleep(cycle * rng.uniform(0.4, 0.8))
+                await role.service(ServiceCall(action="end", service_id=ticket))
+                await self.day.sleep(rng.uniform(8, 30))  # the citizen reads the pad (its prompt: 60 s)
+                scripted = negative is not None and self.day.now() >= self.day.at(negative.at)
+                if scripted or rng.random() >= part.walk_away:
+                    level = 1 if scripted else rng.choice(part.levels)
+                    role.keypad_sim.press(f"KEY_{level}")
+                    if scripted:
+                        negative = None
+                        self.tell(f"{d.hall.short} {d.window} 窗口收到差评 (1 分)")
+                await self.day.sleep(cycle * rng.uniform(0.2, 0.5))
+
+    async def wait_quiet(self) -> None:
+        """Until every agent's outbox is confirmed by the store (bounded): the day's last events are in."""
+        for _ in range(100):
+            if all(a.outbox.depth == 0 for _, a in self.fleet):
+                return
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(Exception):
+            waiting = sum(a.outbox.depth for _, a in self.fleet)
+            log.warning("%d events still wait in the agents' outboxes", waiting)
 
 
 # -- what the demo shows ---------------------------------------------------------------------------------
-ZONE = HALL_ZONE
 PRESENCE_ZH = {"online": "在线", "offline": "离线", "stale": "无心跳", "shutdown": "已关机", "unknown": "未知"}
-
-
-Report = Callable[[Store, Sites, str, str, datetime, Path], Awaitable[None]]
+STEP_ZH = {
+    "opened": "远程重启并通知",
+    "warning": "预警",
+    "breach": "超时",
+    "dispatch": "派单上门",
+    "resolved": "恢复通知",
+    "escalation1": "升级通知",
+    "escalation2": "再次升级",
+}
+COMMAND_ZH = {"succeeded": "成功", "failed": "失败", "running": "执行中", "queued": "排队", "expired": "过期"}
+TASK_ZH = {"restock": "补货", "clean": "清洁", "inspection": "联合巡检"}
+ITEM_ZH = {"thermal_paper": "热敏纸", "paper": "A4 纸", "toner": "墨粉"}
+RECOVERY_ZH = {"self_healed": "自愈", "remote": "远程处置", "on_site": "现场处置"}
+WEEKDAY_ZH = "一二三四五六日"
+Report = Callable[[Store, Sites, str, "DemoDay", Path], Awaitable[None]]
 
 
 class Counted(Protocol):
     received: int
 
 
-async def show(store: Store, stop: asyncio.Event, sink: Counted, timing: Timing, every_s: float) -> None:
-    while not stop.is_set():
+async def show(store: Store, stop: asyncio.Event, sink: Counted, day: DemoDay, every_s: float) -> None:
+    """A summary every ``every_s`` real seconds until ``stop`` is set or the day is over."""
+    while not stop.is_set() and not day.over():
+        left_s = (day.end - day.clock.now()).total_seconds() / day.speed
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
-        await summary(store, sink, timing)
+            await asyncio.wait_for(stop.wait(), max(0.0, min(every_s, left_s)))
+        await summary(store, sink, day)
 
 
 async def _by_site(store: Store, query: sa.Select[Any]) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in await store.fetch(query)}
 
 
-async def summary(store: Store, sink: Counted, timing: Timing) -> None:
-    """One block: the time (real, not accelerated), then per hall devices online, open incidents, punches,
+def progress_line(day: DemoDay, real_s: float) -> str:
+    done = day.progress()
+    bar = "█" * round(done * 20) + "░" * (20 - round(done * 20))
+    return (
+        f"[大厅时间 {day.now():%H:%M} ({day.start:%H:%M}–{day.end:%H:%M}) {bar} {done:4.0%},"
+        f" {day.speed:g} 倍速, 已运行 {real_s:.0f} 秒]"
+    )
+
+
+async def summary(store: Store, sink: Counted, day: DemoDay) -> None:
+    """One block: hall time and the day's progress, then per hall devices online, open incidents, punches,
     ratings, follow-ups and restock tasks; the open incidents with their SLA time; alerts sent and received."""
     e, i, n = events.c, incidents.c, notifications.c
     count = sa.func.count()
@@ -389,8 +660,8 @@ async def summary(store: Store, sink: Counted, timing: Timing) -> None:
     )
     sent = await store.scalar(sa.select(count).select_from(notifications).where(n.state == "sent"))
     dead = await store.scalar(sa.select(count).select_from(dead_letters))
-    now = datetime.now(UTC)
-    print(f"\n[{now.astimezone(ZONE):%H:%M:%S} 北京时间, 实时运行 (未加速), 已运行 {timing.elapsed():.0f} 秒]")
+    now = day.clock.now()
+    print("\n" + progress_line(day, (now - day.start).total_seconds() / day.speed))
     for hall in HALLS:
         s = hall.site
         opened = sum(1 for r in open_rows if r.site == s)
@@ -402,8 +673,15 @@ async def summary(store: Store, sink: Counted, timing: Timing) -> None:
     for r in open_rows:
         minutes = (now - r.detected_at).total_seconds() / 60
         state = "恢复验证中" if r.state == "recovering" else "处理中"
-        print(f"    事件 {r.site}/{r.device} {kind_label(r.kind)} [{r.severity}] {state}, SLA 已计 {minutes:.1f} 分钟")
+        print(
+            f"    事件 {r.site}/{r.device} {kind_label(r.kind)} [{r.severity}] {state},"
+            f" SLA 已计 {minutes:.0f} 分钟 ({STEP_ZH.get(_step_name(r.step), r.step)})"
+        )
     print(f"  告警已发送 {sent} 条 (接收端收到 {sink.received}); 死信 dead letters: {dead}")
+
+
+def _step_name(step: str) -> str:
+    return {"new": "new", "acted": "opened", "warned": "warning", "breached": "breach"}.get(step, step)
 
 
 async def presence_lines(store: Store) -> list[str]:
@@ -413,44 +691,180 @@ async def presence_lines(store: Store) -> list[str]:
     return [f"  {r[0]:8} {PRESENCE_ZH.get(r[1], r[1])} ({r[1]}): {r[2]} 台" for r in rows]
 
 
-async def write_reports(store: Store, cfg: ConsumerConfig, folder: Path) -> list[Path]:
-    """This month's reports so far, per hall: kiosk SLA, attendance (月度考勤通报 with the details), ratings."""
+# -- the day in review ---------------------------------------------------------------------------------------
+async def day_summary(
+    store: Store, sites: Sites, day: DemoDay, sink: Counted, staff: dict[str, list[StaffMember]], reports: list[Path]
+) -> list[str]:
+    """What happened that day, in Chinese: punches and verdicts, kiosk incidents and their SLA outcome, alerts,
+    ratings and follow-ups, the reports written."""
+    d = day.date
+    until = min(day.now(), day.end)
+    lines = [
+        f"==== 今日小结 {d:%Y-%m-%d} (星期{WEEKDAY_ZH[d.weekday()]}) {day.start:%H:%M}–{until:%H:%M} 大厅时间 ===="
+    ]
+    start, end = day.start, day.start + timedelta(days=1)
+    for hall in HALLS:
+        s = hall.site
+        lines.append(f"{sites[s].name or hall.short}:")
+        lines += await _attendance_lines(store, sites, day, s, staff[s])
+        lines += await _incident_lines(store, s, start, end)
+        lines += await _rating_lines(store, s)
+    n = notifications.c
+    sent = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state == "sent"))
+    failed = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state != "sent"))
+    lines.append(
+        f"告警: 已发送 {sent} 条, 未发出 {failed} 条; 本地接收端收到 {sink.received} 条消息"
+        " (同一接收人同时到期的告警合并为一条, 见 alerts.log)"
+    )
+    lines.append(f"报告: {len(reports)} 份: " + ", ".join(p.name for p in reports))
+    return lines
+
+
+async def _attendance_lines(
+    store: Store, sites: Sites, day: DemoDay, site: str, members: list[StaffMember]
+) -> list[str]:
+    punches = await store.scalar(
+        sa.select(sa.func.count()).select_from(events).where(events.c.site == site, events.c.type == "attendance.punch")
+    )
+    days = await staff_days(store, sites, site, day.date, day.date, now=day.clock.now())
+    names = {m.staff_id: m.name for m in members}
+    by: dict[Verdict, list[str]] = {}
+    for sd in days:
+        by.setdefault(sd.verdict, []).append(sd.staff_id)
+    counts = ", ".join(f"{VERDICT_ZH[v]} {len(ids)}" for v, ids in sorted(by.items(), key=lambda x: -len(x[1])))
+    out = [f"  考勤: 打卡 {punches} 次; {len(days)} 人: {counts}"]
+    for sd in days:
+        if sd.verdict not in (Verdict.ON_TIME, Verdict.REST_DAY):
+            out.append(f"    {VERDICT_ZH[sd.verdict]}: {names.get(sd.staff_id, '')} ({sd.staff_id}) {sd.reason}")
+    return out
+
+
+async def _incident_lines(store: Store, site: str, start: datetime, end: datetime) -> list[str]:
+    """Each device incident of the day on one line, in the order things happened; outages with their SLA outcome."""
+    i = incidents.c
+    rows = await store.fetch(
+        sa.select(incidents)
+        .where(i.site == site, i.detected_at >= start, i.detected_at < end, i.device != "*")
+        .order_by(i.detected_at)
+    )
+    out = [f"  设备事件 {len(rows)} 起" + (":" if rows else "")]
+    for r in rows:
+        happened = sorted(await _happenings(store, site, r))
+        if r.closed_at is not None:
+            minutes = ((r.cleared_at or r.closed_at) - r.detected_at).total_seconds() / 60
+            how = RECOVERY_ZH.get(r.recovery, r.recovery or "恢复")
+            happened.append((r.closed_at, f"关闭 ({how}, {minutes:.0f} 分钟恢复)"))
+        else:
+            happened.append((end, f"未关闭 ({'恢复验证中' if r.state == 'recovering' else '处理中'})"))
+        text = "; ".join(f"{hm(at)} {what}" if at < end else what for at, what in happened)
+        if r.kind in OUTAGE_KINDS:
+            text += " → " + ("SLA 超时" if r.breached_at is not None else "SLA 内恢复" if r.closed_at else "SLA 计时中")
+        out.append(f"    {r.device} {kind_label(r.kind)} [{r.severity}]: {text}")
+    t = tasks.c
+    grouped = await store.fetch(
+        sa.select(t.kind, t.item, t.state, sa.func.count(), sa.func.min(t.created_at))
+        .where(t.site == site, t.created_at >= start, t.created_at < end)
+        .group_by(t.kind, t.item, t.state)
+    )
+    for g in grouped:
+        state = "已完成" if g[2] == "done" else "待处理" if g[2] == "open" else g[2]
+        what = TASK_ZH.get(g[0], g[0]) + ("" if g[0] == "clean" else f" {ITEM_ZH.get(g[1], g[1])}")
+        out.append(f"    任务 {what} ×{g[3]}: {hm(g[4])} 创建, {state}")
+    return out
+
+
+async def _happenings(store: Store, site: str, r: Any) -> list[tuple[datetime, str]]:
+    """Detection, the centre's restart, the pages by SLA step, the dispatch and the technician's arrival."""
+    n, c, d = notifications.c, commands.c, dispatches.c
+    out: list[tuple[datetime, str]] = [(r.detected_at, "发现")]
+    steps = await store.fetch(
+        sa.select(n.step, sa.func.min(n.created_at)).where(n.ref == f"incident:{r.id}").group_by(n.step)
+    )
+    out += [(at, STEP_ZH.get(step, step)) for step, at in steps if step != "opened"]
+    restart = await store.fetch(
+        sa.select(c.issued_at, c.state)
+        .where(c.key == f"{site}/{r.device}", c.name == "restart_app", c.issued_at >= r.detected_at)
+        .order_by(c.issued_at)
+        .limit(1)
+    )
+    if r.kind in OUTAGE_KINDS:
+        out += [(x.issued_at, f"T+0 中心下发 restart_app ({COMMAND_ZH.get(x.state, x.state)})") for x in restart]
+    for x in await store.fetch(sa.select(d.due_at, d.arrived_at).where(d.incident_id == r.id)):
+        out = [(at, f"{what}, 须在 {hm(x.due_at)} 前到场" if what == STEP_ZH["dispatch"] else what) for at, what in out]
+        if x.arrived_at is not None:
+            out.append((x.arrived_at, "技术人员到场"))
+    return out
+
+
+def hm(t: datetime) -> str:
+    return f"{t.astimezone(ZONE):%H:%M}"
+
+
+async def _rating_lines(store: Store, site: str) -> list[str]:
+    e = events.c
+    ratings = await store.scalar(
+        sa.select(sa.func.count()).select_from(events).where(e.site == site, e.type == "rating.submitted")
+    )
+    f = rating_followups.c
+    rows = await store.fetch(sa.select(f.window, f.level, f.rated_at, f.reply_due).where(f.site == site))
+    out = [f"  好差评: 评价 {ratings} 条, 差评跟踪 {len(rows)} 件"]
+    out += [
+        f"    {r.window} 窗口 {r.rated_at.astimezone(ZONE):%H:%M} 评 {r.level} 分, 须在"
+        f" {r.reply_due.astimezone(ZONE):%m-%d %H:%M} 前回复"
+        for r in rows
+    ]
+    return out
+
+
+# -- reports ------------------------------------------------------------------------------------------------
+async def write_reports(store: Store, cfg: ConsumerConfig, folder: Path, day: DemoDay) -> list[Path]:
+    """The day's reports per hall: the attendance exceptions of the day (考勤异常日报), and the month so far
+    (月度考勤通报 with its details, kiosk SLA, ratings), all as of the end of the demo's day."""
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     sites = Sites(cfg.sites)
-    now = datetime.now(UTC)
-    month = f"{now.astimezone(ZONE):%Y-%m}"
+    month = f"{day.date:%Y-%m}"
     written: list[Path] = []
     for hall in HALLS:
         s = hall.site
         jobs: list[tuple[str, Report]] = [
+            (f"{s}-attendance-{day.date}.xlsx", _attendance_day),
+            (f"{s}-attendance-{month}.xlsx", _attendance_month),
             (f"{s}-kiosk-sla-{month}.xlsx", _sla),
-            (f"{s}-attendance-{month}.xlsx", _attendance),
             (f"{s}-ratings-{month}.xlsx", _ratings),
         ]
         for name, job in jobs:
             try:
-                await job(store, sites, s, month, now, folder / name)
+                await job(store, sites, s, day, folder / name)
             except Exception as exc:  # one report failing must not cost the others
                 print(f"报告 {name} 未能生成: {exc}")
                 log.exception("report %s", name)
                 continue
             written.append(folder / name)
-    print(f"报告 reports: {len(written)} 份 in {folder}: " + ", ".join(p.name for p in written))
+    print(f"报告 reports: {len(written)} 份 in {folder}")
     return written
 
 
-async def _sla(store: Store, sites: Sites, site: str, month: str, now: datetime, path: Path) -> None:
-    write_sla_xlsx(await build_sla_report(store, sites, site, month, now=now), path, "zh-CN")
+async def _attendance_day(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
+    p = await load_period(store, sites, site, day.date, day.date, now=day.clock.now())
+    table = daily_exceptions(p.days, p.members, day.date, faults=p.faults, zone=p.zone, site_name=p.site_name)
+    write_attendance_xlsx([table], path, "zh-CN")
 
 
-async def _attendance(store: Store, sites: Sites, site: str, month: str, now: datetime, path: Path) -> None:
-    start, end = month_bounds(month, sites[site].site_calendar.zone)
-    first, last = start.date(), end.date() - timedelta(days=1)
-    p = await load_period(store, sites, site, first, last, now=now)
+async def _attendance_month(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
+    month = f"{day.date:%Y-%m}"
+    start, _ = month_bounds(month, sites[site].site_calendar.zone)
+    first = start.date()
+    p = await load_period(store, sites, site, first, day.date, now=day.clock.now())
     monthly = monthly_by_unit(p.days, p.members, sites[site].attendance.monthly, month, site_name=p.site_name)
-    details = exception_details(p.days, p.members, first, last, faults=p.faults, zone=p.zone, site_name=p.site_name)
+    details = exception_details(p.days, p.members, first, day.date, faults=p.faults, zone=p.zone, site_name=p.site_name)
     write_attendance_xlsx([monthly, replace(details, period=month)], path, "zh-CN")
 
 
-async def _ratings(store: Store, sites: Sites, site: str, month: str, now: datetime, path: Path) -> None:
-    write_ratings_xlsx(await build_rating_report(store, sites, site, month, now=now), path)
+async def _sla(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
+    report = await build_sla_report(store, sites, site, f"{day.date:%Y-%m}", now=day.clock.now())
+    write_sla_xlsx(report, path, "zh-CN")
+
+
+async def _ratings(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
+    report = await build_rating_report(store, sites, site, f"{day.date:%Y-%m}", now=day.clock.now())
+    write_ratings_xlsx(report, path)

@@ -1,15 +1,26 @@
-"""`hallfleet demo` plays the two halls' morning on simulated devices: punches, ratings, kiosk events, an
-incident, alerts at the local sink, the reports at the end; and Ctrl-C leaves no process behind."""
+"""`hallfleet demo` plays the two halls' working day accelerated (agents, consumer and API on one ScaledClock):
+punches judged by their hall-time stamps, kiosk incidents on their SLA clock (a restart that cures one, a
+breach and dispatch for the other), ratings and a follow-up, alerts at the local sink, the day's reports; the
+centre stops before the devices, so their goodbye opens no incident; nothing is left running. A bad
+scenario file stops the start naming the field."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from hallfleet.demo_scenario import SCENARIO
+
+ZONE = ZoneInfo("Asia/Shanghai")
+SPEED = "600"  # the ten-hour day in a minute
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -26,30 +37,109 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def count(db: Path, sql: str) -> int:
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return int(conn.execute(sql).fetchone()[0])
+        return list(conn.execute(sql).fetchall())
 
 
-def test_demo_plays_the_halls_morning_writes_reports_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hallfleet.cli", "demo", "--devices", "6", "--rate", "3", "--dir", str(workdir)],
+def count(db: Path, sql: str) -> int:
+    return int(rows(db, sql)[0][0])  # type: ignore[call-overload]
+
+
+def hall_time(stored: object) -> datetime:
+    return datetime.fromisoformat(f"{stored}+00:00").astimezone(ZONE)
+
+
+def demo(workdir: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hallfleet.cli", "demo", "--devices", "6", "--dir", str(workdir), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_demo_plays_a_working_day_accelerated_and_sums_it_up(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    # A Friday, a working day in both halls; from 07:30, so that the fleet is up before the first arrival even
+    # on a busy machine (half an hour of hall time is three real seconds at 600x).
+    proc = demo(workdir, "--speed", SPEED, "--date", "2026-11-20", "--day-start", "07:30")
     try:
-        deadline = time.monotonic() + 200  # about 45 s on an idle machine; CI may share it
+        out, _ = proc.communicate(timeout=240)  # about 80 s on an idle machine; CI may share it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "密码 password:" in out and "http://127.0.0.1:" in out, "the dashboard and its demo user are shown"
+    assert "600 倍速" in out and "100%" in out, "the progress line reached the day's end"
+    assert "死信 dead letters: 0" in out
+
+    db = workdir / "hallfleet.db"
+    # Time: every event carries hall time of the demo's day, not the real time of the test.
+    first, last = rows(db, "SELECT min(ts), max(ts) FROM events")[0]
+    assert hall_time(first) >= datetime(2026, 11, 20, 7, 30, tzinfo=ZONE)
+    assert hall_time(last) <= datetime(2026, 11, 20, 18, 5, tzinfo=ZONE)
+    # Attendance: the scripted late arrivals (Qingpu after 08:30, Wanzhou after 09:00) are judged late from
+    # their scaled stamps, the absent one absent; everybody else is on time.
+    summary = out[out.index("==== 今日小结 2026-11-20") :]
+    verdicts = [dict(v.rsplit(" ", 1) for v in line.split(", ")) for line in re.findall(r"考勤: .* 人: (.*)", summary)]
+    judged = [(v.get("迟到"), v.get("旷工"), set(v) - {"正常", "迟到", "旷工"}) for v in verdicts]
+    assert judged == [("2", "1", set())] * 2, summary
+    assert "晚于 08:30" in summary and "晚于 09:00" in summary, summary
+    late_qp = rows(db, "SELECT ts FROM events WHERE type = 'attendance.punch' AND site = 'qingpu' ORDER BY ts")
+    assert sum(1 for (ts,) in late_qp if "08:30" < f"{hall_time(ts):%H:%M}" < "12:00") == 2
+
+    # Kiosks: Wanzhou's application comes back on the centre's restart_app; Qingpu's breaches, is dispatched
+    # and fixed on site.
+    wz = rows(
+        db,
+        "SELECT recovery FROM incidents WHERE site = 'wanzhou' AND device = 'kiosk-24h-1' AND kind = 'kiosk_down'",
+    )
+    assert wz == [("remote",)], wz
+    assert count(db, "SELECT count(*) FROM commands WHERE key = 'wanzhou/kiosk-24h-1' AND state = 'succeeded'") >= 1
+    qp = rows(
+        db,
+        "SELECT id, breached_at, recovery, state FROM incidents WHERE site = 'qingpu' AND device = 'kiosk-1'"
+        " AND kind = 'kiosk_down'",
+    )
+    assert len(qp) == 1 and qp[0][1] is not None and qp[0][2:] == ("on_site", "closed"), qp
+    assert count(db, f"SELECT count(*) FROM dispatches WHERE incident_id = '{qp[0][0]}'") == 1
+    steps = {r[0] for r in rows(db, f"SELECT step FROM notifications WHERE ref = 'incident:{qp[0][0]}'")}
+    assert {"opened", "warning", "breach", "dispatch"} <= steps, steps
+    assert "SLA 超时" in summary and "SLA 内恢复" in summary, summary
+    # The short roll ran low and was changed: a restock task, done.
+    assert count(db, "SELECT count(*) FROM tasks WHERE kind = 'restock' AND site = 'qingpu'") >= 1
+
+    # Ratings and the scripted 差评 follow-up; alerts at the sink; the day's reports.
+    assert count(db, "SELECT count(*) FROM events WHERE type = 'rating.submitted'") >= 20
+    assert count(db, "SELECT count(*) FROM rating_followups WHERE site = 'qingpu' AND level = 1") == 1
+    alerts = (workdir / "alerts.log").read_text()
+    assert "已超时" in alerts and "派单上门" in alerts, alerts[:2000]
+    reports = sorted(p.name for p in (workdir / "reports").iterdir())
+    assert len(reports) == 8 and all(p.stat().st_size > 0 for p in (workdir / "reports").iterdir()), reports
+    assert "qingpu-attendance-2026-11-20.xlsx" in reports
+
+    # Presence stayed right under the scaled clock, and the clean stop opened no outage.
+    assert count(db, "SELECT count(*) FROM presence_history WHERE state = 'stale'") == 0
+    assert count(db, "SELECT count(*) FROM incidents WHERE kind = 'offline'") == 0
+    assert "12/12 正常关机" in out
+    time.sleep(0.5)
+    assert processes_mentioning(str(workdir)) == [], "the demo must leave no process behind"
+
+
+def test_ctrl_c_stops_the_demo_early_with_its_reports_and_leaves_nothing_running(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    proc = demo(workdir)
+    try:
         seen = ""
+        deadline = time.monotonic() + 90
         assert proc.stdout is not None
-        # The scripted incident (a kiosk application down) and the negative rating's follow-up.
-        while "停止服务" not in seen or "差评跟踪 1" not in seen or "告警 →" not in seen:
-            assert time.monotonic() < deadline, f"the scenario did not play within 200 s:\n{seen}"
+        while "[大厅时间" not in seen:
+            assert time.monotonic() < deadline, f"no progress line within 90 s:\n{seen}"
             line = proc.stdout.readline()
             assert line, f"demo exited early:\n{seen}"
             seen += line
-        assert "密码 password:" in seen and "http://127.0.0.1:" in seen, "the dashboard and its demo user are shown"
         assert processes_mentioning(str(workdir)), "the demo's broker should be running"
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
@@ -58,18 +148,23 @@ def test_demo_plays_the_halls_morning_writes_reports_and_ctrl_c_stops_everything
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, seen + out
-    assert "已关机 (shutdown)" in out, "devices say goodbye on Ctrl-C"
-    assert "死信 dead letters: 0" in out
-
-    db = workdir / "hallfleet.db"
-    assert count(db, "SELECT count(*) FROM events WHERE type = 'attendance.punch'") >= 2
-    assert count(db, "SELECT count(*) FROM events WHERE type = 'rating.submitted'") >= 2
-    assert count(db, "SELECT count(*) FROM events WHERE type LIKE 'kiosk.%'") >= 4
-    assert count(db, "SELECT count(*) FROM incidents WHERE kind = 'kiosk_down'") >= 1
-    assert count(db, "SELECT count(*) FROM rating_followups") >= 1
-    assert count(db, "SELECT count(DISTINCT site) FROM staff") == 2
-    assert (workdir / "alerts.log").read_text().strip(), "alerts reached the local sink"
-    reports = sorted(p.name for p in (workdir / "reports").iterdir())
-    assert len(reports) == 6 and all(p.stat().st_size > 0 for p in (workdir / "reports").iterdir()), reports
+    assert "==== 今日小结" in out and "报告: 8 份" in out, out
+    assert count(workdir / "hallfleet.db", "SELECT count(*) FROM incidents WHERE kind = 'offline'") == 0
     time.sleep(0.5)
     assert processes_mentioning(str(workdir)) == [], "Ctrl-C must leave no process behind"
+
+
+def test_a_bad_scenario_stops_the_start_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "day.toml"
+    bad.write_text(SCENARIO.read_text().replace('at = "10:30"', 'at = "half past ten"'))
+    proc = demo(tmp_path / "demo", "--scenario", str(bad))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert "ratings.negative.0.at" in out, out
+    assert not (tmp_path / "demo").exists(), "nothing was started"
+
+    missing = tmp_path / "kiosk.toml"
+    missing.write_text(SCENARIO.read_text().replace('kiosk = "kiosk-1"', 'kiosk = "kiosk-9"'))
+    proc = demo(tmp_path / "demo", "--scenario", str(missing))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "kiosks.app_failures.1.kiosk: no kiosk 'kiosk-9' in qingpu" in out, out
