@@ -81,11 +81,11 @@ def level_chart_svg(
     labels: dict[str, str],
     title: str = "",
     width: int = 360,
-    height: int = 130,
+    height: int = 140,
 ) -> str:
     """Levels reported (solid line) and, when the rules forecast it, the straight run down to empty at the
     forecast time (dashed); a vertical line marks now. Time runs left to right, 0-100 % bottom to top."""
-    left, right, top, bottom = 34, 10, 18, 20
+    left, right, top, bottom = 34, 10, 30, 20
     t0 = min([p[0] for p in points] or [now - timedelta(hours=24)])
     t1 = max(now, empty_at or now)
     span = (t1 - t0).total_seconds() or 1.0
@@ -147,7 +147,7 @@ def stacked_bars_svg(
     """One column per unit, stacked by kind (normal, late, early, missing punch, absent,
     device fault: staff-days), with a
     legend; each piece names its unit, kind and count in a tooltip and in data- attributes."""
-    left, top, bottom, gap = 40, 34, 46, 18
+    left, top, bottom, gap = 40, 50, 30, 18
     width = max(left + len(bars) * (bar_w + gap) + gap, 360)
     plot_h = height - top - bottom
     biggest = max([sum(c.values()) for _, c in bars] or [0]) or 1
