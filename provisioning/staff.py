@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker import gallery
-from broker.attendance.roster import (  # _csv_rows, _text, _xlsx_rows: read cells as the roster is read
+from broker.attendance.roster import (  # the private ones: read cells as the roster is read
     StaffMember,
     _csv_rows,
     _text,
@@ -40,6 +40,7 @@ from broker.attendance.roster import (  # _csv_rows, _text, _xlsx_rows: read cel
     import_roster,
     read_roster,
 )
+from broker.attendance.roster import _date as roster_date
 from broker.store.commands import audit
 from broker.store.db import Store
 from broker.store.schema import face_gallery, gallery_sites, staff, staff_consents
@@ -351,11 +352,11 @@ def _moment(value: Any, zone: ZoneInfo) -> datetime | None:
         return value if value.tzinfo else value.replace(tzinfo=zone)
     if isinstance(value, date):
         return datetime.combine(value, time(), zone)
-    text = _text(value).replace("/", "-").replace(".", "-")
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(_text(value).replace("/", "-"))
     except ValueError:
-        return None
+        day = roster_date(value)  # 2026/11/3, 2026.11.3, 2026年11月3日: as the roster reads them
+        return None if day is None else datetime.combine(day, time(), zone)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
 
 
@@ -373,36 +374,47 @@ async def provision_staff(store: Store, req: StaffRequest) -> Report:
     """Roster, then consent and photos per person, then one transaction for the site's gallery."""
     report = Report(req.site, req.dry_run)
     members = await _roster(store, req, report)
-    known = {m.staff_id for m in members} | await _stored_staff(store, req.site)
+    known = await _stored_staff(store, req.site) | {m.staff_id: m.end_date for m in members}
     people: dict[str, _Person] = {}
     if req.consent is not None:
-        rows, failed = await asyncio.to_thread(read_consents, req.consent, req.site, req.zone, req.at)
-        report.outcomes += failed
-        bad = {o.staff_id for o in failed}
-        for row in rows:
-            _attach_consent(people, row, known, bad, report)
-        for staff_id in bad:
-            people.pop(staff_id, None)  # nothing half-done for someone whose consent row is wrong
+        await _collect_consents(req, req.consent, known, people, report)
     if req.photos is not None:
-        failed_ids = {o.staff_id for o in report.outcomes if o.kind == "failed"}
-        for staff_id, photos in (await asyncio.to_thread(find_photos, req.photos)).items():
-            if staff_id not in known:
-                names = ", ".join(p.name for p in photos)
-                report.outcomes.append(
-                    Outcome(
-                        staff_id,
-                        "failed",
-                        Why(
-                            f"{names}: 工号不在 {req.site} 花名册中", f"{names}: staff id not in the {req.site} roster"
-                        ),
-                    )
-                )
-            elif staff_id not in failed_ids:
-                people.setdefault(staff_id, _Person(staff_id)).photos = photos
+        await _collect_photos(req, req.photos, known, people, report)
     if req.withdraw is not None:
         people[req.withdraw] = _Person(req.withdraw, withdraw_at=req.at)
     await _apply(store, req, list(people.values()), report)
     return report
+
+
+async def _collect_consents(
+    req: StaffRequest, path: Path, known: dict[str, date | None], people: dict[str, _Person], report: Report
+) -> None:
+    rows, failed = await asyncio.to_thread(read_consents, path, req.site, req.zone, req.at)
+    report.outcomes += failed
+    bad = {o.staff_id for o in failed}
+    for row in rows:
+        _attach_consent(people, row, known, bad, report)
+    for staff_id in bad:
+        people.pop(staff_id, None)  # nothing half-done for someone whose consent row is wrong
+
+
+async def _collect_photos(
+    req: StaffRequest, folder: Path, known: dict[str, date | None], people: dict[str, _Person], report: Report
+) -> None:
+    failed = {o.staff_id for o in report.outcomes if o.kind == "failed"}
+    today = req.at.astimezone(req.zone).date()
+    for staff_id, photos in (await asyncio.to_thread(find_photos, folder)).items():
+        names = ", ".join(p.name for p in photos)
+        left = known.get(staff_id)
+        if staff_id not in known:
+            why = Why(f"{names}: 工号不在 {req.site} 花名册中", f"{names}: staff id not in the {req.site} roster")
+            report.outcomes.append(Outcome(staff_id, "failed", why))
+        elif left is not None and left < today:  # no biometric data of someone who has left the hall
+            why = Why(f"{names}: 已于 {left} 离职, 不录入", f"{names}: left the hall on {left}, not enrolled")
+            report.outcomes.append(Outcome(staff_id, "failed", why))
+            people.pop(staff_id, None)  # their consent row too: nothing half-done
+        elif staff_id not in failed:
+            people.setdefault(staff_id, _Person(staff_id)).photos = photos
 
 
 async def _roster(store: Store, req: StaffRequest, report: Report) -> list[StaffMember]:
@@ -416,13 +428,14 @@ async def _roster(store: Store, req: StaffRequest, report: Report) -> list[Staff
     return members
 
 
-async def _stored_staff(store: Store, site: str) -> set[str]:
-    rows = await store.fetch(sa.select(staff.c.staff_id).where(staff.c.site == site))
-    return {r.staff_id for r in rows}
+async def _stored_staff(store: Store, site: str) -> dict[str, date | None]:
+    """staff id -> last day at the hall (None: still there)."""
+    rows = await store.fetch(sa.select(staff.c.staff_id, staff.c.end_date).where(staff.c.site == site))
+    return {r.staff_id: r.end_date for r in rows}
 
 
 def _attach_consent(
-    people: dict[str, _Person], row: ConsentRow, known: set[str], bad: set[str], report: Report
+    people: dict[str, _Person], row: ConsentRow, known: dict[str, date | None], bad: set[str], report: Report
 ) -> None:
     if row.staff_id not in known:
         why = Why(

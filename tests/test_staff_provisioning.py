@@ -241,10 +241,10 @@ def test_kept_photos_are_0600_and_a_withdrawal_deletes_them(
 def test_bad_photos_and_rows_are_named_and_each_person_is_all_or_nothing(
     store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    roster = "工号,站点,入职日期\n" + "".join(f"S00{n:02d},qp,2024-01-01\n" for n in range(1, 12))
-    write(tmp_path / "roster.csv", roster)
+    roster = "工号,站点,入职日期,离职日期\n" + "".join(f"S00{n:02d},qp,2024-01-01,\n" for n in range(1, 11))
+    write(tmp_path / "roster.csv", roster + "S0011,qp,2024-01-01,2026-09-30\n")  # has left the hall
     folder = tmp_path / "photos"
-    photos(folder, {"S0008": ["grace_hopper"], "S0005": ["biden"]})
+    photos(folder, {"S0008": ["grace_hopper"], "S0005": ["biden"], "S0011": ["obama3"]})
     write(folder / "S0001.jpg", "this is not a JPEG")
     cv2.imwrite(str(folder / "S0002.jpg"), side_by_side("obama", "biden"))
     cv2.imwrite(str(folder / "S0003.png"), np.full((480, 640, 3), 128, np.uint8))
@@ -252,13 +252,13 @@ def test_bad_photos_and_rows_are_named_and_each_person_is_all_or_nothing(
     cv2.imwrite(str(folder / "S0010.jpg"), cv2.GaussianBlur(framed("obama2", face_px=200), (0, 0), 6))
     shutil.copy(photo_path("obama"), folder / "S0099.jpg")  # nobody of that id works here
     write(folder / "notes.txt", "not a photo, not a person")
-    good = [f"S00{n:02d},2026-11-01,QP-{n}," for n in (1, 2, 3, 4, 8, 10)]  # rows 2-7
+    good = [f"S00{n:02d},2026-11-01,QP-{n}," for n in (1, 2, 3, 4, 8, 10, 11)]  # rows 2-8
     bad = [
-        "S0005,2026-02-30,QP-5,",  # row 8: no such day (and S0005's photo is good)
-        "S0006,2099-01-01,QP-6,",  # row 9: signed in the future
-        "S0007,2026-11-10,QP-7,2026-11-01",  # row 10: withdrawn before it was given
-        "S0098,2026-11-01,QP-98,",  # row 11: not on the roster
-        "S0009,2026-11-01,,",  # row 12: no evidence of the signed form
+        "S0005,2026-02-30,QP-5,",  # row 9: no such day (and S0005's photo is good)
+        "S0006,2099-01-01,QP-6,",  # row 10: signed in the future
+        "S0007,2026-11-10,QP-7,2026-11-01",  # row 11: withdrawn before it was given
+        "S0098,2026-11-01,QP-98,",  # row 12: not on the roster
+        "S0009,2026-11-01,,",  # row 13: no evidence of the signed form
     ]
     consent = "\n".join(["工号,同意日期,凭证,撤回日期", *good, *bad]) + "\n"
     write(tmp_path / "consent.csv", consent)
@@ -281,13 +281,14 @@ def test_bad_photos_and_rows_are_named_and_each_person_is_all_or_nothing(
     assert "S0004.jpg: the face is" in failed["S0004"] and "80 needed" in failed["S0004"]
     assert "S0010.jpg: blurry" in failed["S0010"]
     assert "S0099.jpg: staff id not in the qp roster" in failed["S0099"]
-    assert "consent.csv row 8, 同意日期: '2026-02-30' is not a date" in failed["S0005"]
-    assert "consent.csv row 9, 同意日期: '2099-01-01' is in the future" in failed["S0006"]
-    assert "consent.csv row 10, 撤回日期" in failed["S0007"] and "is before 2026-11-10" in failed["S0007"]
-    assert "consent.csv row 11: staff id S0098 not in the roster" in failed["S0098"]
-    assert "consent.csv row 12, 凭证: '' is empty" in failed["S0009"]
+    assert "consent.csv row 9, 同意日期: '2026-02-30' is not a date" in failed["S0005"]
+    assert "consent.csv row 10, 同意日期: '2099-01-01' is in the future" in failed["S0006"]
+    assert "consent.csv row 11, 撤回日期" in failed["S0007"] and "is before 2026-11-10" in failed["S0007"]
+    assert "consent.csv row 12: staff id S0098 not in the roster" in failed["S0098"]
+    assert "consent.csv row 13, 凭证: '' is empty" in failed["S0009"]
+    assert "S0011.jpg: left the hall on 2026-09-30, not enrolled" in failed["S0011"]
     assert "notes" not in out
-    assert "失败 S0005: consent.csv 第 8 行, 同意日期: '2026-02-30' 不是日期" in out, "and the same in Chinese first"
+    assert "失败 S0005: consent.csv 第 9 行, 同意日期: '2026-02-30' 不是日期" in out, "and the same in Chinese first"
 
     assert list(faces(store_url)) == ["S0008"], "only the good photo with a good consent"
     recorded = sorted(r.staff_id for r in query(store_url, sa.select(staff_consents.c.staff_id)))
@@ -337,3 +338,29 @@ async def test_the_terminal_receives_the_version_the_run_made_and_loses_the_face
     updates = await store.fetch(sa.select(commands.c.args).where(commands.c.name == "gallery_update"))
     assert len(updates) == 2, "one update per version: the run's two people travel together"
     assert json.loads(updates[0].args)["version"] == 1
+
+
+def test_a_consent_workbook_reads_excel_dates_and_names_a_bad_cell(tmp_path: Path) -> None:
+    """The section keeps consent forms in Excel: date cells arrive as datetimes, typed ones as text."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from openpyxl import Workbook
+
+    from provisioning.staff import read_consents
+
+    wb = Workbook()
+    sheet = wb.active
+    assert sheet is not None
+    sheet.append(["工号", "同意日期", "凭证", "记录人"])
+    sheet.append(["S0001", datetime(2026, 11, 2, 9, 30), "QP-1", "李科长"])
+    sheet.append([1002, "2026年11月3日", "QP-2", None])  # a staff id typed as a number; a date as Chinese text
+    sheet.append(["S0003", "11月3日", "QP-3", None])  # no year
+    wb.save(tmp_path / "consent.xlsx")
+    rows, failed = read_consents(tmp_path / "consent.xlsx", SITE, ZoneInfo("Asia/Shanghai"), datetime.now(UTC))
+    assert [
+        (r.staff_id, r.given_at.astimezone(UTC).isoformat() if r.given_at else None, r.recorded_by) for r in rows
+    ] == [("S0001", "2026-11-02T01:30:00+00:00", "李科长"), ("1002", "2026-11-02T16:00:00+00:00", None)]
+    assert [(o.staff_id, o.why.en if o.why else "") for o in failed] == [
+        ("S0003", "consent.xlsx row 4, 同意日期: '11月3日' is not a date (YYYY-MM-DD [HH:MM])")
+    ]
