@@ -64,6 +64,9 @@ def run_demo(args: argparse.Namespace) -> int:
     start = args.day_start or scenario.day.start
     if start >= scenario.day.end:
         raise ConfigError(f"--day-start {start:%H:%M}: the scenario's day ends at {scenario.day.end:%H:%M}")
+    if args.dir is not None and (args.dir / "hallfleet.db").exists():
+        # A second day in the same store and broker would mix with the first (and its retained goodbyes).
+        raise ConfigError(f"--dir {args.dir}: holds a demo already; give an empty or new folder")
     with contextlib.ExitStack() as stack:
         workdir = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hallfleet-demo-")))
         workdir.mkdir(parents=True, exist_ok=True)

@@ -449,10 +449,11 @@ class Scenario:
         noted = max([t for t, _ in ins], default=self.day.start) + timedelta(minutes=5)
         free_at = [0.0] * len(terminals)  # loop time each terminal is free again: one person at a time
         for k, (at, m, what) in enumerate(plays):
-            await self.day.until(at)
             if absent and at >= noted:
+                await self.day.until(noted)
                 self._absent(hall, absent)
                 absent = []
+            await self.day.until(at)
             t = k % len(terminals)
             await asyncio.sleep(max(0.0, free_at[t] - asyncio.get_running_loop().time()))
             free_at[t] = asyncio.get_running_loop().time() + PUNCH_REAL_S

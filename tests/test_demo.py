@@ -154,7 +154,7 @@ def test_ctrl_c_stops_the_demo_early_with_its_reports_and_leaves_nothing_running
     assert processes_mentioning(str(workdir)) == [], "Ctrl-C must leave no process behind"
 
 
-def test_a_bad_scenario_stops_the_start_naming_the_field(tmp_path: Path) -> None:
+def test_a_bad_scenario_or_a_used_folder_stops_the_start_naming_why(tmp_path: Path) -> None:
     bad = tmp_path / "day.toml"
     bad.write_text(SCENARIO.read_text().replace('at = "10:30"', 'at = "half past ten"'))
     proc = demo(tmp_path / "demo", "--scenario", str(bad))
@@ -168,3 +168,10 @@ def test_a_bad_scenario_stops_the_start_naming_the_field(tmp_path: Path) -> None
     proc = demo(tmp_path / "demo", "--scenario", str(missing))
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "kiosks.app_failures.1.kiosk: no kiosk 'kiosk-9' in qingpu" in out, out
+
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "hallfleet.db").write_bytes(b"")
+    proc = demo(used)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and f"--dir {used}: holds a demo already" in out, out
