@@ -5,11 +5,13 @@ the update starts (the agent starts it with that venv's resolved python; under s
 ``hallfleet-update.service``, root and outside the agent's sandbox and cgroup, so the agent's restart does not
 kill it). A broken new version therefore cannot break its own rollback.
 
-Versions live side by side, one venv each, and the agent's unit runs the ``current`` symlink::
+Versions live side by side, one venv each, and the agent's unit runs them through one symlink, the current
+version. It keeps the name the unit has always run (``ExecStart=/opt/hallfleet/venv/bin/hallfleet``), so units
+already installed need no change; first-boot.sh lays this out::
 
     /opt/hallfleet/versions/1.4.2/   a venv with hallfleet==1.4.2 (".hallfleet-complete" once installed)
     /opt/hallfleet/versions/1.5.0/
-    /opt/hallfleet/current -> versions/1.5.0
+    /opt/hallfleet/venv -> versions/1.5.0
 
 Steps: install (pip, only from the centre's package store) -> check the venv reports the version -> switch the
 symlink atomically -> restart the agent -> wait until the new agent writes ``health.json`` with its version,
@@ -57,7 +59,7 @@ class Request:
     health_timeout_s: float
     root: str
     state_dir: str
-    previous: str  # the version directory ``current`` pointed at when the update started
+    previous: str  # the version directory the current link pointed at when the update started
     restart_command: list[str]
     shared_site_packages: str | None = None
     install_timeout_s: float = 900.0
@@ -102,7 +104,8 @@ def versions_dir(root: Path) -> Path:
 
 
 def current_link(root: Path) -> Path:
-    return root / "current"
+    """The symlink the agent's unit runs (see the module docstring for why it is called venv)."""
+    return root / "venv"
 
 
 def store_args(store: str) -> list[str]:
@@ -172,13 +175,13 @@ def install(
 
 
 def switch(root: Path, target: Path) -> None:
-    """Point ``current`` at ``target`` in one rename (relative, so an image mounted elsewhere still works)."""
-    tmp = root / ".current.new"
+    """Point the current link at ``target`` in one rename (relative, so a mounted image still works)."""
+    tmp = root / ".venv.new"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     os.symlink(os.path.relpath(target, root), tmp)
     os.replace(tmp, current_link(root))
-    log.info("current -> %s", target)
+    log.info("%s -> %s", current_link(root), target)
 
 
 def wait_healthy(state_dir: Path, version: str, since: float, timeout_s: float) -> tuple[bool, str]:

@@ -15,7 +15,10 @@ set -euo pipefail
 # The values above are this device's (rendered by `hallfleet provision`); nothing below needs editing.
 readonly ROOT="${HALLFLEET_ROOT:-}"
 readonly PREFIX="${ROOT}/opt/hallfleet"
-readonly VENV="${PREFIX}/venv"
+# Versions side by side (agent/updater.py): each a venv under versions/, the unit runs the one venv links to.
+readonly VERSION="${REQUIREMENT#hallfleet==}"
+readonly VENV="${PREFIX}/versions/${VERSION}"
+readonly CURRENT="${PREFIX}/venv"
 readonly ETC="${ROOT}/etc/hallfleet"
 readonly CREDENTIALS="${ETC}/credentials"
 readonly UNIT=hallfleet-agent.service
@@ -79,6 +82,17 @@ install_agent() {
         # --no-deps: its metadata wants dlib built from source; dlib-bin (the face extra) is that module.
         "${pip[@]}" --no-deps 'face-recognition==1.3.0'
     fi
+    touch "${VENV}/.hallfleet-complete"
+    link_current
+}
+
+link_current() {
+    # An install from before versions side by side had its venv there: the link replaces it.
+    if [[ -d ${CURRENT} && ! -L ${CURRENT} ]]; then
+        rm -rf -- "${CURRENT}"
+    fi
+    ln -sfn "versions/${VERSION}" "${PREFIX}/.venv.new"
+    mv -T "${PREFIX}/.venv.new" "${CURRENT}"
 }
 
 install_credentials() {

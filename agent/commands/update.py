@@ -38,7 +38,10 @@ UPDATING = "updating"  # the command's state on the device between the restart a
 
 
 class UpdateConfig(Section):
-    root: Path = Field(default=Path("/opt/hallfleet"), description="Holds versions/<v>/ (a venv each) and current")
+    root: Path = Field(
+        default=Path("/opt/hallfleet"),
+        description="Holds versions/<v>/ (a venv each) and venv, the link to the current one",
+    )
     state_dir: Path | None = Field(
         default=None, description="Request, result and health files (default: 'update' beside the outbox)"
     )
@@ -86,7 +89,7 @@ def state_dir(cfg: AgentConfig) -> Path:
 
 
 def running_python() -> str:
-    """This version's own python, resolved through ``current``, so the updater keeps running the old code."""
+    """This version's own python, resolved through the current link, so the updater keeps running the old code."""
     python = Path(sys.prefix).resolve() / "bin" / "python"
     return str(python) if python.exists() else sys.executable
 
