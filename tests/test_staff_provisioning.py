@@ -364,3 +364,45 @@ def test_a_consent_workbook_reads_excel_dates_and_names_a_bad_cell(tmp_path: Pat
     assert [(o.staff_id, o.why.en if o.why else "") for o in failed] == [
         ("S0003", "consent.xlsx row 4, 同意日期: '11月3日' is not a date (YYYY-MM-DD [HH:MM])")
     ]
+
+
+async def test_a_store_failure_for_one_person_undoes_their_consent_row_and_nobody_elses(
+    store_url: str, hall: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S0002's enrolment fails in the store after their consent row was written: the row goes with it
+    (one savepoint per person), S0001 stays enrolled with their consent, and the run is still one version."""
+    from zoneinfo import ZoneInfo
+
+    from provisioning import staff as provisioning_staff
+
+    real_enrol = gallery.enrol_in
+
+    async def enrol_in(conn: Any, site: str, staff_id: str, *args: Any, **kwargs: Any) -> int:
+        version = await real_enrol(conn, site, staff_id, *args, **kwargs)
+        if staff_id == "S0002":
+            await conn.execute(sa.text("SELECT * FROM no_such_table"))  # a real error from the real store
+        return version
+
+    monkeypatch.setattr(gallery, "enrol_in", enrol_in)
+    store = await Store.open(store_url)
+    try:
+        req = provisioning_staff.StaffRequest(
+            site=SITE, by="wm.chen", at=SystemClock().now(), zone=ZoneInfo("Asia/Shanghai"),
+            roster=hall / "roster.csv", photos=hall / "photos", consent=hall / "consent.csv", min_shots=1,
+        )  # fmt: skip
+        report = await provisioning_staff.provision_staff(store, req)
+        assert [(o.staff_id, o.kind) for o in report.outcomes if o.kind in ("enrolled", "failed")] == [
+            ("S0001", "enrolled"),
+            ("S0002", "failed"),
+        ]
+        failure = next(o.why for o in report.outcomes if o.staff_id == "S0002")
+        assert failure is not None and "no_such_table" in failure.en
+        assert report.version_after == 1
+        assert [r.staff_id for r in await store.fetch(sa.select(face_gallery.c.staff_id))] == ["S0001"]
+        assert [r.staff_id for r in await store.fetch(sa.select(staff_consents.c.staff_id))] == ["S0001"]
+        audited = await store.fetch(sa.select(audit_log.c.action).where(audit_log.c.target == "qp/S0002"))
+        assert [r.action for r in audited] == ["staff.add"], "the roster import only: no consent or gallery entry"
+        async with store.engine.connect() as conn:
+            assert await gallery.current_version(conn, SITE) == 1
+    finally:
+        await store.close()
