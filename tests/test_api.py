@@ -23,7 +23,7 @@ from broker.alerts.routing import AlertsConfig, Router, sign_ack
 from broker.api.app import create_app
 from broker.api.auth import add_user
 from broker.api.config import ApiConfig
-from broker.commands import centre_link
+from broker.commands import centre_link, current_user
 from broker.config import ConsumerConfig, StoreConfig
 from broker.mosquitto.local import LocalMosquitto
 from broker.ratings.jobs import RatingJobs
@@ -344,6 +344,8 @@ async def test_hallfleet_user_add_creates_a_user_who_can_log_in(api: Api, tmp_pa
         main, ["user", "add", "li.na", "--role", "technician", "--password-file", str(pw), "--config", str(cfg)]
     )
     assert again == 1
+    audit = await api.consumer.store.fetch(sa.select(audit_log).where(audit_log.c.target == "user:li.na"))
+    assert [(a.action, a.actor) for a in audit] == [("user.add", current_user())], "the CLI's writes are audited too"
 
 
 async def test_every_page_renders_for_the_roles_that_may_see_it(api: Api) -> None:

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from broker.api.auth import ROLES, UserError, add_user, disable_user, list_users, parse_sites, set_password
 from broker.api.config import ApiConfig, load_api_config
-from broker.commands import centre_link
+from broker.commands import centre_link, current_user
 from broker.store.db import Store
 from protocol.clock import SystemClock
 from protocol.sdnotify import notify, watchdog_loop
@@ -151,6 +151,11 @@ def _run_user(a: argparse.Namespace, handler: Any) -> int:
         return 1
 
 
+def _by() -> str:
+    """Who ran the command, for the audit log (the login user; as the CLI's other writes name them)."""
+    return current_user()
+
+
 def _password(a: argparse.Namespace) -> str:
     if a.password_file is not None:
         return read_secret(a.password_file)
@@ -161,19 +166,19 @@ def _password(a: argparse.Namespace) -> str:
 
 
 async def _add(a: argparse.Namespace, store: Store) -> int:
-    user = await add_user(store, a.name, _password(a), a.role, parse_sites(a.sites), SystemClock().now())
+    user = await add_user(store, a.name, _password(a), a.role, parse_sites(a.sites), SystemClock().now(), by=_by())
     print(f"user {user.name} added: {user.role}, sites {','.join(user.sites)}")
     return 0
 
 
 async def _passwd(a: argparse.Namespace, store: Store) -> int:
-    await set_password(store, a.name, _password(a), SystemClock().now())
+    await set_password(store, a.name, _password(a), SystemClock().now(), by=_by())
     print(f"password of {a.name} changed; their sessions are closed")
     return 0
 
 
 async def _disable(a: argparse.Namespace, store: Store) -> int:
-    await disable_user(store, a.name, SystemClock().now())
+    await disable_user(store, a.name, SystemClock().now(), by=_by())
     print(f"user {a.name} disabled")
     return 0
 
