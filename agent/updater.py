@@ -63,6 +63,7 @@ class Request:
     restart_command: list[str]
     shared_site_packages: str | None = None
     install_timeout_s: float = 900.0
+    keep_versions: int = 3
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -184,6 +185,22 @@ def switch(root: Path, target: Path) -> None:
     log.info("%s -> %s", current_link(root), target)
 
 
+def prune(root: Path, keep: int, protect: list[Path]) -> list[Path]:
+    """Remove the oldest installed versions beyond ``keep`` (by install time), never one in ``protect``."""
+    installed = [p for p in versions_dir(root).iterdir() if (p / COMPLETE).exists()]
+    installed.sort(key=lambda p: (p / COMPLETE).stat().st_mtime)
+    kept = {p.resolve() for p in protect}
+    removable = [p for p in installed if p.resolve() not in kept]
+    removed = removable[: max(0, len(installed) - keep)]
+    for p in removed:
+        if p.is_symlink():
+            p.unlink()
+        else:
+            shutil.rmtree(p)
+        log.info("removed the old version %s", p.name)
+    return removed
+
+
 def wait_healthy(state_dir: Path, version: str, since: float, timeout_s: float) -> tuple[bool, str]:
     """Until an agent of ``version`` started after ``since`` says it is connected (health.json)."""
     deadline = time.monotonic() + timeout_s
@@ -236,6 +253,10 @@ def update(req: Request) -> int:
     if ok:
         log.info("updated to %s: %s", req.to_version, detail)
         write_json(state / RESULT, result(req, "updated", detail))
+        try:
+            prune(root, req.keep_versions, [target, Path(req.previous)])
+        except OSError as exc:  # disk space is worth a line in the log, not a failed update
+            log.warning("could not remove old versions: %s", exc)
         return 0
     log.error("%s is not healthy (%s): rolling back to %s", req.to_version, detail, req.previous)
     switch(root, Path(req.previous))

@@ -18,6 +18,7 @@ import sys
 import sysconfig
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +27,22 @@ import sqlalchemy as sa
 
 from agent.commands.update import UpdateConfig
 from agent.config import AgentConfig, OutboxConfig
-from agent.updater import LAST_RESULT, REQUEST, current_link, install, switch, versions_dir
+from agent.outbox import Outbox
+from agent.updater import COMPLETE, LAST_RESULT, REQUEST, current_link, install, prune, switch, versions_dir
 from broker.commands import centre_link, issue_command
 from broker.mosquitto.local import LocalMosquitto
+from broker.store import commands as cmd_sql
 from broker.store.schema import audit_log, commands, devices, events
+from protocol.commands import Command
+from protocol.ids import uuid7
 from protocol.settings import MqttConfig
 from protocol.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for, write_toml
 from tests.support.wheels import REPO, broken_cli, build_wheel
 
-pytestmark = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+# The store is not what is tested here: SQLite only (the command path runs on both in test_commands.py).
+SQLITE = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
 BASE, GOOD, BROKEN = "1.0.0", "1.0.1", "1.0.2"
 SHARED = Path(sysconfig.get_paths()["purelib"])
@@ -170,6 +176,7 @@ async def hallfleet(*args: str, timeout_s: float = 240) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
+@SQLITE
 async def test_a_rollout_updates_the_canary_then_the_batch_and_each_reports_the_new_version(
     mosquitto: LocalMosquitto,
     consumer: RunningConsumer,
@@ -217,6 +224,7 @@ async def test_a_rollout_updates_the_canary_then_the_batch_and_each_reports_the_
         assert f" {GOOD} " in line and "online" in line and f"{BASE} -> {GOOD} 已更新 updated" in line, out
 
 
+@SQLITE
 async def test_an_update_that_fails_its_health_check_rolls_back_and_stops_the_rollout(
     mosquitto: LocalMosquitto,
     consumer: RunningConsumer,
@@ -274,6 +282,7 @@ async def final(consumer: RunningConsumer, command_id: str, limit_s: float = 60)
     return (await consumer.store.fetch(sa.select(commands).where(commands.c.id == command_id)))[0]
 
 
+@SQLITE
 async def test_bad_updates_are_refused_with_why_and_a_failed_install_switches_nothing(
     mosquitto: LocalMosquitto,
     consumer: RunningConsumer,
@@ -335,3 +344,39 @@ async def test_bad_updates_are_refused_with_why_and_a_failed_install_switches_no
     (event,) = await updated_events(consumer, "pad-1")
     assert (event["to_version"], event["outcome"]) == ("9.9.9", "failed")
     assert current_link(root).resolve().name == "0.1.0" and not (versions_dir(root) / "9.9.9").exists()
+
+
+@SQLITE
+async def test_an_update_interrupted_before_its_updater_started_fails_instead_of_passing_for_a_success(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, running: Any, tmp_path: Path
+) -> None:
+    """The agent died between taking the command (running) and starting the updater: nothing changed."""
+    now = datetime.now(UTC)
+    cmd = Command(id=uuid7(), name="update", args={}, issuer="it", issued_at=now, expires_at=now + timedelta(hours=1))
+    async with consumer.store.engine.begin() as conn:
+        await cmd_sql.insert_command(conn, f"{SITE}/pad-2", cmd)
+    async with Outbox(tmp_path / "outbox.db") as outbox:
+        await outbox.set_command_state(cmd.id, "update", "running")
+    cfg = AgentConfig(
+        site=SITE,
+        device="pad-2",
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, backoff_initial_s=0.1, backoff_max_s=1.0),
+        outbox=OutboxConfig(path=tmp_path / "outbox.db"),
+        update=UpdateConfig(root=tmp_path / "opt", launcher=[]),
+    )
+    running(cfg)
+    row = await final(consumer, cmd.id, 30)
+    assert row.state == "failed" and "before the updater started; nothing was changed" in row.refusal
+
+
+def test_old_versions_are_pruned_but_never_the_current_or_previous_one(tmp_path: Path) -> None:
+    root = tmp_path / "opt"
+    for n, version in enumerate(["1.0", "1.1", "1.2", "1.3", "1.4"]):
+        (versions_dir(root) / version).mkdir(parents=True)
+        (versions_dir(root) / version / COMPLETE).write_text("")
+        os.utime(versions_dir(root) / version / COMPLETE, (1000 + n, 1000 + n))
+    (versions_dir(root) / "2.0").mkdir()  # half-installed: not counted, replaced by the next install of 2.0
+    # Rolled back to 1.0 earlier, now 1.4 is current: 1.0 is the oldest by install time but is protected.
+    removed = prune(root, 3, [versions_dir(root) / "1.4", versions_dir(root) / "1.0"])
+    assert sorted(p.name for p in removed) == ["1.1", "1.2"]
+    assert sorted(p.name for p in versions_dir(root).iterdir()) == ["1.0", "1.3", "1.4", "2.0"]

@@ -58,6 +58,7 @@ class UpdateConfig(Section):
         default=None, description="A site-packages new venvs also see, so pip fetches only what they lack"
     )
     install_timeout_s: float = Field(default=900.0, gt=0, le=7200, description="Bound on creating the venv")
+    keep_versions: int = Field(default=3, ge=2, le=20, description="Installed versions kept (current and previous)")
 
 
 class UpdateArgs(Frozen):
@@ -129,6 +130,7 @@ async def update(agent: Agent, args: UpdateArgs) -> dict[str, Any]:
         restart_command=cfg.restart_command,
         shared_site_packages=str(cfg.shared_site_packages) if cfg.shared_site_packages else None,
         install_timeout_s=cfg.install_timeout_s,
+        keep_versions=cfg.keep_versions,
     )
     state.mkdir(parents=True, exist_ok=True)
     for stale in (RESULT, HEALTH):
@@ -183,11 +185,19 @@ async def resume_update(agent: Agent) -> None:
     """At start, before interrupted commands are resumed: an update in progress is answered by its result."""
     state = state_dir(agent.cfg)
     req = Request.load(state / REQUEST)
-    if req is None:
-        return
-    if await agent.outbox.command_state(req.command_id) == CommandState.RUNNING.value:
-        await agent.outbox.set_command_state(req.command_id, NAME, UPDATING)
-    await _finish_if_done(agent, req)
+    for command_id, name in await agent.outbox.commands_in(CommandState.RUNNING.value):
+        if name != NAME:
+            continue
+        if req is not None and command_id == req.command_id:
+            await agent.outbox.set_command_state(command_id, NAME, UPDATING)
+        else:  # stopped before its updater was started: nothing changed, and it must not pass for a success
+            await agent.outbox.set_command_state(command_id, NAME, CommandState.FAILED.value)
+            why = "interrupted by an agent restart before the updater started; nothing was changed"
+            await agent.emit(
+                "command.ack", CommandAck(command_id=command_id, name=NAME, state=CommandState.FAILED, reason=why)
+            )
+    if req is not None:
+        await _finish_if_done(agent, req)
 
 
 async def watch_update(agent: Agent) -> None:
