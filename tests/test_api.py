@@ -360,6 +360,11 @@ async def test_every_page_renders_for_the_roles_that_may_see_it(api: Api) -> Non
     attendance = await api.client.get("/attendance?site=qp&day=2026-11-23", headers=html)
     assert attendance.status_code == 200 and "/api/reports/attendance/qp/2026-11.xlsx" in attendance.text
     assert (await api.client.get("/attendance?site=wz", headers=html)).status_code == 403
+    ratings = await api.client.get("/ratings", headers=html)
+    assert ratings.status_code == 200 and 'id="tally"' in ratings.text and 'href="/ratings"' in ratings.text
+    assert (await api.client.get("/ratings?site=wz", headers=html)).status_code == 403
+    assert (await api.client.get("/users", headers=html)).status_code == 403, "users are the IT section's"
+    assert 'href="/users"' not in ratings.text
     english = await api.client.get("/?lang=en", headers=html)
     assert "online" in english.text and "lang=en" in english.headers["set-cookie"]
     assert "Devices" in (await api.client.get("/", headers=html)).text, "the language is remembered"
@@ -369,6 +374,7 @@ async def test_every_page_renders_for_the_roles_that_may_see_it(api: Api) -> Non
     assert (await api.client.post("/login", content=login)).status_code == 303
     assert (await api.client.get("/consumables", headers=html)).status_code == 200
     assert (await api.client.get("/attendance", headers=html)).status_code == 403, "readonly sees no staff data"
+    assert (await api.client.get("/ratings", headers=html)).status_code == 403, "nor ratings of staff"
 
 
 async def test_consumer_metrics_helper_exposes_its_ingest_counters(api: Api) -> None:
