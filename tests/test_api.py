@@ -29,7 +29,7 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.ratings.jobs import RatingJobs
 from broker.sites import Sites
 from broker.store.db import Store
-from broker.store.schema import audit_log, events, incident_timeline, incidents
+from broker.store.schema import audit_log, events, incident_timeline, incidents, notifications
 from protocol import topics
 from protocol.clock import HALL_ZONE
 from protocol.ids import uuid7
@@ -50,6 +50,7 @@ class Api:
     mosquitto: LocalMosquitto
     secret: bytes
     clock: ManualClock
+    app: Any
 
     def device(self, key: str, role: str = "kiosk") -> Device:
         site, device = key.split("/")
@@ -110,7 +111,7 @@ async def api(consumer: RunningConsumer, mosquitto: LocalMosquitto, tmp_path: Pa
     app = create_app(cfg, store, link)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://hallfleet.test") as client:
-        yield Api(client, consumer, mosquitto, b"s3cret-for-ack-links", ManualClock(now))
+        yield Api(client, consumer, mosquitto, b"s3cret-for-ack-links", ManualClock(now), app)
     await link.disconnect()
 
 
@@ -564,6 +565,9 @@ async def test_a_dispatch_is_opened_by_the_sites_technician_once_then_moves_on_s
     for name in ("tech.wz", "viewer", "wm.qp"):
         r = await api.client.post(url, json={"note": "请上门"}, headers=await api.login(name))
         assert r.status_code == 403, name
+    hook = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
+    alerts = {"channels": {"hook": hook}, "recipients": {"ops": {"role": "technician", "channel": "hook"}}}
+    api.app.state.router = Router(AlertsConfig.model_validate(alerts))
     h = await api.login("tech.qp")
     for body, field in (({"state": "gone"}, "state"), ({"note": "x" * 1001}, "note"), ({"who": 1}, "who")):
         r = await api.client.post(url, json=body, headers=h)
@@ -574,6 +578,9 @@ async def test_a_dispatch_is_opened_by_the_sites_technician_once_then_moves_on_s
     d = opened.json()
     assert d["state"] == "open" and d["incident_id"] == incident.id and d["key"] == "qp/kiosk-24h-1"
     assert datetime.fromisoformat(d["due_at"]) > datetime.fromisoformat(d["opened_at"])
+    pages = await api.consumer.store.fetch(sa.select(notifications).where(notifications.c.step == "dispatch"))
+    assert [(p.recipient, p.ref) for p in pages] == [("ops", f"incident:{incident.id}")], "the technicians are paged"
+    assert "tech.qp 派单" in pages[0].body and "打印机卡纸" in pages[0].body
     twice = await api.client.post(url, headers=h)
     assert twice.status_code == 409 and "dispatched already" in twice.json()["detail"]
     arrived = await api.client.post(url, json={"state": "on_site"}, headers=h)

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.alerts.routing import Router
 from broker.api import metrics, pages, routes
 from broker.api.auth import LoginThrottle, User, current_user
 from broker.api.config import ApiConfig
@@ -44,6 +45,8 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
     app.state.clock = clock or SystemClock()
     app.state.sites = Sites(cfg.centre_or_default.sites)
     app.state.ack_secret = cfg.centre_or_default.alerts.ack_secret()
+    centre = cfg.centre_or_default
+    app.state.router = Router(centre.alerts, {name: s.name for name, s in centre.sites.items() if s.name})
     app.state.throttle = LoginThrottle(cfg.login_max_failures, cfg.login_lockout_s)
     app.state.metrics_token = cfg.metrics_token()
     app.include_router(routes.router)

@@ -4,6 +4,8 @@ The SLA clock opens a dispatch by itself at the breach (broker/rules/sla.py); a 
 needs hands on site should not wait 30 minutes for it. The row is the same one (one dispatch per incident, the
 unique ``incident_id``), so the clock's own step meets it and adds nothing, the overdue notice and the
 recovery's "on site" verdict work unchanged, and ``on_site``/``done`` go through broker.rules.actions like the CLI.
+The technicians are paged as the clock's dispatch step pages them (same step, same routes, deduplicated per
+recipient), in the transaction that opens the dispatch; the consumer's sender delivers it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from broker.alerts.routing import Router
 from broker.rules.actions import ActionError, dispatch_update, find_incident
 from broker.rules.incidents import timeline
+from broker.rules.notices import Notice
 from broker.sites import Sites
 from broker.store.commands import audit
 from broker.store.db import Store, _insert_ignore
@@ -22,7 +26,9 @@ from broker.store.schema import dispatches
 from protocol.ids import uuid7
 
 
-async def open_dispatch(store: Store, sites: Sites, incident: str, *, by: str, at: datetime, note: str = "") -> Any:
+async def open_dispatch(
+    store: Store, sites: Sites, incident: str, *, by: str, at: datetime, note: str = "", router: Router | None = None
+) -> Any:
     """Open the incident's dispatch, due by the end of the working day; refused if it has one or is closed."""
     async with store.engine.begin() as conn:
         row = await find_incident(conn, incident)
@@ -43,6 +49,13 @@ async def open_dispatch(store: Store, sites: Sites, incident: str, *, by: str, a
                        actor=by)  # fmt: skip
         await audit(conn, at=at, actor=by, action="dispatch.open", target=row.key, reason=note[:500],
                     detail={"incident": row.id, "due_at": due.isoformat()})  # fmt: skip
+        if router is not None:
+            zh = f"{by} 派单: 请在 {local:%m-%d %H:%M} 前到现场处理: {row.summary} {note}".strip()
+            en = f"{by} dispatched: go on site before {local:%m-%d %H:%M}: {row.summary} {note}".strip()
+            facts = {"at": at.isoformat(), "detected_at": row.detected_at.isoformat(), "due_at": due.isoformat()}
+            notice = Notice(f"incident:{row.id}", "dispatch", row.site, row.device, row.device_class, row.kind,
+                            row.severity, zh, en, facts | {"dispatched_by": by})  # fmt: skip
+            await router.enqueue(conn, notice, at)
     return await dispatch_row(store, row.id)
 
 

@@ -412,7 +412,9 @@ async def dispatch_incident(
     now = app.clock.now()
     try:
         if body.state == "open":
-            row = await open_dispatch(app.store, app.sites, incident_id, by=user.name, at=now, note=body.note)
+            row = await open_dispatch(
+                app.store, app.sites, incident_id, by=user.name, at=now, note=body.note, router=app.router
+            )
         else:
             row = await move_dispatch(app.store, incident_id, body.state, by=user.name, at=now, note=body.note)
     except ActionError as exc:
