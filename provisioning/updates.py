@@ -34,6 +34,7 @@ OUTCOME_ZH = {
     "expired": "已过期（设备未领取）",
     "timeout": "超时（仍在进行）",
     "skipped": "未执行",
+    "already": "已是该版本",
 }
 OUTCOME_EN = {
     "updated": "updated",
@@ -43,6 +44,7 @@ OUTCOME_EN = {
     "expired": "expired (the device never took it)",
     "timeout": "timed out (still in progress)",
     "skipped": "not touched",
+    "already": "already on this version",
 }
 
 
@@ -78,7 +80,7 @@ class DeviceResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "updated"
+        return self.outcome in ("updated", "already")
 
 
 def make_stages(devices_: list[str], *, canary: list[str] | None, canary_count: int, batch: int) -> list[list[str]]:
@@ -201,10 +203,13 @@ async def rollout(
 
 def summary(plan: Plan, results: list[DeviceResult]) -> str:
     """Chinese first, then English."""
-    done = [r for r in results if r.ok]
+    done = [r for r in results if r.outcome == "updated"]
+    already = [r for r in results if r.outcome == "already"]
     failed = [r for r in results if not r.ok and r.outcome != "skipped"]
     skipped = [r for r in results if r.outcome == "skipped"]
     lines = [f"{plan.site} 更新到 {plan.version} / update of {plan.site} to {plan.version}"]
+    if already:
+        lines.append(f"已是该版本 already on it: {', '.join(r.device for r in already)}")
     if not failed:
         lines.append(f"完成：{len(done)} 台已更新 / done: {len(done)} devices updated")
         return "\n".join(lines)

@@ -23,6 +23,7 @@ from protocol.transport import AsyncMqtt, MqttError
 from provisioning.updates import (
     OUTCOME_EN,
     OUTCOME_ZH,
+    DeviceResult,
     Plan,
     RolloutRefused,
     check_site,
@@ -93,17 +94,35 @@ async def _rollout(a: argparse.Namespace) -> int:
     cfg = load_settings(ConsumerConfig, a.config)
     store = await Store.open(cfg.store.url)
     try:
-        known = [r.device for r in await site_devices(store, site)]
-        chosen = _names(a.devices) or known
-        if unknown := [d for d in chosen if d not in known]:
+        rows = {r.device: r for r in await site_devices(store, site)}
+        chosen = _names(a.devices) or list(rows)
+        if unknown := [d for d in chosen if d not in rows]:
             raise RolloutRefused(f"--devices {', '.join(unknown)}: the centre has never heard of them in {site}")
-        stages = make_stages(chosen, canary=_names(a.canary), canary_count=a.canary_count, batch=a.batch)
-        plan = Plan(site, version, a.store, stages, a.health_timeout, a.allow_downgrade)
+        canary = _names(a.canary)
+        if canary and (unknown := [d for d in canary if d not in chosen]):
+            raise RolloutRefused(f"--canary {', '.join(unknown)}: not among the devices of this rollout")
+        # A device already on the version is not sent it again (it would refuse, and stop a resumed rollout).
+        already = [d for d in chosen if rows[d].agent_version == version]
+        todo = [d for d in chosen if d not in already]
+        for d in todo:
+            if rows[d].presence != "online":
+                state = rows[d].presence
+                print(f"注意：{d} 不在线（{state}），命令最多等待 {a.ttl} 秒", end=" / ")
+                print(f"note: {d} is {state}; its command waits up to {a.ttl} s")
+        plan = Plan(site, version, a.store, [], a.health_timeout, a.allow_downgrade)
+        if todo:
+            canary = [d for d in canary or [] if d in todo] or None
+            stages = make_stages(todo, canary=canary, canary_count=a.canary_count, batch=a.batch)
+            plan = Plan(site, version, a.store, stages, a.health_timeout, a.allow_downgrade)
         wait_s = a.wait if a.wait is not None else a.ttl + INSTALL_ALLOWANCE_S + 2 * a.health_timeout + 60
+        results = [DeviceResult(d, -1, "already") for d in already]
+        if not todo:
+            print(summary(plan, results))
+            return 0
         client = AsyncMqtt(centre_link(cfg.mqtt, "update"))
         await client.connect()
         try:
-            results = await rollout(
+            results += await rollout(
                 store,
                 client,
                 plan,

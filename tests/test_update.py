@@ -223,6 +223,13 @@ async def test_a_rollout_updates_the_canary_then_the_batch_and_each_reports_the_
     for line in (ln for ln in out.splitlines() if ln.startswith("kiosk-")):
         assert f" {GOOD} " in line and "online" in line and f"{BASE} -> {GOOD} 已更新 updated" in line, out
 
+    # Run again (a rollout resumed after a stop): devices on the version are not sent it again.
+    code, out = await hallfleet(
+        "update", "rollout", "--site", SITE, "--version", GOOD, "--store", str(package_store), "--config", str(centre)
+    )
+    assert code == 0 and "已是该版本 already on it: kiosk-1, kiosk-2" in out, out
+    assert [len(await commands_for(consumer, d.name)) for d in (a, b)] == [1, 1]
+
 
 @SQLITE
 async def test_an_update_that_fails_its_health_check_rolls_back_and_stops_the_rollout(
@@ -239,10 +246,21 @@ async def test_an_update_that_fails_its_health_check_rolls_back_and_stops_the_ro
     for d in (canary, other):
         await wait_for(lambda d=d: online_with(consumer, d.name, BASE), 60, f"{d.name} online on {BASE}")
     session_before = (await device_row(consumer, canary.name)).session
+    centre = centre_toml(tmp_path, mosquitto, store_url)
+    refusals = [
+        (["--version", "banana"], "--version 'banana' is not a PEP 440 version"),
+        (["--version", BROKEN, "--canary", "att-9"], "--canary att-9: not among the devices of this rollout"),
+        (["--version", BROKEN, "--devices", "att-1,ghost"], "--devices ghost: the centre has never heard of them"),
+    ]
+    for args, why in refusals:
+        code, out = await hallfleet(
+            "update", "rollout", "--site", SITE, "--store", "/w", *args, "--config", str(centre)
+        )
+        assert (code, why in out) == (1, True), out
 
     code, out = await hallfleet(
         "update", "rollout", "--site", SITE, "--version", BROKEN, "--store", str(package_store),
-        "--canary", "att-1", "--health-timeout", "30", "--config", str(centre_toml(tmp_path, mosquitto, store_url)),
+        "--canary", "att-1", "--health-timeout", "30", "--config", str(centre),
     )  # fmt: skip
 
     assert code == 3, out + canary.log()
