@@ -665,3 +665,32 @@ async def test_metrics_with_a_token_file_want_that_bearer_token(api: Api, tmp_pa
     token_file.write_text("short")
     with pytest.raises(ConfigError, match="metrics_token_file"):
         create_app(cfg, api.consumer.store, None)
+
+
+async def test_a_suspected_proxy_rating_is_reviewed_by_its_sites_window_management(api: Api) -> None:
+    now = datetime.now(UTC)
+    paused = _rating_event("qp", "W4", 5, now - timedelta(seconds=3))
+    paused["data"] = json.dumps(json.loads(paused["data"]) | {"pad_state": "paused"})
+    async with api.consumer.store.engine.begin() as conn:
+        await conn.execute(events.insert(), [paused])
+    _, flagged = await RatingJobs(api.consumer.store, Sites({}), Router(AlertsConfig())).scan_ratings(now)
+    assert [f.pattern for f in flagged] == ["paused"]
+    await add_user(api.consumer.store, "wm.wz", PASSWORD, "window_management", ("wz",), now)
+    wm, other = await api.login("wm.qp"), await api.login("wm.wz")
+    listed = (await api.client.get("/api/ratings?window=W4", headers=wm)).json()["items"]
+    assert [r["flags"] for r in listed] == [["paused"]]
+    flags = (await api.client.get("/api/ratings/flags", headers=wm)).json()
+    assert flags["total"] == 1 and flags["items"][0]["detail"] and flags["items"][0]["verdict"] is None
+    assert (await api.client.get("/api/ratings/flags", headers=other)).json()["total"] == 0
+    url = f"/api/ratings/flags/{paused['id']}/review"
+    assert (await api.client.post(url, json={"verdict": "proxy"}, headers=other)).status_code == 403
+    r = await api.client.post(url, json={"verdict": "maybe"}, headers=wm)
+    assert r.status_code == 422 and r.json()["fields"] == ["verdict"]
+    assert (
+        await api.client.post("/api/ratings/flags/nope/review", json={"verdict": "proxy"}, headers=wm)
+    ).status_code == 404
+    done = await api.client.post(url, json={"verdict": "proxy", "note": "监控确认为工作人员代评"}, headers=wm)
+    assert done.status_code == 200 and [(f["verdict"], f["reviewed_by"]) for f in done.json()] == [("proxy", "wm.qp")]
+    assert (await api.client.get("/api/ratings/flags", headers=wm)).json()["total"] == 0, "reviewed: off the list"
+    audit = await api.consumer.store.fetch(sa.select(audit_log).where(audit_log.c.action == "rating.review"))
+    assert [(a.actor, a.target, a.reason) for a in audit] == [("wm.qp", "qp/pad-w4", "监控确认为工作人员代评")]

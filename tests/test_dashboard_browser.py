@@ -296,6 +296,9 @@ async def test_ratings_page_shows_a_negative_rating_and_answers_its_followup(
             await expect(answered.locator(".fu-state")).to_contain_text("待整改")
             await expect(answered.locator(".reply-text")).to_contain_text("已电话回访并致歉")
             await _shot(page, tmp_path, "08-followup-replied")
+            async with page.expect_navigation():
+                await page.locator("#flags tr[data-pattern=paused] button.proxy").click()
+            await expect(page.locator("#flags")).to_contain_text("暂无待核查")
         finally:
             await browser.close()
     row_fu = (await consumer.store.fetch(sa.select(rating_followups)))[0]

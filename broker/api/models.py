@@ -284,3 +284,27 @@ class UserOut(Out):
 class PasswordOut(Out):
     username: str
     password: str | None = Field(description="The generated password, shown this once (null when you chose it)")
+
+
+class FlagOut(Out):
+    event_id: str
+    pattern: str = Field(description="paused, no_service, too_fast, staff_key, burst, burst_top")
+    site: str
+    device: str
+    window: str
+    staff_id: str
+    level: int
+    rated_at: datetime
+    detail: str = Field(description="What was seen, in Chinese")
+    flagged_at: datetime
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    verdict: str | None = Field(description="proxy (属实代评) | honest (正常评价); null until reviewed")
+    note: str
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["proxy", "honest"] = Field(description="proxy: 属实代评 (left out of the statistics); honest")
+    note: str = Field(default="", max_length=500)

@@ -423,6 +423,21 @@ async def followup_form(request: Request, user: Me, event_id: str, step: str) ->
     return RedirectResponse(f"/ratings?site={quote(row.site)}&day={day}&saved={quote(event_id)}", status_code=303)
 
 
+@router.post("/ratings/flags/{event_id}/review")
+async def review_form(request: Request, user: Me, event_id: str) -> Response:
+    from broker.api.models import ReviewIn
+    from broker.api.routes import review_flag
+
+    f = await form_fields(request)
+    try:
+        body = ReviewIn.model_validate({"verdict": f.get("verdict", ""), "note": f.get("note", "")})
+    except ValidationError as exc:
+        raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+    rows = await review_flag(request, user, event_id, body)
+    day = rows[0].rated_at.astimezone(views.HALL_ZONE).date()
+    return RedirectResponse(f"/ratings?site={quote(rows[0].site)}&day={day}&saved={quote(event_id)}", status_code=303)
+
+
 # -- users (IT section) -----------------------------------------------------------------------------------
 @router.get("/users", response_class=HTMLResponse)
 async def users_page(request: Request, user: Me) -> HTMLResponse:

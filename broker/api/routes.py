@@ -41,6 +41,7 @@ from broker.api.models import (
     DeviceOut,
     DispatchIn,
     DispatchOut,
+    FlagOut,
     FollowupOut,
     IncidentDetail,
     IncidentOut,
@@ -54,6 +55,7 @@ from broker.api.models import (
     RatingOut,
     RectifyIn,
     ReplyIn,
+    ReviewIn,
     SlaOut,
     StaffDayOut,
     TimelineEntry,
@@ -62,14 +64,14 @@ from broker.api.models import (
 )
 from broker.api.svg import availability, segments
 from broker.commands import CommandError, command_row, issue_command
-from broker.ratings import followups
+from broker.ratings import followups, proxy
 from broker.ratings.model import Rating
 from broker.ratings.policy import policy_of
 from broker.rules import actions
 from broker.rules.actions import ActionError
 from broker.rules.incidents import kind_label
 from broker.sites import Sites
-from broker.store.schema import users
+from broker.store.schema import rating_flags, users
 from protocol.clock import HALL_ZONE
 from protocol.transport import MqttError
 
@@ -536,6 +538,28 @@ async def rectify_followup(request: Request, user: Me, event_id: str, body: Rect
     except followups.FollowupError as exc:
         raise HTTPException(409, str(exc)) from None
     return followup_out(done, now)
+
+
+@router.get("/ratings/flags", response_model=Page[FlagOut], tags=["ratings"])
+async def list_flags(request: Request, user: Me, site: SiteQuery = None, page: PageNo = 1, size: Size = 50) -> Any:
+    """Suspected proxy ratings nobody has reviewed yet, newest first (one row per pattern)."""
+    sites = _scope(user, "ratings", site)
+    rows, total = await queries.page_of(request.app.state.store, queries.flags_query(sites, site), page, size)
+    return _page([FlagOut.model_validate(r) for r in rows], total, page, size)
+
+
+@router.post("/ratings/flags/{event_id}/review", response_model=list[FlagOut], tags=["ratings"])
+async def review_flag(request: Request, user: Me, event_id: str, body: ReviewIn) -> list[FlagOut]:
+    """A person's verdict on a flagged rating, all its patterns at once (a later review replaces it; both stay
+    in the audit log). A confirmed proxy rating is left out of the month's statistics."""
+    store = request.app.state.store
+    rows = await store.fetch(sa.select(rating_flags).where(rating_flags.c.event_id == event_id).limit(1))
+    if not rows:
+        raise HTTPException(404, f"no flagged rating {event_id}")
+    need(user, "followup", rows[0].site)
+    done = await proxy.review(store, event_id, body.verdict, by=user.name, at=request.app.state.clock.now(),
+                              note=body.note)  # fmt: skip
+    return [FlagOut.model_validate(r) for r in done]
 
 
 # -- users -------------------------------------------------------------------------------------------
