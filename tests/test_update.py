@@ -10,12 +10,16 @@ session and linked into the device's versions/ (the updater installs every other
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +32,17 @@ import sqlalchemy as sa
 from agent.commands.update import UpdateConfig
 from agent.config import AgentConfig, OutboxConfig
 from agent.outbox import Outbox
-from agent.updater import COMPLETE, LAST_RESULT, REQUEST, current_link, install, prune, switch, versions_dir
+from agent.updater import (
+    COMPLETE,
+    LAST_RESULT,
+    REQUEST,
+    UpdateError,
+    current_link,
+    install,
+    prune,
+    switch,
+    versions_dir,
+)
 from broker.commands import centre_link, issue_command
 from broker.mosquitto.local import LocalMosquitto
 from broker.store import commands as cmd_sql
@@ -398,3 +412,36 @@ def test_old_versions_are_pruned_but_never_the_current_or_previous_one(tmp_path:
     removed = prune(root, 3, [versions_dir(root) / "1.4", versions_dir(root) / "1.0"])
     assert sorted(p.name for p in removed) == ["1.1", "1.2"]
     assert sorted(p.name for p in versions_dir(root).iterdir()) == ["1.0", "1.3", "1.4", "2.0"]
+
+
+def test_a_version_installs_from_an_http_simple_index_and_only_from_it(tmp_path: Path, package_store: Path) -> None:
+    """The centre's store served over HTTP as a PEP 503 simple index (what pypiserver or devpi serve)."""
+    web = tmp_path / "web"
+    (web / "simple" / "hallfleet").mkdir(parents=True)
+    links = []
+    for wheel in sorted(package_store.glob("*.whl")):
+        (web / wheel.name).write_bytes(wheel.read_bytes())
+        links.append(
+            f'<a href="../../{wheel.name}#sha256={hashlib.sha256(wheel.read_bytes()).hexdigest()}">{wheel.name}</a>'
+        )
+    (web / "simple" / "hallfleet" / "index.html").write_text("<html><body>" + "".join(links) + "</body></html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(web))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/simple/"
+        venv = install(tmp_path / "opt", GOOD, url, shared_site_packages=SHARED)
+        assert (venv / COMPLETE).exists()
+        cli = subprocess.run(
+            [str(venv / "bin" / "hallfleet"), "--help"], capture_output=True, text=True, check=True, cwd=tmp_path
+        )
+        assert "update" in cli.stdout  # the new version's own console script runs
+        # A version the store does not have is not looked for anywhere else (pip --isolated: no pip.conf, no
+        # PIP_* from the environment), and leaves no half-made venv behind.
+        with pytest.raises(UpdateError, match=r"installing hallfleet==7\.0\.0 from http://127\.0\.0\.1:\d+/simple/"):
+            install(tmp_path / "opt", "7.0.0", url, shared_site_packages=SHARED)
+        assert not (versions_dir(tmp_path / "opt") / "7.0.0").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
