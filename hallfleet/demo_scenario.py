@@ -334,7 +334,11 @@ def agent_config(
                 recovery_timeout_s=240,
             )
     else:
-        common["rating"] = RatingConfig.model_validate({"window": d.window, "keypad": {"type": "sim", "keys": KEYS}})
+        # The prompt waits five hall minutes, not one: at high speeds a busy machine delivers the citizen's press
+        # a few real tenths of a second late, and a press after the prompt is a rating without its service.
+        common["rating"] = RatingConfig.model_validate(
+            {"window": d.window, "keypad": {"type": "sim", "keys": KEYS}, "await_s": 300}
+        )
     return AgentConfig(**common)
 
 
@@ -707,9 +711,9 @@ async def day_summary(
     for hall in HALLS:
         s = hall.site
         lines.append(f"{sites[s].name or hall.short}:")
-        lines += await _attendance_lines(store, sites, day, s, staff[s])
-        lines += await _incident_lines(store, s, start, end)
-        lines += await _rating_lines(store, s)
+        lines += await _section("考勤", _attendance_lines(store, sites, day, s, staff[s]))
+        lines += await _section("设备事件", _incident_lines(store, s, start, end))
+        lines += await _section("好差评", _rating_lines(store, s))
     n = notifications.c
     sent = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state == "sent"))
     failed = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state != "sent"))
@@ -797,6 +801,15 @@ async def _happenings(store: Store, site: str, r: Any) -> list[tuple[datetime, s
     return out
 
 
+async def _section(name: str, lines: Awaitable[list[str]]) -> list[str]:
+    """One part of the summary; a part that fails says so and costs the others nothing."""
+    try:
+        return await lines
+    except Exception as exc:
+        log.exception("summary: %s", name)
+        return [f"  {name}: 未能汇总 ({exc})"]
+
+
 def hm(t: datetime) -> str:
     return f"{t.astimezone(ZONE):%H:%M}"
 
@@ -809,11 +822,9 @@ async def _rating_lines(store: Store, site: str) -> list[str]:
     f = rating_followups.c
     rows = await store.fetch(sa.select(f.window, f.level, f.rated_at, f.reply_due).where(f.site == site))
     out = [f"  好差评: 评价 {ratings} 条, 差评跟踪 {len(rows)} 件"]
-    out += [
-        f"    {r.window} 窗口 {r.rated_at.astimezone(ZONE):%H:%M} 评 {r.level} 分, 须在"
-        f" {r.reply_due.astimezone(ZONE):%m-%d %H:%M} 前回复"
-        for r in rows
-    ]
+    for r in rows:
+        due = "非实名, 无回复期限" if r.reply_due is None else f"须在 {r.reply_due.astimezone(ZONE):%m-%d %H:%M} 前回复"
+        out.append(f"    {r.window} 窗口 {hm(r.rated_at)} 评 {r.level} 分, {due}")
     return out
 
 
