@@ -77,9 +77,11 @@ class Request:
         if data is None:
             return None
         try:
-            return cls(**data)
-        except TypeError:
+            req = cls(**data)
+            float(req.deadline)  # numbers are numbers
+        except (TypeError, ValueError):
             return None
+        return req
 
     def save(self, path: Path) -> None:
         write_json(path, asdict(self))

@@ -382,13 +382,18 @@ async def test_bad_updates_are_refused_with_why_and_a_failed_install_switches_no
 async def test_an_update_interrupted_before_its_updater_started_fails_instead_of_passing_for_a_success(
     mosquitto: LocalMosquitto, consumer: RunningConsumer, running: Any, tmp_path: Path
 ) -> None:
-    """The agent died between taking the command (running) and starting the updater: nothing changed."""
+    """The agent died between taking the command (running) and starting the updater: nothing changed. A mangled
+    request file left behind does not stop the agent either."""
     now = datetime.now(UTC)
     cmd = Command(id=uuid7(), name="update", args={}, issuer="it", issued_at=now, expires_at=now + timedelta(hours=1))
     async with consumer.store.engine.begin() as conn:
         await cmd_sql.insert_command(conn, f"{SITE}/pad-2", cmd)
     async with Outbox(tmp_path / "outbox.db") as outbox:
         await outbox.set_command_state(cmd.id, "update", "running")
+    (tmp_path / "update").mkdir()
+    mangled = {"command_id": cmd.id, "from_version": "0.1.0", "to_version": "9", "store": "/w", "root": "/opt"}
+    mangled |= {"health_timeout_s": "soon", "state_dir": "/x", "previous": "/y", "restart_command": []}
+    (tmp_path / "update" / REQUEST).write_text(json.dumps(mangled))
     cfg = AgentConfig(
         site=SITE,
         device="pad-2",
@@ -399,6 +404,7 @@ async def test_an_update_interrupted_before_its_updater_started_fails_instead_of
     running(cfg)
     row = await final(consumer, cmd.id, 30)
     assert row.state == "failed" and "before the updater started; nothing was changed" in row.refusal
+    assert await online_with(consumer, "pad-2", "0.1.0")
 
 
 def test_old_versions_are_pruned_but_never_the_current_or_previous_one(tmp_path: Path) -> None:

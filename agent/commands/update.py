@@ -13,6 +13,7 @@ as "interrupted" or as a blind success.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from agent.agent import Agent
     from agent.config import AgentConfig
 
+log = logging.getLogger(__name__)
 NAME = "update"
 UPDATING = "updating"  # the command's state on the device between the restart and the updater's result
 
@@ -182,7 +184,15 @@ async def _reap(child: asyncio.subprocess.Process) -> None:
 
 
 async def resume_update(agent: Agent) -> None:
-    """At start, before interrupted commands are resumed: an update in progress is answered by its result."""
+    """At start, before interrupted commands are resumed: an update in progress is answered by its result.
+    Whatever goes wrong here is logged: the agent starts anyway."""
+    try:
+        await _resume(agent)
+    except Exception:
+        log.exception("could not settle the update in progress (see %s)", state_dir(agent.cfg))
+
+
+async def _resume(agent: Agent) -> None:
     state = state_dir(agent.cfg)
     req = Request.load(state / REQUEST)
     for command_id, name in await agent.outbox.commands_in(CommandState.RUNNING.value):
@@ -206,15 +216,19 @@ async def watch_update(agent: Agent) -> None:
     state = state_dir(agent.cfg)
     told: int | None = None
     while True:
-        req = Request.load(state / REQUEST)
-        # After a rollback the old agent answers at start (the request is gone) and the updater still waits
-        # to see it healthy: a recent result counts too.
-        wanted = req is not None or _recent(state / LAST_RESULT)
-        if wanted and agent.link.connected.is_set() and told != agent.link.session:
-            _write_health(agent, state)
-            told = agent.link.session
-        if req is not None:
-            await _finish_if_done(agent, req)
+        try:
+            req = Request.load(state / REQUEST)
+            # After a rollback the old agent answers at start (the request is gone) and the updater still waits
+            # to see it healthy: a recent result counts too.
+            wanted = req is not None or _recent(state / LAST_RESULT)
+            if wanted and agent.link.connected.is_set() and told != agent.link.session:
+                _write_health(agent, state)
+                told = agent.link.session
+            if req is not None:
+                await _finish_if_done(agent, req)
+        except Exception:  # a full disk or a mangled file must not take the agent down; try again later
+            log.exception("update watch failed; trying again in 10 s")
+            await asyncio.sleep(10)
         await asyncio.sleep(0.5)
 
 
