@@ -361,6 +361,7 @@ async def test_bad_updates_are_refused_with_why_and_a_failed_install_switches_no
             "0.0.9 is older than 0.1.0: a downgrade needs allow_downgrade",
         ),
         ({"version": "0.1.0", "store": store}, "failed", "this device already runs 0.1.0"),
+        ({"version": 0, "store": store}, "failed", "0 is older than 0.1.0"),  # `cmd send ... version=0`: a number
     ]
     for args, state, why in cases:
         row = await final(consumer, (await send(args)).id)

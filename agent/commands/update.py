@@ -71,9 +71,13 @@ class UpdateArgs(Frozen):
     health_timeout_s: float = Field(default=120.0, ge=5, le=1800, description="How long the new version has")
     allow_downgrade: bool = False
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _pep440(cls, v: str) -> str:
+    def _pep440(cls, v: object) -> object:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            v = str(v)  # `hallfleet cmd send ... version=2` arrives as a JSON number
+        if not isinstance(v, str):
+            return v  # pydantic names the type error
         try:
             return str(Version(v))
         except InvalidVersion:
