@@ -366,6 +366,7 @@ async def test_every_page_renders_for_the_roles_that_may_see_it(api: Api) -> Non
     assert (await api.client.get("/ratings?site=wz", headers=html)).status_code == 403
     assert (await api.client.get("/users", headers=html)).status_code == 403, "users are the IT section's"
     assert 'href="/users"' not in ratings.text
+    assert 'href="/consumables"' not in ratings.text, "no link to a page the role may not see"
     english = await api.client.get("/?lang=en", headers=html)
     assert "online" in english.text and "lang=en" in english.headers["set-cookie"]
     assert "Devices" in (await api.client.get("/", headers=html)).text, "the language is remembered"
