@@ -2,20 +2,21 @@
 
     .venv/bin/python -m bench.fleet [--devices 5000[,10000]] [--heartbeat 30] [--steady 45]
 
-For each N, in order, against one private Mosquitto (``max_connections -1``, RLIMIT_NOFILE raised to the hard
-limit, inherited by the broker):
+For each N, in order, against a fresh private Mosquitto (``max_connections -1``, RLIMIT_NOFILE raised to the
+hard limit, inherited by the broker):
 
 1. The consumer starts in its own process (bench/ingest.py's ``consumer_main``: uvloop, default ingest
    settings, a fresh SQLite store) and is ready once a probe event lands.
 2. The fleet simulator (hallfleet/fleet, the ``heartbeats`` scenario: real ``Agent``s with role "none", in-memory
    outboxes) starts N agents in one process on uvloop, 200 at a time. Connect time: start -> every device
-   ``online`` in the store's ``devices`` table (births stored), polled every 0.5 s. Consumer CPU over that.
+   ``online`` in the store's ``devices`` table (births stored), polled every 0.5 s, within ``--connect-budget``
+   s; when the budget runs out the run goes on with the agents connected by then (and says how many).
 3. Steady heartbeats for ``--steady`` s: consumer, simulator and broker CPU; health events stored; devices
    not ``online`` (falsely stale or offline) at the end.
-4. Every tenth agent is stopped abruptly (task cancelled: no shutdown status, no DISCONNECT). Checked within
-   the stale window (1.5 heartbeats + 5 s): exactly those devices leave ``online`` (their Will); none of the
-   others does. Time until the last of them is marked.
-5. RSS of the simulator process per device (VmRSS before the stop, minus the interpreter's own at start).
+4. Every tenth connected agent is stopped abruptly (task cancelled: no shutdown status, no DISCONNECT).
+   Checked within the stale window (1.5 heartbeats + 5 s): exactly those devices leave ``online`` (their
+   Will); of the others online before, how many are not online after. Time until the last is marked.
+5. RSS of the simulator process per agent started (VmRSS, minus the interpreter's own before any agent).
 
 Prints figures and writes bench/results/fleet-<date>.md with the machine's description; asserts nothing.
 Every process started here stops on exit (children die with this process: PR_SET_PDEATHSIG).
@@ -74,7 +75,8 @@ def threads(pid: int) -> int:
 # -- the simulator (child process) ----------------------------------------------------------------------
 def fleet_main(conn: Connection, parent_pid: int, host: str, port: int, n: int, heartbeat_s: float,
                workdir: str, connect_timeout_s: float) -> None:  # fmt: skip
-    """N heartbeat-only agents. Pipe: "start" -> ("connected", figures); "kill" -> ("killed", keys);
+    """N heartbeat-only agents. Pipe: "start" (they connect, 200 at a time); "kill" -> ("killed", connect figures
+    and the keys of every tenth connected agent, stopped abruptly; agents not started yet never start);
     "stop" -> ("stopped", seconds)."""
     _child_setup(parent_pid)
     raise_nofile()
@@ -91,12 +93,18 @@ def fleet_main(conn: Connection, parent_pid: int, host: str, port: int, n: int, 
             conn.send(("ready", {"pid": os.getpid(), "rss_kb": rss_kb(os.getpid())}))
             assert await asyncio.to_thread(conn.recv) == "start"
             cpu0 = time.process_time()
-            await fleet.start(batch=200, connect_timeout_s=connect_timeout_s)
-            conn.send(("connected", {"connect_s": fleet.connect_s, "cpu_s": time.process_time() - cpu0}))
-            assert await asyncio.to_thread(conn.recv) == "kill"
-            victims = fleet.members[::10]
+            starting = asyncio.create_task(fleet.start(batch=200, connect_timeout_s=connect_timeout_s))
+            assert await asyncio.to_thread(conn.recv) == "kill"  # sent when all are in, or at the budget
+            connected = [m for m in fleet.members if m.agent is not None and m.agent.link.connected.is_set()]
+            started = sum(1 for m in fleet.members if m.up)
+            figures = {"connect_s": fleet.connect_s, "connected": len(connected), "started": started,
+                       "cpu_s": time.process_time() - cpu0}  # fmt: skip
+            if not starting.done():
+                starting.cancel()  # the rest never start
+            await asyncio.gather(starting, return_exceptions=True)
+            victims = connected[::10]
             await fleet.power_off(victims)
-            conn.send(("killed", [m.key for m in victims]))
+            conn.send(("killed", {**figures, "keys": [m.key for m in victims]}))
             assert await asyncio.to_thread(conn.recv) == "stop"
             t0 = time.monotonic()
             await fleet.stop()
@@ -128,7 +136,7 @@ async def run_one(ctx: Ctx, n: int) -> dict[str, Any]:
     run = await start_consumer(ctx, url, f"fleet{n}")
     db = sqlite3.connect(url.split(":///", 1)[1], isolation_level=None, timeout=30)
     fleet = spawn(ctx, f"fleet-{n}", fleet_main, ctx.broker.host, ctx.broker.port, n, a.heartbeat,
-                  str(ctx.workdir / f"fleet-{n}"), a.connect_timeout)  # fmt: skip
+                  str(ctx.workdir / f"fleet-{n}"), a.connect_budget)  # fmt: skip
     try:
         ready = await fleet.expect("ready", 120)
         fpid, base_rss = ready["pid"], ready["rss_kb"]
@@ -136,11 +144,11 @@ async def run_one(ctx: Ctx, n: int) -> dict[str, Any]:
         pids = {"consumer": run.pid, "simulator": fpid, **({"broker": mosq[0]} if mosq else {})}
         cpu0, t0 = cpu_of(list(pids.values())), time.monotonic()
         fleet.send("start")
-        print(f"[{n}] connecting ...", flush=True)
+        print(f"[{n}] connecting (budget {a.connect_budget:g} s) ...", flush=True)
         online = 0
-        while time.monotonic() - t0 < a.connect_timeout + 60:
+        while time.monotonic() - t0 < a.connect_budget:
             await asyncio.sleep(POLL_S)
-            fleet.check("connected")
+            fleet.check()
             run.child.check()
             online = sum(1 for p in presence(db).values() if p == "online")
             if online >= n:
@@ -149,48 +157,49 @@ async def run_one(ctx: Ctx, n: int) -> dict[str, Any]:
         cpu1 = cpu_of(list(pids.values()))
         out["online_after_connect"] = online
         out["births_s"] = t_births if online >= n else float("nan")
-        connected = await fleet.expect("connected", a.connect_timeout + 60)
-        out["links_s"] = connected["connect_s"]
+        out["connect_window_s"] = t_births
         out["connect_cpu"] = {k: cpu1.get(p, 0) - cpu0.get(p, 0) for k, p in pids.items()}
-        print(f"[{n}]   all links up in {out['links_s']:.1f} s; {online:,} online in the store after "
-              f"{t_births:.1f} s", flush=True)  # fmt: skip
+        print(f"[{n}]   {online:,} online in the store after {t_births:.1f} s", flush=True)
         h0 = health_count(db)
         await asyncio.sleep(a.steady)
         fleet.check()
         cpu2 = cpu_of(list(pids.values()))
         out["steady_cpu_pct"] = {k: 100 * (cpu2.get(p, 0) - cpu1.get(p, 0)) / a.steady for k, p in pids.items()}
-        # cpu1 was taken when the births were in; the steady window starts after the links report, close enough
         out["health_per_s"] = (health_count(db) - h0) / a.steady
         states = presence(db)
-        out["not_online_steady"] = sum(1 for p in states.values() if p != "online")
-        out["rss_kb_per_device"] = (rss_kb(fpid) - base_rss) / n
+        out["states_steady"] = {s: sum(1 for p in states.values() if p == s) for s in set(states.values())}
         out["rss_mb"] = rss_kb(fpid) / 1024
         out["threads"] = threads(fpid)
         pct = out["steady_cpu_pct"]
         print(f"[{n}]   steady: consumer {pct['consumer']:.0f} % of a core, simulator {pct['simulator']:.0f} %, "
-              f"{out['not_online_steady']} not online", flush=True)  # fmt: skip
+              f"presence {out['states_steady']}", flush=True)  # fmt: skip
+        online_before = {k for k, p in presence(db).items() if p == "online"}
         fleet.send("kill")
         t_kill = time.monotonic()
-        victims = set(await fleet.expect("killed", 120))
+        killed = await fleet.expect("killed", 120)
+        victims = set(killed["keys"])
+        out.update({k: killed[k] for k in ("connected", "started")})
+        out["links_s"] = killed["connect_s"] if killed["connect_s"] is not None else float("nan")
+        out["rss_kb_per_device"] = (out["rss_mb"] * 1024 - base_rss) / max(1, killed["started"])
         window = 1.5 * a.heartbeat + 5
-        marked: set[str] = set()
         t_all = float("nan")
         while time.monotonic() - t_kill < window:
             await asyncio.sleep(POLL_S)
-            states = presence(db)
-            marked = {k for k, p in states.items() if p != "online"}
-            if victims <= marked and t_all != t_all:
+            gone = {k for k, p in presence(db).items() if p != "online"}
+            if victims <= gone and t_all != t_all:
                 t_all = time.monotonic() - t_kill
         states = presence(db)
         gone = {k for k, p in states.items() if p != "online"}
         out["victims"] = len(victims)
         out["victims_marked"] = len(victims & gone)
         out["victims_offline"] = sum(1 for k in victims if states.get(k) == "offline")
-        out["false_offline"] = len(gone - victims)
+        out["false_offline"] = len((online_before - victims) & gone)
+        out["false_states"] = sorted({states[k] for k in (online_before - victims) & gone})
         out["marked_s"] = t_all
         out["window_s"] = window
         print(f"[{n}]   killed {len(victims)}: {out['victims_marked']} marked (offline {out['victims_offline']}) "
-              f"within {window:.0f} s, last after {t_all:.1f} s; {out['false_offline']} others not online",
+              f"within {window:.0f} s, last after {t_all:.1f} s; of the others online before, "
+              f"{out['false_offline']} not online after ({', '.join(out['false_states']) or '-'})",
               flush=True)  # fmt: skip
         fleet.send("stop")
         out["stop_s"] = await fleet.expect("stopped", 300)
@@ -223,31 +232,36 @@ def render(args: argparse.Namespace, results: list[dict[str, Any]], command: str
         "outboxes) in one simulator process on uvloop, started 200 at a time; consumer (SQLite, default ingest "
         "settings, uvloop) and Mosquitto each in their own process, all on 127.0.0.1.",
         "",
-        "| devices | all links up s | all births stored s | CPU s during connect (consumer / simulator / broker) "
+        f"| devices | all links up s | all births stored s (budget {args.connect_budget:g}) | online at the end "
+        "of the connect window | CPU s in the connect window (consumer / simulator / broker) "
         f"| steady % of a core over {args.steady:g} s (consumer / simulator / broker) | health events/s stored "
-        "| not online in steady state | simulator RSS MB (kB / device) | simulator threads |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| presence in steady state | simulator RSS MB (kB / agent started) | simulator threads |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in results:
         c, s = r["connect_cpu"], r["steady_cpu_pct"]
+        states = ", ".join(f"{k} {v:,}" for k, v in sorted(r["states_steady"].items()))
         lines.append(
-            f"| {r['n']:,} | {_f(r['links_s'])} | {_f(r['births_s'])} | {c['consumer']:.1f} / {c['simulator']:.1f}"
+            f"| {r['n']:,} | {_f(r['links_s'])} | {_f(r['births_s'])} | {r['online_after_connect']:,} "
+            f"({_f(r['connect_window_s'], '.0f')} s) | {c['consumer']:.1f} / {c['simulator']:.1f}"
             f" / {c.get('broker', float('nan')):.1f} | {s['consumer']:.0f} / {s['simulator']:.0f} / "
-            f"{s.get('broker', float('nan')):.0f} | {_f(r['health_per_s'])} | {r['not_online_steady']} | "
+            f"{s.get('broker', float('nan')):.0f} | {_f(r['health_per_s'])} | {states} | "
             f"{r['rss_mb']:.0f} ({r['rss_kb_per_device']:.0f}) | {r['threads']:,} |"
         )
     lines += [
         "",
         "## Presence after stopping every tenth agent abruptly",
         "",
-        "| devices | stopped | marked not online within the window | of them `offline` (Will) | last marked after s "
-        "| window s (1.5 heartbeats + 5) | others falsely not online |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| devices (connected) | stopped: every tenth connected | marked not online within the window "
+        "| of them `offline` (Will) | last marked after s | window s (1.5 heartbeats + 5) "
+        "| others online before, not online after |",
+        "|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
+        false = f"{r['false_offline']:,}" + (f" ({', '.join(r['false_states'])})" if r["false_states"] else "")
         lines.append(
-            f"| {r['n']:,} | {r['victims']:,} | {r['victims_marked']:,} | {r['victims_offline']:,} | "
-            f"{_f(r['marked_s'])} | {r['window_s']:.0f} | {r['false_offline']:,} |"
+            f"| {r['n']:,} ({r['connected']:,}) | {r['victims']:,} | {r['victims_marked']:,} | "
+            f"{r['victims_offline']:,} | {_f(r['marked_s'])} | {r['window_s']:.0f} | {false} |"
         )
     if failures:
         lines += ["", "## Did not complete", "", *(f"- {f}" for f in failures)]
@@ -255,24 +269,24 @@ def render(args: argparse.Namespace, results: list[dict[str, Any]], command: str
 
 
 async def run_all(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """A fresh broker for each size: the last size's retained statuses (its Wills) must not meet the next."""
     raise_nofile()
-    broker = LocalMosquitto(workdir / "mosquitto", extra_conf=MOSQUITTO_EXTRA)
-    broker.start()
-    mosq = [p for p in pids_with_cmdline(str(broker.conf_path)) if p != os.getpid()]
-    ctx = Ctx(args, workdir, broker, mosq[0] if mosq else None, None, [])
     results: list[dict[str, Any]] = []
     failures: list[str] = []
-    try:
-        for n in args.devices:
-            try:
-                results.append(await run_one(ctx, n))
-            except Exception as exc:  # report the limit that was hit, then go on to the next size
-                failures.append(f"{n:,} devices: {type(exc).__name__}: {exc}".replace("\n", " "))
-                print(f"[{n}] FAILED: {failures[-1]}", flush=True)
-    finally:
-        for proc in ctx.children:
-            stop_child(proc, timeout_s=10)
-        broker.stop()
+    for n in args.devices:
+        broker = LocalMosquitto(workdir / f"mosquitto-{n}", extra_conf=MOSQUITTO_EXTRA)
+        broker.start()
+        mosq = [p for p in pids_with_cmdline(str(broker.conf_path)) if p != os.getpid()]
+        ctx = Ctx(args, workdir, broker, mosq[0] if mosq else None, None, [])
+        try:
+            results.append(await run_one(ctx, n))
+        except Exception as exc:  # report the limit that was hit, then go on to the next size
+            failures.append(f"{n:,} devices: {type(exc).__name__}: {exc}".replace("\n", " "))
+            print(f"[{n}] FAILED: {failures[-1]}", flush=True)
+        finally:
+            for proc in ctx.children:
+                stop_child(proc, timeout_s=10)
+            broker.stop()
     return results, failures
 
 
@@ -281,7 +295,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--devices", default="5000", help="comma-separated fleet sizes (default 5000; 5000,10000)")
     p.add_argument("--heartbeat", type=float, default=30.0, help="agents' heartbeat, s (default 30)")
     p.add_argument("--steady", type=float, default=45.0, help="steady-state window, s (default 45)")
-    p.add_argument("--connect-timeout", type=float, default=240.0, help="cap on connecting one batch, s")
+    p.add_argument("--connect-budget", type=float, default=180.0, help="time given to connecting all, s")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     a = p.parse_args(argv)
     try:
