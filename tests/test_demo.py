@@ -103,7 +103,9 @@ def test_demo_plays_a_working_day_accelerated_and_sums_it_up(tmp_path: Path) -> 
         "SELECT id, breached_at, recovery, state FROM incidents WHERE site = 'qingpu' AND device = 'kiosk-1'"
         " AND kind = 'kiosk_down'",
     )
-    assert len(qp) == 1 and qp[0][1] is not None and qp[0][2:] == ("on_site", "closed"), qp
+    story = rows(db, "SELECT t.at, t.entry, t.text FROM incident_timeline t JOIN incidents i ON i.id = t.incident_id"
+                     " WHERE i.site = 'qingpu' AND i.device = 'kiosk-1' ORDER BY t.id")  # fmt: skip
+    assert len(qp) == 1 and qp[0][1] is not None and qp[0][2:] == ("on_site", "closed"), (qp, story)
     assert count(db, f"SELECT count(*) FROM dispatches WHERE incident_id = '{qp[0][0]}'") == 1
     steps = {r[0] for r in rows(db, f"SELECT step FROM notifications WHERE ref = 'incident:{qp[0][0]}'")}
     assert {"opened", "warning", "breach", "dispatch"} <= steps, steps
