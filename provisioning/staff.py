@@ -32,15 +32,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker import gallery
-from broker.attendance.roster import (  # the private ones: read cells as the roster is read
+from broker.attendance.roster import (  # cells read as the roster reads them
     StaffMember,
-    _csv_rows,
-    _text,
-    _xlsx_rows,
+    cell_date,
+    cell_text,
+    csv_rows,
     import_roster,
     read_roster,
+    xlsx_rows,
 )
-from broker.attendance.roster import _date as roster_date
 from broker.store.commands import audit
 from broker.store.db import Store
 from broker.store.schema import face_gallery, gallery_sites, staff, staff_consents
@@ -198,7 +198,7 @@ def encode_photo(path: Path, cfg: FaceConfig) -> np.ndarray:
     import cv2
     from PIL import Image, ImageOps
 
-    from drivers.face.engine import _sharpness  # the terminal's own measure, so the two gates agree
+    from drivers.face.engine import sharpness_of  # the terminal's own measure, so the two gates agree
     from drivers.face.gallery import load_face_recognition
 
     try:
@@ -227,7 +227,7 @@ def encode_photo(path: Path, cfg: FaceConfig) -> np.ndarray:
                 f"{path.name}: the face is {bottom - top} px high, {cfg.min_face_px} needed",
             )
         )
-    sharpness = _sharpness(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), boxes[0])
+    sharpness = sharpness_of(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), boxes[0])
     if sharpness < cfg.min_sharpness:
         raise PersonError(
             Why(
@@ -253,7 +253,7 @@ def encode_person(staff_id: str, photos: list[Path], cfg: FaceConfig, min_shots:
 # -- the consent file ---------------------------------------------------------------------------------
 def read_consents(path: Path, site: str, zone: ZoneInfo, now: datetime) -> tuple[list[ConsentRow], list[Outcome]]:
     """Rows that read well, and a failure per row that does not (naming the file, row and column)."""
-    rows = _xlsx_rows(path) if path.suffix.lower() in (".xlsx", ".xlsm") else _csv_rows(path)
+    rows = xlsx_rows(path) if path.suffix.lower() in (".xlsx", ".xlsm") else csv_rows(path)
     header = next(rows, None)
     if header is None:
         raise StaffProvisionError(f"{path.name}: 文件为空 / the file is empty")
@@ -261,13 +261,13 @@ def read_consents(path: Path, site: str, zone: ZoneInfo, now: datetime) -> tuple
     good: list[ConsentRow] = []
     failed: list[Outcome] = []
     for number, row in enumerate(rows, start=2):
-        if all(_text(v) == "" for v in row):
+        if all(cell_text(v) == "" for v in row):
             continue
         try:
             good.append(_consent_row(path, number, row, columns, site, zone, now))
         except PersonError as exc:
             index = columns["staff_id"][0]
-            who = _text(row[index]) if index < len(row) else ""
+            who = cell_text(row[index]) if index < len(row) else ""
             failed.append(Outcome(who if SEGMENT_RE.fullmatch(who) else f"{path.name}:{number}", "failed", exc.why))
     return good, failed
 
@@ -276,9 +276,9 @@ def _consent_columns(path: Path, header: list[Any]) -> dict[str, tuple[int, str]
     wanted = {alias.lower(): name for name, aliases in CONSENT_HEADERS.items() for alias in aliases}
     columns: dict[str, tuple[int, str]] = {}
     for i, cell in enumerate(header):
-        name = wanted.get("".join(_text(cell).split()).lower())
+        name = wanted.get("".join(cell_text(cell).split()).lower())
         if name is not None and name not in columns:
-            columns[name] = (i, _text(cell))
+            columns[name] = (i, cell_text(cell))
     missing = [CONSENT_HEADERS[n][0] for n in ("staff_id", "given_at", "evidence") if n not in columns]
     if missing:
         raise StaffProvisionError(
@@ -304,20 +304,20 @@ def _consent_row(
 
     def fail(header: str, value: Any, zh: str, en: str) -> PersonError:
         return PersonError(
-            Why(f"{where}, {header}: {_text(value)!r} {zh}", f"{where_en}, {header}: {_text(value)!r} {en}")
+            Why(f"{where}, {header}: {cell_text(value)!r} {zh}", f"{where_en}, {header}: {cell_text(value)!r} {en}")
         )
 
     value, header = cell("staff_id")
-    staff_id = _text(value)
+    staff_id = cell_text(value)
     if not SEGMENT_RE.fullmatch(staff_id):
         raise fail(header, value, "不是有效工号", "is not a valid staff id")
     value, header = cell("site")
-    if _text(value) not in ("", site):
+    if cell_text(value) not in ("", site):
         raise fail(header, value, f"不是本次的站点 {site}", f"is not this run's site {site}")
     moments: dict[str, datetime | None] = {}
     for name in ("given_at", "withdrawn_at"):
         value, header = cell(name)
-        if _text(value) == "":
+        if cell_text(value) == "":
             moments[name] = None
             continue
         moment = _moment(value, zone)
@@ -334,16 +334,16 @@ def _consent_row(
         raise fail(
             cell("given_at")[1], "", "为空, 应为同意日期 (或填写撤回日期)", "is empty: the date consent was given"
         )
-    if given is not None and not _text(evidence):
+    if given is not None and not cell_text(evidence):
         raise fail(evidence_header, evidence, "为空, 应为签字同意书的编号", "is empty: the signed form's reference")
-    if len(_text(evidence)) > 200:
+    if len(cell_text(evidence)) > 200:
         raise fail(evidence_header, evidence, "超过 200 个字符", "is longer than 200 characters")
     if given is not None and withdrawn is not None and withdrawn < given:
         raise fail(
             cell("withdrawn_at")[1], withdrawn.date(), f"早于同意日期 {given.date()}", f"is before {given.date()}"
         )
-    recorded_by = _text(cell("recorded_by")[0])[:64] or None
-    return ConsentRow(staff_id, where, where_en, given, _text(evidence), recorded_by, withdrawn)
+    recorded_by = cell_text(cell("recorded_by")[0])[:64] or None
+    return ConsentRow(staff_id, where, where_en, given, cell_text(evidence), recorded_by, withdrawn)
 
 
 def _moment(value: Any, zone: ZoneInfo) -> datetime | None:
@@ -353,9 +353,9 @@ def _moment(value: Any, zone: ZoneInfo) -> datetime | None:
     if isinstance(value, date):
         return datetime.combine(value, time(), zone)
     try:
-        parsed = datetime.fromisoformat(_text(value).replace("/", "-"))
+        parsed = datetime.fromisoformat(cell_text(value).replace("/", "-"))
     except ValueError:
-        day = roster_date(value)  # 2026/11/3, 2026.11.3, 2026年11月3日: as the roster reads them
+        day = cell_date(value)  # 2026/11/3, 2026.11.3, 2026年11月3日: as the roster reads them
         return None if day is None else datetime.combine(day, time(), zone)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
 

@@ -63,7 +63,7 @@ class RosterError(ValueError):
 # -- reading the file ----------------------------------------------------------------------------------
 def read_roster(path: Path) -> list[StaffMember]:
     """Every person in the file, checked: a bad cell raises RosterError naming row and column."""
-    rows = _xlsx_rows(path) if path.suffix.lower() in (".xlsx", ".xlsm") else _csv_rows(path)
+    rows = xlsx_rows(path) if path.suffix.lower() in (".xlsx", ".xlsm") else csv_rows(path)
     header = next(rows, None)
     if header is None:
         raise RosterError(f"{path.name}: 文件为空, 第 1 行应为表头 ({'、'.join(h[0] for h in HEADERS.values())})")
@@ -71,7 +71,7 @@ def read_roster(path: Path) -> list[StaffMember]:
     members: list[StaffMember] = []
     seen: dict[tuple[str, str], int] = {}
     for number, row in enumerate(rows, start=2):
-        if all(_text(v) == "" for v in row):
+        if all(cell_text(v) == "" for v in row):
             continue
         member = _member(path, number, row, columns)
         first = seen.setdefault((member.site, member.staff_id), number)
@@ -83,13 +83,13 @@ def read_roster(path: Path) -> list[StaffMember]:
     return members
 
 
-def _csv_rows(path: Path) -> Iterator[list[Any]]:
+def csv_rows(path: Path) -> Iterator[list[Any]]:
     # utf-8-sig reads both plain UTF-8 and Excel's "CSV UTF-8" (with a BOM).
     with path.open(encoding="utf-8-sig", newline="") as f:
         yield from csv.reader(f)
 
 
-def _xlsx_rows(path: Path) -> Iterator[list[Any]]:
+def xlsx_rows(path: Path) -> Iterator[list[Any]]:
     from openpyxl import load_workbook
 
     wb = load_workbook(path, read_only=True, data_only=True)
@@ -106,7 +106,7 @@ def _columns(path: Path, header: list[Any]) -> dict[str, tuple[int, str]]:
     wanted = {alias.lower(): name for name, aliases in HEADERS.items() for alias in aliases}
     columns: dict[str, tuple[int, str]] = {}
     for i, cell in enumerate(header):
-        text = _text(cell)
+        text = cell_text(cell)
         name = wanted.get(re.sub(r"\s+", "", text).lower())
         if name is not None and name not in columns:
             columns[name] = (i, text)
@@ -122,33 +122,33 @@ def _member(path: Path, number: int, row: list[Any], columns: dict[str, tuple[in
         return (row[index] if 0 <= index < len(row) else None), header
 
     def fail(header: str, value: Any, problem: str) -> RosterError:
-        return RosterError(f"{path.name} 第 {number} 行, {header}: {_text(value)!r} {problem}")
+        return RosterError(f"{path.name} 第 {number} 行, {header}: {cell_text(value)!r} {problem}")
 
     values: dict[str, Any] = {}
     for name in ("site", "staff_id"):
         value, header = cell(name)
-        text = _text(value)
+        text = cell_text(value)
         if not SEGMENT_RE.fullmatch(text):
             raise fail(header, value, "为空" if not text else "不是有效标识 (1-64 位字母、数字、'_' 或 '-')")
         values[name] = text
     for name, limit in (("name", 64), ("unit", 128), ("window", 64)):
         value, header = cell(name)
-        if len(_text(value)) > limit:
+        if len(cell_text(value)) > limit:
             raise fail(header, value, f"超过 {limit} 个字符")
-        values[name] = _text(value)
+        values[name] = cell_text(value)
     value, header = cell("post")
-    post = _text(value).upper().removesuffix("岗").removesuffix("角")
+    post = cell_text(value).upper().removesuffix("岗").removesuffix("角")
     if post not in POSTS:
         raise fail(header, value, "应为 A、B 或留空")
     values["post"] = post
     for name in ("start_date", "end_date"):
         value, header = cell(name)
-        if _text(value) == "":
+        if cell_text(value) == "":
             if name == "start_date":
                 raise fail(header, value, "为空, 应为日期 (YYYY-MM-DD)")
             values[name] = None
             continue
-        parsed = _date(value)
+        parsed = cell_date(value)
         if parsed is None:
             raise fail(header, value, "不是日期 (应为 YYYY-MM-DD)")
         values[name] = parsed
@@ -157,7 +157,7 @@ def _member(path: Path, number: int, row: list[Any], columns: dict[str, tuple[in
     return StaffMember(**values)
 
 
-def _text(value: Any) -> str:
+def cell_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -167,12 +167,12 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _date(value: Any) -> date | None:
+def cell_date(value: Any) -> date | None:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
-    m = _DATE.fullmatch(_text(value))
+    m = _DATE.fullmatch(cell_text(value))
     if m is None:
         return None
     try:

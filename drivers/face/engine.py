@@ -141,7 +141,7 @@ class FaceEngine:
             height = max(b[2] - b[0] for b in boxes)
             return FaceReject("too_small", f"face {height} px high, {cfg.min_face_px} needed: step closer")
         gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-        sharpness = _sharpness(gray, big[0])
+        sharpness = sharpness_of(gray, big[0])
         if sharpness < cfg.min_sharpness:
             return FaceReject("blurry", f"sharpness {sharpness:.0f} < {cfg.min_sharpness:.0f}: hold still")
         return _Face(big[0], gray)
@@ -235,7 +235,7 @@ def _scale_box(box: Any, factor: float, width: int, height: int) -> Box:
     )
 
 
-def _sharpness(gray: np.ndarray, box: Box) -> float:
+def sharpness_of(gray: np.ndarray, box: Box) -> float:
     top, right, bottom, left = box
     crop = cv2.resize(gray[top:bottom, left:right], (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(crop, cv2.CV_64F).var())
