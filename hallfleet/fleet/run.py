@@ -60,7 +60,8 @@ def run_fleet(args: argparse.Namespace) -> int:
     soft, _ = raise_nofile()
     need = args.devices * (1 if args.memory_outbox else 4) + 100
     if need > soft:
-        print(f"warning: {args.devices} devices need about {need} file descriptors, the limit is {soft}")
+        hint = "" if args.memory_outbox else " (--memory-outbox needs one per device, not four)"
+        print(f"warning: {args.devices} devices need about {need} file descriptors, the limit is {soft}{hint}")
     logging.getLogger().setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         workdir = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hallfleet-fleet-")))
