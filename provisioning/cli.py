@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 import getpass
 import os
+import shlex
+import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +28,7 @@ from provisioning.credentials import CredentialError
 from provisioning.operations import DeviceRequest, HallOptions, Provisioner
 from provisioning.registry import DEFAULT_DIR, Account, AuthKind, RegistryError, Role, device_username, parse_target
 
+RELOAD_CMD = "systemctl reload mosquitto"
 NEXT_STEP = "then `hallfleet provision broker --out DIR ...`, install the files and reload Mosquitto"
 
 
@@ -50,11 +53,13 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("target", help="SITE/DEVICE, or bridge-SITE / hallfleet-consumer / hallfleet-api")
     r.add_argument("--by", default=None, help="who (default: the logged-in user)")
     _bundle_args(r, required=False)
+    _apply_args(r)
     v = _cmd(psub, "revoke", "a lost, stolen or retired device no longer logs in", _revoke)
     v.add_argument("target", help="SITE/DEVICE, or bridge-SITE")
     v.add_argument("--by", required=True, help="who revokes it (a person)")
     v.add_argument("--reason", required=True, help="why: lost, stolen, decommissioned, replaced, ...")
     v.add_argument("--compromised", action="store_true", help="the key may be in other hands (CRL: keyCompromise)")
+    _apply_args(v)
     _broker_parser(psub)
     _cmd(psub, "list", "the registry: accounts, state, approvals, certificate expiry", _list)
     _staff_parser(psub)
@@ -77,6 +82,40 @@ def _bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--unit", type=Path, default=None, help="agent unit template (default: the repository's)")
     p.add_argument("--app-unit", default="kiosk-app.service", help="kiosks: the app unit the agent may restart")
     p.add_argument("--gallery-keys", type=Path, default=None, help="the centre's gallery key directory")
+
+
+def _apply_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="at once: render every broker directory again as last rendered, then run --reload-cmd",
+    )
+    p.add_argument(
+        "--reload-cmd",
+        default=RELOAD_CMD,
+        help=f"how Mosquitto re-reads its files (default: {RELOAD_CMD}; it sends SIGHUP)",
+    )
+
+
+def _apply(a: argparse.Namespace, prov: Provisioner, what: str) -> None:
+    """Render the broker files again and reload Mosquitto, or say that this is still to do."""
+    if not a.apply:
+        print(f"{what} until the broker files are rendered again: {NEXT_STEP} (or --apply)")
+        return
+    written, skipped = prov.rerender_brokers()
+    for line in skipped:
+        print(f"skipped {line}")
+    if not written:
+        raise RegistryError("no broker directory was rendered yet: `hallfleet provision broker --out DIR ...` first")
+    for files in written:
+        print(f"rendered again: {files.out}")
+    done = subprocess.run(shlex.split(a.reload_cmd), capture_output=True, text=True, check=False, timeout=60)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip()
+        raise RegistryError(
+            f"`{a.reload_cmd}` failed ({done.returncode}): {detail}; the files are rendered, reload by hand"
+        )
+    print(f"reloaded: {a.reload_cmd}")
 
 
 def _broker_parser(psub: Any) -> None:
@@ -223,14 +262,14 @@ def _rotate(a: argparse.Namespace, prov: Provisioner) -> int:
         print(f"{account.label}: new credentials in {path}; run its first-boot.sh again on the device")
     else:
         print(f"{account.username}: new credentials kept in {prov.directory}")
-    print(f"the old credentials work until the broker files are rendered again: {NEXT_STEP}")
+    _apply(a, prov, "the old credentials work")
     return 0
 
 
 def _revoke(a: argparse.Namespace, prov: Provisioner) -> int:
     account = prov.revoke(parse_target(a.target), a.by, a.reason, compromised=a.compromised)
     print(f"{account.label} revoked by {account.revoked_by}: {account.revoke_reason}")
-    print(f"it still logs in until the broker files are rendered again: {NEXT_STEP}")
+    _apply(a, prov, "it still logs in")
     return 0
 
 

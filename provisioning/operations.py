@@ -8,6 +8,8 @@ files that carry them are rendered again after every change.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,7 @@ from provisioning.registry import (
 )
 
 SERVER_RENEW_BEFORE = timedelta(days=90)
+RENDERS = "broker-renders.json"  # each broker directory rendered, and how, so a revoke can render them again
 
 
 def utc_now() -> datetime:
@@ -247,7 +250,58 @@ class Provisioner:
             conf = brokerconf.hall_conf(layout, self._bridge(files, fleet, hall))
         # 0640: a hall's conf holds the bridge password (Mosquitto has no separate file for it).
         files.write(brokerconf.CONF, conf, 0o640)
+        self._remember_render(Path(out), layout, hosts, hall)
         return files
+
+    def rerender_brokers(self) -> tuple[list[BrokerFiles], list[str]]:
+        """Render every broker directory again as it was last rendered (``render_broker`` remembers each one
+        in RENDERS): what a revoke or rotate needs before the broker is reloaded. Returns the directories
+        written and why any was skipped (a hall whose bridge account is revoked needs a new one, approved)."""
+        written, skipped = [], []
+        fleet = self.registry.load()
+        for out, (layout, hosts, hall) in self._renders().items():
+            bridge = fleet.get(_bridge_account(hall).username) if hall is not None else None
+            if hall is not None and (bridge is None or not bridge.active):
+                skipped.append(
+                    f"{out}: 大厅 {hall.site} 的桥接账号已吊销 / the bridge account of hall {hall.site} is revoked: "
+                    "render it with --approved-by for a new one"
+                )
+                continue
+            written.append(self.render_broker(out, layout, hosts, hall))
+        return written, skipped
+
+    def _remember_render(self, out: Path, layout: Layout, hosts: Sequence[str], hall: HallOptions | None) -> None:
+        renders = {str(k): v for k, v in self._renders_raw().items()}
+        layout_fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(layout).items()}
+        hall_fields = None if hall is None else {**dataclasses.asdict(hall), "approved_by": None}
+        renders[str(out.resolve())] = {"layout": layout_fields, "hosts": list(hosts), "hall": hall_fields}
+        write_file(self.directory / RENDERS, json.dumps(renders, indent=2, ensure_ascii=False) + "\n", 0o600)
+
+    def _renders_raw(self) -> dict[str, Any]:
+        path = self.directory / RENDERS
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"{path}: unreadable ({exc}); render the broker files again") from exc
+        if not isinstance(data, dict):
+            raise RegistryError(f"{path}: not a JSON object; render the broker files again")
+        return data
+
+    def _renders(self) -> dict[Path, tuple[Layout, list[str], HallOptions | None]]:
+        renders = {}
+        for out, r in self._renders_raw().items():
+            try:
+                lay = dict(r["layout"])
+                for name in ("conf_dir", "persistence_dir", "log_file"):
+                    lay[name] = None if lay[name] is None else Path(lay[name])
+                h = r["hall"]
+                hall = None if h is None else HallOptions(**{**h, "restart_timeout": tuple(h["restart_timeout"])})
+                renders[Path(out)] = (Layout(**lay), [str(h) for h in r["hosts"]], hall)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RegistryError(f"{self.directory / RENDERS}: the render of {out} is unreadable ({exc!r})") from exc
+        return renders
 
     def _ensure_accounts(
         self, fleet: Fleet, hall: HallOptions | None, approved_by: str | None

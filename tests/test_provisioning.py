@@ -257,6 +257,42 @@ def test_revoked_password_device_is_refused_and_dropped_after_a_reload(
     assert (entry.state, entry.revoked_by, entry.revoke_reason) == ("revoked", "zhao.min", "stolen from the entrance")
 
 
+def test_revoke_apply_renders_every_broker_again_and_reloads_so_the_device_is_out_at_once(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = add(prov, "att-1"), add(prov, "att-2")
+    centre = start_centre(prov, tmp_path, brokers)
+    pid = centre.pid_file.read_text().strip()
+    revoke = ["provision", "revoke", f"{SITE}/att-1", "--dir", str(prov.directory), "--by", "zhao.min"]
+    with session(centre.layout.tls_port, login(a, tmp_path)) as live:
+        # A reload that fails is reported, with the files already rendered and the step left to IT.
+        code = hallfleet_main([*revoke, "--reason", "stolen", "--apply", "--reload-cmd", "false"])
+        assert code == 1
+        assert "`false` failed" in capsys.readouterr().err
+        assert "qingpu.att-1" not in (centre.layout.conf_dir / "hallfleet.acl").read_text()
+        assert live.disconnects == 0, "nothing reloaded, yet the connection dropped"
+        # The next change applied with a working reload (kill -HUP is what `systemctl reload mosquitto` sends)
+        # takes both out: the revoked device, and att-2's password replaced by the rotation.
+        rotate = ["provision", "rotate", f"{SITE}/att-2", "--dir", str(prov.directory), "--out", str(tmp_path / "b")]
+        rotate += ["--index-url", "https://pkg.centre.example/simple", "--by", "zhao.min"]
+        assert hallfleet_main([*rotate, "--apply", "--reload-cmd", f"kill -HUP {pid}"]) == 0
+        out = capsys.readouterr().out
+        assert f"rendered again: {centre.layout.conf_dir.resolve()}" in out and "reloaded: kill -HUP" in out
+        wait_until(lambda: live.disconnects >= 1, "the revoked device's connection to be dropped")
+    assert_refused(try_connect(centre.layout.tls_port, login(a, tmp_path)), "a revoked device")
+    assert_refused(try_connect(centre.layout.tls_port, login(b, tmp_path)), "att-2's rotated-out password")
+
+
+def test_apply_without_a_rendered_broker_says_what_to_do_first(
+    prov: Provisioner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(prov, "att-1")
+    revoke = ["provision", "revoke", f"{SITE}/att-1", "--dir", str(prov.directory), "--by", "zhao.min"]
+    assert hallfleet_main([*revoke, "--reason", "lost", "--apply", "--reload-cmd", "true"]) == 1
+    assert "no broker directory was rendered yet" in capsys.readouterr().err
+    assert prov.registry.load().require(f"{SITE}.att-1").state == "revoked", "the revoke itself must stand"
+
+
 def test_revoked_certificate_is_refused_by_the_crl_and_its_live_connection_loses_every_topic(
     prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
 ) -> None:
