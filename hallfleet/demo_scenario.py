@@ -494,22 +494,25 @@ class Scenario:
     async def _kiosk(self, d: Device, agent: Agent) -> None:
         role = agent.kiosk
         assert role is not None and role.receipt_sim is not None
-        roll = self.scenario.kiosks.short_roll
-        change_at = self.day.at(roll.changed_at) if roll and (roll.hall, roll.kiosk) == (d.hall.site, d.name) else None
         usage = agent.cfg.kiosk.usage if agent.cfg.kiosk is not None else None
         usage_log = usage.path if isinstance(usage, LogUsageConfig) else None
         rng = random.Random(f"{d.hall.site}{d.name}")
         n = 0
+        roll = self.scenario.kiosks.short_roll
+        change_at = self.day.at(roll.changed_at) if roll and (roll.hall, roll.kiosk) == (d.hall.site, d.name) else None
         while not self.day.over():
             rate = self.scenario.kiosks.tickets_per_hour.get(self.day.now().hour, 0.0)
-            if rate <= 0:
-                await self.day.sleep(600)
-                continue
-            await self.day.sleep(rng.expovariate(rate / 3600))
-            if change_at is not None and self.day.now() >= change_at:
+            gap = 600.0 if rate <= 0 else rng.expovariate(rate / 3600)
+            if change_at is not None:  # staff change the roll on time (here, between two prints)
+                gap = min(gap, max(0.0, (change_at - self.day.clock.now()).total_seconds()))
+            await self.day.sleep(gap)
+            if change_at is not None and self.day.clock.now() >= change_at:
                 role.receipt_sim.refill(50_000)
                 change_at = None
                 self.tell(f"{d.hall.short} {d.name} 已更换热敏纸")
+                continue
+            if rate <= 0:
+                continue
             n += 1
             try:
                 await role.print_receipt([f"{d.hall.short}区政务服务中心", f"取号 A{n:03d}", "请留意叫号屏", ""])
