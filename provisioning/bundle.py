@@ -4,7 +4,8 @@
       first-boot.sh            installs the venv, hallfleet, the unit and the credentials; starts the agent
       agent.toml               the agent's config (no secrets: they arrive through LoadCredential=)
       hallfleet-agent.service  the repository's unit, with this device's LoadCredential= lines
-      50-hallfleet-agent.rules polkit rules (kiosks: restart their app, reboot)
+      hallfleet-update.service the updater's unit (the update command starts it; docs/updates.md)
+      50-hallfleet-agent.rules polkit rules (start the updater, reboot; kiosks: restart their app)
       credentials/             mqtt-password or mqtt-cert + mqtt-key, mqtt-ca, gallery-key (attendance)
       wheels/                  the hallfleet wheel, when given
 
@@ -32,6 +33,7 @@ from provisioning.registry import Account, RegistryError, Role
 
 UNIT = "hallfleet-agent.service"
 POLKIT_RULES = "50-hallfleet-agent.rules"
+UPDATE_UNIT = "hallfleet-update.service"
 CREDENTIALS_SOURCE = Path("/etc/hallfleet/credentials")
 # Where systemd puts LoadCredential= files for the unit ($CREDENTIALS_DIRECTORY). TLS paths in the agent's
 # config are absolute (protocol/settings.py looks up only passwords in $CREDENTIALS_DIRECTORY).
@@ -165,6 +167,7 @@ def first_boot(account: Account, opts: BundleOptions, polkit: bool) -> str:
         "REQUIREMENT": f"hallfleet=={_version()}",
         "EXTRAS": "face" if account.role == "attendance" else "",
         "POLKIT_RULES": POLKIT_RULES if polkit else "",
+        "UPDATE_UNIT": UPDATE_UNIT,
     }
     block = "".join(f"readonly {k}={shlex.quote(v)}\n" for k, v in values.items())
     marker = "set -euo pipefail\n"
@@ -215,10 +218,16 @@ def _fill(d: Path, account: Account, secrets: Secrets, opts: BundleOptions, port
     (d / "credentials").chmod(0o700)
     write_file(d / "agent.toml", agent_toml(account, secrets, port, read_hardware(opts.hardware)), 0o644)
     write_file(d / UNIT, unit_text(_template(opts.unit_template), sorted(creds)), 0o644)
-    polkit = account.role == "kiosk"
-    if polkit:
-        rules = _template(opts.polkit_template).replace("kiosk-app.service", opts.app_unit)
-        write_file(d / POLKIT_RULES, rules, 0o644)
+    write_file(d / UPDATE_UNIT, _template(REPO_SYSTEMD / UPDATE_UNIT), 0o644)
+    # Every device may start its updater and reboot; only a kiosk may restart an application unit.
+    app_unit = opts.app_unit if account.role == "kiosk" else ""
+    rules = _template(opts.polkit_template).replace(
+        'var APP_UNIT = "kiosk-app.service";', f"var APP_UNIT = {json.dumps(app_unit)};"
+    )
+    if f"var APP_UNIT = {json.dumps(app_unit)};" not in rules:
+        raise RegistryError(f"{opts.polkit_template}: no `var APP_UNIT = ...;` line to set the kiosk's unit in")
+    write_file(d / POLKIT_RULES, rules, 0o644)
+    polkit = True
     if opts.wheel is not None:
         (d / "wheels").mkdir(mode=0o755)
         shutil.copyfile(opts.wheel, d / "wheels" / opts.wheel.name)

@@ -113,6 +113,8 @@ install_files() {
     install_credentials
     install -m 0644 -o root -g root "${BUNDLE}/agent.toml" "${ETC}/agent.toml"
     install -m 0644 -o root -g root "${BUNDLE}/${UNIT}" "${UNIT_DIR}/${UNIT}"
+    # The updater's unit: started by the agent's update command (through polkit), never enabled.
+    install -m 0644 -o root -g root "${BUNDLE}/${UPDATE_UNIT}" "${UNIT_DIR}/${UPDATE_UNIT}"
     if [[ -n ${POLKIT_RULES} ]]; then
         install -d -m 0755 -o root -g root "${POLKIT_DIR}"
         install -m 0644 -o root -g root "${BUNDLE}/${POLKIT_RULES}" "${POLKIT_DIR}/${POLKIT_RULES}"

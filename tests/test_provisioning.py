@@ -466,7 +466,12 @@ def test_bundle_script_parses_its_toml_loads_as_agent_config_and_its_unit_loads_
     assert stat.S_IMODE((d / "credentials").stat().st_mode) == 0o700
     unit = (d / UNIT).read_text()
     assert sorted(re.findall(r"^LoadCredential=([^:]+):/etc/hallfleet/credentials/\1$", unit, re.M)) == creds
-    assert (d / "50-hallfleet-agent.rules").exists() == (role == "kiosk")
+    # Every device may start its updater (its unit ships too); only a kiosk may restart an application unit.
+    rules = (d / "50-hallfleet-agent.rules").read_text()
+    assert 'unit === "hallfleet-update.service" && verb === "start"' in rules
+    app_unit = 'var APP_UNIT = "kiosk-app.service";' if role == "kiosk" else 'var APP_UNIT = "";'
+    assert app_unit in rules, rules
+    assert "ExecStart=" in (d / "hallfleet-update.service").read_text()
     if role == "attendance":  # the centre keeps the same key to seal this terminal's gallery
         key = (tmp_path / "gallery-keys" / f"{SITE}.{role}-1.key").read_text()
         assert key == (d / "credentials" / "gallery-key").read_text()

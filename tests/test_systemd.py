@@ -21,11 +21,23 @@ from tests.support.procs import write_toml
 UNITS = Path(__file__).parent.parent / "systemd"
 
 
+def test_the_updater_unit_writes_only_the_versions_and_is_started_not_enabled() -> None:
+    text = (UNITS / "hallfleet-update.service").read_text()
+    for line in ("Type=oneshot", "ProtectSystem=strict", "ReadWritePaths=/opt/hallfleet /var/lib/hallfleet",
+                 "NoNewPrivileges=yes", "-m agent.updater /var/lib/hallfleet/update/request.json"):  # fmt: skip
+        assert line in text, f"hallfleet-update.service lacks {line}"
+    assert "[Install]" not in text, "the updater runs when the update command starts it, never at boot"
+    rules = (UNITS / "hallfleet-agent.polkit.rules").read_text()
+    assert 'unit === "hallfleet-update.service" && verb === "start"' in rules
+
+
 @pytest.mark.parametrize(
     ("unit", "name"),
     [
         ("hallfleet-agent.service", "hallfleet-agent.service"),
         ("hallfleet-consumer@.service", "hallfleet-consumer@1.service"),
+        ("hallfleet-api.service", "hallfleet-api.service"),
+        ("hallfleet-update.service", "hallfleet-update.service"),
     ],
 )
 def test_unit_passes_systemd_analyze_verify_without_a_word(unit: str, name: str, tmp_path: Path) -> None:
@@ -41,6 +53,8 @@ def test_unit_passes_systemd_analyze_verify_without_a_word(unit: str, name: str,
 
 def test_unit_is_hardened_and_keeps_the_secret_out_of_the_config() -> None:
     for unit in UNITS.glob("*.service"):
+        if unit.name == "hallfleet-update.service":
+            continue  # a root oneshot with no secret: its own test below
         text = unit.read_text()
         for line in (
             "NoNewPrivileges=yes",
