@@ -155,6 +155,30 @@ async def test_a_hard_fault_walks_t0_warning_breach_and_dispatch_with_the_right_
     assert any(t.startswith("派单上门") for t in timeline)
 
 
+async def test_one_outage_is_one_dispatch_though_its_lesser_faults_breach_too(scene: Scene) -> None:
+    """The application down makes the kiosk down (critical) and an app fault (major); both breach at T+30,
+    but the technician is sent once, for the graver one (seen in the demo as 3 dispatches for one kiosk)."""
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    kiosk.state("down", "ticket", "print")
+    kiosk.event("kiosk.fault", {"component": "app", "code": "unhealthy", "detail": "fails its health probes"})
+    down = await one_incident(hall, "open", kind="kiosk_down")
+    await wait_until(lambda: hall.incidents(state="open"), what="both incidents")
+    fault = next(r for r in await hall.incidents(state="open") if r.id != down.id)
+    scene.clock.advance(seconds=31)
+    await hall.settle()
+    scene.clock.advance(minutes=20)
+    await hall.settle()
+    scene.clock.advance(minutes=10)
+    await wait_until(lambda: hall.notifications(step="dispatch", state="sent"), what="the dispatch page")
+    await hall.settle()
+    rows = {r.id: r for r in await hall.incidents()}
+    assert rows[fault.id].breached_at is not None, "the lesser fault breaches too"
+    assert [d.incident_id for d in await hall.store.fetch(sa.select(dispatches))] == [down.id]
+    assert any(t.startswith("不单独派单") for t in await steps_of(hall, fault.id))
+
+
 async def test_acknowledging_stops_escalation(scene: Scene) -> None:
     hall = await scene.start()
     kiosk = scene.device("kiosk-24h-1")

@@ -146,6 +146,10 @@ class SlaClock:
         await timeline(conn, row.id, now, "step", f"超时: {reason}")
         await self._page(conn, row, "breach", now, out, reason, f"SLA breached: not restored remotely: {row.summary}")
         if site.sla.dispatch_on_breach and row.device != "*":
+            if (why := await self._inhibited(conn, row)) is not None:
+                # One trip for one device: the graver incident's dispatch (or the hall's) covers this one.
+                await timeline(conn, row.id, now, "step", f"不单独派单 ({why})")
+                return
             due = site.site_calendar.end_of_working_day(now)
             dispatch_id = uuid7()
             await conn.execute(
