@@ -96,6 +96,19 @@ async def test_24h_kiosk_down_30_minutes_in_a_30_day_month(store: Store) -> None
     assert (rep.start, rep.end, rep.site_name) == (at(1, 0), at(1, 0, month=12), "万州区政务服务中心")
 
 
+async def test_a_kiosk_installed_mid_month_is_counted_from_when_it_was_first_heard_of(store: Store) -> None:
+    """GIVEN a 24-hour kiosk first seen on 20 November at 10:00 WHEN reported THEN only its 10 days and 14 hours
+    count (the demo showed 28,446 minutes for a kiosk first seen on the 20th); one not yet seen counts nothing."""
+    new = device_row("kiosk-24h-new") | {"first_seen": at(20, 10)}
+    later = device_row("kiosk-24h-later") | {"first_seen": at(2, 0, month=12)}
+    await insert(store, devices, [new, later])
+    await insert(store, incidents, [incident("kiosk-24h-new", "offline", at(25, 3), at(25, 3, 30))])
+    rep = await report(store)
+    row = row_of(rep, "kiosk-24h-new")
+    assert (row.counted_s, row.down_s) == ((10 * 24 + 14) * 3600, 1800)
+    assert row_of(rep, "kiosk-24h-later").counted_s == 0 and row_of(rep, "kiosk-24h-later").availability_pct is None
+
+
 async def test_opening_hours_kiosk_counts_only_downtime_while_the_hall_is_open(store: Store) -> None:
     """GIVEN a day kiosk down overnight, and later over lunch WHEN reported THEN only open hours count."""
     await insert(

@@ -45,6 +45,7 @@ class _Window:
 @dataclass(slots=True)
 class _DeviceData:
     role: str = ""
+    first_seen: datetime | None = None
     incidents: list[IncidentRow] = field(default_factory=list)
     dispatches: list[Any] = field(default_factory=list)
     refills: Counter[str] = field(default_factory=Counter)
@@ -57,8 +58,9 @@ async def build_sla_report(store: Store, sites: Sites, site: str, month: str, *,
     start, end = month_bounds(month, zone)
     win = _Window(start, end, max(start, min(end, now)))
     data: defaultdict[str, _DeviceData] = defaultdict(_DeviceData)
-    for r in await store.fetch(sa.select(devices.c.device, devices.c.role).where(devices.c.site == site)):
-        data[r.device].role = r.role
+    query = sa.select(devices.c.device, devices.c.role, devices.c.first_seen).where(devices.c.site == site)
+    for r in await store.fetch(query):
+        data[r.device].role, data[r.device].first_seen = r.role, r.first_seen
     rows = [_incident_row(r, cfg, zone) for r in await store.fetch(_incidents_query(site, win))]
     for row in rows:
         if row.device != HALL:
@@ -146,7 +148,9 @@ def _incident_row(r: Any, cfg: SiteConfig, zone: tzinfo) -> IncidentRow:
 
 def _device_row(cfg: SiteConfig, site: str, device: str, win: _Window, d: _DeviceData) -> DeviceRow:
     hours = cfg.hours_for(device)
-    counted = hours.open_seconds(win.start, win.until)
+    # A device installed (first heard of) during the month is counted from then, not from the 1st.
+    since = max(win.start, d.first_seen) if d.first_seen is not None else win.start
+    counted = hours.open_seconds(since, win.until) if since < win.until else 0.0
     spans = [_downtime(r, win) for r in d.incidents if r.kind in OUTAGE_KINDS]
     down = sum(hours.open_seconds(s, e) for s, e in _merge(spans))
     own = [r for r in d.incidents if win.start <= r.detected_at < win.end]
