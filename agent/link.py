@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ class Link:
         self._unrouted = False
         self._unrouted_retry_s = UNROUTED_RETRY_S
         self._resend_after_s = confirm_timeout_s
+        self._oldest: int | None = None  # the oldest seq still waiting at the last confirmation
 
     # -- the connection loop -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -273,10 +275,24 @@ class Link:
     async def _confirm_loop(self) -> None:
         while True:
             ack = await self._acks.get()
-            if await self.outbox.confirm(ack.ranges):
+            try:
+                removed = await self.outbox.confirm(ack.ranges)
+            except sqlite3.Error as exc:  # a full disk cannot even log a delete: they are re-sent, deduplicated
+                log.warning("could not retire %d stored seq ranges from the outbox: %s", len(ack.ranges), exc)
+                continue
+            if removed and await self._oldest_moved():
                 self._progress_at = self.clock.monotonic()
                 self._unrouted_retry_s = UNROUTED_RETRY_S
                 self._resend_after_s = self.confirm_timeout_s
+
+    async def _oldest_moved(self) -> bool:
+        """Progress is the oldest waiting event leaving the outbox. Newer events confirmed around it do
+        not count: else an event whose confirmation was lost (a full disk could not retire it) waits
+        behind a busy device's heartbeats for ever instead of being re-sent after confirm_timeout_s."""
+        oldest = await self.outbox.oldest_seq()
+        moved = oldest is None or oldest != self._oldest
+        self._oldest = oldest
+        return moved
 
 
 def _as_replayed(body: bytes) -> bytes:

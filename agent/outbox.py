@@ -276,6 +276,13 @@ class Outbox:
                 await self._recount()
         return removed
 
+    async def oldest_seq(self) -> int | None:
+        """The seq that has waited longest, None when the outbox is empty."""
+        async with self._lock:
+            cur = await self._require().execute("SELECT MIN(seq) FROM outbox")
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     async def reject(self, seq: int, reason: str) -> None:
         """The broker refused this event for good (e.g. not authorised): keep it aside, with why."""
         async with self._transaction() as db:

@@ -363,6 +363,7 @@ async def _full_disk(disk: Disk, agent: Agent, task: asyncio.Task[None], store: 
     assert len(punched) == len(taken)
     await wait_for(lambda: is_(store, device, "online"), 20, "online after the disk recovered")
     assert not task.done()
+    assert agent.link.connects == 1, "a full disk must not cost the device its link"
 
 
 # -- 5. the device's clock jumps ------------------------------------------------------------------------
