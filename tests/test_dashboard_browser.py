@@ -447,3 +447,31 @@ async def _is(consumer: RunningConsumer, key: str, state: str) -> bool:
 async def _incident_of(consumer: RunningConsumer, key: str) -> Any:
     rows = await consumer.store.fetch(sa.select(incidents).where(incidents.c.key == key))
     return rows[0] if rows else None
+
+
+async def test_the_api_docs_render_from_the_installed_swagger_files_after_login(
+    server: str, consumer: RunningConsumer, tmp_path: Path
+) -> None:
+    """/docs draws its operations with Swagger UI served by the API itself: a hall's intranet reaches no CDN
+    (nor does this machine), so an operation listed proves the page loaded nothing from outside."""
+    _need_chromium()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(server) else outside.append(r.url))
+            await page.goto(f"{server}/docs")
+            await expect(page.locator("#username")).to_be_visible()  # the schema maps the fleet: log in first
+            await page.close()
+            browser_ctx, page = await _browser_login(pw, server, "tech.qp", tmp_path)
+            try:
+                page.on("request", lambda r: None if r.url.startswith(server) else outside.append(r.url))
+                await page.goto(f"{server}/docs")
+                await expect(page.locator(".opblock-summary-path", has_text="/api/incidents").first).to_be_visible()
+                await _shot(page, tmp_path, "14-api-docs")
+            finally:
+                await browser_ctx.close()
+            assert outside == [], f"/docs fetched from outside the API: {outside}"
+        finally:
+            await browser.close()

@@ -8,13 +8,16 @@ app only reads ``app.state.mqtt`` when a command is issued, so a supervisor may 
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import fastapi_offline
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +30,8 @@ from broker.sites import Sites
 from broker.store.db import Store
 from protocol.clock import Clock, SystemClock
 from protocol.transport import AsyncMqtt
+
+DOCS_STATIC = "/docs/static"
 
 
 def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Clock | None = None) -> FastAPI:
@@ -63,7 +68,16 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
 
     @app.get("/docs", include_in_schema=False)
     async def docs(user: Annotated[User, Depends(current_user)]) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="hallfleet API")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="hallfleet API",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
+        )
+
+    # Swagger UI's own files, served from the fastapi-offline package: the halls' intranets reach no CDN.
+    app.mount(DOCS_STATIC, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-static")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
