@@ -51,7 +51,7 @@ async def test_every_event_stored_exactly_once_through_broker_restarts_and_agent
     procs += [consumer, agent.start()]
     agent_db = tmp_path / "agent-qp-att-1.db"
 
-    await wait_for(lambda: _at_least(store, 100), 30, "first 100 events")
+    await wait_for(lambda: _at_least(store, 100), 60, "first 100 events")  # two processes start first
     mosquitto.stop()  # clean broker restart
     await asyncio.sleep(1.0)
     mosquitto.restart()
