@@ -83,6 +83,8 @@ def installed() -> bool:
 def install() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "npm_config_build_from_source": "true"}
+    if Path("/usr/include/node/common.gypi").is_file():  # Debian's headers: node-gyp downloads none
+        env.setdefault("npm_config_nodedir", "/usr")
     cmd = ["npm", "install", "--prefix", str(CACHE), "--omit=optional", "--no-audit", "--no-fund", *PACKAGES]
     print("installing:", shlex.join(cmd), flush=True)
     subprocess.run(cmd, env=env, check=True)
