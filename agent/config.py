@@ -33,7 +33,9 @@ class OutboxConfig(Section):
 class SimConfig(Section):
     events: int = Field(default=0, ge=0, description="Emit events until the device has sent this many (0: forever)")
     rate_per_s: float = Field(default=1.0, gt=0, description="Events per second")
-    event_type: Literal["attendance.punch", "rating.submitted", "kiosk.usage"] = "attendance.punch"
+    event_type: Literal["attendance.punch", "rating.submitted", "kiosk.usage"] = Field(
+        default="attendance.punch", description="The kind of event simulated"
+    )
 
 
 class AgentConfig(TomlSettings):

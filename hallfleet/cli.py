@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     from broker.ratings.cli import add_parsers as add_rating_parsers
     from provisioning.cli import add_parsers as add_provisioning_parsers
     from provisioning.updates_cli import add_parsers as add_update_parsers
+    from hallfleet.config_cli import add_parsers as add_config_parsers
 
     add_centre_parsers(sub)
     add_incident_parsers(sub)
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_update_parsers(sub)
     add_rating_parsers(sub)
     add_api_parsers(sub)
+    add_config_parsers(sub)
 
     d = sub.add_parser(
         "demo", help="two demo halls on simulated hardware: broker, consumer, API and dashboard, alerts, reports"

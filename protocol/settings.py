@@ -18,7 +18,13 @@ _toml_path: ContextVar[Path | None] = ContextVar("_toml_path", default=None)
 
 
 class ConfigError(Exception):
-    """A configuration that cannot start the process; the message names the file and the field."""
+    """A configuration that cannot start the process; the message names the file and the field.
+
+    ``problems`` holds each invalid field as ("a.b.c", "what is wrong"), for callers that print one line each."""
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class Section(BaseModel):
@@ -94,8 +100,9 @@ def load_settings(cls: type[T], path: Path | None) -> T:
         return cls()
     except ValidationError as exc:
         where = str(path) if path else "environment"
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ConfigError(f"invalid config ({where}):\n" + "\n".join(lines)) from None
+        problems = tuple((".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors())
+        lines = [f"  {loc}: {msg}" for loc, msg in problems]
+        raise ConfigError(f"invalid config ({where}):\n" + "\n".join(lines), problems) from None
     except (OSError, ValueError) as exc:  # TOML syntax errors are ValueErrors
         raise ConfigError(f"cannot read config {path}: {exc}") from None
     finally:
