@@ -15,13 +15,16 @@ What the files enforce (docs/threat-model.md says against whom):
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from protocol import topics
 from provisioning.credentials import password_file
-from provisioning.registry import API_USER, CONSUMER_USER, Account, AuthKind, Fleet
+from provisioning.registry import API_USER, CONSUMER_USER, Account, AuthKind, Fleet, RegistryError
 
 CONF = "hallfleet.conf"
 PASSWD = "hallfleet.passwd"
@@ -47,7 +50,9 @@ DEVICE_READS = ("cmd", "cfg", "stored")
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where the broker finds its files and what it listens on (production defaults; tests move them)."""
+    """Where the broker finds its files, what it listens on, how it persists and as whom it runs (production
+    defaults; ``hallfleet provision broker`` options and tests move them). Remembered with each render, so a
+    revoke's re-render writes the same broker again."""
 
     conf_dir: Path = Path("/etc/mosquitto/hallfleet")
     persistence_dir: Path | None = Path("/var/lib/mosquitto")
@@ -57,6 +62,12 @@ class Layout:
     mtls_port: int = 8884
     local_port: int | None = 1883
     max_queued_messages: int = 100_000
+    persistence: bool = True
+    autosave_interval_s: int = 60
+    tls_version: str | None = None  # e.g. "tlsv1.3"; Mosquitto's default accepts 1.2 and 1.3
+    run_as: str | None = None  # Mosquitto's `user`: it drops root for this account (Debian: mosquitto)
+    file_owner: str | None = None  # chown of the written files (root only); None: as written
+    file_group: str | None = None  # e.g. mosquitto, so the 0640 keys and passwords are readable after dropping root
 
     def file(self, name: str) -> Path:
         return self.conf_dir / name
@@ -143,23 +154,24 @@ def _listener(port: int, bind: str | None) -> str:
     return f"listener {port}" + (f" {bind}" if bind else "")
 
 
+def _tls_files(layout: Layout) -> list[str]:
+    lines = [f"cafile {layout.file(CA)}", f"certfile {layout.file(SERVER_CERT)}", f"keyfile {layout.file(SERVER_KEY)}"]
+    return lines + ([f"tls_version {layout.tls_version}"] if layout.tls_version else [])
+
+
 def _tls_listeners(layout: Layout) -> list[str]:
     """Both listeners always: one whose listeners come and go with the fleet would need restarts, not reloads."""
     return [
         "# TLS with a password: devices and hall bridges. The client id is the username, so nobody can take",
         "# over another client's session by sending its client id.",
         _listener(layout.tls_port, layout.bind),
-        f"cafile {layout.file(CA)}",
-        f"certfile {layout.file(SERVER_CERT)}",
-        f"keyfile {layout.file(SERVER_KEY)}",
+        *_tls_files(layout),
         "use_username_as_clientid true",
         "",
         "# Mutual TLS: the certificate's CN is the username; revoked certificates are on the CRL (re-read on",
         "# SIGHUP; a connection made before stays up, but the ACL no longer grants it any topic).",
         _listener(layout.mtls_port, layout.bind),
-        f"cafile {layout.file(CA)}",
-        f"certfile {layout.file(SERVER_CERT)}",
-        f"keyfile {layout.file(SERVER_KEY)}",
+        *_tls_files(layout),
         "require_certificate true",
         "use_identity_as_username true",
         f"crlfile {layout.file(CRL)}",
@@ -179,11 +191,13 @@ def _auth(layout: Layout) -> list[str]:
 
 def _store(layout: Layout) -> list[str]:
     """Persistence and queues as in broker/mosquitto/hallfleet.conf, which explains each value."""
-    lines = ["persistence true"]
-    if layout.persistence_dir is not None:
+    lines = [f"persistence {'true' if layout.persistence else 'false'}"]
+    if layout.persistence and layout.persistence_dir is not None:
         lines.append(f"persistence_location {layout.persistence_dir}/")
+    if layout.run_as is not None:
+        lines.append(f"user {layout.run_as}")
     lines += [
-        "autosave_interval 60",
+        f"autosave_interval {layout.autosave_interval_s}",
         "autosave_on_changes false",
         f"max_queued_messages {layout.max_queued_messages}",
         "max_queued_bytes 0",
@@ -266,6 +280,31 @@ def bridge_topics(site: str) -> list[str]:
     out = [f"topic {prefix}/{c} out 1" for c in DEVICE_WRITES]
     into = [f"topic {prefix}/{c} in 1" for c in DEVICE_READS]
     return out + into
+
+
+def set_ownership(paths: Iterable[Path], layout: Layout) -> None:
+    """chown the rendered files to ``file_owner``/``file_group``, so they can be rendered straight into the
+    directory Mosquitto reads (never copied and chowned by hand). Directories the files are in get the same."""
+    if layout.file_owner is None and layout.file_group is None:
+        return
+    uid, gid = ownership_ids(layout)
+    for path in paths:
+        os.chown(path, uid, gid)
+        if path.parent.name == "credentials":
+            os.chown(path.parent, uid, gid)
+
+
+def ownership_ids(layout: Layout) -> tuple[int, int]:
+    """(uid, gid) for chown, -1 where unchanged; checked before anything is written."""
+    try:
+        uid = pwd.getpwnam(layout.file_owner).pw_uid if layout.file_owner else -1
+    except KeyError:
+        raise RegistryError(f"--owner {layout.file_owner}: no such user on this host") from None
+    try:
+        gid = grp.getgrnam(layout.file_group).gr_gid if layout.file_group else -1
+    except KeyError:
+        raise RegistryError(f"--group {layout.file_group}: no such group on this host (Debian's: mosquitto)") from None
+    return uid, gid
 
 
 def port_for(layout: Layout, auth: AuthKind) -> int:

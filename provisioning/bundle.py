@@ -9,6 +9,9 @@
       credentials/             mqtt-password or mqtt-cert + mqtt-key, mqtt-ca, gallery-key (attendance)
       wheels/                  the hallfleet wheel, when given
 
+Without a wheel or an index URL the bundle is credentials and configuration only: first-boot.sh installs them
+and restarts the agent already installed on the device (a re-issued password, a device imaged with hallfleet).
+
 The bundle holds the device's secret: it is written 0700/0600 and belongs on the device only as long as
 first-boot.sh runs.
 """
@@ -184,8 +187,6 @@ def _version() -> str:
 
 def preflight(out: Path, username: str, opts: BundleOptions, role: Role) -> None:
     """Everything that could stop the bundle, checked before credentials are issued (none is left orphaned)."""
-    if opts.wheel is None and opts.index_url is None:
-        raise RegistryError("say where the device gets hallfleet: --wheel FILE or --index-url URL")
     if opts.wheel is not None and not opts.wheel.is_file():
         raise RegistryError(f"--wheel {opts.wheel}: no such file")
     target = Path(out) / username

@@ -75,8 +75,13 @@ def _cmd(sub: Any, name: str, help_: str, func: Any) -> argparse.ArgumentParser:
 
 def _bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--out", type=Path, required=required, help="where the bundle goes")
-    p.add_argument("--wheel", type=Path, default=None, help="the hallfleet wheel to ship in the bundle")
-    p.add_argument("--index-url", default=None, help="the package index the device installs from")
+    p.add_argument("--wheel", type=Path, default=None, help="the hallfleet wheel to ship in the bundle (optional)")
+    p.add_argument(
+        "--index-url",
+        default=None,
+        help="the package index the device installs from (optional; neither: the"
+        " bundle carries credentials and config for a device that has hallfleet)",
+    )
     p.add_argument("--hardware", type=Path, default=None, help="TOML with the role's hardware sections")
     p.add_argument("--tar", action="store_true", help="write DIR/{site}.{device}.tar.gz instead of a directory")
     p.add_argument("--unit", type=Path, default=None, help="agent unit template (default: the repository's)")
@@ -128,6 +133,59 @@ def _broker_parser(psub: Any) -> None:
     b.add_argument("--centre-port", type=int, default=None, help="hall: default 8883 (password), 8884 (cert)")
     b.add_argument("--bridge-auth", default="password", choices=get_args(AuthKind), help="hall: bridge login")
     b.add_argument("--approved-by", default=None, help="needed when this creates the service or bridge accounts")
+    _broker_layout_args(b)
+
+
+def _broker_layout_args(b: argparse.ArgumentParser) -> None:
+    """Listeners, persistence, the service user and file ownership: everything the rendered files say, so they
+    never need editing by hand (every render, also a revoke's, writes them again). Defaults: Layout()."""
+    dflt = Layout()
+    b.add_argument("--bind", default=None, help="address the TLS listeners bind (default: every address)")
+    b.add_argument("--tls-port", type=int, default=dflt.tls_port, help=f"TLS + password (default {dflt.tls_port})")
+    b.add_argument("--mtls-port", type=int, default=dflt.mtls_port, help=f"mutual TLS (default {dflt.mtls_port})")
+    b.add_argument(
+        "--local-port",
+        type=int,
+        default=None,
+        help=f"centre: plain listener on localhost for the consumer and API (default {dflt.local_port}; 0: none);"
+        " a hall has none unless given",
+    )
+    b.add_argument("--tls-version", default=None, help="e.g. tlsv1.3 (default: Mosquitto's, 1.2 and 1.3)")
+    b.add_argument("--persistence-dir", type=Path, default=dflt.persistence_dir, help="where Mosquitto saves state")
+    b.add_argument("--no-persistence", action="store_true", help="keep nothing across restarts (not for production)")
+    b.add_argument(
+        "--autosave-interval",
+        type=int,
+        default=dflt.autosave_interval_s,
+        help=f"seconds between snapshots (default {dflt.autosave_interval_s}; the agents re-send what a crash loses)",
+    )
+    b.add_argument("--log-file", default=str(dflt.log_file), help="Mosquitto's log file, or 'none' for stderr")
+    b.add_argument("--max-queued-messages", type=int, default=dflt.max_queued_messages, help="per client session")
+    b.add_argument("--user", dest="run_as", default=None, help="the account Mosquitto drops root for (mosquitto)")
+    b.add_argument("--owner", default=None, help="chown the written files to this user (root)")
+    b.add_argument("--group", default=None, help="... and this group (mosquitto), so it reads keys after dropping root")
+
+
+def _layout(a: argparse.Namespace, hall: bool) -> Layout:
+    local = a.local_port if a.local_port is not None else (None if hall else Layout().local_port)
+    layout = Layout(
+        conf_dir=a.conf_dir,
+        persistence_dir=a.persistence_dir,
+        log_file=None if a.log_file in ("", "none") else Path(a.log_file),
+        bind=a.bind,
+        tls_port=a.tls_port,
+        mtls_port=a.mtls_port,
+        local_port=local or None,
+        max_queued_messages=a.max_queued_messages,
+        persistence=not a.no_persistence,
+        autosave_interval_s=a.autosave_interval,
+        tls_version=a.tls_version,
+        run_as=a.run_as,
+        file_owner=a.owner,
+        file_group=a.group,
+    )
+    brokerconf.ownership_ids(layout)  # an unknown user or group stops us before anything is written
+    return layout
 
 
 def _staff_parser(psub: Any) -> None:
@@ -245,6 +303,8 @@ def _device(a: argparse.Namespace, prov: Provisioner) -> int:
     path = write_bundle(a.out, account, secrets, opts, _port(account))
     print(f"{account.label} provisioned ({account.role}, {account.auth}), approved by {account.approved_by}")
     print(f"bundle: {path} (holds the device's secret: copy it to the device, run first-boot.sh, delete it)")
+    if opts.wheel is None and opts.index_url is None:
+        print("credentials and config only (no --wheel, no --index-url): the device must have hallfleet installed")
     print(f"the broker accepts {account.username} once its files are rendered again: {NEXT_STEP}")
     return 0
 
@@ -279,13 +339,17 @@ def _broker(a: argparse.Namespace, prov: Provisioner) -> int:
         if not a.centre_host:
             raise RegistryError("--hall needs --centre-host: the centre broker's name as in its certificate")
         hall = HallOptions(a.hall, a.centre_host, a.centre_port, a.bridge_auth, a.approved_by)
-    layout = Layout(conf_dir=a.conf_dir, local_port=None if hall else Layout().local_port)
+    layout = _layout(a, hall is not None)
     files = prov.render_broker(a.out, layout, a.host, hall, a.approved_by)
     for name in files.created_accounts:
         print(f"created {name} (approved by {a.approved_by})")
-    print(f"{len(files.written)} files in {a.out}: install them in {a.conf_dir} (owner root, group mosquitto)")
-    print(f"and {brokerconf.CONF} as /etc/mosquitto/mosquitto.conf (it replaces Debian's: Mosquitto refuses a")
-    print("second persistence_location or log file), then `systemctl reload mosquitto` (SIGHUP)")
+    if Path(a.out).resolve() == Path(a.conf_dir).resolve():
+        print(f"{len(files.written)} files written in place in {a.conf_dir}")
+    else:
+        print(f"{len(files.written)} files in {a.out}: install them in {a.conf_dir} (owner root, group mosquitto)")
+    print(f"Mosquitto runs {layout.file(brokerconf.CONF)} (as /etc/mosquitto/mosquitto.conf, or include it from an")
+    print("empty one: it replaces Debian's, Mosquitto refuses a second persistence_location or log file);")
+    print("`systemctl reload mosquitto` (SIGHUP) after every render")
     return 0
 
 

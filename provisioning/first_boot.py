@@ -67,6 +67,12 @@ ensure_user() {
 }
 
 install_agent() {
+    if [[ -z ${WHEEL} && -z ${INDEX_URL} ]]; then
+        # A credentials-only bundle: the device already runs hallfleet (imaged, or installed by an earlier bundle).
+        [[ -x "${CURRENT}/bin/hallfleet" ]] \
+            || die "no hallfleet in ${CURRENT}: a credentials-only bundle (provision with --wheel or --index-url)"
+        return 0
+    fi
     [[ -x "${VENV}/bin/python" ]] || python3 -m venv "${VENV}"
     local pip=("${VENV}/bin/python" -m pip install --disable-pip-version-check --quiet)
     local target="${REQUIREMENT}"

@@ -250,6 +250,7 @@ class Provisioner:
             conf = brokerconf.hall_conf(layout, self._bridge(files, fleet, hall))
         # 0640: a hall's conf holds the bridge password (Mosquitto has no separate file for it).
         files.write(brokerconf.CONF, conf, 0o640)
+        brokerconf.set_ownership(files.written, layout)
         self._remember_render(Path(out), layout, hosts, hall)
         return files
 

@@ -618,3 +618,71 @@ def test_cli_provisions_lists_revokes_and_renders(tmp_path: Path, capsys: pytest
     assert hallfleet_main(["provision", "list", "--dir", str(pdir)]) == 0
     listing = capsys.readouterr().out
     assert re.search(r"qingpu/att-1 +device rating password revoked: approved by wang.li", listing), listing
+
+
+def test_sim_device_without_wheel_or_index_gets_a_credentials_only_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pdir, out = tmp_path / "prov", tmp_path / "bundles"
+    dev = ["provision", "device", "--dir", str(pdir), "--site", SITE, "--id", "sim-1", "--role", "sim"]
+    assert hallfleet_main([*dev, "--broker-host", "h", "--out", str(out), "--approved-by", IT]) == 0
+    assert "credentials and config only" in capsys.readouterr().out
+    d = out / f"{SITE}.sim-1"
+    assert not (d / "wheels").exists()
+    assert load_settings(AgentConfig, d / "agent.toml").role == "sim"
+
+    root, log = tmp_path / "root", tmp_path / "stub.log"
+    bare = run_first_boot(d, root, tmp_path / "stubs", log)
+    assert bare.returncode == 1 and "credentials-only bundle" in bare.stderr, bare.stderr
+    assert not (root / "etc/hallfleet/credentials").exists(), "nothing is installed for an agent that is not there"
+
+    installed = root / "opt/hallfleet/venv/bin/hallfleet"
+    write_file(installed, "#!/bin/sh\n", 0o755)
+    done = run_first_boot(d, root, tmp_path / "stubs", log)
+    assert done.returncode == 0, done.stderr
+    assert "pip" not in log.read_text(), "a credentials-only bundle installs no package"
+    assert (root / "etc/hallfleet/credentials/mqtt-password").exists()
+    assert f"systemctl restart {UNIT}" in log.read_text()
+
+
+def test_broker_options_render_a_conf_mosquitto_runs_as_is_on_the_chosen_ports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Listeners, bind address, TLS version, persistence, autosave, the service user and file ownership all come
+    from options: the rendered conf is started by Mosquitto unchanged and a device logs in on the chosen port."""
+    from broker.mosquitto.local import find_mosquitto, free_port
+
+    pdir, conf = tmp_path / "prov", tmp_path / "etc-mosquitto"
+    tls, mtls, local = free_port(), free_port(), free_port()
+    prov = Provisioner(pdir)
+    secrets = add(prov, "att-1")
+    args = ["provision", "broker", "--dir", str(pdir), "--out", str(conf), "--conf-dir", str(conf)]
+    args += ["--host", "127.0.0.1", "--approved-by", IT, "--bind", "127.0.0.1", "--tls-version", "tlsv1.3"]
+    args += ["--tls-port", str(tls), "--mtls-port", str(mtls), "--local-port", str(local)]
+    args += ["--persistence-dir", str(tmp_path / "state"), "--autosave-interval", "5", "--log-file", "none"]
+    args += ["--user", "root", "--owner", "root", "--group", "root"]
+    assert hallfleet_main([*args, "--group", "no-such-group-here"]) == 1
+    assert "no-such-group-here" in capsys.readouterr().err and not (conf / "hallfleet.conf").exists()
+    assert hallfleet_main(args) == 0
+    assert "written in place" in capsys.readouterr().out
+    text = (conf / "hallfleet.conf").read_text()
+    for line in (f"listener {tls} 127.0.0.1", f"listener {mtls} 127.0.0.1", f"listener {local} localhost",
+                 "tls_version tlsv1.3", "autosave_interval 5", "user root",
+                 f"persistence_location {tmp_path / 'state'}/"):  # fmt: skip
+        assert line in text.splitlines(), line
+    assert "log_dest" not in text
+    assert {p.stat().st_gid for p in conf.iterdir() if p.is_file()} == {0}
+
+    (tmp_path / "state").mkdir()
+    broker = subprocess.Popen([str(find_mosquitto()), "-c", str(conf / "hallfleet.conf")], stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: try_connect(tls, login(secrets, tmp_path)) == "Success", "a device on the chosen port")
+        assert try_connect(mtls, login(secrets, tmp_path)) != "Success"  # no certificate: refused
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    assert (tmp_path / "state" / "mosquitto.db").exists(), "persistence went where it was told"
+
+    args_off = [*args[:-6], "--no-persistence"]
+    assert hallfleet_main(args_off) == 0
+    assert "persistence false" in (conf / "hallfleet.conf").read_text().splitlines()
