@@ -4,6 +4,10 @@ A message is PUBACKed only after the transaction holding it has committed, so a 
 any moment loses nothing: the broker re-delivers what was never acknowledged (platform-notes.md:
 Node-RED acknowledges on receipt and loses what it had in memory). After each commit the devices are
 told which of their events the store now holds, and only then do they forget them.
+
+What the store refuses costs only the message behind it (broker/ingest/isolation.py): the rest of the batch
+commits, the offender goes to dead_letters as ``store_rejected`` with the database's message. A store that is
+unavailable is retried with backoff, visibly, and a stop request ends the wait at once (nothing acknowledged).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,17 +30,20 @@ from broker.alerts.deliveries import Deliverer
 from broker.alerts.routing import Router
 from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
+from broker.ingest.isolation import Backoff, StopCommitting, commit_isolated, describe
+from broker.ingest.items import Item, Seen, dead_letter, refused, to_batch
 from broker.ratings.jobs import RatingJobs
 from broker.rules.consumables import LevelReading
-from broker.rules.incidents import IncidentRules, signals_from_event
+from broker.rules.incidents import IncidentRules, Signal, signals_from_event
 from broker.rules.sla import SlaClock
 from broker.sites import Sites
-from broker.store.db import Batch, StatusUpdate, Store, Transition
+from broker.store.db import StatusUpdate, Store, Transition
 from protocol import topics
+from protocol.bounds import printable
 from protocol.clock import Clock, SystemClock
 from protocol.commands import Command, CommandAck, ConfigReport
-from protocol.envelope import StatusMessage, StoredAck
-from protocol.events import KioskConsumable, Rejected, RejectReason, validate_event
+from protocol.envelope import Envelope, Frozen, StatusMessage, StoredAck, settle_clock
+from protocol.events import KioskConsumable, Rejected, RejectReason, errors_of, validate_event
 from protocol.sdnotify import notify, watchdog_loop
 from protocol.topics import Kind, TopicError
 from protocol.transport import AsyncMqtt, LinkOptions, MqttError
@@ -44,7 +52,7 @@ log = logging.getLogger(__name__)
 
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
 SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"})
-FLUSHER_STOP_S = 30.0
+FLUSHER_STOP_S = 10.0  # a commit in progress may finish; the unit's TimeoutStopSec is 30 s
 DELIVERY_STOP_S = 15.0  # a notifier's own timeout is 10 s
 
 
@@ -55,7 +63,10 @@ class Counters:
     dead: int = 0
     statuses: int = 0
     batches: int = 0
-    store_errors: int = 0
+    store_errors: int = 0  # writes that failed because the store was unavailable (each retried)
+    store_rejected: int = 0  # messages the store refused, moved to dead_letters as store_rejected
+    store_unstorable: int = 0  # messages not even a dead letter could be written for (logged, acknowledged)
+    store_unavailable_since: datetime | None = None  # set while ingest waits for the store
     largest_batch: int = 0
     broker_dropped: int = 0  # Mosquitto's own count of messages it dropped (queue limits), from $SYS
     transitions: list[Transition] = field(default_factory=list)
@@ -63,9 +74,8 @@ class Counters:
 
 @dataclass(slots=True)
 class _Pending:
-    batch: Batch = field(default_factory=Batch)
+    items: list[Item] = field(default_factory=list)
     mids: list[int] = field(default_factory=list)
-    seqs: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
 class Consumer:
@@ -78,7 +88,7 @@ class Consumer:
         self._pending = _Pending()
         self._wake = asyncio.Event()
         self._client: AsyncMqtt | None = None
-        self._flusher_closing = False
+        self._flusher_closing = asyncio.Event()
         self._stop = asyncio.Event()
         self.sites = Sites(cfg.sites)
         self.sla: SlaClock | None = None
@@ -203,7 +213,7 @@ class Consumer:
     async def _stop_flusher(self, flusher: asyncio.Task[None]) -> None:
         """Let a commit in progress finish rather than cancel it half-way (a cancelled database call
         may hang in its own cleanup); what it cannot acknowledge any more is redelivered and deduped."""
-        self._flusher_closing = True
+        self._flusher_closing.set()
         self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(flusher), FLUSHER_STOP_S)
@@ -215,7 +225,7 @@ class Consumer:
         except Exception:  # the flusher's own failure: logged, the connection is gone anyway
             log.exception("flusher failed")
         finally:
-            self._flusher_closing = False
+            self._flusher_closing.clear()
 
     async def _subscribe(self, client: AsyncMqtt) -> None:
         group = self.cfg.ingest.share_group
@@ -249,62 +259,75 @@ class Consumer:
         if msg.topic == SYS_DROPPED:
             self._broker_dropped(msg.payload)
             return
-        p = self._pending
-        now = self.clock.now()
         self.counters.received += 1
-        if msg.qos > 0:
-            p.mids.append(msg.mid)
+        mid = msg.mid if msg.qos > 0 else None
+        if mid is not None:
+            self._pending.mids.append(mid)
         try:
             t = topics.parse(msg.topic)
         except TopicError as exc:
             self._dead(msg, RejectReason.BAD_TOPIC, str(exc))
             return
-        key = f"{t.site}/{t.device}"
         if t.kind is Kind.STATUS:
-            self._status(msg, t.site, t.device, now)
+            self._status(msg, t.site, t.device)
         elif t.kind in (Kind.EVENT, Kind.HEALTH, Kind.CMD_ACK):
             try:
                 env, payload = validate_event(t, bytes(msg.payload))
             except Rejected as exc:
                 self._dead(msg, exc.reason, exc.detail)
                 return
-            p.batch.events.append(
-                {
-                    "site": env.site,
-                    "device": env.device,
-                    "id": env.id,
-                    "type": env.type,
-                    "seq": env.seq,
-                    "boot_id": env.boot_id,
-                    "ts": env.ts,
-                    "clock_synced": env.clock_synced,
-                    "replayed": env.replayed,
-                    "received_at": now,
-                    "data": payload.model_dump_json(),
-                }
-            )
-            if env.type in SIGNAL_TYPES:
-                p.batch.signals += signals_from_event(env, payload, now)
-                if isinstance(payload, KioskConsumable):
-                    p.batch.levels.append(
-                        LevelReading(
-                            key, t.site, t.device, payload.consumable, payload.state, payload.level_pct, env.ts
-                        )
-                    )
-            if isinstance(payload, CommandAck):
-                p.batch.acks.append((key, payload, now))
-            elif isinstance(payload, ConfigReport):
-                p.batch.config_reports.append((key, env.type == "config.applied", payload, now))
-            p.seqs[(t.site, t.device)].append(env.seq)
-            p.batch.seen[key] = (t.site, t.device, now)
+            self._add(self._event_item(msg, settle_clock(env, self.clock.now()), payload))
         else:
             self._dead(msg, RejectReason.BAD_TOPIC, f"consumer does not take {t.kind.value} messages")
             return
-        if len(p.batch) == 1 or len(p.batch) >= self.cfg.ingest.batch_size:
+        if len(self._pending.mids) >= self.cfg.ingest.receive_maximum and self._client is not None:
+            self._client.pause_reading()  # resumed once this batch is committed and acknowledged
+
+    def _event_item(self, msg: mqtt.MQTTMessage, env: Envelope, payload: Frozen) -> Item:
+        now = self.clock.now()
+        key = f"{env.site}/{env.device}"
+        row = {
+            "site": env.site,
+            "device": env.device,
+            "id": env.id,
+            "type": env.type,
+            "seq": env.seq,
+            "boot_id": env.boot_id,
+            "ts": env.ts,
+            "clock_synced": env.clock_synced,
+            "replayed": env.replayed,
+            "received_at": now,
+            "data": payload.model_dump_json(),
+        }
+        signals: tuple[Signal, ...] = ()
+        level = None
+        if env.type in SIGNAL_TYPES:
+            signals = tuple(signals_from_event(env, payload, now))
+            if isinstance(payload, KioskConsumable):
+                level = LevelReading(
+                    key, env.site, env.device, payload.consumable, payload.state, payload.level_pct, env.ts
+                )
+        return Item(
+            msg.topic,
+            bytes(msg.payload),
+            msg.mid if msg.qos > 0 else None,
+            event=row,
+            seen=Seen(key, env.site, env.device, now),
+            signals=signals,
+            level=level,
+            ack=(key, payload, now) if isinstance(payload, CommandAck) else None,
+            config_report=(key, env.type == "config.applied", payload, now)
+            if isinstance(payload, ConfigReport)
+            else None,
+            confirm=(env.site, env.device, env.seq),
+        )
+
+    def _add(self, item: Item) -> None:
+        items = self._pending.items
+        items.append(item)
+        if len(items) == 1 or len(items) >= self.cfg.ingest.batch_size:
             # The first message starts the batch_wait_ms clock; a full batch goes at once.
             self._wake.set()
-        if len(p.mids) >= self.cfg.ingest.receive_maximum and self._client is not None:
-            self._client.pause_reading()  # resumed once this batch is committed and acknowledged
 
     def _broker_dropped(self, payload: bytes | bytearray) -> None:
         try:
@@ -320,33 +343,37 @@ class Consumer:
             )
         self.counters.broker_dropped = value
 
-    def _status(self, msg: mqtt.MQTTMessage, site: str, device: str, now: object) -> None:
-        if not msg.payload:  # a retained status being cleared (device removed)
+    def _status(self, msg: mqtt.MQTTMessage, site: str, device: str) -> None:
+        mid = msg.mid if msg.qos > 0 else None
+        if not msg.payload:  # a retained status being cleared (device removed): only to acknowledge
+            if mid is not None:
+                self._add(Item(msg.topic, b"", mid))
             return
         try:
             status = StatusMessage.model_validate_json(msg.payload)
         except ValidationError as exc:
-            self._dead(msg, RejectReason.MALFORMED, str(exc.errors()[:3]))
+            self._dead(msg, RejectReason.MALFORMED, errors_of(exc))
             return
-        p = self._pending
         at = self.clock.now()
-        p.batch.statuses.append(StatusUpdate(site, device, status, bool(msg.retain), at))
-        if not msg.retain:
-            p.batch.seen[f"{site}/{device}"] = (site, device, at)
+        key = f"{site}/{device}"
+        update = StatusUpdate(site, device, status, bool(msg.retain), at)
+        self._add(
+            Item(
+                msg.topic,
+                bytes(msg.payload),
+                mid,
+                status=update,
+                seen=None if msg.retain else Seen(key, site, device, at),
+            )
+        )
         self.counters.statuses += 1
         self._wake.set()  # presence changes should not wait for a full batch
 
     def _dead(self, msg: mqtt.MQTTMessage, reason: RejectReason, detail: str) -> None:
-        log.warning("dead letter (%s) on %s: %s", reason.value, msg.topic[:200], detail[:200])
-        self._pending.batch.dead.append(
-            {
-                "received_at": self.clock.now(),
-                "topic": msg.topic[:512],
-                "reason": reason.value,
-                "detail": detail,
-                "raw": bytes(msg.payload),
-            }
-        )
+        log.warning("dead letter (%s) on %s: %s", reason.value, msg.topic[:200], printable(detail[:200]))
+        raw = bytes(msg.payload)
+        row = dead_letter(msg.topic, raw, reason.value, detail, self.clock.now())
+        self._add(Item(msg.topic, raw, msg.mid if msg.qos > 0 else None, dead=row))
         self._wake.set()
 
     # -- commit, then acknowledge ------------------------------------------------------------------
@@ -355,46 +382,82 @@ class Consumer:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            if self._flusher_closing:
+            if self._flusher_closing.is_set():
                 return
-            if not self._pending.mids and not len(self._pending.batch):
+            if not self._pending.mids and not self._pending.items:
                 self._wake.clear()
                 continue
-            if len(self._pending.batch) < self.cfg.ingest.batch_size and wait_s:
+            if len(self._pending.items) < self.cfg.ingest.batch_size and wait_s:
                 await asyncio.sleep(wait_s)
             self._wake.clear()
             pending, self._pending = self._pending, _Pending()
-            await self._commit(pending)
+            try:
+                held = await self._commit(pending.items)
+            except StopCommitting:
+                log.warning(
+                    "stopped while the store was unavailable: %d messages left unacknowledged "
+                    "(the broker delivers them again)",
+                    len(pending.mids),
+                )
+                return
             for mid in pending.mids:
                 client.ack(mid)
             client.resume_reading()
-            for (site, device), seqs in pending.seqs.items():
-                with contextlib.suppress(MqttError):  # lost confirmations only cause re-sends
-                    client.publish(
-                        topics.stored(site, device),
-                        StoredAck.from_seqs(seqs).model_dump_json().encode(),
-                        qos=0,
-                    )
+            self._confirm(client, held)
 
-    async def _commit(self, pending: _Pending) -> None:
-        """Commit, retrying while the database is away. Meanwhile we read at most ``receive_maximum``
-        unacknowledged messages, then stop reading the socket until this batch is acknowledged."""
-        delay = 0.2
-        while True:
-            try:
-                transitions = await self.store.write(pending.batch)
-                break
-            except SQLAlchemyError as exc:
-                self.counters.store_errors += 1
-                log.error("store write failed (%s); retrying in %.1f s", exc.__class__.__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+    def _confirm(self, client: AsyncMqtt, held: Sequence[Item]) -> None:
+        """Tell each device which of its events the store now holds (stored, or kept as a dead letter)."""
+        seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for item in held:
+            if item.confirm is not None:
+                site, device, seq = item.confirm
+                seqs[(site, device)].append(seq)
+        for (site, device), device_seqs in seqs.items():
+            with contextlib.suppress(MqttError):  # lost confirmations only cause re-sends
+                client.publish(
+                    topics.stored(site, device), StoredAck.from_seqs(device_seqs).model_dump_json().encode(), qos=0
+                )
+
+    async def _commit(self, items: list[Item]) -> list[Item]:
+        """Commit the items, isolating what the store refuses, retrying while it is unavailable.
+        Meanwhile we read at most ``receive_maximum`` unacknowledged messages, then stop reading the socket
+        until this batch is acknowledged. Returns the items now held (stored or dead-lettered)."""
+        retry = Backoff(self._flusher_closing, self._store_waiting)
+        try:
+            out = await commit_isolated(items, self._write, retry)
+            held = out.committed
+            if out.rejected:
+                now = self.clock.now()
+                dead = [refused(item, RejectReason.STORE_REJECTED.value, why, now) for item, why in out.rejected]
+                last = await commit_isolated(dead, self._write, retry)
+                held = held + last.committed
+                self.counters.store_rejected += len(last.committed)
+                for item, why in last.rejected:  # escaped and truncated, so this is a bug: say so loudly
+                    self.counters.store_unstorable += 1
+                    log.error(
+                        "not even the dead letter of a message on %s could be stored (%s): acknowledged without it",
+                        printable(item.topic[:200]),
+                        why,
+                    )
+        finally:
+            self.counters.store_unavailable_since = None
         c = self.counters
         c.batches += 1
-        c.largest_batch = max(c.largest_batch, len(pending.mids))
-        c.stored += len(pending.batch.events)
-        c.dead += len(pending.batch.dead)
-        self._log_transitions(transitions)
+        c.largest_batch = max(c.largest_batch, len(items))
+        return held
+
+    async def _write(self, items: Sequence[Item]) -> None:
+        batch = to_batch(items)
+        self._log_transitions(await self.store.write(batch))
+        self.counters.stored += len(batch.events)
+        self.counters.dead += len(batch.dead)
+
+    def _store_waiting(self, exc: BaseException, delay: float) -> None:
+        c = self.counters
+        c.store_errors += 1
+        if c.store_unavailable_since is None:
+            c.store_unavailable_since = self.clock.now()
+        log.error("store unavailable (%s); ingest waits, retrying in %.1f s", describe(exc), delay)
 
     def _log_transitions(self, transitions: list[Transition]) -> None:
         for t in transitions:
@@ -416,6 +479,8 @@ class Consumer:
                     await self._republish_queued(now)
             except SQLAlchemyError as exc:
                 log.error("presence sweep failed: %s", exc)
+            except Exception:  # a rule bug must not end the sweep: presence would freeze for every device
+                log.exception("presence sweep failed")
 
     async def _sla_loop(self, sla: SlaClock) -> None:
         """SLA timers, verified recovery, hall outages, escalation, restock and maintenance planning."""

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field, StringConstraints
 
+from protocol.bounds import Int32, Json, Line, Prose
 from protocol.envelope import EventId, Frozen
 
 CommandName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
@@ -61,11 +62,11 @@ class Command(Frozen):
 class CommandAck(Frozen):
     """Payload of a ``command.ack`` event: one state change, with the result or why it was refused."""
 
-    command_id: EventId
-    name: str = Field(max_length=40)
-    state: CommandState
-    result: dict[str, Any] | None = Field(default=None, description="Structured output of a finished command")
-    reason: str = Field(default="", max_length=2000, description="Why it was rejected or failed")
+    command_id: EventId = Field(description="The command this answers")
+    name: Line = Field(max_length=40, description="The command's name")
+    state: CommandState = Field(description="The state the command moved to on the device")
+    result: dict[str, Json] | None = Field(default=None, description="Structured output of a finished command")
+    reason: Prose = Field(default="", max_length=2000, description="Why it was rejected or failed")
 
 
 class DesiredConfig(Frozen):
@@ -80,5 +81,7 @@ class DesiredConfig(Frozen):
 class ConfigReport(Frozen):
     """Payload of ``config.applied`` / ``config.rejected`` events."""
 
-    version: int = Field(ge=0)
-    errors: list[str] = Field(default_factory=list, max_length=50)
+    version: Int32 = Field(description="The desired config version this reports on")
+    errors: list[Annotated[Prose, Field(max_length=500)]] = Field(
+        default_factory=list, max_length=50, description="Why it was rejected, one entry per problem"
+    )

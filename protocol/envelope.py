@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from protocol.bounds import Int64, Line, storable_time
 from protocol.topics import EVENT_TYPE_RE, SEGMENT_RE
 
 MAX_EVENT_BYTES = 16 * 1024
@@ -24,7 +25,8 @@ EventId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan: JSON has no NaN or Infinity, yet the parser takes them; no column, chart or report can.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Envelope(Frozen):
@@ -33,9 +35,12 @@ class Envelope(Frozen):
     site: Segment = Field(description="Site (hall) id; must match the topic")
     device: Segment = Field(description="Device id; must match the topic")
     type: EventType = Field(description="Event type; selects the payload model")
-    seq: int = Field(ge=0, description="Per-device sequence, persisted, monotonic across reboots")
-    boot_id: str = Field(min_length=1, max_length=64, description="Changes on every agent start")
-    ts: AwareDatetime = Field(description="Device wall clock, with zone")
+    seq: Int64 = Field(description="Per-device sequence, persisted, monotonic across reboots")
+    boot_id: Line = Field(min_length=1, max_length=64, description="Changes on every agent start")
+    ts: AwareDatetime = Field(
+        description="Device wall clock, with zone. Outside 1970..2100 UTC it is not refused: the centre stores its"
+        " receive time instead and clock_synced=false (settle_clock)"
+    )
     clock_synced: bool = Field(description="Whether the device clock was NTP-synchronised at ts")
     replayed: bool = Field(default=False, description="Sent from the outbox after an outage")
     data: dict[str, Any] = Field(description="The typed payload, validated by the model registered for type")
@@ -52,13 +57,13 @@ class StatusMessage(Frozen):
     connection carries that connection's counter, so a Will that arrives late from an old session can be
     told apart from the live one and ignored."""
 
-    state: Presence
-    session: int = Field(ge=0)
-    boot_id: str = Field(min_length=1, max_length=64)
-    ts: datetime
+    state: Presence = Field(description="online (birth), offline (the Last Will), shutdown (goodbye)")
+    session: Int64 = Field(description="Connection counter: the Will of an older session is ignored")
+    boot_id: Line = Field(min_length=1, max_length=64, description="Changes on every agent start")
+    ts: datetime = Field(description="Device wall clock when it was written (informative, not stored)")
     heartbeat_s: float = Field(gt=0, le=3600, description="Health interval: the centre's stale timeout")
-    agent_version: str = Field(default="", max_length=32)
-    role: str = Field(default="", max_length=32)
+    agent_version: Line = Field(default="", max_length=32, description="The agent's version")
+    role: Line = Field(default="", max_length=32, description="The device's role: its incidents' device class")
 
 
 class StoredAck(Frozen):
@@ -83,3 +88,12 @@ class StoredAck(Frozen):
 
     def seqs(self) -> list[int]:
         return [s for first, last in self.ranges for s in range(first, last + 1)]
+
+
+def settle_clock(env: Envelope, received_at: datetime) -> Envelope:
+    """The rule for a device whose clock is far off: never refused. A ``ts`` outside what every store and
+    report can represent (bounds.TIME_MIN .. TIME_MAX) is replaced by the centre's receive time and the event
+    flagged ``clock_synced=false``, which is how every reader already treats an unsynchronised clock."""
+    if storable_time(env.ts):
+        return env
+    return env.model_copy(update={"ts": received_at, "clock_synced": False})

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError
 
+from protocol.bounds import Count, Int32, Line, Prose, Reading
 from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import MAX_EVENT_BYTES, Envelope, Frozen
 from protocol.topics import Kind, Topic
@@ -33,8 +34,8 @@ class Health(Frozen):
     cpu_temp_c: float | None = None
     mem_used_pct: float | None = Field(default=None, ge=0, le=100)
     disk_used_pct: float | None = Field(default=None, ge=0, le=100)
-    outbox_depth: int = Field(ge=0)
-    outbox_dropped: int = Field(ge=0, description="Telemetry dropped since the outbox was created")
+    outbox_depth: Count
+    outbox_dropped: Count = Field(description="Telemetry dropped since the outbox was created")
     clock_synced: bool
     interval_s: float = Field(gt=0)
 
@@ -43,7 +44,7 @@ PunchMethod = Literal["face", "fingerprint", "qr", "card"]
 
 
 class AttendancePunch(Frozen):
-    staff_id: str = Field(min_length=1, max_length=64, description="Pseudonymous staff id, never a name")
+    staff_id: Line = Field(min_length=1, max_length=64, description="Pseudonymous staff id, never a name")
     method: PunchMethod
     direction: Literal["in", "out", "unknown"] = "unknown"
     offline: bool = Field(default=False, description="Taken while the device was offline")
@@ -72,26 +73,28 @@ class AttendanceRejected(Frozen):
         "unknown_staff",
         "device_error",
     ]
-    staff_id: str | None = Field(default=None, max_length=64, description="When known (e.g. revoked staff)")
-    detail: str = Field(default="", max_length=200)
+    staff_id: Line | None = Field(default=None, max_length=64, description="When known (e.g. revoked staff)")
+    detail: Prose = Field(default="", max_length=200)
 
 
 class GalleryHeld(Frozen):
     """``attendance.gallery``: which face gallery a terminal holds (at start and after each change), so the
     centre knows what to send and whether a revocation has taken effect."""
 
-    version: int = Field(ge=0)
-    staff: int = Field(ge=0, description="Identities in it")
-    fingerprints: int = Field(default=0, ge=0, description="Templates in the fingerprint module's library")
+    version: Int32
+    staff: Count = Field(description="Identities in it")
+    fingerprints: Count = Field(default=0, description="Templates in the fingerprint module's library")
 
 
 PadState = Literal["idle", "serving", "awaiting", "paused", "please_wait", "offline"]
 
 
 class RatingSubmitted(Frozen):
-    window: str = Field(min_length=1, max_length=32)
-    staff_id: str = Field(min_length=1, max_length=64)
-    service_id: str | None = Field(default=None, max_length=64, description="Ticket or 办件编号 the rating is bound to")
+    window: Line = Field(min_length=1, max_length=32)
+    staff_id: Line = Field(min_length=1, max_length=64)
+    service_id: Line | None = Field(
+        default=None, max_length=64, description="Ticket or 办件编号 the rating is bound to"
+    )
     level: Literal[1, 2, 3, 4, 5] = Field(description="5 非常满意 ... 1 非常不满意")
     delay_s: float | None = Field(default=None, ge=0, description="Seconds from service end to the key press")
     pad_state: PadState = Field(
@@ -105,45 +108,49 @@ class RatingSubmitted(Frozen):
 class RatingPadState(Frozen):
     """``rating.pad_state``: the pad changed state (暂停服务 and back, serving, awaiting a rating)."""
 
-    window: str = Field(min_length=1, max_length=32)
+    window: Line = Field(min_length=1, max_length=32)
     state: PadState
-    staff_id: str | None = Field(default=None, max_length=64)
-    service_id: str | None = Field(default=None, max_length=64)
+    staff_id: Line | None = Field(default=None, max_length=64)
+    service_id: Line | None = Field(default=None, max_length=64)
 
 
 class Fault(Frozen):
-    component: str = Field(min_length=1, max_length=32)
-    code: str = Field(min_length=1, max_length=64)
+    component: Line = Field(min_length=1, max_length=32)
+    code: Line = Field(min_length=1, max_length=64)
     active: bool = True
     since: datetime | None = None
-    detail: str = Field(default="", max_length=500)
+    detail: Prose = Field(default="", max_length=500)
 
 
 class KioskState(Frozen):
     state: Literal["up", "degraded", "down"]
-    functions_affected: list[str] = Field(default_factory=list, max_length=32)
+    functions_affected: list[Annotated[Line, Field(max_length=64)]] = Field(default_factory=list, max_length=32)
 
 
 class KioskConsumable(Frozen):
-    consumable: str = Field(min_length=1, max_length=32)
+    consumable: Line = Field(min_length=1, max_length=32)
     state: Literal["ok", "low", "empty", "almost-full", "full", "jam", "unknown"] = Field(
         description="almost-full / full: waste receptacles, which count up"
     )
     level_pct: float | None = Field(default=None, ge=0, le=100)
-    raw: dict[str, int | str | None] = Field(default_factory=dict)
+    raw: dict[Annotated[Line, Field(max_length=64)], Reading | Annotated[Prose, Field(max_length=200)] | None] = Field(
+        default_factory=dict, max_length=32, description="The driver's own readings, for the technician"
+    )
 
 
 class KioskUsage(Frozen):
-    counters: dict[str, int] = Field(description="Cumulative counters, e.g. tickets, prints, copies, queries")
+    counters: dict[Annotated[Line, Field(max_length=64)], Count] = Field(
+        max_length=64, description="Cumulative counters, e.g. tickets, prints, copies, queries"
+    )
 
 
 class AppRestart(Frozen):
     """The agent restarted the device's application (self-healing, or a restart_app command)."""
 
-    app: str = Field(min_length=1, max_length=64, description="systemd unit or process name")
-    attempt: int = Field(ge=1, description="Attempt number in the current outage")
+    app: Line = Field(min_length=1, max_length=64, description="systemd unit or process name")
+    attempt: Count = Field(ge=1, description="Attempt number in the current outage")
     trigger: Literal["probe", "exited", "command"]
-    reason: str = Field(default="", max_length=500, description="What the failing probes said")
+    reason: Prose = Field(default="", max_length=500, description="What the failing probes said")
     ok: bool = Field(description="Healthy again after the restart")
 
 
@@ -151,14 +158,14 @@ class DeviceUpdated(Frozen):
     """``device.updated``: how an update of the agent ended, told by the agent that runs afterwards (the new
     version, or the old one after a rollback)."""
 
-    command_id: str = Field(max_length=64, description="The update command this answers")
-    from_version: str = Field(max_length=64)
-    to_version: str = Field(max_length=64)
+    command_id: Line = Field(max_length=64, description="The update command this answers")
+    from_version: Line = Field(max_length=64)
+    to_version: Line = Field(max_length=64)
     outcome: Literal["updated", "rolled_back", "failed"] = Field(
         description="updated: the new version is healthy; rolled_back: it was not, the old one runs again; "
         "failed: nothing was switched (install failed)"
     )
-    reason: str = Field(default="", max_length=1000)
+    reason: Prose = Field(default="", max_length=1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +207,7 @@ class RejectReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     INVALID_PAYLOAD = "invalid_payload"
     TOPIC_MISMATCH = "topic_mismatch"
+    STORE_REJECTED = "store_rejected"  # valid by the contract, yet the database refused it: detail is its message
 
 
 class Rejected(Exception):
@@ -227,7 +235,7 @@ def validate_event(topic: Topic, raw: bytes) -> tuple[Envelope, Frozen]:
         env = Envelope.model_validate_json(raw)
     except ValidationError as exc:
         reason = RejectReason.MALFORMED
-        raise Rejected(reason, _errors(exc)) from None
+        raise Rejected(reason, errors_of(exc)) from None
     expected_type = {Kind.HEALTH: HEALTH_TYPE, Kind.CMD_ACK: ACK_TYPE}.get(topic.kind, topic.event_type)
     if (env.site, env.device, env.type) != (topic.site, topic.device, expected_type):
         raise Rejected(
@@ -240,9 +248,10 @@ def validate_event(topic: Topic, raw: bytes) -> tuple[Envelope, Frozen]:
     try:
         payload = spec.model.model_validate(env.data)
     except ValidationError as exc:
-        raise Rejected(RejectReason.INVALID_PAYLOAD, _errors(exc)) from None
+        raise Rejected(RejectReason.INVALID_PAYLOAD, errors_of(exc)) from None
     return env, payload
 
 
-def _errors(exc: ValidationError) -> str:
+def errors_of(exc: ValidationError) -> str:
+    """A validation error in one line: where and what, never the offending value (it may be anything)."""
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5])
