@@ -56,8 +56,7 @@ _ADVICE = {
     "(mqtt.password_file, or mqtt-password in $CREDENTIALS_DIRECTORY) against the broker's password file",
     int(_RC.NOT_AUTHORIZED): "the broker knows this account but does not let it connect: "
     "check its password and the broker's password and ACL files",
-    int(_RC.CLIENT_ID_NOT_VALID): "the broker refuses the client id consumer-{instance}: "
-    "choose another instance name",
+    int(_RC.CLIENT_ID_NOT_VALID): "the broker refuses the client id consumer-{instance}: choose another instance name",
     int(_RC.BANNED): "the broker has banned this client: ask whoever runs it",
 }
 
@@ -237,11 +236,13 @@ class Session(asyncio.Protocol):
         return session, Connected(connack.session_present, keepalive, window)
 
     async def disconnect(self) -> None:
-        """Clean DISCONNECT (reason 0: the broker keeps the session and drops any Will), then close."""
+        """Clean DISCONNECT (reason 0: the broker keeps the session and drops any Will), then wait for the
+        broker to close. Closing first would race a quick restart: Mosquitto may take the new CONNECT for
+        this client id before reading our last PUBACKs, drop them with the old socket and send those
+        messages again (seen in tests/test_receive.py)."""
         if self._transport is not None and not self._transport.is_closing():
             self._out += mqtt5.DisconnectPacket().write()
             self._flush()
-            self._transport.close()  # flushes the buffer first
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._closed), DISCONNECT_WAIT_S)
         self.abort()
