@@ -45,12 +45,15 @@ from protocol.commands import Command, CommandAck, ConfigReport
 from protocol.envelope import Envelope, Frozen, StatusMessage, StoredAck, settle_clock
 from protocol.events import KioskConsumable, Rejected, RejectReason, errors_of, validate_event
 from protocol.sdnotify import notify, watchdog_loop
+from protocol.settings import ConfigError
 from protocol.topics import Kind, TopicError
 from protocol.transport import AsyncMqtt, LinkOptions, MqttError
 
 log = logging.getLogger(__name__)
 
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+# CONNACK reasons that no retry can change: the start fails instead of looping on them.
+REFUSED_FOR_GOOD = frozenset({"Bad user name or password", "Not authorized", "Client identifier not valid", "Banned"})
 SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"})
 FLUSHER_STOP_S = 10.0  # a commit in progress may finish; the unit's TimeoutStopSec is 30 s
 DELIVERY_STOP_S = 15.0  # a notifier's own timeout is 10 s
@@ -76,6 +79,10 @@ class Counters:
 class _Pending:
     items: list[Item] = field(default_factory=list)
     mids: list[int] = field(default_factory=list)
+
+
+class StartupError(Exception):
+    """An expected failure to start, said in one line (no traceback unless -v): what is wrong, where."""
 
 
 class Consumer:
@@ -130,7 +137,8 @@ class Consumer:
         )
 
     async def run(self) -> None:
-        """Consume until stop(): reconnect with capped jittered backoff, never crash on input."""
+        """Consume until stop(): reconnect with capped jittered backoff, never crash on input. A broker that
+        refuses the credentials before the first connection raises StartupError."""
         loops = [
             asyncio.create_task(self._sweep_loop(), name="presence-sweep"),
             asyncio.create_task(watchdog_loop(), name="watchdog"),
@@ -149,6 +157,11 @@ class Consumer:
                     await self._one_connection()
                     attempt = 0
                 except MqttError as exc:
+                    if exc.reason in REFUSED_FOR_GOOD and not self.ready.is_set() and self.counters.received == 0:
+                        m = self.cfg.mqtt
+                        raise StartupError(
+                            f"MQTT broker {m.host}:{m.port} refused user {m.username or '(none)'}: {exc.reason}"
+                        ) from exc
                     log.warning("consumer MQTT link: %s", exc)
                 if self._stop.is_set():
                     break
@@ -560,10 +573,15 @@ class Consumer:
 
 
 async def run_consumer(cfg: ConsumerConfig, clock: Clock | None = None) -> None:
-    """``hallfleet consumer``: open the store (migrating it), consume until SIGINT/SIGTERM."""
+    """``hallfleet consumer``: open the store (migrating it), consume until SIGINT/SIGTERM. What keeps it
+    from starting (a password file, the store, the broker's answer to our credentials) is a StartupError."""
     import signal
 
-    store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
+    try:
+        cfg.mqtt.password()  # read now: a missing file is a start-up error, not a reconnect loop
+    except ConfigError as exc:
+        raise StartupError(f"MQTT password: {exc}") from exc
+    store = await _open_store(cfg)
     consumer = Consumer(cfg, store, clock)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -581,3 +599,16 @@ async def run_consumer(cfg: ConsumerConfig, clock: Clock | None = None) -> None:
         if metrics is not None:
             metrics[0].shutdown()
         await store.close()
+
+
+async def _open_store(cfg: ConsumerConfig) -> Store:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(cfg.store.url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: say so without echoing it (it may hold the password)
+        raise StartupError("store.url is not an SQLAlchemy URL") from None
+    try:
+        return await asyncio.wait_for(Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor), 60)
+    except (Exception, TimeoutError) as exc:
+        raise StartupError(f"cannot open the store {url}: {describe(exc)}") from exc

@@ -34,10 +34,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 def cmd_consumer(args: argparse.Namespace) -> int:
     from broker.config import ConsumerConfig
-    from broker.consumer import run_consumer
+    from broker.consumer import StartupError, run_consumer
 
     cfg = load_settings(ConsumerConfig, args.config)
-    _run(run_consumer(cfg))
+    try:
+        _run(run_consumer(cfg))
+    except StartupError as exc:  # expected: one line saying what is wrong; the traceback only with -v
+        logging.getLogger("hallfleet").debug("start-up failed", exc_info=True)
+        print(f"hallfleet consumer: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
