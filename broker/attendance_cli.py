@@ -12,7 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.attendance.exceptions import deadline_for, file_exception, withdraw_exception
+from broker.attendance.exceptions import file_exception, withdraw_exception
 from broker.attendance.model import ExceptionKind
 from broker.attendance.roster import import_roster, read_roster, roster
 from broker.cli_support import Handler, run_with_store
@@ -92,12 +92,13 @@ async def _file(a: argparse.Namespace, store: Store, sites: Sites) -> int:
     start, end = _site_time(a.start, zone), _site_time(a.end, zone)
     exc = await file_exception(store, sites, a.site, a.staff_id, a.kind, start, end, by=_by(a),
                                at=SystemClock().now(), reason=a.reason, minutes=a.minutes)  # fmt: skip
-    deadline = deadline_for(sites, a.site, start)
     print(f"已登记 {exc.id}: {a.staff_id} {KIND_ZH[exc.kind]} {_fmt(start, zone)} 至 {_fmt(end, zone)}")
-    if exc.late:
-        print(f"逾期登记: 补登期限 {_fmt(deadline, zone)} 已过, 该日仍按非正常考勤记录")
+    if exc.due is None:  # filed after the fact, the person not back yet: the deadline runs from their return
+        print("按时登记 (本人尚未返岗, 补登期限自返岗之日起计两个工作日, QP 000:40)")
+    elif exc.late:
+        print(f"逾期登记: 补登期限 {_fmt(exc.due, zone)} 已过, 该日仍按非正常考勤记录")
     else:
-        print(f"按时登记 (补登期限 {_fmt(deadline, zone)})")
+        print(f"按时登记 (补登期限 {_fmt(exc.due, zone)})")
     return 0
 
 

@@ -19,6 +19,7 @@ from protocol.clock import HALL_ZONE
 from protocol.ids import uuid7
 
 TUESDAY = date(2026, 11, 24)
+WEDNESDAY, THURSDAY, FRIDAY = date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)
 SITES = Sites({"qp": SiteConfig()})  # default calendar: 09:00-12:00, 13:30-17:30
 ALERTS = AlertsConfig.model_validate(
     {
@@ -58,15 +59,30 @@ async def punch(store: Store, staff: str, when: datetime) -> None:
         )  # fmt: skip
 
 
-async def test_window_management_hears_of_a_window_with_neither_post_at_work(jobs: AttendanceJobs) -> None:
-    await punch(jobs.store, "S3", at(TUESDAY, 8, 50))  # W2's A post is in; W1 has nobody
-    await jobs.tick(at(TUESDAY, 9, 20))  # before 09:30 nobody is judged yet
+async def test_window_management_hears_of_each_stretch_with_neither_post_at_the_window(jobs: AttendanceJobs) -> None:
+    """QP 000:107, WZ 002:181: coverage is by time. W1's A and B are both away this morning (a gap even though
+    both are back this afternoon); W2's A post is in."""
+    await punch(jobs.store, "S3", at(TUESDAY, 8, 50))
+    await jobs.tick(at(TUESDAY, 9, 10))  # 10 minutes uncovered: under ab.min_gap_min (15)
     assert await jobs.store.fetch(sa.select(notifications)) == []
-    await jobs.tick(at(TUESDAY, 9, 40))
-    await jobs.tick(at(TUESDAY, 10, 40))  # once a day, not every tick
+    await jobs.tick(at(TUESDAY, 9, 20))  # 20 minutes: a gap
+    await jobs.tick(at(TUESDAY, 10, 40))  # the same gap, still open: no second notice
     (n,) = await jobs.store.fetch(sa.select(notifications))
     assert (n.recipient, n.step, n.severity) == ("wm", "ab_uncovered", "major")
-    assert "W1" in n.body and "W2" not in n.body
+    assert "W1" in n.body and "W2" not in n.body and "09:00 起" in n.body
+    # Both come in after lunch: this morning's gap stays what it was, and nothing new is said.
+    await punch(jobs.store, "S1", at(TUESDAY, 13, 20))
+    await punch(jobs.store, "S2", at(TUESDAY, 13, 25))
+    await jobs.tick(at(TUESDAY, 14))
+    assert len(await jobs.store.fetch(sa.select(notifications))) == 1
+    # S1 signs out at 15:00, S2 goes at 16:00: a second gap from 16:00, told once it is 15 minutes long.
+    await punch(jobs.store, "S1", at(TUESDAY, 15))
+    await punch(jobs.store, "S2", at(TUESDAY, 16))
+    await jobs.tick(at(TUESDAY, 16, 10))
+    assert len(await jobs.store.fetch(sa.select(notifications))) == 1
+    await jobs.tick(at(TUESDAY, 16, 20))
+    second = (await jobs.store.fetch(sa.select(notifications).order_by(notifications.c.id)))[-1]
+    assert "16:00 起" in second.body and "S1、S2" in second.body
 
 
 async def test_one_post_at_work_covers_the_window(jobs: AttendanceJobs) -> None:
@@ -77,10 +93,22 @@ async def test_one_post_at_work_covers_the_window(jobs: AttendanceJobs) -> None:
 
 
 async def test_days_past_their_correction_deadline_are_locked_by_the_tick(jobs: AttendanceJobs) -> None:
+    """QP 000:43 locks at the deadline; an absence's deadline runs from the return to work (QP 000:40)."""
     await punch(jobs.store, "S1", at(TUESDAY, 9, 12))  # late, never explained
     await punch(jobs.store, "S1", at(TUESDAY, 17, 40))
-    await jobs.tick(at(date(2026, 11, 26), 12))  # Thursday noon: Tuesday's deadline (2 working days) not yet
+    await punch(jobs.store, "S2", at(THURSDAY, 8, 55))  # S2 away Tuesday and Wednesday, back on Thursday
+    await punch(jobs.store, "S2", at(THURSDAY, 17, 35))
+    await jobs.tick(at(THURSDAY, 12))  # Thursday noon: Tuesday's deadline (2 working days) not yet
     assert await jobs.store.fetch(sa.select(attendance_locks)) == []
-    await jobs.tick(at(date(2026, 11, 27), 9, 0))  # after Thursday's close
-    locked = {(r.staff_id, r.day, r.verdict) for r in await jobs.store.fetch(sa.select(attendance_locks))}
-    assert locked == {("S1", TUESDAY, "late"), ("S2", TUESDAY, "absent"), ("S3", TUESDAY, "absent")}
+    await jobs.tick(at(FRIDAY, 9, 0))  # after Thursday's close
+    assert await locked(jobs) == {("S1", TUESDAY, "late")}, "S2 back Thursday, S3 not back: both may still explain"
+    await jobs.tick(at(date(2026, 12, 1), 9, 0))  # after Monday's close: S2's two working days since Thursday
+    assert await locked(jobs) == {
+        ("S1", TUESDAY, "late"),
+        ("S2", TUESDAY, "absent"),
+        ("S2", WEDNESDAY, "absent"),
+    }, "S1 (away since Wednesday) and S3 (never came) are not back: their absences stay open"
+
+
+async def locked(jobs: AttendanceJobs) -> set[tuple[str, date, str]]:
+    return {(r.staff_id, r.day, r.verdict) for r in await jobs.store.fetch(sa.select(attendance_locks))}

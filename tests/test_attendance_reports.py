@@ -50,7 +50,8 @@ WANZHOU = CalendarConfig(
     timezone="Asia/Shanghai",
     timetables=[TimetableConfig(name="全年", start="01-01", end="12-31", sessions=["09:00-12:00", "13:30-17:30"])],
 )
-SITES = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU)})
+LIVE = date(2026, 10, 1)  # the hall went live before the month the tests look at
+SITES = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU, go_live=LIVE)})
 AFTER = datetime(2026, 12, 5, 12, 0, tzinfo=ZONE)  # "now" for a finished November
 MARKET, SOCIAL = "区市场监管局", "区人力社保局"
 PEOPLE = [("A01", "张三", MARKET, "3号窗口"), ("B02", "李四", MARKET, "4号窗口"), ("C03", "王五", SOCIAL, "7号窗口")]
@@ -189,7 +190,7 @@ async def test_days_before_joining_after_leaving_and_after_now_are_not_judged(st
 
 async def test_a_site_without_an_attendance_rule_judges_nobody(store: Store) -> None:
     await insert(store, events, [punch("A01", at(3, 17, 40))])
-    off = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU, attendance=PunchPolicy(enabled=False))})
+    off = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU, go_live=LIVE, attendance=PunchPolicy(enabled=False))})
     assert await staff_days(store, off, SITE, nov(2), nov(6), now=AFTER) == []
     assert len(await staff_days(store, SITES, SITE, nov(2), nov(6), now=AFTER)) == 3 * 5
 

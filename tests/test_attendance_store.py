@@ -16,16 +16,16 @@ import pytest
 import sqlalchemy as sa
 from openpyxl import Workbook
 
-from broker.attendance.ab import uncovered_windows
+from broker.attendance.ab import coverage_gaps
 from broker.attendance.exceptions import (
     correction_deadline,
     exceptions_for,
     file_exception,
-    lock_due,
     locks_for,
     withdraw_exception,
 )
 from broker.attendance.faults import fault_windows
+from broker.attendance.locking import lock_due
 from broker.attendance.model import ExceptionKind, StaffDay, Verdict
 from broker.attendance.roster import RosterError, StaffMember, import_roster, read_roster, roster
 from broker.attendance.verdicts import EXCUSED_NOTE
@@ -33,15 +33,17 @@ from broker.calendar import CalendarConfig, SiteCalendar, TimetableConfig
 from broker.rules.incidents import IncidentRules, Signal
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Batch, StatusUpdate, Store
-from broker.store.schema import attendance_exceptions, attendance_locks, audit_log, staff
+from broker.store.schema import attendance_exceptions, attendance_locks, audit_log, events, staff
 from hallfleet.cli import main
 from protocol.envelope import Presence, StatusMessage
+from protocol.ids import uuid7
 
 SH = ZoneInfo("Asia/Shanghai")
 QP_HOURS = [TimetableConfig(name="全年", start="01-01", end="12-31", sessions=["08:30-12:00", "13:30-17:00"])]
 QP = SiteConfig(name="青浦区政务服务中心", calendar=CalendarConfig(timetables=QP_HOURS))
 SITES = Sites({"qp": QP})
 CAL = SiteCalendar(QP.calendar)
+LIVE = Sites({"qp": QP.model_copy(update={"go_live": date(2026, 11, 20)})})  # the locking tests' hall
 HEADERS_ZH = ["站点", "工号", "姓名", "单位", "窗口", "AB岗", "入职日期", "离职日期"]
 
 
@@ -65,6 +67,18 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 
 async def seed_staff(store: Store, *members: StaffMember) -> None:
     await import_roster(store, list(members), by="admin", at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+async def punched(store: Store, staff_id: str, when: datetime) -> None:
+    """An attendance punch as the consumer stores it (terminal clock synchronised)."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            events.insert().values(
+                site="qp", device="att-1", id=uuid7(), type="attendance.punch", seq=int(when.timestamp()),
+                boot_id="b", ts=when, clock_synced=True, replayed=False, received_at=when,
+                data=json.dumps({"staff_id": staff_id, "method": "face"}),
+            )
+        )  # fmt: skip
 
 
 async def audits(store: Store, action: str) -> list[sa.Row[tuple[object, ...]]]:
@@ -190,6 +204,7 @@ TUE = date(2026, 11, 24)
 
 async def test_an_exception_filed_by_the_deadline_counts_and_one_filed_after_it_is_late(store: Store) -> None:
     await seed_staff(store, member("S1"))
+    await punched(store, "S1", local(FRI, "08:41"))  # at work that day: the deadline runs from it (QP 000:34)
 
     async def evidence(at: datetime) -> bool:
         exc = await file_exception(store, SITES, "qp", "S1", ExceptionKind.EVIDENCE, local(FRI, "08:30"),
@@ -378,47 +393,50 @@ WED = date(2026, 11, 25)
 
 
 async def test_lock_due_freezes_only_unexcused_abnormal_days_past_their_deadline_once(store: Store) -> None:
+    """QP 000:43 at the deadline; an absence's deadline runs from the return (QP 000:40). This test used to expect
+    Monday's absence locked on Wednesday although S1 was back on Tuesday, and a fixed 62-day look-back."""
     await seed_staff(store, member("S1"), member("S2"))
     judge = FakeJudge(
         {
             ("S1", FRI): (Verdict.LATE, ()),  # deadline Tue 17:00: locks
             ("S2", FRI): (Verdict.LATE, ("exc-1",)),  # excused by an exception in time
-            ("S1", MON): (Verdict.ABSENT, ()),  # deadline Wed 17:00: locks
+            ("S1", MON): (Verdict.ABSENT, ()),  # back Tuesday: deadline Thu 17:00
             ("S2", MON): (Verdict.ON_TIME, ()),
             ("S1", TUE): (Verdict.MISSING_OUT, ()),  # deadline Thu 17:00: not yet
             ("S2", date(2026, 11, 21)): (Verdict.REST_DAY, ()),
         }
     )
     now = local(WED, "17:00")
-    assert await lock_due(store, SITES, now, judge) == 2
-    site, first, last = judge.calls[0]
-    assert (site, first, last) == ("qp", WED - timedelta(days=62), MON), "62 days back, up to Monday"
+    assert await lock_due(store, LIVE, now, judge) == 1
+    assert judge.calls[0] == ("qp", FRI, WED), "from go-live (no look-back before it) through today"
     async with store.engine.connect() as conn:
         locks = await locks_for(conn, "qp", FRI, WED)
-    assert locks == {("S1", FRI): ("late", "late 的理由"), ("S1", MON): ("absent", "absent 的理由")}
+    assert locks == {("S1", FRI): ("late", "late 的理由")}
 
-    # Again at the same time: nothing new, and the days already final are not even judged again.
-    assert await lock_due(store, SITES, now, judge) == 0
-    assert len(judge.calls) == 1
-    # A day locked as normal stays normal (say the policy changed); Tuesday locks once its deadline passes.
-    judge.verdicts[("S2", MON)] = (Verdict.LATE, ())
-    assert await lock_due(store, SITES, local(date(2026, 11, 26), "17:00"), judge) == 1
-    assert judge.calls[-1] == ("qp", TUE, TUE)
+    # Again at the same time: nothing new; Friday to Sunday are final and not judged again, Monday stays open.
+    assert await lock_due(store, LIVE, now, judge) == 0
+    assert judge.calls[-1] == ("qp", MON, WED)
+    # A day locked as normal stays normal (say the policy changed); Monday and Tuesday lock at Thursday's close.
+    judge.verdicts[("S2", FRI)] = (Verdict.LATE, ())
+    assert await lock_due(store, LIVE, local(date(2026, 11, 26), "17:00"), judge) == 2
+    assert judge.calls[-1] == ("qp", MON, date(2026, 11, 26))
     async with store.engine.connect() as conn:
         assert set(await locks_for(conn, "qp", FRI, WED)) == {("S1", FRI), ("S1", MON), ("S1", TUE)}
     (a, b) = await audits(store, "attendance.lock")
-    assert (a.actor, a.target, json.loads(a.detail)["locked"], json.loads(b.detail)["locked"]) == ("rules", "qp", 2, 1)
+    assert (a.actor, a.target, json.loads(a.detail)["locked"], json.loads(b.detail)["locked"]) == ("rules", "qp", 1, 2)
 
 
 async def test_lock_due_run_concurrently_locks_each_record_once(store_url: str, store: Store) -> None:
     staff_ids = [f"S{i}" for i in range(20)]
     await seed_staff(store, *(member(s) for s in staff_ids))
     verdicts: Verdicts = {(s, d): (Verdict.ABSENT, ()) for s in staff_ids for d in (FRI, MON)}
+    verdicts |= {(s, TUE): (Verdict.ON_TIME, ()) for s in staff_ids}  # back Tuesday: deadline Thursday's close
+    thursday = local(date(2026, 11, 26), "17:00")
     other = await Store.open(store_url)
     try:
         counts = await asyncio.gather(
-            lock_due(store, SITES, local(WED, "17:00"), FakeJudge(dict(verdicts))),
-            lock_due(other, SITES, local(WED, "17:00"), FakeJudge(dict(verdicts))),
+            lock_due(store, LIVE, thursday, FakeJudge(dict(verdicts))),
+            lock_due(other, LIVE, thursday, FakeJudge(dict(verdicts))),
         )
     finally:
         await other.close()
@@ -428,12 +446,15 @@ async def test_lock_due_run_concurrently_locks_each_record_once(store_url: str, 
 
 async def test_lock_due_without_staff_does_nothing(store: Store) -> None:
     judge = FakeJudge({})
-    assert await lock_due(store, SITES, local(WED, "17:00"), judge) == 0
+    assert await lock_due(store, LIVE, local(WED, "17:00"), judge) == 0
     assert judge.calls == []
 
 
 # -- AB coverage -----------------------------------------------------------------------------------------
-def test_a_window_whose_a_and_b_are_both_away_is_uncovered() -> None:
+def test_a_window_whose_a_and_b_are_both_away_is_uncovered_for_that_time() -> None:
+    """QP 000:107, WZ 002:181, SJ 001:947: by time. W1: A on leave in the morning, B at a meeting in the morning,
+    both back after lunch: a morning gap. W2: A away, B there all day. W3: its only holder absent. W4: the A post
+    left the roster; B (no sign-in, signed out at 17:05) is uncovered until the sign-out, which is all we know."""
     members = [
         member("A1", "W1", "A"),
         member("B1", "W1", "B"),
@@ -444,29 +465,38 @@ def test_a_window_whose_a_and_b_are_both_away_is_uncovered() -> None:
         member("A4", "W4", "A", end_date=date(2026, 11, 1)),  # left: no longer counts
         member("B4", "W4", "B"),
     ]
+    sessions = [(local(TUE, "08:30"), local(TUE, "12:00")), (local(TUE, "13:30"), local(TUE, "17:00"))]
+    afternoon = ((local(TUE, "13:30"), local(TUE, "17:00")),)
+    whole = tuple(sessions)
 
-    def day(verdicts: dict[str, Verdict], on: date = TUE) -> list[StaffDay]:
-        return [StaffDay(s, on, v, "") for s, v in verdicts.items()]
+    def sd(staff_id: str, verdict: Verdict, present: tuple[tuple[datetime, datetime], ...] = ()) -> StaffDay:
+        return StaffDay(staff_id, TUE, verdict, "", present=present)
 
-    days = day(
-        {
-            "A1": Verdict.LEAVE,
-            "B1": Verdict.MEETING,  # both away: uncovered
-            "A2": Verdict.LEAVE,
-            "B2": Verdict.LATE,  # B covers
-            "A3": Verdict.ABSENT,
-            "X": Verdict.ON_TIME,  # X is not A or B of W3
-            "A4": Verdict.ABSENT,
-            "B4": Verdict.MISSING_IN,  # there (signed out), just forgot to sign in
-        }
-    )
-    assert uncovered_windows(members, days, TUE) == ["W1", "W3"]
-    assert uncovered_windows(members, days, WED) == [], "no verdicts that day, no claim"
-    rest = day({s: Verdict.REST_DAY for s in ("A1", "B1", "A2", "B2", "A3", "B4")}, date(2026, 11, 21))
-    assert uncovered_windows(members, rest, date(2026, 11, 21)) == [], "a closed hall is not an empty window"
-    sat = date(2026, 11, 21)
-    weekend = day({"A1": Verdict.REST_DAY, "B1": Verdict.EXEMPT_DUTY, "A2": Verdict.COMPENSATORY}, sat)
-    assert uncovered_windows(members, weekend, sat) == ["W2"], "B1 on weekend duty covers W1; W2 has nobody"
+    days = [
+        sd("A1", Verdict.ON_TIME, afternoon),
+        sd("B1", Verdict.ON_TIME, afternoon),
+        sd("A2", Verdict.LEAVE),
+        sd("B2", Verdict.LATE, ((local(TUE, "08:40"), local(TUE, "12:00")), afternoon[0])),
+        sd("A3", Verdict.ABSENT),
+        sd("X", Verdict.ON_TIME, whole),
+        sd("A4", Verdict.ABSENT),
+        sd("B4", Verdict.MISSING_IN),
+    ]
+    policy = QP.attendance.ab
+    gaps = [(g.window, g.start, g.end) for g in coverage_gaps(members, days, TUE, sessions, policy)]
+    assert gaps == [
+        ("W1", local(TUE, "08:30"), local(TUE, "12:00")),
+        ("W3", local(TUE, "08:30"), local(TUE, "12:00")),
+        ("W3", local(TUE, "13:30"), local(TUE, "17:00")),
+        ("W4", local(TUE, "08:30"), local(TUE, "12:00")),
+        ("W4", local(TUE, "13:30"), local(TUE, "17:00")),
+    ], "B2 10 minutes late is under min_gap_min (15): no gap at W2"
+    # While the day runs, only the time up to now is judged.
+    early = coverage_gaps(members, days, TUE, sessions, policy, now=local(TUE, "08:40"))
+    assert early == [], "10 minutes in: no stretch is 15 minutes long yet"
+    assert coverage_gaps(members, days, WED, sessions, policy) == [], "no verdicts that day, no claim"
+    rest = [sd(s, Verdict.REST_DAY) for s in ("A1", "B1")]
+    assert coverage_gaps(members, rest, TUE, sessions, policy) == [], "nobody judged: a closed hall owes nothing"
 
 
 # -- the CLI ---------------------------------------------------------------------------------------------
@@ -494,6 +524,7 @@ async def test_cli_imports_the_roster_files_and_withdraws_leave_in_chinese(
     assert "已登记" in out and "请假" in out and "按时登记 (补登期限" in out
     exc_id = out.split()[1].rstrip(":")
     back = today - timedelta(days=30)
+    await punched(store, "S1", local(back, "08:41"))  # at work that day: the deadline ran out long ago
     assert await cli("leave", "file", "qp", "S1", "--kind", "evidence", "--from", f"{back} 08:30",
                      "--to", f"{back} 09:00", "--reason", "补交病历") == 0  # fmt: skip
     assert "逾期登记: 补登期限" in capsys.readouterr().out

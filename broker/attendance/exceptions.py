@@ -1,39 +1,37 @@
 """Exceptions filed for staff-days (leave, evidence for a missed punch, meetings ...) and the correction deadline.
 
 QP: the window leader registers leave, meetings, training and special cases within 2 working days
-(000:34); leave not registered beforehand is explained with proof within 2 working days (000:40); after
-that the record is locked as 非正常考勤 (000:43). So each exception records whether it was filed after the
-deadline of the day it starts (``late``: a late filing leaves the day abnormal), and ``lock_due`` freezes
-each day once its deadline has passed: an unexcused abnormal verdict becomes a lock row, and the day is
-marked final, so a later policy edit or filing cannot rewrite a closed record. Nothing is ever deleted:
-a withdrawal is a timestamp and an audit entry.
+(000:34); leave not registered beforehand is explained with proof 「在上班后两个工作日内」 (000:40): the two
+working days run from the day the person is back at work, not from the first day away. After that the record
+is locked as 非正常考勤 (000:43). So each exception records whether it was filed after its deadline (``late``: a
+late filing leaves the day abnormal): the close of the ``correction_working_days``-th working day after the
+first day, on or after the exception's first day, on which the person punched (for a day they worked, that day;
+for days away, their return). While they have not come back, no filing is late. ``locking.py`` freezes the days
+by the same rule. Nothing is ever deleted: a withdrawal is a timestamp and an audit entry.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Awaitable, Callable
+import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.attendance.model import NEEDS_PROOF, Exception_, ExceptionKind, StaffDay
+from broker.attendance.model import Exception_, ExceptionKind
 from broker.attendance.roster import staff_member
-from broker.attendance.verdicts import is_excused
 from broker.calendar import CalendarError, SiteCalendar
 from broker.sites import Sites
 from broker.store.commands import audit
-from broker.store.db import Store, _insert_ignore
-from broker.store.schema import attendance_exceptions, attendance_locked_days, attendance_locks, staff
+from broker.store.db import Store
+from broker.store.schema import attendance_exceptions, attendance_locks, events
 from protocol.ids import uuid7
 
 DEFAULT_CORRECTION_DAYS = 2  # QP 000:34, 000:40
-LOOKBACK_DAYS = 62  # lock_due never reaches further back than two months
 _HORIZON_DAYS = 400
-
-Compute = Callable[[str, date, date], Awaitable[list[StaffDay]]]
+PUNCH = "attendance.punch"
 
 
 def correction_days(sites: Sites, site: str) -> int:
@@ -60,10 +58,38 @@ def correction_deadline(cal: SiteCalendar, day: date, working_days: int) -> date
     raise CalendarError(f"no {working_days} working days within {_HORIZON_DAYS} days after {day}; check the calendar")
 
 
-def deadline_for(sites: Sites, site: str, start: datetime) -> datetime:
-    """The correction deadline of the site-local day ``start`` falls on."""
+def deadline_for(sites: Sites, site: str, start: datetime, returned: date | None = None) -> datetime:
+    """The correction deadline of an exception starting at ``start``: counted from ``returned``, the day the person
+    was back at work (QP 000:40), else from the site-local day ``start`` falls on."""
     cal = sites[site].site_calendar
-    return correction_deadline(cal, start.astimezone(cal.zone).date(), correction_days(sites, site))
+    day = returned if returned is not None else start.astimezone(cal.zone).date()
+    return correction_deadline(cal, day, correction_days(sites, site))
+
+
+async def back_at_work(
+    conn: AsyncConnection, site: str, staff_id: str, since: datetime, until: datetime, zone: tzinfo
+) -> date | None:
+    """The site-local day of ``staff_id``'s first punch from the day of ``since`` to ``until``: the day they were at
+    work, or came back after days away (QP 000:40 上班后); None while they have not punched since."""
+    day_start = datetime.combine(since.astimezone(zone).date(), time(), tzinfo=zone)
+    c = events.c
+    q = sa.select(c.ts, c.data).where(
+        c.type == PUNCH,
+        c.site == site,
+        c.ts >= day_start,  # through the (type, ts) index; a punch from an unsynchronised clock is not a return
+        c.ts <= until,
+        c.clock_synced == sa.true(),
+        c.data.contains(staff_id, autoescape=True),  # a cheap filter; the exact match below
+    )
+    seen = [r.ts for r in (await conn.execute(q)).all() if _staff_of(r.data) == staff_id]
+    return min(seen).astimezone(zone).date() if seen else None
+
+
+def _staff_of(data: str) -> str | None:
+    try:
+        return str(json.loads(data)["staff_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def file_exception(
@@ -84,15 +110,19 @@ async def file_exception(
     deadline of start's day is stored with ``late`` set (it is kept, but does not excuse the day)."""
     kind = _kind(kind)
     _check(start, end, reason, kind, minutes)
-    late = at > deadline_for(sites, site, start)
-    exc = Exception_(uuid7(), staff_id, kind, start, end, at, by[:64], reason.strip()[:500], minutes, True, late)
     zone = sites[site].site_calendar.zone
     async with store.engine.begin() as conn:
         await _check_staff(conn, site, staff_id, start, end, zone)
+        # Filed in advance: on time. Afterwards: the deadline runs from their return; none yet, none runs.
+        returned = await back_at_work(conn, site, staff_id, start, at, zone) if at > start else None
+        due = deadline_for(sites, site, start, returned) if at <= start or returned is not None else None
+        late = due is not None and at > due
+        text = reason.strip()[:500]
+        exc = replace(Exception_(uuid7(), staff_id, kind, start, end, at, by[:64], text, minutes, True, late), due=due)
         await conn.execute(attendance_exceptions.insert().values(site=site, **_values(exc)))
         await audit(conn, at=at, actor=by, action="attendance.exception.file", target=f"{site}/{staff_id}",
                     reason=exc.reason, detail={"id": exc.id, "kind": kind.value, "start": start, "end": end,
-                                               "minutes": minutes, "late": late})  # fmt: skip
+                                               "minutes": minutes, "late": late, "due": due})  # fmt: skip
     return exc
 
 
@@ -214,65 +244,3 @@ async def locks_for(
     k = attendance_locks.c
     q = sa.select(k.staff_id, k.day, k.verdict, k.reason).where(k.site == site, k.day >= first, k.day <= last)
     return {(r.staff_id, r.day): (r.verdict, r.reason) for r in (await conn.execute(q)).all()}
-
-
-# -- locking at the deadline ---------------------------------------------------------------------------
-async def lock_due(store: Store, sites: Sites, now: datetime, compute: Compute) -> int:
-    """Lock every day (of every site with staff, within LOOKBACK_DAYS) whose correction deadline has passed
-    and that is not locked yet: ``compute(site, first, last)`` judges the days, each unexcused abnormal
-    verdict becomes a lock row (非正常考勤), and the day is marked final. Safe to run concurrently and
-    repeatedly (rows are insert-ignored). Returns the lock rows this call added."""
-    async with store.engine.connect() as conn:
-        names = (await conn.execute(sa.select(staff.c.site).distinct().order_by(staff.c.site))).scalars().all()
-    total = 0
-    for site in names:
-        total += await _lock_site(store, sites, site, now, compute)
-    return total
-
-
-async def _due_days(store: Store, sites: Sites, site: str, now: datetime) -> list[date]:
-    cal = sites[site].site_calendar
-    n = correction_days(sites, site)
-    today = now.astimezone(cal.zone).date()
-    candidates = [today - timedelta(days=i) for i in range(LOOKBACK_DAYS, -1, -1)]
-    due = [d for d in candidates if correction_deadline(cal, d, n) <= now]
-    if not due:
-        return []
-    d = attendance_locked_days.c
-    async with store.engine.connect() as conn:
-        q = sa.select(d.day).where(d.site == site, d.day >= due[0], d.day <= due[-1])
-        done = set((await conn.execute(q)).scalars().all())
-    return [day for day in due if day not in done]
-
-
-def _unexcused(sd: StaffDay) -> bool:
-    # Not "no exceptions": half-day leave or extended service attach ids without excusing a late.
-    return sd.verdict in NEEDS_PROOF and not is_excused(sd)
-
-
-def _lock_row(site: str, sd: StaffDay, now: datetime) -> dict[str, Any]:
-    return {"site": site, "staff_id": sd.staff_id, "day": sd.day, "verdict": str(sd.verdict),
-            "reason": sd.reason[:500], "locked_at": now}  # fmt: skip
-
-
-async def _lock_site(store: Store, sites: Sites, site: str, now: datetime, compute: Compute) -> int:
-    days = await _due_days(store, sites, site, now)
-    if not days:
-        return 0
-    wanted = set(days)
-    judged = await compute(site, days[0], days[-1])
-    rows = [_lock_row(site, sd, now) for sd in judged if sd.day in wanted and _unexcused(sd)]
-    per_day = Counter(r["day"] for r in rows)
-    async with store.engine.begin() as conn:
-        added = 0
-        if rows:
-            k = attendance_locks.c
-            stmt = _insert_ignore(conn, attendance_locks).returning(k.day)
-            added = len((await conn.execute(stmt, rows)).all())
-        marks = [{"site": site, "day": day, "locked_at": now, "locked": per_day[day]} for day in days]
-        await conn.execute(_insert_ignore(conn, attendance_locked_days), marks)
-        if added:
-            await audit(conn, at=now, actor="rules", action="attendance.lock", target=site,
-                        reason="补登期限已过, 按非正常考勤锁定",
-                        detail={"first": days[0], "last": days[-1], "locked": added})  # fmt: skip
-    return added

@@ -2,34 +2,32 @@
 
 - lock every staff-day whose correction deadline has passed (QP 000:34, 000:43: after 2 working days an
   unexplained exception stands as 非正常考勤);
-- once a working day, after sign-in, tell window management which windows have neither their A nor
-  their B post at work (QP 000:107-113, WZ 002:168-182).
+- while the hall is open, tell window management of every stretch of at least ``ab.min_gap_min`` minutes in which
+  no A/B holder of a window is at the post (QP 000:107, WZ 002:181, SJ 001:947): by time, so both away the same
+  morning is a gap even when both are back in the afternoon (``ab.py``).
 
-Both are safe on several consumers: locks are insert-ignore, and the A/B notice is deduplicated by its
-notification key (one per site, day and recipient).
+Both are safe on several consumers: locks are insert-ignore, and each gap's notice is deduplicated by its
+notification key (site, window and the gap's start).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, tzinfo
 
 import sqlalchemy as sa
 
 from broker.alerts.routing import Router
-from broker.attendance.ab import uncovered_windows
-from broker.attendance.exceptions import lock_due
+from broker.attendance.ab import Gap, coverage_gaps
+from broker.attendance.locking import lock_due
 from broker.attendance.model import StaffDay
-from broker.attendance.roster import roster
-from broker.attendance.service import staff_days
+from broker.attendance.service import load_period, staff_days
 from broker.rules.notices import Notice
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import staff
 
 log = logging.getLogger(__name__)
-
-AB_CHECK_AFTER = timedelta(minutes=30)  # after the first session starts: people arriving late have punched
 
 
 class AttendanceJobs:
@@ -58,27 +56,38 @@ class AttendanceJobs:
         cal = cfg.site_calendar
         today = now.astimezone(cal.zone).date()
         sessions = cal.sessions_on(today)
-        if not sessions or now < sessions[0][0] + AB_CHECK_AFTER:
+        if not sessions or now <= sessions[0][0]:
             return
-        days = await staff_days(self.store, self.sites, site, today, today, now=now)
-        async with self.store.engine.connect() as conn:
-            members = await roster(conn, site, today, today)
-        empty = uncovered_windows(members, days, today)
-        if not empty:
+        p = await load_period(self.store, self.sites, site, today, today, now=now)
+        gaps = coverage_gaps(p.members, p.days, today, sessions, cfg.attendance.ab, now=now)
+        if not gaps:
             return
-        notice = Notice(
-            ref=f"ab:{site}:{today.isoformat()}",
-            step="ab_uncovered",
-            site=site,
-            device="*",
-            device_class="attendance",
-            kind="ab_uncovered",
-            severity="major",
-            summary_zh=f"{today:%m-%d} 以下窗口 A、B 岗均未到岗: {', '.join(empty)}",
-            summary_en=f"{today:%m-%d}: neither the A nor the B post is at work at windows {', '.join(empty)}",
-            facts={"at": now.isoformat(), "windows": empty},
-        )
         async with self.store.engine.begin() as conn:
-            who = await self.router.enqueue(conn, notice, now)
-        if who:
-            log.warning("attendance: %s windows uncovered at %s; told %s", len(empty), site, ", ".join(who))
+            for gap in gaps:
+                who = await self.router.enqueue(conn, _gap_notice(site, gap, now, p.zone), now)
+                if who:
+                    log.warning("attendance: %s window %s uncovered since %s; told %s", site, gap.window,
+                                gap.start.isoformat(), ", ".join(who))  # fmt: skip
+
+
+def _gap_notice(site: str, gap: Gap, now: datetime, zone: tzinfo) -> Notice:
+    start, end = gap.start.astimezone(zone), gap.end.astimezone(zone)
+    running = gap.end >= now  # still uncovered at the time of the check
+    span_zh = f"{start:%m-%d %H:%M} 起" if running else f"{start:%m-%d %H:%M}-{end:%H:%M}"
+    span_en = f"since {start:%m-%d %H:%M}" if running else f"{start:%m-%d %H:%M}-{end:%H:%M}"
+    holders = "、".join(gap.holders)
+    return Notice(
+        ref=f"ab:{site}:{gap.window}:{start.isoformat()}",
+        step="ab_uncovered",
+        site=site,
+        device="*",
+        device_class="attendance",
+        kind="ab_uncovered",
+        severity="major",
+        summary_zh=f"{gap.window} 窗口 A、B 岗 ({holders}) {span_zh} 均不在岗 ({gap.minutes} 分钟), 请安排顶岗"
+        " (QP 000:107, WZ 002:181)",
+        summary_en=f"window {gap.window}: neither A nor B post ({holders}) at work {span_en} ({gap.minutes} min);"
+        " assign someone to cover",
+        facts={"at": now.isoformat(), "window": gap.window, "start": start.isoformat(), "end": end.isoformat(),
+               "minutes": gap.minutes, "holders": list(gap.holders)},
+    )  # fmt: skip

@@ -23,12 +23,21 @@ class Verdict(StrEnum):
     FORCE_MAJEURE = "force_majeure"  # 不可抗力 (SJ 001:1042)
     DEVICE_FAULT = "device_fault"  # 考勤设备故障: reported, not punished (SJ E.1.3, 001:1040)
     REST_DAY = "rest_day"  # not a working day and no duty: nothing expected
+    # Provisional: the day is not over, so nothing is missing yet (never 未签退 or 旷工 before it can be known).
+    ON_DUTY = "on_duty"  # 在岗: signed in, the day's last session not over
+    NOT_ARRIVED = "not_arrived"  # 未到岗: no sign-in yet, the day's last session not over
+    AWAITING_OUT = "awaiting_out"  # 待签退: the last session is over, the sign-out window still open
 
 
 # Verdicts that are exceptions needing proof within the correction deadline (QP 000:30-34, 000:40-43).
 NEEDS_PROOF = frozenset(
     {Verdict.LATE, Verdict.EARLY, Verdict.LATE_AND_EARLY, Verdict.MISSING_IN, Verdict.MISSING_OUT, Verdict.ABSENT}
 )
+
+# The day is not over: the verdict may still change, so it is neither locked nor counted as an exception.
+PROVISIONAL = frozenset({Verdict.ON_DUTY, Verdict.NOT_ARRIVED, Verdict.AWAITING_OUT})
+
+Interval = tuple[datetime, datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +80,8 @@ class Exception_:
     reason: str = ""
     minutes: int = 0  # extended service: minutes of early sign-out allowed
     approved: bool = True
-    late: bool = False  # filed after the correction deadline of the day it excuses
+    late: bool = False  # filed after its correction deadline (exceptions.py)
+    due: datetime | None = None  # that deadline as known at filing (None: not running yet, the person is still away)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +107,6 @@ class StaffDay:
     exceptions: tuple[str, ...] = ()  # ids of the exceptions that shaped it
     locked: bool = False  # the correction deadline passed: the verdict stands (非正常考勤 if it needed proof)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # When the person was at the post within the day's sessions (from sign-in to sign-out, less leave and
+    # meetings; up to the judging time while the day runs): AB coverage and the rating pad's pause alert use it.
+    present: tuple[Interval, ...] = ()

@@ -53,6 +53,32 @@ class MonthlyRule(Section):
         return times * self.absent_days
 
 
+class AbPolicy(Section):
+    """AB posts: a window is covered while one of its A/B holders is at the post (QP 000:107, WZ 002:181,
+    SJ 001:947); Ningshan also lets a person on leave go only once the substitute has arrived (NS 003:88)."""
+
+    min_gap_min: int = Field(
+        default=15,
+        ge=1,
+        le=240,
+        description="Minutes of opening time with no A/B holder at the post that make a coverage gap (no seed gives"
+        " one; 15 like the pause alert's default, G9): shorter overlaps of two late arrivals are not reported",
+    )
+    handover: Literal["notify", "substitute_first"] = Field(
+        default="notify",
+        description="notify: a gap is reported to window management (原则上AB岗责任人不能同时离岗, QP 000:107;"
+        " 窗口负责人应安排顶岗, WZ 002:181); substitute_first: also, a person whose leave of handover_leave_days or"
+        " more began before another holder of the window arrived left the post: 旷工 (顶岗人员到岗后,请假人员方可"
+        "离开工作岗位,否则视为脱岗或旷工, NS 003:88)",
+    )
+    handover_leave_days: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Leave from this many days up needs the substitute on site first (凡请假半天(含)以上, NS 003:88)",
+    )
+
+
 class PunchPolicy(Section):
     enabled: bool = Field(
         default=True, description="Judge attendance at this site (off for halls with no attendance rule, G17)"
@@ -68,11 +94,25 @@ class PunchPolicy(Section):
         " each break between sessions (lunch)",
     )
     grace_min: int = Field(default=0, ge=0, le=120, description="Minutes of tolerance before late/early (G2: none)")
-    in_window_min: int = Field(
-        default=180, ge=0, le=720, description="A sign-in counts from this long before the first session"
+    in_window_min: int | None = Field(
+        default=None,
+        ge=0,
+        le=720,
+        description="A sign-in counts from this long before the first session; None: from the start of the calendar"
+        " day, since the seeds set only the latest sign-in (上午8:30前签到, QP 000:30)",
     )
-    out_window_min: int = Field(
-        default=240, ge=0, le=720, description="A sign-out counts until this long after the last session"
+    out_window_min: int | None = Field(
+        default=None,
+        ge=0,
+        le=720,
+        description="A sign-out counts until this long after the last session; None: until the end of the calendar"
+        " day, since the seeds set only the earliest sign-out (下午5:00后签退, QP 000:30; WZ 002:403)",
+    )
+    minute_rounding: Literal["minute", "second"] = Field(
+        default="minute",
+        description="How a punch meets 「8:30前」/「5:00后」 (QP 000:30): minute: in whole minutes as the terminal"
+        " shows them (08:30:59 is on time, 16:59:59 a minute early); second: any second past 08:30:00 is a minute"
+        " late, any second before 17:00:00 a minute early",
     )
     absent_after_min: int | None = Field(
         default=None, ge=1, description="A sign-in this many minutes late is absence (旷工); None: only late"
@@ -90,6 +130,7 @@ class PunchPolicy(Section):
         " then the verdict is frozen (QP 000:34, 000:40, 000:43)",
     )
     monthly: MonthlyRule | None = Field(default=None, description="Monthly late/early aggregation (WZ 002:10)")
+    ab: AbPolicy = Field(default_factory=AbPolicy, description="AB posts (AB岗): coverage and handover")
     duty_counts: bool = Field(
         default=False,
         description="Weekend/holiday duty is judged like a working day (QP 000:33) instead of left out of"

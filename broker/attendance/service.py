@@ -9,6 +9,11 @@ Which time a punch counts at: the terminal's clock when it was synchronised and 
 (``authoritative = "device"``, e.g. Nanshan's fingerprint recorder is the record, §1.1), else the centre's receive
 time; a punch read at the receive time because the terminal's clock was not synchronised is marked untrusted, so
 the verdict says so.
+
+Nobody is judged before the system or the person existed: days before the site's go-live date (``go_live``, else
+the day of its first stored punch) and before a person's roster start date (入职日期) get no verdict at all, so
+they are neither reported nor locked; ``Period.judged_from`` says where judging starts, for the reports to say so.
+Today is judged as it stands now (``verdicts`` rule 8: provisional until the day is over).
 """
 
 from __future__ import annotations
@@ -24,14 +29,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.attendance.ab import apply_handover
 from broker.attendance.exceptions import exceptions_for, locks_for
 from broker.attendance.faults import fault_windows
 from broker.attendance.labels import VERDICT_ZH
-from broker.attendance.model import FaultWindow, Punch, StaffDay, Verdict
+from broker.attendance.model import Exception_, FaultWindow, Punch, StaffDay, Verdict
 from broker.attendance.policy import PunchPolicy
 from broker.attendance.roster import StaffMember, roster
 from broker.attendance.verdicts import EXCUSED_NOTE, judge_day
-from broker.sites import Sites
+from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import events
 
@@ -55,6 +61,7 @@ class Period:
     members: list[StaffMember]
     days: list[StaffDay]
     faults: list[FaultWindow]
+    judged_from: date | None = None  # the site's go-live (None: not live yet, nothing judged)
 
 
 # -- punches ---------------------------------------------------------------------------------------------
@@ -143,13 +150,16 @@ async def load_period(store: Store, sites: Sites, site: str, first: date, last: 
     cfg = sites[site]
     cal = cfg.site_calendar
     policy = cfg.attendance
+    async with store.engine.connect() as conn:
+        live = await go_live(conn, cfg, site)
+    judged_first = max(first, live) if live is not None else last + timedelta(days=1)
+    judged_last = min(last, now.astimezone(cal.zone).date())  # days after now have nothing to judge yet
     if not policy.enabled:  # a hall without an attendance rule (G17): nothing is judged, so nothing gets locked
-        last = first - timedelta(days=1)
-    last = min(last, now.astimezone(cal.zone).date())  # days after now have nothing to judge yet
+        judged_last = judged_first - timedelta(days=1)
     start, end = day_bounds(first, last, cal.zone)
     async with store.engine.connect() as conn:
         members = await roster(conn, site, first, last)
-        punches = await load_punches(conn, site, start, end, policy) if first <= last else {}
+        punches = await load_punches(conn, site, start, end, policy) if judged_first <= judged_last else {}
         exceptions = await exceptions_for(conn, site, first, last, zone=cal.zone)
         faults = await fault_windows(conn, site, start, end)
         locks = await locks_for(conn, site, first, last)
@@ -157,10 +167,42 @@ async def load_period(store: Store, sites: Sites, site: str, first: date, last: 
     for m in members:
         by_day = _by_local_day(punches.get(m.staff_id, []), cal.zone)
         own = exceptions.get(m.staff_id, [])
-        for day in employed_days(m, first, last):
-            verdict = judge_day(m.staff_id, day, cal, policy, _around(by_day, day), own, faults)
+        for day in employed_days(m, judged_first, judged_last):
+            verdict = judge_day(m.staff_id, day, cal, policy, _around(by_day, day), own, faults, now)
             days.append(_apply_lock(verdict, locks.get((m.staff_id, day))))
-    return Period(site, cfg.name or site, first, last, cal.zone, members, days, faults)
+    days = _handover(days, members, exceptions, cfg)
+    judged_from = live if live is not None and policy.enabled else None
+    return Period(site, cfg.name or site, first, judged_last, cal.zone, members, days, faults, judged_from)
+
+
+async def go_live(conn: AsyncConnection, cfg: SiteConfig, site: str) -> date | None:
+    """The first day judged: the configured go-live date, else the local day of the site's first punch stamped by a
+    synchronised clock (a terminal with a dead clock battery stamps 1970); None while the site has none."""
+    if cfg.go_live is not None:
+        return cfg.go_live
+    c = events.c
+    first = await conn.scalar(
+        sa.select(sa.func.min(c.ts)).where(c.type == PUNCH, c.site == site, c.clock_synced == sa.true())
+    )
+    return None if first is None else first.astimezone(cfg.site_calendar.zone).date()
+
+
+def _handover(
+    days: list[StaffDay], members: list[StaffMember], exceptions: dict[str, list[Exception_]], cfg: SiteConfig
+) -> list[StaffDay]:
+    """Ningshan's handover rule needs a window's holders side by side, so it runs per day after judging."""
+    if cfg.attendance.ab.handover == "notify" or not days:
+        return days
+    cal = cfg.site_calendar
+    by_day: defaultdict[date, list[StaffDay]] = defaultdict(list)
+    for d in days:
+        by_day[d.day].append(d)
+    out: list[StaffDay] = []
+    for day, group in sorted(by_day.items()):
+        judged = [d for d in group if not d.locked]  # a locked day keeps the verdict frozen at its deadline
+        out += apply_handover(judged, members, exceptions, cal.sessions_on(day), cfg.attendance.ab, cal.zone)
+        out += [d for d in group if d.locked]
+    return out
 
 
 def employed_days(m: StaffMember, first: date, last: date) -> Iterator[date]:

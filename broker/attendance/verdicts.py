@@ -20,6 +20,15 @@ A day is decided in this order:
 6. Force majeure that turns a shortfall into none makes the day ``force_majeure`` (SJ 001:1042).
 7. Proof filed in time (EVIDENCE) keeps the verdict, so the day still shows what happened, and marks it excused
    with a note starting ``EXCUSED_NOTE``; ``is_excused`` reads it and the monthly rule skips the day (QP 000:31).
+8. A day that is not over is not judged (``now`` before the punch window closes): before its last session ends a
+   person is 在岗 (``ON_DUTY``) once seen and 未到岗 (``NOT_ARRIVED``) until then; after it, a sign-out still
+   possible is 待签退 (``AWAITING_OUT``), never 未签退; nobody seen all day is 旷工 once the last session is over.
+
+The punch window is the calendar day unless the site narrows it: the seeds set only the latest sign-in and the
+earliest sign-out (上午8:30前签到,下午5:00后签退, QP 000:30), so a sign-out late the same evening is a sign-out.
+``StaffDay.present`` says when the person was at the post, for AB coverage (``ab.py``): from sign-in to sign-out
+within the sessions, less leave and meetings; a missing punch leaves the time it should bound uncovered, unless a
+terminal fault explains it; while the day runs, a person seen and not signed out is there up to ``now``.
 
 ``StaffDay.late_min`` / ``early_min`` describe the punches; the verdict (and ``is_excused``) decide what counts.
 """
@@ -32,15 +41,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, tzinfo
 
-from broker.attendance.model import NEEDS_PROOF, Exception_, ExceptionKind, FaultWindow, Punch, StaffDay, Verdict
+from broker.attendance.model import (
+    NEEDS_PROOF,
+    Exception_,
+    ExceptionKind,
+    FaultWindow,
+    Interval,
+    Punch,
+    StaffDay,
+    Verdict,
+)
 from broker.attendance.policy import PunchPolicy
 from broker.calendar import SiteCalendar
 
 EXCUSED_NOTE = "已提交证明"
 _LEAVE_NOTE = re.compile(r"^请假 (\d+(?:\.\d+)?) 天")
 _MINUTE = timedelta(minutes=1)
-
-Interval = tuple[datetime, datetime]
 
 # Kinds that take time out of the sessions, in the order their coverage is counted.
 _COVERING: dict[ExceptionKind, Verdict] = {
@@ -68,6 +84,8 @@ _PRESENT = frozenset(
         Verdict.MISSING_IN,
         Verdict.MISSING_OUT,
         Verdict.DEVICE_FAULT,
+        Verdict.ON_DUTY,
+        Verdict.AWAITING_OUT,
     }
 )
 # Counted as attendance (出勤): present, plus compensatory time (QP 000:33) and meetings/training on duty.
@@ -106,13 +124,15 @@ def judge_day(
     punches: Sequence[Punch],
     exceptions: Sequence[Exception_],
     faults: Sequence[FaultWindow],
+    now: datetime | None = None,
 ) -> StaffDay:
-    """The verdict on ``staff_id``'s ``day``. ``punches`` may hold the punches of days around it (those outside the
-    day's windows are ignored), ``exceptions`` that person's, ``faults`` the windows of the site's terminals."""
+    """The verdict on ``staff_id``'s ``day`` as it stands at ``now`` (None: the day is over). ``punches`` may hold
+    the punches of days around it (those outside the day's window are ignored), ``exceptions`` that person's,
+    ``faults`` the windows of the site's terminals."""
     span = _day_span(day, cal.zone)
     usable, notes = _usable(exceptions, staff_id, span, cal.zone)
     counted, ignored = _counted(punches, staff_id, policy)
-    ctx = _Ctx(staff_id, day, cal.zone, policy, counted, usable, tuple(faults), span, notes + ignored)
+    ctx = _Ctx(staff_id, day, cal.zone, policy, counted, usable, tuple(faults), span, notes + ignored, now)
     sessions = cal.sessions_on(day)  # cached, and empty unless a working day
     if not sessions:
         return _rest_day(ctx)
@@ -130,6 +150,11 @@ class _Ctx:
     faults: tuple[FaultWindow, ...]
     span: Interval  # the local calendar day
     notes: list[str]
+    now: datetime | None = None  # judging time; None: the day is over
+
+    def running(self, until: datetime) -> bool:
+        """``until`` is still ahead: what it bounds may yet happen."""
+        return self.now is not None and self.now < until
 
     def hm(self, t: datetime) -> str:
         return f"{t.astimezone(self.zone):%H:%M}"
@@ -198,7 +223,8 @@ def _rest_day(ctx: _Ctx) -> StaffDay:
     text = ", ".join(f"{ctx.hm(s)}-{ctx.hm(e)}" for s, e in hours)
     if not ctx.policy.duty_counts:
         reason = f"非工作日值班 {text}, 不列入考勤 (SJ 001:1039)"
-        return _staff_day(ctx, Verdict.EXEMPT_DUTY, reason, punches=punches, ids=[e.id for e in duty])
+        day = _staff_day(ctx, Verdict.EXEMPT_DUTY, reason, punches=punches, ids=[e.id for e in duty])
+        return replace(day, present=tuple(_until_now(ctx, hours)))
     judged = _judge_sessions(ctx, hours, prefix=f"非工作日值班 {text}: ")
     return replace(judged, exceptions=(*(e.id for e in duty), *judged.exceptions))
 
@@ -221,7 +247,7 @@ def _judge_sessions(ctx: _Ctx, sessions: list[Interval], prefix: str) -> StaffDa
     kept, covered, applied = _cover(sessions, covering)
     notes = _leave_note(ctx, sessions, covered, applied)
     ids = [e.id for e in applied]
-    punches = ctx.within(*_window(ctx.policy, sessions))
+    punches = ctx.within(*_window(ctx, sessions))
     if not any(kept):
         kind = max(covered, key=lambda k: (covered[k], -list(_COVERING).index(k)))
         reasons = "; ".join(e.reason for e in applied if e.kind == kind and e.reason)
@@ -230,7 +256,7 @@ def _judge_sessions(ctx: _Ctx, sessions: list[Interval], prefix: str) -> StaffDa
 
     allowance, extended = _extended(ctx)
     tally = _judged(ctx, sessions, covering, allowance)
-    verdict, reason = _verdict(tally), prefix + "; ".join(tally.parts)
+    verdict, reason = _provisional(ctx, tally, _verdict(tally)), prefix + "; ".join(tally.parts)
     forced = [e for e in applied if e.kind == ExceptionKind.FORCE_MAJEURE]
     if forced and verdict not in NEEDS_PROOF:  # would the day have needed proof without it?
         raw = _judged(ctx, sessions, [e for e in covering if e not in forced], allowance)
@@ -248,19 +274,24 @@ def _judge_sessions(ctx: _Ctx, sessions: list[Interval], prefix: str) -> StaffDa
         ids += [e.id for e in evidence]
     day = _staff_day(ctx, verdict, reason, punches=punches, ids=ids, notes=notes)
     untrusted = any(not p.trusted for p in tally.chosen)
-    return replace(day, late_min=tally.late_min, early_min=tally.early_min, untrusted=untrusted)
+    present = tuple(_presence(ctx, tally))
+    return replace(day, late_min=tally.late_min, early_min=tally.early_min, untrusted=untrusted, present=present)
 
 
-def _window(policy: PunchPolicy, sessions: list[Interval]) -> Interval:
-    """Where the day's punches are looked for."""
-    lo = sessions[0][0] - timedelta(minutes=policy.in_window_min)
-    return lo, sessions[-1][1] + timedelta(minutes=policy.out_window_min)
+def _window(ctx: _Ctx, sessions: list[Interval]) -> Interval:
+    """Where the day's punches are looked for: the calendar day, unless the site narrows it."""
+    before, after = ctx.policy.in_window_min, ctx.policy.out_window_min
+    lo = ctx.span[0] if before is None else max(ctx.span[0], sessions[0][0] - timedelta(minutes=before))
+    hi = ctx.span[1] if after is None else min(ctx.span[1], sessions[-1][1] + timedelta(minutes=after))
+    return lo, hi
 
 
 def _judged(ctx: _Ctx, sessions: list[Interval], covering: list[Exception_], allowance: timedelta) -> _Tally:
     kept, _, _ = _cover(sessions, covering)
-    lo, hi = _window(ctx.policy, sessions)
-    return _judge(ctx, _units(kept, ctx.policy, lo, hi), allowance)
+    lo, hi = _window(ctx, sessions)
+    tally = _judge(ctx, _units(kept, ctx.policy, lo, hi), allowance)
+    tally.pieces = [piece for pieces in kept for piece in pieces]
+    return tally
 
 
 def _cover(
@@ -337,9 +368,22 @@ class _Unit:
         return self.start + (self.end - self.start) / 2
 
 
+@dataclass(frozen=True)
+class _Mark:
+    """What one unit's punches were: its sign-in and sign-out (None: missing or not yet made)."""
+
+    unit: _Unit
+    sign_in: Punch | None
+    sign_out: Punch | None
+
+
 @dataclass
 class _Tally:
     parts: list[str] = field(default_factory=list)
+    marks: list[_Mark] = field(default_factory=list)
+    pieces: list[Interval] = field(default_factory=list)  # the session time no exception covers
+    pending_in: bool = False  # a sign-in that may still come (the day is running)
+    pending_out: bool = False  # a sign-out that may still come
     notes: list[str] = field(default_factory=list)
     chosen: list[Punch] = field(default_factory=list)
     late_min: int = 0
@@ -372,20 +416,26 @@ def _judge(ctx: _Ctx, units: list[_Unit], allowance: timedelta) -> _Tally:
         ins = ctx.within(unit.lo, unit.mid)
         outs = ctx.within(unit.mid, unit.hi)
         out_due = unit.end - allowance if i == len(units) - 1 else unit.end
-        _sign_in(ctx, tally, unit, ins[0] if ins else None)
-        _sign_out(ctx, tally, unit, out_due, outs[-1] if outs else None)
+        mark = _Mark(unit, ins[0] if ins else None, outs[-1] if outs else None)
+        _sign_in(ctx, tally, unit, mark.sign_in)
+        _sign_out(ctx, tally, unit, out_due, mark.sign_out)
+        tally.marks.append(mark)
     return tally
 
 
 def _sign_in(ctx: _Ctx, tally: _Tally, unit: _Unit, punch: Punch | None) -> None:
     due = unit.start
+    if punch is None and ctx.running(unit.mid):
+        tally.pending_in = True
+        tally.parts.append(f"尚未签到 (应于 {ctx.hm(due)} 前)")
+        return
     if punch is None:
         reach = timedelta(minutes=ctx.policy.fault_reach_min)
         _missing(ctx, tally, "签到", f"应于 {ctx.hm(due)} 前", _fault(ctx, due - reach, unit.mid), out=False)
         return
     tally.chosen.append(punch)
     _note_untrusted(ctx, tally, punch)
-    late = _minutes_after(punch.at, due)
+    late = _minutes_after(punch.at, due, ctx.policy)
     if late <= ctx.policy.grace_min:
         tally.parts.append(f"{ctx.hm(punch.at)} 签到")
         return
@@ -399,13 +449,18 @@ def _sign_in(ctx: _Ctx, tally: _Tally, unit: _Unit, punch: Punch | None) -> None
 
 
 def _sign_out(ctx: _Ctx, tally: _Tally, unit: _Unit, due: datetime, punch: Punch | None) -> None:
+    # Pending while it can still come, unless nobody was seen by the end of the day's work (then absent).
+    if punch is None and ctx.running(unit.hi) and (tally.chosen or ctx.running(unit.end)):
+        tally.pending_out = True
+        tally.parts.append(f"待签退 (应于 {ctx.hm(due)} 后)")
+        return
     if punch is None:
         reach = timedelta(minutes=ctx.policy.fault_reach_min)
         _missing(ctx, tally, "签退", f"应于 {ctx.hm(due)} 后", _fault(ctx, unit.mid, unit.end + reach), out=True)
         return
     tally.chosen.append(punch)
     _note_untrusted(ctx, tally, punch)
-    early = -_minutes_after(punch.at, due)
+    early = _minutes_before(punch.at, due)
     if early <= ctx.policy.grace_min:
         tally.parts.append(f"{ctx.hm(punch.at)} 签退")
         return
@@ -451,10 +506,71 @@ def _verdict(t: _Tally) -> Verdict:
     return Verdict.DEVICE_FAULT if t.faulted else Verdict.ON_TIME
 
 
-def _minutes_after(t: datetime, due: datetime) -> int:
-    """Whole minutes ``t`` is after ``due``, rounded down, so negative when before: the minute a terminal shows
-    (08:30:59 is 0 after 08:30, 16:59:59 is 1 before 17:00)."""
+def _minutes_after(t: datetime, due: datetime, policy: PunchPolicy) -> int:
+    """Minutes a sign-in at ``t`` is late for ``due`` (0 or less: on time). ``minute``: whole minutes as the terminal
+    shows them (08:30:59 is 08:30, on time); ``second``: any part of a minute counts (08:30:01 is a minute late)."""
+    if policy.minute_rounding == "second":
+        return -((due - t) // _MINUTE)  # ceiling
     return (t - due) // _MINUTE
+
+
+def _minutes_before(t: datetime, due: datetime) -> int:
+    """Minutes a sign-out at ``t`` is early for ``due`` (0 or less: not early): 16:59:59 shows 16:59, a minute early,
+    and is a second early, also a minute once rounded up; so both roundings agree on sign-outs."""
+    return -((t - due) // _MINUTE)
+
+
+def _provisional(ctx: _Ctx, t: _Tally, verdict: Verdict) -> Verdict:
+    """The verdict while the day runs (rule 8): nothing is missing while it may still come."""
+    if not (t.pending_in or t.pending_out) or not t.marks:
+        return verdict
+    if not t.chosen:  # nobody seen while the day's work runs (once it is over, _sign_out made it absent)
+        return Verdict.NOT_ARRIVED
+    last_end = t.marks[-1].unit.end
+    if verdict not in (Verdict.ON_TIME, Verdict.LATE, Verdict.DEVICE_FAULT):
+        return verdict  # something final is known already (a missing sign-in, an early sign-out)
+    return Verdict.ON_DUTY if ctx.running(last_end) else Verdict.AWAITING_OUT
+
+
+def _presence(ctx: _Ctx, t: _Tally) -> list[Interval]:
+    """When the person was at the post: per unit from arrival to departure, within the uncovered session time."""
+    reach = timedelta(minutes=ctx.policy.fault_reach_min)
+    spans: list[Interval] = []
+    for m in t.marks:
+        u = m.unit
+        seen = ctx.within(u.lo, u.hi)
+        if m.sign_in is not None:
+            arrive = m.sign_in.at
+        elif _fault(ctx, u.start - reach, u.mid) is not None:
+            arrive = u.start  # the terminal was down: they came, as they report in person (SJ 001:1040)
+        elif seen:
+            arrive = seen[0].at  # no sign-in: there from the first punch we have
+        else:
+            continue
+        # A lone punch after the middle while the unit runs is an arrival (too late to sign in), not a departure.
+        arrived_late = m.sign_in is None and len(seen) == 1 and ctx.running(u.end)
+        if m.sign_out is not None and not arrived_late:
+            leave = m.sign_out.at
+        elif ctx.running(u.hi):
+            leave = ctx.now or u.end  # seen and not signed out while the day runs: still there
+        elif _fault(ctx, u.mid, u.end + reach) is not None:
+            leave = u.end
+        else:
+            leave = seen[-1].at if seen else arrive  # no sign-out: nothing after the last punch is known
+        spans += _clip((arrive, leave), t.pieces)
+    return _until_now(ctx, spans)
+
+
+def _clip(span: Interval, pieces: list[Interval]) -> list[Interval]:
+    return [(max(span[0], s), min(span[1], e)) for s, e in pieces if max(span[0], s) < min(span[1], e)]
+
+
+def _until_now(ctx: _Ctx, spans: list[Interval]) -> list[Interval]:
+    """Presence is what happened: nothing after the judging time."""
+    if ctx.now is None:
+        return _merge(spans)
+    now = ctx.now
+    return _merge([(s, min(e, now)) for s, e in spans if s < now])
 
 
 def _staff_day(

@@ -4,8 +4,10 @@
   management (§11.5), flag proxy-rating patterns among them and their neighbours on the same pad (SJ 001:1033);
 - announce, once each, the follow-ups whose reply or rectification deadline passed (SJ 001:896 targets);
 - tell window management of a pad showing 暂停服务 (QP 000:99) for longer than ``pause_alert_min`` minutes of
-  opening time while the hall is open and no B post of that window is at work (§11.4 item 7, G9). A window with
-  no B post in the roster, or no roster at all, is judged by the pause alone.
+  opening time while the hall is open and no B post of that window is at the post now (§11.4 item 7, G9). "At the
+  post" is the AB coverage's interval logic (``attendance/ab.py``, ``StaffDay.present``): a B post who signed in
+  this morning but is at a meeting or on leave since noon is not there. A window with no B post in the roster,
+  or no roster at all, is judged by the pause alone.
 
 Safe on several consumers: follow-ups and flags are insert-ignore on their keys and a notice goes out only from the
 transaction that inserted them; overdue follow-ups are claimed by an update; a pause notice is deduplicated by its
@@ -27,10 +29,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.alerts.routing import Router
+from broker.attendance.ab import present_at
 from broker.attendance.model import StaffDay
 from broker.attendance.roster import roster
 from broker.attendance.service import staff_days
-from broker.attendance.verdicts import is_present
 from broker.ratings.followups import Opened, open_followups, overdue
 from broker.ratings.model import (
     LEVEL_ZH,
@@ -257,7 +259,7 @@ class RatingJobs:
         window = run.latest.window
         b_posts = await self._b_posts(site, window, tick)
         if b_posts and b_posts & await self._present(site, tick):
-            return None  # the B post is at work: covering the window is theirs (QP 000:107, WZ 002:181)
+            return None  # the B post is at the post: covering the window is theirs (QP 000:107, WZ 002:181)
         zone = cal.zone
         why_zh = "该窗口 B 岗不在岗" if b_posts else "该窗口未登记 B 岗"
         why_en = "the window's B post is not at work" if b_posts else "the window has no B post in the roster"
@@ -289,7 +291,7 @@ class RatingJobs:
         if site not in tick.present:
             today = self._today(site, tick)
             days: list[StaffDay] = await staff_days(self.store, self.sites, site, today, today, now=tick.now)
-            tick.present[site] = {d.staff_id for d in days if d.day == today and is_present(d)}
+            tick.present[site] = {d.staff_id for d in days if d.day == today and present_at(d, tick.now)}
         return tick.present[site]
 
     def _today(self, site: str, tick: _Tick) -> date:
