@@ -5,6 +5,7 @@ consumables and the maintenance cadence. Defaults are the regulations' numbers
 
 from __future__ import annotations
 
+from datetime import date
 from fnmatch import fnmatchcase
 from functools import cached_property
 
@@ -92,6 +93,11 @@ class SiteConfig(Section):
     hall_outage: HallOutagePolicy = Field(default_factory=HallOutagePolicy)
     consumables: ConsumablesPolicy = Field(default_factory=ConsumablesPolicy)
     maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)
+    go_live: date | None = Field(
+        default=None,
+        description="The day the hall's system went live: attendance is judged, reported and locked from it, never"
+        " before (unset: from the day of the site's first stored punch)",
+    )
     attendance: PunchPolicy = Field(default_factory=PunchPolicy, description="How staff punches are judged here")
     ratings: RatingPolicy = Field(
         default_factory=RatingPolicy, description="好差评: proxy patterns, follow-up deadlines"
