@@ -219,6 +219,19 @@ class Rejected(Exception):
         self.detail = detail[:2000]
 
 
+class ContractError(ValueError):
+    """An event the device must not send: the centre would refuse it. Raised where it is built."""
+
+
+def encode_event(env: Envelope) -> bytes:
+    """The envelope's wire bytes; refuses (ContractError) what the centre would dead-letter as oversized, so the
+    device learns at the call site instead of its outbox re-sending a refusal for ever."""
+    raw = env.model_dump_json().encode()
+    if len(raw) > MAX_EVENT_BYTES:
+        raise ContractError(f"{env.type} event of {len(raw)} bytes > {MAX_EVENT_BYTES}: the centre would refuse it")
+    return raw
+
+
 def lane_of(event_type: str) -> Lane:
     spec = REGISTRY.get(event_type)
     return spec.lane if spec else Lane.CRITICAL
