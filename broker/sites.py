@@ -5,9 +5,11 @@ consumables and the maintenance cadence. Defaults are the regulations' numbers
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from fnmatch import fnmatchcase
 from functools import cached_property
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +17,9 @@ from broker.attendance.policy import PunchPolicy
 from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
 from broker.ratings.policy import RatingPolicy
 from protocol.settings import Section
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # devices whose 24-hour status a name pattern decided (logged once each)
 
 
 class SlaPolicy(Section):
@@ -71,6 +76,11 @@ class ConsumablesPolicy(Section):
 class MaintenancePolicy(Section):
     clean_per_day: int = Field(default=1, ge=0, description="Exterior cleanings a day (WZ: at least 1); 0 = off")
     clean_due: str = Field(default="17:00", pattern=r"^\d{2}:\d{2}$", description="Daily cleaning due by (local)")
+    clean_closed_days: Literal["24h", "all", "none"] = Field(
+        default="24h",
+        description="Days the hall is closed (weekends, holidays): clean only the 24-hour devices (default: their"
+        " area stays open, and WZ 002:489 asks 「每天至少进行一次外部清洁」, every day), every device, or none",
+    )
     inspections_per_quarter: int = Field(default=1, ge=0, description="Joint inspections a quarter; 0 = off")
     inspection_remind_days: int = Field(
         default=14, ge=0, description="Remind this many days before the quarter ends if none is recorded"
@@ -83,7 +93,9 @@ class SiteConfig(Section):
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     always_on: list[str] = Field(
         default_factory=lambda: ["*24h*"],
-        description="Device-name patterns (fnmatch) of 24-hour devices: their SLA counts wall-clock time",
+        description="DEPRECATED: device-name patterns (fnmatch) of 24-hour devices, read only for a device whose"
+        " 24-hour status is not registered (`hallfleet device hours24 SITE/DEVICE on|off`, or `hallfleet"
+        " provision device --hours24`); a pattern that decides is logged once per device",
     )
     classes: dict[str, str] = Field(
         default_factory=dict,
@@ -107,12 +119,26 @@ class SiteConfig(Section):
     def site_calendar(self) -> SiteCalendar:
         return SiteCalendar(self.calendar)
 
-    def is_always_on(self, device: str) -> bool:
-        return any(fnmatchcase(device, p) for p in self.always_on)
+    def is_always_on(self, device: str, registered: bool | None = None) -> bool:
+        """A 24-hour device counts wall-clock time. Its registered status (the devices table, from the
+        provisioning registry) decides; the name patterns only for a device nobody registered."""
+        if registered is not None:
+            return registered
+        by_name = any(fnmatchcase(device, p) for p in self.always_on)
+        if by_name and device not in _WARNED:
+            _WARNED.add(device)
+            log.warning(
+                "%s counts as a 24-hour device by its name (always_on = %s), which is deprecated: register it"
+                " with `hallfleet device hours24 SITE/%s on`",
+                device,
+                self.always_on,
+                device,
+            )
+        return by_name
 
-    def hours_for(self, device: str) -> Hours:
+    def hours_for(self, device: str, registered: bool | None = None) -> Hours:
         """What the SLA clock of this device counts: wall-clock time, or the hall's opening hours."""
-        return WallClockHours() if self.is_always_on(device) else self.site_calendar
+        return WallClockHours() if self.is_always_on(device, registered) else self.site_calendar
 
     def device_class(self, device: str, role: str) -> str:
         for pattern, cls in self.classes.items():

@@ -18,7 +18,7 @@ from broker.rules.sla import SlaClock
 from broker.sites import SiteConfig, Sites, SlaPolicy
 from broker.store import commands as cmd_sql
 from broker.store.db import Batch, StatusUpdate, Store
-from broker.store.schema import audit_log, commands, incident_timeline, incidents, notifications
+from broker.store.schema import audit_log, commands, incident_conditions, incident_timeline, incidents, notifications
 from hallfleet.cli import main
 from protocol.clock import HALL_ZONE
 from protocol.commands import CommandAck, CommandState
@@ -110,8 +110,12 @@ async def test_staff_report_records_its_time_or_opens_a_reported_incident(rig: R
     audits = await rig.store.fetch(sa.select(audit_log.c.action, audit_log.c.actor))
     assert [tuple(a) for a in audits] == [("incident.reported", "li"), ("incident.reported", "zhou")]
     await actions.clear_reported(rig.store, KEY, by="zhang", at=T0 + timedelta(minutes=30))
-    states = {r.kind: r.state for r in await rig.store.fetch(sa.select(incidents))}
-    assert states == {"reported": "recovering", "kiosk_down": "open"}
+    # One outage: the staff report and what hallfleet saw are its conditions; it is over when both are.
+    (row,) = await rig.store.fetch(sa.select(incidents))
+    assert (row.id, row.state, row.detected_at) == (opened, "open", reported)
+    k = incident_conditions.c
+    active = await rig.store.fetch(sa.select(k.kind).where(k.incident_id == opened, k.open_key.is_not(None)))
+    assert [r.kind for r in active] == ["kiosk_down"]
 
 
 async def test_a_technician_on_site_before_recovery_makes_it_an_on_site_recovery(rig: Rig) -> None:

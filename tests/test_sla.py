@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,12 +13,17 @@ import sqlalchemy as sa
 
 from broker.calendar import CalendarConfig, TimetableConfig
 from broker.mosquitto.local import LocalMosquitto
+from broker.reports.sla import build_sla_report
 from broker.rules import actions
-from broker.sites import HallOutagePolicy, SiteConfig, SlaPolicy
-from broker.store.schema import commands, dispatches, incident_timeline, tasks
+from broker.sites import HallOutagePolicy, SiteConfig, Sites, SlaPolicy
+from broker.store.schema import commands, dispatches, incident_conditions, incident_timeline, tasks
+from protocol import topics
 from protocol.clock import HALL_ZONE
+from protocol.envelope import Envelope
+from protocol.ids import uuid7
 from tests.support.hall import Device, Hall, ManualClock, consumer_config, posted, start_hall, wait_until
 from tests.support.http_receiver import HttpServer, Reply
+from tests.support.mqtt import publish
 
 TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
 FRIDAY_1650 = datetime(2026, 11, 27, 16, 50, tzinfo=HALL_ZONE)
@@ -84,6 +89,13 @@ async def one_incident(hall: Hall, state: str, **where: Any) -> Any:
         return rows[0] if len(rows) == 1 and rows[0].state == state else None
 
     return await wait_until(check, what=f"one {state} incident {where}")
+
+
+async def _conditions(hall: Hall, incident_id: str, n: int) -> list[Any]:
+    rows = await hall.store.fetch(
+        sa.select(incident_conditions).where(incident_conditions.c.incident_id == incident_id)
+    )
+    return rows if len(rows) == n else []
 
 
 async def steps_of(hall: Hall, incident_id: str) -> list[str]:
@@ -155,28 +167,129 @@ async def test_a_hard_fault_walks_t0_warning_breach_and_dispatch_with_the_right_
     assert any(t.startswith("派单上门") for t in timeline)
 
 
-async def test_one_outage_is_one_dispatch_though_its_lesser_faults_breach_too(scene: Scene) -> None:
-    """The application down makes the kiosk down (critical) and an app fault (major); both breach at T+30,
-    but the technician is sent once, for the graver one (seen in the demo as 3 dispatches for one kiosk)."""
+async def test_the_kiosk_down_and_its_application_fault_are_one_outage_one_breach_one_dispatch(scene: Scene) -> None:
+    """The application down makes the kiosk down (critical) and an app fault (major): one outage, so one
+    incident whose clock starts when the fault began (its ``since``, before the kiosk said it was down), one
+    breach and one dispatch (seen in the demo as three incidents, three breaches for one kiosk)."""
     hall = await scene.start()
     kiosk = scene.device("kiosk-24h-1")
     kiosk.birth()
+    began = scene.clock.now()
+    scene.clock.advance(seconds=20)
+    kiosk.event("kiosk.fault", {"component": "app", "code": "unhealthy", "since": began.isoformat()})
     kiosk.state("down", "ticket", "print")
-    kiosk.event("kiosk.fault", {"component": "app", "code": "unhealthy", "detail": "fails its health probes"})
-    down = await one_incident(hall, "open", kind="kiosk_down")
-    await wait_until(lambda: hall.incidents(state="open"), what="both incidents")
-    fault = next(r for r in await hall.incidents(state="open") if r.id != down.id)
-    scene.clock.advance(seconds=31)
-    await hall.settle()
+    incident = await one_incident(hall, "open", device="kiosk-24h-1")
+    await wait_until(lambda: _conditions(hall, incident.id, 2), what="both conditions on the one incident")
+    incident = (await hall.incidents(id=incident.id))[0]
+    assert incident.detected_at == began, "the outage starts when the first fault began"
+    assert (incident.kind, incident.severity) == ("kiosk_down", "critical"), "named by its gravest condition"
+
+    scene.clock.advance(seconds=11)  # T+0 counts from the fault's start: 31 s
+    await wait_until(lambda: hall.notifications(step="opened", state="sent"), what="T+0 pages")
     scene.clock.advance(minutes=20)
-    await hall.settle()
+    await wait_until(lambda: hall.notifications(step="warning", state="sent"), what="the warning")
     scene.clock.advance(minutes=10)
     await wait_until(lambda: hall.notifications(step="dispatch", state="sent"), what="the dispatch page")
     await hall.settle()
-    rows = {r.id: r for r in await hall.incidents()}
-    assert rows[fault.id].breached_at is not None, "the lesser fault breaches too"
-    assert [d.incident_id for d in await hall.store.fetch(sa.select(dispatches))] == [down.id]
-    assert any(t.startswith("不单独派单") for t in await steps_of(hall, fault.id))
+    (row,) = await hall.incidents()
+    assert row.breached_at == began + timedelta(minutes=30, seconds=31), "breached once, 30 min after it began"
+    assert [d.incident_id for d in await hall.store.fetch(sa.select(dispatches))] == [row.id]
+    assert {n.step for n in await hall.notifications(recipient="wang")} >= {"breach"}
+    assert len(await hall.notifications(step="breach", recipient="wang")) == 1
+
+
+def command_ack(kiosk: Device, command_id: str, name: str, state: str) -> None:
+    """What the agent's command runner publishes when a command changes state."""
+    env = Envelope(
+        v=1,
+        id=uuid7(),
+        site=kiosk.site,
+        device=kiosk.device,
+        type="command.ack",
+        seq=next(kiosk.seq),
+        boot_id="b1",
+        ts=kiosk.clock.now(),
+        clock_synced=True,
+        data={"command_id": command_id, "name": name, "state": state},
+    )
+    publish(kiosk.port, [(topics.cmd_ack(kiosk.site, kiosk.device), env.model_dump_json().encode(), False)])
+
+
+def app_fault(kiosk: Device, code: str, active: bool, since: datetime) -> None:
+    data = {"component": "app", "code": code, "active": active, "since": since.isoformat()}
+    kiosk.event("device.fault" if code == "restart_failed" else "kiosk.fault", data)
+
+
+async def test_one_outage_through_self_heal_remote_restart_and_on_site_repair_counts_once(scene: Scene) -> None:
+    """GIVEN a kiosk application that fails its probes, comes back on the agent's own restart, fails again two
+    minutes later, is restarted by the centre to no effect, is given up on by the agent (restart_failed) and is
+    fixed by a technician on site; THEN one incident with one clock from the first failure, one breach, one
+    dispatch, resolved on site (not "self-healed"); and the month's report counts one outage, one breach, one
+    on-site recovery, and as downtime only the time the kiosk was down."""
+    hall = await scene.start()
+    kiosk = scene.device("kiosk-24h-1")
+    kiosk.birth()
+    t0 = scene.clock.now()
+    app_fault(kiosk, "unhealthy", True, t0)
+    kiosk.state("down", "ticket")
+    first = await one_incident(hall, "open", device="kiosk-24h-1")
+
+    scene.clock.advance(seconds=3)  # the agent's own restart brings it back
+    kiosk.event("app.restart", {"app": "kiosk-app", "attempt": 1, "trigger": "probe", "ok": True})
+    app_fault(kiosk, "unhealthy", False, scene.clock.now())
+    kiosk.state("up")
+    await one_incident(hall, "recovering", device="kiosk-24h-1")
+    scene.clock.advance(seconds=6)
+    kiosk.heartbeat()
+    await one_incident(hall, "closed", device="kiosk-24h-1")
+
+    scene.clock.advance(minutes=2)  # down again inside the flap window: the same outage, the same clock
+    again_at = scene.clock.now()
+    app_fault(kiosk, "unhealthy", True, again_at)
+    kiosk.state("down", "ticket")
+    again = await one_incident(hall, "open", device="kiosk-24h-1")
+    assert (again.id, again.detected_at, again.flaps) == (first.id, t0, 1)
+
+    async def restart_command() -> Any:
+        rows = await hall.store.fetch(sa.select(commands).where(commands.c.name == "restart_app"))
+        return rows[0] if rows else None
+
+    command = await wait_until(restart_command, what="the centre's restart_app (T+0 long past)")
+    scene.clock.advance(minutes=1)
+    command_ack(kiosk, command.id, "restart_app", "succeeded")  # it ran; the application fails again
+    scene.clock.advance(minutes=15)
+    app_fault(kiosk, "restart_failed", True, again_at)  # the agent gives up
+    await wait_until(lambda: _conditions(hall, first.id, 5), what="the given-up fault joining the outage")
+
+    scene.clock.advance(minutes=13)  # t0 + 30:09: breach and dispatch, once
+    await wait_until(lambda: hall.notifications(step="dispatch", state="sent"), what="the dispatch page")
+    scene.clock.advance(minutes=15)
+    await actions.dispatch_update(hall.store, first.id[:12], "on_site", by="tech.zhang", at=scene.clock.now())
+    scene.clock.advance(minutes=5)  # fixed on site
+    app_fault(kiosk, "restart_failed", False, scene.clock.now())
+    app_fault(kiosk, "unhealthy", False, scene.clock.now())
+    kiosk.state("up")
+    fixed_at = scene.clock.now()
+    await one_incident(hall, "recovering", device="kiosk-24h-1")
+    scene.clock.advance(seconds=6)
+    kiosk.heartbeat()
+    closed = await one_incident(hall, "closed", device="kiosk-24h-1")
+
+    assert (closed.id, closed.recovery, closed.recovered_by) == (first.id, "on_site", "tech.zhang")
+    assert closed.breached_at is not None and closed.step == "breached"
+    assert len(await hall.store.fetch(sa.select(dispatches))) == 1
+    assert sorted(n.recipient for n in await hall.notifications(step="breach")) == ["wang", "zhang"]
+    story = await steps_of(hall, first.id)
+    assert any(t.startswith("抖动") for t in story) and any("自动远程处置: restart_app" in t for t in story)
+    assert any(t.startswith("同一故障的又一表现") and "restart_failed" in t for t in story)
+
+    report = await build_sla_report(hall.store, Sites({"qp": QINGPU}), "qp", "2026-11", now=scene.clock.now())
+    (row,) = [d for d in report.devices if d.device == "kiosk-24h-1"]
+    assert (row.incidents, row.breaches, row.self_healed, row.remote, row.on_site) == (1, 1, 0, 0, 1)
+    assert row.down_s == pytest.approx(3 + (fixed_at - again_at).total_seconds()), "down while down, not between"
+    assert row.mttr_s == pytest.approx((fixed_at - t0).total_seconds()), "restored when the outage ended"
+    totals = report.totals()
+    assert (totals.incidents, totals.breaches, totals.compliance_pct) == (1, 1, 0.0)
 
 
 async def test_acknowledging_stops_escalation(scene: Scene) -> None:

@@ -16,9 +16,9 @@ class DeviceRow:
     counted_s: float  # SLA time in the month up to the report's end
     down_s: float  # counted seconds covered by outage incidents (merged, so never double counted)
     availability_pct: float | None  # None when nothing was counted (a month in the future, a closed month)
-    incidents: int  # detected in the month, every kind
-    breaches: int
-    mttr_s: float | None  # mean SLA time from detection to clear of the month's cleared incidents
+    incidents: int  # outages detected in the month (one per outage, however many conditions it had)
+    breaches: int  # of those outages
+    mttr_s: float | None  # mean SLA time from the outage's start to its last clear, over the month's cleared ones
     max_ttr_s: float | None
     self_healed: int
     remote: int
@@ -43,6 +43,8 @@ class IncidentRow:
     breach_reason: str
     recovery: str  # self_healed | remote | on_site | ""
     staff_reported_at: datetime | None
+    outage: bool = True  # on the SLA clock (counted); False: a lesser incident or the hall-wide row (listed)
+    in_hall_outage: bool = False  # a device's outage covered by a hall-wide outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +64,19 @@ class SlaReport:
         return self.start <= row.detected_at < self.end
 
     def totals(self) -> SiteTotals:
+        """The sums of the device rows, so that the summary adds up to the sheet of devices."""
         counted = sum(d.counted_s for d in self.devices)
         down = sum(d.down_s for d in self.devices)
-        own = [r for r in self.incidents if self.counts_in_month(r)]
-        breaches = sum(r.breached for r in own)
+        outages = sum(d.incidents for d in self.devices)
+        breaches = sum(d.breaches for d in self.devices)
         return SiteTotals(
             devices=len(self.devices),
             counted_s=counted,
             down_s=down,
             availability_pct=100.0 * (1.0 - down / counted) if counted > 0 else None,
-            incidents=len(own),
+            incidents=outages,
             breaches=breaches,
-            compliance_pct=100.0 * (len(own) - breaches) / len(own) if own else None,
+            compliance_pct=100.0 * (outages - breaches) / outages if outages else None,
             dispatches=sum(d.dispatches for d in self.devices),
             dispatches_late=sum(d.dispatches_late for d in self.devices),
         )
@@ -85,8 +88,8 @@ class SiteTotals:
     counted_s: float
     down_s: float
     availability_pct: float | None  # weighted by counted time: 1 - total down / total counted
-    incidents: int  # including the hall-wide outage row, which devices do not count
+    incidents: int  # outages of the devices (a hall-wide outage counts through each device it covered)
     breaches: int
-    compliance_pct: float | None  # incidents restored within the breach time / incidents
+    compliance_pct: float | None  # outages restored within the breach time / outages
     dispatches: int
     dispatches_late: int

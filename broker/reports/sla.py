@@ -2,8 +2,14 @@
 breaches, on-site dispatches, consumables refilled and usage by function (requirements §2.4, §11.4, §11.6).
 
 Availability counts the device's own SLA hours: the hall's opening hours, or wall-clock time for a 24-hour
-device. Downtime is the union of the device's outage incidents, [detected, cleared) clipped to the month; a
-hall-wide outage is listed but not counted again, since each device it covers has its own child incident.
+device. The report counts outages, not rows: one incident per outage (broker/rules/incidents.py), whose
+conditions are its timeline. Downtime is the union of the times the device could not serve (its offline, kiosk
+down and staff-reported conditions, [began, cleared)) clipped to the month, so the minutes between a flap's
+recovery and its return are not downtime, and two conditions at once are not counted twice. Time to restore runs
+on the incident's one clock, from the outage's first fault to its last clear. Incidents, breaches, recoveries and
+MTTR count the outages (severity major or critical); lesser incidents (a printer's minor fault, a consumable) are
+listed, not counted. A hall-wide outage is listed but not counted again: each device it covers has its own
+outage, and the site's totals are the sums of the device rows, so the sheets add up.
 """
 
 from __future__ import annotations
@@ -20,11 +26,11 @@ import sqlalchemy as sa
 
 from broker.calendar import Hours, WallClockHours
 from broker.reports.model import DeviceRow, IncidentRow, SlaReport
-from broker.rules.incidents import HALL_OUTAGE
+from broker.rules.incidents import HALL_OUTAGE, on_the_clock
 from broker.rules.incidents import OUTAGE_KINDS as DEVICE_OUTAGES
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
-from broker.store.schema import devices, dispatches, events, incidents, service_records
+from broker.store.schema import devices, dispatches, events, incident_conditions, incidents, service_records
 
 # The kiosk cannot serve. "reported": site staff reported an outage hallfleet did not see (broker/rules).
 # What counts as downtime: the rules' outage kinds, and the hall-wide outage (listed, never a device's).
@@ -46,6 +52,8 @@ class _Window:
 class _DeviceData:
     role: str = ""
     first_seen: datetime | None = None
+    hours24: bool | None = None  # as registered; None: the site's deprecated name patterns decide
+    down: list[Span] = field(default_factory=list)  # when it could not serve (outage conditions)
     incidents: list[IncidentRow] = field(default_factory=list)
     dispatches: list[Any] = field(default_factory=list)
     refills: Counter[str] = field(default_factory=Counter)
@@ -58,13 +66,15 @@ async def build_sla_report(store: Store, sites: Sites, site: str, month: str, *,
     start, end = month_bounds(month, zone)
     win = _Window(start, end, max(start, min(end, now)))
     data: defaultdict[str, _DeviceData] = defaultdict(_DeviceData)
-    query = sa.select(devices.c.device, devices.c.role, devices.c.first_seen).where(devices.c.site == site)
-    for r in await store.fetch(query):
-        data[r.device].role, data[r.device].first_seen = r.role, r.first_seen
+    d = devices.c
+    for r in await store.fetch(sa.select(d.device, d.role, d.first_seen, d.hours24).where(d.site == site)):
+        data[r.device].role, data[r.device].first_seen, data[r.device].hours24 = r.role, r.first_seen, r.hours24
     rows = [_incident_row(r, cfg, zone) for r in await store.fetch(_incidents_query(site, win))]
     for row in rows:
         if row.device != HALL:
             data[row.device].incidents.append(row)
+    for r in await store.fetch(_down_query(site, win)):
+        data[r.device].down.append((r.began_at.astimezone(zone), _local(r.cleared_at, zone) or win.until))
     for r in await store.fetch(_dispatches_query(site, win)):
         data[r.key.partition("/")[2]].dispatches.append(r)
     for r in await store.fetch(_refills_query(site, win)):
@@ -105,6 +115,17 @@ def _incidents_query(site: str, win: _Window) -> sa.Select[Any]:
     return sa.select(incidents).where(c.site == site, c.detected_at < win.end, not_over).order_by(c.detected_at, c.id)
 
 
+def _down_query(site: str, win: _Window) -> sa.Select[Any]:
+    """The conditions during which a device could not serve that touch the month."""
+    c, k = incidents.c, incident_conditions.c
+    return (
+        sa.select(c.device, k.began_at, k.cleared_at)
+        .select_from(incident_conditions.join(incidents, c.id == k.incident_id))
+        .where(c.site == site, c.device != HALL, k.kind.in_(DEVICE_OUTAGES), k.began_at < win.end)
+        .where(sa.or_(k.cleared_at.is_(None), k.cleared_at >= win.start))
+    )
+
+
 def _dispatches_query(site: str, win: _Window) -> sa.Select[Any]:
     c = dispatches.c
     return sa.select(dispatches).where(
@@ -143,24 +164,26 @@ def _incident_row(r: Any, cfg: SiteConfig, zone: tzinfo) -> IncidentRow:
         breach_reason=r.breach_reason,
         recovery=r.recovery,
         staff_reported_at=_local(r.staff_reported_at, zone),
+        outage=r.device != HALL and on_the_clock(r.severity),
+        in_hall_outage=r.parent_id is not None,
     )
 
 
 def _device_row(cfg: SiteConfig, site: str, device: str, win: _Window, d: _DeviceData) -> DeviceRow:
-    hours = cfg.hours_for(device)
+    hours = cfg.hours_for(device, d.hours24)
     # A device installed (first heard of) during the month is counted from then, not from the 1st.
     since = max(win.start, d.first_seen) if d.first_seen is not None else win.start
     counted = hours.open_seconds(since, win.until) if since < win.until else 0.0
-    spans = [_downtime(r, win) for r in d.incidents if r.kind in OUTAGE_KINDS]
+    spans = [(max(s, win.start), min(e, win.until)) for s, e in d.down]
     down = sum(hours.open_seconds(s, e) for s, e in _merge(spans))
-    own = [r for r in d.incidents if win.start <= r.detected_at < win.end]
+    own = [r for r in d.incidents if r.outage and win.start <= r.detected_at < win.end]
     ttrs = [r.ttr_s for r in own if r.ttr_s is not None]
     recoveries = Counter(r.recovery for r in own)
     return DeviceRow(
         site=site,
         device=device,
         device_class=cfg.device_class(device, d.role),
-        hours24=cfg.is_always_on(device),
+        hours24=cfg.is_always_on(device, d.hours24),
         counted_s=counted,
         down_s=down,
         availability_pct=100.0 * (1.0 - down / counted) if counted > 0 else None,
@@ -176,11 +199,6 @@ def _device_row(cfg: SiteConfig, site: str, device: str, win: _Window, d: _Devic
         refills=dict(sorted(d.refills.items())),
         usage=d.usage,
     )
-
-
-def _downtime(r: IncidentRow, win: _Window) -> Span:
-    end = r.cleared_at or r.closed_at or win.until
-    return max(r.detected_at, win.start), min(end, win.until)
 
 
 def _merge(spans: Iterable[Span]) -> list[Span]:

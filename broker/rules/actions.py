@@ -77,7 +77,7 @@ async def staff_reported(
         assert store.rules is not None, "reports need the incident rules"
         signal = Signal(site, device, "reported", True, "critical", reported_at, reported_at, text or f"报障人 {by}")
         await store.rules.apply(conn, [signal])
-        opened = await conn.scalar(sa.select(c.id).where(c.open_key == f"{key}|reported"))
+        opened = await conn.scalar(sa.select(c.id).where(c.open_key == signal.incident_key))
         await conn.execute(incidents.update().where(c.id == opened).values(staff_reported_at=reported_at))
         return str(opened)
 

@@ -261,7 +261,7 @@ async def _load_history(conn: AsyncConnection, dev: Device, since: datetime, now
 async def _plan_one(
     conn: AsyncConnection, now: datetime, cfg: SiteConfig, dev: Device, row: Any, history: _History
 ) -> Notice | None:
-    plan = _plan(row, history, now, cfg, dev.device)
+    plan = _plan(row, history, now, cfg, dev)
     if plan.empty_at != row.empty_forecast:
         c = consumable_levels.c
         await conn.execute(
@@ -284,9 +284,9 @@ async def _plan_one(
     return task_notice(task_id, RESTOCK, RESTOCK, severity, cfg, dev, zh, en, now, facts)
 
 
-def _plan(row: Any, history: _History, now: datetime, cfg: SiteConfig, device: str) -> _Plan:
+def _plan(row: Any, history: _History, now: datetime, cfg: SiteConfig, dev: Device) -> _Plan:
     pol = cfg.consumables
-    hours = cfg.hours_for(device)
+    hours = cfg.hours_for(dev.device, dev.hours24)
     empty_at = _forecast(row, history, now, cfg, hours)
     if row.state == "empty":
         return _Plan(empty_at, "empty")
@@ -297,7 +297,7 @@ def _plan(row: Any, history: _History, now: datetime, cfg: SiteConfig, device: s
     lead_s = pol.restock_lead_h * 3600
     if empty_at <= hours.add_open_time(now, lead_s):
         return _Plan(empty_at, "soon")
-    if cfg.is_always_on(device):
+    if cfg.is_always_on(dev.device, dev.hours24):
         cal = cfg.site_calendar
         staffed = cal.next_open(cal.end_of_working_day(now))
         if empty_at <= cal.add_open_time(staffed, lead_s):

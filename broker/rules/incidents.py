@@ -1,12 +1,19 @@
 """Signals -> incidents, inside the consumer's batch transaction: an incident exists exactly when the event
-that opened it is stored (peers.md lesson 5: one open alarm per device and kind, created atomically).
+that opened it is stored (peers.md lesson 5: one open alarm per device, created atomically).
 
 A *signal* is a condition of one device switching on or off: offline (Will, clean shutdown of a 24-hour
-device, heartbeat overdue), kiosk down or degraded, a fault, a consumable empty or jammed. At most one
-incident per (device, kind) is open: the unique ``open_key`` holds ``{key}|{kind}`` until the incident
-closes. A condition that goes away moves its incident to ``recovering``; the SLA ticker
-(broker/rules/sla.py) closes it only once the recovery is verified. A condition back within the flap
-window reopens the same incident, so a flapping kiosk keeps one clock and pages once.
+device, heartbeat overdue), kiosk down or degraded, a fault, a consumable empty or jammed.
+
+The rule this module keeps: **one outage is one incident with one clock.** Every condition the SLA clock runs
+for (severity major or critical: offline, kiosk down or degraded, an application fault, a staff report) joins
+the device's one open *outage* incident (``open_key`` ``{key}|outage``); the probe failures, the agent giving up
+on restarts, the device dropping offline are its conditions (``incident_conditions``) and its timeline, not
+incidents of their own. The outage starts when its first condition began (the device's ``since``), and it
+clears only when its last condition clears. Lesser conditions (a printer's minor fault, a consumable) keep one
+incident per (device, kind): they are a site-staff task, not an outage. A condition that goes away moves its
+incident to ``recovering``; the SLA ticker (broker/rules/sla.py) closes it only once the recovery is verified.
+A condition back within the flap window reopens the same incident with the same clock, so a flapping kiosk
+pages once and breaches at most once.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.calendar import Hours, WallClockHours
 from broker.rules.consumables import LevelReading, record_levels
 from broker.rules.notices import Severity
-from broker.sites import Sites
-from broker.store.schema import incident_timeline, incidents
+from broker.sites import SiteConfig, Sites, SlaPolicy
+from broker.store.schema import devices, dispatches, incident_conditions, incident_timeline, incidents
 from protocol.envelope import Envelope, Frozen
 from protocol.events import Fault, KioskConsumable, KioskState
 from protocol.ids import uuid7
@@ -33,9 +41,20 @@ log = logging.getLogger(__name__)
 
 OUTAGE_KINDS = ("offline", "kiosk_down", "reported")
 HALL_OUTAGE = "hall_outage"
+OUTAGE = "outage"  # the incident key of a device's outage, whatever conditions make it up
 REPLAY_HORIZON = timedelta(minutes=5)  # an older replayed state is history: the offline incident covered it
+# How long before its report a condition may have begun (the agent gives up on restarts within its window,
+# an hour by default): an older ``since`` is a wrong device clock, read by the lead it reports instead.
+MAX_LEAD = timedelta(hours=12)
 
 SEVERITY_RANK = {"critical": 3, "major": 2, "minor": 1, "info": 0}
+SLA_SEVERITIES = ("critical", "major")  # conditions the SLA clock runs for: they make up the device's outage
+
+
+def on_the_clock(severity: str) -> bool:
+    """Whether a condition of this severity is part of an outage (SLA steps, breach, dispatch)."""
+    return severity in SLA_SEVERITIES
+
 
 KIND_ZH = {
     "offline": "离线",
@@ -74,10 +93,24 @@ class Signal:
     device_ts: datetime  # orders the signals of one (device, kind)
     summary: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    began: datetime | None = None  # when the condition began, in centre time (the device's since); None: at
 
     @property
     def key(self) -> str:
         return f"{self.site}/{self.device}"
+
+    @property
+    def start(self) -> datetime:
+        return self.began if self.began is not None and self.began < self.at else self.at
+
+    @property
+    def condition_key(self) -> str:
+        return f"{self.key}|{self.kind}"
+
+    @property
+    def incident_key(self) -> str:
+        """Every condition on the SLA clock shares the device's outage incident; a lesser one has its own."""
+        return f"{self.key}|{OUTAGE}" if on_the_clock(self.severity) else self.condition_key
 
 
 def signals_from_event(env: Envelope, payload: Frozen, received_at: datetime) -> list[Signal]:
@@ -85,9 +118,11 @@ def signals_from_event(env: Envelope, payload: Frozen, received_at: datetime) ->
     if env.replayed and received_at - env.ts > REPLAY_HORIZON:
         return []
 
-    def sig(kind: str, active: bool, severity: Severity, summary: str, **detail: Any) -> Signal:
+    def sig(
+        kind: str, active: bool, severity: Severity, summary: str, began: datetime | None = None, **detail: Any
+    ) -> Signal:
         detail["event_id"] = env.id
-        return Signal(env.site, env.device, kind, active, severity, received_at, env.ts, summary, detail)
+        return Signal(env.site, env.device, kind, active, severity, received_at, env.ts, summary, detail, began)
 
     if isinstance(payload, KioskState):
         lost = ",".join(payload.functions_affected)
@@ -98,12 +133,37 @@ def signals_from_event(env: Envelope, payload: Frozen, received_at: datetime) ->
     if isinstance(payload, Fault):
         severity: Severity = "major" if payload.component == "app" else "minor"
         kind = f"fault.{payload.component}.{payload.code}"[:64]
-        return [sig(kind, payload.active, severity, payload.detail or payload.code, since=payload.since)]
+        began = began_at(env, payload.since, received_at) if payload.active else None
+        return [sig(kind, payload.active, severity, payload.detail or payload.code, began, since=payload.since)]
     if isinstance(payload, KioskConsumable):
         active = payload.state in ("empty", "jam", "full")  # full: a waste receptacle
         kind = f"consumable.{payload.consumable}"[:64]
         return [sig(kind, active, "minor", f"{payload.consumable}={payload.state}", level_pct=payload.level_pct)]
     return []
+
+
+def began_at(env: Envelope, since: datetime | None, received_at: datetime) -> datetime:
+    """When a condition began, in the centre's time: the device's ``since`` where it is plausible (not after
+    the centre heard of it, not more than MAX_LEAD before); from a device whose clock is off, the lead it
+    reports on its own clock (event time minus since) counted back from the receipt."""
+    if since is None or since.tzinfo is None:
+        return received_at
+    if received_at - MAX_LEAD <= since <= received_at:
+        return since
+    lead = min(max(env.ts - since, timedelta(0)), MAX_LEAD)
+    return received_at - lead
+
+
+def step_due(sla: SlaPolicy, hours: Hours, detected_at: datetime, step: str) -> datetime | None:
+    """When the step after ``step`` is due on the incident's one clock, counted from the outage's start:
+    new -> T+0 (act), acted -> warning, warned -> breach; None once breached."""
+    after_s = {"new": sla.act_after_s, "acted": sla.warn_after_min * 60, "warned": sla.breach_after_min * 60}
+    return hours.add_open_time(detected_at, after_s[step]) if step in after_s else None
+
+
+def hours_of(site: SiteConfig, hours24: bool) -> Hours:
+    """What an incident's clock counts, as decided when it opened: wall-clock time or opening hours."""
+    return WallClockHours() if hours24 else site.site_calendar
 
 
 def presence_signal(site: str, device: str, state: str, reason: str, at: datetime, always_on: bool) -> Signal | None:
@@ -132,6 +192,13 @@ async def timeline(
     )
 
 
+async def registered_hours24(conn: AsyncConnection, sites: Sites, site: str, device: str) -> bool:
+    """Whether a device's SLA counts wall-clock time: its registered 24-hour status (``devices.hours24``,
+    broker/rules/devices.py), else the site's deprecated name patterns."""
+    registered = await conn.scalar(sa.select(devices.c.hours24).where(devices.c.key == f"{site}/{device}"))
+    return sites[site].is_always_on(device, registered)
+
+
 class IncidentRules:
     """Applies signals on the batch's connection. ``roles`` knows each device's role (from its birth)."""
 
@@ -148,7 +215,8 @@ class IncidentRules:
         presence: list[Signal] = []
         for t in transitions:
             site, _, device = t.key.partition("/")
-            s = presence_signal(site, device, t.state, t.reason, t.at, self.sites[site].is_always_on(device))
+            always_on = await registered_hours24(conn, self.sites, site, device)
+            s = presence_signal(site, device, t.state, t.reason, t.at, always_on)
             if s is not None:
                 presence.append(s)
         await self.apply(conn, presence + signals)
@@ -157,95 +225,154 @@ class IncidentRules:
 
     async def apply(self, conn: AsyncConnection, signals: list[Signal]) -> None:
         """Most signals say "still fine" (a healthy kiosk's snapshot): one query finds which of the
-        batch's (device, kind) pairs have an open incident, and only those, and new trouble, cost more."""
+        batch's conditions are active, and only those, and new trouble, cost more."""
         if not signals:
             return
-        c = incidents.c
-        keys = sorted({f"{s.key}|{s.kind}" for s in signals})
+        k = incident_conditions.c
+        keys = sorted({s.condition_key for s in signals})
         live: set[str] = set()
         for i in range(0, len(keys), 500):  # well under any backend's bound-parameter limit
-            rows = await conn.execute(sa.select(c.open_key).where(c.open_key.in_(keys[i : i + 500]), c.state == "open"))
+            rows = await conn.execute(sa.select(k.open_key).where(k.open_key.in_(keys[i : i + 500])))
             live.update(r.open_key for r in rows)
         for s in signals:
-            key = f"{s.key}|{s.kind}"
             if s.active:
-                await self._activate(conn, s)
-                live.add(key)
-            elif key in live:
+                await self._activate(conn, s, s.condition_key in live)
+                live.add(s.condition_key)
+            elif s.condition_key in live:
                 await self._clear(conn, s)
-                live.discard(key)
+                live.discard(s.condition_key)
             self.applied += 1
 
-    async def _activate(self, conn: AsyncConnection, s: Signal) -> None:
-        c = incidents.c
-        open_key = f"{s.key}|{s.kind}"
-        row = (await conn.execute(sa.select(c.id, c.state, c.last_signal_at).where(c.open_key == open_key))).first()
-        if row is not None:
-            await self._still_active(conn, s, row)
+    # -- a condition begins ------------------------------------------------------------------------
+    async def _activate(self, conn: AsyncConnection, s: Signal, live: bool) -> None:
+        k = incident_conditions.c
+        if live:
+            row = (await conn.execute(sa.select(k.id, k.last_signal_at).where(k.open_key == s.condition_key))).first()
+            if row is not None:
+                if s.device_ts > row.last_signal_at:
+                    await conn.execute(
+                        incident_conditions.update().where(k.id == row.id).values(last_signal_at=s.device_ts)
+                    )
+                return
+        last = await conn.scalar(
+            sa.select(k.last_signal_at).where(k.key == s.key, k.kind == s.kind).order_by(k.id.desc()).limit(1)
+        )
+        if last is not None and last > s.device_ts:
+            return  # older than the signal that cleared it (delivered out of order): history
+        incident_id = await self._incident_for(conn, s)
+        if incident_id is None:
             return
-        site = self.sites[s.site]
-        flap_since = s.at - timedelta(minutes=site.sla.flap_window_min)
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    incident_conditions.insert().values(
+                        incident_id=incident_id,
+                        key=s.key,
+                        kind=s.kind,
+                        severity=s.severity,
+                        began_at=s.start,
+                        seen_at=s.at,
+                        last_signal_at=s.device_ts,
+                        open_key=s.condition_key,
+                        summary=s.summary[:500],
+                    )
+                )
+        except IntegrityError:  # another consumer recorded it a moment ago
+            return
+
+    async def _incident_for(self, conn: AsyncConnection, s: Signal) -> str | None:
+        """The incident this condition belongs to: the device's open one, one closed within the flap window
+        (reopened), or a new one."""
+        c = incidents.c
+        row = (await conn.execute(sa.select(incidents).where(c.open_key == s.incident_key))).first()
+        if row is not None:
+            await self._join(conn, s, row)
+            return str(row.id)
+        flap_since = s.at - timedelta(minutes=self.sites[s.site].sla.flap_window_min)
+        same = c.severity.in_(SLA_SEVERITIES) if on_the_clock(s.severity) else c.kind == s.kind
         recent = (
             await conn.execute(
-                sa.select(c.id)
-                .where(c.key == s.key, c.kind == s.kind, c.closed_at >= flap_since)
+                sa.select(incidents)
+                .where(c.key == s.key, same, c.closed_at >= flap_since)
                 .order_by(c.closed_at.desc())
                 .limit(1)
             )
         ).first()
-        if recent is not None and await self._reopen(conn, s, recent.id, open_key):
-            return
-        await self._open(conn, s, open_key)
+        if recent is not None and await self._reopen(conn, s, recent):
+            return str(recent.id)
+        if await self._open(conn, s):
+            return await conn.scalar(sa.select(c.id).where(c.open_key == s.incident_key))
+        return None
 
-    async def _still_active(self, conn: AsyncConnection, s: Signal, row: Any) -> None:
-        c = incidents.c
-        if row.state == "recovering" and s.device_ts >= row.last_signal_at:
-            await conn.execute(
-                incidents.update()
-                .where(c.id == row.id, c.state == "recovering")
-                .values(state="open", cleared_at=None, flaps=c.flaps + 1, last_signal_at=s.device_ts)
-            )
-            await timeline(conn, row.id, s.at, "signal", f"再次出现: {s.summary}", **s.detail)
-        elif s.device_ts > row.last_signal_at:
-            await conn.execute(incidents.update().where(c.id == row.id).values(last_signal_at=s.device_ts))
+    def _widen(self, row: Any, s: Signal) -> dict[str, Any]:
+        """A graver condition names the outage; an earlier start moves its one clock back (the steps' due
+        times with it, so a condition reported late does not buy the vendor time)."""
+        values: dict[str, Any] = {}
+        if SEVERITY_RANK[s.severity] > SEVERITY_RANK[row.severity]:
+            values.update(severity=s.severity, kind=s.kind, summary=s.summary[:500])
+        detected = min(row.detected_at, s.start)
+        if detected < row.detected_at:
+            values["detected_at"] = detected
+        if on_the_clock(values.get("severity", row.severity)):
+            hours = hours_of(self.sites[row.site], row.hours24)
+            values["next_step_at"] = step_due(self.sites[row.site].sla, hours, detected, row.step)
+        return values
 
-    async def _reopen(self, conn: AsyncConnection, s: Signal, incident_id: str, open_key: str) -> bool:
-        """Flap: the same incident again, its clock running from the first detection."""
+    async def _join(self, conn: AsyncConnection, s: Signal, row: Any) -> None:
+        """Another condition of the device's open outage (or the same one back while recovering)."""
         c = incidents.c
+        values = self._widen(row, s) | {"last_signal_at": max(row.last_signal_at, s.device_ts)}
+        if row.state == "recovering":
+            values.update(state="open", cleared_at=None, flaps=c.flaps + 1)
+            text = f"再次出现: {kind_label(s.kind)}: {s.summary}"
+        else:
+            text = f"同一故障的又一表现: {kind_label(s.kind)}: {s.summary}"
+        await conn.execute(incidents.update().where(c.id == row.id, c.state == row.state).values(**values))
+        if "detected_at" in values:
+            text += f" (故障始于 {values['detected_at'].isoformat(timespec='seconds')}, 计时起点前移)"
+        await timeline(conn, row.id, s.at, "signal", text, kind=s.kind, **s.detail)
+
+    async def _reopen(self, conn: AsyncConnection, s: Signal, row: Any) -> bool:
+        """Flap: the same incident again, its clock running from the first detection; a dispatch cancelled
+        when it closed is open again."""
+        c = incidents.c
+        values = self._widen(row, s)
         try:
             async with conn.begin_nested():
                 result = await conn.execute(
                     incidents.update()
-                    .where(c.id == incident_id, c.open_key.is_(None))
+                    .where(c.id == row.id, c.open_key.is_(None))
                     .values(
                         state="open",
-                        open_key=open_key,
+                        open_key=s.incident_key,
                         closed_at=None,
                         cleared_at=None,
                         recovery="",
                         recovered_by="",
                         flaps=c.flaps + 1,
                         last_signal_at=s.device_ts,
+                        **values,
                     )
                 )
         except IntegrityError:  # another consumer opened it a moment ago
-            return True
+            return False
         if result.rowcount != 1:
             return False
-        await timeline(
-            conn,
-            incident_id,
-            s.at,
-            "state",
-            f"抖动: 关闭后 {self.sites[s.site].sla.flap_window_min:g} 分钟内再次出现, 重新打开: {s.summary}",
-            **s.detail,
+        d = dispatches.c
+        await conn.execute(
+            dispatches.update()
+            .where(d.incident_id == row.id, d.state == "cancelled", d.arrived_at.is_(None))
+            .values(state="open", note="")
         )
+        flap_min = self.sites[s.site].sla.flap_window_min
+        text = f"抖动: 关闭后 {flap_min:g} 分钟内再次出现, 重新打开 ({kind_label(s.kind)}): {s.summary}"
+        await timeline(conn, row.id, s.at, "state", text, kind=s.kind, **s.detail)
         return True
 
-    async def _open(self, conn: AsyncConnection, s: Signal, open_key: str) -> None:
+    async def _open(self, conn: AsyncConnection, s: Signal) -> bool:
         site = self.sites[s.site]
         incident_id = uuid7()
-        with_steps = SEVERITY_RANK[s.severity] >= SEVERITY_RANK["major"]
+        hours24 = await registered_hours24(conn, self.sites, s.site, s.device)
         values = {
             "id": incident_id,
             "key": s.key,
@@ -254,31 +381,52 @@ class IncidentRules:
             "kind": s.kind,
             "severity": s.severity,
             "device_class": site.device_class(s.device, self.roles.get(s.key, "")),
-            "hours24": site.is_always_on(s.device),
+            "hours24": hours24,
             "state": "open",
-            "open_key": open_key,
+            "open_key": s.incident_key,
             "summary": s.summary[:500],
-            "detected_at": s.at,
+            "detected_at": s.start,
             "last_signal_at": s.device_ts,
             "step": "new",
             # T+0 counts SLA time too: a non-24-hour kiosk failing at night is acted on at opening.
-            "next_step_at": site.hours_for(s.device).add_open_time(s.at, site.sla.act_after_s) if with_steps else None,
+            "next_step_at": step_due(site.sla, hours_of(site, hours24), s.start, "new")
+            if on_the_clock(s.severity)
+            else None,
         }
         try:
             async with conn.begin_nested():
                 await conn.execute(incidents.insert().values(**values))
         except IntegrityError:  # opened by another consumer in the meantime: one incident, not two
-            return
+            return True
         log.info("incident %s opened: %s %s (%s)", incident_id, s.key, s.kind, s.summary)
-        await timeline(conn, incident_id, s.at, "signal", f"检测到{kind_label(s.kind)}: {s.summary}", **s.detail)
+        text = f"检测到{kind_label(s.kind)}: {s.summary}"
+        if s.start < s.at:
+            text += f" (始于 {s.start.isoformat(timespec='seconds')})"
+        await timeline(conn, incident_id, s.at, "signal", text, kind=s.kind, **s.detail)
+        return True
 
+    # -- a condition clears ------------------------------------------------------------------------
     async def _clear(self, conn: AsyncConnection, s: Signal) -> None:
-        c = incidents.c
+        k = incident_conditions.c
         rows = await conn.execute(
-            incidents.update()
-            .where(c.open_key == f"{s.key}|{s.kind}", c.state == "open", c.last_signal_at <= s.device_ts)
-            .values(state="recovering", cleared_at=s.at, last_signal_at=s.device_ts)
-            .returning(c.id)
+            incident_conditions.update()
+            .where(k.open_key == s.condition_key, k.last_signal_at <= s.device_ts)
+            .values(open_key=None, cleared_at=s.at, last_signal_at=s.device_ts)
+            .returning(k.incident_id)
         )
-        for r in rows:
-            await timeline(conn, r.id, s.at, "signal", f"已恢复, 待确认: {s.summary}", **s.detail)
+        for r in rows.all():
+            still = await conn.execute(
+                sa.select(k.kind).where(k.incident_id == r.incident_id, k.open_key.is_not(None)).order_by(k.id)
+            )
+            left = [kind_label(x.kind) for x in still]
+            if left:
+                text = f"{kind_label(s.kind)}已恢复, 仍有: {', '.join(left)}"
+                await timeline(conn, r.incident_id, s.at, "signal", text, kind=s.kind, **s.detail)
+                continue
+            c = incidents.c
+            await conn.execute(
+                incidents.update()
+                .where(c.id == r.incident_id, c.state == "open")
+                .values(state="recovering", cleared_at=s.at)
+            )
+            await timeline(conn, r.incident_id, s.at, "signal", f"已恢复, 待确认: {s.summary}", kind=s.kind, **s.detail)

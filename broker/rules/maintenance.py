@@ -65,7 +65,7 @@ async def _cleaning(
     if pol.clean_per_day <= 0 or now < due:
         return []
     working = cal.is_working_day(day)
-    todo = [d for d in devs if working or cfg.is_always_on(d.device)]
+    todo = [d for d in devs if working or _cleaned_when_closed(cfg, d)]
     done = await _counts(conn, [d.key for d in todo], CLEAN, *_day_span(day, cal.zone))
     notices = []
     for dev in todo:
@@ -89,6 +89,12 @@ async def _cleaning(
             facts = {"task_id": task_id, "day": day.isoformat(), "due_at": due.isoformat(), "recorded": count}
             notices.append(task_notice(task_id, "clean_due", CLEAN, "minor", cfg, dev, zh, en, now, facts))
     return notices
+
+
+def _cleaned_when_closed(cfg: SiteConfig, dev: Device) -> bool:
+    """On a day the hall is closed: the 24-hour area is open, so its devices are cleaned (WZ 002 「每天」)."""
+    policy = cfg.maintenance.clean_closed_days
+    return policy == "all" or (policy == "24h" and cfg.is_always_on(dev.device, dev.hours24))
 
 
 async def _cancel_missed_cleaning(conn: AsyncConnection, site: str, today: date, now: datetime) -> None:

@@ -21,14 +21,22 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from broker.alerts.routing import Router
-from broker.calendar import WallClockHours
 from broker.rules import consumables, maintenance
-from broker.rules.incidents import HALL_OUTAGE, OUTAGE_KINDS, SEVERITY_RANK, kind_label, timeline
+from broker.rules.incidents import (
+    HALL_OUTAGE,
+    OUTAGE_KINDS,
+    SEVERITY_RANK,
+    hours_of,
+    kind_label,
+    registered_hours24,
+    step_due,
+    timeline,
+)
 from broker.rules.notices import Notice
 from broker.sites import Sites
 from broker.store import commands as cmd_sql
 from broker.store.db import _insert_ignore
-from broker.store.schema import commands, devices, dispatches, incidents, notifications
+from broker.store.schema import commands, devices, dispatches, incident_conditions, incidents, notifications
 from protocol.commands import Command, CommandState
 from protocol.ids import uuid7
 
@@ -112,14 +120,11 @@ class SlaClock:
         )
         for row in due.all():
             site = self.sites[row.site]
-            hours = WallClockHours() if row.hours24 else site.site_calendar  # as decided when it opened
-            nxt, new_step = {
-                "new": (hours.add_open_time(row.detected_at, site.sla.warn_after_min * 60), "acted"),
-                "acted": (hours.add_open_time(row.detected_at, site.sla.breach_after_min * 60), "warned"),
-                "warned": (None, "breached"),
-            }.get(row.step, (None, row.step))
-            if new_step == row.step:
+            new_step = {"new": "acted", "acted": "warned", "warned": "breached"}.get(row.step)
+            if new_step is None:
                 continue
+            # One clock from the outage's start, on the hours decided when it opened.
+            nxt = step_due(site.sla, hours_of(site, row.hours24), row.detected_at, new_step)
             changed = await conn.execute(
                 incidents.update().where(c.id == row.id, c.step == row.step).values(step=new_step, next_step_at=nxt)
             )
@@ -184,8 +189,11 @@ class SlaClock:
         await self._notify(conn, self._notice(row, step, now, zh, en, **facts), now, out)
 
     async def _remediate(self, conn: AsyncConnection, row: Any, now: datetime, out: TickResult) -> None:
-        """T+0: the remote fix the hall's rules ask for first (e.g. restart_app), if the device can hear it."""
-        if row.kind != "kiosk_down":
+        """T+0: the remote fix the hall's rules ask for first (e.g. restart_app), if the device can hear it and
+        its application is what failed (the kiosk down, or an application fault)."""
+        k = incident_conditions.c
+        active = await conn.execute(sa.select(k.kind).where(k.incident_id == row.id, k.open_key.is_not(None)))
+        if not any(_remediable(r.kind) for r in active):
             return
         presence = await conn.scalar(sa.select(devices.c.presence).where(devices.c.key == row.key))
         if presence != "online":
@@ -262,6 +270,11 @@ class SlaClock:
         ).first()
         if visit is not None:
             return "on_site", visit.technician
+        # A command fixed it only if it succeeded after the outage last showed a new condition: a restart that
+        # "succeeded" before the application failed again (or the agent gave up) did not restore anything.
+        onset = await conn.scalar(
+            sa.select(sa.func.max(incident_conditions.c.seen_at)).where(incident_conditions.c.incident_id == row.id)
+        )
         k = commands.c
         fix = (
             await conn.execute(
@@ -271,6 +284,7 @@ class SlaClock:
                     k.state == CommandState.SUCCEEDED.value,
                     k.issued_at >= row.detected_at,
                     k.issued_at <= row.cleared_at,
+                    k.updated_at >= (onset or row.detected_at),
                 )
                 .order_by(k.updated_at.desc())
                 .limit(1)
@@ -296,14 +310,24 @@ class SlaClock:
             await self._notify(conn, self._notice(row, "resolved", now, zh, en), now, out)
 
     # -- hall-wide outage ---------------------------------------------------------------------------
+    @staticmethod
+    def _down(*where: Any) -> sa.Select[Any]:
+        """Devices down now: an outage condition (offline, kiosk down, staff report) active on a device's
+        incident, whatever else the incident is made of."""
+        c, k = incidents.c, incident_conditions.c
+        return (
+            sa.select(c.id, c.site, c.device, c.key, k.seen_at)
+            .select_from(incident_conditions.join(incidents, c.id == k.incident_id))
+            .where(k.open_key.is_not(None), k.kind.in_(OUTAGE_KINDS), c.device != "*", *where)
+        )
+
     async def _hall_outages(self, conn: AsyncConnection, now: datetime, out: TickResult) -> None:
         c = incidents.c
-        down = await conn.execute(
-            sa.select(c.site, sa.func.count(sa.distinct(c.key)).label("n"), sa.func.max(c.detected_at).label("last"))
-            .where(c.state == "open", c.kind.in_(OUTAGE_KINDS), c.device != "*")
-            .group_by(c.site)
+        down = self._down().subquery()
+        counts = await conn.execute(
+            sa.select(down.c.site, sa.func.count(sa.distinct(down.c.key)).label("n")).group_by(down.c.site)
         )
-        by_site = {r.site: r for r in down.all()}
+        by_site = {r.site: r for r in counts.all()}
         open_halls = await conn.execute(sa.select(incidents).where(c.kind == HALL_OUTAGE, c.state != "closed"))
         for hall in open_halls.all():
             await self._hall_still_down(conn, hall, by_site.get(hall.site), now)
@@ -315,21 +339,16 @@ class SlaClock:
         self, conn: AsyncConnection, site: str, n_down: int, now: datetime, out: TickResult
     ) -> None:
         policy = self.sites[site].hall_outage
-        c = incidents.c
-        recent = await conn.scalar(
-            sa.select(sa.func.count(sa.distinct(c.key))).where(
-                c.site == site,
-                c.state == "open",
-                c.kind.in_(OUTAGE_KINDS),
-                c.device != "*",
-                c.detected_at >= now - timedelta(seconds=policy.window_s),
-            )
-        )
+        k = incident_conditions.c
+        recent_q = self._down(incidents.c.site == site, k.seen_at >= now - timedelta(seconds=policy.window_s))
+        recent = await conn.scalar(sa.select(sa.func.count(sa.distinct(recent_q.subquery().c.key))))
         total = await conn.scalar(sa.select(sa.func.count()).where(devices.c.site == site)) or 0
         if (recent or 0) < policy.min_devices or n_down < policy.min_fraction * total:
             return
         hall_id = uuid7()
-        site_cfg = self.sites[site]
+        hours24 = False
+        for d in await self._down_devices(conn, site):
+            hours24 = hours24 or await registered_hours24(conn, self.sites, site, d)
         inserted = await conn.execute(
             _insert_ignore(conn, incidents).values(
                 id=hall_id,
@@ -339,7 +358,7 @@ class SlaClock:
                 kind=HALL_OUTAGE,
                 severity="critical",
                 device_class="site",
-                hours24=any(site_cfg.is_always_on(d) for d in await self._down_devices(conn, site)),
+                hours24=hours24,
                 state="open",
                 open_key=f"{site}/*|{HALL_OUTAGE}",
                 summary=f"{n_down}/{total} 台设备同时故障",
@@ -356,25 +375,17 @@ class SlaClock:
         await self._adopt(conn, site, hall_id, now)
 
     async def _down_devices(self, conn: AsyncConnection, site: str) -> list[str]:
-        c = incidents.c
-        rows = await conn.execute(
-            sa.select(c.device).where(c.site == site, c.state != "closed", c.kind.in_(OUTAGE_KINDS), c.device != "*")
-        )
-        return [r.device for r in rows]
+        rows = await conn.execute(self._down(incidents.c.site == site))
+        return sorted({r.device for r in rows})
 
     async def _adopt(self, conn: AsyncConnection, site: str, hall_id: str, now: datetime) -> None:
         """Put the site's open device incidents under the hall incident: they keep their own clock (for the
         per-device report) but page no more."""
         c = incidents.c
+        down_ids = self._down(c.site == site).with_only_columns(c.id)
         adopted = await conn.execute(
             incidents.update()
-            .where(
-                c.site == site,
-                c.state != "closed",
-                c.kind.in_(OUTAGE_KINDS),
-                c.device != "*",
-                c.parent_id.is_(None),
-            )
+            .where(c.id.in_(down_ids), c.state != "closed", c.parent_id.is_(None))
             .values(parent_id=hall_id)
             .returning(c.id)
         )
@@ -448,3 +459,8 @@ class SlaClock:
                 zh = f"上门处置已超期 (应于 {due:%m-%d %H:%M} 前到场)"
                 en = f"on-site dispatch overdue (due {due:%m-%d %H:%M})"
                 await self._notify(conn, self._notice(row, "dispatch_overdue", now, zh, en), now, out)
+
+
+def _remediable(kind: str) -> bool:
+    """Conditions a remote restart of the application can cure: the kiosk down, an application fault."""
+    return kind == "kiosk_down" or kind.startswith("fault.app.")

@@ -29,6 +29,7 @@ class Device:
     site: str
     device: str
     role: str
+    hours24: bool | None = None  # registered 24-hour status (devices.hours24); None: not registered
 
 
 def task_open_key(key: str, kind: str, item: str) -> str:
@@ -115,11 +116,11 @@ async def claim_overdue_on_devices(
 
 async def load_devices(conn: AsyncConnection, keys: list[str] | None = None) -> dict[str, Device]:
     c = devices.c
-    query = sa.select(c.key, c.site, c.device, c.role).order_by(c.key)
+    query = sa.select(c.key, c.site, c.device, c.role, c.hours24).order_by(c.key)
     if keys is not None:
         query = query.where(c.key.in_(keys))
     rows = await conn.execute(query)
-    return {r.key: Device(r.key, r.site, r.device, r.role) for r in rows}
+    return {r.key: Device(r.key, r.site, r.device, r.role, r.hours24) for r in rows}
 
 
 def task_notice(

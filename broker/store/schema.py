@@ -50,6 +50,12 @@ devices = sa.Table(
     sa.Column("first_seen", UtcDateTime, nullable=False),
     sa.Column("last_seen", UtcDateTime, nullable=True),
     sa.Column("stale_after", UtcDateTime, nullable=True, comment="last_seen + stale factor x heartbeat"),
+    sa.Column(
+        "hours24",
+        sa.Boolean,
+        nullable=True,
+        comment="24-hour device (SLA counts wall-clock time), as IT registered it; NULL: not registered",
+    ),
     sa.Index("devices_site", "site"),
     sa.Index("devices_stale", "presence", "stale_after"),
 )
@@ -182,6 +188,31 @@ incidents = sa.Table(
     sa.Index("incidents_key_kind", "key", "kind", "closed_at"),
     sa.Index("incidents_state_next", "state", "next_step_at"),
     sa.Index("incidents_site_detected", "site", "detected_at"),
+)
+
+incident_conditions = sa.Table(
+    "incident_conditions",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(36), nullable=False),
+    sa.Column("key", sa.String(140), nullable=False, comment="{site}/{device}"),
+    sa.Column("kind", sa.String(64), nullable=False, comment="offline, kiosk_down, fault.app.unhealthy ..."),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("began_at", UtcDateTime, nullable=False, comment="when it began (the device's since, else seen_at)"),
+    sa.Column("seen_at", UtcDateTime, nullable=False, comment="when the centre learnt it"),
+    sa.Column("cleared_at", UtcDateTime, nullable=True),
+    sa.Column("last_signal_at", UtcDateTime, nullable=False, comment="device time of the newest signal applied"),
+    sa.Column(
+        "open_key",
+        sa.String(220),
+        nullable=True,
+        unique=True,
+        comment="{key}|{kind} while active, then NULL: a condition is active at most once",
+    ),
+    sa.Column("summary", sa.String(500), nullable=False, server_default=""),
+    sa.Index("incident_conditions_incident", "incident_id", "id"),
+    sa.Index("incident_conditions_key_kind", "key", "kind", "id"),
+    comment="what an incident is made of: one outage, several conditions (probe failures, offline, staff report)",
 )
 
 incident_timeline = sa.Table(
