@@ -7,22 +7,23 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Coroutine
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
 
-from agent.commands.builtin import BUILTIN
+from agent.commands.builtin import builtin_commands
 from agent.commands.registry import Registry
 from agent.commands.runner import CommandRunner
-from agent.commands.update import resume_update, watch_update
+from agent.commands.update import UpdateWatch, resume_update
 from agent.config import AgentConfig
 from agent.desired import ConfigApplier, DeviceSettings
+from agent.device import DeviceContext
 from agent.link import Backoff, Identity, Link
 from agent.outbox import Outbox, OutboxFull
-from agent.roles import sim
-from agent.roles.attendance import AttendanceRole
-from agent.roles.kiosk import KioskRole
-from agent.roles.rating import RatingRole
 from agent.selfheal import AppWatch
+from agent.sqlite import Database
+from agent.state import StateStore
+from agent.tasks import TaskSet
+from agent.version import agent_version
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
 from protocol.clock import Clock, SystemClock, real_seconds
@@ -32,63 +33,109 @@ from protocol.ids import uuid7
 from protocol.sdnotify import notify, watchdog_loop
 from protocol.transport import LinkOptions, Will
 
+if TYPE_CHECKING:
+    from agent.roles.attendance import AttendanceRole
+    from agent.roles.kiosk import KioskRole
+    from agent.roles.rating import RatingRole
+
 log = logging.getLogger(__name__)
 
-RoleRunner = Callable[["Agent"], Coroutine[Any, Any, None]]
-
-
-def agent_version() -> str:
-    try:
-        return version("hallfleet")
-    except PackageNotFoundError:
-        return "0+unknown"
+RoleRunner = Callable[[], Coroutine[Any, Any, None]]
+__all__ = ["Agent", "agent_version", "run_until_signal"]
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, clock: Clock | None = None, probe: SystemProbe | None = None) -> None:
+    """The composition: the device's database (outbox beside state store), the link, the role, the command
+    runner, health. Everything below it gets a narrow DeviceContext, never the Agent (agent/device.py)."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        clock: Clock | None = None,
+        probe: SystemProbe | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        """``executor``: where the outbox file's SQLite calls run (default: the process's one SQLite thread;
+        an in-memory outbox runs inline). The fleet simulator shares one among thousands of agents."""
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.probe = probe or SystemProbe()
         # The kernel's boot id tells the centre whether the device rebooted; a per-process id is the
         # fallback where /proc has none.
         self.boot_id = kernel_boot_id() or uuid.uuid4().hex
+        self._jobs = TaskSet(f"agent {cfg.site}/{cfg.device}")
+        db = Database(cfg.outbox.path, executor)
         self.outbox = Outbox(
-            cfg.outbox.path,
+            db,
             max_critical=cfg.outbox.max_critical,
             max_telemetry=cfg.outbox.max_telemetry,
             commit_interval_ms=cfg.outbox.commit_interval_ms,
             commit_batch=cfg.outbox.commit_batch,
+            clock=self.clock,
         )
+        self.state = StateStore(db, self.clock)
         identity = Identity(cfg.site, cfg.device, self.boot_id, cfg.heartbeat_s, cfg.role, agent_version())
         self.link = Link(
             self._link_options,
             identity,
             self.outbox,
+            self.state,
             self.clock,
             Backoff(cfg.mqtt.backoff_initial_s, cfg.mqtt.backoff_max_s),
             confirm_timeout_s=cfg.outbox.confirm_timeout_s,
         )
+        self.ctx = DeviceContext(
+            site=cfg.site,
+            device=cfg.device,
+            boot_id=self.boot_id,
+            clock=self.clock,
+            state=self.state,
+            emit=self.emit,
+            spawn=self.spawn,
+            link_up=self.link.is_up,
+            clock_synced=self.clock_synced,
+        )
         self._stop = asyncio.Event()
         self._heartbeat_changed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
         self.exit_code = 0
-        self.config = ConfigApplier(self)
-        registry = Registry(BUILTIN)
-        self.kiosk = KioskRole(self, cfg.kiosk) if cfg.role == "kiosk" and cfg.kiosk is not None else None
-        if self.kiosk is not None:
-            self.kiosk.register_commands(registry)
-        self.attendance = (
-            AttendanceRole(self, cfg.attendance) if cfg.role == "attendance" and cfg.attendance is not None else None
-        )
-        if self.attendance is not None:
-            self.attendance.register_commands(registry)
-        self.rating = RatingRole(self, cfg.rating) if cfg.role == "rating" and cfg.rating is not None else None
-        if self.rating is not None:
-            self.rating.register_commands(registry)
-        self.commands = CommandRunner(self, registry)
+        self.config = ConfigApplier(self.ctx, self.settings_changed)
         self.app_watch = AppWatch(cfg.app, self.emit, self.clock) if cfg.app is not None else None
+        self.update_watch = UpdateWatch(self)
+        registry = Registry(builtin_commands(self, self.update_watch.requested.set))
+        self.kiosk: KioskRole | None = None
+        self.attendance: AttendanceRole | None = None
+        self.rating: RatingRole | None = None
+        self._role = self._make_role(registry)
+        self.commands = CommandRunner(self.ctx, registry)
         self.link.on_command = self.commands.offer
         self.link.on_config = self.config.offer
+
+    def _make_role(self, registry: Registry) -> RoleRunner | None:
+        """Only the configured role's module (and so its drivers) is imported."""
+        cfg = self.cfg
+        if cfg.role == "sim":
+            from agent.roles import sim
+
+            return lambda: sim.run(self.ctx, cfg.sim)
+        if cfg.role == "kiosk" and cfg.kiosk is not None:
+            from agent.roles.kiosk import KioskRole
+
+            self.kiosk = KioskRole(self.ctx, cfg.kiosk, self.app_watch)
+            self.kiosk.register_commands(registry)
+            return self.kiosk.run
+        if cfg.role == "attendance" and cfg.attendance is not None:
+            from agent.roles.attendance import AttendanceRole
+
+            self.attendance = AttendanceRole(self.ctx, cfg.attendance)
+            self.attendance.register_commands(registry)
+            return self.attendance.run
+        if cfg.role == "rating" and cfg.rating is not None:
+            from agent.roles.rating import RatingRole
+
+            self.rating = RatingRole(self.ctx, cfg.rating)
+            self.rating.register_commands(registry)
+            return self.rating.run
+        return None
 
     def _link_options(self, will: Will) -> LinkOptions:
         m = self.cfg.mqtt
@@ -157,16 +204,10 @@ class Agent:
             self.link.announce()
             self._heartbeat_changed.set()
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """A short background job (a config to apply) that must not block the MQTT callback."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._job_done)
-
-    def _job_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """A short background job (a config to apply) that must not block the MQTT callback; owned by the
+        agent, cancelled when it stops."""
+        self._jobs.spawn(coro, name)
 
     def request_restart(self) -> None:
         """restart_agent: leave with EX_TEMPFAIL; systemd (Restart=on-failure) starts us again."""
@@ -176,7 +217,7 @@ class Agent:
     async def diagnose(self) -> dict[str, Any]:
         return {
             "health": self.health().model_dump(),
-            "link": {"connected": self.link.connected.is_set(), "session": self.link.session},
+            "link": {"connected": self.link.is_up(), "session": self.link.session},
             "outbox": {
                 "depth": self.outbox.depth,
                 "dropped": self.outbox.dropped,
@@ -206,6 +247,7 @@ class Agent:
 
     async def _run(self) -> None:
         async with self.outbox:
+            await self.state.prepare()
             await self.config.load()
             self.settings_changed()
             await resume_update(self)  # an update in progress is answered by its result, before commands resume
@@ -216,36 +258,21 @@ class Agent:
                         tg.create_task(self._health_loop(), name="health"),
                         tg.create_task(watchdog_loop(), name="watchdog"),
                         tg.create_task(self.commands.run(), name="commands"),
-                        tg.create_task(watch_update(self), name="update"),
+                        tg.create_task(self.update_watch.run(), name="update"),
                     ]
                     if self.app_watch is not None:
                         tasks.append(tg.create_task(self.app_watch.run(), name="app-watch"))
                     notify(f"READY=1\nSTATUS=outbox holds {self.outbox.depth} events")
-                    role = self._role()
-                    if role is not None:
-                        tasks.append(tg.create_task(role(self), name=f"role-{self.cfg.role}"))
+                    if self._role is not None:
+                        tasks.append(tg.create_task(self._role(), name=f"role-{self.cfg.role}"))
                     await self._stop.wait()
                     notify("STOPPING=1")
                     await self.link.stop()
-                    for t in [*tasks, *self._tasks]:
+                    for t in tasks:
                         t.cancel()
             finally:
+                await self._jobs.close()
                 log.info("agent stopped; %d events wait in the outbox", self.outbox.depth)
-
-    def _role(self) -> RoleRunner | None:
-        if self.cfg.role == "sim":
-            cfg = self.cfg.sim
-            return lambda agent: sim.run(agent, cfg)
-        if self.kiosk is not None:
-            kiosk = self.kiosk
-            return lambda _agent: kiosk.run()
-        if self.attendance is not None:
-            attendance = self.attendance
-            return lambda _agent: attendance.run()
-        if self.rating is not None:
-            rating = self.rating
-            return lambda _agent: rating.run()
-        return None
 
     async def _health_loop(self) -> None:
         while True:

@@ -12,10 +12,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from agent.commands.update import UpdateConfig
+from agent.commands.update_config import UpdateConfig
 from agent.roles.attendance import AttendanceConfig
 from agent.roles.kiosk import KioskConfig
 from agent.roles.rating import RatingConfig
+from agent.roles.sim import SimConfig
 from agent.selfheal import AppWatchConfig
 from protocol.envelope import Segment
 from protocol.settings import MqttConfig, Section, TomlSettings
@@ -25,17 +26,15 @@ class OutboxConfig(Section):
     path: Path = Field(default=Path("/var/lib/hallfleet/outbox.db"), description="SQLite outbox file")
     max_critical: int = Field(default=200_000, ge=10, description="Punches/ratings/faults kept; never dropped")
     max_telemetry: int = Field(default=20_000, ge=10, description="Telemetry kept; oldest dropped, counted")
-    commit_interval_ms: int = Field(default=20, ge=0, le=1000, description="Group commit window")
+    commit_interval_ms: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Extra wait to gather a group commit when several events wait (0: one waiting event is "
+        "committed at once; those taken during a commit share the next)",
+    )
     commit_batch: int = Field(default=256, ge=1, description="Flush the group commit at this many events")
     confirm_timeout_s: float = Field(default=120.0, gt=0, description="Re-send unconfirmed events after this")
-
-
-class SimConfig(Section):
-    events: int = Field(default=0, ge=0, description="Emit events until the device has sent this many (0: forever)")
-    rate_per_s: float = Field(default=1.0, gt=0, description="Events per second")
-    event_type: Literal["attendance.punch", "rating.submitted", "kiosk.usage"] = Field(
-        default="attendance.punch", description="The kind of event simulated"
-    )
 
 
 class AgentConfig(TomlSettings):

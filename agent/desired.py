@@ -5,15 +5,14 @@ fields named. A rejected config never replaces the working one."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import Field, ValidationError
 
+from agent.device import DeviceContext
 from protocol.commands import ConfigReport, DesiredConfig
 from protocol.settings import Section
-
-if TYPE_CHECKING:
-    from agent.agent import Agent
 
 log = logging.getLogger(__name__)
 KV_APPLIED = "config.applied"
@@ -30,21 +29,23 @@ class DeviceSettings(Section):
 
 
 class ConfigApplier:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, device: DeviceContext, on_change: Callable[[], None]) -> None:
+        """``on_change``: called after each config is applied (the agent's heartbeat follows it)."""
+        self.device = device
+        self.on_change = on_change
         self.version = 0
         self.settings = DeviceSettings()
 
     async def load(self) -> None:
         """Apply what was applied before the restart, before connecting: a device restarts as it ran."""
-        raw = await self.agent.outbox.kv_get(KV_APPLIED)
+        raw = await self.device.state.kv_get(KV_APPLIED)
         if raw:
             desired = DesiredConfig.model_validate_json(raw)
             self._apply(desired, DeviceSettings.model_validate(desired.config))
 
     def offer(self, raw: bytes) -> None:
         """From the MQTT link: handled in the agent's task so the socket callback never waits."""
-        self.agent.spawn(self.handle(raw), "config")
+        self.device.spawn(self.handle(raw), "config")
 
     async def handle(self, raw: bytes) -> None:
         if not raw:  # the retained config was cleared: keep running what we have
@@ -56,21 +57,21 @@ class ConfigApplier:
             return
         if desired.version <= self.version:
             return  # the retained copy we already run, or an older one
-        await self.agent.outbox.kv_set(KV_LAST_DESIRED, raw.decode())
+        await self.device.state.kv_set(KV_LAST_DESIRED, raw.decode())
         try:
             settings = DeviceSettings.model_validate(desired.config)
         except ValidationError as exc:
             errors = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()[:10]]
             await self._reject(desired.version, errors)
             return
-        await self.agent.outbox.kv_set(KV_APPLIED, desired.model_dump_json())
+        await self.device.state.kv_set(KV_APPLIED, desired.model_dump_json())
         self._apply(desired, settings)
-        await self.agent.emit("config.applied", ConfigReport(version=desired.version))
+        await self.device.emit("config.applied", ConfigReport(version=desired.version))
         log.info("config version %d applied", desired.version)
 
     async def resync(self) -> int:
         """sync_config: take the last desired config received again (e.g. after a fix on the device)."""
-        raw = await self.agent.outbox.kv_get(KV_LAST_DESIRED)
+        raw = await self.device.state.kv_get(KV_LAST_DESIRED)
         if raw:
             self.version = min(self.version, DesiredConfig.model_validate_json(raw).version - 1)
             await self.handle(raw.encode())
@@ -78,11 +79,11 @@ class ConfigApplier:
 
     async def _reject(self, version: int, errors: list[str]) -> None:
         log.warning("config version %d rejected: %s", version, "; ".join(errors))
-        await self.agent.emit("config.rejected", ConfigReport(version=version, errors=errors))
+        await self.device.emit("config.rejected", ConfigReport(version=version, errors=errors))
 
     def _apply(self, desired: DesiredConfig, settings: DeviceSettings) -> None:
         self.version = desired.version
         self.settings = settings
         if settings.log_level:
             logging.getLogger().setLevel(settings.log_level)
-        self.agent.settings_changed()
+        self.on_change()

@@ -11,9 +11,8 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import Field
 
 from protocol.gallery import (
@@ -27,6 +26,9 @@ from protocol.gallery import (
     unseal,
 )
 from protocol.settings import Section, read_secret
+
+if TYPE_CHECKING:  # the gallery's arrays are numpy's, loaded with the face engine only
+    import numpy as np
 
 AT_REST = -1  # the "base version" of the at-rest seal: it can never be confused with an update's
 

@@ -2,6 +2,9 @@
 confirms, say goodbye on a clean stop.
 
 One connection at a time; each gets a fresh session counter that its birth and its Will both carry.
+Nothing here polls: the pump sleeps until the outbox commits an event, a PUBACK asks for a re-send, or
+the re-send deadline of the oldest unconfirmed event comes (a timer set to that deadline, not a tick).
+The outbox is used through its public methods only; every task started here is owned and awaited.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from agent.outbox import Outbox
+from agent.state import StateStore
+from agent.tasks import TaskSet
 from protocol import topics
-from protocol.clock import Clock
+from protocol.clock import Clock, real_seconds
 from protocol.envelope import Envelope, Presence, StatusMessage, StoredAck
 from protocol.transport import AsyncMqtt, LinkOptions, MqttError, Will
 
@@ -65,6 +70,7 @@ class Link:
         options: Callable[[Will], LinkOptions],
         identity: Identity,
         outbox: Outbox,
+        state: StateStore,
         clock: Clock,
         backoff: Backoff,
         confirm_timeout_s: float = 120.0,
@@ -72,6 +78,7 @@ class Link:
         self._options = options
         self.identity = identity
         self.outbox = outbox
+        self.state = state
         self.clock = clock
         self.backoff = backoff
         self.confirm_timeout_s = confirm_timeout_s
@@ -91,9 +98,37 @@ class Link:
         self._unrouted_retry_s = UNROUTED_RETRY_S
         self._resend_after_s = confirm_timeout_s
         self._oldest: int | None = None  # the oldest seq still waiting at the last confirmation
+        self._nudge = asyncio.Event()  # a PUBACK asked for an early re-send: the pump recomputes its deadline
+        self._changed = asyncio.Event()  # set on every connect and disconnect (wait_session)
+        self._jobs = TaskSet("link")
+        self.idle_waits = 0  # times the pump went to sleep with nothing to send (tests: no polling)
+
+    # -- what the rest of the agent reads --------------------------------------------------------------
+    def is_up(self) -> bool:
+        return self.connected.is_set()
+
+    async def wait_session(self, after: int) -> int:
+        """Wait until connected in a session newer than ``after``; returns it."""
+        while not (self.connected.is_set() and self.session > after):
+            self._changed.clear()
+            await self._changed.wait()
+        return self.session
+
+    def _set_connected(self, up: bool) -> None:
+        if up:
+            self.connected.set()
+        else:
+            self.connected.clear()
+        self._changed.set()
 
     # -- the connection loop -----------------------------------------------------------------------
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self._jobs.close()
+
+    async def _run(self) -> None:
         attempt = 0
         while not self._stopping:
             started = self.clock.monotonic()
@@ -114,7 +149,7 @@ class Link:
 
     async def _one_connection(self) -> None:
         i = self.identity
-        self.session = await self.outbox.next_session()
+        self.session = await self.state.next_session()
         will = Will(topics.status(i.site, i.device), self._status(Presence.OFFLINE))
         client = AsyncMqtt(self._options(will))
         client.on_puback = self._on_puback
@@ -131,7 +166,7 @@ class Link:
                 ]
             )
             client.publish(topics.status(i.site, i.device), self._status(Presence.ONLINE), qos=1, retain=True)
-            self.connected.set()
+            self._set_connected(True)
             log.info("connected to MQTT as session %d", self.session)
             tasks = [
                 asyncio.create_task(self._pump(client), name="outbox-pump"),
@@ -148,7 +183,7 @@ class Link:
                 raise errors[0]
             log.warning("MQTT connection lost: %s", results[2] if isinstance(results[2], str) else results)
         finally:
-            self.connected.clear()
+            self._set_connected(False)
             self._client = None
             self._inflight.clear()
             self._space.set()
@@ -177,9 +212,11 @@ class Link:
         client = self._client
         if client is None or not client.is_connected:
             return
-        deadline = self.clock.monotonic() + drain_s
-        while self._inflight and self.clock.monotonic() < deadline:  # noqa: ASYNC110 - bounded drain
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_s):
+                while self._inflight:
+                    self._space.clear()
+                    await self._space.wait()  # each PUBACK sets it
         i = self.identity
         with contextlib.suppress(MqttError):
             client.publish(topics.status(i.site, i.device), self._status(Presence.SHUTDOWN), qos=1, retain=True)
@@ -190,7 +227,7 @@ class Link:
     async def _pump(self, client: AsyncMqtt) -> None:
         """Publish the outbox in seq order. Rows already there when the connection came up were kept
         through an outage: they go out with ``replayed=true``."""
-        replay_upto = self.outbox.next_seq - 1
+        replay_upto = self.outbox.last_seq
         last = -1
         self._progress_at = self.clock.monotonic()
         limit = client.options.max_inflight
@@ -199,7 +236,7 @@ class Link:
                 self._space.clear()
                 await self._space.wait()
                 continue
-            self.outbox.changed.clear()
+            seen = self.outbox.committed_seq  # before the fetch: a commit after it wakes the wait below
             rows = await self.outbox.fetch(last, limit - len(self._inflight))
             for row in rows:
                 body = _as_replayed(row.body) if row.seq <= replay_upto else row.body
@@ -213,8 +250,31 @@ class Link:
                 last = -1
                 self._progress_at = self.clock.monotonic()
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox.changed.wait(), timeout=min(1.0, self.confirm_timeout_s))
+            await self._idle(max(last, seen))
+
+    async def _idle(self, after_seq: int) -> None:
+        """Sleep until an event beyond ``after_seq`` is committed, a PUBACK nudges, or a re-send is due."""
+        self.idle_waits += 1
+        due = self._resend_in()
+        timeout = None if due is None else real_seconds(self.clock, due) + 0.01
+        waits = [
+            asyncio.ensure_future(self.outbox.wait_committed(after_seq)),
+            asyncio.ensure_future(self._nudge.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        self._nudge.clear()
+
+    def _resend_in(self) -> float | None:
+        """Clock seconds until unconfirmed events are due again (None: nothing waits for the store)."""
+        if not self.outbox.depth:
+            return None
+        after = min(self._resend_after_s, self._unrouted_retry_s) if self._unrouted else self._resend_after_s
+        return max(0.0, after - self._unconfirmed_for())
 
     def _should_resend(self) -> bool:
         """Re-send unconfirmed events when the store has been silent too long. Each silent round
@@ -238,11 +298,12 @@ class Link:
         self._space.set()
         if rc.value == NO_MATCHING_SUBSCRIBERS:
             self._unrouted = True
+            self._nudge.set()
         if seq is None or not rc.is_failure:
             return
         if rc.value in PERMANENT_PUBACK_FAILURES:
             log.error("broker refused event seq %d for good: %s", seq, rc)
-            asyncio.get_running_loop().create_task(self.outbox.reject(seq, str(rc)))
+            self._jobs.spawn(self.outbox.reject(seq, str(rc)), f"reject-{seq}")
         else:
             log.warning("broker refused event seq %d for now: %s (will re-send)", seq, rc)
 

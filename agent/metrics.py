@@ -5,18 +5,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from agent.agent import Agent
+from agent.config import AgentConfig
+
+
+class _Outbox(Protocol):
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+
+class _Link(Protocol):
+    @property
+    def connects(self) -> int: ...
+
+    def is_up(self) -> bool: ...
+
+
+class Scraped(Protocol):
+    """What the metrics read of the agent."""
+
+    @property
+    def cfg(self) -> AgentConfig: ...
+
+    @property
+    def outbox(self) -> _Outbox: ...
+
+    @property
+    def link(self) -> _Link: ...
 
 
 class AgentCollector(Collector):
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Scraped) -> None:
         self.agent = agent
         self.started = time.monotonic()
 
@@ -30,7 +57,7 @@ class AgentCollector(Collector):
             (CounterMetricFamily("hallfleet_agent_outbox_dropped", "Telemetry dropped (oldest first)", labels=names),
              a.outbox.dropped),
             (GaugeMetricFamily("hallfleet_agent_connected", "1 while the broker link is up", labels=names),
-             int(a.link.connected.is_set())),
+             int(a.link.is_up())),
             (CounterMetricFamily("hallfleet_agent_connects", "Broker connections made", labels=names),
              a.link.connects),
             (GaugeMetricFamily("hallfleet_agent_uptime_seconds", "Since the agent started", labels=names),
@@ -40,7 +67,7 @@ class AgentCollector(Collector):
             yield family
 
 
-def serve_agent_metrics(agent: Agent, port: int, addr: str = "127.0.0.1") -> Any:
+def serve_agent_metrics(agent: Scraped, port: int, addr: str = "127.0.0.1") -> Any:
     """prometheus_client's own HTTP thread on addr:port; returns (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(agent))

@@ -3,8 +3,12 @@ the central store confirms it (see protocol.envelope.StoredAck for why PUBACK is
 
 Two lanes: ``critical`` (punches, ratings, faults) is never dropped: when full, ``append`` refuses
 with OutboxFull so the device can tell the person to retry; ``telemetry`` drops its oldest rows when
-full, and counts every drop. Appends are group-committed: callers wait for their commit, but one
-fsync covers a batch (an SD card's fsync is slow; platform-notes.md).
+full, and counts every drop. Appends are group-committed only when producers contend: one event
+waiting is committed at once (a command's ack must not wait out a window), and the events taken while a
+commit is on the disk share the next one, so one fsync covers a batch exactly when there is one (an SD
+card's fsync is slow; platform-notes.md).
+
+The link learns of new rows by waiting (``wait_committed``), never by asking the store on a timer.
 
 A commit that fails (the disk is full, an I/O error) refuses exactly the events of that batch with
 OutboxFull, rolls back and leaves everything already committed as it was; the next append tries again,
@@ -19,19 +23,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
+from agent.sqlite import Database
+from agent.state import counter_key
+from protocol.clock import Clock, SystemClock
 from protocol.events import Lane
 
 log = logging.getLogger(__name__)
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,
     lane TEXT NOT NULL,
@@ -47,17 +51,7 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason TEXT NOT NULL,
     at REAL NOT NULL
 );
--- The rest of the agent's durable state lives in the same file: the applied config (kv) and the
--- commands it has taken, so a command id runs at most once, across restarts too.
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS commands_seen (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    state TEXT NOT NULL,
-    at REAL NOT NULL
-);
 """
-COMMANDS_KEPT_S = 30 * 86_400
 
 
 class OutboxFull(Exception):
@@ -88,27 +82,31 @@ Build = Callable[[int], tuple[str, bytes]]
 class Outbox:
     def __init__(
         self,
-        path: Path,
+        db: Path | Database,
         *,
         max_critical: int = 200_000,
         max_telemetry: int = 20_000,
-        commit_interval_ms: int = 20,
+        commit_interval_ms: int = 0,
         commit_batch: int = 256,
+        clock: Clock | None = None,
+        executor: Executor | None = None,
     ) -> None:
-        self.path = path
+        """``db``: the device's database (shared with its StateStore), or a path to open one on."""
+        self.db = db if isinstance(db, Database) else Database(db, executor)
+        self.path = self.db.path
+        self.clock = clock or SystemClock()
         self.max = {Lane.CRITICAL: max_critical, Lane.TELEMETRY: max_telemetry}
         self.commit_interval = commit_interval_ms / 1000
         self.commit_batch = commit_batch
         self.counts = {Lane.CRITICAL: 0, Lane.TELEMETRY: 0}
         self.dropped = 0
-        self.next_seq = 0
-        self.changed = asyncio.Event()  # set after each commit that added rows
-        self._db: aiosqlite.Connection | None = None
+        self._next_seq = 0
+        self._committed_seq = -1  # the highest seq committed by this process (rows the link may fetch)
+        self._committed = asyncio.Event()  # set by each commit that added rows
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
-        self._lock = asyncio.Lock()  # one transaction at a time on the connection
         self.write_errors = 0  # commits that failed (each refused its batch)
         self._failing = False
 
@@ -121,21 +119,20 @@ class Outbox:
         await self.close()
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path)
-        await db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed punch survives power loss, not only a process crash.
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.executescript(SCHEMA)
-        await db.commit()
-        self._db = db
+        db = self.db
+        if not db.is_open:
+            await db.open()
+        async with db.transaction():
+            await db.executescript(SCHEMA)
         # The rows themselves bound next_seq too: a seq is never handed out twice, whatever the meta says.
         cur = await db.execute("SELECT MAX(seq) FROM (SELECT seq FROM outbox UNION ALL SELECT seq FROM rejected)")
         row = await cur.fetchone()
         highest = -1 if row is None or row[0] is None else int(row[0])
-        self.next_seq = max(await self._meta("next_seq"), highest + 1)
-        self.dropped = await self._meta("dropped")
+        self._next_seq = max(await db.meta("next_seq"), highest + 1)
+        self._committed_seq = self._next_seq - 1
+        self.dropped = await db.meta("dropped")
         await self._recount()
+        self._closing = False
         self._committer = asyncio.create_task(self._commit_loop(), name="outbox-commit")
 
     async def close(self) -> None:
@@ -150,22 +147,48 @@ class Outbox:
         if self._pending:
             with contextlib.suppress(OutboxFull):  # its appends were refused and told so
                 await self._flush()
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        await self.db.close()
+
+    # -- what the link reads -------------------------------------------------------------------------
+    @property
+    def next_seq(self) -> int:
+        """The seq the next event will get."""
+        return self._next_seq
+
+    @property
+    def committed_seq(self) -> int:
+        """The highest seq committed since the outbox opened (or the last one before it)."""
+        return self._committed_seq
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq handed out so far (-1: none ever)."""
+        return self._next_seq - 1
+
+    async def wait_committed(self, after_seq: int, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until an event beyond ``after_seq`` is committed; False if ``timeout`` (real seconds) passed
+        first. No query and no timer while nothing happens: the committer wakes the waiter."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._committed_seq <= after_seq:
+                    self._committed.clear()
+                    await self._committed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     # -- appending ---------------------------------------------------------------------------------
     async def append(self, lane: Lane, build: Build, counter: str | None = None) -> int:
         """Take one event; returns its seq once the event is durably committed.
 
-        ``build(seq)`` returns (topic, body). ``counter`` names a meta counter incremented in the same
-        transaction (a role's own progress, so a restart neither repeats nor skips work).
+        ``build(seq)`` returns (topic, body). ``counter`` names a counter (StateStore.counter) incremented
+        in the same transaction (a role's own progress, so a restart neither repeats nor skips work).
         """
         if lane is Lane.CRITICAL and self.counts[lane] + self._pending_count(lane) >= self.max[lane]:
             raise OutboxFull(f"outbox critical lane holds {self.max[lane]} events: the link has been down too long")
-        seq = self.next_seq
+        seq = self._next_seq
         topic, body = build(seq)
-        self.next_seq += 1
+        self._next_seq += 1
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(seq, lane, topic, body, counter, fut))
         self._wake.set()
@@ -178,9 +201,12 @@ class Outbox:
     async def _commit_loop(self) -> None:
         while not self._closing:
             await self._wake.wait()
-            if len(self._pending) < self.commit_batch and self.commit_interval and not self._closing:
-                await asyncio.sleep(self.commit_interval)
             self._wake.clear()
+            if self.commit_interval and 1 < len(self._pending) < self.commit_batch and not self._closing:
+                # Several producers contend: an optional extra window to gather more of them. One event
+                # waiting never waits here (commit_interval_ms is 0 by default: the previous commit's
+                # fsync is the window).
+                await asyncio.sleep(self.commit_interval)
             try:
                 await self._flush()
             except OutboxFull as exc:  # disk full, I/O error: this batch was refused; the next one tries again
@@ -194,15 +220,15 @@ class Outbox:
                 self._failing = False
 
     async def _flush(self) -> None:
-        async with self._lock:
+        async with self.db.lock:
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        db = self._require()
-        now = time.time()
+        db = self.db
+        now = self.clock.now().timestamp()
         counters: dict[str, int] = {}
         for p in batch:
             if p.counter:
@@ -213,13 +239,9 @@ class Outbox:
                 "INSERT INTO outbox (seq, lane, topic, body, created) VALUES (?, ?, ?, ?, ?)",
                 [(p.seq, p.lane.value, p.topic, p.body, now) for p in batch],
             )
-            await self._set_meta("next_seq", batch[-1].seq + 1)
+            await db.set_meta("next_seq", batch[-1].seq + 1)
             for name, n in counters.items():
-                await db.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
-                    (f"counter:{name}", n),
-                )
+                await db.add_meta(counter_key(name), n)
             for p in batch:
                 self.counts[p.lane] += 1
             await self._enforce_telemetry_bound()
@@ -228,8 +250,8 @@ class Outbox:
             with contextlib.suppress(Exception):  # a rollback that fails too leaves nothing committed either
                 await db.rollback()
             self.counts, self.dropped = counts, dropped
-            if self.next_seq == batch[-1].seq + 1:
-                self.next_seq = batch[0].seq  # nothing was taken since: no gap in the seqs
+            if self._next_seq == batch[-1].seq + 1:
+                self._next_seq = batch[0].seq  # nothing was taken since: no gap in the seqs
             refused = OutboxFull(f"outbox {self.path} could not commit {len(batch)} events: {exc}")
             refused.__cause__ = exc
             for p in batch:
@@ -239,26 +261,26 @@ class Outbox:
         for p in batch:
             if not p.done.done():
                 p.done.set_result(None)
-        self.changed.set()
+        self._committed_seq = max(self._committed_seq, batch[-1].seq)
+        self._committed.set()
 
     async def _enforce_telemetry_bound(self) -> None:
         excess = self.counts[Lane.TELEMETRY] - self.max[Lane.TELEMETRY]
         if excess <= 0:
             return
-        db = self._require()
-        await db.execute(
+        await self.db.execute(
             "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE lane = ? ORDER BY seq LIMIT ?)",
             (Lane.TELEMETRY.value, excess),
         )
         self.counts[Lane.TELEMETRY] -= excess
         self.dropped += excess
-        await self._set_meta("dropped", self.dropped)
+        await self.db.set_meta("dropped", self.dropped)
         log.warning("outbox telemetry lane full: dropped %d oldest (total %d)", excess, self.dropped)
 
     # -- reading and retiring ----------------------------------------------------------------------
     async def fetch(self, after_seq: int, limit: int) -> list[Row]:
-        async with self._lock:
-            cur = await self._require().execute(
+        async with self.db.lock:
+            cur = await self.db.execute(
                 "SELECT seq, topic, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
             )
             rows = await cur.fetchall()
@@ -267,122 +289,49 @@ class Outbox:
     async def confirm(self, ranges: Sequence[tuple[int, int]]) -> int:
         """The store has these seqs: forget them. Returns how many rows left the outbox."""
         removed = 0
-        async with self._transaction() as db:
+        async with self.db.transaction() as db:
             for first, last in ranges:
                 cur = await db.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
                 removed += max(cur.rowcount, 0)
         if removed:
-            async with self._lock:
+            async with self.db.lock:
                 await self._recount()
         return removed
 
     async def oldest_seq(self) -> int | None:
         """The seq that has waited longest, None when the outbox is empty."""
-        async with self._lock:
-            cur = await self._require().execute("SELECT MIN(seq) FROM outbox")
-            row = await cur.fetchone()
+        async with self.db.lock:
+            row = await (await self.db.execute("SELECT MIN(seq) FROM outbox")).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     async def reject(self, seq: int, reason: str) -> None:
         """The broker refused this event for good (e.g. not authorised): keep it aside, with why."""
-        async with self._transaction() as db:
+        async with self.db.transaction() as db:
             await db.execute(
                 "INSERT OR REPLACE INTO rejected (seq, topic, body, reason, at) "
                 "SELECT seq, topic, body, ?, ? FROM outbox WHERE seq = ?",
-                (reason, time.time(), seq),
+                (reason, self.clock.now().timestamp(), seq),
             )
             await db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-        async with self._lock:
+        async with self.db.lock:
             await self._recount()
-
-    # -- the rest of the agent's durable state ------------------------------------------------------
-    async def kv_get(self, key: str) -> str | None:
-        async with self._lock:
-            cur = await self._require().execute("SELECT value FROM kv WHERE key = ?", (key,))
-            row = await cur.fetchone()
-        return None if row is None else str(row[0])
-
-    async def kv_set(self, key: str, value: str) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-    async def command_state(self, command_id: str) -> str | None:
-        async with self._lock:
-            cur = await self._require().execute("SELECT state FROM commands_seen WHERE id = ?", (command_id,))
-            row = await cur.fetchone()
-        return None if row is None else str(row[0])
-
-    async def set_command_state(self, command_id: str, name: str, state: str) -> None:
-        now = time.time()
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO commands_seen (id, name, state, at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, at = excluded.at",
-                (command_id, name, state, now),
-            )
-            await db.execute("DELETE FROM commands_seen WHERE at < ?", (now - COMMANDS_KEPT_S,))
-
-    async def commands_in(self, state: str) -> list[tuple[str, str]]:
-        async with self._lock:
-            cur = await self._require().execute("SELECT id, name FROM commands_seen WHERE state = ?", (state,))
-            return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
 
     @property
     def depth(self) -> int:
         return self.counts[Lane.CRITICAL] + self.counts[Lane.TELEMETRY]
 
-    async def next_session(self) -> int:
-        """A new MQTT session counter (Sparkplug's bdSeq), persisted before the CONNECT that uses it."""
-        async with self._transaction():
-            value = await self._meta("session") + 1
-            await self._set_meta("session", value)
-        return value
-
-    async def counter(self, name: str) -> int:
-        async with self._lock:
-            return await self._meta(f"counter:{name}")
-
     async def rejected_count(self) -> int:
-        async with self._lock:
-            cur = await self._require().execute("SELECT COUNT(*) FROM rejected")
-            row = await cur.fetchone()
+        async with self.db.lock:
+            row = await (await self.db.execute("SELECT COUNT(*) FROM rejected")).fetchone()
         return int(row[0]) if row else 0
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction, alone on the connection: committed if the block succeeds, else rolled back
-        (a failed COMMIT leaves SQLite's transaction open, and the next one must not inherit it)."""
-        async with self._lock:
-            db = self._require()
-            try:
-                yield db
-                await db.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await db.rollback()
-                raise
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _require(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("outbox is not open")
-        return self._db
+    def _require(self) -> Database:
+        """The open database (the chaos suite sets a page limit on its connection)."""
+        self.db.require()
+        return self.db
 
     async def _recount(self) -> None:
-        cur = await self._require().execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane")
+        cur = await self.db.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane")
         counts = {Lane(lane): int(n) for lane, n in await cur.fetchall()}
         self.counts = {lane: counts.get(lane, 0) for lane in Lane}
-
-    async def _meta(self, key: str) -> int:
-        cur = await self._require().execute("SELECT value FROM meta WHERE key = ?", (key,))
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def _set_meta(self, key: str, value: int) -> None:
-        await self._require().execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )

@@ -27,12 +27,14 @@ import random
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from protocol.settings import Section
+
+if TYPE_CHECKING:  # numpy (and OpenCV) load only when a camera is opened: an agent without one stays lean
+    import numpy as np
 
 log = logging.getLogger(__name__)
 

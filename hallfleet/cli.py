@@ -1,22 +1,72 @@
-"""``hallfleet``: one CLI; each subcommand starts code that lives in its own folder."""
+"""``hallfleet``: one CLI; each subcommand starts code that lives in its own folder.
+
+Rule: arguments are parsed before anything heavy is imported. ``hallfleet --help`` lists every command
+from the table below without importing a single command module (it took 2 s when it imported the whole
+centre); ``hallfleet X ...`` imports only the module that defines X. tests/test_cli_lazy.py checks the
+table against the modules, so a help text cannot drift.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
 from collections.abc import Coroutine
 from datetime import date, time
+from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
 
-from protocol.settings import ConfigError, load_settings
-
 T = TypeVar("T")
+
+# Commands defined elsewhere: "module:function(subparsers)" -> the (name, help) of each command it adds.
+LAZY: dict[str, tuple[tuple[str, str], ...]] = {
+    "broker.cli:add_parsers": (
+        ("cmd", "send a command to a device and follow it"),
+        ("cfg", "desired configuration of a device"),
+        ("audit", "the audit log (who, what, why, when, result)"),
+    ),
+    "broker.incidents_cli:add_parsers": (
+        ("incident", "kiosk and device incidents: list, show, ack, note, report"),
+        ("dispatch", "on-site dispatches"),
+        ("alerts", "notifications: what was sent, what failed"),
+        ("task", "site staff tasks: restock, cleaning, inspection"),
+        ("refill", "record a consumable refill: hallfleet refill SITE/DEVICE thermal_paper"),
+        ("service", "record cleaning or a joint inspection: hallfleet service SITE/DEVICE clean"),
+        ("report", "reports"),
+    ),
+    "broker.gallery_cli:add_parsers": (("gallery", "face galleries of the attendance terminals"),),
+    "broker.attendance_cli:add_parsers": (
+        ("staff", "the staff roster (花名册) of the halls"),
+        ("leave", "register attendance exceptions: leave, evidence, meetings, duty ..."),
+    ),
+    "broker.attendance.reports_cli:add_parsers": (
+        ("attendance", "attendance reports: daily exceptions, weekly, monthly, terminal faults"),
+    ),
+    "provisioning.cli:add_parsers": (
+        ("provision", "device identities, credentials, install bundles and broker files (IT)"),
+    ),
+    "provisioning.updates_cli:add_parsers": (
+        ("update", "update agents to a hallfleet version (canaries first) and see versions"),
+    ),
+    "broker.ratings.cli:add_parsers": (
+        ("ratings", "好差评: ratings, proxy-rating flags, negative-rating follow-ups, report"),
+    ),
+    "broker.api.cli:add_parsers": (
+        ("api", "run the REST API and the web dashboard (uvicorn)"),
+        ("user", "people who log in to the API and dashboard"),
+    ),
+    "hallfleet.config_cli:add_parsers": (
+        ("config", "check a config file, show the effective config, generate the examples"),
+    ),
+    "hallfleet.cli:add_fleet_parser": (
+        ("fleet", "thousands of simulated devices of every role, in several processes, playing a scenario"),
+    ),
+}
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     try:
         import uvloop  # the consumer's per-message overhead is the event loop's (platform-notes.md)
     except ImportError:
@@ -27,6 +77,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def cmd_agent(args: argparse.Namespace) -> int:
     from agent.agent import Agent, run_until_signal
     from agent.config import AgentConfig
+    from protocol.settings import load_settings
 
     cfg = load_settings(AgentConfig, args.config)
     return _run(run_until_signal(Agent(cfg)))
@@ -35,11 +86,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_consumer(args: argparse.Namespace) -> int:
     from broker.config import ConsumerConfig
     from broker.consumer import StartupError, run_consumer
+    from protocol.settings import load_settings
 
     cfg = load_settings(ConsumerConfig, args.config)
     try:
         _run(run_consumer(cfg))
     except StartupError as exc:  # expected: one line saying what is wrong; the traceback only with -v
+        import logging
+
         logging.getLogger("hallfleet").debug("start-up failed", exc_info=True)
         print(f"hallfleet consumer: {exc}", file=sys.stderr)
         return 1
@@ -65,7 +119,24 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return run_fleet(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_fleet_parser(sub: Any) -> None:
+    from hallfleet.fleet.run import add_arguments
+
+    name, help_ = LAZY["hallfleet.cli:add_fleet_parser"][0]
+    f = sub.add_parser(name, help=help_)
+    add_arguments(f)
+    f.set_defaults(func=cmd_fleet)
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first argument that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: the chosen command's module is imported and adds its real parser; every
+    other command is listed by name and help only. ``argv`` None: every module (the full parser)."""
+    chosen = chosen_command(argv) if argv is not None else None
     p = argparse.ArgumentParser(prog="hallfleet", description="Device fleet for government service halls")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -78,27 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, help="consumer TOML file (defaults + environment without it)")
     c.set_defaults(func=cmd_consumer)
 
-    from broker.api.cli import add_parsers as add_api_parsers
-    from broker.attendance.reports_cli import add_parsers as add_attendance_report_parsers
-    from broker.attendance_cli import add_parsers as add_attendance_parsers
-    from broker.cli import add_parsers as add_centre_parsers
-    from broker.gallery_cli import add_parsers as add_gallery_parsers
-    from broker.incidents_cli import add_parsers as add_incident_parsers
-    from broker.ratings.cli import add_parsers as add_rating_parsers
-    from provisioning.cli import add_parsers as add_provisioning_parsers
-    from provisioning.updates_cli import add_parsers as add_update_parsers
-    from hallfleet.config_cli import add_parsers as add_config_parsers
-
-    add_centre_parsers(sub)
-    add_incident_parsers(sub)
-    add_gallery_parsers(sub)
-    add_attendance_parsers(sub)
-    add_attendance_report_parsers(sub)
-    add_provisioning_parsers(sub)
-    add_update_parsers(sub)
-    add_rating_parsers(sub)
-    add_api_parsers(sub)
-    add_config_parsers(sub)
+    for loader, commands in LAZY.items():
+        if argv is None or chosen in {name for name, _ in commands}:
+            module, function = loader.split(":")
+            getattr(import_module(module), function)(sub)
+        else:
+            for name, help_ in commands:
+                sub.add_parser(name, help=help_, add_help=False)
 
     d = sub.add_parser(
         "demo", help="two demo halls on simulated hardware: broker, consumer, API and dashboard, alerts, reports"
@@ -112,16 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", type=Path, default=None, help="keep the demo's files here (default: a temp dir)")
     d.set_defaults(func=cmd_demo)
 
-    from hallfleet.fleet.run import add_arguments as add_fleet_arguments
-
-    f = sub.add_parser("fleet", help="thousands of simulated devices of every role in one process, playing a scenario")
-    add_fleet_arguments(f)
-    f.set_defaults(func=cmd_fleet)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    import logging  # after parsing: --help and a usage error import nothing they do not show
+
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -129,11 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"hallfleet: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not _is_config_error(exc):
+            raise
+        print(f"hallfleet: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_config_error(exc: Exception) -> bool:
+    """A ConfigError can only come from protocol.settings once something imported it: never import it here."""
+    settings = sys.modules.get("protocol.settings")
+    return settings is not None and isinstance(exc, settings.ConfigError)
 
 
 if __name__ == "__main__":

@@ -482,7 +482,7 @@ class Scenario:
         assert role is not None and role.finger_sim is not None
         spec = agent.commands.registry.get("fingerprint_enrol")
         assert spec is not None
-        task = asyncio.ensure_future(spec.handler(agent, FingerEnrol(staff_id=staff_id)))
+        task = asyncio.ensure_future(spec.handler(FingerEnrol(staff_id=staff_id)))
         await asyncio.sleep(0.2)
         role.finger_sim.press(f"{staff_id}-right-index", 2)
         try:

@@ -21,14 +21,16 @@ import binascii
 import json
 import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import Field
 
 from protocol.envelope import Frozen
+
+if TYPE_CHECKING:  # numpy loads in pack/unpack, so a terminal without a camera never loads it
+    import numpy as np
 
 ENCODING_DIM = 128
 MAGIC = b"HFG1"
@@ -97,6 +99,8 @@ def unseal(key: bytes, token: str, aad: bytes) -> dict[str, Any]:
 
 def pack(encodings: np.ndarray) -> str:
     """(k, 128) encodings -> base64 of float32: a quarter of the size of JSON numbers."""
+    import numpy as np
+
     arr = np.asarray(encodings, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[1] != ENCODING_DIM or arr.shape[0] < 1:
         raise GalleryError(f"encodings must be (k, {ENCODING_DIM}) with k >= 1, not {arr.shape}")
@@ -104,6 +108,8 @@ def pack(encodings: np.ndarray) -> str:
 
 
 def unpack(text: str) -> np.ndarray:
+    import numpy as np
+
     raw = base64.b64decode(text)
     if not raw or len(raw) % (4 * ENCODING_DIM):
         raise GalleryError("packed encodings have the wrong length")

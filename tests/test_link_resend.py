@@ -6,6 +6,7 @@ from pathlib import Path
 
 from agent.link import RESEND_MAX_S, Backoff, Identity, Link
 from agent.outbox import Outbox
+from agent.state import StateStore
 from protocol.transport import LinkOptions
 
 
@@ -23,10 +24,12 @@ class FakeMonotonic:
 
 
 def make_link(tmp_path: Path, clock: FakeMonotonic) -> Link:
+    outbox = Outbox(tmp_path / "o.db")
     return Link(
         lambda will: LinkOptions(host="127.0.0.1", port=1, client_id="x", will=will),
         Identity("qp", "att-1", "b", 30, "none", "0"),
-        Outbox(tmp_path / "o.db"),
+        outbox,
+        StateStore(outbox.db),
         clock,  # type: ignore[arg-type]
         Backoff(1, 60),
         confirm_timeout_s=100,

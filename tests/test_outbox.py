@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agent.outbox import Outbox, OutboxFull, Row
+from agent.state import StateStore
 from protocol.events import Lane
 
 TOPIC = "hall/v1/qingpu/att-01/evt/attendance.punch"
@@ -29,6 +30,11 @@ def build_health(seq: int) -> tuple[str, bytes]:
 def make(path: Path, **kwargs: Any) -> Outbox:
     kwargs.setdefault("commit_interval_ms", 0)
     return Outbox(path, **kwargs)
+
+
+def state(outbox: Outbox) -> StateStore:
+    """The state store on the outbox's own file and connection (as the agent composes them)."""
+    return StateStore(outbox.db)
 
 
 async def all_rows(outbox: Outbox) -> list[Row]:
@@ -118,12 +124,12 @@ async def test_counter_is_committed_with_its_row(db: Path) -> None:
         await outbox.append(Lane.CRITICAL, build)
         await outbox.append(Lane.TELEMETRY, build_health, counter="health")
 
-        assert await outbox.counter("sim") == 7
+        assert await state(outbox).counter("sim") == 7
 
     async with make(db) as reopened:
-        assert await reopened.counter("sim") == 7
-        assert await reopened.counter("health") == 1
-        assert await reopened.counter("never-used") == 0
+        assert await state(reopened).counter("sim") == 7
+        assert await state(reopened).counter("health") == 1
+        assert await state(reopened).counter("never-used") == 0
         assert len(await all_rows(reopened)) == 9
 
 
@@ -132,7 +138,7 @@ async def test_counter_counts_every_append_of_a_group_commit(db: Path) -> None:
         await asyncio.gather(*(outbox.append(Lane.CRITICAL, build, counter="sim") for _ in range(50)))
 
     async with make(db) as reopened:
-        assert await reopened.counter("sim") == 50
+        assert await state(reopened).counter("sim") == 50
         assert len(await all_rows(reopened)) == 50
 
 
@@ -300,11 +306,11 @@ async def test_reject_of_an_unknown_seq_changes_nothing(db: Path) -> None:
 
 async def test_next_session_increments_and_persists(db: Path) -> None:
     async with make(db) as outbox:
-        assert await outbox.next_session() == 1
-        assert await outbox.next_session() == 2
+        assert await state(outbox).next_session() == 1
+        assert await state(outbox).next_session() == 2
 
     async with make(db) as reopened:
-        assert await reopened.next_session() == 3
+        assert await state(reopened).next_session() == 3
 
 
 async def test_500_concurrent_appends_all_commit_with_distinct_consecutive_seqs(db: Path) -> None:
@@ -323,27 +329,91 @@ async def test_500_concurrent_appends_all_commit_with_distinct_consecutive_seqs(
         assert reopened.next_seq == 500
 
 
-async def test_append_sets_changed_after_commit(db: Path) -> None:
+async def test_wait_committed_wakes_on_the_commit_and_times_out_without_one(db: Path) -> None:
     async with make(db) as outbox:
-        assert not outbox.changed.is_set()
+        assert not await outbox.wait_committed(-1, timeout=0.05), "nothing committed yet"
+        waiter = asyncio.create_task(outbox.wait_committed(-1))
+        await asyncio.sleep(0.02)
+        assert not waiter.done()
 
         await outbox.append(Lane.CRITICAL, build)
 
-        assert outbox.changed.is_set()
+        assert await asyncio.wait_for(waiter, 1) is True
+        assert outbox.committed_seq == 0
+        assert not await outbox.wait_committed(0, timeout=0.05), "seq 0 is not beyond 0"
+
+
+async def test_one_event_is_committed_at_once_even_with_a_group_commit_window(db: Path) -> None:
+    """GIVEN a 1 s window for contended group commits WHEN one producer appends THEN its commit does not
+    wait for the window (a command's ack must not wait out a batch that never comes)."""
+    async with make(db, commit_interval_ms=1000) as outbox:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for _ in range(3):
+            await outbox.append(Lane.CRITICAL, build)
+        assert loop.time() - t0 < 0.5
+
+
+async def test_contending_producers_share_commits(db: Path) -> None:
+    """Appends taken while a commit is on the disk go together in the next one: fewer commits than events."""
+    async with make(db) as outbox:
+        commits = 0
+        real_commit = outbox.db.commit
+
+        async def counting_commit() -> None:
+            nonlocal commits
+            commits += 1
+            await real_commit()
+
+        outbox.db.commit = counting_commit  # type: ignore[method-assign]
+        await asyncio.gather(*(outbox.append(Lane.CRITICAL, build) for _ in range(200)))
+
+        assert await all_seqs(outbox) == list(range(200))
+        assert commits < 50, f"{commits} commits for 200 contending appends"
+
+
+async def test_an_in_memory_outbox_is_a_real_backend_and_uses_no_thread(tmp_path: Path) -> None:
+    import threading
+
+    before = threading.active_count()
+    async with Outbox(Path(":memory:")) as outbox:
+        seqs = [await outbox.append(Lane.CRITICAL, build) for _ in range(3)]
+        assert seqs == [0, 1, 2]
+        assert await state(outbox).next_session() == 1
+        assert await outbox.confirm([(0, 1)]) == 2
+        assert await all_seqs(outbox) == [2]
+        assert threading.active_count() == before
+
+
+async def test_many_file_outboxes_share_one_sqlite_thread(tmp_path: Path) -> None:
+    """aiosqlite gave every connection a thread (3,408 at 5,000 simulated agents): now one per process."""
+    import threading
+
+    boxes = [Outbox(tmp_path / f"o{i}.db") for i in range(20)]
+    for b in boxes:
+        await b.open()
+    try:
+        await asyncio.gather(*(b.append(Lane.CRITICAL, build) for b in boxes))
+        sqlite_threads = [t for t in threading.enumerate() if t.name.startswith("sqlite")]
+        assert len(sqlite_threads) == 1
+    finally:
+        for b in boxes:
+            await b.close()
 
 
 async def test_pending_appends_are_flushed_by_close(db: Path) -> None:
     outbox = make(db, commit_interval_ms=1000)
     await outbox.open()
-    task = asyncio.create_task(outbox.append(Lane.CRITICAL, build))
-    await asyncio.sleep(0.05)  # taken, waiting for the 1 s group-commit window
-    assert not task.done()
+    # Two producers contend: the committer waits out the 1 s window to gather more.
+    tasks = [asyncio.create_task(outbox.append(Lane.CRITICAL, build)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert not any(t.done() for t in tasks)
 
     await outbox.close()
 
-    assert await asyncio.wait_for(task, 5) == 0
+    assert sorted(await asyncio.wait_for(asyncio.gather(*tasks), 5)) == [0, 1]
     async with make(db) as reopened:
-        assert await all_seqs(reopened) == [0]
+        assert await all_seqs(reopened) == [0, 1]
 
 
 # BUG: agent/outbox.py Outbox.close() (lines 116-125) cancels the committer task even while it is inside

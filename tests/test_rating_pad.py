@@ -576,12 +576,12 @@ async def test_the_centres_commands_end_a_service_pause_and_refuse_another_windo
     assert {"rating_pause", "rating_resume", "rating_service"} <= set(names)
     spec = pad_agent.commands.registry.get("rating_service")
     assert spec is not None
-    assert (await spec.handler(pad_agent, ServiceCall(action="end", service_id="A020")))["state"] == "awaiting"
+    assert (await spec.handler(ServiceCall(action="end", service_id="A020")))["state"] == "awaiting"
     pause = pad_agent.commands.registry.get("rating_pause")
     assert pause is not None
-    assert (await pause.handler(pad_agent, NoArgs()))["state"] == "paused"
+    assert (await pause.handler(NoArgs()))["state"] == "paused"
     with pytest.raises(CommandFailed, match="window W03"):
-        await spec.handler(pad_agent, ServiceCall(action="start", window="W09"))
+        await spec.handler(ServiceCall(action="start", window="W09"))
     assert r.output.shown[-1].text == "暂停服务"
 
 

@@ -9,14 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox
 from agent.roles.usage import HttpUsageConfig, LogCounter, LogUsageConfig, UsageError, read_http
+from agent.sqlite import Database
+from agent.state import StateStore
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    async with Outbox(tmp_path / "state.db") as o:
-        yield o
+async def outbox(tmp_path: Path) -> AsyncIterator[StateStore]:
+    db = Database(tmp_path / "state.db")
+    await db.open()
+    state = StateStore(db)
+    await state.prepare()
+    yield state
+    await db.close()
 
 
 @pytest.fixture
@@ -59,7 +64,7 @@ async def test_http_garbage_or_a_dead_endpoint_is_a_usage_error(endpoint: tuple[
         await read_http(HttpUsageConfig(url="http://127.0.0.1:9/usage", timeout_s=0.5))
 
 
-async def test_log_counts_survive_a_restart_and_a_rotation(tmp_path: Path, outbox: Outbox) -> None:
+async def test_log_counts_survive_a_restart_and_a_rotation(tmp_path: Path, outbox: StateStore) -> None:
     log = tmp_path / "kiosk.log"
     cfg = LogUsageConfig(path=log, patterns={"tickets": r"TICKET issued", "prints": r"PRINT done"})
     log.write_text("TICKET issued A001\nPRINT done 2p\nTICKET issued A002\nhalf a li")

@@ -6,18 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from pydantic import Field
 
+from agent.commands.host import AgentHost
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs
-from agent.commands.update import UPDATE
+from agent.commands.update import update_command
 from protocol.envelope import Frozen
-
-if TYPE_CHECKING:
-    from agent.agent import Agent
 
 LOG_BYTES_MAX = 10_000  # an ack is an event: it must stay well under the 16 KiB envelope limit
 
@@ -30,7 +29,7 @@ class CollectLogsArgs(Frozen):
     lines: int = Field(default=100, ge=1, le=500, description="Lines from the end of each log")
 
 
-async def restart_app(agent: Agent, _args: NoArgs) -> dict[str, Any]:
+async def restart_app(agent: AgentHost, _args: NoArgs) -> dict[str, Any]:
     if agent.app_watch is None:
         raise CommandFailed("no application is configured on this device ([app] in its config)")
     ok = await agent.app_watch.restart("command", "restart_app command")
@@ -39,19 +38,18 @@ async def restart_app(agent: Agent, _args: NoArgs) -> dict[str, Any]:
     return {"healthy": True}
 
 
-async def restart_agent(agent: Agent, _args: NoArgs) -> dict[str, Any]:
+async def restart_agent(agent: AgentHost, _args: NoArgs) -> dict[str, Any]:
     agent.request_restart()
     return {}
 
 
-async def reboot(agent: Agent, args: RebootArgs) -> dict[str, Any]:
-    last = float(await agent.outbox.kv_get("last_reboot") or 0)
+async def reboot(agent: AgentHost, args: RebootArgs) -> dict[str, Any]:
+    state, now = agent.ctx.state, agent.ctx.clock.now().timestamp()
+    last = float(await state.kv_get("last_reboot") or 0)
     gap = agent.settings.reboot_min_interval_s
-    if time.time() - last < gap:
-        raise CommandFailed(
-            f"rate-limited: the last reboot was {time.time() - last:.0f} s ago, the minimum is {gap:.0f} s"
-        )
-    await agent.outbox.kv_set("last_reboot", str(time.time()))
+    if now - last < gap:
+        raise CommandFailed(f"rate-limited: the last reboot was {now - last:.0f} s ago, the minimum is {gap:.0f} s")
+    await state.kv_set("last_reboot", str(now))
     await asyncio.sleep(args.delay_s)
     code, out = await _run(agent.cfg.reboot_command)
     if code != 0:
@@ -59,16 +57,16 @@ async def reboot(agent: Agent, args: RebootArgs) -> dict[str, Any]:
     return {}
 
 
-async def diagnose(agent: Agent, _args: NoArgs) -> dict[str, Any]:
+async def diagnose(agent: AgentHost, _args: NoArgs) -> dict[str, Any]:
     return await agent.diagnose()
 
 
-async def sync_config(agent: Agent, _args: NoArgs) -> dict[str, Any]:
+async def sync_config(agent: AgentHost, _args: NoArgs) -> dict[str, Any]:
     version = await agent.config.resync()
     return {"applied_version": version}
 
 
-async def collect_logs(agent: Agent, args: CollectLogsArgs) -> dict[str, Any]:
+async def collect_logs(agent: AgentHost, args: CollectLogsArgs) -> dict[str, Any]:
     sources: dict[str, list[str]] = {}
     for path in agent.cfg.log_files:
         try:
@@ -119,12 +117,17 @@ async def _run(argv: list[str], timeout_s: float = 30) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace")
 
 
-BUILTIN = [
-    CommandSpec("restart_app", NoArgs, restart_app, timeout_s=300),
-    CommandSpec("restart_agent", NoArgs, restart_agent, ends_agent=True),
-    CommandSpec("reboot", RebootArgs, reboot, needs_reason=True, ends_agent=True, timeout_s=400),
-    CommandSpec("diagnose", NoArgs, diagnose),
-    CommandSpec("sync_config", NoArgs, sync_config),
-    CommandSpec("collect_logs", CollectLogsArgs, collect_logs),
-    UPDATE,  # agent/commands/update.py: a new hallfleet version, rolled back if unhealthy
-]
+def builtin_commands(agent: AgentHost, on_update_request: Callable[[], None]) -> list[CommandSpec]:
+    """The commands every agent knows, bound to the agent that runs them (``on_update_request``: the update
+    watch's wake-up)."""
+    return [
+        CommandSpec("restart_app", NoArgs, partial(restart_app, agent), timeout_s=300),
+        CommandSpec("restart_agent", NoArgs, partial(restart_agent, agent), ends_agent=True),
+        CommandSpec("reboot", RebootArgs, partial(reboot, agent), needs_reason=True, ends_agent=True, timeout_s=400),
+        CommandSpec("diagnose", NoArgs, partial(diagnose, agent)),
+        CommandSpec("sync_config", NoArgs, partial(sync_config, agent)),
+        CommandSpec("collect_logs", CollectLogsArgs, partial(collect_logs, agent)),
+        update_command(
+            agent, on_update_request
+        ),  # agent/commands/update.py: a new hallfleet version, rolled back if unhealthy
+    ]

@@ -1,17 +1,17 @@
-"""The command registry: each command names its argument model and its handler. Roles add theirs."""
+"""The command registry: each command names its argument model and its handler. Roles add theirs.
+
+A handler takes its checked arguments only: whatever else it needs (a role's printer, the agent's config)
+it was bound to when registered, so the registry knows nothing of the agent."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocol.envelope import Frozen
 
-if TYPE_CHECKING:
-    from agent.agent import Agent
-
-Handler = Callable[["Agent", Any], Awaitable[dict[str, Any]]]
+Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 
 
 class NoArgs(Frozen):

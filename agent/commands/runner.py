@@ -7,24 +7,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from agent.commands.registry import CommandFailed, CommandSpec, Registry
+from agent.device import DeviceContext
 from protocol.commands import Command, CommandAck, CommandState
 from protocol.envelope import Frozen
-
-if TYPE_CHECKING:
-    from agent.agent import Agent
 
 log = logging.getLogger(__name__)
 QUEUE_MAX = 100
 
 
 class CommandRunner:
-    def __init__(self, agent: Agent, registry: Registry) -> None:
-        self.agent = agent
+    def __init__(self, device: DeviceContext, registry: Registry) -> None:
+        self.device = device
         self.registry = registry
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_MAX)
 
@@ -50,7 +48,7 @@ class CommandRunner:
         except ValidationError as exc:
             await self._refuse_unparsed(raw, exc)
             return
-        seen = await self.agent.outbox.command_state(cmd.id)
+        seen = await self.device.state.command_state(cmd.id)
         if seen is not None:  # a redelivery (QoS 1, reconnect, a re-publish): its acks already went out
             log.info("command %s (%s) already taken (%s): not running it again", cmd.id, cmd.name, seen)
             return
@@ -61,7 +59,7 @@ class CommandRunner:
         await self._record(cmd, CommandState.DELIVERED)
         await self._record(cmd, CommandState.RUNNING)
         try:
-            result = await asyncio.wait_for(spec.handler(self.agent, args), spec.timeout_s)
+            result = await asyncio.wait_for(spec.handler(args), spec.timeout_s)
         except CommandFailed as exc:
             await self._record(cmd, CommandState.FAILED, reason=str(exc))
             return
@@ -85,7 +83,7 @@ class CommandRunner:
             )
         if spec.needs_reason and not cmd.reason.strip():
             return None, None, f"{cmd.name} needs a reason"
-        if self.agent.clock_synced() and self.agent.clock.now() > cmd.expires_at:
+        if self.device.clock_synced() and self.device.clock.now() > cmd.expires_at:
             return None, None, f"expired at {cmd.expires_at.isoformat()}"
         try:
             return spec, spec.args.model_validate(cmd.args), ""
@@ -97,9 +95,9 @@ class CommandRunner:
         self, cmd: Command, state: CommandState, *, reason: str = "", result: dict[str, Any] | None = None
     ) -> None:
         """Remember the state first, then acknowledge it durably."""
-        await self.agent.outbox.set_command_state(cmd.id, cmd.name, state.value)
+        await self.device.state.set_command_state(cmd.id, cmd.name, state.value)
         ack = CommandAck(command_id=cmd.id, name=cmd.name, state=state, reason=reason, result=result)
-        await self.agent.emit("command.ack", ack)
+        await self.device.emit("command.ack", ack)
         log.info("command %s %s -> %s %s", cmd.id, cmd.name, state.value, reason)
 
     async def _refuse_unparsed(self, raw: bytes, exc: ValidationError) -> None:
@@ -116,23 +114,23 @@ class CommandRunner:
         except (ValueError, KeyError, TypeError, ValidationError):
             log.warning("unreadable command ignored: %r", raw[:200])
             return
-        if await self.agent.outbox.command_state(command_id) is None:
-            await self.agent.outbox.set_command_state(command_id, name, CommandState.REJECTED.value)
-            await self.agent.emit("command.ack", ack)
+        if await self.device.state.command_state(command_id) is None:
+            await self.device.state.set_command_state(command_id, name, CommandState.REJECTED.value)
+            await self.device.emit("command.ack", ack)
 
     async def _resume_after_restart(self) -> None:
         """Commands that were running when the agent stopped: the agent-ending ones did what they
         said; any other was interrupted."""
-        for command_id, name in await self.agent.outbox.commands_in(CommandState.RUNNING.value):
+        for command_id, name in await self.device.state.commands_in(CommandState.RUNNING.value):
             spec = self.registry.get(name)
             state, reason = (
                 (CommandState.SUCCEEDED, "")
                 if spec and spec.ends_agent
                 else (CommandState.FAILED, "interrupted by an agent restart")
             )
-            await self.agent.outbox.set_command_state(command_id, name, state.value)
-            result = {"boot_id": self.agent.boot_id} if state is CommandState.SUCCEEDED else None
-            await self.agent.emit(
+            await self.device.state.set_command_state(command_id, name, state.value)
+            result = {"boot_id": self.device.boot_id} if state is CommandState.SUCCEEDED else None
+            await self.device.emit(
                 "command.ack",
                 CommandAck(command_id=command_id, name=name, state=state, reason=reason, result=result),
             )

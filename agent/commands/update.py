@@ -17,50 +17,30 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 from pydantic import Field, field_validator
 
+from agent.commands.host import AgentHost
 from agent.commands.registry import CommandFailed, CommandSpec
+from agent.commands.update_config import UpdateConfig
+from agent.config import AgentConfig
+from agent.dirwatch import DirWatch
 from agent.updater import HEALTH, LAST_RESULT, REQUEST, RESULT, Request, current_link, read_json, write_json
+from agent.version import agent_version
 from protocol.commands import CommandAck, CommandState
 from protocol.envelope import Frozen
 from protocol.events import DeviceUpdated
-from protocol.settings import Section
 
-if TYPE_CHECKING:
-    from agent.agent import Agent
-    from agent.config import AgentConfig
+__all__ = ["UpdateArgs", "UpdateConfig", "UpdateWatch", "resume_update", "update_command"]
 
 log = logging.getLogger(__name__)
 NAME = "update"
 UPDATING = "updating"  # the command's state on the device between the restart and the updater's result
-
-
-class UpdateConfig(Section):
-    root: Path = Field(
-        default=Path("/opt/hallfleet"),
-        description="Holds versions/<v>/ (a venv each) and venv, the link to the current one",
-    )
-    state_dir: Path | None = Field(
-        default=None, description="Request, result and health files (default: 'update' beside the outbox)"
-    )
-    launcher: list[str] = Field(
-        default_factory=lambda: ["systemctl", "start", "--no-block", "hallfleet-update.service"],
-        description="Starts the updater outside the agent's unit; empty: the agent starts it itself (tests)",
-    )
-    restart_command: list[str] = Field(
-        default_factory=lambda: ["systemctl", "restart", "hallfleet-agent.service"],
-        min_length=1,
-        description="What the updater runs to restart the agent",
-    )
-    shared_site_packages: Path | None = Field(
-        default=None, description="A site-packages new venvs also see, so pip fetches only what they lack"
-    )
-    install_timeout_s: float = Field(default=900.0, gt=0, le=7200, description="Bound on creating the venv")
-    keep_versions: int = Field(default=3, ge=2, le=20, description="Installed versions kept (current and previous)")
 
 
 class UpdateArgs(Frozen):
@@ -101,9 +81,7 @@ def running_python() -> str:
     return str(python) if python.exists() else sys.executable
 
 
-async def update(agent: Agent, args: UpdateArgs) -> dict[str, Any]:
-    from agent.agent import agent_version
-
+async def update(agent: AgentHost, on_request: Callable[[], None], args: UpdateArgs) -> dict[str, Any]:
     cfg, state = agent.cfg.update, state_dir(agent.cfg)
     pending = Request.load(state / REQUEST)
     if pending is not None and time.time() < pending.deadline:
@@ -147,19 +125,20 @@ async def update(agent: Agent, args: UpdateArgs) -> dict[str, Any]:
     except (OSError, CommandFailed) as exc:
         (state / REQUEST).unlink(missing_ok=True)
         raise CommandFailed(f"cannot start the updater: {exc}") from None
+    on_request()  # the update watch follows it from here
     return {"from_version": current, "to_version": args.version}
 
 
-async def _running_command_id(agent: Agent) -> str:
+async def _running_command_id(agent: AgentHost) -> str:
     """The handler is not given its command: it is the one ``update`` the runner has just marked running (the
     runner takes one command at a time, and earlier ones were settled at start)."""
-    ids = [cid for cid, name in await agent.outbox.commands_in(CommandState.RUNNING.value) if name == NAME]
+    ids = [cid for cid, name in await agent.ctx.state.commands_in(CommandState.RUNNING.value) if name == NAME]
     if len(ids) != 1:
         raise CommandFailed(f"cannot tell which update command this is ({len(ids)} running)")
     return ids[0]
 
 
-async def _launch(agent: Agent, cfg: UpdateConfig, request: Path) -> None:
+async def _launch(agent: AgentHost, cfg: UpdateConfig, request: Path) -> None:
     if cfg.launcher:
         proc = await asyncio.create_subprocess_exec(
             *cfg.launcher, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -180,14 +159,14 @@ async def _launch(agent: Agent, cfg: UpdateConfig, request: Path) -> None:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
-    agent.spawn(_reap(child), "updater")
+    agent.ctx.spawn(_reap(child), "updater")
 
 
 async def _reap(child: asyncio.subprocess.Process) -> None:
     await child.wait()
 
 
-async def resume_update(agent: Agent) -> None:
+async def resume_update(agent: AgentHost) -> None:
     """At start, before interrupted commands are resumed: an update in progress is answered by its result.
     Whatever goes wrong here is logged: the agent starts anyway."""
     try:
@@ -196,61 +175,107 @@ async def resume_update(agent: Agent) -> None:
         log.exception("could not settle the update in progress (see %s)", state_dir(agent.cfg))
 
 
-async def _resume(agent: Agent) -> None:
+async def _resume(agent: AgentHost) -> None:
     state = state_dir(agent.cfg)
     req = Request.load(state / REQUEST)
-    for command_id, name in await agent.outbox.commands_in(CommandState.RUNNING.value):
+    for command_id, name in await agent.ctx.state.commands_in(CommandState.RUNNING.value):
         if name != NAME:
             continue
         if req is not None and command_id == req.command_id:
-            await agent.outbox.set_command_state(command_id, NAME, UPDATING)
+            await agent.ctx.state.set_command_state(command_id, NAME, UPDATING)
         else:  # stopped before its updater was started: nothing changed, and it must not pass for a success
-            await agent.outbox.set_command_state(command_id, NAME, CommandState.FAILED.value)
+            await agent.ctx.state.set_command_state(command_id, NAME, CommandState.FAILED.value)
             why = "interrupted by an agent restart before the updater started; nothing was changed"
-            await agent.emit(
+            await agent.ctx.emit(
                 "command.ack", CommandAck(command_id=command_id, name=NAME, state=CommandState.FAILED, reason=why)
             )
     if req is not None:
         await _finish_if_done(agent, req)
 
 
-async def watch_update(agent: Agent) -> None:
+class UpdateWatch:
     """While an update is in progress: tell the updater when this agent is connected (health.json), and
-    publish the result once the updater writes it."""
-    state = state_dir(agent.cfg)
-    told: int | None = None
-    while True:
+    publish the result once the updater writes it.
+
+    Nothing is polled: idle, the watch waits for the update command (``requested``); during an update it
+    wakes on the state directory changing (inotify, agent/dirwatch.py), a new MQTT session, or the
+    request's deadline. Only where inotify is missing does it look every POLL_S, and only during an update.
+    """
+
+    POLL_S = 1.0
+
+    def __init__(self, agent: AgentHost) -> None:
+        self.agent = agent
+        self.requested = asyncio.Event()
+        self.looks = 0  # how often the state directory was read (tests: none while idle)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except Exception:  # a full disk or a mangled file must not take the agent down; try again later
+                log.exception("update watch failed; trying again in 10 s")
+                await asyncio.sleep(10)
+                continue
+            await self.requested.wait()
+            self.requested.clear()
+
+    async def _follow(self) -> None:
+        """Until no update is in progress (no request, no recent result)."""
+        state = state_dir(self.agent.cfg)
+        self.looks += 1
+        if Request.load(state / REQUEST) is None and _recent_until(state / LAST_RESULT) is None:
+            return  # the usual case: no update, and no file watch either
+        told: int | None = None
+        with DirWatch(state, ignore=(HEALTH, f".{HEALTH}")) as changed:  # not our own writes
+            while True:
+                self.looks += 1
+                req = Request.load(state / REQUEST)
+                # After a rollback the old agent answers at start (the request is gone) and the updater still waits
+                # to see it healthy: a recent result counts too.
+                recent_until = _recent_until(state / LAST_RESULT)
+                if req is None and recent_until is None:
+                    return
+                link = self.agent.link
+                if link.is_up() and told != link.session:
+                    _write_health(self.agent, state)
+                    told = link.session
+                if req is not None:
+                    await _finish_if_done(self.agent, req)
+                until = min(t for t in (req.deadline if req else None, recent_until) if t is not None)
+                await self._next_change(changed, told, until - time.time())
+
+    async def _next_change(self, changed: asyncio.Event | None, told: int | None, timeout_s: float) -> None:
+        waits = [asyncio.ensure_future(self.agent.link.wait_session(-1 if told is None else told))]
+        if changed is not None:
+            waits.append(asyncio.ensure_future(changed.wait()))
+        else:
+            timeout_s = min(timeout_s, self.POLL_S)
         try:
-            req = Request.load(state / REQUEST)
-            # After a rollback the old agent answers at start (the request is gone) and the updater still waits
-            # to see it healthy: a recent result counts too.
-            wanted = req is not None or _recent(state / LAST_RESULT)
-            if wanted and agent.link.connected.is_set() and told != agent.link.session:
-                _write_health(agent, state)
-                told = agent.link.session
-            if req is not None:
-                await _finish_if_done(agent, req)
-        except Exception:  # a full disk or a mangled file must not take the agent down; try again later
-            log.exception("update watch failed; trying again in 10 s")
-            await asyncio.sleep(10)
-        await asyncio.sleep(0.5)
+            await asyncio.wait(waits, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        if changed is not None:
+            changed.clear()
 
 
-def _recent(path: Path, within_s: float = 900.0) -> bool:
+def _recent_until(path: Path, within_s: float = 900.0) -> float | None:
+    """When the last result stops counting as recent (None: there is none, or it is old)."""
     try:
-        return time.time() - path.stat().st_mtime < within_s
+        until = path.stat().st_mtime + within_s
     except OSError:
-        return False
+        return None
+    return until if until > time.time() else None
 
 
-def _write_health(agent: Agent, state: Path) -> None:
-    from agent.agent import agent_version
-
+def _write_health(agent: AgentHost, state: Path) -> None:
     health = {"version": agent_version(), "connected": True, "pid": os.getpid(), "at": time.time()}
     write_json(state / HEALTH, {**health, "session": agent.link.session})
 
 
-async def _finish_if_done(agent: Agent, req: Request) -> None:
+async def _finish_if_done(agent: AgentHost, req: Request) -> None:
     state = state_dir(agent.cfg)
     res = read_json(state / RESULT)
     if res is None or res.get("command_id") != req.command_id:
@@ -261,7 +286,7 @@ async def _finish_if_done(agent: Agent, req: Request) -> None:
     if outcome not in ("updated", "rolled_back", "failed"):
         outcome = "failed"
     reason = str(res.get("reason", ""))[:1000]
-    done = await agent.outbox.command_state(req.command_id)
+    done = await agent.ctx.state.command_state(req.command_id)
     if done in (CommandState.SUCCEEDED.value, CommandState.FAILED.value):
         _clean(state, res)  # answered already (a crash before the files went): do not answer twice
         return
@@ -274,11 +299,11 @@ async def _finish_if_done(agent: Agent, req: Request) -> None:
     )
     ok = outcome == "updated"
     state_now = CommandState.SUCCEEDED if ok else CommandState.FAILED
-    await agent.outbox.set_command_state(req.command_id, NAME, state_now.value)
-    await agent.emit("device.updated", event)
+    await agent.ctx.state.set_command_state(req.command_id, NAME, state_now.value)
+    await agent.ctx.emit("device.updated", event)
     ack_result = {"from_version": req.from_version, "to_version": req.to_version, "outcome": outcome}
     prefix = {"rolled_back": "rolled back 已回滚: ", "failed": "update failed 更新失败: "}.get(outcome, "")
-    await agent.emit(
+    await agent.ctx.emit(
         "command.ack",
         CommandAck(
             command_id=req.command_id,
@@ -297,4 +322,6 @@ def _clean(state: Path, res: dict[str, Any]) -> None:
         (state / name).unlink(missing_ok=True)
 
 
-UPDATE = CommandSpec(NAME, UpdateArgs, update, ends_agent=True, timeout_s=120)
+def update_command(agent: AgentHost, on_request: Callable[[], None]) -> CommandSpec:
+    """``on_request``: called once the request is written and the updater started (UpdateWatch.requested.set)."""
+    return CommandSpec(NAME, UpdateArgs, partial(update, agent, on_request), ends_agent=True, timeout_s=120)

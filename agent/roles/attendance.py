@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
+from agent.device import DeviceContext
 from agent.gallery import GalleryConfig, GalleryStore, Held
 from drivers.camera import CameraConfig
 from drivers.face.config import FaceConfig, FaceMatch, FaceReject
@@ -39,7 +40,6 @@ from protocol.gallery import GalleryError, GalleryUpdate
 from protocol.settings import Section
 
 if TYPE_CHECKING:
-    from agent.agent import Agent
     from drivers.face.engine import FaceEngine
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,11 @@ REASON_ZH = {
 
 
 class AttendanceRole:
-    def __init__(self, agent: Agent, cfg: AttendanceConfig) -> None:
-        self.agent = agent
+    def __init__(self, device: DeviceContext, cfg: AttendanceConfig) -> None:
+        self.device = device
         self.cfg = cfg
         self.output = LogOutput()
-        self.store = GalleryStore(cfg.gallery, agent.cfg.site, agent.cfg.device) if cfg.gallery else None
+        self.store = GalleryStore(cfg.gallery, device.site, device.device) if cfg.gallery else None
         self.held = Held(0, {})
         self.engine: FaceEngine | None = None
         self.finger_sim: SimulatedZfm | None = None
@@ -168,9 +168,9 @@ class AttendanceRole:
                 tg.create_task(self._qr_loop(self.cfg.qr), name="qr")
 
     async def _load_state(self) -> None:
-        fingers = await self.agent.outbox.kv_get(KV_FINGERS)
+        fingers = await self.device.state.kv_get(KV_FINGERS)
         self._fingers = {int(k): v for k, v in json.loads(fingers).items()} if fingers else {}
-        revoked = await self.agent.outbox.kv_get(KV_REVOKED)
+        revoked = await self.device.state.kv_get(KV_REVOKED)
         self._revoked = set(json.loads(revoked)) if revoked else set()
         if self.store is not None:
             try:
@@ -179,12 +179,12 @@ class AttendanceRole:
                 log.error("the sealed face gallery does not open (%s): face punches wait for a full gallery", exc)
 
     async def _save_state(self) -> None:
-        await self.agent.outbox.kv_set(KV_FINGERS, json.dumps({str(k): v for k, v in self._fingers.items()}))
-        await self.agent.outbox.kv_set(KV_REVOKED, json.dumps(sorted(self._revoked)))
+        await self.device.state.kv_set(KV_FINGERS, json.dumps({str(k): v for k, v in self._fingers.items()}))
+        await self.device.state.kv_set(KV_REVOKED, json.dumps(sorted(self._revoked)))
 
     async def _report_gallery(self) -> None:
         held = GalleryHeld(version=self.held.version, staff=len(self.held.entries), fingerprints=len(self._fingers))
-        await self.agent.emit("attendance.gallery", held)
+        await self.device.emit("attendance.gallery", held)
 
     # -- the three ways to punch ---------------------------------------------------------------------
     async def _face_loop(self, camera_cfg: CameraConfig) -> None:
@@ -235,7 +235,7 @@ class AttendanceRole:
         validator = self.validator
         assert validator is not None
         async for code in scanner.codes():
-            result = validator.validate(code, self.agent.clock.now())
+            result = validator.validate(code, self.device.clock.now())
             del code  # the raw code is personal data: keep it no longer than the check
             if result.staff_id is not None:
                 await self.punch(result.staff_id, "qr", None)
@@ -248,31 +248,31 @@ class AttendanceRole:
         if staff_id in self._revoked:
             await self.reject(method, "revoked", staff_id=staff_id)
             return False
-        now = self.agent.clock.monotonic()
+        now = self.device.clock.monotonic()
         last = self._last_punch.get(staff_id)
         if last is not None and now - last < self.cfg.repeat_s:
             self.output.show(Feedback(True, "已打卡", staff_id))
             return False
-        offline = not self.agent.link.connected.is_set()
-        await self.agent.emit(
+        offline = not self.device.link_up()
+        await self.device.emit(
             "attendance.punch",
             AttendancePunch(staff_id=staff_id, method=method, score=score, offline=offline),
         )
         self._last_punch[staff_id] = now
-        self.output.show(Feedback(True, f"打卡成功 {self.agent.clock.now():%H:%M}", staff_id))
+        self.output.show(Feedback(True, f"打卡成功 {self.device.clock.now():%H:%M}", staff_id))
         return True
 
     async def reject(self, method: Literal["face", "fingerprint", "qr"], reason: str, **extra: Any) -> None:
         self.output.show(Feedback(False, REASON_ZH.get(reason, "请重试"), extra.get("staff_id")))
-        now = self.agent.clock.monotonic()
+        now = self.device.clock.monotonic()
         key = (method, reason)
         if now - self._last_reject.get(key, float("-inf")) < self.cfg.reject_repeat_s:
             return
         self._last_reject[key] = now
-        await self.agent.emit("attendance.punch_rejected", AttendanceRejected(method=method, reason=reason, **extra))
+        await self.device.emit("attendance.punch_rejected", AttendanceRejected(method=method, reason=reason, **extra))
 
     # -- commands --------------------------------------------------------------------------------------
-    async def _cmd_gallery_update(self, _agent: Agent, update: GalleryUpdate) -> dict[str, Any]:
+    async def _cmd_gallery_update(self, update: GalleryUpdate) -> dict[str, Any]:
         if self.store is None:
             raise CommandFailed("this terminal has no face gallery configured")
         try:
@@ -292,11 +292,11 @@ class AttendanceRole:
         await self._report_gallery()
         return {"version": self.held.version, "staff": len(self.held.entries), "revoked": len(revoked)}
 
-    async def _cmd_gallery_report(self, _agent: Agent, _args: NoArgs) -> dict[str, Any]:
+    async def _cmd_gallery_report(self, _args: NoArgs) -> dict[str, Any]:
         await self._report_gallery()
         return {"version": self.held.version, "staff": len(self.held.entries)}
 
-    async def _cmd_finger_enrol(self, _agent: Agent, args: FingerEnrol) -> dict[str, Any]:
+    async def _cmd_finger_enrol(self, args: FingerEnrol) -> dict[str, Any]:
         reader = self._need_finger()
         used = set(self._fingers)
         page = next((p for p in range(reader.cfg.capacity) if p not in used), None)
@@ -313,7 +313,7 @@ class AttendanceRole:
         await self._save_state()
         return {"page": page}
 
-    async def _cmd_finger_remove(self, _agent: Agent, args: FingerEnrol) -> dict[str, Any]:
+    async def _cmd_finger_remove(self, args: FingerEnrol) -> dict[str, Any]:
         self._need_finger()
         removed = await self._forget_finger(args.staff_id)
         await self._save_state()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
+from agent.device import DeviceContext
 from agent.roles.debounce import Debouncer
 from agent.roles.usage import HttpUsageConfig, LogCounter, LogUsageConfig, UsageConfig, UsageError, read_http
 from drivers.escpos import PrinterError, PrinterStatus, ReceiptPrinter, UsbPrinterConfig, UsbTransport
@@ -29,7 +30,7 @@ from protocol.events import Fault, KioskConsumable, KioskState, KioskUsage
 from protocol.settings import Section
 
 if TYPE_CHECKING:
-    from agent.agent import Agent
+    from agent.selfheal import AppWatch
 
 log = logging.getLogger(__name__)
 RECEIPT, A4, APP = "receipt_printer", "a4_printer", "app"
@@ -78,13 +79,15 @@ class Reading:
 
 
 class KioskRole:
-    def __init__(self, agent: Agent, cfg: KioskConfig) -> None:
-        self.agent = agent
+    def __init__(self, device: DeviceContext, cfg: KioskConfig, app_watch: AppWatch | None = None) -> None:
+        """``app_watch``: the application's self-healing watch (agent/selfheal.py), whose state the kiosk reports."""
+        self.device = device
+        self.app_watch = app_watch
         self.cfg = cfg
         self.receipt_sim: SimulatedUsbPrinter | None = None
         self.receipt: ReceiptPrinter | None = self._receipt_printer(cfg.receipt)
-        self._usage_log = LogCounter(cfg.usage, agent.outbox) if isinstance(cfg.usage, LogUsageConfig) else None
-        self._debounce: Debouncer[Any] = Debouncer(cfg.debounce_s, agent.clock.monotonic)
+        self._usage_log = LogCounter(cfg.usage, device.state) if isinstance(cfg.usage, LogUsageConfig) else None
+        self._debounce: Debouncer[Any] = Debouncer(cfg.debounce_s, device.clock.monotonic)
         self._since: dict[tuple[str, str], datetime] = {}
         self._last: Reading | None = None
         self._receipt_lock = asyncio.Lock()  # pyusb calls run in a thread, one at a time
@@ -108,9 +111,9 @@ class KioskRole:
         try:
             while True:
                 reading = await self.read()
-                snapshot = self.agent.clock.monotonic() - last_snapshot >= self.cfg.snapshot_s
+                snapshot = self.device.clock.monotonic() - last_snapshot >= self.cfg.snapshot_s
                 if snapshot:
-                    last_snapshot = self.agent.clock.monotonic()
+                    last_snapshot = self.device.clock.monotonic()
                 await self.publish(reading, snapshot)
                 await asyncio.sleep(self.cfg.poll_s)
         finally:
@@ -127,8 +130,8 @@ class KioskRole:
         if self.cfg.a4 is not None:
             r.a4 = await get_status(self.cfg.a4)
             self._a4_findings(r)
-        if self.agent.app_watch is not None:
-            r.app = self.agent.app_watch.state
+        if self.app_watch is not None:
+            r.app = self.app_watch.state
             if r.app == "down":
                 r.faults[(APP, "unhealthy")] = "the kiosk application fails its health probes"
         r.usage = await self._read_usage()
@@ -196,7 +199,7 @@ class KioskRole:
 
     # -- publishing --------------------------------------------------------------------------------
     async def publish(self, r: Reading, snapshot: bool) -> None:
-        now = self.agent.clock.now()
+        now = self.device.clock.now()
         events: list[tuple[str, Frozen]] = []
         previous = self._last.faults if self._last else {}
         for key, detail in r.faults.items():
@@ -214,7 +217,7 @@ class KioskRole:
         events += [(t, v) for (_, (t, v)) in self._debounce.due()]
         self._last = r
         for event_type, payload in events:
-            await self.agent.emit(event_type, payload)
+            await self.device.emit(event_type, payload)
 
     def _offer(self, key: str, event_type: str, payload: Frozen, snapshot: bool) -> list[tuple[str, Frozen]]:
         if snapshot:  # the periodic snapshot bypasses the debouncer (and resets it)
@@ -229,7 +232,7 @@ class KioskRole:
         return Fault(component=component, code=code[:64], active=active, since=since, detail=detail[:500])
 
     # -- commands this role adds -------------------------------------------------------------------
-    async def _cmd_test_slip(self, _agent: Agent, _args: NoArgs) -> dict[str, Any]:
+    async def _cmd_test_slip(self, _args: NoArgs) -> dict[str, Any]:
         printer = self._need_receipt()
         async with self._receipt_lock:
             try:
@@ -238,7 +241,7 @@ class KioskRole:
                 raise CommandFailed(str(exc)) from None
         return {"paper": status.paper_state, "faults": status.faults}
 
-    async def _cmd_recover(self, _agent: Agent, _args: NoArgs) -> dict[str, Any]:
+    async def _cmd_recover(self, _args: NoArgs) -> dict[str, Any]:
         printer = self._need_receipt()
         async with self._receipt_lock:
             ok = await asyncio.to_thread(printer.recover)

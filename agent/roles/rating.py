@@ -41,20 +41,18 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
+from agent.device import DeviceContext
 from agent.outbox import OutboxFull
 from drivers.keypad import KeypadConfig, KeypadReader, SimulatedKeypad, SimulatedKeypadConfig
 from protocol.envelope import Frozen
 from protocol.events import PadState, RatingPadState, RatingSubmitted
 from protocol.ids import uuid7
 from protocol.settings import Section
-
-if TYPE_CHECKING:
-    from agent.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -421,10 +419,10 @@ class LogOutput:
 
 
 class RatingRole:
-    def __init__(self, agent: Agent, cfg: RatingConfig) -> None:
-        self.agent = agent
+    def __init__(self, device: DeviceContext, cfg: RatingConfig) -> None:
+        self.device = device
         self.cfg = cfg
-        self.pad = RatingPad(cfg, agent.clock.monotonic)
+        self.pad = RatingPad(cfg, device.clock.monotonic)
         self.output = LogOutput()
         self.keypad_sim = SimulatedKeypad() if isinstance(cfg.keypad, SimulatedKeypadConfig) else None
         self.keypad = KeypadReader(cfg.keypad, self.keypad_sim.events if self.keypad_sim else None)
@@ -449,7 +447,7 @@ class RatingRole:
         async with self._lock:
             outcome = step()
             for event_type, payload in outcome.events:
-                await self.agent.emit(event_type, payload)
+                await self.device.emit(event_type, payload)
             if outcome.screen is not None:
                 self.output.show(outcome.screen)
             return outcome
@@ -470,15 +468,15 @@ class RatingRole:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.tick_s)
-            await self.apply(lambda: self.pad.tick(self.agent.link.connected.is_set()))
+            await self.apply(lambda: self.pad.tick(self.device.link_up()))
 
-    async def _cmd_pause(self, _agent: Agent, _args: NoArgs) -> dict[str, Any]:
+    async def _cmd_pause(self, _args: NoArgs) -> dict[str, Any]:
         return await self.service(ServiceCall(action="pause"))
 
-    async def _cmd_resume(self, _agent: Agent, _args: NoArgs) -> dict[str, Any]:
+    async def _cmd_resume(self, _args: NoArgs) -> dict[str, Any]:
         return await self.service(ServiceCall(action="resume"))
 
-    async def _cmd_service(self, _agent: Agent, call: ServiceCall) -> dict[str, Any]:
+    async def _cmd_service(self, call: ServiceCall) -> dict[str, Any]:
         try:
             return await self.service(call)
         except CallRefused as exc:

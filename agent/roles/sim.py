@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING
+from typing import Literal
 
+from pydantic import Field
+
+from agent.device import DeviceContext
 from protocol.envelope import Frozen
 from protocol.events import AttendancePunch, KioskUsage, RatingSubmitted
-
-if TYPE_CHECKING:
-    from agent.agent import Agent
-    from agent.config import SimConfig
+from protocol.settings import Section
 
 COUNTER = "sim"
+
+
+class SimConfig(Section):
+    events: int = Field(default=0, ge=0, description="Emit events until the device has sent this many (0: forever)")
+    rate_per_s: float = Field(default=1.0, gt=0, description="Events per second")
+    event_type: Literal["attendance.punch", "rating.submitted", "kiosk.usage"] = Field(
+        default="attendance.punch", description="The kind of event simulated"
+    )
 
 
 def sample(event_type: str, n: int) -> Frozen:
@@ -30,13 +38,13 @@ def sample(event_type: str, n: int) -> Frozen:
     return KioskUsage(counters={"tickets": n, "prints": n // 3})
 
 
-async def run(agent: Agent, cfg: SimConfig) -> None:
+async def run(device: DeviceContext, cfg: SimConfig) -> None:
     period = 1.0 / cfg.rate_per_s
-    n = await agent.outbox.counter(COUNTER)
+    n = await device.state.counter(COUNTER)
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while cfg.events == 0 or n < cfg.events:
-        await agent.emit(cfg.event_type, sample(cfg.event_type, n), counter=COUNTER)
+        await device.emit(cfg.event_type, sample(cfg.event_type, n), counter=COUNTER)
         n += 1
         next_at += period
         delay = next_at - loop.time()

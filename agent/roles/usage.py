@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from protocol.settings import Section
 
 if TYPE_CHECKING:
-    from agent.outbox import Outbox
+    from agent.state import StateStore
 
 MAX_BODY = 64 * 1024
 
@@ -74,13 +74,13 @@ async def read_http(cfg: HttpUsageConfig) -> dict[str, int]:
 class LogCounter:
     """Counts matching lines of a growing log; its position and counts live in the agent's state."""
 
-    def __init__(self, cfg: LogUsageConfig, outbox: Outbox) -> None:
+    def __init__(self, cfg: LogUsageConfig, state: StateStore) -> None:
         self.cfg = cfg
-        self.outbox = outbox
+        self.state = state
         self.patterns = {name: re.compile(p) for name, p in cfg.patterns.items()}
 
     async def read(self) -> dict[str, int]:
-        state = json.loads(await self.outbox.kv_get("usage.log") or "{}")
+        state = json.loads(await self.state.kv_get("usage.log") or "{}")
         counts: dict[str, int] = {k: int(v) for k, v in state.get("counts", {}).items()}
         try:
             new, inode, offset = await asyncio.to_thread(self._tail, state.get("inode"), int(state.get("offset", 0)))
@@ -92,7 +92,7 @@ class LogCounter:
                     counts[name] = counts.get(name, 0) + 1
         for name in self.patterns:
             counts.setdefault(name, 0)
-        await self.outbox.kv_set("usage.log", json.dumps({"inode": inode, "offset": offset, "counts": counts}))
+        await self.state.kv_set("usage.log", json.dumps({"inode": inode, "offset": offset, "counts": counts}))
         return counts
 
     def _tail(self, inode: int | None, offset: int) -> tuple[list[str], int, int]:
