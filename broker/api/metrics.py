@@ -67,7 +67,8 @@ class ConsumerCollector(Collector):
             ("dead", "Messages sent to dead_letters"),
             ("statuses", "Status (presence) messages"),
             ("batches", "Batches committed"),
-            ("store_errors", "Batches the store refused (retried)"),
+            ("store_errors", "Writes that failed because the store was unavailable (retried)"),
+            ("store_rejected", "Messages the store refused, kept in dead_letters as store_rejected"),
         ):
             m = CounterMetricFamily(f"hallfleet_consumer_{name}", help_)
             m.add_metric([], getattr(c, name))
@@ -75,6 +76,11 @@ class ConsumerCollector(Collector):
         dropped = GaugeMetricFamily("hallfleet_broker_dropped", "Messages Mosquitto reports it dropped ($SYS)")
         dropped.add_metric([], c.broker_dropped)
         yield dropped
+        waiting_for_store = GaugeMetricFamily(
+            "hallfleet_consumer_store_unavailable", "1 while ingest waits for an unavailable store (nothing acked)"
+        )
+        waiting_for_store.add_metric([], 0 if c.store_unavailable_since is None else 1)
+        yield waiting_for_store
         largest = GaugeMetricFamily("hallfleet_consumer_largest_batch", "Largest batch committed")
         largest.add_metric([], c.largest_batch)
         yield largest
