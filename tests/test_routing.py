@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +103,21 @@ def test_config_errors_name_the_field() -> None:
 
 def test_ack_links_are_signed_and_forgeries_rejected(tmp_path: Path) -> None:
     secret_file = tmp_path / "ack.key"
-    secret_file.write_text("s3cret\n")
+    key = b"s3cret-s3cret-s3cret-s3cret-s3cret"
+    secret_file.write_text(key.decode() + "\n")
     r = router(ack_base_url="https://hallfleet.example/ack/", ack_secret_file=str(secret_file))
-    link = r.link("incident:0190-abc")
+    now = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    link = r.link("incident:0190-abc", now)
     assert link is not None and link.startswith("https://hallfleet.example/ack/0190-abc.")
     token = link.rsplit("/", 1)[1]
-    assert verify_ack(b"s3cret", token) == "0190-abc"
+    found = verify_ack(key, token)
+    assert found is not None and found.incident_id == "0190-abc"
+    assert found.expires_at == now + timedelta(hours=72), "ack_link_ttl_h after the message was written"
     assert verify_ack(b"other", token) is None
-    assert verify_ack(b"s3cret", token.replace("0190-abc", "0190-abd")) is None
-    assert verify_ack(b"s3cret", "garbage") is None
-    assert r.link("task:1") is None, "tasks are closed by doing them, not acknowledged"
-    assert sign_ack(b"s3cret", "x") != sign_ack(b"s3cret", "y")
+    assert verify_ack(key, token.replace("0190-abc", "0190-abd")) is None
+    assert verify_ack(key, "garbage") is None
+    assert r.link("task:1", now) is None, "tasks are closed by doing them, not acknowledged"
+    assert sign_ack(key, "x", now) != sign_ack(key, "y", now)
 
 
 def test_messages_are_chinese_first_and_english_on_request() -> None:

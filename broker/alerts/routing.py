@@ -9,9 +9,6 @@ tasks; the IT section gets breaches, overdue dispatches and escalations.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 from datetime import datetime, time, timedelta
 from fnmatch import fnmatchcase
@@ -22,12 +19,14 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.alerts.acklinks import load_secret, sign_ack
+from broker.alerts.acklinks import verify_ack as verify_ack  # where tests and older callers import it
 from broker.alerts.messages import render
 from broker.alerts.notifiers import ChannelConfig
 from broker.rules.notices import Notice
 from broker.store.db import _insert_ignore
 from broker.store.schema import notifications
-from protocol.settings import Section, read_secret
+from protocol.settings import Section
 
 Role = Literal["technician", "site_staff", "it_section", "window_management"]
 
@@ -110,7 +109,15 @@ class AlertsConfig(Section):
         default=None, description="Base of the acknowledgement link put in messages, e.g. https://hallfleet/ack"
     )
     ack_secret_file: Path | None = Field(
-        default=None, description="Secret that signs acknowledgement links (relative: $CREDENTIALS_DIRECTORY)"
+        default=None,
+        description="Secret that signs acknowledgement links, 32 bytes or more (relative: $CREDENTIALS_DIRECTORY)",
+    )
+    ack_link_ttl_h: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 30,
+        description="A link in a message acknowledges only this long after the message was written (cover quiet"
+        " hours and retry.give_up_h)",
     )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     send_every_s: float = Field(default=1.0, gt=0, le=60, description="How often due notifications are sent")
@@ -128,9 +135,8 @@ class AlertsConfig(Section):
         return self
 
     def ack_secret(self) -> bytes | None:
-        if self.ack_secret_file is None:
-            return None
-        return read_secret(self.ack_secret_file).encode()
+        """Read and checked at start-up (ConfigError: too short)."""
+        return None if self.ack_secret_file is None else load_secret(self.ack_secret_file)
 
 
 class Router:
@@ -147,15 +153,16 @@ class Router:
             if r.role in roles and any(fnmatchcase(n.site, p) for p in r.sites)
         ]
 
-    def link(self, ref: str) -> str | None:
+    def link(self, ref: str, now: datetime) -> str | None:
         if not self.cfg.ack_base_url or self._secret is None or not ref.startswith("incident:"):
             return None
-        return f"{self.cfg.ack_base_url.rstrip('/')}/{sign_ack(self._secret, ref.removeprefix('incident:'))}"
+        expires = now + timedelta(hours=self.cfg.ack_link_ttl_h)
+        return f"{self.cfg.ack_base_url.rstrip('/')}/{sign_ack(self._secret, ref.removeprefix('incident:'), expires)}"
 
     async def enqueue(self, conn: AsyncConnection, n: Notice, now: datetime) -> list[str]:
         """Write one notification per recipient (deduplicated on ref, step and recipient); returns who."""
         who: list[str] = []
-        link = self.link(n.ref)
+        link = self.link(n.ref, now)
         for name, r in self.recipients_for(n):
             subject, body = render(n, r.language, self.site_names.get(n.site, n.site), link)
             result = await conn.execute(
@@ -197,17 +204,3 @@ def after_quiet_hours(r: RecipientConfig, now: datetime) -> datetime:
     if end_at <= local:
         end_at = datetime.combine(local.date() + timedelta(days=1), end, zone)
     return end_at
-
-
-# -- acknowledgement links -------------------------------------------------------------------------
-def sign_ack(secret: bytes, incident_id: str) -> str:
-    mac = hmac.new(secret, incident_id.encode(), hashlib.sha256).digest()[:15]
-    return f"{incident_id}.{base64.urlsafe_b64encode(mac).decode()}"
-
-
-def verify_ack(secret: bytes, token: str) -> str | None:
-    """The incident id a link acknowledges, or None for a forged or mangled token."""
-    incident_id, _, _mac = token.rpartition(".")
-    if not incident_id or not hmac.compare_digest(sign_ack(secret, incident_id), token):
-        return None
-    return incident_id
