@@ -8,6 +8,9 @@ app only reads ``app.state.mqtt`` when a command is issued, so a supervisor may 
 from __future__ import annotations
 
 import hmac
+import logging
+import re
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -23,9 +26,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.alerts.routing import Router
 from broker.api import metrics, pages, routes
-from broker.api.auth import LoginThrottle, User, current_user
+from broker.api.auth import User, current_user
 from broker.api.config import ApiConfig
 from broker.api.i18n import language, words
+from broker.api.limits import BodyLimit
+from broker.api.throttle import LoginThrottle
 from broker.sites import Sites
 from broker.store.db import Store
 from protocol.clock import Clock, SystemClock
@@ -52,8 +57,10 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
     app.state.ack_secret = cfg.centre_or_default.alerts.ack_secret()
     centre = cfg.centre_or_default
     app.state.router = Router(centre.alerts, {name: s.name for name, s in centre.sites.items() if s.name})
-    app.state.throttle = LoginThrottle(cfg.login_max_failures, cfg.login_lockout_s)
+    app.state.throttle = LoginThrottle(cfg.login_max_failures, cfg.login_lockout_s, cfg.login_source_max_failures)
     app.state.metrics_token = cfg.metrics_token()
+    app.state.streams = {}  # user name -> live streams open (broker/api/live.py)
+    redact_ack_tokens()
     app.include_router(routes.router)
     app.include_router(pages.router)
 
@@ -68,13 +75,7 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
 
     @app.get("/docs", include_in_schema=False)
     async def docs(user: Annotated[User, Depends(current_user)]) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="hallfleet API",
-            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
-        )
+        return docs_page()
 
     # Swagger UI's own files, served from the fastapi-offline package: the halls' intranets reach no CDN.
     app.mount(DOCS_STATIC, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-static")
@@ -87,7 +88,46 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(SecurityHeaders)
+    # Outermost: the body is bounded before any other layer or route reads a byte of it.
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     return app
+
+
+def docs_page() -> HTMLResponse:
+    """Swagger UI with a CSP like the dashboard's: its one inline script carries a nonce, everything else comes
+    from this server, so an injected script (a description in the schema, say) does not run."""
+    nonce = secrets.token_urlsafe(12)
+    page = get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="hallfleet API",
+        swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
+    )
+    html = bytes(page.body).decode().replace("<script>", f'<script nonce="{nonce}">')
+    csp = (
+        f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline';"
+        " img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'"
+    )
+    return HTMLResponse(html, headers={"Content-Security-Policy": csp})
+
+
+_ACK_PATH = re.compile(r"(/ack/)[^\s?\"]+")
+
+
+class _AckTokenRedaction(logging.Filter):
+    """An /ack/{token} link is a credential: the access log keeps the path with the token cut out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_ACK_PATH.sub(r"\1[token]", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_ack_tokens() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _AckTokenRedaction) for f in access.filters):
+        access.addFilter(_AckTokenRedaction())
 
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -100,8 +140,11 @@ def metrics_allowed(request: Request) -> None:
     With ``metrics_token_file`` set, the scrape must send ``Authorization: Bearer TOKEN`` (Prometheus's
     ``authorization`` setting), which works through the TLS proxy. Without it, only a scraper on this host reaching
     uvicorn directly is answered: the API listens on loopback behind a proxy, so a request the proxy forwarded
-    (it comes from 127.0.0.1 too, but carries X-Forwarded-For / Forwarded) is refused."""
+    (it comes from 127.0.0.1 too, but carries X-Forwarded-For / Forwarded) is refused. An API listening beyond
+    loopback answers only the token: there a port forward (a container's, say) makes remote scrapers look local."""
     token = request.app.state.metrics_token
+    if token is None and request.app.state.cfg.listens_beyond_loopback:
+        raise HTTPException(403, f"metrics: set metrics_token_file (the API listens on {request.app.state.cfg.listen})")
     if token is not None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
@@ -140,6 +183,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": detail, "fields": fields}, status_code=422)
 
 
+_NO_STORE = (b"cache-control", b"no-store")
+
+
 class SecurityHeaders:
     """Plain ASGI (not BaseHTTPMiddleware, which would buffer the event stream and hide disconnects)."""
 
@@ -159,9 +205,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        # Pages, JSON and downloads carry personal data or secrets (a generated password, a session token):
+        # nothing of ours is for a shared cache or the browser's disk, except Swagger UI's own files.
+        cacheable = scope["path"].startswith(DOCS_STATIC + "/")
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + list(self.HEADERS)
+                headers = [(k, v) for k, v in message.get("headers", []) if cacheable or k.lower() != b"cache-control"]
+                message["headers"] = headers + list(self.HEADERS) + ([] if cacheable else [_NO_STORE])
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
@@ -21,6 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 
+from broker.api.passwords import WeakPassword, check_password
 from broker.store.commands import audit
 from broker.store.db import Store
 from broker.store.schema import api_sessions, users
@@ -67,6 +66,10 @@ class UserError(ValueError):
     """A user that cannot be created or changed; the message says why."""
 
 
+class PasswordRefused(UserError):
+    """The password breaks the password rule (broker/api/passwords.py)."""
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     name: str
@@ -102,9 +105,11 @@ def parse_sites(text: str) -> tuple[str, ...]:
     return sites
 
 
-def _check_password(password: str) -> None:
-    if len(password) < 10:
-        raise UserError("a password needs at least 10 characters")
+def _check_password(password: str, name: str) -> None:
+    try:
+        check_password(password, name)
+    except WeakPassword as exc:
+        raise PasswordRefused(str(exc)) from None
 
 
 # -- users -------------------------------------------------------------------------------------------
@@ -116,7 +121,7 @@ async def add_user(
         raise UserError(f"user name {name!r}: letters, digits, '.', '-' and '_' only, at most 64")
     if role not in ROLES:
         raise UserError(f"role {role!r}: one of {', '.join(ROLES)}")
-    _check_password(password)
+    _check_password(password, name)
     digest = await asyncio.to_thread(_hasher.hash, password)
     async with store.engine.begin() as conn:
         if await conn.scalar(sa.select(users.c.username).where(users.c.username == name)):
@@ -133,7 +138,7 @@ async def add_user(
 
 
 async def set_password(store: Store, name: str, password: str, now: datetime, *, by: str | None = None) -> None:
-    _check_password(password)
+    _check_password(password, name)
     digest = await asyncio.to_thread(_hasher.hash, password)
     async with store.engine.begin() as conn:
         done = await conn.execute(
@@ -180,26 +185,59 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def open_session(store: Store, user: User, now: datetime, ttl: timedelta) -> str:
+async def open_session(store: Store, user: User, now: datetime, ttl: timedelta, idle: timedelta | None = None) -> str:
+    """``ttl``: the longest a login lasts; ``idle``: it ends sooner when unused that long (see touch_session)."""
     token = secrets.token_urlsafe(32)
     async with store.engine.begin() as conn:
         await conn.execute(api_sessions.delete().where(api_sessions.c.expires_at < now))
         await conn.execute(
             api_sessions.insert().values(
-                token_hash=_digest(token), username=user.name, created_at=now, expires_at=now + ttl
+                token_hash=_digest(token), username=user.name, created_at=now, expires_at=now + min(ttl, idle or ttl)
             )
         )
     return token
 
 
-async def session_user(store: Store, token: str, now: datetime) -> User | None:
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: User
+    created_at: datetime
+    expires_at: datetime
+
+
+async def session_of(store: Store, token: str, now: datetime) -> Session | None:
+    """The live session of ``token``, read fresh from the store (a disabled user has none)."""
     s, u = api_sessions.c, users.c
     rows = await store.fetch(
-        sa.select(users)
+        sa.select(users, s.created_at.label("session_created"), s.expires_at.label("session_expires"))
         .join(api_sessions, s.username == u.username)
         .where(s.token_hash == _digest(token), s.expires_at > now, u.disabled_at.is_(None))
     )
-    return _user(rows[0]) if rows else None
+    if not rows:
+        return None
+    return Session(_user(rows[0]), rows[0].session_created, rows[0].session_expires)
+
+
+async def session_user(store: Store, token: str, now: datetime) -> User | None:
+    found = await session_of(store, token, now)
+    return found.user if found is not None else None
+
+
+TOUCH_EVERY = timedelta(minutes=1)  # an idle deadline moved at most once a minute: not a write per request
+
+
+async def touch_session(
+    store: Store, token: str, session: Session, now: datetime, ttl: timedelta, idle: timedelta
+) -> None:
+    """A request the user made moves the idle deadline on (never past created_at + ttl). The live stream does
+    not call this: a page left open is not a person using it."""
+    new = min(session.created_at + ttl, now + idle)
+    if new - session.expires_at < TOUCH_EVERY:
+        return
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            api_sessions.update().where(api_sessions.c.token_hash == _digest(token)).values(expires_at=new)
+        )
 
 
 async def close_session(store: Store, token: str) -> None:
@@ -217,17 +255,28 @@ def request_token(request: Request) -> str | None:
 
 # -- FastAPI dependencies ----------------------------------------------------------------------------
 async def current_user(request: Request) -> User:
-    """The logged-in user, or 401. Cookie-borne writes must come from our own pages (Origin check)."""
+    """The logged-in user, or 401; each call moves the session's idle deadline on. Cookie-borne writes must
+    come from our own pages (Origin check)."""
     token = request_token(request)
     state = request.app.state
-    user = await session_user(state.store, token, state.clock.now()) if token else None
-    if user is None:
+    now = state.clock.now()
+    found = await session_of(state.store, token, now) if token else None
+    if found is None or token is None:
         raise HTTPException(401, "log in first (POST /login, then the cookie or Authorization: Bearer TOKEN)")
-    if request.method not in ("GET", "HEAD") and "authorization" not in request.headers:
-        origin = request.headers.get("origin")
-        if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
-            raise HTTPException(403, "cross-site request refused")
-    return user
+    same_origin(request)
+    cfg = state.cfg
+    await touch_session(state.store, token, found, now, cfg.session_ttl, cfg.session_idle)
+    return found.user
+
+
+def same_origin(request: Request) -> None:
+    """403 for a cookie-borne write from another site (the login and logout forms too, which have no session
+    yet or no longer: a forged login would sign a victim in as the attacker)."""
+    if request.method in ("GET", "HEAD") or "authorization" in request.headers:
+        return
+    origin = request.headers.get("origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+        raise HTTPException(403, "cross-site request refused")
 
 
 def need(user: User, permission: str, site: str | None = None) -> None:
@@ -236,28 +285,3 @@ def need(user: User, permission: str, site: str | None = None) -> None:
         raise HTTPException(403, f"role {user.role} may not do this ({permission})")
     if site is not None and not user.sees(site):
         raise HTTPException(403, f"site {site} is not one of {user.name}'s sites")
-
-
-class LoginThrottle:
-    """Failed logins per name: after ``max_failures`` within ``window_s`` the name is locked out for that long.
-    Bounded: the oldest names are forgotten first."""
-
-    def __init__(self, max_failures: int, window_s: float, capacity: int = 10_000) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self.capacity = capacity
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
-
-    def locked(self, name: str) -> bool:
-        recent = [t for t in self._failures.get(name, []) if time.monotonic() - t < self.window_s]
-        return len(recent) >= self.max_failures
-
-    def failed(self, name: str) -> None:
-        now = time.monotonic()
-        times = [t for t in self._failures.pop(name, []) if now - t < self.window_s] + [now]
-        self._failures[name] = times[-self.max_failures :]
-        while len(self._failures) > self.capacity:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, name: str) -> None:
-        self._failures.pop(name, None)

@@ -73,6 +73,9 @@ async def serve(cfg: ApiConfig) -> None:
         def capture_signals(self) -> Iterator[None]:
             yield
 
+    # Secrets first (ack links, metrics token): a weak one is a one-line error before anything opens.
+    cfg.centre_or_default.alerts.ack_secret()
+    cfg.metrics_token()
     store = await Store.open(cfg.centre_or_default.store.url)
     app = create_app(cfg, store, None)
     server = Server(

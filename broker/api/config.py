@@ -3,6 +3,8 @@ consumer's: ``centre_config`` names the consumer's TOML, so the two never disagr
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -26,21 +28,55 @@ class ApiConfig(TomlSettings):
         default=None,
         description="Filled from centre_config by load_api_config (tests pass one); not read from the TOML",
     )
-    session_ttl_h: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts this long")
+    session_ttl_h: float = Field(default=12.0, gt=0, le=24 * 30, description="A login lasts at most this long")
+    session_idle_min: float = Field(
+        default=30.0, gt=0, le=24 * 60, description="A login unused this long ends (the live stream is not use)"
+    )
     cookie_secure: bool = Field(
         default=True, description="Send the session cookie over HTTPS only (false only for plain-HTTP tests)"
     )
     stream_poll_s: float = Field(default=1.0, gt=0, le=60, description="How often the live stream polls the store")
     login_max_failures: int = Field(
-        default=5, ge=1, description="Failed logins of one name within login_lockout_s before it is locked out"
+        default=5,
+        ge=1,
+        le=100,
+        description="Failed logins of one name within login_lockout_s before it is locked out (for addresses it"
+        " never logged in from; each address it did log in from has a count of its own)",
     )
-    login_lockout_s: float = Field(default=300.0, gt=0, description="Lockout after too many failed logins")
+    login_lockout_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="The window failures are counted in, and the lock-out's length"
+    )
+    login_source_max_failures: int = Field(
+        default=20, ge=1, le=10_000, description="Failed logins from one address (any names) within login_lockout_s"
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Longest request body (413 beyond, unparsed)"
+    )
+    streams_per_user: int = Field(
+        default=8, ge=1, le=100, description="Live streams (open dashboard tabs) one user may hold at once"
+    )
     command_ttl_s: int = Field(default=600, ge=10, le=86_400, description="Default time to live of a command")
     metrics_token_file: Path | None = Field(
         default=None,
         description="Bearer token Prometheus sends to /metrics (relative: $CREDENTIALS_DIRECTORY). Unset: /metrics"
-        " answers only direct loopback requests, never ones a proxy forwarded",
+        " answers only direct loopback requests, never ones a proxy forwarded, and nobody at all when listen is"
+        " beyond loopback",
     )
+
+    @property
+    def session_ttl(self) -> timedelta:
+        return timedelta(hours=self.session_ttl_h)
+
+    @property
+    def session_idle(self) -> timedelta:
+        return timedelta(minutes=self.session_idle_min)
+
+    @property
+    def listens_beyond_loopback(self) -> bool:
+        try:
+            return not ipaddress.ip_address(self.listen).is_loopback
+        except ValueError:
+            return self.listen != "localhost"  # a host name: whatever it resolves to, assume the network
 
     def metrics_token(self) -> str | None:
         if self.metrics_token_file is None:

@@ -13,20 +13,25 @@ from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from broker.alerts.routing import verify_ack
 from broker.api import queries, views
-from broker.api.auth import COOKIE, User, check_login, close_session, current_user, open_session, request_token
+from broker.api.audit import staff_data_read
+from broker.api.auth import COOKIE, User, close_session, current_user, request_token, same_origin
 from broker.api.dispatch import dispatches_of
 from broker.api.i18n import language, words
+from broker.api.limits import form_fields
+from broker.api.live import END, LiveStream, still_valid
+from broker.api.login import Failure, log_in
 from broker.api.models import CommandIn, DispatchIn
-from broker.api.routes import SEGMENT, attendance_day, send_command, set_session_cookie
+from broker.api.params import SEGMENT, DayQuery, EventId, IncidentId, UserName
+from broker.api.routes import attendance_day, send_command, set_session_cookie
 from broker.api.svg import stacked_bars_svg
 from broker.rules import actions
 from broker.store.schema import incidents
@@ -53,12 +58,6 @@ def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLRe
     return response
 
 
-async def form_fields(request: Request) -> dict[str, str]:
-    """application/x-www-form-urlencoded without python-multipart (the only form encoding our pages use)."""
-    body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
-
-
 def _safe_next(target: str | None) -> str:
     # Only paths on this site: a crafted ?next=https://elsewhere must not turn login into a redirector.
     if not target or not target.startswith("/") or target.startswith("//"):
@@ -72,28 +71,33 @@ async def login_page(request: Request, next: str = "/") -> HTMLResponse:
     return render(request, "login.html", next=_safe_next(next), error=None, user=None)
 
 
+LOGIN_FIELDS = {"username": 64, "password": 1024, "next": 2048}
+
+
 @router.post("/login")
 async def login_form(request: Request) -> Response:
-    f = await form_fields(request)
-    name, password, target = f.get("username", ""), f.get("password", ""), _safe_next(f.get("next"))
-    state = request.app.state
+    same_origin(request)  # a forged login would sign the victim's browser in as the attacker
     t = words(language(request))
-    if state.throttle.locked(name):
-        return render(request, "login.html", 429, next=target, error=t["login_locked"], user=None)
-    user = await check_login(state.store, name, password) if name and password else None
-    if user is None:
-        state.throttle.failed(name)
-        return render(request, "login.html", 401, next=target, error=t["login_failed"], user=None)
-    state.throttle.succeeded(name)
-    ttl = timedelta(hours=state.cfg.session_ttl_h)
-    token = await open_session(state.store, user, state.clock.now(), ttl)
+    try:
+        f = await form_fields(request, LOGIN_FIELDS)
+    except HTTPException:
+        return render(request, "login.html", 422, next="/", error=t["login_failed"], user=None)
+    name, password, target = f.get("username", ""), f.get("password", ""), _safe_next(f.get("next"))
+    done = await log_in(request, name, password)
+    if isinstance(done, Failure):
+        error = t["login_locked"] if done.status == 429 else t["login_failed"]
+        page = render(request, "login.html", done.status, next=target, error=error, user=None)
+        if done.retry_after_s:
+            page.headers["Retry-After"] = str(done.retry_after_s)
+        return page
     response = RedirectResponse(target, status_code=303)
-    set_session_cookie(response, token, ttl, state.cfg.cookie_secure)
+    set_session_cookie(response, done.token, done.ttl, request.app.state.cfg.cookie_secure)
     return response
 
 
 @router.post("/logout")
 async def logout_form(request: Request) -> Response:
+    same_origin(request)
     token = request_token(request)
     if token:
         await close_session(request.app.state.store, token)
@@ -148,7 +152,7 @@ def _incident_row(
 
 
 @router.post("/incidents/{incident_id}/dispatch")
-async def dispatch_form(request: Request, user: Me, incident_id: str) -> Response:
+async def dispatch_form(request: Request, user: Me, incident_id: IncidentId) -> Response:
     from broker.api.routes import dispatch_incident
 
     f = await form_fields(request)
@@ -161,7 +165,7 @@ async def dispatch_form(request: Request, user: Me, incident_id: str) -> Respons
 
 
 @router.post("/incidents/{incident_id}/ack")
-async def ack_form(request: Request, user: Me, incident_id: str) -> Response:
+async def ack_form(request: Request, user: Me, incident_id: IncidentId) -> Response:
     from broker.api.routes import ack_incident
 
     await ack_incident(request, user, incident_id)
@@ -199,7 +203,7 @@ async def attendance_page(
     request: Request,
     user: Me,
     site: Annotated[str | None, Query(pattern=SEGMENT)] = None,
-    day: date | None = None,
+    day: DayQuery = None,
 ) -> HTMLResponse:
     if not user.can("attendance"):
         raise HTTPException(403, "not allowed")
@@ -212,6 +216,7 @@ async def attendance_page(
     if site is not None:
         if not user.sees(site):
             raise HTTPException(403, f"site {site} is not one of {user.name}'s sites")
+        await staff_data_read(request, user, "attendance.read", site, day=day.isoformat(), what="page")
         rows = await attendance_day(request, site, day, language(request))
         chart = await _month_chart(request, site, day)
     return render(
@@ -239,28 +244,39 @@ async def _month_chart(request: Request, site: str, day: date) -> str:
 
 
 # -- the signed link in alert messages ---------------------------------------------------------------
-def _ack_incident_id(request: Request, token: str) -> str | None:
+async def _ack_target(request: Request, token: str) -> tuple[Any, str | None, int]:
+    """(incident row or None, why it may not be acknowledged or None, HTTP status) for a link's token."""
     secret = request.app.state.ack_secret
-    return verify_ack(secret, token) if secret else None
+    link = verify_ack(secret, token) if secret and len(token) <= 256 else None
+    if link is None:
+        return None, None, 404
+    if link.expired(request.app.state.clock.now()):
+        return None, "expired", 410
+    row = await queries.incident_row(request.app.state.store, link.incident_id)
+    if row is None:
+        return None, None, 404
+    return row, ("closed" if row.state == "closed" else None), (409 if row.state == "closed" else 200)
+
+
+def _ack_page(request: Request, token: str, row: Any, refusal: str | None, status: int, done: bool) -> HTMLResponse:
+    kind = _kind(row, request) if row is not None else ""
+    return render(request, "ack.html", status, row=row, kind=kind, refusal=refusal, done=done, token=token, user=None)
 
 
 @router.get("/ack/{token}", response_class=HTMLResponse)
 async def ack_link_page(request: Request, token: str) -> HTMLResponse:
-    """Opening the link only shows the incident: a link preview or a mail scanner must not acknowledge."""
-    incident_id = _ack_incident_id(request, token)
-    row = await queries.incident_row(request.app.state.store, incident_id) if incident_id else None
-    if row is None:
-        return render(request, "ack.html", 404, row=None, done=False, token=token, user=None)
-    return render(request, "ack.html", row=row, kind=_kind(row, request), done=False, token=token, user=None)
+    """Opening the link only shows the incident: a link preview or a mail scanner must not acknowledge. An
+    expired link (410) or a closed incident (409) is said so in words, with nothing to press."""
+    row, refusal, status = await _ack_target(request, token)
+    return _ack_page(request, token, row, refusal, status, done=False)
 
 
 @router.post("/ack/{token}", response_class=HTMLResponse)
 async def ack_link(request: Request, token: str) -> HTMLResponse:
-    incident_id = _ack_incident_id(request, token)
+    row, refusal, status = await _ack_target(request, token)
+    if row is None or refusal is not None:
+        return _ack_page(request, token, row, refusal, status, done=False)
     app = request.app.state
-    row = await queries.incident_row(app.store, incident_id) if incident_id else None
-    if row is None:
-        return render(request, "ack.html", 404, row=None, done=False, token=token, user=None)
     # Whoever holds the link was paged; a logged-in user is named, else the link itself is the actor.
     session = request_token(request)
     from broker.api.auth import session_user
@@ -269,7 +285,7 @@ async def ack_link(request: Request, token: str) -> HTMLResponse:
     by = user.name if user else "ack-link"
     await actions.ack(app.store, row.id, by=by, at=app.clock.now(), via="link")
     row = await queries.incident_row(app.store, row.id)
-    return render(request, "ack.html", row=row, kind=_kind(row, request), done=True, token=token, user=None)
+    return _ack_page(request, token, row, None, 200, done=True)
 
 
 def _kind(row: Any, request: Request) -> str:
@@ -280,15 +296,13 @@ def _kind(row: Any, request: Request) -> str:
 
 # -- the live stream ---------------------------------------------------------------------------------
 @router.get("/events/stream")
-async def event_stream(request: Request, user: Me) -> StreamingResponse:
+async def event_stream(request: Request, user: Me) -> LiveStream:
     """Server-sent events: every ``stream_poll_s`` the store is read, and each device, incident or command
     whose row changed is sent as the HTML row the page shows. The first round sends everything, so a client
-    that reconnects (EventSource does by itself) catches up."""
-    return StreamingResponse(
-        _changes(request, user),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    that reconnects (EventSource does by itself) catches up. The session is checked again before every round
+    (broker/api/live.py): the stream ends with the session."""
+    app = request.app.state
+    return LiveStream(_changes(request, user), user, app.streams, app.cfg.streams_per_user)
 
 
 async def _changes(request: Request, user: User) -> AsyncIterator[str]:
@@ -298,6 +312,9 @@ async def _changes(request: Request, user: User) -> AsyncIterator[str]:
     since = app.clock.now()
     idle = 0.0
     while not await request.is_disconnected():
+        if not await still_valid(request, user):
+            yield END
+            return
         sent = 0
         for event, dom_id, html in await _changed_rows(request, user, lang, since, seen):
             sent += 1
@@ -356,8 +373,8 @@ async def ratings_page(
     request: Request,
     user: Me,
     site: Annotated[str | None, Query(pattern=SEGMENT)] = None,
-    day: date | None = None,
-    saved: str | None = None,
+    day: DayQuery = None,
+    saved: Annotated[str | None, Query(max_length=100)] = None,
 ) -> HTMLResponse:
     """The day's ratings per window with the satisfaction rate, the negative ratings still owing a reply, a
     decision or a rectification (any day) with their deadlines, and the proxy-rating flags nobody reviewed."""
@@ -379,6 +396,7 @@ async def ratings_page(
     flags: list[Any] = []
     if site is not None:
         await rating_sites(request, user, site)  # 403 for another site's
+        await staff_data_read(request, user, "ratings.read", site, day=day.isoformat(), what="page")
         found = await queries.ratings_on(app.store, app.sites, [site], day)
         policy = policy_of(app.sites[site])
         tally = views.window_tally(found, {site: policy.negative_levels})
@@ -404,7 +422,7 @@ async def ratings_page(
 
 
 @router.post("/ratings/followups/{event_id}/{step}")
-async def followup_form(request: Request, user: Me, event_id: str, step: str) -> Response:
+async def followup_form(request: Request, user: Me, event_id: EventId, step: str) -> Response:
     from broker.api.models import RectifyIn, ReplyIn
     from broker.api.routes import rectify_followup, reply_followup
 
@@ -424,7 +442,7 @@ async def followup_form(request: Request, user: Me, event_id: str, step: str) ->
 
 
 @router.post("/ratings/flags/{event_id}/review")
-async def review_form(request: Request, user: Me, event_id: str) -> Response:
+async def review_form(request: Request, user: Me, event_id: EventId) -> Response:
     from broker.api.models import ReviewIn
     from broker.api.routes import review_flag
 
@@ -468,14 +486,14 @@ async def create_user_form(request: Request, user: Me) -> Response:
     try:
         await create_user(request, user, body)
     except HTTPException as exc:
-        if exc.status_code != 409:
+        if exc.status_code not in (409, 422):
             raise
-        return await _users(request, user, 409, error=str(exc.detail))
+        return await _users(request, user, exc.status_code, error=str(exc.detail))
     return RedirectResponse("/users", status_code=303)
 
 
 @router.post("/users/{name}/disable")
-async def disable_user_form(request: Request, user: Me, name: str) -> Response:
+async def disable_user_form(request: Request, user: Me, name: UserName) -> Response:
     from broker.api.routes import disable
 
     try:
@@ -488,7 +506,7 @@ async def disable_user_form(request: Request, user: Me, name: str) -> Response:
 
 
 @router.post("/users/{name}/password", response_class=HTMLResponse)
-async def reset_password_form(request: Request, user: Me, name: str) -> HTMLResponse:
+async def reset_password_form(request: Request, user: Me, name: UserName) -> HTMLResponse:
     """Answered with the page itself (not a redirect), so the generated password is never in a URL."""
     from broker.api.routes import reset_password
 

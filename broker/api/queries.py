@@ -15,7 +15,6 @@ from broker.ratings.model import Rating, ratings_between
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import (
-    audit_log,
     commands,
     consumable_levels,
     dead_letters,
@@ -113,7 +112,7 @@ async def incident_timeline_rows(store: Store, incident_id: str) -> list[Any]:
     return await store.fetch(sa.select(incident_timeline).where(t.incident_id == incident_id).order_by(t.id))
 
 
-# -- commands, consumables, audit --------------------------------------------------------------------
+# -- commands, consumables --------------------------------------------------------------------------
 def recent_commands_query(sites: list[str] | None, since: datetime) -> sa.Select[Any]:
     c = commands.c
     q = sa.select(commands).where(c.issued_at >= since).order_by(c.issued_at.desc()).limit(50)
@@ -129,17 +128,6 @@ def consumables_query(sites: list[str] | None, site: str | None = None) -> sa.Se
         q = q.where(sa.or_(*[c.key.startswith(f"{s}/", autoescape=True) for s in sites]))
     if site is not None:
         q = q.where(c.key.startswith(f"{site}/", autoescape=True))
-    return q
-
-
-def audit_query(sites: list[str] | None, target: str | None = None) -> sa.Select[Any]:
-    a = audit_log.c
-    q = sa.select(audit_log).order_by(a.id.desc())
-    if sites is not None:
-        # Audit rows name a device or an incident's key ({site}/...): people see their sites' rows only.
-        q = q.where(sa.or_(*[a.target.startswith(f"{s}/", autoescape=True) for s in sites]))
-    if target is not None:
-        q = q.where(a.target == target)
     return q
 
 

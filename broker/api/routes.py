@@ -12,27 +12,29 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from broker.api import queries
+from broker.api.audit import audit_query, staff_data_read
 from broker.api.auth import (
     COOKIE,
+    PasswordRefused,
     User,
     UserError,
     add_user,
-    check_login,
     close_session,
     current_user,
     disable_user,
     list_users,
     need,
-    open_session,
     request_token,
+    same_origin,
     set_password,
 )
 from broker.api.dispatch import move_dispatch, open_dispatch
 from broker.api.i18n import level_label
+from broker.api.login import Failure, log_in
 from broker.api.models import (
     AuditOut,
     CommandIn,
@@ -62,6 +64,22 @@ from broker.api.models import (
     UserIn,
     UserOut,
 )
+from broker.api.params import (
+    SEGMENT,
+    CommandId,
+    DayPath,
+    DayQuery,
+    DevicePath,
+    DeviceQuery,
+    EventId,
+    IncidentId,
+    MonthPath,
+    PageNo,
+    Site,
+    SiteQuery,
+    Size,
+    UserName,
+)
 from broker.api.svg import availability, segments
 from broker.commands import CommandError, command_row, issue_command
 from broker.ratings import followups, proxy
@@ -75,12 +93,7 @@ from broker.store.schema import rating_flags, users
 from protocol.clock import HALL_ZONE
 from protocol.transport import MqttError
 
-SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-Site = Annotated[str, Path(pattern=SEGMENT, description="Site id, e.g. qingpu")]
-DevicePath = Annotated[str, Path(pattern=SEGMENT, description="Device id, e.g. kiosk-24h-1")]
-PageNo = Annotated[int, Query(ge=1, description="1-based page")]
-Size = Annotated[int, Query(ge=1, le=500, description="Items per page")]
-SiteQuery = Annotated[str | None, Query(pattern=SEGMENT, description="Only this site")]
+__all__ = ["SEGMENT", "router"]
 Me = Annotated[User, Depends(current_user)]
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -95,26 +108,45 @@ def _scope(user: User, permission: str, site: str | None) -> list[str] | None:
     return user.site_filter()
 
 
+def not_found(what: str) -> HTTPException:
+    return HTTPException(404, f"no {what}")
+
+
+def need_own(user: User, permission: str, site: str, what: str) -> None:
+    """For one thing named by id: another site's is "not found", word for word as one that does not exist, so
+    ids cannot be probed across sites; within the user's sites a role that may not act gets the usual 403."""
+    if not user.sees(site):
+        raise not_found(what)
+    need(user, permission, site)
+
+
 # -- login -------------------------------------------------------------------------------------------
 @router.post("/login", response_model=LoginOut, tags=["auth"])
 async def login(body: LoginIn, request: Request, response: Response) -> LoginOut:
-    state = request.app.state
-    if state.throttle.locked(body.username):
-        raise HTTPException(429, "too many failed logins for this name: wait a few minutes")
-    user = await check_login(state.store, body.username, body.password)
-    if user is None:
-        state.throttle.failed(body.username)
-        raise HTTPException(401, "wrong name or password")
-    state.throttle.succeeded(body.username)
-    now = state.clock.now()
-    ttl = timedelta(hours=state.cfg.session_ttl_h)
-    token = await open_session(state.store, user, now, ttl)
-    set_session_cookie(response, token, ttl, state.cfg.cookie_secure)
-    return LoginOut(token=token, expires_at=now + ttl, username=user.name, role=user.role, sites=list(user.sites))
+    same_origin(request)
+    done = await log_in(request, body.username, body.password)
+    if isinstance(done, Failure):
+        raise login_refused(done)
+    set_session_cookie(response, done.token, done.ttl, request.app.state.cfg.cookie_secure)
+    user = done.user
+    return LoginOut(
+        token=done.token, expires_at=done.expires_at, username=user.name, role=user.role, sites=list(user.sites)
+    )
+
+
+def login_refused(failure: Failure) -> HTTPException:
+    if failure.status == 429:
+        return HTTPException(
+            429,
+            "too many failed logins from this address or for this name: wait and try again",
+            headers={"Retry-After": str(failure.retry_after_s)},
+        )
+    return HTTPException(401, "wrong name or password")
 
 
 @router.post("/logout", status_code=204, tags=["auth"])
 async def logout(request: Request, response: Response) -> None:
+    same_origin(request)
     token = request_token(request)
     if token:
         await close_session(request.app.state.store, token)
@@ -149,11 +181,11 @@ async def device_presence(
     device: DevicePath,
     hours: Annotated[float, Query(gt=0, le=24 * 92, description="History this far back")] = 24,
 ) -> Any:
-    need(user, "devices", site)
+    need_own(user, "devices", site, f"device {site}/{device}")
     store = request.app.state.store
     row = await queries.device_row(store, f"{site}/{device}")
     if row is None:
-        raise HTTPException(404, f"no device {site}/{device}")
+        raise not_found(f"device {site}/{device}")
     now = request.app.state.clock.now()
     since = now - timedelta(hours=hours)
     changes = await queries.presence_changes(store, row.key, since)
@@ -198,13 +230,13 @@ async def list_incidents(
 async def _incident(request: Request, user: Me, incident_id: str, permission: str) -> Any:
     row = await queries.incident_row(request.app.state.store, incident_id)
     if row is None:
-        raise HTTPException(404, f"no incident {incident_id}")
-    need(user, permission, row.site)
+        raise not_found(f"incident {incident_id}")
+    need_own(user, permission, row.site, f"incident {incident_id}")
     return row
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentDetail)
-async def get_incident(request: Request, user: Me, incident_id: str) -> Any:
+async def get_incident(request: Request, user: Me, incident_id: IncidentId) -> Any:
     row = await _incident(request, user, incident_id, "incidents")
     app = request.app.state
     timeline = await queries.incident_timeline_rows(app.store, row.id)
@@ -213,7 +245,7 @@ async def get_incident(request: Request, user: Me, incident_id: str) -> Any:
 
 
 @router.post("/incidents/{incident_id}/ack", response_model=IncidentOut)
-async def ack_incident(request: Request, user: Me, incident_id: str) -> Any:
+async def ack_incident(request: Request, user: Me, incident_id: IncidentId) -> Any:
     await _incident(request, user, incident_id, "ack")
     app = request.app.state
     await actions.ack(app.store, incident_id, by=user.name, at=app.clock.now(), via="api")
@@ -275,11 +307,11 @@ async def post_command(request: Request, user: Me, body: CommandIn) -> CommandOu
 
 
 @router.get("/commands/{command_id}", response_model=CommandOut)
-async def get_command(request: Request, user: Me, command_id: str) -> CommandOut:
+async def get_command(request: Request, user: Me, command_id: CommandId) -> CommandOut:
     row = await command_row(request.app.state.store, command_id)
     if row is None:
-        raise HTTPException(404, f"no command {command_id}")
-    need(user, "commands.read", row.key.partition("/")[0])
+        raise not_found(f"command {command_id}")
+    need_own(user, "commands.read", row.key.partition("/")[0], f"command {command_id}")
     return command_out(row)
 
 
@@ -326,8 +358,9 @@ async def attendance_day(request: Request, site: str, day: date, lang: str = "zh
 
 
 @router.get("/attendance/{site}/{day}", response_model=list[StaffDayOut])
-async def get_attendance(request: Request, user: Me, site: Site, day: date) -> list[StaffDayOut]:
+async def get_attendance(request: Request, user: Me, site: Site, day: DayPath) -> list[StaffDayOut]:
     need(user, "attendance", site)
+    await staff_data_read(request, user, "attendance.read", site, day=day.isoformat())
     return await attendance_day(request, site, day)
 
 
@@ -340,10 +373,11 @@ async def attendance_report(
     request: Request,
     user: Me,
     site: Site,
-    month: Annotated[str, Path(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
+    month: MonthPath,
     lang: Annotated[Literal["zh-CN", "en"], Query()] = "zh-CN",
 ) -> Response:
     need(user, "attendance", site)
+    await staff_data_read(request, user, "attendance.export", site, month=month)
     body = await monthly_xlsx(request, site, month, lang)
     return Response(
         body,
@@ -378,13 +412,14 @@ async def monthly_xlsx(request: Request, site: str, month: str, lang: str) -> by
 async def list_audit(
     request: Request,
     user: Me,
-    device: Annotated[str | None, Query(description="Only rows about this SITE/DEVICE")] = None,
+    device: DeviceQuery = None,
     page: PageNo = 1,
     size: Size = 50,
 ) -> Any:
-    site = device.partition("/")[0] if device else None
-    sites = _scope(user, "audit", site)
-    rows, total = await queries.page_of(request.app.state.store, queries.audit_query(sites, device), page, size)
+    """The rows this user's role may read (staff, ratings and user rows only for roles that see that data), of
+    their sites."""
+    _scope(user, "audit", device.partition("/")[0] if device else None)
+    rows, total = await queries.page_of(request.app.state.store, audit_query(user, device), page, size)
     items = [AuditOut.model_validate({**r._mapping, "detail": _json(r.detail)}) for r in rows]
     return _page(items, total, page, size)
 
@@ -404,7 +439,7 @@ def unauthorized(detail: str) -> JSONResponse:
 # -- on-site dispatch --------------------------------------------------------------------------------
 @router.post("/incidents/{incident_id}/dispatch", response_model=DispatchOut)
 async def dispatch_incident(
-    request: Request, user: Me, incident_id: str, body: Annotated[DispatchIn | None, Body()] = None
+    request: Request, user: Me, incident_id: IncidentId, body: Annotated[DispatchIn | None, Body()] = None
 ) -> Any:
     """Send a technician on site (``open``, due by the end of the working day), or record that they arrived
     (``on_site``) or finished (``done``). Technicians and the IT section of the incident's site; audited."""
@@ -465,7 +500,7 @@ async def list_ratings(
     request: Request,
     user: Me,
     site: SiteQuery = None,
-    day: Annotated[date | None, Query(description="The hall's day (default: today)")] = None,
+    day: DayQuery = None,
     window: Window = None,
     level: Level = None,
     page: PageNo = 1,
@@ -473,6 +508,8 @@ async def list_ratings(
 ) -> Any:
     site_ids = await rating_sites(request, user, site)
     app = request.app.state
+    for s in site_ids:
+        await staff_data_read(request, user, "ratings.read", s, day=str(day or hall_today(request)))
     found = await queries.ratings_on(app.store, app.sites, site_ids, day or hall_today(request))
     found = [r for r in found if (window is None or r.window == window) and (level is None or r.level == level)]
     chunk = found[(page - 1) * size : page * size]
@@ -498,6 +535,7 @@ async def list_followups(
 ) -> Any:
     sites = _scope(user, "ratings", site)
     app = request.app.state
+    await staff_data_read(request, user, "ratings.read", site or "*", what="followups", state=state)
     rows, total = await queries.page_of(app.store, queries.followups_query(sites, site, state), page, size)
     now = app.clock.now()
     return _page([followup_out(r, now) for r in rows], total, page, size)
@@ -506,13 +544,13 @@ async def list_followups(
 async def _followup(request: Request, user: User, event_id: str) -> Any:
     row = await queries.followup_row(request.app.state.store, event_id)
     if row is None:
-        raise HTTPException(404, f"no negative-rating follow-up {event_id}")
-    need(user, "followup", row.site)
+        raise not_found(f"negative-rating follow-up {event_id}")
+    need_own(user, "followup", row.site, f"negative-rating follow-up {event_id}")
     return row
 
 
 @router.post("/ratings/followups/{event_id}/reply", response_model=FollowupOut, tags=["ratings"])
-async def reply_followup(request: Request, user: Me, event_id: str, body: ReplyIn) -> FollowupOut:
+async def reply_followup(request: Request, user: Me, event_id: EventId, body: ReplyIn) -> FollowupOut:
     """Record the reply to the citizen (once), and optionally whether the rating is objective. Window management
     and the IT section of the rating's site; audited."""
     row = await _followup(request, user, event_id)
@@ -528,7 +566,7 @@ async def reply_followup(request: Request, user: Me, event_id: str, body: ReplyI
 
 
 @router.post("/ratings/followups/{event_id}/rectify", response_model=FollowupOut, tags=["ratings"])
-async def rectify_followup(request: Request, user: Me, event_id: str, body: RectifyIn) -> FollowupOut:
+async def rectify_followup(request: Request, user: Me, event_id: EventId, body: RectifyIn) -> FollowupOut:
     """Record the rectification of an objective negative rating (once); audited."""
     row = await _followup(request, user, event_id)
     app = request.app.state
@@ -544,19 +582,20 @@ async def rectify_followup(request: Request, user: Me, event_id: str, body: Rect
 async def list_flags(request: Request, user: Me, site: SiteQuery = None, page: PageNo = 1, size: Size = 50) -> Any:
     """Suspected proxy ratings nobody has reviewed yet, newest first (one row per pattern)."""
     sites = _scope(user, "ratings", site)
+    await staff_data_read(request, user, "ratings.read", site or "*", what="flags")
     rows, total = await queries.page_of(request.app.state.store, queries.flags_query(sites, site), page, size)
     return _page([FlagOut.model_validate(r) for r in rows], total, page, size)
 
 
 @router.post("/ratings/flags/{event_id}/review", response_model=list[FlagOut], tags=["ratings"])
-async def review_flag(request: Request, user: Me, event_id: str, body: ReviewIn) -> list[FlagOut]:
+async def review_flag(request: Request, user: Me, event_id: EventId, body: ReviewIn) -> list[FlagOut]:
     """A person's verdict on a flagged rating, all its patterns at once (a later review replaces it; both stay
     in the audit log). A confirmed proxy rating is left out of the month's statistics."""
     store = request.app.state.store
     rows = await store.fetch(sa.select(rating_flags).where(rating_flags.c.event_id == event_id).limit(1))
     if not rows:
-        raise HTTPException(404, f"no flagged rating {event_id}")
-    need(user, "followup", rows[0].site)
+        raise not_found(f"flagged rating {event_id}")
+    need_own(user, "followup", rows[0].site, f"flagged rating {event_id}")
     done = await proxy.review(store, event_id, body.verdict, by=user.name, at=request.app.state.clock.now(),
                               note=body.note)  # fmt: skip
     return [FlagOut.model_validate(r) for r in done]
@@ -584,9 +623,8 @@ def _may_manage(user: User, sites: list[str]) -> None:
 async def _user_row(request: Request, user: User, name: str) -> Any:
     need(user, "users")
     rows = await request.app.state.store.fetch(sa.select(users).where(users.c.username == name))
-    if not rows:
-        raise HTTPException(404, f"no user {name}")
-    _may_manage(user, [s for s in rows[0].sites.split(",") if s])
+    if not rows or not _manages(user, rows[0]):
+        raise not_found(f"user {name}")  # another site's user is as unknown as a name nobody has
     return rows[0]
 
 
@@ -609,13 +647,15 @@ async def create_user(request: Request, user: Me, body: UserIn) -> UserOut:
     try:
         await add_user(app.store, body.username, body.password, body.role, tuple(body.sites), app.clock.now(),
                        by=user.name)  # fmt: skip
+    except PasswordRefused as exc:
+        raise HTTPException(422, str(exc)) from None
     except UserError as exc:
         raise HTTPException(409, str(exc)) from None
     return user_out(await _user_row(request, user, body.username))
 
 
 @router.post("/users/{name}/disable", response_model=UserOut, tags=["users"])
-async def disable(request: Request, user: Me, name: str) -> UserOut:
+async def disable(request: Request, user: Me, name: UserName) -> UserOut:
     """The user can no longer log in and their sessions end at once (audited)."""
     await _user_row(request, user, name)
     if name == user.name:
@@ -627,12 +667,15 @@ async def disable(request: Request, user: Me, name: str) -> UserOut:
 
 @router.post("/users/{name}/password", response_model=PasswordOut, tags=["users"])
 async def reset_password(
-    request: Request, user: Me, name: str, body: Annotated[PasswordIn | None, Body()] = None
+    request: Request, user: Me, name: UserName, body: Annotated[PasswordIn | None, Body()] = None
 ) -> PasswordOut:
     """Set a new password (or have one generated, answered this once); the user's sessions end (audited)."""
     await _user_row(request, user, name)
     chosen = body.password if body is not None else None
     password = chosen or secrets.token_urlsafe(12)
     app = request.app.state
-    await set_password(app.store, name, password, app.clock.now(), by=user.name)
+    try:
+        await set_password(app.store, name, password, app.clock.now(), by=user.name)
+    except UserError as exc:
+        raise HTTPException(422, str(exc)) from None
     return PasswordOut(username=name, password=None if chosen else password)

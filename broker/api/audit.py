@@ -1,0 +1,65 @@
+"""The audit log as people may read it, and what the API adds to it (logins, reads of staff data).
+
+The rule: an audit row is personal data of the same class as what it records, so it is shown only to a role
+that may see that data, for a site the user sees. A technician reads who restarted a kiosk, not a staff
+member's leave reason (attendance), a roster change, a face enrolment or a review of a rating. Actions are
+sorted into classes by their prefix; an action no class names is the IT section's (deny by default), so a
+new kind of row never leaks before someone decides who may read it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import Request
+
+from broker.api.auth import User
+from broker.store.commands import audit
+from broker.store.db import Store
+from broker.store.schema import audit_log
+
+# permission needed to read a row -> the action prefixes of that class
+CLASSES: dict[str, tuple[str, ...]] = {
+    "devices": ("command.", "config.", "incident.", "dispatch.", "notification."),
+    "attendance": ("attendance.", "staff.", "gallery.", "consent."),
+    "ratings": ("rating.", "ratings."),
+}
+# Users, logins and whatever no class names: the IT section's (permission "users").
+EVERYTHING = "users"
+
+
+def audit_query(user: User, device: str | None = None) -> sa.Select[Any]:
+    """The rows ``user`` may read, newest first (``device``: only rows about that SITE/DEVICE)."""
+    a = audit_log.c
+    q = sa.select(audit_log).order_by(a.id.desc())
+    if not user.can(EVERYTHING):
+        prefixes = [p for perm, ps in CLASSES.items() if user.can(perm) for p in ps]
+        q = q.where(sa.or_(sa.false(), *[a.action.startswith(p, autoescape=True) for p in prefixes]))
+    sites = user.site_filter()
+    if sites is not None:
+        # Rows name a device, an incident's key or a staff member as {site}/..., or the site itself.
+        q = q.where(sa.or_(*[a.target.startswith(f"{s}/", autoescape=True) | (a.target == s) for s in sites]))
+    if device is not None:
+        q = q.where(a.target == device)
+    return q
+
+
+def source_of(request: Request) -> str:
+    """Where a request came from: the client address uvicorn saw (behind the TLS proxy, the address the proxy
+    forwarded: uvicorn's proxy_headers trusts X-Forwarded-For from the proxy only)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def record(store: Store, at: datetime, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+    async with store.engine.begin() as conn:
+        await audit(conn, at=at, actor=actor, action=action, target=target, detail=detail)
+
+
+async def staff_data_read(request: Request, user: User, action: str, site: str, **detail: Any) -> None:
+    """A read or an export of staff personal data (attendance, ratings naming staff): who, what, from where.
+    Written before the data is answered, so a read the log cannot record is not answered either."""
+    state = request.app.state
+    detail = {**detail, "source": source_of(request), "path": request.url.path}
+    await record(state.store, state.clock.now(), user.name, action, f"{site}/*", detail)
