@@ -28,7 +28,7 @@ from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
 from protocol.clock import Clock, SystemClock, real_seconds
 from protocol.envelope import Envelope, Frozen
-from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, lane_of
+from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, encode_event, lane_of
 from protocol.ids import uuid7
 from protocol.sdnotify import notify, watchdog_loop
 from protocol.transport import LinkOptions, Will
@@ -181,7 +181,9 @@ class Agent:
                 topic = topics.cmd_ack(site, device)
             else:
                 topic = topics.event(site, device, event_type)
-            return topic, env.model_dump_json().encode()
+            # encode_event refuses (ContractError) what the centre would dead-letter, here at the call site,
+            # before a seq is taken or anything reaches the outbox.
+            return topic, encode_event(env)
 
         await self.outbox.append(lane_of(event_type), build, counter=counter)
         return built[0]
