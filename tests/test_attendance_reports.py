@@ -375,3 +375,41 @@ def test_cli_prints_the_day_and_writes_the_month_and_fault_files(tmp_path: Path)
     assert "Terminal" in (tmp_path / "f.csv").read_text(encoding="utf-8-sig")
     bad = hallfleet("month", SITE, "2026-13", "--out", str(tmp_path / "m.pdf"))
     assert bad.returncode == 2 and "--out must end in .csv or .xlsx" in bad.stderr
+
+
+# -- a hall that goes live mid-month ----------------------------------------------------------------------------
+async def test_a_hall_live_from_the_5th_judges_reports_and_locks_nothing_before(store: Store, tmp_path: Path) -> None:
+    """Nobody is absent before the system existed: the month's bulletin of a hall live from Thu 2026-11-05 has no
+    absence for the 2nd-4th, says where judging starts, and the lock job (no fixed look-back) writes nothing
+    before it. WZ002:10 (旷工), QP000:43 (locking)."""
+    from broker.attendance.locking import lock_due
+
+    live = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU, go_live=nov(5))})
+    days = [nov(d) for d in range(5, 31) if nov(d).weekday() < 5]  # no statutory holiday in November 2026
+    rows = [punch(s, at(d.day, 8, 50)) for d in days for s in ("A01", "B02")]
+    rows += [punch(s, at(d.day, 17, 40)) for d in days for s in ("A01", "B02")]
+    await insert(store, events, rows)  # C03 never punches: absent from the 5th on, not before
+
+    p = await load_period(store, live, SITE, nov(1), nov(30), now=AFTER)
+    assert p.judged_from == nov(5) and min(d.day for d in p.days) == nov(5)
+    table = monthly_by_unit(p.days, p.members, None, "2026-11", site_name=NAME, judged_from=p.judged_from)
+    assert table.period == "2026-11 (2026-11-05 ~)"
+    absent = {r.values[2]: r.values[8] for r in table.rows if r.values[2] in ("A01", "B02", "C03")}
+    assert absent == {"A01": 0, "B02": 0, "C03": len(days)}, "C03 absent on the working days from the 5th only"
+    path = tmp_path / "month.xlsx"
+    write_xlsx([table], path)
+    title = openpyxl.load_workbook(path).worksheets[0].cell(1, 1).value
+    assert title is not None and "2026-11 (2026-11-05 ~)" in title
+
+    async def compute(site: str, first: date, last: date) -> list[StaffDay]:
+        return await staff_days(store, live, site, first, last, now=AFTER)
+
+    await lock_due(store, live, AFTER, compute)
+    locked = await store.fetch(sa.select(attendance_locks))
+    assert locked == [], "A01, B02 on time; C03 not back since the 5th, so the absences stay open (QP 000:40)"
+    # Without go_live the first stored punch decides: the same month starts on the 5th too.
+    derived = await load_period(store, SITES_WITHOUT_GO_LIVE, SITE, nov(1), nov(30), now=AFTER)
+    assert derived.judged_from == nov(5)
+
+
+SITES_WITHOUT_GO_LIVE = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU)})

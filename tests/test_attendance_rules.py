@@ -41,7 +41,7 @@ def load_example(site: str) -> tuple[SiteConfig, PunchPolicy]:
     return cfg, cfg.attendance
 
 
-SITES = {name: load_example(name) for name in ("qingpu", "wanzhou")}
+SITES = {name: load_example(name) for name in ("qingpu", "wanzhou", "ningshan")}
 
 
 def at(day: date, hm: str) -> datetime:
@@ -79,6 +79,8 @@ class Case:
     reason: str = ""
     note: str = ""
     untrusted: bool = False
+    now: str | None = None  # "HH:MM" on the case's day: judged while the day runs (None: the day is over)
+    present: tuple[tuple[str, str], ...] | None = None  # expected StaffDay.present, "HH:MM" on the day
 
 
 L = ExceptionKind
@@ -114,13 +116,142 @@ CASES = [
     Case(
         "QP000:31 two morning punches are one sign-in, not an early sign-out", MAR11, V.MISSING_OUT, ("08:20", "08:22")
     ),
+    # QP 000:30 sets only the latest sign-in and the earliest sign-out, so the punch window is the calendar day.
+    # (This case used to expect 05:29 to be no sign-in, from a 180-minute window no seed gives.)
+    Case("QP000:30 a sign-in at 05:29 is a sign-in: only 8:30前 is set", MAR11, V.ON_TIME, ("05:29", "17:05")),
+    Case("QP000:30 a punch at midnight opens the day: a sign-in", MAR11, V.ON_TIME, ("00:00", "17:05")),
+    Case("QP000:30 a sign-out late the same evening is a sign-out (5:00后)", MAR11, V.ON_TIME, ("08:25", "23:59")),
     Case(
-        "QP000:30 no seed: a punch before the 05:30 sign-in window is not a sign-in",
+        "QP000:30 a punch at the next midnight is the next day's, not this day's sign-out",
         MAR11,
-        V.MISSING_IN,
-        ("05:29", "17:05"),
+        V.MISSING_OUT,
+        ("08:25", punch(MAR11 + timedelta(days=1), "00:00")),
+    ),
+    Case(
+        "QP000:30 a site may narrow the window (out_window_min): a later punch is then no sign-out",
+        MAR11,
+        V.MISSING_OUT,
+        ("08:25", "21:01"),
+        policy={"out_window_min": 240},
+    ),
+    # 「8:30前」 at the threshold: minute_rounding (QP 000:30, G2).
+    Case("QP000:30 exactly 08:30:00 is on time", MAR11, V.ON_TIME, ("08:30:00", "17:00")),
+    Case("QP000:30 08:31:00 is one minute over", MAR11, V.LATE, ("08:31:00", "17:00"), late=1),
+    Case(
+        "QP000:30 second rounding: 08:30:00 is still on time",
+        MAR11,
+        V.ON_TIME,
+        ("08:30:00", "17:00"),
+        policy={"minute_rounding": "second"},
+    ),
+    Case(
+        "QP000:30 second rounding: 08:30:01 is a minute late",
+        MAR11,
+        V.LATE,
+        ("08:30:01", "17:00"),
+        policy={"minute_rounding": "second"},
+        late=1,
+    ),
+    Case(
+        "QP000:30 second rounding: 16:59:59 is a minute early, as with minute rounding",
+        MAR11,
+        V.EARLY,
+        ("08:20", "16:59:59"),
+        policy={"minute_rounding": "second"},
+        early=1,
     ),
     Case("WZ002:10 no punch and no leave is absence (旷工)", MAR11, V.ABSENT),
+    # -- a day that is not over is not judged -----------------------------------------------------------------------
+    Case(
+        "QP000:30 signed in at 10:00: 在岗", MAR11, V.ON_DUTY, ("08:25",), now="10:00", reason="待签退 (应于 17:00 后)"
+    ),
+    Case(
+        "QP000:30 late, at 10:00: 在岗, the lateness already said",
+        MAR11,
+        V.ON_DUTY,
+        ("08:41",),
+        now="10:00",
+        late=11,
+        reason="迟到 11 分钟",
+    ),
+    Case("WZ002:10 nobody seen at 10:00: 未到岗, not 旷工", MAR11, V.NOT_ARRIVED, now="10:00", reason="尚未签到"),
+    Case("WZ002:10 nobody seen at 16:59: still 未到岗", MAR11, V.NOT_ARRIVED, now="16:59"),
+    Case("WZ002:10 nobody seen when the last session ends (17:00): 旷工", MAR11, V.ABSENT, now="17:00"),
+    Case("QP000:31 no sign-out yet at 18:00: 待签退, not 未签退", MAR11, V.AWAITING_OUT, ("08:25",), now="18:00"),
+    Case("QP000:30 signed out at 17:05, judged at 18:00: final", MAR11, V.ON_TIME, ("08:25", "17:05"), now="18:00"),
+    Case("QP000:30 early sign-out already known at 16:00", MAR11, V.EARLY, ("08:25", "15:30"), now="16:00", early=90),
+    Case("G13 the 调休 working Saturday runs like any day: 在岗", OCT10, V.ON_DUTY, ("08:25",), now="09:00"),
+    Case("QP000:282 a holiday is a rest day whatever the time", OCT1, V.REST_DAY, now="10:00"),
+    Case(
+        "QP000:39 morning leave, 10:00: the afternoon has not started, 未到岗 with the leave noted",
+        MAR11,
+        V.NOT_ARRIVED,
+        exceptions=(LEAVE_AM,),
+        now="10:00",
+        note="请假 0.5 天",
+    ),
+    Case(
+        "SJ001:1040 terminal down at sign-in time, 13:00: 在岗 (they report it in person)",
+        MAR11,
+        V.ON_DUTY,
+        faults=MORNING_FAULT,
+        now="13:00",
+    ),
+    # -- presence: when the person was at the post (AB coverage, QP 000:107) -----------------------------------------
+    Case(
+        "QP000:107 presence is sign-in to sign-out within the sessions",
+        MAR11,
+        V.ON_TIME,
+        ("08:25", "17:05"),
+        present=(("08:30", "11:30"), ("13:00", "17:00")),
+    ),
+    Case(
+        "QP000:107 half-day leave: present only in the afternoon",
+        MAR11,
+        V.ON_TIME,
+        ("12:50", "17:05"),
+        exceptions=(LEAVE_AM,),
+        present=(("13:00", "17:00"),),
+    ),
+    Case(
+        "QP000:107 a meeting takes its time out of the presence",
+        MAR11,
+        V.ON_TIME,
+        ("08:25", "17:05"),
+        exceptions=(exc(L.MEETING, MAR11, "14:00", "15:30", reason="区里培训"),),
+        present=(("08:30", "11:30"), ("13:00", "14:00"), ("15:30", "17:00")),
+    ),
+    Case(
+        "QP000:107 a missing sign-out leaves the day uncovered after the sign-in",
+        MAR11,
+        V.MISSING_OUT,
+        ("08:25",),
+        present=(),
+    ),
+    Case(
+        "QP000:107 while the day runs, present up to now",
+        MAR11,
+        V.ON_DUTY,
+        ("08:25",),
+        now="10:00",
+        present=(("08:30", "10:00"),),
+    ),
+    Case(
+        "SJ001:1040 terminal down at sign-in time: present from the session's start",
+        MAR11,
+        V.DEVICE_FAULT,
+        ("17:05",),
+        faults=MORNING_FAULT,
+        present=(("08:30", "11:30"), ("13:00", "17:00")),
+    ),
+    Case(
+        "NS003:88 fingerprint only: a face punch is ignored",
+        MAR11,
+        V.ABSENT,
+        ("08:25", "17:05"),
+        site="ningshan",
+        note="忽略 2 次 face 打卡",
+    ),
     # -- leave, meetings, compensatory time --------------------------------------------------------------------------
     Case(
         "QP000:39 leave registered in advance covers the day",
@@ -410,7 +541,8 @@ def run(case: Case) -> StaffDay:
     site, policy = SITES[case.site]
     policy = PunchPolicy.model_validate(policy.model_dump() | case.policy)
     punches = [p if isinstance(p, Punch) else punch(case.day, p) for p in case.punches]
-    return judge_day(STAFF, case.day, site.site_calendar, policy, punches, case.exceptions, case.faults)
+    now = at(case.day, case.now) if case.now else None
+    return judge_day(STAFF, case.day, site.site_calendar, policy, punches, case.exceptions, case.faults, now)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -423,6 +555,8 @@ def test_regulation_case(case: Case) -> None:
     assert not case.note or any(case.note in n for n in result.notes), result.notes
     if case.ids is not None:
         assert result.exceptions == case.ids
+    if case.present is not None:
+        assert result.present == tuple((at(case.day, s), at(case.day, e)) for s, e in case.present)
     assert result.staff_id == STAFF and result.day == case.day and result.reason
 
 
@@ -616,7 +750,7 @@ def test_presence_and_attendance() -> None:
 CITATION = re.compile(r"#.*(\b\d{3}:\d+|\bG\d+\b|no seed)")
 
 
-@pytest.mark.parametrize("site", ["qingpu", "wanzhou"])
+@pytest.mark.parametrize("site", ["qingpu", "wanzhou", "ningshan"])
 def test_every_example_value_cites_its_source(site: str) -> None:
     lines = (EXAMPLES / f"{site}.toml").read_text().splitlines()
     values = [line for line in lines if re.match(r"^\w+ = ", line)]
@@ -679,3 +813,51 @@ def test_the_rest_day_calendar_is_the_sites() -> None:
     for site, _ in SITES.values():
         cal: SiteCalendar = site.site_calendar
         assert not cal.is_working_day(OCT1) and cal.is_working_day(OCT10)
+
+
+# -- Ningshan's handover (NS 003:88) ------------------------------------------------------------------------------
+def test_ns_leave_taken_before_the_substitute_arrived_is_absence_and_after_it_is_leave() -> None:
+    """NS003:88 顶岗人员到岗后,请假人员方可离开工作岗位,否则视为脱岗或旷工: A signs in and takes the afternoon off
+    (half a day). B arriving at 13:00 covers the handover; B arriving at 14:00 leaves 13:00-14:00 uncovered: A's day
+    is absence. Qingpu (notify) keeps the leave either way: a gap is only reported there (QP 000:107)."""
+    from broker.attendance.ab import apply_handover
+    from broker.attendance.roster import StaffMember
+
+    site, policy = SITES["ningshan"]
+    cal = site.site_calendar
+    afternoon = exc(L.LEAVE, MAR11, "12:00", "17:30", reason="事假")
+    members = [StaffMember("ns", s, s, "镇政府", "W1", post, date(2026, 1, 1)) for s, post in (("A", "A"), ("B", "B"))]
+
+    def a_and_b(b_arrives: str) -> list[StaffDay]:
+        a = judge_day(
+            "A",
+            MAR11,
+            cal,
+            policy,
+            [replace(punch(MAR11, h), method="fingerprint", staff_id="A") for h in ("08:25", "12:00")],
+            [replace(afternoon, staff_id="A")],
+            [],
+        )
+        b = judge_day(
+            "B",
+            MAR11,
+            cal,
+            policy,
+            [
+                replace(punch(MAR11, h), method="fingerprint", staff_id="B", event_id=f"b-{h}")
+                for h in (b_arrives, "17:35")
+            ],
+            [],
+            [],
+        )
+        return [a, b]  # fmt: skip
+
+    excs = {"A": [replace(afternoon, staff_id="A")]}
+    sessions = cal.sessions_on(MAR11)
+    on_time = apply_handover(a_and_b("12:55"), members, excs, sessions, policy.ab, HALL_ZONE)
+    assert on_time[0].verdict is V.ON_TIME and any("请假 0.5 天" in n for n in on_time[0].notes)
+    late_b = apply_handover(a_and_b("15:00"), members, excs, sessions, policy.ab, HALL_ZONE)
+    assert late_b[0].verdict is V.ABSENT and "顶岗人员未到岗" in late_b[0].reason and "NS 003:88" in late_b[0].reason
+    assert late_b[1].verdict is V.MISSING_IN, "B is judged on B's own punches"
+    _, qp = SITES["qingpu"]
+    assert apply_handover(a_and_b("15:00"), members, excs, sessions, qp.ab, HALL_ZONE)[0].verdict is V.ON_TIME

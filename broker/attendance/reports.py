@@ -216,9 +216,12 @@ def monthly_by_unit(
     month: str,
     *,
     site_name: str = "",
+    judged_from: date | None = None,
 ) -> Table:
     """The month's bulletin per dispatching unit (按月通报, WZ 002:11): a row per staff member, a subtotal per unit
-    and a total. 旷工(天) includes the half days the monthly rule adds (WZ 002:10), shown again on their own."""
+    and a total. 旷工(天) includes the half days the monthly rule adds (WZ 002:10), shown again on their own.
+    A hall that went live during the month (``judged_from``) says so in the period: "2026-11 (2026-11-07 ~)",
+    since the days before it were not judged (nobody is absent before the system existed)."""
     chosen = [d for d in days if d.day.strftime("%Y-%m") == month]
     people = _index(members)
     sums = month_summary(chosen, rule)
@@ -233,7 +236,9 @@ def monthly_by_unit(
         rows.append(Row((unit, Word("subtotal"), "", "", *_sum(lines)), total=True))
     everyone = [_month_numbers(s) for s in sums.values()]
     rows.append(Row((Word("total"), "", "", "", *_sum(everyone)), total=True))
-    return Table("monthly", month, _MONTH_COLUMNS, tuple(rows), site_name)
+    went_live_during = judged_from is not None and judged_from > date.fromisoformat(f"{month}-01")
+    period = f"{month} ({judged_from} ~)" if went_live_during else month
+    return Table("monthly", period, _MONTH_COLUMNS, tuple(rows), site_name)
 
 
 def _month_numbers(s: MonthSummary) -> tuple[int | float, ...]:

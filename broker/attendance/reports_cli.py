@@ -113,7 +113,7 @@ async def _month(a: argparse.Namespace, store: Store, sites: Sites) -> int:
     first, last = _month_days(sites, a.site, a.month)
     p = await _period(a, store, sites, first, last)
     rule = sites[a.site].attendance.monthly
-    monthly = monthly_by_unit(p.days, p.members, rule, a.month, site_name=p.site_name)
+    monthly = monthly_by_unit(p.days, p.members, rule, a.month, site_name=p.site_name, judged_from=p.judged_from)
     details = exception_details(p.days, p.members, first, last, faults=p.faults, zone=p.zone, site_name=p.site_name)
     _save(a, [monthly, replace(details, period=a.month)])
     return 0

@@ -524,8 +524,8 @@ def _provisional(ctx: _Ctx, t: _Tally, verdict: Verdict) -> Verdict:
     """The verdict while the day runs (rule 8): nothing is missing while it may still come."""
     if not (t.pending_in or t.pending_out) or not t.marks:
         return verdict
-    if not t.chosen:  # nobody seen while the day's work runs (once it is over, _sign_out made it absent)
-        return Verdict.NOT_ARRIVED
+    if not t.chosen and not t.faulted:  # nobody seen, no terminal down to explain it, while the day's work runs
+        return Verdict.NOT_ARRIVED  # (once it is over, _sign_out made it absent)
     last_end = t.marks[-1].unit.end
     if verdict not in (Verdict.ON_TIME, Verdict.LATE, Verdict.DEVICE_FAULT):
         return verdict  # something final is known already (a missing sign-in, an early sign-out)
