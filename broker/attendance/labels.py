@@ -44,6 +44,9 @@ VERDICT_ZH: dict[Verdict, str] = {
     Verdict.FORCE_MAJEURE: "不可抗力",
     Verdict.DEVICE_FAULT: "考勤设备故障",
     Verdict.REST_DAY: "休息日",
+    Verdict.ON_DUTY: "在岗",  # provisional: the day is not over
+    Verdict.NOT_ARRIVED: "未到岗",
+    Verdict.AWAITING_OUT: "待签退",
 }
 
 _ZH = Labels(
@@ -154,6 +157,9 @@ _EN = Labels(
         Verdict.FORCE_MAJEURE: "force majeure",
         Verdict.DEVICE_FAULT: "terminal fault",
         Verdict.REST_DAY: "rest day",
+        Verdict.ON_DUTY: "at work (day not over)",
+        Verdict.NOT_ARRIVED: "not arrived yet",
+        Verdict.AWAITING_OUT: "sign-out pending",
     },
 )
 
