@@ -22,18 +22,13 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal
 
-from openpyxl import Workbook
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.worksheet import Worksheet
-
 from broker.attendance.labels import Labels, labels
 from broker.attendance.model import NEEDS_PROOF, FaultWindow, StaffDay, Verdict
 from broker.attendance.monthly import MonthSummary, month_summary
 from broker.attendance.policy import MonthlyRule
 from broker.attendance.roster import StaffMember
 from broker.attendance.verdicts import is_excused
-from broker.reports.export import HEADER_FILL, LOW_FILL, _display_width
+from broker.reports.sheets import Col, Fmt, Sheet, write_workbook
 
 Kind = Literal["text", "int", "days", "date", "time", "yes_no", "mark"]  # mark: "是" or blank
 
@@ -46,12 +41,13 @@ class Word:
 
 
 Value = str | int | float | date | datetime | Verdict | Word | bool | None
-_EXCEL_FORMAT: dict[Kind, str] = {"int": "0", "days": "0.0", "date": "yyyy-mm-dd", "time": "yyyy-mm-dd hh:mm"}
-_MAX_WIDTH = 60
-_BOLD = Font(bold=True)
+# Column kinds as the shared sheet writer reads them: days show the precision their data needs (a quarter day
+# 0.25, never 0.3), so the rows visibly add up to the subtotals.
+_SHEET_FMT: dict[Kind, Fmt] = {"int": "int", "days": "decimal", "date": "date", "time": "time"}
 # Not attendance exceptions: nothing to review. Everything else is listed, excused days included, so the
 # reviewer sees who was away and why.
-_QUIET = frozenset({Verdict.ON_TIME, Verdict.REST_DAY, Verdict.EXEMPT_DUTY})
+# 在岗 / 待签退 (the day not over) are quiet unless the sign-in was already late; 未到岗 is listed.
+_QUIET = frozenset({Verdict.ON_TIME, Verdict.REST_DAY, Verdict.EXEMPT_DUTY, Verdict.ON_DUTY, Verdict.AWAITING_OUT})
 _PERSON = ("unit", "window", "staff_id", "name")
 
 
@@ -120,7 +116,9 @@ def exception_details(
     """Every staff-day of [first, last] that is not plainly normal, by day then unit, window and staff id.
     ``faults`` (with the site ``zone``) fill the terminal-fault column with the terminals down that day."""
     people = _index(members)
-    chosen = [d for d in days if first <= d.day <= last and (d.verdict not in _QUIET or d.untrusted or d.locked)]
+    chosen = [
+        d for d in days if first <= d.day <= last and (d.verdict not in _QUIET or d.untrusted or d.locked or d.late_min)
+    ]
     chosen.sort(key=lambda d: (d.day, *_order(d.staff_id, people)))
     rows = tuple(_detail_row(d, people.get(d.staff_id), faults, zone) for d in chosen)
     return Table("details", _period(first, last), _DETAIL_COLUMNS, rows, site_name)
@@ -356,13 +354,9 @@ def write_csv(table: Table, path: Path, lang: str = "zh-CN") -> None:
 
 
 def write_xlsx(tables: Sequence[Table], path: Path, lang: str = "zh-CN") -> None:
-    """One sheet per table, named after it."""
+    """One sheet per table, named after it (broker/reports/sheets.py writes them)."""
     w = labels(lang)
-    book = Workbook()
-    book.remove(book.active)
-    for table in tables:
-        _sheet(book, table, w)
-    book.save(path)
+    write_workbook(path, [_sheet(table, w) for table in tables])
 
 
 def headers(table: Table, w: Labels) -> list[str]:
@@ -399,29 +393,14 @@ def _excel(value: Value, kind: Kind, w: Labels) -> str | int | float | date | da
     return _text(value, kind, w) or None
 
 
-def _sheet(book: Workbook, table: Table, w: Labels) -> Worksheet:
-    ws = book.create_sheet(w[table.what][:31])
-    ws.append([w.title(table.site_name, table.period, table.what)])
-    ws.cell(1, 1).font = Font(bold=True, size=14)
-    ws.append(headers(table, w))
-    for cell in ws[2]:
-        cell.font = _BOLD
-        cell.fill = HEADER_FILL
-    for number, row in enumerate(table.rows, start=3):
-        ws.append([_excel(v, c.kind, w) for v, c in zip(row.values, table.columns, strict=True)])
-        # ws.cell, never ws[ws.max_row] or ws[number]: both scan every cell of the sheet (max_row, max_column),
-        # which made a 1,000-staff bulletin take 15 s to write instead of 1.
-        for j, column in enumerate(table.columns, start=1):
-            cell = ws.cell(number, j)
-            if column.kind in _EXCEL_FORMAT:
-                cell.number_format = _EXCEL_FORMAT[column.kind]
-            if row.total:
-                cell.font = _BOLD
-            if row.flag:
-                cell.fill = LOW_FILL
-    ws.freeze_panes = "A3"
-    texts = [headers(table, w)] + [text_row(table, row, w) for row in table.rows]
-    for i, texts_of_column in enumerate(zip(*texts, strict=True)):
-        width = max(_display_width(t) for t in texts_of_column) + 2
-        ws.column_dimensions[get_column_letter(i + 1)].width = min(width, _MAX_WIDTH)
-    return ws
+def _sheet(table: Table, w: Labels) -> Sheet:
+    return Sheet(
+        name=w[table.what],
+        title=w.title(table.site_name, table.period, table.what),
+        columns=tuple(Col(w[c.key], _SHEET_FMT.get(c.kind, "text")) for c in table.columns),
+        rows=tuple(
+            tuple(_excel(v, c.kind, w) for v, c in zip(row.values, table.columns, strict=True)) for row in table.rows
+        ),
+        flagged=frozenset(i for i, row in enumerate(table.rows) if row.flag),
+        bold=frozenset(i for i, row in enumerate(table.rows) if row.total),
+    )
