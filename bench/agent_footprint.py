@@ -225,7 +225,7 @@ def render(args: argparse.Namespace, r: dict[str, Any], command: str, started: d
             "|---|---|",
             *(f"| {k} | {v} |" for k, v in machine().items()),
             f"| load average 1/5/15 min at end | {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-            "(six helpers share the two cores) |",
+            f"(measured; {os.cpu_count()} cores) |",
             "",
             "| figure | value |",
             "|---|---:|",

@@ -233,7 +233,7 @@ def render(args: argparse.Namespace, results: list[dict[str, Any]], command: str
         *(f"| {k} | {v} |" for k, v in machine().items()),
         f"| RLIMIT_NOFILE (soft/hard after raising) | {'/'.join(str(x) for x in raise_nofile())} |",
         f"| load average 1/5/15 min at end | {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-        "(six helpers share the two cores) |",
+        f"(measured; {os.cpu_count()} cores) |",
         "",
         f"Load: N real agents (`agent.agent.Agent`, role none, heartbeat {args.heartbeat:g} s, in-memory SQLite "
         "outboxes) in one simulator process on uvloop, started 200 at a time; consumer (SQLite, default ingest "

@@ -79,7 +79,7 @@ async def stored(consumer: RunningConsumer, event_type: str) -> list[dict[str, A
 async def enrol_finger(agent: Agent, staff: str, finger: str) -> None:
     r = role(agent)
     assert r.finger_sim is not None
-    task = asyncio.create_task(r._cmd_finger_enrol(agent, FingerEnrol(staff_id=staff)))
+    task = asyncio.create_task(r._cmd_finger_enrol(FingerEnrol(staff_id=staff)))
     await asyncio.sleep(0.1)
     r.finger_sim.press(finger, 2)
     await asyncio.wait_for(task, 30)

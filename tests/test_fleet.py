@@ -139,3 +139,26 @@ def test_shipped_scenarios_load() -> None:
     assert {f.kind for f in load_scenario(builtin("workday")).faults} == {
         "app_crash", "printer_jam", "paper_out", "network_loss", "power_loss"
     }  # fmt: skip
+
+
+def test_several_simulator_processes_run_one_fleet_with_one_progress_line_and_summary(tmp_path: Path) -> None:
+    """GIVEN 120 devices in 2 simulator processes WHEN the fleet runs THEN every device is online in the one
+    consumer's store, the progress and summary lines count both processes together, and every slice stops."""
+    import subprocess
+    import sys
+
+    work = tmp_path / "fleet"
+    out = subprocess.run(
+        [sys.executable, "-m", "hallfleet.cli", "fleet", "--devices", "120", "--processes", "2", "--seconds", "25",
+         "--memory-outbox", "--scenario", "heartbeats", "--dir", str(work)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert any("120 agents in 2 simulator processes" in ln for ln in lines), out.stdout
+    assert any(ln.startswith("120 connected in") for ln in lines), out.stdout
+    steady = [ln for ln in lines if "presence:" in ln]
+    assert steady and steady[0].strip() == "presence: online 120", out.stdout
+    ups = [ln for ln in lines if "agents up" in ln]
+    assert "agents up 120/120, connected 120, in 2 processes" in ups[0]
+    assert "agents up 0/120" in ups[-1], "every slice stopped its agents"

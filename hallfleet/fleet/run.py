@@ -75,3 +75,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
     p.add_argument("--dir", type=Path, default=None, help="keep outboxes, logs and the store here")
     p.add_argument("--memory-outbox", action="store_true", help="in-memory SQLite outboxes (scale, not durability)")
+    p.add_argument(
+        "--processes", type=int, default=0, help="simulator processes (0: one per core, at most one per 50 devices)"
+    )

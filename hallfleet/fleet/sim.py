@@ -145,7 +145,12 @@ class Fleet:
         memory_outbox: bool = False,
         health_base: str = "http://127.0.0.1:9",
         health: dict[str, bool] | None = None,
+        shard: tuple[int, int] = (0, 1),
+        clock: ScaledClock | None = None,
     ) -> None:
+        """``shard`` (i, k): this process runs the i-th of k slices of the N devices (hallfleet/fleet/shards.py),
+        and plays the people and faults of its slice only; ``clock``: the coordinator's, shared by every slice."""
+        self.shard, self.shards = shard
         self.scenario = scenario
         self.mqtt = mqtt
         self.workdir = workdir
@@ -154,8 +159,12 @@ class Fleet:
         self.health_base = health_base
         self.health = health if health is not None else {}
         self.today = datetime.now(HALL_ZONE).date()
-        self.clock = ScaledClock(at_day(self.today, scenario.start), speed)
-        self.members, self.fault_targets = plan(n, scenario)
+        self.clock = clock or ScaledClock(at_day(self.today, scenario.start), speed)
+        everyone, targets = plan(n, scenario)
+        self._planned = everyone  # rosters and the demo's config builders see the whole fleet, in every slice
+        self.members = everyone[self.shard :: self.shards]
+        mine = set(map(id, self.members))
+        self.fault_targets = {k: [m for m in hit if id(m) in mine] for k, hit in targets.items()}
         self._demo_day = self._as_demo_day()
         self.staff: dict[str, list[StaffMember]] = {}
         self.counts: Counter[str] = Counter()
@@ -166,10 +175,10 @@ class Fleet:
     # -- building ------------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Staff rosters, the terminals' salt and staff map, the kiosks' usage logs, every agent's config."""
-        devices = [m.device for m in self.members if m.device is not None]
+        devices = [m.device for m in self._planned if m.device is not None]
         for hall in ds.HALLS:
             self.staff[hall.site] = ds.staff_of(hall, devices, self.today)
-            if any(m.role == "attendance" and m.hall == hall for m in self.members):
+            if any(m.role == "attendance" and m.hall == hall for m in self._planned):
                 ds.write_attendance_files(self.workdir, hall, self.staff[hall.site])
         for m in self.members:
             m.cfg = self.agent_config(m)
@@ -345,6 +354,11 @@ class Fleet:
                 deadline = at_day(self.today, a.late_after) - timedelta(seconds=1)
                 times.append((min(at, deadline), s, False))
         times.sort(key=lambda x: x[0])
+        # Each person punches once, in one of the slices that have a terminal in this hall.
+        slices = sorted(
+            {i % self.shards for i, m in enumerate(self._planned) if m.hall == hall and m.role == "attendance"}
+        )
+        times = times[slices.index(self.shard) :: len(slices)] if self.shard in slices else []
         for k, (at, s, late) in enumerate(times):
             if not await self.until(at) and (self.now() - at).total_seconds() > 600:
                 continue  # the run started after this person arrived

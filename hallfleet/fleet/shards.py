@@ -1,0 +1,132 @@
+"""Several simulator processes, one fleet: each runs a slice of the devices on its own event loop.
+
+One process saturates at about 3,400 connected agents (issue 20: its loop at 125 % of a core), so 10,000
+need several, one per core by default. The coordinator (``hallfleet fleet``, hallfleet/fleet/play.py) keeps
+the broker, the consumer and the alert sink, starts the slices and prints one progress line and one summary
+for all of them. A slice plays the people and faults of its own devices (hallfleet/fleet/sim.py ``shard``)
+on the coordinator's clock (the same ScaledClock origin: CLOCK_MONOTONIC is one clock for the machine), and
+serves its kiosks' application health itself (the faults that fail it happen in the slice).
+
+Pipe protocol, slice -> coordinator: ("connected", figures) once all its agents are up (or its budget ran
+out), then ("progress", figures) every PROGRESS_S, and ("done", figures) after a clean stop. Coordinator ->
+slice: "stop". A slice whose coordinator is gone (the pipe closes) stops as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+PROGRESS_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SliceSpec:
+    index: int
+    count: int
+    devices: int  # the whole fleet's; the slice runs every count-th from index
+    scenario: str  # a builtin name or a path
+    speed: float
+    memory_outbox: bool
+    mqtt_host: str
+    mqtt_port: int
+    workdir: str
+    clock_start: datetime
+    clock_t0: float  # time.monotonic() of the coordinator's clock origin
+    connect_timeout_s: float = 600.0
+
+
+def figures(fleet: Any) -> dict[str, Any]:
+    up = [m for m in fleet.members if m.up]
+    connected = sum(1 for m in up if m.agent is not None and m.agent.link.is_up())
+    return {
+        "members": len(fleet.members),
+        "up": len(up),
+        "connected": connected,
+        "connect_s": fleet.connect_s,
+        "roles": dict(Counter(m.role for m in fleet.members)),
+        "counts": dict(fleet.counts),
+        "cpu_s": time.process_time(),
+        "pid": os.getpid(),
+    }
+
+
+def slice_main(conn: Connection, spec: SliceSpec) -> None:
+    """The child process: run the slice until told to stop (or the coordinator is gone)."""
+    import logging
+
+    from hallfleet.fleet.run import raise_nofile
+
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s slice {spec.index} %(levelname)s %(message)s")
+    raise_nofile()
+    try:
+        import uvloop
+
+        uvloop.run(_slice(conn, spec))
+    except ImportError:
+        asyncio.run(_slice(conn, spec))
+
+
+async def _slice(conn: Connection, spec: SliceSpec) -> None:
+    from hallfleet.demo import Sink
+    from hallfleet.fleet.scenario import builtin, load_scenario
+    from hallfleet.fleet.sim import Fleet
+    from protocol.clock import ScaledClock
+    from protocol.settings import MqttConfig
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_reader(conn.fileno(), _on_pipe, conn, stop)
+    health: dict[str, bool] = {}
+    sink = Sink(Path(spec.workdir) / f"slice-{spec.index}-alerts.log", health)
+    await sink.start()
+    fleet = Fleet(
+        load_scenario(builtin(spec.scenario)),
+        spec.devices,
+        MqttConfig(host=spec.mqtt_host, port=spec.mqtt_port, keepalive_s=30),
+        Path(spec.workdir),
+        speed=spec.speed,
+        memory_outbox=spec.memory_outbox,
+        health_base=sink.base,
+        health=health,
+        shard=(spec.index, spec.count),
+        clock=ScaledClock(spec.clock_start, spec.speed, spec.clock_t0),
+    )
+    try:
+        starting = asyncio.ensure_future(fleet.start(connect_timeout_s=spec.connect_timeout_s))
+        await asyncio.wait([starting, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await starting  # a budget that ran out still reports what connected
+        conn.send(("connected", figures(fleet)))
+        if not stop.is_set():
+            fleet.play()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PROGRESS_S)
+            conn.send(("progress", figures(fleet)))
+    finally:
+        loop.remove_reader(conn.fileno())
+        await fleet.stop()
+        await sink.close()
+        with contextlib.suppress(OSError):
+            conn.send(("done", figures(fleet)))
+
+
+def _on_pipe(conn: Connection, stop: asyncio.Event) -> None:
+    try:
+        msg = conn.recv()
+    except (EOFError, OSError):  # the coordinator is gone
+        stop.set()
+        return
+    if msg == "stop":
+        stop.set()
