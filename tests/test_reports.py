@@ -360,34 +360,90 @@ async def test_csv_has_chinese_headers_and_formatted_numbers(store: Store, tmp_p
     assert (k24["设备"], k24["可用率(%)"], k24["停机时长(分钟)"], k24["远程处置"]) == (K24, "98.50", "648.0", "1")
     assert (k24["24小时"], k24["设备类型"], k24["使用量:票据"]) == ("是", "自助终端", "7")
     assert dict(zip(head, rows[2], strict=True))["可用率(%)"] == "100.00"
-    assert rows[5] == ["万州区政务服务中心 2026-11 事件明细"]
-    incident_row = dict(zip(rows[6], rows[7], strict=True))
+    total = dict(zip(head, rows[4], strict=True))
+    assert (total["设备"], total["停机时长(分钟)"], total["事件数"], total["远程处置"]) == ("合计", "648.0", "1", "1")
+    assert rows[6] == ["万州区政务服务中心 2026-11 事件明细"]
+    incident_row = dict(zip(rows[7], rows[8], strict=True))
     assert (incident_row["类型"], incident_row["处置方式"], incident_row["超时"]) == ("离线", "远程处置", "否")
+    assert incident_row["计入统计"] == "是"
     assert (incident_row["发现时间"], incident_row["恢复用时(分钟)"]) == ("2026-11-10 10:00", "648.0")
 
 
-async def test_xlsx_has_three_sheets_numbers_and_highlights_low_availability(store: Store, tmp_path: Path) -> None:
-    """GIVEN a report WHEN written as XLSX THEN three sheets, numeric cells, a frozen bold header, and the
-    kiosk under 99 % highlighted while the one at 100 % is not."""
+def decimals_shown(number_format: str) -> int:
+    assert number_format == "0" or number_format.startswith("0."), f"not a number format: {number_format!r}"
+    return len(number_format) - 2 if number_format.startswith("0.") else 0
+
+
+def assert_cells_hold_what_they_show(ws: Any) -> None:
+    """Every number has a number format, and holds exactly what that format shows (so sums add up as read);
+    every time is the wall clock (no zone)."""
+    for row in ws.iter_rows(min_row=3):
+        for cell in row:
+            if isinstance(cell.value, bool) or cell.value is None:
+                continue
+            if isinstance(cell.value, int | float):
+                n = decimals_shown(cell.number_format)
+                assert cell.value == round(cell.value, n), (cell.coordinate, cell.value, cell.number_format)
+            if isinstance(cell.value, datetime):
+                assert cell.value.tzinfo is None and cell.number_format == "yyyy-mm-dd hh:mm"
+
+
+def assert_total_row_adds_up(ws: Any, label: str, columns: list[str]) -> dict[str, Any]:
+    head = [c.value for c in ws[2]]
+    rows = [[c.value for c in r] for r in ws.iter_rows(min_row=3)]
+    (total,) = [r for r in rows if r[0] == label]
+    body = [r for r in rows if r[0] != label]
+    for name in columns:
+        i = head.index(name)
+        assert total[i] == pytest.approx(sum(r[i] or 0 for r in body), abs=1e-9), name
+    assert all(c.font.b for c in ws[len(rows) + 2]), "the total row is bold"
+    return dict(zip(head, total, strict=True))
+
+
+async def test_xlsx_figures_read_and_add_up_across_sheets(store: Store, tmp_path: Path) -> None:
+    """GIVEN two kiosks each down 20 s (0.333 min, shown 0.3) and K24 down 10 h 48 min WHEN written as XLSX
+    THEN three sheets; each cell holds what it shows (minutes with one decimal, percentages with two, counts
+    whole, times on the site's wall clock); the device sheet's total row is the sum of the rows as shown (0.3 +
+    0.3 + 648.0, not 648.7 from the unrounded seconds), and the summary repeats that total; the kiosk under 99 %
+    is highlighted, the one at 100 % is not."""
+    await insert_incidents(
+        store,
+        [
+            incident(K24, "offline", at(10, 10), at(10, 20, 48), recovery="remote"),
+            incident(K24, "offline", at(12, 3, 0), at(12, 3, 0) + timedelta(seconds=20), recovery="self_healed"),
+            incident(KDAY, "offline", at(12, 10, 0), at(12, 10, 0) + timedelta(seconds=20), recovery="self_healed"),
+        ],
+    )
     path = tmp_path / "sla.xlsx"
-    write_xlsx(await sample(store), path)
+    write_xlsx(await report(store), path)
     book = openpyxl.load_workbook(path)
     assert book.sheetnames == ["设备可用率", "事件明细", "汇总"]
+    for ws in book.worksheets:
+        assert_cells_hold_what_they_show(ws)
+        assert ws.freeze_panes == "A3" and ws.cell(2, 1).font.b
     ws = book["设备可用率"]
-    assert ws.freeze_panes == "A3" and ws.cell(2, 1).font.b
     head = [c.value for c in ws[2]]
     col = head.index("可用率(%)") + 1
-    assert (ws.cell(3, 1).value, ws.cell(3, col).value) == (KDAY, 100.0)
-    assert (ws.cell(4, 1).value, round(ws.cell(4, col).value, 2)) == (K24, 98.50)
-    assert ws.cell(4, col).fill.start_color.rgb.endswith("FFC7CE")
+    assert (
+        ws.cell(3, col).number_format == "0.00" and ws.cell(3, head.index("停机时长(分钟)") + 1).number_format == "0.0"
+    )
+    assert (ws.cell(3, 1).value, ws.cell(3, head.index("停机时长(分钟)") + 1).value) == (KDAY, 0.3)
+    assert ws.cell(4, 1).value == K24 and ws.cell(4, col).fill.start_color.rgb.endswith("FFC7CE")
     assert ws.cell(3, col).fill.fill_type is None
-    assert ws.cell(4, head.index("停机时长(分钟)") + 1).value == pytest.approx(648.0)
-    detected = book["事件明细"].cell(3, 5).value
-    assert detected == datetime(2026, 11, 10, 10, 0)
-    summary = {r[0].value: r[1].value for r in book["汇总"].iter_rows(min_row=3)}
-    assert summary["SLA达标率(%)"] == 100.0 and summary["事件数"] == 1 and summary["设备数"] == 2
-    weighted = 100.0 * (1 - 38_880 / (2_592_000 + NOV_OPEN_S))
-    assert summary["可用率(%,按计时时长加权)"] == pytest.approx(weighted)
+    total = assert_total_row_adds_up(
+        ws, "合计", ["计时时长(分钟)", "停机时长(分钟)", "事件数", "超时数", "自愈", "远程处置"]
+    )
+    assert total["停机时长(分钟)"] == pytest.approx(648.6) and total["事件数"] == 3
+    incidents_ws = book["事件明细"]
+    assert incidents_ws.cell(3, 6).value == datetime(2026, 11, 10, 10, 0), "the site's wall clock"
+    assert [c.value for c in incidents_ws[3]][[c.value for c in incidents_ws[2]].index("恢复用时(分钟)")] == 648.0
+    summary = {r[0].value: r[1] for r in book["汇总"].iter_rows(min_row=3)}
+    assert summary["停机时长(分钟)"].value == total["停机时长(分钟)"]
+    assert summary["计时时长(分钟)"].value == total["计时时长(分钟)"]
+    assert summary["事件数"].value == 3 and summary["事件数"].number_format == "0" and summary["设备数"].value == 2
+    assert summary["SLA达标率(%)"].value == 100.0 and summary["SLA达标率(%)"].number_format == "0.00"
+    weighted = 100.0 * (1 - total["停机时长(分钟)"] / total["计时时长(分钟)"])
+    assert summary["可用率(%,按计时时长加权)"].value == round(weighted, 2)
 
 
 async def test_english_variant_has_english_headers_and_sheet_names(store: Store, tmp_path: Path) -> None:
@@ -398,7 +454,7 @@ async def test_english_variant_has_english_headers_and_sheet_names(store: Store,
     with (tmp_path / "sla.csv").open(encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[1][:6] == ["Device", "Class", "24 h", "Counted (min)", "Down (min)", "Availability (%)"]
-    assert dict(zip(rows[6], rows[7], strict=True))["Kind"] == "offline"
+    assert dict(zip(rows[7], rows[8], strict=True))["Kind"] == "offline"
     assert openpyxl.load_workbook(tmp_path / "sla.xlsx").sheetnames == ["Availability", "Incidents", "Summary"]
 
 
@@ -406,3 +462,27 @@ async def test_english_variant_has_english_headers_and_sheet_names(store: Store,
 async def test_bad_month_is_refused_with_the_expected_format(store: Store, month: str) -> None:
     with pytest.raises(ValueError, match="YYYY-MM"):
         await report(store, month)
+
+
+def test_the_attendance_bulletin_shows_quarter_days_so_its_rows_add_up_to_the_total(tmp_path: Path) -> None:
+    """GIVEN a month's bulletin where one person's late arrivals come to 0.25 day of absence (a penalty the
+    monthly rule may set) WHEN written by the shared sheet writer THEN the days column shows two decimals
+    (0.25, not 0.3), each cell holds what it shows, and the rows visibly add up to the bold total."""
+    from broker.attendance.reports import Column, Row, Table, Word
+    from broker.attendance.reports import write_xlsx as write_attendance
+
+    columns = (Column("unit"), Column("staff_id"), Column("late", "int"), Column("absent_days", "days"))
+    rows = (
+        Row(("税务", "S1", 3, 0.25), flag=True),
+        Row(("税务", "S2", 0, 1.0)),
+        Row(("社保", "S3", 1, 0.5)),
+        Row((Word("total"), "", 4, 1.75), total=True),
+    )
+    path = tmp_path / "attendance.xlsx"
+    write_attendance([Table("monthly", "2026-11", columns, rows, "万州区政务服务中心")], path)
+    ws = openpyxl.load_workbook(path)["月度考勤通报"]
+    assert_cells_hold_what_they_show(ws)
+    head = [c.value for c in ws[2]]
+    assert [ws.cell(r, 4).number_format for r in range(3, 7)] == ["0.00"] * 4
+    assert ws.cell(3, 4).value == 0.25 and ws.cell(3, 1).fill.start_color.rgb.endswith("FFC7CE")
+    assert_total_row_adds_up(ws, "合计", [head[2], head[3]])

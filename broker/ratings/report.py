@@ -26,15 +26,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from openpyxl import Workbook
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
 
 from broker.ratings.followups import followups
 from broker.ratings.model import LEVEL_ZH, Rating, ratings_between
 from broker.ratings.policy import LEVELS, RatingPolicy, policy_of
 from broker.ratings.proxy import flags
-from broker.reports.export import HEADER_FILL, LOW_FILL
+from broker.reports.sheets import Col, Sheet, write_workbook
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
 from broker.store.db import Store
@@ -44,14 +41,16 @@ TARGET_PCT = 100.0  # SJ 001:896: 实名差评回复率 and 客观差评整改�
 Value = str | int | float | datetime | date | None
 Fmt = Literal["text", "int", "num", "pct", "time", "date"]
 Cell = tuple[Value, Fmt]
-_EXCEL_FORMAT: dict[Fmt, str] = {
-    "int": "0",
-    "num": "0.00",
-    "pct": "0.0",
-    "time": "yyyy-mm-dd hh:mm",
-    "date": "yyyy-mm-dd",
+# Cell kinds as the shared sheet writer (broker/reports/sheets.py) reads them: rates with one decimal as the
+# targets are stated, averages with two.
+_SHEET_COL: dict[Fmt, Col] = {
+    "text": Col(""),
+    "int": Col("", "int"),
+    "num": Col("", "decimal", decimals=2),
+    "pct": Col("", "pct", decimals=1),
+    "time": Col("", "time"),
+    "date": Col("", "date"),
 }
-_MAX_WIDTH = 50
 
 
 # -- the numbers -----------------------------------------------------------------------------------------
@@ -325,30 +324,19 @@ def write_csv(report: RatingReport, path: Path) -> None:
 
 
 def write_xlsx(report: RatingReport, path: Path) -> None:
-    book = Workbook()
-    book.remove(book.active)
-    for table in tables(report):
-        ws = book.create_sheet(table.sheet)
-        ws.append([table.title])
-        ws.cell(1, 1).font = Font(bold=True, size=14)
-        ws.append(table.headers)
-        for cell in ws[2]:
-            cell.font = Font(bold=True)
-            cell.fill = HEADER_FILL
-        for r, (row, low) in enumerate(zip(table.rows, table.low, strict=True), start=3):
-            ws.append([_excel(v, report.zone) for v, _ in row])
-            for c, (_, fmt) in enumerate(row, start=1):
-                cell = ws.cell(r, c)  # not ws[ws.max_row]: max_row recounts every cell, quadratic in the rows
-                if fmt in _EXCEL_FORMAT:
-                    cell.number_format = _EXCEL_FORMAT[fmt]
-                if low:
-                    cell.fill = LOW_FILL
-        ws.freeze_panes = "A3"
-        for i, header in enumerate(table.headers):
-            texts = [header] + [_text(*row[i], report.zone) for row in table.rows]
-            width = min(max(_width(t) for t in texts) + 2, _MAX_WIDTH)
-            ws.column_dimensions[get_column_letter(i + 1)].width = width
-    book.save(path)
+    write_workbook(path, [_sheet(table) for table in tables(report)], report.zone)
+
+
+def _sheet(table: Table) -> Sheet:
+    """Each cell keeps its own kind: the summary mixes counts and rates in one column."""
+    return Sheet(
+        name=table.sheet,
+        title=table.title,
+        columns=tuple(Col(h) for h in table.headers),
+        rows=tuple(tuple(v for v, _ in row) for row in table.rows),
+        flagged=frozenset(i for i, low in enumerate(table.low) if low),
+        row_cols=tuple(tuple(_SHEET_COL[fmt] for _, fmt in row) for row in table.rows),
+    )
 
 
 def _text(value: Value, fmt: Fmt, zone: tzinfo) -> str:
@@ -363,13 +351,3 @@ def _text(value: Value, fmt: Fmt, zone: tzinfo) -> str:
     if fmt == "num" and isinstance(value, int | float):
         return f"{value:.2f}"
     return str(value)
-
-
-def _excel(value: Value, zone: tzinfo) -> Value:
-    if isinstance(value, datetime):  # Excel has no time zones: the site's wall clock, as the hall reads it
-        return value.astimezone(zone).replace(tzinfo=None)
-    return value
-
-
-def _width(text: str) -> int:
-    return sum(2 if ord(ch) >= 0x2E80 else 1 for ch in text)  # CJK characters take two columns

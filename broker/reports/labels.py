@@ -41,6 +41,14 @@ class Labels:
     def yes_no(self, value: bool) -> str:
         return self.text["yes"] if value else self.text["no"]
 
+    def counted(self, counted: bool, in_hall_outage: bool, hall: bool) -> str:
+        """Whether an incident counts in the month's figures, and if not why (the reader adds them up)."""
+        if hall:
+            return self.text["counted_hall"]
+        if counted:
+            return self.text["counted_hall_device"] if in_hall_outage else self.text["yes"]
+        return self.text["counted_no"]
+
     def title(self, report: SlaReport, what: str) -> str:
         return self.text["title"].format(name=report.site_name, month=report.month, what=self.text[what])
 
@@ -93,6 +101,11 @@ _ZH = Labels(
         "availability_weighted": "可用率(%,按计时时长加权)",
         "compliance": "SLA达标率(%)",
         "generated_at": "生成时间",
+        "total": "合计",
+        "counted_in_sla": "计入统计",
+        "counted_hall": "否 (按各设备计)",
+        "counted_hall_device": "是 (属大厅整体故障)",
+        "counted_no": "否 (次要事件或上月发生)",
     },
     kinds={
         "offline": "离线",
@@ -156,6 +169,11 @@ _EN = Labels(
         "availability_weighted": "Availability (%, weighted by counted time)",
         "compliance": "SLA compliance (%)",
         "generated_at": "Generated",
+        "total": "Total",
+        "counted_in_sla": "Counted",
+        "counted_hall": "no (counted per device)",
+        "counted_hall_device": "yes (in the hall-wide outage)",
+        "counted_no": "no (minor, or detected in an earlier month)",
     },
     kinds={
         "offline": "offline",

@@ -1,0 +1,192 @@
+"""The one sheet writer of every workbook hallfleet files (the SLA report, the attendance bulletins, the 好差评
+report): a title row, a bold frozen header, numbers kept as numbers, column widths that fit the Chinese.
+
+The rule it keeps: **a cell holds what it shows.** Each number is rounded to the precision its column shows
+before it is written, and the column's precision is the finest its data needs (a 0.25-day penalty shows 0.25,
+never 0.3; whole numbers show no decimals), up to a cap. Totals built from ``shown()`` values therefore add
+up, on the sheet and across sheets, to the figures a person reads. Durations are minutes, times are the site's
+wall clock (Excel has no time zones).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, tzinfo
+from pathlib import Path
+from typing import Literal
+
+from openpyxl import Workbook
+from openpyxl.styles import Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.worksheet import Worksheet
+
+Fmt = Literal["text", "int", "decimal", "minutes", "pct", "date", "time"]
+Value = str | int | float | date | datetime | None
+
+FLAG_FILL = PatternFill("solid", start_color="FFC7CE", end_color="FFC7CE")  # something to act on
+HEADER_FILL = PatternFill("solid", start_color="DDEBF7", end_color="DDEBF7")
+MAX_DECIMALS = 2  # "decimal" columns: quarter days need two; finer data is rounded to this
+PCT_DECIMALS = 2  # percentages unless a column says otherwise (99.95 % is not 100 %)
+MINUTE_DECIMALS = 1  # durations: minutes with one decimal (6 s), enough for an SLA of 30 minutes
+_MAX_WIDTH = 60
+_BOLD = Font(bold=True)
+_TITLE = Font(bold=True, size=14)
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """A column: its header, how its values read, and (for decimal and pct) a fixed number of decimals."""
+
+    header: str
+    fmt: Fmt = "text"
+    decimals: int | None = None  # None: decimal columns fit their data, pct shows PCT_DECIMALS
+
+
+@dataclass(frozen=True, slots=True)
+class Sheet:
+    name: str  # at most 31 characters (Excel's limit): longer names are cut
+    title: str
+    columns: tuple[Col, ...]
+    rows: tuple[tuple[Value, ...], ...]
+    flagged: frozenset[int] = field(default_factory=frozenset)  # row indexes highlighted
+    bold: frozenset[int] = field(default_factory=frozenset)  # row indexes in bold (subtotals, totals)
+    # An item/value sheet (a summary) formats each row its own way: row i's cells read as row_cols[i].
+    row_cols: tuple[tuple[Col, ...], ...] = ()
+
+    def layout(self) -> list[tuple[tuple[Col, ...], list[int]]]:
+        """Each row's columns and decimals: the sheet's columns with one precision per column, or each row's own."""
+        if self.row_cols:
+            return [(cols, [decimals_of(c, [v]) for c, v in zip(cols, row, strict=True)])
+                    for cols, row in zip(self.row_cols, self.rows, strict=True)]  # fmt: skip
+        places = [decimals_of(c, (row[i] for row in self.rows)) for i, c in enumerate(self.columns)]
+        return [(self.columns, places)] * len(self.rows)
+
+
+def decimals_of(col: Col, values: Iterable[Value]) -> int:
+    """How many decimals a column shows: fixed for ints, minutes and set ones, else the fewest that show every
+    value of the column exactly, up to MAX_DECIMALS."""
+    if col.fmt == "int":
+        return 0
+    if col.fmt == "minutes":
+        return MINUTE_DECIMALS if col.decimals is None else col.decimals
+    if col.decimals is not None:
+        return col.decimals
+    if col.fmt == "pct":
+        return PCT_DECIMALS
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    for n in range(MAX_DECIMALS):
+        if all(abs(round(v, n) - v) < 1e-9 for v in numbers):
+            return n
+    return MAX_DECIMALS
+
+
+def shown(value: Value, col: Col, decimals: int | None = None) -> Value:
+    """The value as the cell holds it: minutes from seconds, numbers rounded to what is shown."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if col.fmt == "minutes":
+        value = value / 60
+    if col.fmt == "text":
+        return value
+    n = decimals_of(col, [value]) if decimals is None else decimals
+    return round(value) if n == 0 else round(float(value), n)
+
+
+def number_format(col: Col, decimals: int) -> str | None:
+    if col.fmt in ("int", "decimal", "minutes", "pct"):
+        return "0" if decimals == 0 else "0." + "0" * decimals
+    return {"date": "yyyy-mm-dd", "time": "yyyy-mm-dd hh:mm"}.get(col.fmt)
+
+
+def cell_text(value: Value, col: Col, decimals: int, zone: tzinfo | None = None) -> str:
+    """What the cell shows, as text (CSV, widths)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return _wall(value, zone).strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, int | float) and not isinstance(value, bool) and col.fmt != "text":
+        return f"{shown(value, col, decimals):.{decimals}f}"
+    return str(value)
+
+
+def write_workbook(path: Path, sheets: Sequence[Sheet], zone: tzinfo | None = None) -> None:
+    """One worksheet per sheet. ``zone``: the site's, for aware times; None keeps each time's own zone."""
+    book = Workbook()
+    book.remove(book.active)
+    for sheet in sheets:
+        _worksheet(book, sheet, zone)
+    book.save(path)
+
+
+def write_csv(path: Path, sheets: Sequence[Sheet], zone: tzinfo | None = None) -> None:
+    """Each sheet as a title line, a header and its rows, a blank line between sheets; UTF-8 with a BOM, so
+    Excel reads the Chinese. Numbers read exactly as in the workbook."""
+    with path.open("w", encoding="utf-8-sig", newline="") as f:
+        out = csv.writer(f)
+        for i, sheet in enumerate(sheets):
+            if i:
+                out.writerow([])
+            out.writerow([sheet.title])
+            out.writerow([c.header for c in sheet.columns])
+            out.writerows(_texts(sheet, zone))
+
+
+def _texts(sheet: Sheet, zone: tzinfo | None) -> list[list[str]]:
+    return [
+        [cell_text(v, c, n, zone) for v, c, n in zip(row, cols, places, strict=True)]
+        for row, (cols, places) in zip(sheet.rows, sheet.layout(), strict=True)
+    ]
+
+
+def _wall(t: datetime, zone: tzinfo | None) -> datetime:
+    """The wall clock a person in the hall reads, without a zone (Excel has none)."""
+    if t.tzinfo is not None and zone is not None:
+        t = t.astimezone(zone)
+    return t.replace(tzinfo=None)
+
+
+def _excel(value: Value, col: Col, decimals: int, zone: tzinfo | None) -> Value:
+    if isinstance(value, datetime):
+        return _wall(value, zone)
+    return shown(value, col, decimals)
+
+
+def _worksheet(book: Workbook, sheet: Sheet, zone: tzinfo | None) -> Worksheet:
+    ws = book.create_sheet(sheet.name[:31])
+    ws.append([sheet.title])
+    ws.cell(1, 1).font = _TITLE
+    ws.append([c.header for c in sheet.columns])
+    for cell in ws[2]:
+        cell.font = _BOLD
+        cell.fill = HEADER_FILL
+    for i, (row, (cols, places)) in enumerate(zip(sheet.rows, sheet.layout(), strict=True)):
+        r = i + 3
+        formats = [number_format(c, n) for c, n in zip(cols, places, strict=True)]
+        ws.append([_excel(v, c, n, zone) for v, c, n in zip(row, cols, places, strict=True)])
+        # ws.cell(r, c), never ws[ws.max_row]: max_row recounts every cell, quadratic in the rows (a 1,000-staff
+        # bulletin took 15 s instead of 1).
+        for j, fmt in enumerate(formats, start=1):
+            cell = ws.cell(r, j)
+            if fmt is not None:
+                cell.number_format = fmt
+            if i in sheet.bold:
+                cell.font = _BOLD
+            if i in sheet.flagged:
+                cell.fill = FLAG_FILL
+    ws.freeze_panes = "A3"
+    _widths(ws, sheet, _texts(sheet, zone))
+    return ws
+
+
+def _widths(ws: Worksheet, sheet: Sheet, texts: list[list[str]]) -> None:
+    for i, col in enumerate(sheet.columns):
+        width = max([display_width(col.header), *(display_width(t[i]) for t in texts)]) + 2
+        ws.column_dimensions[get_column_letter(i + 1)].width = min(width, _MAX_WIDTH)
+
+
+def display_width(text: str) -> int:
+    return sum(2 if ord(ch) >= 0x2E80 else 1 for ch in text)  # CJK characters take two columns
