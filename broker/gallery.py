@@ -82,7 +82,9 @@ async def _bump(conn: AsyncConnection, site: str, now: datetime) -> int:
 async def enrol(
     store: Store, site: str, staff_id: str, encodings: list[np.ndarray], *, by: str, at: datetime, min_shots: int = 2
 ) -> int:
-    """Add or replace a person's encodings (one per enrolment photo, human-verified). Returns the version."""
+    """Add or replace a person's encodings (one per enrolment photo, human-verified). Returns the version.
+    The store step only: people are enrolled through ``hallfleet provision staff`` (provisioning/staff.py), which
+    checks their consent and the photos' quality first; no command calls this directly."""
     check_shots(staff_id, encodings, min_shots)
     async with store.engine.begin() as conn:
         return await enrol_in(conn, site, staff_id, encodings, by=by, at=at)

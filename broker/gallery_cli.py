@@ -1,8 +1,10 @@
-"""``hallfleet gallery enrol|revoke|status|key``: the window management section's face gallery commands.
+"""``hallfleet gallery revoke|status|key``: the window management section's face gallery commands.
 
-Enrolment reads photos once, keeps only their encodings (a person must be alone and clearly visible
-in each photo), and never stores or sends the photos. The consumer's reconcile loop then sends each
-terminal what it lacks; ``status`` shows who holds which version.
+There is one way to enrol a face: ``hallfleet provision staff`` (provisioning/staff.py), which records the
+person's consent and applies the terminal's own quality gates (one face, big and sharp enough) before any
+encoding is kept. ``gallery enrol`` was a second door around both; it is retired and says which command to
+use instead, so an old script or habit fails loudly rather than enrolling a face without consent. The
+consumer's reconcile loop sends each terminal what it lacks; ``status`` shows who holds which version.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from broker import gallery
@@ -30,10 +31,9 @@ from protocol.settings import load_settings
 def add_parsers(sub: Any) -> None:
     g = sub.add_parser("gallery", help="face galleries of the attendance terminals")
     gsub = g.add_subparsers(dest="gallery_action", required=True)
-    p = _cmd(gsub, "enrol", "enrol a person from photos (encodings only are kept)")
-    p.add_argument("site")
-    p.add_argument("staff_id", help="pseudonymous staff id, never a name")
-    p.add_argument("photos", nargs="+", type=Path)
+    p = gsub.add_parser("enrol", help="retired: use `hallfleet provision staff` (consent and quality gates)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_retired_enrol)
     p = _cmd(gsub, "revoke", "remove a person from every terminal of the site (within the deadline)")
     p.add_argument("site")
     p.add_argument("staff_id")
@@ -51,6 +51,20 @@ def _cmd(sub: Any, name: str, help_: str) -> argparse.ArgumentParser:
     return p
 
 
+RETIRED_ENROL = (
+    "hallfleet: `gallery enrol` is retired: it enrolled faces without a consent record or the quality gates.\n"
+    "  Enrol with: hallfleet provision staff --site SITE --photos DIR --consent consent.csv [--roster roster.csv]\n"
+    "  (DIR/<staff_id>.jpg or DIR/<staff_id>/*.jpg; consent.csv: one row per person with the signed form's"
+    " reference). Add --dry-run to check everything first.\n"
+    "  停用: `gallery enrol` 不记录本人同意、不做照片质量检查。请改用 `hallfleet provision staff`。"
+)
+
+
+def _retired_enrol(_a: argparse.Namespace) -> int:
+    print(RETIRED_ENROL, file=sys.stderr)
+    return 2
+
+
 def _run(a: argparse.Namespace, name: str) -> int:
     cfg = load_settings(ConsumerConfig, a.config)
     if name == "key":
@@ -66,13 +80,7 @@ async def _with_store(a: argparse.Namespace, cfg: ConsumerConfig, name: str) -> 
     store = await Store.open(cfg.store.url)
     try:
         by, now = a.by or current_user(), SystemClock().now()
-        if name == "enrol":
-            encodings = await asyncio.to_thread(_encodings, a.photos)
-            v = await gallery.enrol(
-                store, a.site, a.staff_id, encodings, by=by, at=now, min_shots=cfg.gallery.min_shots
-            )
-            print(f"{a.staff_id} enrolled at {a.site} with {len(encodings)} photos: gallery version {v}")
-        elif name == "revoke":
+        if name == "revoke":
             within = timedelta(hours=cfg.gallery.revoke_within_h)
             v = await gallery.revoke(store, a.site, a.staff_id, by=by, at=now, within=within, reason=a.reason)
             print(
@@ -83,25 +91,6 @@ async def _with_store(a: argparse.Namespace, cfg: ConsumerConfig, name: str) -> 
         return 0
     finally:
         await store.close()
-
-
-def _encodings(photos: list[Path]) -> list[Any]:
-    """One encoding per photo; a photo with no face or several faces is refused by name."""
-    from PIL import Image
-
-    from drivers.face.gallery import encode_image
-
-    out = []
-    for path in photos:
-        try:
-            image = np.asarray(Image.open(path).convert("RGB"))
-        except OSError as exc:
-            raise gallery.GalleryAdminError(f"{path}: cannot read the photo ({exc})") from None
-        faces = encode_image(image)
-        if len(faces) != 1:
-            raise gallery.GalleryAdminError(f"{path}: {len(faces)} faces found; each photo must show exactly one")
-        out.append(faces[0])
-    return out
 
 
 async def _status(store: Store, site: str) -> None:

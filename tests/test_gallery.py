@@ -98,3 +98,20 @@ def test_a_bad_key_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "gallery-key").write_text("not base64!")
     with pytest.raises(GalleryError, match="base64"):
         GalleryStore(GalleryConfig(path=tmp_path / "g", key_file=tmp_path / "gallery-key"), "qp", "att-1")
+
+
+def test_gallery_enrol_is_retired_and_points_to_the_gated_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN the old second door `hallfleet gallery enrol SITE STAFF photo...` (no consent record, no quality
+    gates) WHEN run THEN it refuses with exit code 2, names `hallfleet provision staff` with its consent file,
+    and opens no store: no face gets in without consent."""
+    from hallfleet.cli import main
+
+    config = tmp_path / "centre.toml"
+    config.write_text(f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path / "never.db"}"\n')
+    code = main(["gallery", "enrol", "qp", "S0001", str(tmp_path / "a.jpg"), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "hallfleet provision staff --site SITE --photos DIR --consent consent.csv" in err and "停用" in err
+    assert not (tmp_path / "never.db").exists()
