@@ -6,6 +6,7 @@ puts it in ``$CREDENTIALS_DIRECTORY`` (used when no file is named).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,7 @@ from agent.roles.rating import RatingConfig
 from agent.roles.sim import SimConfig
 from agent.selfheal import AppWatchConfig
 from protocol.envelope import Segment
-from protocol.settings import MqttConfig, Section, TomlSettings
+from protocol.settings import ConfigError, MqttConfig, Section, TomlSettings
 
 
 class OutboxConfig(Section):
@@ -81,6 +82,23 @@ class AgentConfig(TomlSettings):
         if self.role == "rating" and self.rating is None:
             raise ValueError("role 'rating' needs a [rating] section (window, keypad, queue)")
         return self
+
+    def check_files(self) -> None:
+        """What the agent needs from the disk, checked at start before anything opens: each problem is one line
+        naming the key (ConfigError), not a traceback from deep inside TLS, SQLite or the link's first connect."""
+        tls = self.mqtt.tls
+        files = [] if tls is None else [("mqtt.tls.ca_file", tls.ca_file)]
+        if tls is not None and tls.cert_file is not None and tls.key_file is not None:
+            files += [("mqtt.tls.cert_file", tls.cert_file), ("mqtt.tls.key_file", tls.key_file)]
+        for key, path in files:
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"{key} = {path}: not readable (LoadCredential= puts it in $CREDENTIALS_DIRECTORY)")
+        self.mqtt.password()  # a named password file that cannot be read is a ConfigError naming it
+        parent = self.outbox.path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent  # the outbox creates missing directories: the first existing one must be writable
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"outbox.path = {self.outbox.path}: {parent} is not writable for this user")
 
     @property
     def client_id(self) -> str:

@@ -80,6 +80,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from protocol.settings import load_settings
 
     cfg = load_settings(AgentConfig, args.config)
+    cfg.check_files()  # TLS files, password, outbox directory: one line each, before anything opens
     return _run(run_until_signal(Agent(cfg)))
 
 

@@ -55,10 +55,33 @@ def _user_cmd(sub: Any, name: str, help_: str, handler: Any) -> argparse.Argumen
 
 
 # -- hallfleet api -----------------------------------------------------------------------------------
+class ApiStartupError(Exception):
+    """An expected failure to start (the store, a credential), said in one line: no traceback unless -v."""
+
+
 def _cmd_api(a: argparse.Namespace) -> int:
     cfg = load_api_config(a.config)
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except ApiStartupError as exc:
+        log.debug("API start-up failed", exc_info=True)
+        print(f"hallfleet api: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def _open_store(url: str) -> Store:
+    from sqlalchemy.engine import make_url
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: say so without echoing it (it may hold a password)
+        raise ApiStartupError("store.url (the consumer's TOML) is not an SQLAlchemy URL") from None
+    try:
+        return await asyncio.wait_for(Store.open(url), 60)
+    except (Exception, TimeoutError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ApiStartupError(f"cannot open the store {shown}: {type(exc).__name__}: {first}") from exc
 
 
 async def serve(cfg: ApiConfig) -> None:
@@ -76,7 +99,8 @@ async def serve(cfg: ApiConfig) -> None:
     # Secrets first (ack links, metrics token): a weak one is a one-line error before anything opens.
     cfg.centre_or_default.alerts.ack_secret()
     cfg.metrics_token()
-    store = await Store.open(cfg.centre_or_default.store.url)
+    cfg.centre_or_default.mqtt.password()  # a named password file that cannot be read: one line, not a retry loop
+    store = await _open_store(cfg.centre_or_default.store.url)
     app = create_app(cfg, store, None)
     server = Server(
         uvicorn.Config(
