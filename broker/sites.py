@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from broker.attendance.policy import PunchPolicy
+from broker.attendance.proxy_policy import ProxyClockingPolicy
 from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
 from broker.ratings.policy import RatingPolicy
 from protocol.settings import Section
@@ -113,6 +114,10 @@ class SiteConfig(Section):
     attendance: PunchPolicy = Field(default_factory=PunchPolicy, description="How staff punches are judged here")
     ratings: RatingPolicy = Field(
         default_factory=RatingPolicy, description="好差评: proxy patterns, follow-up deadlines"
+    )
+    proxy_clocking: ProxyClockingPolicy = Field(
+        default_factory=ProxyClockingPolicy,
+        description="代打卡: which punch patterns are flagged, what a confirmed one does",
     )
 
     @cached_property

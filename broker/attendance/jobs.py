@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from broker.alerts.routing import Router
 from broker.attendance.ab import Gap, coverage_gaps
+from broker.attendance.clocking_jobs import ClockingScan
 from broker.attendance.locking import lock_due
 from broker.attendance.model import StaffDay
 from broker.attendance.service import load_period, staff_days
@@ -35,6 +36,7 @@ class AttendanceJobs:
         self.store = store
         self.sites = sites
         self.router = router
+        self.clocking = ClockingScan(store, sites, router)  # proxy-clocking flags (clocking_jobs.py)
 
     async def tick(self, now: datetime) -> None:
         async def compute(site: str, first: date, last: date) -> list[StaffDay]:
@@ -45,6 +47,7 @@ class AttendanceJobs:
             log.info("attendance: %d staff-day(s) locked at their correction deadline", locked)
         for site in await self._sites_with_staff():
             await self._ab_check(site, now)
+        await self.clocking.tick(now)
 
     async def _sites_with_staff(self) -> list[str]:
         return [r.site for r in await self.store.fetch(sa.select(staff.c.site).distinct())]

@@ -35,6 +35,7 @@ from broker.attendance.faults import fault_windows
 from broker.attendance.labels import VERDICT_ZH
 from broker.attendance.model import Exception_, FaultWindow, Punch, StaffDay, Verdict
 from broker.attendance.policy import PunchPolicy
+from broker.attendance.proxy_clocking import confirmed_proxy, without_confirmed
 from broker.attendance.roster import StaffMember, roster
 from broker.attendance.verdicts import EXCUSED_NOTE, judge_day
 from broker.sites import SiteConfig, Sites
@@ -160,6 +161,7 @@ async def load_period(store: Store, sites: Sites, site: str, first: date, last: 
     async with store.engine.connect() as conn:
         members = await roster(conn, site, first, last)
         punches = await load_punches(conn, site, start, end, policy) if judged_first <= judged_last else {}
+        punches = without_confirmed(punches, await confirmed_proxy(conn, site, start, end), cfg.proxy_clocking)
         exceptions = await exceptions_for(conn, site, first, last, zone=cal.zone)
         faults = await fault_windows(conn, site, start, end)
         locks = await locks_for(conn, site, first, last)

@@ -464,6 +464,26 @@ rating_flags = sa.Table(
     comment="suspected proxy ratings (SJ 001:1033) for a person to review; the rating itself is never changed",
 )
 
+clocking_flags = sa.Table(
+    "clocking_flags",
+    metadata,
+    sa.Column("event_id", sa.String(36), primary_key=True, comment="the attendance.punch event"),
+    sa.Column("pattern", sa.String(24), primary_key=True, comment="chain|too_fast|after_refusal|on_leave"),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("staff_id", sa.String(64), nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("punched_at", UtcDateTime, nullable=False, comment="the time the attendance rules use"),
+    sa.Column("detail", sa.String(500), nullable=False, comment="why, in Chinese"),
+    sa.Column("flagged_at", UtcDateTime, nullable=False),
+    sa.Column("reviewed_by", sa.String(64), nullable=True),
+    sa.Column("reviewed_at", UtcDateTime, nullable=True),
+    sa.Column("verdict", sa.String(16), nullable=True, comment="proxy (属实代打卡) | honest (正常打卡)"),
+    sa.Column("note", sa.String(500), nullable=False, server_default=""),
+    sa.Index("clocking_flags_site_punched", "site", "punched_at"),
+    comment="suspected proxy clocking (SJ 001) for a person to review; a confirmed one stops counting, per site",
+)
+
 rating_followups = sa.Table(
     "rating_followups",
     metadata,

@@ -1,0 +1,177 @@
+"""Proxy clocking at the centre (broker/attendance/proxy_clocking.py, clocking_jobs.py) on both store backends:
+each pattern is flagged with its reason in Chinese, honest sequences are not, a scan is idempotent and tells
+window management once, and a reviewer's verdict feeds the attendance record per site policy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from broker.alerts.routing import AlertsConfig, RouteConfig, Router
+from broker.attendance.clocking_jobs import ClockingScan
+from broker.attendance.exceptions import file_exception
+from broker.attendance.model import Punch, Verdict
+from broker.attendance.proxy_clocking import ClockingFlagError, detect, review
+from broker.attendance.proxy_policy import ProxyClockingPolicy
+from broker.attendance.roster import StaffMember, import_roster
+from broker.attendance.service import staff_days
+from broker.sites import SiteConfig, Sites
+from broker.store.db import Store
+from broker.store.schema import audit_log, clocking_flags, events, notifications
+from protocol.clock import HALL_ZONE
+from protocol.ids import uuid7
+
+SITE = "qp"
+TUE = date(2026, 11, 24)  # default calendar: Mon-Fri 09:00-12:00, 13:30-17:30
+ROUTE = RouteConfig(device_classes=["attendance"], steps=["proxy_suspect"], roles=["window_management"])
+ALERTS = AlertsConfig.model_validate(
+    {
+        "channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/x"}},
+        "recipients": {"wm": {"role": "window_management", "channel": "hook"}},
+        "routes": [r.model_dump() for r in [*AlertsConfig().routes, ROUTE]],
+    }
+)
+
+
+def sites(**policy: Any) -> Sites:
+    return Sites({SITE: SiteConfig(name="青浦", proxy_clocking=ProxyClockingPolicy(**policy))})
+
+
+def at(h: int, m: int = 0, s: float = 0, day: date = TUE) -> datetime:
+    return datetime(day.year, day.month, day.day, h, m, tzinfo=HALL_ZONE) + timedelta(seconds=s)
+
+
+def event(kind: str, when: datetime, device: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "site": SITE, "device": device, "id": uuid7(), "type": kind, "seq": int(when.timestamp() * 1000),
+        "boot_id": "b", "ts": when, "clock_synced": True, "replayed": False, "received_at": when,
+        "data": json.dumps(data),
+    }  # fmt: skip
+
+
+def punch(when: datetime, staff: str, device: str = "att-1", method: str = "face") -> dict[str, Any]:
+    return event("attendance.punch", when, device, {"staff_id": staff, "method": method})
+
+
+def refusal(when: datetime, staff: str, device: str = "att-1") -> dict[str, Any]:
+    data = {"method": "face", "reason": "not_live", "staff_id": staff, "detail": "no blink"}
+    return event("attendance.punch_rejected", when, device, data)
+
+
+async def insert(store: Store, *rows: dict[str, Any]) -> list[str]:
+    async with store.engine.begin() as conn:
+        await conn.execute(events.insert(), list(rows))
+    return [r["id"] for r in rows]
+
+
+async def flagged(store: Store) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for r in await store.fetch(sa.select(clocking_flags)):
+        out.setdefault(r.event_id, set()).add(r.pattern)
+    return out
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await Store.open(store_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_each_pattern_is_flagged_with_its_reason_and_honest_punches_are_not(store: Store) -> None:
+    """GIVEN a morning's punches at three terminals THEN: three colleagues punched 4 s apart at one terminal are a
+    chain (a queue 20 s apart is not); one person at two terminals 40 s apart is too fast (not between the two
+    that stand side by side); a fingerprint punch two minutes after a not_live refusal for that person is
+    flagged (a face punch after it, or a fingerprint punch with no refusal, is not); a punch inside approved
+    leave is flagged (one after the leave ends is not)."""
+    cfg = sites(same_place=[["att-1", "att-3"]])
+    await import_roster(store, [StaffMember(SITE, "S11", "张三", "区税务局", "W1", "A", date(2026, 1, 1))],
+                        by="it", at=at(7))  # fmt: skip
+    await file_exception(store, cfg, SITE, "S11", "leave", at(9), at(12), by="wm", at=at(7), reason="病假")
+    chain = await insert(store, *(punch(at(8, 50, 4 * i), s) for i, s in enumerate(["S1", "S2", "S3"])))
+    queue = await insert(store, *(punch(at(8, 52, 20 * i), s, "att-2") for i, s in enumerate(["S4", "S5", "S6"])))
+    fast = await insert(store, punch(at(9), "S7", "att-1"), punch(at(9, 0, 40), "S7", "att-2"))
+    side = await insert(store, punch(at(9, 5), "S8", "att-1"), punch(at(9, 5, 30), "S8", "att-3"))
+    await insert(store, refusal(at(9, 10), "S9"), refusal(at(9, 10, 30), "S9"), refusal(at(9, 9), "S10"))
+    fallback = await insert(store, punch(at(9, 12), "S9", method="fingerprint"))
+    honest = await insert(store, punch(at(9, 12, 30), "S10"), punch(at(9, 13), "S12", method="qr"))
+    leave = await insert(store, punch(at(10), "S11", "att-2"), punch(at(13), "S11", "att-2"))
+
+    new = await ClockingScan(store, cfg, Router(ALERTS)).scan(SITE, at(14))
+
+    found = await flagged(store)
+    assert {e: found[e] for e in chain} == {e: {"chain"} for e in chain}
+    assert {e: found[e] for e in fast} == {e: {"too_fast"} for e in fast}
+    assert found[fallback[0]] == {"after_refusal"} and found[leave[0]] == {"on_leave"}
+    assert not set(found) & {*queue, *side, *honest, leave[1]}, found
+    details = {r.pattern: r.detail for r in await store.fetch(sa.select(clocking_flags))}
+    assert "连续为 3 人打卡" in details["chain"] and "40 秒后又在终端 att-2 打卡" in details["too_fast"]
+    assert "2 次活体检测未通过" in details["after_refusal"] and "以指纹打卡" in details["after_refusal"]
+    assert "请假" in details["on_leave"]
+    assert len(new) == 7 and "09:10:00 起" in details["after_refusal"]  # hall time, not UTC
+    [notice] = await store.fetch(sa.select(notifications).where(notifications.c.step == "proxy_suspect"))
+    assert "疑似代打卡" in notice.subject + notice.body
+
+
+async def test_a_scan_is_idempotent_and_a_reviewed_flag_stays_reviewed(store: Store) -> None:
+    """GIVEN a chain flagged and one of its punches reviewed WHEN the same days are scanned again THEN nothing new
+    is raised, no second notice goes out, and the review stands; a bad verdict or an unknown id is refused."""
+    cfg = sites()
+    ids = await insert(store, *(punch(at(8, 50, 3 * i), s) for i, s in enumerate(["S1", "S2", "S3"])))
+    scan = ClockingScan(store, cfg, Router(ALERTS))
+    assert len(await scan.scan(SITE, at(14))) == 3
+    rows = await review(store, ids[0][:20], "honest", by="wm", at=at(15), note="排队, 已看录像")
+    assert [r.verdict for r in rows] == ["honest"]
+    assert await scan.scan(SITE, at(16)) == []
+    assert len(await store.fetch(sa.select(notifications).where(notifications.c.step == "proxy_suspect"))) == 1
+    [row] = await store.fetch(sa.select(clocking_flags).where(clocking_flags.c.event_id == ids[0]))
+    assert (row.verdict, row.reviewed_by) == ("honest", "wm")
+    [logged] = await store.fetch(sa.select(audit_log).where(audit_log.c.action == "clocking.review"))
+    assert logged.actor == "wm"
+    with pytest.raises(ClockingFlagError, match="proxy"):
+        await review(store, ids[1], "maybe", by="wm", at=at(15))  # type: ignore[arg-type]
+    with pytest.raises(ClockingFlagError, match="no flagged punch"):
+        await review(store, "nope", "proxy", by="wm", at=at(15))
+
+
+@pytest.mark.parametrize(("confirmed", "verdict"), [("not_counted", Verdict.MISSING_IN), ("noted", Verdict.ON_TIME)])
+async def test_a_confirmed_proxy_punch_feeds_the_record_per_site_policy(
+    store: Store, confirmed: str, verdict: Verdict
+) -> None:
+    """GIVEN S1's face refused as not live, then a fingerprint sign-in two minutes later (flagged after_refusal) and
+    an honest sign-out WHEN a reviewer confirms the sign-in as proxy clocking THEN with the default policy the
+    day is judged without it (未签到: 非正常考勤 unless evidence is filed), and with "noted" it still counts.
+    Before the review the flag changes nothing."""
+    cfg = sites(confirmed=confirmed)
+    await import_roster(store, [StaffMember(SITE, "S1", "张三", "区税务局", "W1", "A", date(2026, 1, 1))],
+                        by="it", at=at(7))  # fmt: skip
+    await insert(store, refusal(at(8, 50), "S1"))
+    [sign_in] = await insert(store, punch(at(8, 52), "S1", method="fingerprint"))
+    await insert(store, punch(at(17, 40), "S1", "att-2"))
+    await ClockingScan(store, cfg, Router(ALERTS)).scan(SITE, at(18))
+    [before] = await staff_days(store, cfg, SITE, TUE, TUE, now=at(20))
+    assert before.verdict == Verdict.ON_TIME
+    await review(store, sign_in, "proxy", by="wm", at=at(19), note="监控显示本人未到")
+    [after] = await staff_days(store, cfg, SITE, TUE, TUE, now=at(20))
+    assert after.verdict == verdict, after
+
+
+def test_two_colleagues_are_no_chain_and_a_disabled_policy_flags_nothing() -> None:
+    """chain_count 3: two different people 2 s apart are a pair at the door, not a chain; the same person twice
+    is one person. enabled=false: nothing at all."""
+
+    def p(i: int, staff: str, s: float) -> Punch:
+        return Punch(f"e{i}", staff, at(8, 50, s), "face", "att-1")
+
+    pair = [p(0, "S1", 0), p(1, "S2", 2), p(2, "S2", 4)]
+    assert detect(pair, [], {}, ProxyClockingPolicy(), HALL_ZONE) == []
+    chain = [*pair, p(3, "S3", 6)]
+    assert {f.pattern for f in detect(chain, [], {}, ProxyClockingPolicy(), HALL_ZONE)} == {"chain"}
+    assert detect(chain, [], {}, ProxyClockingPolicy(enabled=False), HALL_ZONE) == []
