@@ -113,9 +113,9 @@ def _table(model: BaseModel, path: list[str], mask: bool, skip: frozenset[str]) 
                 yield f"# {name} = ...  (unset)"
             else:
                 yield f"{_key(name)} = {toml_value(mask_secrets(value, name) if mask else value)}"
-    for sub_path, sub, field, array in later:
+    for sub_path, sub, info, array in later:
         yield ""
-        if doc := _doc_of(field, sub):
+        if doc := _doc_of(info, sub):
             yield from _comment(doc)
         header = ".".join(_key(p) for p in sub_path)
         yield f"[[{header}]]" if array else f"[{header}]"
