@@ -79,7 +79,7 @@ def _api_routes(routes: list[Any]) -> list[APIRoute]:
 
 def page_operations(routes: list[Any]) -> list[Operation]:
     """The dashboard's routes, from FastAPI's own view of their parameters."""
-    ops = []
+    ops: list[Operation] = []
     for r in _api_routes(routes):
         if r.include_in_schema or r.path == "/events/stream":
             continue
