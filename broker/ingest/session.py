@@ -24,7 +24,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import mqtt5
 
@@ -267,9 +267,10 @@ class Session(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        # A cast, not an isinstance check: uvloop's TCP transport (the consumer runs on uvloop) has every
+        # method of asyncio.Transport without deriving from it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
