@@ -542,3 +542,38 @@ async def test_a_forecast_raises_the_restock_task_before_a_24_hour_kiosk_runs_dr
 async def _task_state(hall: Hall, task_id: str, state: str) -> bool:
     rows = await hall.store.fetch(sa.select(tasks.c.state).where(tasks.c.id == task_id))
     return rows[0].state == state
+
+
+async def test_the_registered_24_hour_status_decides_not_the_device_name(scene: Scene) -> None:
+    """GIVEN kiosk-1 moved into the 24-hour area and registered as such, and kiosk-24h-1 registered as an
+    opening-hours kiosk (its name matches the deprecated always_on pattern) WHEN both go down on a Friday at
+    16:50 THEN kiosk-1's clock counts wall-clock time and kiosk-24h-1's pauses at closing time; the change is
+    audited; a device never heard of cannot be registered (the message says why)."""
+    from broker.rules.devices import set_hours24
+    from broker.store.schema import audit_log
+
+    scene.clock.t = FRIDAY_1650
+    hall = await scene.start()
+    moved, named = scene.device("kiosk-1"), scene.device("kiosk-24h-1")
+    for k in (moved, named):
+        k.birth()
+    await wait_until(lambda: hall.store.scalar(sa.text("SELECT count(*) = 2 FROM devices")), what="two devices")
+    async with hall.store.engine.begin() as conn:
+        assert await set_hours24(conn, "qp/kiosk-1", True, by="wang", at=FRIDAY_1650) is None
+        assert await set_hours24(conn, "qp/kiosk-24h-1", False, by="wang", at=FRIDAY_1650) is None
+        with pytest.raises(actions.ActionError, match="never connected"):
+            await set_hours24(conn, "qp/kiosk-9", True, by="wang", at=FRIDAY_1650)
+    for k in (moved, named):
+        k.state("down")
+    a = await one_incident(hall, "open", device="kiosk-1")
+    b = await one_incident(hall, "open", device="kiosk-24h-1")
+    assert (a.hours24, b.hours24) == (True, False)
+    assert a.next_step_at == datetime(2026, 11, 27, 16, 50, 30, tzinfo=HALL_ZONE)
+    assert b.next_step_at == datetime(2026, 11, 27, 16, 50, 30, tzinfo=HALL_ZONE)  # T+0 inside opening hours
+    audits = await hall.store.fetch(sa.select(audit_log.c.action, audit_log.c.target))
+    assert [tuple(r) for r in audits] == [("device.hours24", "qp/kiosk-1"), ("device.hours24", "qp/kiosk-24h-1")]
+    scene.clock.advance(minutes=25)  # 17:15: the 24-hour kiosk warned at 20 minutes, the other paused at 17:00
+    await wait_until(lambda: hall.notifications(step="warning"), what="the 24-hour kiosk's warning")
+    await hall.settle()
+    rows = {r.device: r for r in await hall.incidents()}
+    assert (rows["kiosk-1"].step, rows["kiosk-24h-1"].step) == ("warned", "acted")
