@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from broker.api.fleet_words import FLEET_EN, FLEET_ZH
+
 LANGS = ("zh-CN", "en")
 
 ZH: dict[str, str] = {
@@ -310,7 +312,8 @@ EN: dict[str, str] = {
     "no_history": "No level readings yet",
 }
 
-WORDS = {"zh-CN": ZH, "en": EN}
+# The overview's and the device page's words live beside their enums (broker/api/fleet_words.py).
+WORDS = {"zh-CN": ZH | FLEET_ZH, "en": EN | FLEET_EN}
 
 
 def language(request: Request) -> str:

@@ -24,22 +24,24 @@ from broker.alerts.routing import verify_ack
 from broker.api import queries, views
 from broker.api.audit import staff_data_read
 from broker.api.auth import COOKIE, User, close_session, current_user, request_token, same_origin
+from broker.api.consumables_view import consumable_rows
 from broker.api.dispatch import dispatches_of
 from broker.api.i18n import language, words
 from broker.api.limits import form_fields
 from broker.api.live import END, LiveStream, still_valid
 from broker.api.login import Failure, log_in
 from broker.api.models import CommandIn, DispatchIn
-from broker.api.params import SEGMENT, DayQuery, EventId, IncidentId, UserName
+from broker.api.params import SEGMENT, DayQuery, EventId, IncidentId, PageNo, SiteQuery, UserName
 from broker.api.routes import attendance_day, send_command, set_session_cookie
 from broker.api.svg import stacked_bars_svg
 from broker.rules import actions
-from broker.store.schema import incidents
+from broker.store.schema import devices, incidents
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.filters["hall_time"] = views.hall_time
 Me = Annotated[User, Depends(current_user)]
 CHART_HISTORY = timedelta(days=7)  # how far back the consumables' level charts reach
+CONSUMABLES_PER_PAGE = 100
 
 router = APIRouter(include_in_schema=False)
 
@@ -107,21 +109,6 @@ async def logout_form(request: Request) -> Response:
 
 
 # -- pages -------------------------------------------------------------------------------------------
-@router.get("/", response_class=HTMLResponse)
-async def devices_page(request: Request, user: Me) -> HTMLResponse:
-    if not user.can("devices"):
-        raise HTTPException(403, "not allowed")
-    app = request.app.state
-    t = words(language(request))
-    rows = await app.store.fetch(queries.devices_query(user.site_filter()))
-    built = await views.device_rows(app.store, rows, app.clock.now(), t)
-    halls: dict[str, list[dict[str, Any]]] = {}
-    for d in built:
-        halls.setdefault(d["site"], []).append(d)
-    names = {s: app.sites[s].name or s for s in halls}
-    return render(request, "devices.html", user=user, halls=halls, names=names)
-
-
 @router.get("/incidents", response_class=HTMLResponse)
 async def incidents_page(request: Request, user: Me) -> HTMLResponse:
     if not user.can("incidents"):
@@ -184,18 +171,21 @@ async def command_form(request: Request, user: Me) -> Response:
 
 
 @router.get("/consumables", response_class=HTMLResponse)
-async def consumables_page(request: Request, user: Me) -> HTMLResponse:
+async def consumables_page(request: Request, user: Me, site: SiteQuery = None, page: PageNo = 1) -> HTMLResponse:
+    """A page of CONSUMABLES_PER_PAGE at a time (a fleet has thousands); the overview lists the ones at risk."""
     if not user.can("consumables"):
         raise HTTPException(403, "not allowed")
     lang = language(request)
     t = words(lang)
     app = request.app.state
     now = app.clock.now()
-    rows = await app.store.fetch(queries.consumables_query(user.site_filter()))
+    q = queries.consumables_query(user.site_filter(), site)
+    rows, total = await queries.page_of(app.store, q, page, CONSUMABLES_PER_PAGE)
     measured = sorted({r.key for r in rows if r.level_pct is not None})
     history = await queries.level_history(app.store, measured, now - CHART_HISTORY)
-    built = [views.consumable_row(r, lang, t, history.get((r.key, r.consumable)), now) for r in rows]
-    return render(request, "consumables.html", user=user, rows=built)
+    built = await consumable_rows(app.store, app.sites, rows, lang, t, now, history)
+    pages = {"page": page, "pages": max(1, -(-total // CONSUMABLES_PER_PAGE)), "total": total}
+    return render(request, "consumables.html", user=user, rows=built, pages=pages, site=site or "")
 
 
 @router.get("/attendance", response_class=HTMLResponse)
@@ -295,17 +285,25 @@ def _kind(row: Any, request: Request) -> str:
 
 
 # -- the live stream ---------------------------------------------------------------------------------
+# SITE/DEVICE,SITE/DEVICE,...: the devices a page shows (the overview's page of 50), so a client of a
+# 10,000-device fleet is not sent every device's row.
+StreamDevices = Annotated[
+    str | None, Query(max_length=140 * 200, pattern=r"^[A-Za-z0-9_/,-]*$", description="Only these devices' rows")
+]
+
+
 @router.get("/events/stream")
-async def event_stream(request: Request, user: Me) -> LiveStream:
+async def event_stream(request: Request, user: Me, devices: StreamDevices = None) -> LiveStream:
     """Server-sent events: every ``stream_poll_s`` the store is read, and each device, incident or command
     whose row changed is sent as the HTML row the page shows. The first round sends everything, so a client
     that reconnects (EventSource does by itself) catches up. The session is checked again before every round
     (broker/api/live.py): the stream ends with the session."""
     app = request.app.state
-    return LiveStream(_changes(request, user), user, app.streams, app.cfg.streams_per_user)
+    only = None if devices is None else frozenset(k for k in devices.split(",") if k)
+    return LiveStream(_changes(request, user, only), user, app.streams, app.cfg.streams_per_user)
 
 
-async def _changes(request: Request, user: User) -> AsyncIterator[str]:
+async def _changes(request: Request, user: User, only: frozenset[str] | None = None) -> AsyncIterator[str]:
     app = request.app.state
     lang = language(request)
     seen: dict[str, Any] = {}
@@ -316,7 +314,7 @@ async def _changes(request: Request, user: User) -> AsyncIterator[str]:
             yield END
             return
         sent = 0
-        for event, dom_id, html in await _changed_rows(request, user, lang, since, seen):
+        for event, dom_id, html in await _changed_rows(request, user, lang, since, seen, only):
             sent += 1
             yield f"event: {event}\ndata: {json.dumps({'id': dom_id, 'html': html}, ensure_ascii=False)}\n\n"
         idle = 0 if sent else idle + app.cfg.stream_poll_s
@@ -334,7 +332,7 @@ def _fresh(seen: dict[str, Any], dom_id: str, fingerprint: Any) -> bool:
 
 
 async def _changed_rows(
-    request: Request, user: User, lang: str, since: datetime, seen: dict[str, Any]
+    request: Request, user: User, lang: str, since: datetime, seen: dict[str, Any], only: frozenset[str] | None = None
 ) -> list[tuple[str, str, str]]:
     """(event, DOM id, row HTML) of every row whose fingerprint differs from what this client was sent."""
     app = request.app.state
@@ -343,8 +341,9 @@ async def _changed_rows(
     now = app.clock.now()
     sites = user.site_filter()
     out: list[tuple[str, str, str]] = []
-    if user.can("devices"):
-        rows = await app.store.fetch(queries.devices_query(sites))
+    if user.can("devices") and only != frozenset():
+        q = queries.devices_query(sites)
+        rows = await app.store.fetch(q if only is None else q.where(devices.c.key.in_(sorted(only)[:200])))
         changed = [r for r in rows if _fresh(seen, "dev:" + r.key, (r.presence, r.presence_since))]
         for d in await views.device_rows(app.store, changed, now, t):
             out.append(("device", d["dom_id"], views.render_row(env, "row_device.html", d, t)))

@@ -11,9 +11,8 @@ import sqlalchemy as sa
 from jinja2 import Environment
 
 from broker.api import queries
-from broker.api.svg import availability, level_chart_svg, level_svg, segments, timeline_svg
-from broker.rules.consumables import consumable_label
-from broker.rules.incidents import kind_label
+from broker.api.fleet_words import incident_kind_label
+from broker.api.svg import availability, segments, timeline_svg
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import presence_history
@@ -57,7 +56,8 @@ async def device_rows(store: Store, rows: list[Any], now: datetime, t: dict[str,
                 "key": r.key,
                 "site": r.site,
                 "device": r.device,
-                "role": r.role or "-",
+                "role": t.get(f"role.{r.role}", r.role or "-"),
+                "href": f"/devices/{r.site}/{r.device}",
                 "presence": r.presence,
                 "presence_label": t.get(r.presence, r.presence),
                 "since": hall_time(r.presence_since),
@@ -89,7 +89,7 @@ def incident_row(
         "key": r.key,
         "site": r.site,
         "device": r.device,
-        "kind": kind_label(r.kind, lang),
+        "kind": incident_kind_label(r.kind, lang),
         "severity": r.severity,
         "severity_label": t.get(r.severity, r.severity),
         "state": r.state,
@@ -133,32 +133,12 @@ def command_row(r: Any, t: dict[str, str]) -> dict[str, Any]:
         "dom_id": f"cmd-{r.id}",
         "id": r.id,
         "key": r.key,
-        "name": r.name,
+        "name": t.get(f"command.{r.name}", r.name),
         "issuer": r.issuer,
         "issued": hall_time(r.issued_at),
         "state": r.state,
         "state_label": t.get(r.state, r.state),
         "detail": r.refusal or (json.dumps(result, ensure_ascii=False)[:200] if result else ""),
-    }
-
-
-def consumable_row(
-    r: Any, lang: str, t: dict[str, str] | None = None, points: list[Any] | None = None, now: datetime | None = None
-) -> dict[str, Any]:
-    zh, en = consumable_label(r.consumable)
-    chart = ""
-    if points and t is not None and now is not None:
-        title = f"{r.key} {en if lang == 'en' else zh}: {t['level_chart']}"
-        chart = level_chart_svg(points, now, r.empty_forecast, t, title)
-    return {
-        "chart": chart,
-        "key": r.key,
-        "consumable": en if lang == "en" else zh,
-        "state": r.state,
-        "level": "-" if r.level_pct is None else f"{r.level_pct:.0f}%",
-        "svg": level_svg(r.level_pct),
-        "updated": hall_time(r.updated_at),
-        "forecast": hall_time(r.empty_forecast, "%m-%d %H:%M"),
     }
 
 

@@ -68,6 +68,13 @@ _NAMES = {
     "a4_paper": ("A4纸", "A4 paper"),
     "ink": ("墨盒", "ink"),
     "drum": ("感光鼓", "drum"),
+    "waste": ("废粉盒", "waste box"),
+    "developer": ("显影剂", "developer"),
+    "fuser": ("定影器", "fuser"),
+    "transfer": ("转印组件", "transfer unit"),
+    "staples": ("订书钉", "staples"),
+    "ribbon": ("色带", "ribbon"),
+    "cleaner": ("清洁组件", "cleaner unit"),
 }
 _COLOURS = {"black": "黑色", "cyan": "青色", "magenta": "品红", "yellow": "黄色"}
 
@@ -360,6 +367,26 @@ def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     sxx = sum((x - mx) ** 2 for x in xs)
     sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     return sxy / sxx if sxx > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptEstimate:
+    """What a near-end roll still prints, as the forecast reckons it: an estimate (the printer only says
+    ok / near end / end), shown labelled as one."""
+
+    left: int
+    printed_since_low: int
+    after_near_end: int
+
+
+def receipt_estimate(row: Any, latest_counter: int | None, after_near_end: int) -> ReceiptEstimate | None:
+    """The same reckoning as the forecast (_receipts_left), for the page: None where the rule has none."""
+    if latest_counter is None or row.consumable != THERMAL_PAPER or row.state == "empty":
+        return None
+    left = _receipts_left(row, [(row.updated_at, latest_counter)], after_near_end)
+    if left is None:
+        return None
+    return ReceiptEstimate(left, latest_counter - row.usage_at_low, after_near_end)
 
 
 def _receipts_left(row: Any, counter: Sequence[tuple[datetime, int]], after_near_end: int) -> int | None:

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.store.schema import audit_log, commands, device_configs
+from broker.store.schema import audit_log, commands, device_configs, device_labels
 from protocol.commands import NEXT_STATES, Command, CommandAck, CommandState, ConfigReport, DesiredConfig
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,7 @@ async def insert_config(
             issued_at=at,
         )
     )
+    await _replace_labels(conn, key, config.get("labels"))
     await audit(
         conn,
         at=at,
@@ -176,6 +177,14 @@ async def insert_config(
         detail={"version": desired.version, "config": config},
     )
     return desired
+
+
+async def _replace_labels(conn: AsyncConnection, key: str, labels: Any) -> None:
+    """The newest desired config's labels become the device's (the overview filters on them)."""
+    await conn.execute(device_labels.delete().where(device_labels.c.key == key))
+    if isinstance(labels, dict) and labels:
+        rows = [{"key": key, "name": str(n)[:64], "value": str(v)[:200]} for n, v in labels.items()]
+        await conn.execute(device_labels.insert(), rows)
 
 
 async def apply_config_report(

@@ -58,6 +58,17 @@ devices = sa.Table(
     ),
     sa.Index("devices_site", "site"),
     sa.Index("devices_stale", "presence", "stale_after"),
+    sa.Index("devices_role_site", "role", "site"),
+)
+
+device_labels = sa.Table(
+    "device_labels",
+    metadata,
+    sa.Column("key", sa.String(140), primary_key=True, comment="{site}/{device}"),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+    sa.Index("device_labels_name_value", "name", "value", "key"),
+    comment="labels from the device's newest desired config (zone, window ...), for the overview's filter",
 )
 
 presence_history = sa.Table(
@@ -88,6 +99,7 @@ events = sa.Table(
     sa.Column("data", sa.Text, nullable=False, comment="typed payload as JSON"),
     sa.Index("events_device_seq", "site", "device", "seq"),
     sa.Index("events_type_ts", "type", "ts"),
+    sa.Index("events_device_type_ts", "site", "device", "type", "ts"),
 )
 
 dead_letters = sa.Table(
@@ -302,6 +314,8 @@ consumable_levels = sa.Table(
     sa.Column("low_since", UtcDateTime, nullable=True),
     sa.Column("usage_at_low", sa.BigInteger, nullable=True, comment="usage counter when it first read low"),
     sa.Column("empty_forecast", UtcDateTime, nullable=True),
+    sa.Index("consumable_levels_state", "state"),
+    sa.Index("consumable_levels_forecast", "empty_forecast"),
 )
 
 service_records = sa.Table(
