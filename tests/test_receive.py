@@ -339,3 +339,21 @@ def test_the_receiver_works_on_uvloop_as_the_consumer_runs(mosquitto: LocalMosqu
     payloads, most, pauses = uvloop.run(body())
     assert sorted(payloads) == [-1, *range(300)] and payloads[1:] == list(range(300))
     assert most <= 50 and pauses >= 1
+
+
+async def test_closing_while_the_broker_never_answers_returns_at_once(tmp_path: Path) -> None:
+    """GIVEN a port that accepts TCP but never sends a CONNACK (a hung broker) WHEN the receiver is closed
+    while it waits THEN close() returns within two seconds, not after the 10 s connect timeout."""
+    server = await asyncio.start_server(lambda _r, _w: None, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        rx = Receiver(options(port, "rx-hung"))
+        await rx.__aenter__()
+        await asyncio.sleep(0.3)
+        assert not rx.connected
+        t0 = time.monotonic()
+        await rx.close()
+        assert time.monotonic() - t0 < 2.0
+        assert [b async for b in rx.batches()] == []
+    finally:
+        server.close()

@@ -23,10 +23,10 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mqtt5
 
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 # Mosquitto's own count of messages it dropped past its queue limits: the only trace of such a loss.
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
-CLOSE_WAIT_S = 10.0
+CLOSE_GRACE_S = 1.0  # after the DISCONNECT: a connect or backoff still running is cancelled
 DEFAULT_BACKOFF = Backoff(1.0, 60.0)  # MqttConfig's defaults
 
 
@@ -173,10 +173,11 @@ class Receiver:
             await session.disconnect()
         task, self._task = self._task, None
         if task is not None:
-            try:
-                await asyncio.wait_for(task, CLOSE_WAIT_S)
-            except TimeoutError:
-                log.error("receiver %s did not stop within %.0f s", self.options.client_id, CLOSE_WAIT_S)
+            done, _ = await asyncio.wait({task}, timeout=CLOSE_GRACE_S)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def wait_connected(self) -> None:
         """Until a connection is up and subscribed; raises the error that stopped the receiver."""
@@ -185,7 +186,7 @@ class Receiver:
                 raise self._fatal
             if self._stop.is_set():
                 raise NotConnected("the receiver is closed")
-            await self._wait_any(self._up, self._ended)
+            await _first(self._up.wait(), self._ended.wait())
 
     @property
     def connected(self) -> bool:
@@ -307,8 +308,10 @@ class Receiver:
                 "resumed" if connected.session_present else "new",
                 connected.keepalive_s,
             )
-            why = await session.wait_closed()
+            # close() may run while this connection was still being made: wait for either.
+            await _first(session.wait_closed(), self._stop.wait())
             if not self._stop.is_set():
+                why = session.closed_why()
                 raise LinkError(f"connection to {o.host}:{o.port} ended: {why}", why)
         finally:
             self._up.clear()
@@ -362,11 +365,12 @@ class Receiver:
         self.stats.last_error = str(exc)
         log.warning("receiver %s: %s", self.options.client_id, exc)
 
-    @staticmethod
-    async def _wait_any(*events: asyncio.Event) -> None:
-        waits = [asyncio.create_task(e.wait()) for e in events]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    """Until the first of ``waits`` finishes; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

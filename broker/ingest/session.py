@@ -221,7 +221,7 @@ class Session(asyncio.Protocol):
         except TimeoutError:
             session.abort()
             raise LinkError(f"no CONNACK from {where} within {timeout_s} s") from None
-        except LinkError:
+        except BaseException:  # the link broke, or the receiver is closing while we connect
             session.abort()
             raise
         if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
@@ -240,12 +240,14 @@ class Session(asyncio.Protocol):
         broker to close. Closing first would race a quick restart: Mosquitto may take the new CONNECT for
         this client id before reading our last PUBACKs, drop them with the old socket and send those
         messages again (seen in tests/test_receive.py)."""
-        if self._transport is not None and not self._transport.is_closing():
-            self._out += mqtt5.DisconnectPacket().write()
-            self._flush()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._closed), DISCONNECT_WAIT_S)
-        self.abort()
+        try:
+            if self._transport is not None and not self._transport.is_closing():
+                self._out += mqtt5.DisconnectPacket().write()
+                self._flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._closed), DISCONNECT_WAIT_S)
+        finally:
+            self.abort()
 
     def abort(self) -> None:
         """Drop the connection now, without DISCONNECT."""
@@ -256,6 +258,9 @@ class Session(asyncio.Protocol):
     async def wait_closed(self) -> str:
         """Wait until the connection ends; returns why."""
         return await asyncio.shield(self._closed)
+
+    def closed_why(self) -> str:
+        return self._closed.result() if self._closed.done() else ""
 
     @property
     def is_open(self) -> bool:
