@@ -357,3 +357,29 @@ async def test_closing_while_the_broker_never_answers_returns_at_once(tmp_path: 
         assert [b async for b in rx.batches()] == []
     finally:
         server.close()
+
+
+def test_the_consumer_options_keep_its_session_group_and_subscriptions() -> None:
+    """GIVEN a consumer config WHEN its receiver options are made THEN the client id, share group, bound,
+    keepalive and backoff are the config's, statuses are not shared and the $SYS counter is optional."""
+    from broker.config import ConsumerConfig, IngestConfig
+    from protocol.settings import MqttConfig
+
+    cfg = ConsumerConfig(
+        instance="c7",
+        mqtt=MqttConfig(port=1999, keepalive_s=15, backoff_initial_s=0.5, backoff_max_s=9),
+        ingest=IngestConfig(share_group="grp", receive_maximum=123),
+    )
+    o = ReceiverOptions.for_consumer(cfg)
+    assert (o.client_id, o.port, o.keepalive_s, o.receive_maximum) == ("consumer-c7", 1999, 15, 123)
+    assert o.backoff == Backoff(0.5, 9) and o.session_expiry_s == cfg.mqtt.session_expiry_s
+    patterns = {s.pattern: s for s in o.subscriptions}
+    assert set(patterns) == {
+        "$share/grp/hall/v1/+/+/evt/#",
+        "$share/grp/hall/v1/+/+/tele/health",
+        "$share/grp/hall/v1/+/+/cmd/ack",
+        "hall/v1/+/+/status",
+        "$SYS/broker/publish/messages/dropped",
+    }
+    assert not patterns["$SYS/broker/publish/messages/dropped"].required
+    assert all(s.required and s.qos == 1 for p, s in patterns.items() if p.startswith(("$share", "hall/")))
