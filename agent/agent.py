@@ -36,6 +36,7 @@ from protocol.transport import LinkOptions, Will
 if TYPE_CHECKING:
     from agent.roles.attendance import AttendanceRole
     from agent.roles.kiosk import KioskRole
+    from agent.roles.queue import QueueRole
     from agent.roles.rating import RatingRole
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Agent:
         self.kiosk: KioskRole | None = None
         self.attendance: AttendanceRole | None = None
         self.rating: RatingRole | None = None
+        self.queue: QueueRole | None = None
         self._role = self._make_role(registry)
         self.commands = CommandRunner(self.ctx, registry)
         self.link.on_command = self.commands.offer
@@ -135,6 +137,11 @@ class Agent:
             self.rating = RatingRole(self.ctx, cfg.rating)
             self.rating.register_commands(registry)
             return self.rating.run
+        if cfg.role == "queue" and cfg.queue is not None:
+            from agent.roles.queue import QueueRole
+
+            self.queue = QueueRole(self.ctx, cfg.queue)
+            return self.queue.run
         return None
 
     def _link_options(self, will: Will) -> LinkOptions:

@@ -16,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from agent.commands.update_config import UpdateConfig
 from agent.roles.attendance import AttendanceConfig
 from agent.roles.kiosk import KioskConfig
+from agent.roles.queue import QueueRoleConfig
 from agent.roles.rating import RatingConfig
 from agent.roles.sim import SimConfig
 from agent.selfheal import AppWatchConfig
@@ -43,7 +44,7 @@ class AgentConfig(TomlSettings):
 
     site: Segment = Field(description="Site (hall) id, e.g. 'qingpu'")
     device: Segment = Field(description="Device id, unique in its site")
-    role: Literal["sim", "kiosk", "attendance", "rating", "none"] = Field(
+    role: Literal["sim", "kiosk", "attendance", "rating", "queue", "none"] = Field(
         default="none", description="What the agent drives"
     )
     heartbeat_s: float = Field(default=30.0, ge=0.2, le=3600, description="Health telemetry interval")
@@ -59,6 +60,9 @@ class AgentConfig(TomlSettings):
     )
     rating: RatingConfig | None = Field(
         default=None, description="The 好差评 pad's window, keypad and queue-system adapter: with role = 'rating'"
+    )
+    queue: QueueRoleConfig | None = Field(
+        default=None, description="A ticket dispenser or call display and its queue system: with role = 'queue'"
     )
     app: AppWatchConfig | None = Field(default=None, description="The application this agent keeps alive")
     log_files: list[Path] = Field(default_factory=list, description="Logs that collect_logs may return")
@@ -81,6 +85,8 @@ class AgentConfig(TomlSettings):
             raise ValueError("role 'attendance' needs an [attendance] section (camera, fingerprint, qr)")
         if self.role == "rating" and self.rating is None:
             raise ValueError("role 'rating' needs a [rating] section (window, keypad, queue)")
+        if self.role == "queue" and self.queue is None:
+            raise ValueError("role 'queue' needs a [queue] section (kind, driver)")
         return self
 
     def check_files(self) -> None:

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 from protocol.bounds import Count, Int32, Line, Prose, Reading
 from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import MAX_EVENT_BYTES, Envelope, Frozen
+from protocol.queueing import QUEUE_EVENTS
 from protocol.topics import Kind, Topic
 
 
@@ -194,6 +195,7 @@ REGISTRY: dict[str, EventSpec] = {
         EventSpec("config.rejected", ConfigReport, Lane.CRITICAL),
         EventSpec("app.restart", AppRestart, Lane.CRITICAL),
         EventSpec("device.updated", DeviceUpdated, Lane.CRITICAL),
+        *(EventSpec(name, model, Lane.CRITICAL) for name, model in QUEUE_EVENTS.items()),  # protocol/queueing.py
     )
 }
 HEALTH_TYPE = "device.health"

@@ -33,14 +33,11 @@ own staff keys.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
-from http import HTTPStatus
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -48,6 +45,7 @@ from pydantic import Field, ValidationError, model_validator
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
 from agent.outbox import OutboxFull
+from drivers.http1 import HttpError, read_request, write_json
 from drivers.keypad import KeypadConfig, KeypadReader, SimulatedKeypad, SimulatedKeypadConfig
 from protocol.envelope import Frozen
 from protocol.events import PadState, RatingPadState, RatingSubmitted
@@ -303,42 +301,6 @@ class CallRefused(Exception):
     """A service call this pad will not take (another window's); the message says why."""
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-async def read_request(reader: asyncio.StreamReader, max_body: int) -> tuple[str, str, bytes]:
-    """Method, path and body of one HTTP/1.1 request; HttpError for what the queue system must fix."""
-    try:
-        parts = (await reader.readline()).decode("latin-1").split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise HttpError(400, "not an HTTP/1.x request line")
-        headers: dict[str, str] = {}
-        for _ in range(64):
-            line = (await reader.readline()).decode("latin-1")
-            if line.strip() == "":
-                break
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise HttpError(400, f"malformed header line {line.strip()[:60]!r}")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            raise HttpError(431, "more than 64 header lines")
-    except ValueError:  # a line longer than the stream's limit
-        raise HttpError(431, "a request or header line is too long") from None
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        raise HttpError(411, "send the body with Content-Length, not chunked")
-    length = headers.get("content-length", "0")
-    if not length.isdigit():
-        raise HttpError(400, f"bad Content-Length {length[:20]!r}")
-    if int(length) > max_body:
-        raise HttpError(413, f"body of {length} bytes: at most {max_body}")
-    return parts[0], parts[1], await reader.readexactly(int(length))
-
-
 def _reason(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:3])
 
@@ -365,19 +327,10 @@ class QueueServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, body = await self._answer(reader)
-            payload = json.dumps(body, ensure_ascii=False).encode()
-            head = (
-                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json; charset=utf-8\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + payload)
-            await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away: nothing to answer
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            writer.close()  # the client went away: nothing to answer
+            return
+        await write_json(writer, status, body)
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
         self.requests += 1

@@ -1,0 +1,78 @@
+"""The queue system's local HTTP API: ``GET {url}/records?after=N&limit=M`` answers ``{"records": [...]}``,
+oldest first (the form the hall's queue PC exports; drivers/queue/sim.py serves the same for the demo and the
+tests).
+
+Each record is read on its own, so one bad record is a ``BadRecord`` and the rest of the page still counts; a
+page that is not that JSON object, or a record without a usable number, is a QueueSystemError (the agent
+retries: nothing is skipped that it cannot name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import httpx
+from pydantic import Field, ValidationError
+
+from drivers.queue.record import BadRecord, QueueRecord, QueueSystemError
+from protocol.bounds import INT64_MAX
+from protocol.settings import Section
+
+MAX_PAGE_BYTES = 4 * 1024 * 1024  # 1,000 records of a few hundred bytes, with room
+
+
+class HttpQueueConfig(Section):
+    type: Literal["http"] = Field(default="http", description="Driver selector: the queue system's local HTTP API")
+    url: str = Field(
+        min_length=8, max_length=200, pattern=r"^https?://", description="Base URL, e.g. http://192.0.2.10:8090/api"
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="A request not answered within this fails")
+
+
+def _errors(exc: ValidationError) -> str:
+    # Where and what, never the value: a field the queue system misuses may hold personal data.
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
+
+
+def parse_page(body: Any, after: int) -> list[QueueRecord | BadRecord]:
+    """The records of one answer; QueueSystemError for a page that cannot be trusted as a whole."""
+    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+        raise QueueSystemError("page", 'the answer is not {"records": [...]}')
+    out: list[QueueRecord | BadRecord] = []
+    last = after
+    for raw in body["records"]:
+        no = raw.get("no") if isinstance(raw, dict) else None
+        if not isinstance(no, int) or isinstance(no, bool) or not last < no <= INT64_MAX:
+            raise QueueSystemError("page", f"a record after no {last} has no increasing record number")
+        last = no
+        try:
+            out.append(QueueRecord.model_validate(raw))
+        except ValidationError as exc:
+            out.append(BadRecord(no, _errors(exc)))
+    return out
+
+
+class HttpQueueSystem:
+    def __init__(self, cfg: HttpQueueConfig) -> None:
+        self.cfg = cfg
+        self._client = httpx.AsyncClient(base_url=cfg.url.rstrip("/"), timeout=cfg.timeout_s)
+
+    async def records(self, after: int, limit: int) -> Sequence[QueueRecord | BadRecord]:
+        try:
+            r = await self._client.get("/records", params={"after": after, "limit": limit})
+        except httpx.HTTPError as exc:
+            why = f"{exc.__class__.__name__}: is the queue PC up and reachable?"
+            raise QueueSystemError(self.cfg.url, why) from None
+        if r.status_code != 200:
+            raise QueueSystemError(self.cfg.url, f"HTTP {r.status_code} {r.text[:120]!r}")
+        if len(r.content) > MAX_PAGE_BYTES:
+            raise QueueSystemError(self.cfg.url, f"a page of {len(r.content)} bytes: lower the agent's page size")
+        try:
+            body = r.json()
+        except ValueError:
+            raise QueueSystemError(self.cfg.url, "the answer is not JSON") from None
+        return parse_page(body, after)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
