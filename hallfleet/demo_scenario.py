@@ -41,7 +41,7 @@ from agent.roles.rating import RatingConfig, ServiceCall
 from agent.roles.usage import LogUsageConfig
 from agent.selfheal import AppWatchConfig
 from broker.attendance.labels import VERDICT_ZH
-from broker.attendance.model import Verdict
+from broker.attendance.model import PROVISIONAL, Verdict
 from broker.attendance.reports import daily_exceptions, exception_details, monthly_by_unit
 from broker.attendance.reports import write_xlsx as write_attendance_xlsx
 from broker.attendance.roster import StaffMember
@@ -742,7 +742,8 @@ async def _attendance_lines(
     counts = ", ".join(f"{VERDICT_ZH[v]} {len(ids)}" for v, ids in sorted(by.items(), key=lambda x: -len(x[1])))
     out = [f"  考勤: 打卡 {punches} 次; {len(days)} 人: {counts}"]
     for sd in days:
-        if sd.verdict not in (Verdict.ON_TIME, Verdict.REST_DAY):
+        # 在岗 / 未到岗 / 待签退: the day is not over (the demo may stop early), so not an exception to list
+        if sd.verdict not in (Verdict.ON_TIME, Verdict.REST_DAY) and sd.verdict not in PROVISIONAL:
             out.append(f"    {VERDICT_ZH[sd.verdict]}: {names.get(sd.staff_id, '')} ({sd.staff_id}) {sd.reason}")
     return out
 

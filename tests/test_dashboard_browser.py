@@ -431,11 +431,11 @@ async def test_charts_of_consumption_forecast_and_monthly_attendance_render(
             }
             assert got == {("综合窗口", "normal", "2"), ("税务", "absent", "2")}
             legend = await page.locator("#month-chart text.legend").all_text_contents()
-            assert legend == ["正常", "迟到", "早退", "缺卡", "旷工", "设备故障"]
+            assert legend == ["正常", "迟到", "早退", "缺卡", "旷工", "设备故障", "进行中"]
             await _shot(page, tmp_path, "13-attendance-chart")
             await page.goto(f"{server}/attendance?site=qp&day=2026-11-03&lang=en")
             legend = await page.locator("#month-chart text.legend").all_text_contents()
-            assert legend[0] == "normal" and legend[-1] == "device fault"
+            assert legend[0] == "normal" and legend[-1] == "in progress"
         finally:
             await browser.close()
 

@@ -138,6 +138,7 @@ ATTENDANCE_KINDS = (
     ("missing", "#9a6fb0"),
     ("absent", "#d0342c"),
     ("device_fault", "#4a7fc0"),
+    ("provisional", "#b8c4d6"),  # 在岗 / 未到岗 / 待签退: today, not judged yet (never red)
 )
 
 

@@ -149,10 +149,12 @@ def render_row(env: Environment, template: str, row: dict[str, Any], t: dict[str
 # -- attendance: a month per unit ----------------------------------------------------------------------------
 def attendance_kind(day: Any) -> str | None:
     """The chart's kind of a staff-day (None: nothing expected, or leave and the like)."""
-    from broker.attendance.model import Verdict
+    from broker.attendance.model import PROVISIONAL, Verdict
     from broker.attendance.verdicts import is_attendance, is_excused
 
     v = day.verdict
+    if v in PROVISIONAL:  # the day is not over: neither normal nor an exception yet
+        return "provisional"
     if v == Verdict.DEVICE_FAULT:
         return "device_fault"
     if is_excused(day):

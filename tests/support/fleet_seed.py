@@ -37,7 +37,7 @@ from protocol.ids import uuid7
 HALLS = tuple(["qingpu", "wanzhou"] + [f"hall{n:02d}" for n in range(3, 21)])
 PER_HALL = 500
 FOCUS = "qingpu/kiosk-0001"
-PRESENCES = ("online",) * 95 + ("offline", "offline", "offline", "stale", "shutdown")
+PRESENCES = ("online",) * 94 + ("offline", "offline", "offline", "stale", "shutdown", "unknown")
 # Every incident kind the rules raise, so each one's words appear on a page.
 INCIDENT_KINDS = (
     ("outage", "critical"),
@@ -67,10 +67,10 @@ def _role(n: int) -> str:
     return "kiosk" if n % 5 == 1 else "attendance" if n % 5 == 2 else "sim" if n % 97 == 0 else "rating"
 
 
-def device_rows(now: datetime, rng: random.Random) -> list[dict[str, Any]]:
+def device_rows(now: datetime, rng: random.Random, per_hall: int = PER_HALL) -> list[dict[str, Any]]:
     rows = []
     for site in HALLS:
-        for n in range(1, PER_HALL + 1):
+        for n in range(1, per_hall + 1):
             role = _role(n)
             device = f"{role}-{n:04d}"
             presence = "online" if f"{site}/{device}" == FOCUS else rng.choice(PRESENCES)
@@ -146,6 +146,8 @@ def _focus_events(now: datetime, rng: random.Random) -> Iterable[dict[str, Any]]
             yield _event(site, device, seq, "kiosk.usage", t, {"counters": {"tickets": tickets}})
         t += timedelta(minutes=10)
     for type_ in EVENT_TYPES:
+        if type_.startswith(("attendance.", "rating.")):
+            continue  # a kiosk neither punches nor rates: the attendance and rating rules would read them
         seq += 1
         yield _event(site, device, seq, type_, now - timedelta(minutes=seq % 50), {"note": "seeded"})
 
@@ -165,7 +167,8 @@ def _incidents(rows: list[dict[str, Any]], now: datetime, rng: random.Random) ->
     """Open incidents of every kind on non-online devices (some breached), and 5,000 closed ones."""
     out = []
     troubled = [r for r in rows if r["presence"] != "online"]
-    for i, r in enumerate(troubled):
+    for i in range(max(len(troubled), len(INCIDENT_KINDS))):  # every kind at least once, even in a small fleet
+        r = troubled[i % len(troubled)]
         kind, severity = INCIDENT_KINDS[i % len(INCIDENT_KINDS)]
         detected = now - timedelta(minutes=rng.choice([3, 12, 25, 45, 90, 600]))
         out.append(_incident(r, kind, severity, detected, "open" if i % 7 else "recovering", now))
@@ -205,7 +208,7 @@ def _consumables(rows: list[dict[str, Any]], now: datetime, rng: random.Random) 
     states = [s for s in CONSUMABLE_STATES if s not in ("ok", "low", "empty")]
     for i, r in enumerate(x for x in rows if x["role"] == "kiosk"):
         key = r["key"]
-        paper = "low" if i % 10 == 0 or key == FOCUS else "empty" if i % 37 == 0 else "ok"
+        paper = "low" if i % 10 == 0 or key == FOCUS else "empty" if i % 37 == 3 else "ok"
         low = {"low_since": now - timedelta(hours=3), "usage_at_low": 0} if paper == "low" else {}
         out.append({"key": key, "consumable": "thermal_paper", "state": paper, "level_pct": None,
                     "updated_at": now - timedelta(minutes=2), **low})  # fmt: skip
@@ -242,9 +245,11 @@ def _commands(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return cmds, audit
 
 
-async def seed_fleet(store: Store, now: datetime, *, per_device_events: int = 12, seed: int = 21) -> Seeded:
+async def seed_fleet(
+    store: Store, now: datetime, *, per_hall: int = PER_HALL, per_device_events: int = 12, seed: int = 21
+) -> Seeded:
     rng = random.Random(seed)
-    rows = device_rows(now, rng)
+    rows = device_rows(now, rng, per_hall)
     await _insert(store, devices, rows)
     keys = [r["key"] for r in rows]
     await _insert(store, device_labels, ({"key": r["key"], "name": "zone", "value": "24h"} for r in rows
