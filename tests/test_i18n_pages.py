@@ -152,6 +152,7 @@ async def test_every_page_has_every_word_in_its_language(client: httpx.AsyncClie
         r = await client.get(f"{path}{sep}lang={lang}")
         assert r.status_code == 200, f"{path}: {r.status_code} {r.text[:300]}"
         assert "⟦missing word" not in r.text, f"{path} ({lang}): {re.findall(r'⟦missing word: [^⟧]*⟧', r.text)}"
+        assert "<built-in method" not in r.text, f"{path}: a word named like a dict method (t.clear, t.items)"
         tokens = visible_tokens(r.text)
         if lang == "zh-CN":
             raw = sorted(RAW & tokens)

@@ -36,13 +36,22 @@ SEARCH = r"^[^\x00-\x1f%_\\]{1,64}$"  # no LIKE wildcards: a search is a substri
 
 router = APIRouter(include_in_schema=False)
 
-HallQ = Annotated[str | None, Query(pattern=SEGMENT, description="Only this hall")]
-KindQ = Annotated[str | None, Query(pattern=SEGMENT, description="Only this device kind (role)")]
+
+def _or_empty(pattern: str) -> str:
+    return f"^(?:{pattern[1:-1]})?$"
+
+
+# The filter form sends its empty fields ("all"): an empty value is no filter, anything else must match.
+HallQ = Annotated[str | None, Query(pattern=_or_empty(SEGMENT), description="Only this hall")]
+KindQ = Annotated[str | None, Query(pattern=_or_empty(SEGMENT), description="Only this device kind (role)")]
 StateQ = Annotated[
-    Literal["online", "stale", "offline", "shutdown", "unknown"] | None, Query(description="Only devices in this state")
+    Literal["online", "stale", "offline", "shutdown", "unknown", ""] | None,
+    Query(description="Only devices in this state"),
 ]
-LabelQ = Annotated[str | None, Query(pattern=LABEL, description="name=value, a label from the desired config")]
-SearchQ = Annotated[str | None, Query(pattern=SEARCH, description="Part of the device id")]
+LabelQ = Annotated[
+    str | None, Query(pattern=_or_empty(LABEL), description="name=value, a label from the desired config")
+]
+SearchQ = Annotated[str | None, Query(pattern=_or_empty(SEARCH), description="Part of the device id")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,7 @@ async def overview_page(
 
     if not user.can("devices"):
         raise HTTPException(403, "not allowed")
+    hall, kind, state, label, q = hall or None, kind or None, state or None, label or None, q or None
     if hall is not None and not user.sees(hall):
         raise HTTPException(404, f"no hall {hall}")  # one answer for not-yours and missing
     app = request.app.state
