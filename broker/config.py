@@ -43,6 +43,9 @@ class RulesConfig(Section):
     ratings_every_s: float = Field(
         default=60.0, gt=0, description="How often ratings are checked (proxy patterns, follow-ups, long pauses)"
     )
+    queueing_every_s: float = Field(
+        default=30.0, gt=0, description="How often ticket steps are folded and waits past 10/30/60 are told"
+    )
     gallery_every_s: float = Field(
         default=60.0, gt=0, description="How often terminals missing a face-gallery update are sent one"
     )

@@ -32,6 +32,7 @@ from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
 from broker.ingest.isolation import Backoff, StopCommitting, commit_isolated, describe
 from broker.ingest.items import Item, Seen, dead_letter, refused, to_batch
+from broker.queueing.jobs import QueueJobs
 from broker.ratings.jobs import RatingJobs
 from broker.rules.consumables import LevelReading
 from broker.rules.incidents import IncidentRules, Signal, signals_from_event
@@ -102,6 +103,7 @@ class Consumer:
         self.deliverer: Deliverer | None = None
         self.attendance: AttendanceJobs | None = None
         self.ratings: RatingJobs | None = None
+        self.queueing: QueueJobs | None = None
         if cfg.rules.enabled:
             store.rules = IncidentRules(self.sites, store.roles)
             router = Router(cfg.alerts, {name: s.name for name, s in cfg.sites.items() if s.name})
@@ -109,6 +111,7 @@ class Consumer:
             self.deliverer = Deliverer(store.engine, cfg.alerts, self.clock, publish=self._publish_alert)
             self.attendance = AttendanceJobs(store, self.sites, router)
             self.ratings = RatingJobs(store, self.sites, router)
+            self.queueing = QueueJobs(store, self.sites, router)
 
     def stop(self) -> None:
         self._stop.set()
@@ -148,6 +151,7 @@ class Consumer:
             loops.append(asyncio.create_task(self._gallery_loop(), name="gallery"))
             loops.append(asyncio.create_task(self._attendance_loop(), name="attendance"))
             loops.append(asyncio.create_task(self._ratings_loop(), name="ratings"))
+            loops.append(asyncio.create_task(self._queueing_loop(), name="queueing"))
             loops.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
         notify("READY=1")
         attempt = 0
@@ -541,6 +545,17 @@ class Consumer:
                 log.error("rating jobs: store unavailable (%s)", exc.__class__.__name__)
             except Exception:
                 log.exception("rating jobs failed")
+
+    async def _queueing_loop(self) -> None:
+        assert self.queueing is not None
+        while True:
+            await asyncio.sleep(self.cfg.rules.queueing_every_s)
+            try:
+                await self.queueing.tick(self.clock.now())
+            except SQLAlchemyError as exc:
+                log.error("queue jobs: store unavailable (%s)", exc.__class__.__name__)
+            except Exception:
+                log.exception("queue jobs failed")
 
     def _send_commands(self, commands: list[tuple[str, Command]]) -> None:
         """Commands the rules committed; what cannot go now stays queued for the republish loop."""

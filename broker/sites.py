@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from broker.attendance.policy import PunchPolicy
 from broker.attendance.proxy_policy import ProxyClockingPolicy
 from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
+from broker.queueing.policy import QueuePolicy
 from broker.ratings.policy import RatingPolicy
 from protocol.settings import Section
 
@@ -114,6 +115,9 @@ class SiteConfig(Section):
     attendance: PunchPolicy = Field(default_factory=PunchPolicy, description="How staff punches are judged here")
     ratings: RatingPolicy = Field(
         default_factory=RatingPolicy, description="好差评: proxy patterns, follow-up deadlines"
+    )
+    queueing: QueuePolicy = Field(
+        default_factory=QueuePolicy, description="排队叫号: each service's wait class, the 10/30/60 limits (QP 000:368)"
     )
     proxy_clocking: ProxyClockingPolicy = Field(
         default_factory=ProxyClockingPolicy,

@@ -90,6 +90,8 @@ def _default_routes() -> list[RouteConfig]:
             steps=["pad_paused", "negative", "proxy_suspect", "reply_overdue", "rectify_overdue"],
             roles=["window_management"],
         ),
+        # Queue ticketing: waits past QP 000:368's 10/30/60, a window nobody serves while tickets wait.
+        RouteConfig(steps=["queue_wait", "window_unattended"], roles=["window_management"]),
     ]
 
 

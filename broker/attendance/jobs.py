@@ -23,6 +23,7 @@ from broker.attendance.clocking_jobs import ClockingScan
 from broker.attendance.locking import lock_due
 from broker.attendance.model import StaffDay
 from broker.attendance.service import load_period, staff_days
+from broker.queueing.windows import windows_with_waiting
 from broker.rules.notices import Notice
 from broker.sites import Sites
 from broker.store.db import Store
@@ -63,6 +64,9 @@ class AttendanceJobs:
             return
         p = await load_period(self.store, self.sites, site, today, today, now=now)
         gaps = coverage_gaps(p.members, p.days, today, sessions, cfg.attendance.ab, now=now)
+        if gaps:  # a gap running at a window where tickets wait is the queue job's to tell, with the waits, once
+            queued = await windows_with_waiting(self.store, self.sites, site, now)
+            gaps = [g for g in gaps if not (g.window in queued and g.end >= now)]
         if not gaps:
             return
         async with self.store.engine.begin() as conn:

@@ -33,6 +33,7 @@ from broker.attendance.ab import present_at
 from broker.attendance.model import StaffDay
 from broker.attendance.roster import roster
 from broker.attendance.service import staff_days
+from broker.queueing.windows import windows_with_waiting
 from broker.ratings.followups import Opened, open_followups, overdue
 from broker.ratings.model import (
     LEVEL_ZH,
@@ -257,6 +258,8 @@ class RatingJobs:
         if open_min < policy.pause_alert_min:
             return None
         window = run.latest.window
+        if window in await windows_with_waiting(self.store, self.sites, site, tick.now):
+            return None  # tickets wait at this window: the queue job tells of the pause with them, once
         b_posts = await self._b_posts(site, window, tick)
         if b_posts and b_posts & await self._present(site, tick):
             return None  # the B post is at the post: covering the window is theirs (QP 000:107, WZ 002:181)

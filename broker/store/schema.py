@@ -528,3 +528,37 @@ rating_followups = sa.Table(
     sa.Index("rating_followups_rectify_due", "rectify_due"),
     comment="one per negative rating (差评): reply and rectification against SJ 001:896's 100 % targets",
 )
+
+queue_steps = sa.Table(
+    "queue_steps",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True, comment="the site-local day of the step: numbers restart daily"),
+    sa.Column("ticket", sa.String(16), primary_key=True),
+    sa.Column("step", sa.String(16), primary_key=True, comment="issued, called, served, transferred, abandoned"),
+    sa.Column("at", UtcDateTime, primary_key=True, comment="the queue system's time of the step"),
+    sa.Column("service", sa.String(16), nullable=False),
+    sa.Column("window", sa.String(32), nullable=True),
+    sa.Column("detail", sa.String(16), nullable=True, comment="channel, to_service, abandon reason or 'recall'"),
+    sa.Column("event_id", sa.String(36), nullable=False, comment="the first event that reported it"),
+    comment="each ticket step once, however many devices or re-sends reported it (broker/queueing/fold.py)",
+)
+
+queue_waits = sa.Table(
+    "queue_waits",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("ticket", sa.String(16), primary_key=True),
+    sa.Column("leg", sa.Integer, primary_key=True, comment="0 from the issue, n after the n-th transfer"),
+    sa.Column("service", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=True),
+    sa.Column("queued_at", UtcDateTime, nullable=True, comment="null: the issue was never reported"),
+    sa.Column("called_at", UtcDateTime, nullable=True, comment="the first call: the wait ends here"),
+    sa.Column("window", sa.String(32), nullable=True),
+    sa.Column("ended_at", UtcDateTime, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False, comment="waiting, called, served, transferred, abandoned"),
+    sa.Column("reason", sa.String(16), nullable=True, comment="abandoned: no_show, cancelled, day_closed"),
+    sa.Index("queue_waits_outcome", "site", "outcome", "day"),
+    comment="each ticket's wait in each service's queue, rebuilt from its steps (QP 000:368, broker/queueing)",
+)

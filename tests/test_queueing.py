@@ -1,0 +1,222 @@
+"""Queue ticketing at the centre, on both stores: the waiting-time rule of QP 000:368 「现场预约等候落实"10,30,60"
+要求,即一般等候时长不超过10分钟,复杂事项不超过30分钟,特殊情形不得超过60分钟」 table-driven per class, the ticket
+steps folded once whatever order and however often they arrive, the over-limit alert once per episode, and a
+window with tickets waiting whose pad is paused or whose A/B posts are both away told ONE alert, not three."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from broker.alerts.routing import AlertsConfig, Router
+from broker.attendance.jobs import AttendanceJobs
+from broker.attendance.roster import StaffMember, import_roster
+from broker.queueing.jobs import QueueJobs
+from broker.queueing.policy import QueuePolicy
+from broker.queueing.rule import Leg, Step, legs_of, within
+from broker.ratings.jobs import RatingJobs
+from broker.sites import SiteConfig, Sites
+from broker.store.db import Store
+from broker.store.schema import events, notifications, queue_steps, queue_waits
+from protocol.clock import HALL_ZONE
+from protocol.ids import uuid7
+
+SITE = "qp"
+POLICY = QueuePolicy.model_validate(
+    {"services": {"A": {"name": "社保综合"}, "B": {"wait_class": "complex"}, "C": {"wait_class": "special"}}}
+)
+SITES = Sites({SITE: SiteConfig(name="青浦区政务服务中心", queueing=POLICY)})  # default calendar: Mon-Fri 09-12, 13:30
+TUE = date(2026, 11, 24)
+ALERTS = AlertsConfig.model_validate(
+    {
+        "channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/x"}},
+        "recipients": {"wm": {"role": "window_management", "channel": "hook"}},
+    }
+)
+
+
+def at(h: int, m: int = 0, s: float = 0) -> datetime:
+    return datetime(TUE.year, TUE.month, TUE.day, h, m, tzinfo=HALL_ZONE) + timedelta(seconds=s)
+
+
+# -- the rule ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("service", "waited", "keeps"),
+    [
+        ("A", timedelta(minutes=10), True),  # 一般: 「不超过10分钟」, the limit itself included
+        ("A", timedelta(minutes=11), False),  # one minute over
+        ("A", timedelta(minutes=10, seconds=1), False),
+        ("B", timedelta(minutes=30), True),  # 复杂事项: 「不超过30分钟」
+        ("B", timedelta(minutes=31), False),
+        ("C", timedelta(minutes=60), True),  # 特殊情形: 「不得超过60分钟」
+        ("C", timedelta(minutes=61), False),
+        ("Z", timedelta(minutes=10), True),  # a service nobody classed is 一般: the strictest, never let off
+        ("Z", timedelta(minutes=11), False),
+    ],
+)
+def test_qp_000_368_10_30_60_per_class(service: str, waited: timedelta, keeps: bool) -> None:
+    assert within(waited, POLICY.limit_min(service)) is keeps
+
+
+def test_the_limits_default_to_the_seed_and_each_class_needs_one() -> None:
+    assert QueuePolicy().limits_min == {"general": 10.0, "complex": 30.0, "special": 60.0}
+    with pytest.raises(ValueError, match="lacks"):
+        QueuePolicy.model_validate({"limits_min": {"general": 10}})
+    with pytest.raises(ValueError, match="not service codes"):
+        QueuePolicy.model_validate({"services": {"社保": {}}})
+
+
+def s(step: str, m: int, service: str = "A", window: str | None = None, detail: str | None = None) -> Step:
+    return Step("A017", step, at(9, m), service, window, detail)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("steps", "legs"),
+    [
+        ([s("issued", 0)], [("A", 0, None, "waiting", None)]),
+        ([s("issued", 0), s("called", 7, window="03"), s("called", 9, window="03", detail="recall"),
+          s("served", 20, window="03")], [("A", 0, 7, "served", "03")]),
+        ([s("served", 20, window="03"), s("called", 7, window="03"), s("issued", 0)],  # out of order
+         [("A", 0, 7, "served", "03")]),
+        ([s("issued", 0), s("called", 4, window="03"), s("transferred", 9, window="03", detail="B"),
+          s("called", 40, service="B", window="05")],
+         [("A", 0, 4, "transferred", "03"), ("B", 9, 40, "called", "05")]),
+        ([s("issued", 0), s("abandoned", 25, detail="cancelled")], [("A", 0, None, "abandoned", None)]),
+        ([s("called", 7, window="03")], [("A", None, 7, "called", "03")]),  # the issue never reported
+        ([s("issued", 0), s("issued", 0)], [("A", 0, None, "waiting", None)]),
+    ],
+    ids=["waiting", "recall-keeps-first-call", "out-of-order", "transfer-new-wait", "abandoned", "no-issue",
+         "issued-twice"],
+)  # fmt: skip
+def test_a_tickets_legs_from_its_steps(steps: list[Step], legs: list[tuple[Any, ...]]) -> None:
+    def minute(t: datetime | None) -> int | None:
+        return None if t is None else int((t - at(9)) / timedelta(minutes=1))
+
+    assert [(x.service, minute(x.queued_at), minute(x.called_at), x.outcome, x.window) for x in legs_of(steps)] == legs
+
+
+def test_an_abandoned_tickets_wait_ends_when_it_was_abandoned() -> None:
+    (leg,) = legs_of([s("issued", 0), s("abandoned", 25, detail="cancelled")])
+    assert leg.waited(at(12)) == timedelta(minutes=25)
+    assert Leg("A1", 0, "A", None).waited(at(12)) is None
+
+
+# -- the store -----------------------------------------------------------------------------------------
+def step_event(kind: str, when: datetime, ticket: str, service: str = "A", device: str = "qs-1",
+               received: datetime | None = None, **extra: Any) -> dict[str, Any]:
+    data = {"ticket": ticket, "service": service, "at": when.isoformat(), **extra}
+    return {
+        "site": SITE, "device": device, "id": uuid7(), "type": f"queue.ticket_{kind}",
+        "seq": int(when.timestamp() * 1000), "boot_id": "b", "ts": when, "clock_synced": True, "replayed": False,
+        "received_at": received or when, "data": json.dumps(data),
+    }  # fmt: skip
+
+
+def pad(when: datetime, state: str, window: str = "03") -> dict[str, Any]:
+    data = {"window": window, "state": state, "staff_id": "S1", "service_id": None}
+    return step_event("x", when, "A1") | {"type": "rating.pad_state", "device": f"pad-{window}",
+                                          "data": json.dumps(data)}  # fmt: skip
+
+
+def punch(when: datetime, staff: str) -> dict[str, Any]:
+    data = json.dumps({"staff_id": staff, "method": "face"})
+    return step_event("x", when, "A1") | {"type": "attendance.punch", "device": "att-1", "data": data}
+
+
+async def insert(store: Store, *rows: dict[str, Any]) -> None:
+    async with store.engine.begin() as conn:
+        await conn.execute(events.insert(), list(rows))
+
+
+async def sent(store: Store, step: str | None = None) -> list[Any]:
+    q = sa.select(notifications)
+    return await store.fetch(q.where(notifications.c.step == step) if step else q)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await Store.open(store_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def jobs(store: Store) -> QueueJobs:
+    return QueueJobs(store, SITES, Router(ALERTS))
+
+
+async def test_steps_reported_twice_and_out_of_order_fold_into_the_same_legs(store: Store, jobs: QueueJobs) -> None:
+    """GIVEN the display's steps arriving before the dispenser's (its outage), and one step re-sent by a crashed
+    agent WHEN folded THEN each step is one row and the legs are those of the steps in order."""
+    called = step_event("called", at(9, 7), "A017", window="03", received=at(9, 8))
+    await insert(store, called, step_event("served", at(9, 20), "A017", window="03", received=at(9, 21)))
+    await jobs.tick(at(9, 22))
+    await insert(store, step_event("issued", at(9, 0), "A017", device="qd-1", received=at(9, 30), channel="priority"),
+                 called | {"id": uuid7(), "received_at": at(9, 30)})  # fmt: skip
+    await jobs.tick(at(9, 31))
+    assert len(await store.fetch(sa.select(queue_steps))) == 3
+    (w,) = await store.fetch(sa.select(queue_waits))
+    assert (w.ticket, w.outcome, w.window, w.channel, w.queued_at, w.called_at) == (
+        "A017", "served", "03", "priority", at(9), at(9, 7)
+    )  # fmt: skip
+
+
+async def test_a_service_past_its_limit_is_told_once_per_episode(store: Store, jobs: QueueJobs) -> None:
+    await insert(store, step_event("issued", at(9, 0), "A001"), step_event("issued", at(9, 2), "A002"),
+                 step_event("issued", at(9, 0), "B001", service="B"))  # fmt: skip
+    await jobs.tick(at(9, 10))
+    assert await sent(store) == [], "exactly at the limit keeps QP 000:368"
+    await jobs.tick(at(9, 11))
+    await jobs.tick(at(9, 13))  # A002 over too: the same episode
+    (n,) = await sent(store, "queue_wait")
+    assert "社保综合 (A) (一般事项, 上限 10 分钟) 1 张号等候超时" in n.body and "QP 000:368" in n.body
+    assert json.loads(n.data)["late"] == ["A001"]
+    # B001 is 复杂 (30 min): not late at 09:13; A001 called, A002 still late -> a new episode starts from A002
+    await insert(store, step_event("called", at(9, 14), "A001", window="03"))
+    await jobs.tick(at(9, 15))
+    assert [json.loads(x.data)["late"] for x in await sent(store, "queue_wait")] == [["A001"], ["A002"]]
+
+
+@pytest.mark.parametrize("cause", ["paused", "ab_away"])
+async def test_a_window_nobody_serves_while_tickets_wait_is_one_alert_not_three(
+    store: Store, jobs: QueueJobs, cause: str
+) -> None:
+    """GIVEN window 03 calling service A, tickets of A waiting past their limit, and window 03's pad paused (or
+    neither its A nor its B post at work) WHEN the queue, rating and attendance jobs all run THEN window
+    management gets one alert naming the window, why and the waits: no pause alert, no A/B alert, no separate
+    over-limit alert."""
+    members = [StaffMember(SITE, "S1", "张三", "区市场监管局", "03", "A", date(2026, 1, 1)),
+               StaffMember(SITE, "S2", "李四", "区市场监管局", "03", "B", date(2026, 1, 1)),
+               StaffMember(SITE, "S3", "王五", "区税务局", "05", "A", date(2026, 1, 1))]  # fmt: skip
+    await import_roster(store, members, by="wm", at=at(8))
+    await insert(store, punch(at(8, 45), "S3"))  # the hall is live: someone punched
+    if cause == "paused":  # window 03's posts both came to work; its pad says 暂停服务 from 09:30
+        await insert(store, punch(at(8, 50), "S1"), punch(at(8, 51), "S2"), pad(at(9, 30), "paused"))
+    await insert(store, step_event("issued", at(9, 0), "A001"), step_event("called", at(9, 5), "A001", window="03"),
+                 step_event("served", at(9, 20), "A001", window="03"), step_event("issued", at(9, 25), "A002"),
+                 step_event("issued", at(9, 40), "A003"))  # fmt: skip
+    router = Router(ALERTS)
+    for t in (at(10, 0), at(10, 5), at(10, 30)):
+        await jobs.tick(t)
+        await RatingJobs(store, SITES, router).tick(t)
+        await AttendanceJobs(store, SITES, router).tick(t)
+    everything = await sent(store)
+    assert [(n.step, n.recipient) for n in everything] == [("window_unattended", "wm")]
+    body = everything[0].body
+    assert "03 窗口有 2 张号在等候, 其中 2 张已超时 (最长 A002 已等 35 分钟, 上限 10 分钟)" in body
+    assert ("评价器自 09:30 起显示“暂停服务”" if cause == "paused" else "A、B 岗 (S1、S2) 自 09:00 起均不在岗") in body
+
+
+async def test_a_paused_pad_without_tickets_waiting_keeps_its_own_alert(store: Store, jobs: QueueJobs) -> None:
+    await insert(store, pad(at(9, 30), "paused"))
+    await insert(store, step_event("issued", at(9, 0), "A001"), step_event("called", at(9, 5), "A001", window="03"))
+    await jobs.tick(at(10))
+    await RatingJobs(store, SITES, Router(ALERTS)).tick(at(10))
+    assert [n.step for n in await sent(store)] == ["pad_paused"]
