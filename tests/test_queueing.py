@@ -220,3 +220,56 @@ async def test_a_paused_pad_without_tickets_waiting_keeps_its_own_alert(store: S
     await jobs.tick(at(10))
     await RatingJobs(store, SITES, Router(ALERTS)).tick(at(10))
     assert [n.step for n in await sent(store)] == ["pad_paused"]
+
+
+# -- the monthly report ----------------------------------------------------------------------------------
+async def test_the_monthly_report_per_service_and_window_opens_with_its_figures(
+    store: Store, jobs: QueueJobs, tmp_path: Any
+) -> None:
+    """GIVEN a day of tickets: A at windows 03 and 04 within and past 10 minutes, a complex B ticket called at 25
+    minutes, a no-show, one cancelled before its call, one whose issue was never reported WHEN the month's report
+    is written THEN the XLSX opens with the shares, p50/p90 and abandoned per service and window, each service's
+    subtotal and a total that add up, and the CSV says the same."""
+    import csv
+
+    import openpyxl
+
+    from broker.queueing.report import build_report, write_report
+
+    steps = []
+    for ticket, wait, window in [("A001", 5, "03"), ("A002", 10, "03"), ("A003", 12, "04"), ("A004", 30, "04")]:
+        steps += [step_event("issued", at(9), ticket), step_event("called", at(9, wait), ticket, window=window),
+                  step_event("served", at(9, wait + 5), ticket, window=window)]  # fmt: skip
+    steps += [step_event("issued", at(10), "B001", service="B"),
+              step_event("called", at(10, 25), "B001", service="B", window="05"),
+              step_event("issued", at(10), "A005"), step_event("called", at(10, 3), "A005", window="03"),
+              step_event("abandoned", at(10, 8), "A005", window="03", reason="no_show"),
+              step_event("issued", at(10), "A006"), step_event("abandoned", at(10, 40), "A006", reason="cancelled"),
+              step_event("called", at(11), "A099", window="04")]  # fmt: skip
+    await insert(store, *steps)
+    await jobs.fold(at(12))
+    report = await build_report(store, SITES, SITE, "2026-11")
+    assert (report.judged, report.within) == (7, 4)  # A001 A002 A005 within; A003 A004 A006 over; B001 within 30
+    xlsx, csv_path = tmp_path / "q.xlsx", tmp_path / "q.csv"
+    write_report(report, xlsx, SITES)
+    write_report(report, csv_path, SITES)
+    ws = openpyxl.load_workbook(xlsx).active
+    assert "QP 000:368" in ws["A1"].value
+    header = [c.value for c in ws[2]]
+    table = {(r[0], r[4]): dict(zip(header, r, strict=True)) for r in ws.iter_rows(min_row=3, values_only=True)}
+    w03 = table[("A", "03")]
+    assert (w03["评判号数"], w03["限时内"], w03["限时内占比"], w03["过号"]) == (3, 3, 100.0, 1)
+    assert (w03["等候P50(分钟)"], w03["等候P90(分钟)"]) == (5.0, 10.0)
+    w04 = table[("A", "04")]
+    assert (w04["评判号数"], w04["限时内"], w04["最长等候(分钟)"], w04["无取号记录"]) == (2, 0, 30.0, 1)
+    assert (table[("A", "未叫号")]["弃号"], table[("A", "未叫号")]["最长等候(分钟)"]) == (1, 40.0)
+    sub = table[("A", "小计")]
+    assert (sub["评判号数"], sub["限时内"], sub["限时内占比"], sub["弃号"]) == (6, 3, 50.0, 2)
+    b = table[("B", "05")]
+    assert (b["等候类别"], b["时限(分钟)"], b["限时内"]) == ("复杂", 30, 1)
+    total = table[("合计", None)]  # an empty cell reads back as None
+    assert (total["评判号数"], total["限时内"], total["限时内占比"]) == (7, 4, 57.1)
+    assert ws.cell(3, 8).number_format == "0.0" and ws.cell(3, 9).number_format == "0.0"
+    with csv_path.open(encoding="utf-8-sig") as f:
+        lines = list(csv.reader(f))
+    assert lines[1] == header and lines[-1][:8] == ["合计", "", "", "", "", "7", "4", "57.1"]
