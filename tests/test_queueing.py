@@ -273,3 +273,27 @@ async def test_the_monthly_report_per_service_and_window_opens_with_its_figures(
     with csv_path.open(encoding="utf-8-sig") as f:
         lines = list(csv.reader(f))
     assert lines[1] == header and lines[-1][:8] == ["合计", "", "", "", "", "7", "4", "57.1"]
+
+
+async def test_cli_report_writes_the_file_and_refuses_a_bad_month(
+    store_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    import hallfleet.cli
+    from tests.support.procs import write_toml
+
+    store = await Store.open(store_url)
+    try:
+        await insert(store, step_event("issued", at(9), "A001"), step_event("called", at(9, 12), "A001", window="03"))
+        await QueueJobs(store, SITES, Router(ALERTS)).fold(at(10))
+    finally:
+        await store.close()
+    cfg = write_toml(tmp_path / "centre.toml", {"instance": "cli"}, {"store": {"url": store_url}})
+    out = tmp_path / "q.xlsx"
+    code = await asyncio.to_thread(hallfleet.cli.main, ["queue", "report", SITE, "--month", "2026-11", "--out",
+                                                        str(out), "--config", str(cfg)])  # fmt: skip
+    assert code == 0 and out.exists() and "评判 1 张号, 限时内 0 张 (0.0%)" in capsys.readouterr().out
+    code = await asyncio.to_thread(hallfleet.cli.main, ["queue", "report", SITE, "--month", "2026-13", "--out",
+                                                        str(out), "--config", str(cfg)])  # fmt: skip
+    assert code == 1 and "YYYY-MM" in capsys.readouterr().err
