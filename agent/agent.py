@@ -34,8 +34,12 @@ from protocol.sdnotify import notify, watchdog_loop
 from protocol.transport import LinkOptions, Will
 
 if TYPE_CHECKING:
+    from agent.netcheck import NetChecker
     from agent.roles.attendance import AttendanceRole
+    from agent.roles.door import DoorRole
     from agent.roles.kiosk import KioskRole
+    from agent.roles.locker import LockerRole
+    from agent.roles.patrol import PatrolRole
     from agent.roles.queue import QueueRole
     from agent.roles.rating import RatingRole
 
@@ -106,8 +110,12 @@ class Agent:
         self.kiosk: KioskRole | None = None
         self.attendance: AttendanceRole | None = None
         self.rating: RatingRole | None = None
+        self.door: DoorRole | None = None
+        self.locker: LockerRole | None = None
+        self.patrol: PatrolRole | None = None
         self.queue: QueueRole | None = None
         self._role = self._make_role(registry)
+        self.netcheck = self._make_netcheck(registry)
         self.commands = CommandRunner(self.ctx, registry)
         self.link.on_command = self.commands.offer
         self.link.on_config = self.config.offer
@@ -137,11 +145,45 @@ class Agent:
             self.rating = RatingRole(self.ctx, cfg.rating)
             self.rating.register_commands(registry)
             return self.rating.run
+        if cfg.role in ("door", "locker", "patrol"):
+            return self._make_hall_role(registry)
         if cfg.role == "queue" and cfg.queue is not None:
             from agent.roles.queue import QueueRole
 
             self.queue = QueueRole(self.ctx, cfg.queue)
             return self.queue.run
+        return None
+
+    def _make_netcheck(self, registry: Registry) -> NetChecker | None:
+        if self.cfg.netcheck is None:
+            return None
+        from agent.netcheck import Endpoint, NetChecker
+
+        centre = Endpoint(host=self.cfg.mqtt.host, port=self.cfg.mqtt.port)
+        checker = NetChecker(self.ctx, self.cfg.netcheck, centre)
+        checker.register_commands(registry)
+        return checker
+
+    def _make_hall_role(self, registry: Registry) -> RoleRunner | None:
+        """The 24-hour area's door controller and locker bank, the patrol handheld (issue 23)."""
+        cfg = self.cfg
+        if cfg.role == "door" and cfg.door is not None:
+            from agent.roles.door import DoorRole
+
+            self.door = DoorRole(self.ctx, cfg.door)
+            self.door.register_commands(registry)
+            return self.door.run
+        if cfg.role == "locker" and cfg.locker is not None:
+            from agent.roles.locker import LockerRole
+
+            self.locker = LockerRole(self.ctx, cfg.locker)
+            self.locker.register_commands(registry)
+            return self.locker.run
+        if cfg.role == "patrol" and cfg.patrol is not None:
+            from agent.roles.patrol import PatrolRole
+
+            self.patrol = PatrolRole(self.ctx, cfg.patrol)
+            return self.patrol.run
         return None
 
     def _link_options(self, will: Will) -> LinkOptions:
@@ -271,6 +313,8 @@ class Agent:
                     ]
                     if self.app_watch is not None:
                         tasks.append(tg.create_task(self.app_watch.run(), name="app-watch"))
+                    if self.netcheck is not None:
+                        tasks.append(tg.create_task(self.netcheck.run(), name="netcheck"))
                     notify(f"READY=1\nSTATUS=outbox holds {self.outbox.depth} events")
                     if self._role is not None:
                         tasks.append(tg.create_task(self._role(), name=f"role-{self.cfg.role}"))

@@ -14,8 +14,12 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from agent.commands.update_config import UpdateConfig
+from agent.netcheck import NetCheckConfig
 from agent.roles.attendance import AttendanceConfig
+from agent.roles.door import DoorConfig
 from agent.roles.kiosk import KioskConfig
+from agent.roles.locker import LockerConfig
+from agent.roles.patrol import PatrolConfig
 from agent.roles.queue import QueueRoleConfig
 from agent.roles.rating import RatingConfig
 from agent.roles.sim import SimConfig
@@ -44,7 +48,7 @@ class AgentConfig(TomlSettings):
 
     site: Segment = Field(description="Site (hall) id, e.g. 'qingpu'")
     device: Segment = Field(description="Device id, unique in its site")
-    role: Literal["sim", "kiosk", "attendance", "rating", "queue", "none"] = Field(
+    role: Literal["sim", "kiosk", "attendance", "rating", "queue", "door", "locker", "patrol", "none"] = Field(
         default="none", description="What the agent drives"
     )
     heartbeat_s: float = Field(default=30.0, ge=0.2, le=3600, description="Health telemetry interval")
@@ -63,6 +67,12 @@ class AgentConfig(TomlSettings):
     )
     queue: QueueRoleConfig | None = Field(
         default=None, description="A ticket dispenser or call display and its queue system: with role = 'queue'"
+    )
+    door: DoorConfig | None = Field(default=None, description="The 24-hour area's door controller: role = 'door'")
+    locker: LockerConfig | None = Field(default=None, description="A self-service locker bank: role = 'locker'")
+    patrol: PatrolConfig | None = Field(default=None, description="A duty officer's patrol handheld: role = 'patrol'")
+    netcheck: NetCheckConfig | None = Field(
+        default=None, description="The daily network check this device runs itself (kiosk sites, any role)"
     )
     app: AppWatchConfig | None = Field(default=None, description="The application this agent keeps alive")
     log_files: list[Path] = Field(default_factory=list, description="Logs that collect_logs may return")
@@ -87,6 +97,9 @@ class AgentConfig(TomlSettings):
             raise ValueError("role 'rating' needs a [rating] section (window, keypad, queue)")
         if self.role == "queue" and self.queue is None:
             raise ValueError("role 'queue' needs a [queue] section (kind, driver)")
+        for role in ("door", "locker", "patrol"):
+            if self.role == role and getattr(self, role) is None:
+                raise ValueError(f"role {role!r} needs a [{role}] section")
         return self
 
     def check_files(self) -> None:

@@ -26,10 +26,12 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker import gallery
+from broker.access.signals import ALARM_TYPES, alarm_signals
 from broker.alerts.deliveries import Deliverer
 from broker.alerts.routing import Router
 from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
+from broker.duties.jobs import DutyJobs
 from broker.ingest.isolation import Backoff, StopCommitting, commit_isolated, describe
 from broker.ingest.items import Item, Seen, dead_letter, refused, to_batch
 from broker.queueing.jobs import QueueJobs
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
 # CONNACK reasons that no retry can change: the start fails instead of looping on them.
 REFUSED_FOR_GOOD = frozenset({"Bad user name or password", "Not authorized", "Client identifier not valid", "Banned"})
-SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"})
+SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"}) | ALARM_TYPES
 FLUSHER_STOP_S = 10.0  # a commit in progress may finish; the unit's TimeoutStopSec is 30 s
 DELIVERY_STOP_S = 15.0  # a notifier's own timeout is 10 s
 
@@ -104,6 +106,7 @@ class Consumer:
         self.attendance: AttendanceJobs | None = None
         self.ratings: RatingJobs | None = None
         self.queueing: QueueJobs | None = None
+        self.duties: DutyJobs | None = None
         if cfg.rules.enabled:
             store.rules = IncidentRules(self.sites, store.roles)
             router = Router(cfg.alerts, {name: s.name for name, s in cfg.sites.items() if s.name})
@@ -112,6 +115,7 @@ class Consumer:
             self.attendance = AttendanceJobs(store, self.sites, router)
             self.ratings = RatingJobs(store, self.sites, router)
             self.queueing = QueueJobs(store, self.sites, router)
+            self.duties = DutyJobs(store, self.sites, router)
 
     def stop(self) -> None:
         self._stop.set()
@@ -152,6 +156,7 @@ class Consumer:
             loops.append(asyncio.create_task(self._attendance_loop(), name="attendance"))
             loops.append(asyncio.create_task(self._ratings_loop(), name="ratings"))
             loops.append(asyncio.create_task(self._queueing_loop(), name="queueing"))
+            loops.append(asyncio.create_task(self._duties_loop(), name="duties"))
             loops.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
         notify("READY=1")
         attempt = 0
@@ -319,7 +324,7 @@ class Consumer:
         signals: tuple[Signal, ...] = ()
         level = None
         if env.type in SIGNAL_TYPES:
-            signals = tuple(signals_from_event(env, payload, now))
+            signals = tuple(signals_from_event(env, payload, now)) + tuple(alarm_signals(env, payload, now))
             if isinstance(payload, KioskConsumable):
                 level = LevelReading(
                     key, env.site, env.device, payload.consumable, payload.state, payload.level_pct, env.ts
@@ -556,6 +561,18 @@ class Consumer:
                 log.error("queue jobs: store unavailable (%s)", exc.__class__.__name__)
             except Exception:
                 log.exception("queue jobs failed")
+
+    async def _duties_loop(self) -> None:
+        """Daily duties (broker/duties) and lockers' overdue items, at the planning cadence."""
+        assert self.duties is not None
+        while True:
+            await asyncio.sleep(self.cfg.rules.plan_every_s)
+            try:
+                await self.duties.tick(self.clock.now())
+            except SQLAlchemyError as exc:
+                log.error("duty jobs: store unavailable (%s)", exc.__class__.__name__)
+            except Exception:
+                log.exception("duty jobs failed")
 
     def _send_commands(self, commands: list[tuple[str, Command]]) -> None:
         """Commands the rules committed; what cannot go now stays queued for the republish loop."""

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from broker.attendance.policy import PunchPolicy
 from broker.attendance.proxy_policy import ProxyClockingPolicy
 from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
+from broker.duties.policy import DutiesPolicy
 from broker.queueing.policy import QueuePolicy
 from broker.ratings.policy import RatingPolicy
 from protocol.settings import Section
@@ -118,6 +119,10 @@ class SiteConfig(Section):
     )
     queueing: QueuePolicy = Field(
         default_factory=QueuePolicy, description="排队叫号: each service's wait class, the 10/30/60 limits (QP 000:368)"
+    )
+    duties: DutiesPolicy = Field(
+        default_factory=DutiesPolicy,
+        description="Daily duties the devices prove: network check, departmental power-on/off, patrol rounds, lockers",
     )
     proxy_clocking: ProxyClockingPolicy = Field(
         default_factory=ProxyClockingPolicy,

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 from protocol.bounds import Count, Int32, Line, Prose, Reading
 from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import MAX_EVENT_BYTES, Envelope, Frozen
+from protocol.hall_events import DoorAlarm, DoorState, LockerAlarm, LockerBank, LockerParcel, NetCheck, PatrolScan
 from protocol.queueing import QUEUE_EVENTS
 from protocol.topics import Kind, Topic
 
@@ -195,6 +196,14 @@ REGISTRY: dict[str, EventSpec] = {
         EventSpec("config.rejected", ConfigReport, Lane.CRITICAL),
         EventSpec("app.restart", AppRestart, Lane.CRITICAL),
         EventSpec("device.updated", DeviceUpdated, Lane.CRITICAL),
+        # The 24-hour area's doors and lockers, the daily duties (protocol/hall_events.py, issue 23).
+        EventSpec("door.alarm", DoorAlarm, Lane.CRITICAL),
+        EventSpec("door.state", DoorState, Lane.TELEMETRY),
+        EventSpec("locker.alarm", LockerAlarm, Lane.CRITICAL),
+        EventSpec("locker.bank", LockerBank, Lane.TELEMETRY),
+        EventSpec("locker.parcel", LockerParcel, Lane.CRITICAL),
+        EventSpec("duty.netcheck", NetCheck, Lane.CRITICAL),
+        EventSpec("patrol.scan", PatrolScan, Lane.CRITICAL),
         *(EventSpec(name, model, Lane.CRITICAL) for name, model in QUEUE_EVENTS.items()),  # protocol/queueing.py
     )
 }

@@ -92,6 +92,11 @@ def _default_routes() -> list[RouteConfig]:
         ),
         # Queue ticketing: waits past QP 000:368's 10/30/60, a window nobody serves while tickets wait.
         RouteConfig(steps=["queue_wait", "window_unattended"], roles=["window_management"]),
+        # Daily duties and the 24-hour area's lockers (broker/duties, broker/access; docs/hall-duties.md).
+        RouteConfig(steps=["netcheck_*"], roles=["technician", "it_section"]),
+        RouteConfig(steps=["power_*"], roles=["it_section"]),
+        RouteConfig(steps=["patrol_missed"], roles=["window_management"]),
+        RouteConfig(steps=["locker_overdue"], roles=["site_staff"]),
     ]
 
 

@@ -64,6 +64,14 @@ KIND_ZH = {
     HALL_OUTAGE: "大厅整体故障",
     "fault": "故障",
     "consumable": "耗材",
+    # The 24-hour area's doors and lockers (broker/access/signals.py).
+    "door_offline": "门禁控制器离线",
+    "door_held_open": "门长时间未关",
+    "door_forced": "门被强行打开",
+    "door_lock_fault": "门锁故障",
+    "locker_offline": "寄取柜离线",
+    "locker_door_fault": "柜门故障",
+    "locker_overdue": "物品超期未取",
 }
 KIND_EN = {
     "offline": "offline",
@@ -73,6 +81,13 @@ KIND_EN = {
     HALL_OUTAGE: "hall-wide outage",
     "fault": "fault",
     "consumable": "consumable",
+    "door_offline": "door controller offline",
+    "door_held_open": "door held open",
+    "door_forced": "door forced open",
+    "door_lock_fault": "door lock fault",
+    "locker_offline": "locker bank offline",
+    "locker_door_fault": "locker compartment fault",
+    "locker_overdue": "item left too long",
 }
 
 
