@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from agent.commands.update import UpdateConfig
 from agent.config import AgentConfig, OutboxConfig
 from agent.outbox import Outbox
+from agent.state import StateStore
 from agent.updater import (
     COMPLETE,
     LAST_RESULT,
@@ -390,7 +391,9 @@ async def test_an_update_interrupted_before_its_updater_started_fails_instead_of
     async with consumer.store.engine.begin() as conn:
         await cmd_sql.insert_command(conn, f"{SITE}/pad-2", cmd)
     async with Outbox(tmp_path / "outbox.db") as outbox:
-        await outbox.set_command_state(cmd.id, "update", "running")
+        state = StateStore(outbox.db)
+        await state.prepare()
+        await state.set_command_state(cmd.id, "update", "running")
     (tmp_path / "update").mkdir()
     mangled = {"command_id": cmd.id, "from_version": "0.1.0", "to_version": "9", "store": "/w", "root": "/opt"}
     mangled |= {"health_timeout_s": "soon", "state_dir": "/x", "previous": "/y", "restart_command": []}
