@@ -47,7 +47,7 @@ REPO_SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
 GALLERY_KEYS_DIR = Path("/etc/hallfleet/gallery-keys")
 # Roles whose hardware section the agent requires; a rating pad's (its window, keypad, queue adapter) has no
 # sensible default, so it comes from --hardware.
-SECTION_ROLES = ("attendance", "kiosk", "rating")
+SECTION_ROLES = ("attendance", "kiosk", "rating", "queue")  # a queue device's kind and queue PC: --hardware
 DEFAULT_HARDWARE: dict[str, str] = {
     "attendance": (
         "# The entrance camera; add [attendance.fingerprint] and [attendance.qr] as fitted (--hardware FILE).\n"

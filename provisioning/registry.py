@@ -35,7 +35,7 @@ SERVICE_USERS = (CONSUMER_USER, API_USER)
 # Shared or generic names say nobody: approvals and revocations name a person (per-person accounts, §6.1).
 GENERIC_NAMES = frozenset({"root", "admin", "administrator", "it", "hallfleet", "operator", "system", "user", "test"})
 
-Role = Literal["attendance", "kiosk", "rating", "sim", "none"]
+Role = Literal["attendance", "kiosk", "rating", "queue", "sim", "none"]
 Kind = Literal["device", "bridge", "service"]
 AuthKind = Literal["password", "cert"]
 State = Literal["active", "revoked"]
