@@ -1,6 +1,7 @@
 """The few lines of HTTP/1.1 a device endpoint on the hall's LAN speaks: one request per connection, a body
-with Content-Length, JSON both ways. Shared by the rating pad's queue endpoint (agent/roles/rating.py) and the
-simulated queue system (drivers/queue/sim.py), so both refuse the same bad requests with the same statuses.
+with Content-Length, JSON both ways (the simulated IPP printer, drivers/ipp/sim.py, answers application/ipp).
+Shared by the rating pad's queue endpoint (agent/roles/rating.py), the simulated queue system
+(drivers/queue/sim.py) and that printer, so all refuse the same bad requests with the same statuses.
 
 The rule: a request that cannot be taken gets a 4xx naming what the client must fix, never a dropped
 connection, and nothing of it is acted on.
@@ -53,10 +54,15 @@ async def read_request(reader: asyncio.StreamReader, max_body: int) -> tuple[str
 
 async def write_json(writer: asyncio.StreamWriter, status: int, body: Any) -> None:
     """Answer with ``body`` as JSON and close the connection; a client that went away is no error."""
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    await write_body(writer, status, "application/json; charset=utf-8", payload)
+
+
+async def write_body(writer: asyncio.StreamWriter, status: int, content_type: str, payload: bytes) -> None:
+    """Answer with ``payload`` (the simulated IPP printer's application/ipp) and close the connection."""
     try:
-        payload = json.dumps(body, ensure_ascii=False).encode()
         head = (
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json; charset=utf-8\r\n"
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
         )
         writer.write(head.encode() + payload)

@@ -1,5 +1,6 @@
-"""The kiosk's A4 printer over IPP: codec bytes, what printer-supply means, and get_status against
-a real emulated printer (CUPS's ippeveprinter, driven through its own /supplies and /media pages).
+"""The kiosk's A4 printer over IPP: codec bytes, what printer-supply means, and get_status and print_job
+against a real emulated printer (CUPS's ippeveprinter, driven through its own /supplies and /media pages) and,
+with the same assertions, against the simulated twin (drivers/ipp/sim.py; its own model in test_ipp_sim.py).
 
 Nothing here skips: without ippeveprinter the printer tests fail and say to run scripts/setup.
 """
@@ -18,6 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from drivers.ipp import A4PrinterConfig, A4Status, get_status
+from drivers.ipp.client import print_job
 from drivers.ipp.codec import (
     Attribute,
     AttributeGroup,
@@ -33,7 +35,9 @@ from drivers.ipp.codec import (
     encode,
     encode_get_printer_attributes,
 )
+from drivers.ipp.raster import a4_pages
 from drivers.ipp.status import parse_markers, parse_printer_supply, parse_status, split_reasons
+from tests.support.a4printers import KINDS, A4Under, a4_printer
 from tests.support.ippeveprinter import IppEveError, IppEvePrinter, ensure_system_daemons, find_binary
 
 pytestmark = pytest.mark.timeout(30)
@@ -371,8 +375,20 @@ def test_system_daemons_helper_is_idempotent() -> None:
     assert ensure_system_daemons() == []
 
 
-async def test_reads_an_idle_printer_its_supplies_and_paper(printer: IppEvePrinter) -> None:
-    status, _ = await read(printer.url)
+# The same client assertions against ippeveprinter and the simulated twin (drivers/ipp/sim.py): what differs
+# between them is named here, per printer, so the twin cannot drift from a real printer unnoticed.
+PAGE_COUNTER = {"ippeveprinter": None, "twin": 0}  # ippeveprinter keeps no counters: None, never a made-up 0
+LOW_SEVERITY = {"ippeveprinter": "report", "twin": "warning"}  # ippeveprinter's follows its idle state
+
+
+@pytest.fixture(params=KINDS)
+async def a4(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A4Under]:
+    async with a4_printer(request.param, tmp_path) as printer:
+        yield printer
+
+
+async def test_reads_an_idle_printer_its_supplies_and_paper(a4: A4Under) -> None:
+    status, _ = await read(a4.url)
     assert status.reachable and status.error is None
     assert (status.state, status.state_reasons, status.faults, status.warnings) == ("idle", (), (), ())
     assert status.accepting_jobs is True and status.model == "HallFleet Kiosk A4"
@@ -381,62 +397,72 @@ async def test_reads_an_idle_printer_its_supplies_and_paper(printer: IppEvePrint
         ("Black Toner", "toner", 75.0, "ok", False),
     ]
     assert status.media.ready and {t.name for t in status.media.trays} >= {"main", "by-pass-tray"}
-    # ippeveprinter keeps no page counters: None, never a made-up 0.
-    assert status.counters.pages is None
+    assert next(t for t in status.media.trays if t.name == "by-pass-tray").state == "unknown"  # not sensed
+    assert status.counters.pages == PAGE_COUNTER[a4.kind]
 
 
-async def test_toner_set_low_on_its_web_page_reads_low_with_a_toner_low_reason(printer: IppEvePrinter) -> None:
-    printer.set_supply("Black Toner", 5)
-    status, _ = await read(printer.url)
+async def test_toner_set_low_on_its_web_page_reads_low_with_a_toner_low_reason(a4: A4Under) -> None:
+    a4.set_supply("Black Toner", 5)
+    status, _ = await read(a4.url)
     black = next(s for s in status.supplies if s.kind == "toner")
     assert (black.level_pct, black.state) == (5.0, "low")
     assert "toner-low" in status.state_reasons and status.warnings == ("toner-low",) and status.faults == ()
-    assert status.severity["toner-low"] == "report"  # ippeveprinter's severity follows its idle state
+    assert status.severity["toner-low"] == LOW_SEVERITY[a4.kind]
 
-    printer.set_supply("Black Toner", 0)
-    status, _ = await read(printer.url)
+    a4.set_supply("Black Toner", 0)
+    status, _ = await read(a4.url)
     assert next(s for s in status.supplies if s.kind == "toner").state == "empty"
     assert status.faults == ("toner-empty",) and "toner-low" not in status.state_reasons
 
 
-async def test_full_waste_tank_is_a_fault(printer: IppEvePrinter) -> None:
-    printer.set_supply("Toner Waste Tank", 95)
-    status, _ = await read(printer.url)
+async def test_full_waste_tank_is_a_fault(a4: A4Under) -> None:
+    a4.set_supply("Toner Waste Tank", 95)
+    status, _ = await read(a4.url)
     assert status.warnings == ("marker-waste-almost-full",) and status.faults == ()
-    printer.set_supply("Toner Waste Tank", 100)
-    status, _ = await read(printer.url)
+    a4.set_supply("Toner Waste Tank", 100)
+    status, _ = await read(a4.url)
     waste = next(s for s in status.supplies if s.receptacle)
     assert (waste.level_pct, waste.state) == (100.0, "full")
     assert status.faults == ("marker-waste-full",)
     assert next(s for s in status.supplies if s.kind == "toner").state == "ok"  # the toner is untouched
 
 
-async def test_empty_paper_tray_is_a_media_empty_fault_until_a4_is_loaded(printer: IppEvePrinter) -> None:
-    printer.set_tray("main", sheets=0)
-    status, _ = await read(printer.url)
+async def test_empty_paper_tray_is_a_media_empty_fault_until_a4_is_loaded(a4: A4Under) -> None:
+    a4.set_tray("main", sheets=0)
+    status, _ = await read(a4.url)
     assert "media-empty" in status.faults and status.media.reasons == ("media-empty",)
     assert next(t for t in status.media.trays if t.name == "main").state == "empty"
 
-    printer.set_tray("main", sheets=250, size="iso_a4_210x297mm")
-    status, _ = await read(printer.url)
+    a4.set_tray("main", sheets=250, size="iso_a4_210x297mm")
+    status, _ = await read(a4.url)
     assert status.faults == () and status.media.has("iso_a4_210x297mm")
     assert next(t for t in status.media.trays if t.name == "main").level_pct == 100.0
 
 
-async def test_stopped_printer_process_reads_unreachable_with_the_reason(printer: IppEvePrinter) -> None:
-    url = printer.url
+async def test_stopped_printer_process_reads_unreachable_with_the_reason(a4: A4Under) -> None:
+    url = a4.url
     assert (await read(url))[0].reachable
-    printer.stop()
+    a4.stop()
     status, took = await read(url, timeout_s=2)
     assert not status.reachable and status.faults == ("unreachable",)
     assert status.error == f"connection to {url} failed: Connection refused"
     assert took < 2
 
 
-async def test_wrong_ipp_path_reads_unreachable_with_the_ipp_status(printer: IppEvePrinter) -> None:
-    status, _ = await read(printer.url.replace("/ipp/print", "/ipp/nothing"))
+async def test_wrong_ipp_path_reads_unreachable_with_the_ipp_status(a4: A4Under) -> None:
+    status, _ = await read(a4.url.replace("/ipp/print", "/ipp/nothing"))
     assert not status.reachable
     assert status.error is not None and "client-error-not-found" in status.error
+
+
+async def test_print_job_takes_pwg_raster_and_refuses_a_format_it_does_not_print(a4: A4Under) -> None:
+    cfg = A4PrinterConfig(url=a4.url)
+    refused = await print_job(cfg, b"%PDF-1.7", "application/pdf")  # first: ippeveprinter is busy after a job
+    assert not refused.accepted and refused.error is not None
+    assert "refused Print-Job: client-error-attributes-or-values-not-supported" in refused.error
+    job = await print_job(cfg, a4_pages(2), job_name="办事指南")
+    assert job.accepted and job.error is None and job.job_id is not None and job.job_id >= 1
+    assert job.state in ("pending", "processing", "completed")
 
 
 async def test_ipps_with_the_printers_pinned_certificate(printer: IppEvePrinter) -> None:

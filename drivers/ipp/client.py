@@ -1,4 +1,5 @@
-"""The kiosk's A4 printer over IPP: one Get-Printer-Attributes per reading, spoken directly.
+"""The kiosk's A4 printer over IPP: one Get-Printer-Attributes per reading, spoken directly; and
+Print-Job, the kiosk application's print path (the demo's citizens print through it).
 
 Why not pyipp or CUPS: pyipp reads only ``marker-*`` (not ``printer-supply``) and a kiosk has no
 CUPS queue to ask; one request over HTTP/1.1 with asyncio streams needs no dependency.
@@ -7,6 +8,7 @@ CUPS queue to ask; one request over HTTP/1.1 with asyncio streams needs no depen
 TLS failure, HTTP error, not IPP, an IPP error status) is an ``A4Status`` with
 ``reachable=False`` and the reason in ``error``, because for a 24-hour kiosk an absent printer is
 a reading to report, not an exception for every caller to remember. Only cancellation escapes.
+``print_job`` keeps the same rule: a refused or lost job is a ``JobResult`` saying why.
 """
 
 from __future__ import annotations
@@ -16,13 +18,24 @@ import contextlib
 import itertools
 import os
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from drivers.ipp.codec import IppError, Tag, decode, encode_get_printer_attributes
+from drivers.ipp.codec import (
+    GET_JOB_ATTRIBUTES,
+    GET_PRINTER_ATTRIBUTES,
+    PRINT_JOB,
+    IppError,
+    IppMessage,
+    Tag,
+    decode,
+    encode_get_printer_attributes,
+    encode_print_job,
+)
 from drivers.ipp.status import REQUESTED, A4Status, Thresholds, parse_status
 from protocol.settings import Section
 
@@ -31,14 +44,17 @@ MAX_HEADERS = 100
 _DEFAULT_PORTS = {"ipp": 631, "ipps": 631, "http": 80, "https": 443}
 _request_ids = itertools.count(1)
 
-_STATUS_NAMES = {
+#: Status codes by name (RFC 8011 13.1); the simulated printer answers with the same table.
+STATUS_NAMES = {
     0x0400: "client-error-bad-request",
     0x0401: "client-error-forbidden",
     0x0402: "client-error-not-authenticated",
     0x0403: "client-error-not-authorized",
     0x0404: "client-error-not-possible",
     0x0406: "client-error-not-found",
+    0x040A: "client-error-document-format-not-supported",
     0x040B: "client-error-attributes-or-values-not-supported",
+    0x0411: "client-error-document-format-error",
     0x0500: "server-error-internal-error",
     0x0501: "server-error-operation-not-supported",
     0x0502: "server-error-service-unavailable",
@@ -46,6 +62,13 @@ _STATUS_NAMES = {
     0x0504: "server-error-device-error",
     0x0507: "server-error-busy",
 }
+OPERATION_NAMES = {
+    PRINT_JOB: "Print-Job", GET_JOB_ATTRIBUTES: "Get-Job-Attributes", GET_PRINTER_ATTRIBUTES: "Get-Printer-Attributes"
+}  # fmt: skip
+JOB_STATES = {
+    3: "pending", 4: "pending-held", 5: "processing", 6: "processing-stopped", 7: "canceled", 8: "aborted",
+    9: "completed",
+}  # fmt: skip
 
 
 class A4PrinterConfig(Section):
@@ -102,33 +125,74 @@ class _NoAnswer(Exception):
 
 async def get_status(cfg: A4PrinterConfig) -> A4Status:
     """One reading of the printer. Never raises for printer problems (see the module docstring)."""
-    request_id = next(_request_ids) & 0x7FFFFFFF or 1
-    body = encode_get_printer_attributes(cfg.printer_uri, REQUESTED, request_id)
+    request_id = _next_request_id()
+    answer = await _ask(cfg, encode_get_printer_attributes(cfg.printer_uri, REQUESTED, request_id), request_id)
+    if isinstance(answer, str):
+        return A4Status.unreachable(answer)
+    thresholds = Thresholds(low_pct=cfg.low_pct, almost_full_pct=cfg.almost_full_pct)
+    return parse_status(answer.attributes(Tag.PRINTER), thresholds)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What the printer said to one Print-Job: ``accepted`` with its job id and state, or why not."""
+
+    accepted: bool
+    job_id: int | None = None
+    state: str = "unknown"  # pending, processing, completed, aborted... (RFC 8011 5.3.7)
+    error: str | None = None
+
+
+async def print_job(
+    cfg: A4PrinterConfig, document: bytes, document_format: str = "image/pwg-raster", *, job_name: str = ""
+) -> JobResult:
+    """Send one document (the kiosk application's print path). Like get_status, never raises for a printer
+    problem: a refusal or an absent printer is a JobResult with ``accepted=False`` and the reason."""
+    request_id = _next_request_id()
+    body = encode_print_job(cfg.printer_uri, document, document_format, request_id, job_name=job_name, user="kiosk")
+    answer = await _ask(cfg, body, request_id)
+    if isinstance(answer, str):
+        return JobResult(accepted=False, error=answer)
+    job = answer.attributes(Tag.JOB)
+    job_id, state = job.get("job-id"), job.get("job-state")
+    return JobResult(
+        accepted=True,
+        job_id=job_id.value if job_id and isinstance(job_id.value, int) else None,
+        state=JOB_STATES.get(state.value, "unknown") if state and isinstance(state.value, int) else "unknown",
+    )
+
+
+def _next_request_id() -> int:
+    return next(_request_ids) & 0x7FFFFFFF or 1
+
+
+async def _ask(cfg: A4PrinterConfig, body: bytes, request_id: int) -> IppMessage | str:
+    """The printer's successful answer to one request, or why there is none (the words get_status reports)."""
     try:
         async with asyncio.timeout(cfg.timeout_s):
             answer = await post_ipp(cfg, body)
         msg = decode(answer)
     except TimeoutError:
-        return A4Status.unreachable(f"no answer from {cfg.url} within {cfg.timeout_s:g} s")
+        return f"no answer from {cfg.url} within {cfg.timeout_s:g} s"
     except ssl.SSLError as exc:
-        return A4Status.unreachable(f"TLS with {cfg.url} failed: {exc.reason or exc}")
+        return f"TLS with {cfg.url} failed: {exc.reason or exc}"
     except OSError as exc:
         # asyncio words a refusal "Connect call failed ('10.0.0.5', 631)": the errno says what happened.
         reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
-        return A4Status.unreachable(f"connection to {cfg.url} failed: {reason}")
+        return f"connection to {cfg.url} failed: {reason}"
     except UnicodeError as exc:  # the host name does not IDNA-encode
-        return A4Status.unreachable(f"bad host name in {cfg.url}: {exc}")
+        return f"bad host name in {cfg.url}: {exc}"
     except (_NoAnswer, IppError) as exc:
-        return A4Status.unreachable(f"{cfg.url} did not answer IPP: {exc}")
+        return f"{cfg.url} did not answer IPP: {exc}"
     if msg.request_id != request_id:
-        return A4Status.unreachable(f"{cfg.url} answered request {msg.request_id}, we sent {request_id}")
+        return f"{cfg.url} answered request {msg.request_id}, we sent {request_id}"
     if msg.code >= 0x0100:  # 0x0000-0x00FF are the successful-ok* codes
-        name = _STATUS_NAMES.get(msg.code, f"0x{msg.code:04x}")
+        name = STATUS_NAMES.get(msg.code, f"0x{msg.code:04x}")
         said = msg.attributes(Tag.OPERATION).get("status-message")
         detail = f" ({said.value})" if said and isinstance(said.value, str) else ""
-        return A4Status.unreachable(f"{cfg.url} refused Get-Printer-Attributes: {name}{detail}")
-    thresholds = Thresholds(low_pct=cfg.low_pct, almost_full_pct=cfg.almost_full_pct)
-    return parse_status(msg.attributes(Tag.PRINTER), thresholds)
+        operation = OPERATION_NAMES.get(int.from_bytes(body[2:4], "big"), "the request")
+        return f"{cfg.url} refused {operation}: {name}{detail}"
+    return msg
 
 
 async def post_ipp(cfg: A4PrinterConfig, body: bytes) -> bytes:

@@ -69,6 +69,8 @@ class Tag(IntEnum):
     EXTENSION = 0x7F
 
 
+PRINT_JOB = 0x0002
+GET_JOB_ATTRIBUTES = 0x0009
 GET_PRINTER_ATTRIBUTES = 0x000B
 MAX_COLLECTION_DEPTH = 16  # media-col-database nests 2 deep; a hostile 10,000 would blow the stack
 
@@ -197,6 +199,23 @@ def encode_get_printer_attributes(
     if requested:
         op.append(Attribute.of("requested-attributes", Tag.KEYWORD, *requested))
     return encode(IppMessage(GET_PRINTER_ATTRIBUTES, request_id, (AttributeGroup(Tag.OPERATION, tuple(op)),)))
+
+
+def encode_print_job(
+    printer_uri: str, document: bytes, document_format: str, request_id: int = 1, *, job_name: str = "", user: str = ""
+) -> bytes:
+    """Print-Job (0x0002): the operation attributes, then the document as the message's data."""
+    op = [
+        Attribute.of("attributes-charset", Tag.CHARSET, "utf-8"),
+        Attribute.of("attributes-natural-language", Tag.NATURAL_LANGUAGE, "en"),
+        Attribute.of("printer-uri", Tag.URI, printer_uri),
+    ]
+    if user:
+        op.append(Attribute.of("requesting-user-name", Tag.NAME, user))
+    if job_name:
+        op.append(Attribute.of("job-name", Tag.NAME, job_name))
+    op.append(Attribute.of("document-format", Tag.MIME_MEDIA_TYPE, document_format))
+    return encode(IppMessage(PRINT_JOB, request_id, (AttributeGroup(Tag.OPERATION, tuple(op)),), data=document))
 
 
 def encode(msg: IppMessage) -> bytes:
