@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
 from agent.roles.queue import QueueRoleConfig, Scope, event_of
 from agent.roles.rating import RatingConfig
@@ -143,7 +142,7 @@ async def test_the_twin_serves_its_records_to_the_real_http_driver() -> None:
 async def test_an_unreachable_queue_system_is_an_error_naming_it() -> None:
     system = HttpQueueSystem(HttpQueueConfig(url="http://127.0.0.1:9/api", timeout_s=1))
     try:
-        with pytest.raises(QueueSystemError, match="127.0.0.1:9"):
+        with pytest.raises(QueueSystemError, match=r"127\.0\.0\.1:9"):
             await system.records(0, 10)
     finally:
         await system.aclose()
