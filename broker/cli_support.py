@@ -9,7 +9,6 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from broker.config import ConsumerConfig
-from broker.rules.incidents import IncidentRules
 from broker.sites import Sites
 from broker.store.db import Store
 from protocol.settings import load_settings
@@ -30,7 +29,6 @@ def run_with_store(a: argparse.Namespace, handler: Handler, refusals: tuple[type
     async def go() -> int:
         store = await Store.open(cfg.store.url)
         sites = Sites(cfg.sites)
-        store.rules = IncidentRules(sites, store.roles)
         try:
             return await handler(a, store, sites)
         finally:

@@ -24,10 +24,11 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.rules.incidents import Signal
+from broker.rules.incidents import IncidentRules, Signal
 from broker.store import commands as cmd_sql
 from broker.store.commands import audit
 from broker.store.db import Store
+from broker.store.keys import DeviceKey
 from broker.store.schema import commands, devices, events, face_gallery, gallery_sites
 from protocol.commands import Command
 from protocol.gallery import GalleryUpdate, associated_data, key_from_text, pack, seal
@@ -234,25 +235,28 @@ async def overdue_revocations(conn: AsyncConnection, site: str, now: datetime) -
 PENDING_S = 600  # a gallery_update issued this recently is on its way, or its result not yet reported
 
 
-async def reconcile(store: Store, cfg: GalleryCentreConfig, now: datetime) -> list[tuple[str, Command]]:
+async def reconcile(
+    store: Store, cfg: GalleryCentreConfig, now: datetime, rules: IncidentRules | None = None
+) -> list[tuple[DeviceKey, Command]]:
     """Send each online terminal the update it lacks (commands committed here, published by the caller),
-    and keep an incident open on each terminal that still holds someone revoked past the deadline."""
-    out: list[tuple[str, Command]] = []
+    and (with ``rules``) keep an incident open on each terminal that still holds someone revoked past the
+    deadline."""
+    out: list[tuple[DeviceKey, Command]] = []
     async with store.engine.begin() as conn:
         for site in [r.site for r in await conn.execute(sa.select(gallery_sites.c.site))]:
             held = await held_versions(conn, site)
             for device, version in held.items():
                 cmd = await _update_if_needed(conn, cfg, site, device, version, now)
                 if cmd is not None:
-                    out.append((f"{site}/{device}", cmd))
+                    out.append((DeviceKey(site, device), cmd))
             overdue = {device for device, _ in await overdue_revocations(conn, site, now)}
-            if store.rules is not None:
+            if rules is not None:
                 signals = [
                     Signal(site, device, "gallery.revocation_overdue", device in overdue, "major", now, now,
                            "撤销的人员仍在终端人脸库中, 已超过期限" if device in overdue else "人脸库已更新")
                     for device in held
                 ]  # fmt: skip
-                await store.rules.apply(conn, signals)
+                await rules.apply(conn, signals)
     return out
 
 

@@ -170,8 +170,8 @@ async def _reported(a: argparse.Namespace, store: Store, sites: Sites) -> int:
     return 0
 
 
-async def _fixed(a: argparse.Namespace, store: Store, _sites: Sites) -> int:
-    await actions.clear_reported(store, "/".join(split_device(a.device)), by=_by(a), at=_now())
+async def _fixed(a: argparse.Namespace, store: Store, sites: Sites) -> int:
+    await actions.clear_reported(store, sites, "/".join(split_device(a.device)), by=_by(a), at=_now())
     return 0
 
 

@@ -82,6 +82,9 @@ Int32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 """A version."""
 Count = Annotated[int, Field(ge=0, le=EXACT_INT_MAX)]
 """A count or cumulative counter."""
+Ordinal = Annotated[int, Field(ge=1, le=EXACT_INT_MAX)]
+"""A 1-based number (an attempt, a round). A Field(ge=1) beside a Count would not narrow it: the Annotated
+type's own ge=0 is what pydantic applies."""
 Reading = Annotated[int, Field(ge=-EXACT_INT_MAX, le=EXACT_INT_MAX)]
 """A raw sensor or driver reading (may be negative)."""
 Json = Annotated[Any, AfterValidator(_json_value)]

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError
 
-from protocol.bounds import Count, Int32, Line, Prose, Reading
+from protocol.bounds import Count, Int32, Line, Ordinal, Prose, Reading
 from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import MAX_EVENT_BYTES, Envelope, Frozen
 from protocol.hall_events import DoorAlarm, DoorState, LockerAlarm, LockerBank, LockerParcel, NetCheck, PatrolScan
@@ -150,7 +150,7 @@ class AppRestart(Frozen):
     """The agent restarted the device's application (self-healing, or a restart_app command)."""
 
     app: Line = Field(min_length=1, max_length=64, description="systemd unit or process name")
-    attempt: Count = Field(ge=1, description="Attempt number in the current outage")
+    attempt: Ordinal = Field(description="Attempt number in the current outage")
     trigger: Literal["probe", "exited", "command"]
     reason: Prose = Field(default="", max_length=500, description="What the failing probes said")
     ok: bool = Field(description="Healthy again after the restart")

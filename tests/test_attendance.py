@@ -147,7 +147,7 @@ async def test_the_centre_sends_the_gallery_and_a_revoked_person_no_longer_punch
 
     async def reconcile_until(version: int) -> None:
         async def holds() -> bool:
-            consumer.consumer._send_commands(await gallery.reconcile(store, cfg, SystemClock().now()))
+            await consumer.consumer.send_commands(await gallery.reconcile(store, cfg, SystemClock().now()))
             async with store.engine.connect() as conn:
                 return (await gallery.held_versions(conn, "qp")).get("att-1") == version
 
@@ -230,7 +230,7 @@ async def test_a_face_punch_from_the_camera_and_no_match_once_revoked(
     keys = gallery.GalleryCentreConfig(keys_dir=tmp_path / "keys")
 
     async def holds(version: int) -> bool:
-        consumer.consumer._send_commands(await gallery.reconcile(store, keys, SystemClock().now()))
+        await consumer.consumer.send_commands(await gallery.reconcile(store, keys, SystemClock().now()))
         async with store.engine.connect() as conn:
             return (await gallery.held_versions(conn, "qp")).get("att-1") == version
 

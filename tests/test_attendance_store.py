@@ -33,6 +33,7 @@ from broker.calendar import CalendarConfig, SiteCalendar, TimetableConfig
 from broker.rules.incidents import IncidentRules, Signal
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Batch, StatusUpdate, Store
+from broker.store.keys import DeviceKey
 from broker.store.schema import attendance_exceptions, attendance_locks, audit_log, events, staff
 from hallfleet.cli import main
 from protocol.envelope import Presence, StatusMessage
@@ -316,7 +317,7 @@ async def test_fault_windows_come_from_presence_history_of_attendance_terminals(
     # att-2: stale (heartbeat overdue) 09:00-09:30.
     await presence(store, "att-2", on, 1, local(TUE, "06:00"), "attendance")
     await store.sweep_stale(local(TUE, "09:00"))
-    await store.write(Batch(seen={"qp/att-2": ("qp", "att-2", local(TUE, "09:30"))}))
+    await store.write(Batch(seen={DeviceKey("qp", "att-2"): local(TUE, "09:30")}))
     # a kiosk's outage is not an attendance fault.
     await presence(store, "kiosk-1", on, 1, local(TUE, "06:00"), "kiosk")
     await presence(store, "kiosk-1", off, 1, local(TUE, "10:00"), "kiosk")

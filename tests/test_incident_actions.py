@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.alerts.routing import AlertsConfig, Router
+from broker.ingest.rules_stage import RulesStage
 from broker.rules import actions
 from broker.rules.incidents import IncidentRules, Signal
 from broker.rules.sla import SlaClock
 from broker.sites import SiteConfig, Sites, SlaPolicy
 from broker.store import commands as cmd_sql
-from broker.store.db import Batch, StatusUpdate, Store
+from broker.store.db import Batch, StatusUpdate, Store, Written
+from broker.store.keys import DeviceKey
 from broker.store.schema import audit_log, commands, incident_conditions, incident_timeline, incidents, notifications
 from hallfleet.cli import main
 from protocol.clock import HALL_ZONE
@@ -26,28 +29,32 @@ from protocol.envelope import Presence, StatusMessage
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
 KEY = "qp/kiosk-24h-1"
+DEV = DeviceKey("qp", "kiosk-24h-1")
 SITES = Sites({"qp": SiteConfig(sla=SlaPolicy(act_after_s=30, verify_s=5))})
 
 
 class Rig:
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.rules = IncidentRules(SITES, store.roles)
+        self.rules = IncidentRules(SITES, store.roles)
         self.clock = SlaClock(store.engine, SITES, Router(AlertsConfig()))
 
     async def online(self, at: datetime) -> None:
         status = StatusMessage(state=Presence.ONLINE, session=1, boot_id="b", ts=at, heartbeat_s=60, role="kiosk")
         b = Batch(statuses=[StatusUpdate("qp", "kiosk-24h-1", status, False, at)])
-        b.seen[KEY] = ("qp", "kiosk-24h-1", at)
-        await self.store.write(b)
+        b.seen[DEV] = at
+        await self.store.write(b, self.after)
 
     async def heard(self, at: datetime) -> None:
-        await self.store.write(Batch(seen={KEY: ("qp", "kiosk-24h-1", at)}))
+        await self.store.write(Batch(seen={DEV: at}), self.after)
+
+    async def after(self, conn: AsyncConnection, written: Written) -> None:
+        """The consumer's rules stage: presence transitions the write made become incidents."""
+        await RulesStage(self.rules).after_commit(conn, written, ())
 
     async def signal(self, active: bool, at: datetime, kind: str = "kiosk_down") -> None:
-        await self.store.write(
-            Batch(signals=[Signal("qp", "kiosk-24h-1", kind, active, "critical", at, at, "test")], seen={})
-        )
+        async with self.store.engine.begin() as conn:
+            await self.rules.apply(conn, [Signal("qp", "kiosk-24h-1", kind, active, "critical", at, at, "test")])
 
     async def incident(self) -> sa.Row:
         (row,) = await self.store.fetch(sa.select(incidents))
@@ -109,7 +116,7 @@ async def test_staff_report_records_its_time_or_opens_a_reported_incident(rig: R
     assert again == opened, "recorded on the open incidents, not a new one"
     audits = await rig.store.fetch(sa.select(audit_log.c.action, audit_log.c.actor))
     assert [tuple(a) for a in audits] == [("incident.reported", "li"), ("incident.reported", "zhou")]
-    await actions.clear_reported(rig.store, KEY, by="zhang", at=T0 + timedelta(minutes=30))
+    await actions.clear_reported(rig.store, SITES, KEY, by="zhang", at=T0 + timedelta(minutes=30))
     # One outage: the staff report and what hallfleet saw are its conditions; it is over when both are.
     (row,) = await rig.store.fetch(sa.select(incidents))
     assert (row.id, row.state, row.detected_at) == (opened, "open", reported)

@@ -317,11 +317,6 @@ def test_values_at_the_bounds_are_taken_and_values_beyond_them_refused(data: st.
     assert bad.reason is not None, f"the contract took a value beyond its bounds: {bad.raw[:300]!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AppRestart.attempt says Field(ge=1) on a Count, whose own Field(ge=0) wins in pydantic: attempt 0 is "
-    "taken. Fix in protocol/events.py (e.g. Annotated[int, Field(ge=1, le=EXACT_INT_MAX)]) and drop this mark.",
-)
 def test_an_app_restart_attempt_below_one_is_refused() -> None:
     from protocol.events import AppRestart
 

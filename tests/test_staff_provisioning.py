@@ -320,7 +320,7 @@ async def test_the_terminal_receives_the_version_the_run_made_and_loses_the_face
     keys = gallery.GalleryCentreConfig(keys_dir=tmp_path / "keys")
 
     async def holds(v: int) -> bool:
-        consumer.consumer._send_commands(await gallery.reconcile(store, keys, SystemClock().now()))
+        await consumer.consumer.send_commands(await gallery.reconcile(store, keys, SystemClock().now()))
         async with store.engine.connect() as conn:
             return (await gallery.held_versions(conn, SITE)).get("att-1") == v
 

@@ -11,13 +11,15 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from broker.store.db import Batch, StatusUpdate, Store
+from broker.store.db import Batch, StatusUpdate, Store, Transition
+from broker.store.keys import DeviceKey, EventRef
 from broker.store.schema import devices, events, metadata, presence_history
 from protocol.envelope import Presence, StatusMessage
 from protocol.ids import uuid7
 
 T0 = datetime(2026, 11, 23, 8, 25, tzinfo=UTC)
 KEY = "qp/att-1"
+DEV = DeviceKey("qp", "att-1")
 
 
 @pytest.fixture
@@ -25,6 +27,10 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     s = await Store.open(store_url)
     yield s
     await s.close()
+
+
+async def transitions_of(store: Store, batch: Batch) -> list[Transition]:
+    return list((await store.write(batch)).transitions)
 
 
 def event_row(seq: int, event_id: str | None = None, at: datetime = T0) -> dict[str, Any]:
@@ -48,7 +54,7 @@ def status(state: Presence, session: int, at: datetime, retained: bool = False, 
     upd = StatusUpdate("qp", "att-1", msg, retained, at)
     b = Batch(statuses=[upd])
     if not retained:
-        b.seen[KEY] = ("qp", "att-1", at)
+        b.seen[DEV] = at
     return b
 
 
@@ -71,8 +77,11 @@ async def test_migrating_twice_is_harmless(store_url: str, store: Store) -> None
 
 async def test_the_same_event_written_twice_is_stored_once(store: Store) -> None:
     row = event_row(0)
-    await store.write(Batch(events=[row], seen={KEY: ("qp", "att-1", T0)}))
-    await store.write(Batch(events=[row, event_row(1)], seen={KEY: ("qp", "att-1", T0)}))
+    first = await store.write(Batch(events=[row], seen={DEV: T0}))
+    second = event_row(1)
+    again = await store.write(Batch(events=[row, second], seen={DEV: T0}))
+    assert first.new_events == {EventRef("qp", "att-1", row["id"])}
+    assert again.new_events == {EventRef("qp", "att-1", second["id"])}, "only what was new is said to be new"
     rows = await store.fetch(sa.select(events.c.seq, events.c.ts, events.c.received_at).order_by(events.c.seq))
     assert [r.seq for r in rows] == [0, 1]
     assert rows[0].ts == T0 and rows[0].ts.tzinfo is not None, "times come back aware, in UTC"
@@ -81,29 +90,29 @@ async def test_the_same_event_written_twice_is_stored_once(store: Store) -> None
 async def test_naive_times_are_refused(store: Store) -> None:
     row = event_row(0) | {"received_at": T0.replace(tzinfo=None)}
     with pytest.raises(sa.exc.StatementError, match="naive datetime"):
-        await store.write(Batch(events=[row], seen={KEY: ("qp", "att-1", T0)}))
+        await store.write(Batch(events=[row], seen={DEV: T0}))
 
 
 async def test_birth_will_and_late_will(store: Store) -> None:
     await store.write(status(Presence.ONLINE, 1, T0))
     assert await presence_of(store) == "online"
     await store.write(status(Presence.ONLINE, 2, T0 + timedelta(seconds=5)))
-    late = await store.write(status(Presence.OFFLINE, 1, T0 + timedelta(seconds=6)))
+    late = await transitions_of(store, status(Presence.OFFLINE, 1, T0 + timedelta(seconds=6)))
     assert late == [] and await presence_of(store) == "online", "a Will of session 1 must not kill session 2"
-    t = await store.write(status(Presence.OFFLINE, 2, T0 + timedelta(seconds=7)))
+    t = await transitions_of(store, status(Presence.OFFLINE, 2, T0 + timedelta(seconds=7)))
     assert [(x.state, x.reason) for x in t] == [("offline", "will (connection lost)")]
     assert await presence_of(store) == "offline"
 
 
 async def test_a_duplicate_birth_changes_nothing_and_a_retained_old_birth_is_old_news(store: Store) -> None:
     await store.write(status(Presence.ONLINE, 3, T0))
-    assert await store.write(status(Presence.ONLINE, 3, T0 + timedelta(seconds=1))) == []
+    assert await transitions_of(store, status(Presence.ONLINE, 3, T0 + timedelta(seconds=1))) == []
     await store.write(status(Presence.OFFLINE, 3, T0 + timedelta(seconds=2)))
     # A restarted consumer gets the retained status: an online of the same session is stale news.
-    assert await store.write(status(Presence.ONLINE, 3, T0 + timedelta(seconds=3), retained=True)) == []
+    assert await transitions_of(store, status(Presence.ONLINE, 3, T0 + timedelta(seconds=3), retained=True)) == []
     assert await presence_of(store) == "offline"
     # ... but a retained birth of a newer session means we missed it.
-    t = await store.write(status(Presence.ONLINE, 4, T0 + timedelta(seconds=4), retained=True))
+    t = await transitions_of(store, status(Presence.ONLINE, 4, T0 + timedelta(seconds=4), retained=True))
     assert [x.state for x in t] == ["online"]
 
 
@@ -112,7 +121,7 @@ async def test_a_device_that_reset_its_session_counter_is_still_believed_when_it
 ) -> None:
     await store.write(status(Presence.ONLINE, 57, T0))
     await store.write(status(Presence.OFFLINE, 57, T0 + timedelta(seconds=1)))
-    t = await store.write(status(Presence.ONLINE, 1, T0 + timedelta(seconds=2)))  # re-imaged device
+    t = await transitions_of(store, status(Presence.ONLINE, 1, T0 + timedelta(seconds=2)))  # re-imaged device
     assert [x.state for x in t] == ["online"]
     assert await presence_of(store) == "online"
 
@@ -121,10 +130,10 @@ async def test_stale_after_one_and_a_half_heartbeats_and_revived_by_any_message(
     await store.write(status(Presence.ONLINE, 1, T0, hb=10))
     assert await store.sweep_stale(T0 + timedelta(seconds=14)) == []
     stale = await store.sweep_stale(T0 + timedelta(seconds=16))
-    assert [(x.key, x.state) for x in stale] == [(KEY, "stale")]
+    assert [(x.key, x.state) for x in stale] == [(DEV, "stale")]
     assert await store.sweep_stale(T0 + timedelta(seconds=30)) == [], "stale once, not at every sweep"
-    t = await store.write(Batch(events=[event_row(0)], seen={KEY: ("qp", "att-1", T0 + timedelta(seconds=31))}))
-    assert [(x.state, x.reason) for x in t] == [("online", "heartbeat resumed")]
+    t = await store.write(Batch(events=[event_row(0)], seen={DEV: T0 + timedelta(seconds=31)}))
+    assert [(x.state, x.reason) for x in t.transitions] == [("online", "heartbeat resumed")]
     states = await store.fetch(sa.select(presence_history.c.state).order_by(presence_history.c.id))
     assert [r.state for r in states] == ["online", "stale", "online"]
 
@@ -140,6 +149,6 @@ async def test_a_retained_birth_heard_first_registers_the_device(store: Store) -
     # A consumer started after the device hears its retained birth before any event.
     await store.write(status(Presence.ONLINE, 1, T0, retained=True))
     assert await presence_of(store) == "online"
-    await store.write(Batch(events=[event_row(0)], seen={KEY: ("qp", "att-1", T0 + timedelta(seconds=1))}))
+    await store.write(Batch(events=[event_row(0)], seen={DEV: T0 + timedelta(seconds=1)}))
     last_seen = await store.scalar(sa.select(devices.c.last_seen).where(devices.c.key == KEY))
     assert last_seen == T0 + timedelta(seconds=1)

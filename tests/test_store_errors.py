@@ -287,8 +287,9 @@ async def test_a_rule_that_raises_on_one_message_costs_only_that_message(
     mosquitto: LocalMosquitto, consumer: RunningConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not a database error at all: a bug in a rule, raised inside the ingest transaction for one device."""
-    rules = consumer.store.rules
-    assert rules is not None
+    stage = consumer.consumer.rules
+    assert stage is not None
+    rules = stage.rules
     original = rules.apply_batch
 
     async def apply_batch(conn: Any, signals: Any, transitions: Any, levels: Any) -> Any:

@@ -54,7 +54,7 @@ class _Fixed(Collector):
 
 
 class ConsumerCollector(Collector):
-    """The consumer's in-memory counters (broker.consumer.Counters), read at each scrape."""
+    """The consumer's in-memory counters (broker/ingest/counters.py) and its jobs' failures, read at each scrape."""
 
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
@@ -87,6 +87,12 @@ class ConsumerCollector(Collector):
         waiting = GaugeMetricFamily("hallfleet_consumer_uncommitted", "Messages received, not yet committed (lag)")
         waiting.add_metric([], self.consumer.uncommitted)
         yield waiting
+        job_failures = CounterMetricFamily(
+            "hallfleet_consumer_job_failures", "Failed runs of a background job (each retried)", labels=["job"]
+        )
+        for name, stats in self.consumer.jobs.stats.items():
+            job_failures.add_metric([name], stats.failures)
+        yield job_failures
         deliverer = self.consumer.deliverer
         if deliverer is not None:
             for name, value, help_ in (

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from broker.store.db import Batch, StatusUpdate
+from broker.store.keys import DeviceKey, EventRef
 from protocol.bounds import printable
 from protocol.commands import CommandAck, ConfigReport
 
@@ -27,10 +28,18 @@ TOPIC_MAX = 512  # dead_letters.topic
 class Seen:
     """Anything a device sends proves it alive at ``at``."""
 
-    key: str
-    site: str
-    device: str
+    key: DeviceKey
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Meaning:
+    """What an event means to the rules (incident signals, a consumable level). The rules stage applies it
+    only if the commit found the event new to the store: a re-delivered event means nothing twice."""
+
+    ref: EventRef
+    signals: tuple[Signal, ...] = ()
+    level: LevelReading | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +51,10 @@ class Item:
     dead: dict[str, Any] | None = None
     status: StatusUpdate | None = None
     seen: Seen | None = None
-    signals: tuple[Signal, ...] = ()
-    level: LevelReading | None = None
-    ack: tuple[str, CommandAck, datetime] | None = None
-    config_report: tuple[str, bool, ConfigReport, datetime] | None = None
-    confirm: tuple[str, str, int] | None = None  # (site, device, seq) to confirm to the device once held
+    meaning: Meaning | None = None
+    ack: tuple[DeviceKey, CommandAck, datetime] | None = None
+    config_report: tuple[DeviceKey, bool, ConfigReport, datetime] | None = None
+    confirm: tuple[DeviceKey, int] | None = None  # (device, seq) to confirm to the device once held
 
 
 def dead_letter(topic: str, raw: bytes, reason: str, detail: str, at: datetime) -> dict[str, Any]:
@@ -79,14 +87,14 @@ def to_batch(items: Iterable[Item]) -> Batch:
         if it.status is not None:
             b.statuses.append(it.status)
         if it.seen is not None:
-            s = it.seen
-            b.seen[s.key] = (s.site, s.device, s.at)
-        if it.signals:
-            b.signals += it.signals
-        if it.level is not None:
-            b.levels.append(it.level)
+            b.seen[it.seen.key] = it.seen.at
         if it.ack is not None:
             b.acks.append(it.ack)
         if it.config_report is not None:
             b.config_reports.append(it.config_report)
     return b
+
+
+def meanings(items: Iterable[Item]) -> list[Meaning]:
+    """What the items' events mean to the rules, in receive order (the rules stage keeps only new events')."""
+    return [it.meaning for it in items if it.meaning is not None]

@@ -263,7 +263,8 @@ class Receiver:
                 attempt = 0
             except (ConnectRefused, SubscribeRefused) as exc:
                 if isinstance(exc, SubscribeRefused) or exc.permanent:
-                    log.error("receiver %s stopped: %s", self.options.client_id, exc)
+                    # A warning: the error itself is raised to the caller, which says it once (one line at start).
+                    log.warning("receiver %s stopped: %s", self.options.client_id, exc)
                     self._fatal = exc
                     self._ended.set()
                     self._wake.set()

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.rules.incidents import Signal, timeline
+from broker.rules.incidents import IncidentRules, Signal, timeline
 from broker.sites import Sites
 from broker.store.commands import audit
 from broker.store.db import Store
@@ -74,20 +74,19 @@ async def staff_reported(
         await audit(conn, at=at, actor=by, action="incident.reported", target=key, reason=text[:500])
         if rows:
             return rows[0].id
-        assert store.rules is not None, "reports need the incident rules"
         signal = Signal(site, device, "reported", True, "critical", reported_at, reported_at, text or f"报障人 {by}")
-        await store.rules.apply(conn, [signal])
+        await IncidentRules(sites, store.roles).apply(conn, [signal])
         opened = await conn.scalar(sa.select(c.id).where(c.open_key == signal.incident_key))
         await conn.execute(incidents.update().where(c.id == opened).values(staff_reported_at=reported_at))
         return str(opened)
 
 
-async def clear_reported(store: Store, key: str, *, by: str, at: datetime) -> None:
+async def clear_reported(store: Store, sites: Sites, key: str, *, by: str, at: datetime) -> None:
     """A reported outage has no device signal to clear it: the technician says it works again."""
     site, _, device = key.partition("/")
-    assert store.rules is not None
     async with store.engine.begin() as conn:
-        await store.rules.apply(conn, [Signal(site, device, "reported", False, "critical", at, at, f"{by}: 已修复")])
+        signal = Signal(site, device, "reported", False, "critical", at, at, f"{by}: 已修复")
+        await IncidentRules(sites, store.roles).apply(conn, [signal])
         await audit(conn, at=at, actor=by, action="incident.reported_cleared", target=key)
 
 

@@ -229,9 +229,9 @@ class IncidentRules:
         consumable readings become levels (and refills)."""
         presence: list[Signal] = []
         for t in transitions:
-            site, _, device = t.key.partition("/")
-            always_on = await registered_hours24(conn, self.sites, site, device)
-            s = presence_signal(site, device, t.state, t.reason, t.at, always_on)
+            key = t.key
+            always_on = await registered_hours24(conn, self.sites, key.site, key.device)
+            s = presence_signal(key.site, key.device, t.state, t.reason, t.at, always_on)
             if s is not None:
                 presence.append(s)
         await self.apply(conn, presence + signals)

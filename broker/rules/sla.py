@@ -36,6 +36,7 @@ from broker.rules.notices import Notice
 from broker.sites import Sites
 from broker.store import commands as cmd_sql
 from broker.store.db import _insert_ignore
+from broker.store.keys import DeviceKey
 from broker.store.schema import commands, devices, dispatches, incident_conditions, incidents, notifications
 from protocol.commands import Command, CommandState
 from protocol.ids import uuid7
@@ -48,7 +49,7 @@ REMEDIATION_TTL_S = 300
 
 @dataclass(slots=True)
 class TickResult:
-    commands: list[tuple[str, Command]] = field(default_factory=list)  # (key, command) to publish
+    commands: list[tuple[DeviceKey, Command]] = field(default_factory=list)  # (device, command) to publish
     notices: list[Notice] = field(default_factory=list)
 
 
@@ -211,7 +212,7 @@ class SlaClock:
             )
             await cmd_sql.insert_command(conn, row.key, cmd)
             await timeline(conn, row.id, now, "command", f"自动远程处置: {name}", command_id=cmd.id)
-            out.commands.append((row.key, cmd))
+            out.commands.append((DeviceKey(row.site, row.device), cmd))
 
     # -- recovery -----------------------------------------------------------------------------------
     async def _verify(self, conn: AsyncConnection, now: datetime, out: TickResult) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.store.schema import audit_log, commands, device_configs, device_labels
+from broker.store.keys import DeviceKey
+from broker.store.schema import audit_log, commands, device_configs, device_labels, devices
 from protocol.commands import NEXT_STATES, Command, CommandAck, CommandState, ConfigReport, DesiredConfig
 
 log = logging.getLogger(__name__)
@@ -122,12 +123,17 @@ async def expire_commands(conn: AsyncConnection, now: datetime) -> list[tuple[st
     return [(r.id, r.key) for r in rows]
 
 
-async def queued_commands(engine: AsyncEngine, now: datetime, older_than_s: float) -> list[tuple[str, Command]]:
+async def queued_commands(
+    engine: AsyncEngine, now: datetime, older_than_s: float
+) -> list[tuple[DeviceKey, Command]]:
     c = commands.c
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
-                sa.select(commands).where(
+                # The device row names the device; a device never heard of has no session to send to yet.
+                sa.select(commands, devices.c.site, devices.c.device)
+                .join(devices, devices.c.key == c.key)
+                .where(
                     c.state == CommandState.QUEUED.value,
                     c.expires_at > now,
                     c.issued_at < now - timedelta(seconds=older_than_s),
@@ -136,7 +142,7 @@ async def queued_commands(engine: AsyncEngine, now: datetime, older_than_s: floa
         ).all()
     return [
         (
-            r.key,
+            DeviceKey(r.site, r.device),
             Command(
                 id=r.id,
                 name=r.name,

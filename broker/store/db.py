@@ -1,16 +1,19 @@
 """The store: one code path for SQLite (embedded default) and PostgreSQL (scale-out).
 
 Every write of a consumer batch is one transaction: events (idempotent on (site, device, id)), dead
-letters, presence changes. The consumer acknowledges the batch's MQTT messages only after it commits.
+letters, presence changes, and whatever the caller runs after them in the same transaction (``then``: the
+ingest's rules stage), told exactly what was new (``Written``). The consumer acknowledges the batch's MQTT
+messages only after it commits. The store runs no rules of its own.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -19,13 +22,11 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from broker.store import commands as cmd_sql
-from broker.store.schema import dead_letters, devices, events, presence_history
+from broker.store.events_insert import insert_new_events
+from broker.store.keys import DeviceKey, EventRef
+from broker.store.schema import dead_letters, devices, presence_history
 from protocol.commands import Command, CommandAck, ConfigReport
 from protocol.envelope import Presence, StatusMessage
-
-if TYPE_CHECKING:
-    from broker.rules.consumables import LevelReading
-    from broker.rules.incidents import IncidentRules, Signal
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,13 @@ class StatusUpdate:
     at: datetime
 
     @property
-    def key(self) -> str:
-        return f"{self.site}/{self.device}"
+    def key(self) -> DeviceKey:
+        return DeviceKey(self.site, self.device)
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    key: str
+    key: DeviceKey
     state: str
     session: int
     at: datetime
@@ -62,14 +63,25 @@ class Batch:
     events: list[dict[str, Any]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
-    seen: dict[str, tuple[str, str, datetime]] = field(default_factory=dict)
-    acks: list[tuple[str, CommandAck, datetime]] = field(default_factory=list)
-    config_reports: list[tuple[str, bool, ConfigReport, datetime]] = field(default_factory=list)
-    signals: list[Signal] = field(default_factory=list)
-    levels: list[LevelReading] = field(default_factory=list)
+    seen: dict[DeviceKey, datetime] = field(default_factory=dict)
+    acks: list[tuple[DeviceKey, CommandAck, datetime]] = field(default_factory=list)
+    config_reports: list[tuple[DeviceKey, bool, ConfigReport, datetime]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.events) + len(self.dead) + len(self.statuses)
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a write changed: the events new to the store (a re-delivered one is not) and the presence
+    transitions it made. What runs after the write, in its transaction, reads this and nothing else."""
+
+    new_events: frozenset[EventRef] = frozenset()
+    transitions: tuple[Transition, ...] = ()
+
+
+# Runs inside the write's transaction, after it: the ingest's rules stage.
+Then = Callable[[AsyncConnection, Written], Awaitable[None]]
 
 
 def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
@@ -87,10 +99,9 @@ class Store:
     def __init__(self, engine: AsyncEngine, stale_factor: float = 1.5) -> None:
         self.engine = engine
         self.stale_factor = stale_factor
-        self.heartbeat_s: dict[str, float] = {}
-        self.known: set[str] = set()  # keys with a devices row
-        self.roles: dict[str, str] = {}  # key -> role from its birth: the device class of its incidents
-        self.rules: IncidentRules | None = None  # what events mean, applied in the batch's transaction
+        self.heartbeat_s: dict[str, float] = {}  # by the devices.key text
+        self.known: set[str] = set()  # devices.key texts with a devices row
+        self.roles: dict[str, str] = {}  # key text -> role from its birth: the device class of its incidents
 
     @classmethod
     async def open(cls, url: str, stale_factor: float = 1.5) -> Store:
@@ -108,18 +119,18 @@ class Store:
         await self.engine.dispose()
 
     # -- the consumer's batch ----------------------------------------------------------------------
-    async def write(self, batch: Batch) -> list[Transition]:
+    async def write(self, batch: Batch, then: Then | None = None) -> Written:
+        """One transaction: the batch, then ``then`` (told what was new). Returns what was new."""
         transitions: list[Transition] = []
         async with self.engine.begin() as conn:
             registered = await self._register(conn, batch)
-            if batch.events:
-                await conn.execute(_insert_ignore(conn, events), batch.events)
+            new_events = await insert_new_events(conn, batch.events) if batch.events else frozenset()
             if batch.dead:
                 await conn.execute(dead_letters.insert(), batch.dead)
             for key, ack, at in batch.acks:
-                await cmd_sql.apply_ack(conn, key, ack, at)
+                await cmd_sql.apply_ack(conn, key.text, ack, at)
             for key, applied, report, at in batch.config_reports:
-                await cmd_sql.apply_config_report(conn, key, applied, report, at)
+                await cmd_sql.apply_config_report(conn, key.text, applied, report, at)
             for upd in batch.statuses:
                 t = await self._apply_status(conn, upd)
                 if t is not None:
@@ -127,24 +138,25 @@ class Store:
             transitions += await self._touch(conn, batch.seen)
             if transitions:
                 await conn.execute(presence_history.insert(), [_history(t) for t in transitions])
-            if self.rules is not None and (transitions or batch.signals or batch.levels):
-                await self.rules.apply_batch(conn, batch.signals, transitions, batch.levels)
+            written = Written(new_events, tuple(transitions))
+            if then is not None:
+                await then(conn, written)
         self.known |= registered  # only once committed: a rolled-back batch registers again next time
-        return transitions
+        return written
 
     async def _register(self, conn: AsyncConnection, batch: Batch) -> set[str]:
         """Every device heard of gets a row, whether by an event or by a status (a retained birth may
         be the first thing a new consumer hears of a device)."""
-        new = {k: v for k, v in batch.seen.items() if k not in self.known}
+        new = {k: at for k, at in batch.seen.items() if k.text not in self.known}
         for upd in batch.statuses:
-            if upd.key not in self.known:
-                new.setdefault(upd.key, (upd.site, upd.device, upd.at))
+            if upd.key.text not in self.known:
+                new.setdefault(upd.key, upd.at)
         if new:
             await conn.execute(
                 _insert_ignore(conn, devices),
-                [{"key": k, "site": s, "device": d, "first_seen": at} for k, (s, d, at) in new.items()],
+                [{"key": k.text, "site": k.site, "device": k.device, "first_seen": at} for k, at in new.items()],
             )
-        return set(new)
+        return {k.text for k in new}
 
     async def _apply_status(self, conn: AsyncConnection, upd: StatusUpdate) -> Transition | None:
         """Presence from ``status``. A birth is the live connection speaking; a Will or goodbye counts only
@@ -152,7 +164,8 @@ class Store:
         A retained status replayed to a (re)started consumer is old news unless its session is newer."""
         s = upd.status
         c = devices.c
-        cond = c.key == upd.key
+        key = upd.key.text
+        cond = c.key == key
         if s.state is Presence.ONLINE:
             cond &= c.session < s.session if upd.retained else sa.or_(c.session != s.session, c.presence != "online")
             values: dict[str, Any] = {
@@ -163,12 +176,12 @@ class Store:
                 "last_seen": upd.at,
                 "stale_after": upd.at + timedelta(seconds=self.stale_factor * s.heartbeat_s),
             }
-            self.heartbeat_s[upd.key] = s.heartbeat_s
-            self.roles[upd.key] = s.role
+            self.heartbeat_s[key] = s.heartbeat_s
+            self.roles[key] = s.role
             if not upd.retained:
                 # A live birth of the current session may re-announce what changed (the heartbeat
                 # interval after a config update): take it, without a presence transition.
-                await conn.execute(devices.update().where(c.key == upd.key, c.session == s.session).values(**values))
+                await conn.execute(devices.update().where(c.key == key, c.session == s.session).values(**values))
         else:
             cond &= (c.session <= s.session) & (c.presence != s.state.value)
             values = {}
@@ -183,7 +196,7 @@ class Store:
         reason = {"online": "birth", "offline": "will (connection lost)", "shutdown": "clean shutdown"}
         return Transition(upd.key, s.state.value, s.session, upd.at, reason[s.state.value])
 
-    async def _touch(self, conn: AsyncConnection, seen: dict[str, tuple[str, str, datetime]]) -> list[Transition]:
+    async def _touch(self, conn: AsyncConnection, seen: dict[DeviceKey, datetime]) -> list[Transition]:
         """Anything a device sends proves it alive: move its stale deadline, and revive it if stale."""
         if not seen:
             return []
@@ -194,40 +207,41 @@ class Store:
             .values(last_seen=sa.bindparam("seen"), stale_after=sa.bindparam("deadline")),
             [
                 {
-                    "k": k,
+                    "k": k.text,
                     "seen": at,
-                    "deadline": at + timedelta(seconds=self.stale_factor * self.heartbeat_s.get(k, 60.0)),
+                    "deadline": at + timedelta(seconds=self.stale_factor * self.heartbeat_s.get(k.text, 60.0)),
                 }
-                for k, (_, _, at) in seen.items()
+                for k, at in seen.items()
             ],
         )
-        now = max(at for _, _, at in seen.values())
+        now = max(seen.values())
         revived = await conn.execute(
             devices.update()
-            .where(c.presence == STALE, c.key.in_(list(seen)))
+            .where(c.presence == STALE, c.key.in_([k.text for k in seen]))
             .values(presence="online", presence_since=now)
-            .returning(c.key, c.session)
+            .returning(c.site, c.device, c.session)
         )
-        return [Transition(r.key, "online", r.session, now, "heartbeat resumed") for r in revived]
+        return [Transition(DeviceKey(r.site, r.device), "online", r.session, now, "heartbeat resumed") for r in revived]
 
-    async def sweep_stale(self, now: datetime) -> list[Transition]:
-        """Online devices whose heartbeat is overdue are ``stale``: connected (no Will) but not working."""
+    async def sweep_stale(self, now: datetime, then: Then | None = None) -> list[Transition]:
+        """Online devices whose heartbeat is overdue are ``stale``: connected (no Will) but not working.
+        ``then`` runs in the same transaction when something changed (the rules stage)."""
         c = devices.c
         async with self.engine.begin() as conn:
             rows = await conn.execute(
                 devices.update()
                 .where(c.presence == "online", c.stale_after < now)
                 .values(presence=STALE, presence_since=now)
-                .returning(c.key, c.session)
+                .returning(c.site, c.device, c.session)
             )
-            out = [Transition(r.key, STALE, r.session, now, "heartbeat overdue") for r in rows]
+            out = [Transition(DeviceKey(r.site, r.device), STALE, r.session, now, "heartbeat overdue") for r in rows]
             if out:
                 await conn.execute(presence_history.insert(), [_history(t) for t in out])
-                if self.rules is not None:
-                    await self.rules.apply_batch(conn, [], out, [])
+                if then is not None:
+                    await then(conn, Written(transitions=tuple(out)))
         return out
 
-    async def queued_commands(self, now: datetime, older_than_s: float) -> list[tuple[str, Command]]:
+    async def queued_commands(self, now: datetime, older_than_s: float) -> list[tuple[DeviceKey, Command]]:
         return await cmd_sql.queued_commands(self.engine, now, older_than_s)
 
     async def expire_commands(self, now: datetime) -> list[tuple[str, str]]:
@@ -245,7 +259,7 @@ class Store:
 
 
 def _history(t: Transition) -> dict[str, Any]:
-    return {"key": t.key, "state": t.state, "session": t.session, "at": t.at, "reason": t.reason}
+    return {"key": t.key.text, "state": t.state, "session": t.session, "at": t.at, "reason": t.reason}
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -1,0 +1,142 @@
+"""Decode and validate: one received message becomes one Item, parsed once, whatever it holds.
+
+The rules: every message the receive stage hands over becomes exactly one Item (an event row, a status, a
+dead letter with the reason and the raw bytes, or a bare acknowledgement for a cleared retained status), so
+nothing is acknowledged that was not accounted for; the envelope is parsed once (``validate_event``) and
+everything stored is built from that parse; a bug in here costs one message (dead-lettered as malformed
+with the error), never the consumer. The broker's ``$SYS`` drop counter is not a device message: it is read
+by ``BrokerDrops`` and never becomes an Item.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from broker.ingest.items import Item, Meaning, Seen, dead_letter
+from broker.ingest.session import Message
+from broker.rules.consumables import LevelReading
+from broker.rules.incidents import signals_from_event
+from broker.store.db import StatusUpdate
+from broker.store.keys import DeviceKey, EventRef
+from protocol import topics
+from protocol.bounds import printable
+from protocol.clock import Clock
+from protocol.commands import CommandAck, ConfigReport
+from protocol.envelope import StatusMessage, settle_clock
+from protocol.events import KioskConsumable, Rejected, RejectReason, errors_of, validate_event
+from protocol.topics import Kind, TopicError
+
+log = logging.getLogger(__name__)
+
+SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+# Event types the incident rules read; every other event goes straight to the store.
+SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"})
+EVENT_KINDS = (Kind.EVENT, Kind.HEALTH, Kind.CMD_ACK)
+
+
+@dataclass(slots=True)
+class BrokerDrops:
+    """Mosquitto's own count of messages it dropped past its queue limits ($SYS): the only trace of them."""
+
+    dropped: int = 0
+
+    def read(self, payload: bytes) -> None:
+        try:
+            value = int(payload)
+        except ValueError:
+            return
+        if value > self.dropped:
+            log.warning(
+                "the broker has dropped %d messages (was %d): raise max_queued_messages in its config; "
+                "agents re-send what the store never confirmed",
+                value,
+                self.dropped,
+            )
+        self.dropped = value
+
+
+class Decoder:
+    """``decoder(message) -> Item``. ``clock`` stamps the receive time (and settles a device clock that is off)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def __call__(self, msg: Message) -> Item:
+        try:
+            return self._decode(msg)
+        except Exception as exc:  # a bug must cost one message (kept, with why), never the consumer
+            log.exception("unexpected error on %s", printable(msg.topic[:200]))
+            return self.dead(msg, RejectReason.MALFORMED, f"internal error: {exc!r}")
+
+    def _decode(self, msg: Message) -> Item:
+        try:
+            t = topics.parse(msg.topic)
+        except TopicError as exc:
+            return self.dead(msg, RejectReason.BAD_TOPIC, str(exc))
+        if t.kind is Kind.STATUS:
+            return self._status(msg, DeviceKey(t.site, t.device))
+        if t.kind not in EVENT_KINDS:
+            return self.dead(msg, RejectReason.BAD_TOPIC, f"consumer does not take {t.kind.value} messages")
+        try:
+            env, payload = validate_event(t, msg.payload)
+        except Rejected as exc:
+            return self.dead(msg, exc.reason, exc.detail)
+        now = self.clock.now()
+        env = settle_clock(env, now)
+        key = DeviceKey(env.site, env.device)
+        row = {
+            "site": env.site,
+            "device": env.device,
+            "id": env.id,
+            "type": env.type,
+            "seq": env.seq,
+            "boot_id": env.boot_id,
+            "ts": env.ts,
+            "clock_synced": env.clock_synced,
+            "replayed": env.replayed,
+            "received_at": now,
+            # The typed payload: readers take the defaults a device left out from the stored JSON.
+            "data": payload.model_dump_json(),
+        }
+        meaning = None
+        if env.type in SIGNAL_TYPES:
+            level = None
+            if isinstance(payload, KioskConsumable):
+                level = LevelReading(
+                    key.text, env.site, env.device, payload.consumable, payload.state, payload.level_pct, env.ts
+                )
+            ref = EventRef(env.site, env.device, env.id)
+            meaning = Meaning(ref, tuple(signals_from_event(env, payload, now)), level)
+        return Item(
+            msg.topic,
+            msg.payload,
+            msg.packet_id,
+            event=row,
+            seen=Seen(key, now),
+            meaning=meaning,
+            ack=(key, payload, now) if isinstance(payload, CommandAck) else None,
+            config_report=(key, env.type == "config.applied", payload, now)
+            if isinstance(payload, ConfigReport)
+            else None,
+            confirm=(key, env.seq),
+        )
+
+    def _status(self, msg: Message, key: DeviceKey) -> Item:
+        if not msg.payload:  # a retained status being cleared (device removed): only to acknowledge
+            return Item(msg.topic, b"", msg.packet_id)
+        try:
+            status = StatusMessage.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            return self.dead(msg, RejectReason.MALFORMED, errors_of(exc))
+        at = self.clock.now()
+        update = StatusUpdate(key.site, key.device, status, msg.retain, at)
+        # A retained status replayed on subscribing is old news: it proves nothing about the device now.
+        return Item(msg.topic, msg.payload, msg.packet_id, status=update, seen=None if msg.retain else Seen(key, at))
+
+    def dead(self, msg: Message, reason: RejectReason, detail: str) -> Item:
+        log.warning("dead letter (%s) on %s: %s", reason.value, printable(msg.topic[:200]), printable(detail[:200]))
+        row = dead_letter(msg.topic, msg.payload, reason.value, detail, self.clock.now())
+        return Item(msg.topic, msg.payload, msg.packet_id, dead=row)

@@ -1,0 +1,119 @@
+"""The consumer's ingest, composed: receive -> decode and validate -> batch -> commit -> acknowledge and confirm.
+
+The rule the composition keeps: a message is acknowledged (PUBACK, on the connection that delivered it) only
+after the transaction holding it, or its dead letter, has committed, and only then are the devices told
+which of their events the store holds. Two tasks share the work: the reader decodes what the receive stage
+hands over into the batch stage (never waiting on the store), the writer commits due batches and
+acknowledges them. The receive stage stops reading at its receive maximum of unacknowledged messages, so
+the reader can never run ahead of the store by more than that.
+
+On stop a commit in progress may finish (its acknowledgements still go out); a wait for an unavailable store
+ends at once; what is pending stays unacknowledged and the broker sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from broker.ingest.batch import Batcher
+from broker.ingest.commit import Committer
+from broker.ingest.counters import Counters
+from broker.ingest.decode import SYS_DROPPED, BrokerDrops, Decoder
+from broker.ingest.isolation import StopCommitting
+from broker.ingest.receive import Receiver
+from broker.outbound import confirm_stored
+
+log = logging.getLogger(__name__)
+
+WRITER_STOP_S = 10.0  # a commit in progress may finish; the unit's TimeoutStopSec is 30 s
+
+
+class Ingest:
+    def __init__(
+        self,
+        receiver: Receiver,
+        decode: Decoder,
+        batcher: Batcher,
+        commit: Committer,
+        counters: Counters,
+        closing: asyncio.Event,
+    ) -> None:
+        self.receiver = receiver
+        self.decode = decode
+        self.batcher = batcher
+        self.commit = commit
+        self.counters = counters
+        self.drops = BrokerDrops()
+        self.closing = closing  # set on stop: the writer ends, a store retry gives up (the committer shares it)
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
+        """Until ``stop`` is set; raises what ended the receive stage (a refusal retrying cannot cure)."""
+        reader = asyncio.create_task(self._read(), name="ingest-read")
+        writer = asyncio.create_task(self._write(), name="ingest-write")
+        up = asyncio.create_task(self._ready(ready), name="ingest-ready")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({reader, writer, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.closing.set()
+            await self._stop_writer(writer)
+            for task in (reader, up, stopping):
+                task.cancel()
+            await asyncio.wait({reader, up, stopping})
+        for task in (reader, writer, up):
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+
+    async def _ready(self, ready: asyncio.Event) -> None:
+        await self.receiver.wait_connected()
+        ready.set()
+
+    async def _read(self) -> None:
+        c, decode, add = self.counters, self.decode, self.batcher.add
+        async for batch in self.receiver.batches():
+            link = batch.link
+            for msg in batch.messages:
+                if msg.topic == SYS_DROPPED:
+                    self.drops.read(msg.payload)
+                    c.broker_dropped = self.drops.dropped
+                    continue
+                c.received += 1
+                item = decode(msg)
+                if item.status is not None:
+                    c.statuses += 1
+                # Presence changes and refusals are news: they do not wait for a full batch.
+                add(link, item, item.status is not None or item.dead is not None)
+
+    async def _write(self) -> None:
+        rx = self.receiver
+        while True:
+            due = await self.batcher.next(self.closing)
+            if due is None:
+                return
+            try:
+                committed = await self.commit(due.items)
+            except StopCommitting:
+                log.warning(
+                    "stopped while the store was unavailable: %d messages left unacknowledged "
+                    "(the broker delivers them again)",
+                    len(due.packet_ids),
+                )
+                return
+            rx.ack(due.link, due.packet_ids)
+            confirm_stored(rx, [it.confirm for it in committed.held if it.confirm is not None])
+
+    async def _stop_writer(self, writer: asyncio.Task[None]) -> None:
+        """Let a commit in progress finish rather than cancel it half-way (a cancelled database call may hang
+        in its own cleanup)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), WRITER_STOP_S)
+        except TimeoutError:
+            log.error("a commit took over %.0f s while stopping: cancelling it", WRITER_STOP_S)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        except Exception:  # the writer's own failure: raised by run() below
+            pass
