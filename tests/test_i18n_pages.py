@@ -22,11 +22,13 @@ from broker.api.app import create_app
 from broker.api.auth import add_user
 from broker.api.config import ApiConfig
 from broker.api.fleet_words import ENUMS, FLEET_EN, FLEET_ZH
+from broker.api.hall_words import HALL_EN, HALL_ZH
 from broker.api.i18n import EN, ZH
 from broker.attendance.labels import VERDICT_ZH
 from broker.attendance.model import Verdict
 from broker.attendance.roster import StaffMember, import_roster
 from broker.config import ConsumerConfig, StoreConfig
+from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import events, incidents
 from hallfleet.demo_scenario import load_sites
@@ -35,6 +37,7 @@ from protocol.ids import uuid7
 from protocol.settings import MqttConfig
 from tests.support.fleet_seed import FOCUS, INCIDENT_KINDS, seed_fleet
 from tests.support.hall import ManualClock
+from tests.support.hall_duties import add_alarm, add_device, add_event, devices_of, netcheck
 
 NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)  # Monday 7 December, 10:00 in the halls
 GO_LIVE = date(2026, 12, 3)  # Thursday: qingpu went live this week
@@ -52,6 +55,9 @@ PAGES = (
     "/attendance?site=qingpu&day=2026-12-07",
     "/ratings",
     "/users",
+    "/access",
+    "/access?site=qingpu",
+    "/duties?site=qingpu&day=2026-12-07",
 )
 # Raw values a page must never print on the zh page (each has a word in fleet_words, i18n or the rules).
 RAW = (
@@ -61,7 +67,18 @@ RAW = (
     | {k for k, _ in INCIDENT_KINDS}
     | {"thermal_paper", "toner:black", "a4_paper:tray-1", "a4_paper:tray-2", "waste", "hall_outage"}
     | {v.value for v in Verdict}
+    # the access and duties pages' states and verdicts (broker/api/hall_words.py)
+    | {"open", "closed", "locked", "unlocked", "ok", "unreachable", "failed", "missing", "pending", "late"}
+    | {"left_on", "not_on", "not_off", "unclean", "done", "missed", "gateway", "dns", "centre", "extranet"}
+    | {"door_forced", "locker_overdue", "locker_door_fault", "held_open", "forced"}
 )
+# Daily duties of qingpu on the test day (10:00): one round done, one missed, one to come; departments' machines.
+DUTIES = {
+    "patrol": {"rounds": [{"name": "早班", "start": "08:00", "end": "09:00"},
+                          {"name": "上午", "start": "09:00", "end": "09:30"},
+                          {"name": "下午", "start": "13:40", "end": "14:40"}]},
+    "power": {"departments": {"税务": ["tax-*"], "社保": ["social-*"]}, "on_by": "09:00"},
+}  # fmt: skip
 
 
 class Words(dict[str, str]):
@@ -104,8 +121,10 @@ async def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     await add_user(store, "admin", PASSWORD, "it_admin", ("*",), NOW)
     sites = load_sites()
     sites["qingpu"]["go_live"] = GO_LIVE.isoformat()
+    sites["qingpu"]["duties"] = DUTIES
     centre = ConsumerConfig(instance="i18n", mqtt=MqttConfig(host="127.0.0.1", port=1),
                             store=StoreConfig(url=sqlite_url), sites=sites)  # fmt: skip
+    await _duties(store, Sites(centre.sites))
     app = create_app(ApiConfig(centre=centre, cookie_secure=False), store, None, ManualClock(NOW))
     real_words = pages.words
     monkeypatch.setattr(pages, "words", lambda lang: Words(real_words(lang)))
@@ -137,7 +156,37 @@ async def _attendance(store: Store) -> None:
         await conn.execute(incidents.delete().where(incidents.c.site == "qingpu", incidents.c.state == "closed"))
 
 
+async def _duties(store: Store, sites: Sites) -> None:
+    """qingpu's 24-hour area (a forced door, a locker with an item held 5 days and a lock fault) and its duties:
+    one kiosk's check passed, one failed, the rest did not run; one tax machine on, one social machine never."""
+    site, day_start = "qingpu", NOW - timedelta(hours=10)
+    extra = (("door-24h", "door"), ("locker-a", "locker"), ("tax-1", "sim"), ("social-1", "sim"))
+    for device, role in (*extra, ("patrol-1", "patrol")):
+        await add_device(store, site, device, role, NOW - timedelta(days=30))
+    await add_event(store, site, "door-24h", "door.state", NOW - timedelta(minutes=5),
+                    {"door": "main", "controller": "ok", "contact": "open", "lock": "locked"})  # fmt: skip
+    await add_alarm(store, sites, site, "door-24h", NOW - timedelta(minutes=5),
+                    {"door": "main", "alarm": "forced", "since": (NOW - timedelta(minutes=5)).isoformat()})  # fmt: skip
+    boxes = [{"no": 1, "door": "closed", "occupied": True, "occupied_since": (NOW - timedelta(days=5)).isoformat()},
+             {"no": 2, "door": "fault", "occupied": False}, {"no": 3, "door": "closed", "occupied": False}]  # fmt: skip
+    await add_event(store, site, "locker-a", "locker.bank", NOW, {"bank": "A", "board": "ok", "compartments": boxes})
+    kiosks = await devices_of(store, site, "kiosk")
+    await add_event(store, site, kiosks[0], "duty.netcheck", day_start + timedelta(hours=8), netcheck(True))
+    await add_event(store, site, kiosks[1], "duty.netcheck", day_start + timedelta(hours=8),
+                    netcheck(False, ("centre",)))  # fmt: skip
+    await add_event(store, site, "tax-1", "device.health", day_start + timedelta(hours=8, minutes=30),
+                    {"uptime_s": 60, "outbox_depth": 0, "outbox_dropped": 0, "clock_synced": True, "interval_s": 60},
+                    boot_id="morning")  # fmt: skip
+    points = await devices_of(store, site, "rating", "kiosk")
+    for i, point in enumerate(points):  # the early round covers every point; the 09:00 round only one
+        scan = {"officer": "S1", "point": point, "finding": "issue" if i == 0 else "ok"}
+        await add_event(store, site, "patrol-1", "patrol.scan", day_start + timedelta(hours=8, minutes=i), scan)
+    await add_event(store, site, "patrol-1", "patrol.scan", day_start + timedelta(hours=9, minutes=5),
+                    {"officer": "S1", "point": points[0]})  # fmt: skip
+
+
 def test_both_languages_have_the_same_words() -> None:
+    assert set(HALL_ZH) == set(HALL_EN)
     assert set(ZH) == set(EN)
     assert set(FLEET_ZH) == set(FLEET_EN)
     assert set(VERDICT_ZH) == set(Verdict), "every verdict, the provisional ones too, has its Chinese word"
@@ -191,6 +240,17 @@ async def test_the_month_chart_of_a_hall_live_this_week_judges_only_days_since(c
     assert "进行中" in html
     before = (await client.get("/attendance?site=qingpu&day=2026-12-02")).text
     assert 'data-kind="absent"' not in before, "a day before the go-live is not judged"
+
+
+async def test_the_access_and_duties_pages_show_the_hall_in_chinese(client: httpx.AsyncClient) -> None:
+    """The data reaches both pages, in words: not passing on empty tables."""
+    access = (await client.get("/access?site=qingpu")).text
+    for word in ("门被强行打开 main", "开", "已锁", "正常", "超期未取的物品 (上限 72 小时)", "120.0"):
+        assert word in access, word
+    duties = (await client.get("/duties?site=qingpu&day=2026-12-07")).text
+    for word in ("通过", "未通过", "未执行", "中心", "按时开机", "未开机", "已完成", "未完成", "进行中", "税务", "S1"):
+        assert word in duties, word
+    assert 'data-round="上午" data-verdict="missed"' in duties
 
 
 def test_today_is_a_working_day_in_qingpu() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.access.status import held_too_long
 from broker.rules.incidents import IncidentRules, Signal
 from broker.rules.notices import Notice
 from broker.sites import Sites
@@ -26,7 +27,7 @@ def overdue_signals(
     out = []
     for box in bank.get("compartments", []):
         since = datetime.fromisoformat(box["occupied_since"]) if box.get("occupied_since") else None
-        active = bool(box["occupied"]) and since is not None and now - since > limit
+        active = held_too_long(bool(box["occupied"]), since, now, limit)
         kind = f"locker_overdue.{bank['bank']}.{box['no']}"
         summary = f"柜 {bank['bank']} {box['no']} 号格: 物品自 {since:%m-%d %H:%M} 未取" if active and since else ""
         out.append(Signal(site, device, kind[:64], active, "minor", now, ts, summary, {"since": since}, since))

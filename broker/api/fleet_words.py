@@ -168,6 +168,9 @@ ROLES = {
     "attendance": ("考勤终端", "attendance terminal"),
     "rating": ("好差评评价器", "rating pad"),
     "sim": ("模拟设备", "simulated device"),
+    "door": ("门禁控制器", "door controller"),
+    "locker": ("自助寄取柜", "locker bank"),
+    "patrol": ("巡查扫码器", "patrol handheld"),
     "": ("未登记", "unregistered"),
 }
 CONSUMABLE_STATES = {
@@ -247,6 +250,13 @@ EVENT_TYPES = {
     "config.rejected": ("配置被拒", "config refused"),
     "app.restart": ("应用重启", "application restart"),
     "device.updated": ("软件更新", "software update"),
+    "door.alarm": ("门禁告警", "door alarm"),
+    "door.state": ("门状态", "door state"),
+    "locker.parcel": ("存取件", "deposit or collection"),
+    "locker.alarm": ("寄取柜告警", "locker alarm"),
+    "locker.bank": ("寄取柜状态", "locker bank state"),
+    "duty.netcheck": ("网络日常检查", "daily network check"),
+    "patrol.scan": ("巡查扫码", "patrol scan"),
 }
 COMMANDS = {
     "restart_app": ("重启应用", "restart application"),
@@ -258,6 +268,9 @@ COMMANDS = {
     "printer_test_slip": ("打印测试页", "print a test slip"),
     "printer_recover": ("打印机恢复", "recover the printer"),
     "update": ("软件更新", "update"),
+    "door_unlock": ("远程开门", "unlock a door"),
+    "locker_open": ("远程开格口", "open a compartment"),
+    "network_check": ("网络检查", "network check"),
 }
 AUDIT_ACTIONS = {
     "command.issue": ("发起", "issued"),
@@ -302,6 +315,8 @@ def incident_kind_label(kind: str, lang: str) -> str:
     if head == "consumable":
         zh, en = consumable_label(rest)
         return f"{table['consumable']}: {en if lang == 'en' else zh}"
+    if head in table:  # door_forced.main, locker_overdue.A.3: the kind, then which door or compartment
+        return f"{table[head]} {rest}"
     return f"{OTHER[1 if lang == 'en' else 0]} ({kind})"
 
 

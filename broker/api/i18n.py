@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from broker.api.fleet_words import FLEET_EN, FLEET_ZH
+from broker.api.hall_words import HALL_EN, HALL_ZH
 
 LANGS = ("zh-CN", "en")
 
@@ -312,8 +313,9 @@ EN: dict[str, str] = {
     "no_history": "No level readings yet",
 }
 
-# The overview's and the device page's words live beside their enums (broker/api/fleet_words.py).
-WORDS = {"zh-CN": ZH | FLEET_ZH, "en": EN | FLEET_EN}
+# The overview's and the device page's words live beside their enums (broker/api/fleet_words.py), the access and
+# duties pages' beside theirs (broker/api/hall_words.py).
+WORDS = {"zh-CN": ZH | FLEET_ZH | HALL_ZH, "en": EN | FLEET_EN | HALL_EN}
 
 
 def language(request: Request) -> str:

@@ -28,6 +28,7 @@ class RoundDay:
     end: datetime
     verdict: RoundVerdict
     coverage_pct: float
+    points: int  # the site's patrol points that day
     missing: tuple[str, ...]  # points not scanned in the window
     officers: tuple[str, ...]
     issues: tuple[str, ...]  # points the officer marked with a problem
@@ -66,4 +67,4 @@ def _round(
     inside = [s for t, s in scans if window[0] <= t <= window[1]]
     officers = tuple(sorted({s["officer"] for s in inside}))
     issues = tuple(sorted({s["point"] for s in inside if s.get("finding") == "issue"}))
-    return RoundDay(day, r.name, window[0], window[1], verdict, pct, missing, officers, issues)
+    return RoundDay(day, r.name, window[0], window[1], verdict, pct, len(points), missing, officers, issues)

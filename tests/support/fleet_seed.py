@@ -146,8 +146,8 @@ def _focus_events(now: datetime, rng: random.Random) -> Iterable[dict[str, Any]]
             yield _event(site, device, seq, "kiosk.usage", t, {"counters": {"tickets": tickets}})
         t += timedelta(minutes=10)
     for type_ in EVENT_TYPES:
-        if type_.startswith(("attendance.", "rating.")):
-            continue  # a kiosk neither punches nor rates: the attendance and rating rules would read them
+        if type_.startswith(("attendance.", "rating.", "door.", "locker.", "duty.", "patrol.")):
+            continue  # a kiosk neither punches, rates nor opens doors: the rules and duties would read them
         seq += 1
         yield _event(site, device, seq, type_, now - timedelta(minutes=seq % 50), {"note": "seeded"})
 
