@@ -8,7 +8,8 @@
   while neither its A nor its B post is at the post (QP 000:107, the coverage of attendance/ab.py): ONE alert
   with the pause, the absence and the waits, not three. The pad's pause alert and the A/B alert leave such a
   window to this job (windows.py); the waits of the services that window calls are in this alert, so no
-  separate over-limit alert goes for them.
+  separate over-limit alert goes for them. When a window counts as unattended, and when it is told, is
+  unattended.py's, which the dashboard's queue view shows too.
 
 Safe on several consumers: folding writes the same rows, and every notice is deduplicated by its notification key
 (the episode's first ticket, the pause's first event, the A/B gap's start). An instance keeps its cursor and its
@@ -26,13 +27,18 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 
 from broker.alerts.routing import Router
-from broker.attendance.ab import Gap, coverage_gaps
-from broker.attendance.service import load_period
 from broker.queueing.fold import fold_arrived, legs_between, waiting_on, windows_serving
 from broker.queueing.policy import CLASS_ZH, SEED, QueuePolicy, queue_policy_of
-from broker.queueing.rule import Leg, within
-from broker.ratings.jobs import PadRun
-from broker.ratings.model import PadState, pad_states_arrived
+from broker.queueing.rule import Leg
+from broker.queueing.unattended import (
+    Late,
+    Unattended,
+    away_windows,
+    is_due,
+    late_legs,
+    pad_runs,
+    paused_windows,
+)
 from broker.rules.notices import Notice
 from broker.sites import Sites
 from broker.store.db import Store
@@ -43,27 +49,6 @@ log = logging.getLogger(__name__)
 DEVICE_CLASS = "queue"
 FIRST_LOOKBACK = timedelta(days=1)  # steps a new instance folds again (idempotent)
 OVERLAP = timedelta(minutes=10)  # re-read behind the cursor: a consumer batch commits after its receive times
-
-
-@dataclass(frozen=True, slots=True)
-class Late:
-    """A waiting ticket and how long it has waited against its limit."""
-
-    leg: Leg
-    waited: timedelta
-    limit_min: float
-
-    @property
-    def minutes(self) -> int:
-        return int(self.waited / timedelta(minutes=1))
-
-
-@dataclass(frozen=True, slots=True)
-class Unattended:
-    """Why a window with tickets waiting is not serving them: its pad's pause and/or its A/B posts' absence."""
-
-    paused: PadState | None
-    away: Gap | None
 
 
 class QueueJobs:
@@ -105,7 +90,7 @@ class QueueJobs:
         if not waiting:
             return []
         serving = windows_serving(day, {s: c.windows for s, c in policy.services.items()})
-        late = {(x.leg.ticket, x.leg.leg): x for x in _late(waiting, policy, now)}
+        late = {(x.leg.ticket, x.leg.leg): x for x in late_legs(waiting, policy, now)}
         notices, covered = await self._unattended(site, today, waiting, serving, late, policy, now)
         by_service: defaultdict[str, list[Late]] = defaultdict(list)
         for x in late.values():
@@ -134,43 +119,19 @@ class QueueJobs:
         windows = sorted({w for leg in waiting for w in serving.get(leg.service, ())})
         if not windows:
             return [], set()
-        paused = await self._paused(site, today, now)
-        away = await self._away(site, today, now)
+        paused = paused_windows(await pad_runs(self.store, self.sites, site, today))
+        away = await away_windows(self.store, self.sites, site, today, now)
         notices: list[Notice] = []
         covered: set[str] = set()
         for window in windows:
             why = Unattended(paused.get(window), away.get(window))
             theirs = [leg for leg in waiting if window in serving.get(leg.service, ())]
             theirs_late = [late[(leg.ticket, leg.leg)] for leg in theirs if (leg.ticket, leg.leg) in late]
-            if not _due(why, bool(theirs_late), policy, now):
+            if not is_due(why, bool(theirs_late), policy, now):
                 continue
             notices.append(self._combined(site, window, why, theirs, theirs_late, policy, now))
             covered |= {leg.service for leg in theirs}
         return notices, covered
-
-    async def _paused(self, site: str, today: date, now: datetime) -> dict[str, PadState]:
-        """Window -> the first state of the pause its pad shows now (today's states)."""
-        start = datetime.combine(today, datetime.min.time(), self.sites[site].site_calendar.zone)
-        async with self.store.engine.connect() as conn:
-            states = [s for s in await pad_states_arrived(conn, start) if s.site == site]
-        runs: dict[str, PadRun] = {}
-        for s in sorted(states, key=lambda s: (s.at, s.event_id)):
-            run = runs.get(s.device)
-            if run is None:
-                runs[s.device] = PadRun(s, s if s.paused else None)
-            else:
-                run.fold(s)
-        return {r.latest.window: r.paused_since for r in runs.values() if r.paused_since is not None}
-
-    async def _away(self, site: str, today: date, now: datetime) -> dict[str, Gap]:
-        """Window -> the A/B gap running now (attendance/ab.py: at least ``ab.min_gap_min`` long)."""
-        cfg = self.sites[site]
-        sessions = cfg.site_calendar.sessions_on(today)
-        if not cfg.attendance.enabled or not sessions or now <= sessions[0][0]:
-            return {}
-        p = await load_period(self.store, self.sites, site, today, today, now=now)
-        gaps = coverage_gaps(p.members, p.days, today, sessions, cfg.attendance.ab, now=now)
-        return {g.window: g for g in gaps if g.end >= now - timedelta(seconds=1)}
 
     # -- notices -----------------------------------------------------------------------------------
     def _combined(
@@ -247,26 +208,6 @@ class QueueJobs:
             facts={"at": now.isoformat(), "service": service, "class": cls, "limit_min": first.limit_min,
                    "late": [x.leg.ticket for x in late][:50], "longest_min": longest.minutes},
         )  # fmt: skip
-
-
-def _late(waiting: Sequence[Leg], policy: QueuePolicy, now: datetime) -> list[Late]:
-    out = []
-    for leg in waiting:
-        waited = leg.waited(now)
-        limit = policy.limit_min(leg.service)
-        if waited is not None and not within(waited, limit):
-            out.append(Late(leg, waited, limit))
-    return out
-
-
-def _due(why: Unattended, any_late: bool, policy: QueuePolicy, now: datetime) -> bool:
-    """A window nobody serves is told once its pause has lasted ``unattended_after_min`` or a ticket of it is
-    past its limit; an A/B gap is one already (attendance/ab.py counts only gaps of ``ab.min_gap_min``)."""
-    if why.away is not None:
-        return True
-    if why.paused is None:
-        return False
-    return any_late or now - why.paused.at >= timedelta(minutes=policy.unattended_after_min)
 
 
 @dataclass(slots=True)
