@@ -52,6 +52,9 @@ LAZY: dict[str, tuple[tuple[str, str], ...]] = {
         ("ratings", "好差评: ratings, proxy-rating flags, negative-rating follow-ups, report"),
     ),
     "broker.queueing.cli:add_parsers": (("queue", "排队叫号: tickets waiting now, the monthly 10/30/60 report"),),
+    "broker.duties.cli:add_parsers": (
+        ("duties", "日常值守: the monthly network check, power-on/off, patrol and access workbook"),
+    ),
     "broker.api.cli:add_parsers": (
         ("api", "run the REST API and the web dashboard (uvicorn)"),
         ("user", "people who log in to the API and dashboard"),
