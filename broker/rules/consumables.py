@@ -77,6 +77,12 @@ _NAMES = {
     "cleaner": ("清洁组件", "cleaner unit"),
 }
 _COLOURS = {"black": "黑色", "cyan": "青色", "magenta": "品红", "yellow": "黄色"}
+# PWG media-source keywords the printers name their trays by (printer-input-tray ``name=``).
+_TRAYS = {
+    "main": ("主纸盒", "main tray"), "by-pass-tray": ("手送纸盒", "by-pass tray"),
+    "manual": ("手动进纸", "manual feed"), "auto": ("自动选纸", "auto select"),
+    "large-capacity": ("大容量纸盒", "large-capacity tray"),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,9 @@ def consumable_label(name: str) -> tuple[str, str]:
     if not detail:
         return zh, en
     if head == "a4_paper":
+        if detail in _TRAYS:
+            tray_zh, tray_en = _TRAYS[detail]
+            return f"{zh}（{tray_zh}）", f"{en} ({tray_en})"
         return f"{zh}（{detail} 纸盒）", f"{en} (tray {detail})"
     return f"{zh}（{_COLOURS.get(detail, detail)}）", f"{en} ({detail})"
 
