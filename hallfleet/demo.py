@@ -37,6 +37,7 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import notifications
+from drivers.ipp.sim import SimulatedIppServer
 from hallfleet import demo_scenario as sc
 from protocol.clock import Clock
 from protocol.settings import ConfigError, MqttConfig
@@ -158,6 +159,21 @@ async def _demo(
     devices: list[sc.Device],
     day: sc.DemoDay,
 ) -> None:
+    """The kiosks' A4 printers (drivers/ipp/sim.py) are network devices of the halls: up before the agents that
+    poll them, down after."""
+    async with SimulatedIppServer() as printers:
+        await _demo_day(args, workdir, broker, scenario, devices, day, printers)
+
+
+async def _demo_day(
+    args: argparse.Namespace,
+    workdir: Path,
+    broker: LocalMosquitto,
+    scenario: sc.DayScenario,
+    devices: list[sc.Device],
+    day: sc.DemoDay,
+    printers: SimulatedIppServer,
+) -> None:
     mqtt = MqttConfig(host=broker.host, port=broker.port, keepalive_s=10)
     staff = {h.site: sc.staff_of(h, devices, day.date) for h in sc.HALLS}
     for hall in sc.HALLS:
@@ -173,7 +189,11 @@ async def _demo(
     consumer = Consumer(cfg, store, clock)
     play = sc.Scenario(scenario, day, sites, staff, store)
     play.health = health
-    play.fleet = [(d, Agent(sc.agent_config(d, workdir, mqtt, sink.base, day.speed, scenario), clock)) for d in devices]
+    play.printers = printers
+    sc.add_a4_printers(printers, devices, scenario)
+    play.fleet = [
+        (d, Agent(sc.agent_config(d, workdir, mqtt, sink.base, day.speed, scenario, printers), clock)) for d in devices
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

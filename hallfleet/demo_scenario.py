@@ -1,9 +1,13 @@
 """The demo's two halls and their working day: which devices each hall has, how their agents are configured
 (every one on simulated hardware: fingerprint and QR twins, the simulated USB receipt printer, the simulated
-keypad), the roster, and the day the demo plays on them in hall time (hallfleet/scenarios/demo-day.toml):
+IPP A4 printer, the simulated keypad), the roster, and the day the demo plays on them in hall time
+(hallfleet/scenarios/demo-day.toml):
 
 - staff sign in at the entrance (two late, one absent per hall) and sign out in the evening;
 - kiosks print tickets at each hour's rate; one roll starts short, runs low (a restock task) and is changed;
+- the kiosks named in [kiosks.a4] have an A4 printer (drivers/ipp/sim.py, one server for all of them, polled by
+  the kiosk over IPP as a real printer is): citizens print on it, its toner runs down and the centre forecasts
+  the day it runs out;
 - one kiosk application stops answering and comes back after the centre's restart_app (within the SLA),
   another stays down through the warning and the breach (an on-site dispatch) until it is fixed on site;
 - the demo plays each window's queue system (service start and end) in opening hours and the citizens at
@@ -52,11 +56,13 @@ from broker.ratings.report import write_xlsx as write_ratings_xlsx
 from broker.reports.export import write_xlsx as write_sla_xlsx
 from broker.reports.sla import build_sla_report, month_bounds
 from broker.rules.actions import dispatch_update
+from broker.rules.consumables import consumable_label
 from broker.rules.incidents import OUTAGE_KINDS, kind_label
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import (
     commands,
+    consumable_levels,
     dead_letters,
     devices,
     dispatches,
@@ -66,6 +72,9 @@ from broker.store.schema import (
     rating_followups,
     tasks,
 )
+from drivers.ipp.client import A4PrinterConfig, print_job
+from drivers.ipp.raster import a4_pages
+from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
 from drivers.qr.validators import staff_map_line
 from protocol.clock import HALL_ZONE, ScaledClock
 from protocol.settings import ConfigError, MqttConfig
@@ -127,10 +136,24 @@ class AppFailure(_Part):
     )
 
 
+class A4Part(_Part):
+    kiosks: list[str] = Field(min_length=1, description="Kiosks with an A4 printer, by name, in every hall")
+    pages_per_hour: dict[Annotated[int, Field(ge=0, le=23)], Annotated[float, Field(ge=0, le=600)]] = Field(
+        description="A4 pages printed an hour at each of them, by the hour of the day (hall time)"
+    )
+    pages_per_job: Annotated[list[Annotated[int, Field(ge=1, le=50)]], Field(min_length=2, max_length=2)] = Field(
+        default=[1, 4], description="A job prints [fewest, most] pages, evenly"
+    )
+    toner_pct: float = Field(default=30, gt=0, le=100, description="Toner left at the start of the day")
+    toner_pages: float = Field(default=1500, gt=0, description="Pages a full cartridge prints")
+    sheets: int = Field(default=500, ge=0, le=500, description="A4 sheets in the main tray (it holds 500)")
+
+
 class KiosksPart(_Part):
     tickets_per_hour: dict[Annotated[int, Field(ge=0, le=23)], Annotated[float, Field(ge=0, le=600)]]
     short_roll: ShortRoll | None = None
     app_failures: list[AppFailure] = Field(default_factory=list)
+    a4: A4Part | None = Field(default=None, description="A4 printers (IPP) at some kiosks")
 
 
 class Negative(_Part):
@@ -178,6 +201,8 @@ def check_scenario(scenario: DayScenario, devices: list[Device]) -> None:
     if scenario.kiosks.short_roll is not None:
         named.append(("kiosks.short_roll", scenario.kiosks.short_roll))
     bad += [f"{w}.kiosk: no kiosk {k.kiosk!r} in {k.hall}" for w, k in named if (k.hall, k.kiosk) not in names]
+    a4 = scenario.kiosks.a4.kiosks if scenario.kiosks.a4 is not None else []
+    bad += [f"kiosks.a4.kiosks: no kiosk {k!r} in {s}" for k in a4 for s in sorted(sites) if (s, k) not in names]
     bad += [
         f"ratings.negative.{i}.window: no window {n.window!r} in {n.hall}"
         for i, n in enumerate(scenario.ratings.negative)
@@ -276,10 +301,37 @@ def write_attendance_files(workdir: Path, hall: Hall, members: list[StaffMember]
     return folder / "salt", folder / "staff.map"
 
 
+def has_a4(d: Device, scenario: DayScenario) -> bool:
+    return d.role == "kiosk" and scenario.kiosks.a4 is not None and d.name in scenario.kiosks.a4.kiosks
+
+
+def a4_name(d: Device) -> str:
+    """The kiosk's printer on the simulated IPP server: ipp://host:port/ipp/print/<site>-<kiosk>."""
+    return f"{d.hall.site}-{d.name}"
+
+
+def add_a4_printers(server: SimulatedIppServer, devices: list[Device], scenario: DayScenario) -> None:
+    """One simulated A4 printer per kiosk that has one, as the scenario loads it at the start of the day."""
+    part = scenario.kiosks.a4
+    for d in devices:
+        if part is not None and has_a4(d, scenario):
+            printer = SimulatedA4Printer(
+                toner_pct=part.toner_pct, toner_pages=part.toner_pages, sheets=part.sheets, tray_capacity=500
+            )
+            server.add(a4_name(d), printer)
+
+
 def agent_config(
-    d: Device, workdir: Path, mqtt: MqttConfig, health_base: str, speed: float, scenario: DayScenario
+    d: Device,
+    workdir: Path,
+    mqtt: MqttConfig,
+    health_base: str,
+    speed: float,
+    scenario: DayScenario,
+    printers: SimulatedIppServer | None = None,
 ) -> AgentConfig:
-    """Durations the agent measures on its clock are hall seconds: ``speed`` of them pass each real second."""
+    """Durations the agent measures on its clock are hall seconds: ``speed`` of them pass each real second.
+    ``printers``: the running server of the A4 printers (add_a4_printers), for the kiosks that have one."""
     common: dict[str, Any] = {
         "site": d.hall.site,
         "device": d.name,
@@ -315,6 +367,7 @@ def agent_config(
         usage_log.touch()
         common["kiosk"] = KioskConfig(
             receipt=SimulatedReceiptConfig(paper_mm=roll.paper_mm if roll is not None and short else 50_000),
+            a4=A4PrinterConfig(url=printers.url(a4_name(d))) if printers is not None and has_a4(d, scenario) else None,
             usage=LogUsageConfig(path=usage_log, patterns={"tickets": TICKET_LINE}),
             poll_s=1,  # real seconds (a sleep)
             debounce_s=60,  # hall seconds: half a real second at 120x
@@ -413,6 +466,7 @@ class Scenario:
         self.health: dict[str, bool] = {}  # path -> healthy, for the demo's kiosk-application probe
         self.say: Callable[[str], None] = print
         self.expected: dict[str, dict[str, list[str]]] = {}  # site -> late/absent staff ids, for the summary
+        self.printers: SimulatedIppServer | None = None  # the A4 printers' server, when the day has any
 
     def tell(self, text: str) -> None:
         self.say(f"  剧情 {self.day.now():%H:%M}: {text}")
@@ -424,6 +478,8 @@ class Scenario:
             for d, agent in self.fleet:
                 if d.role == "kiosk":
                     tg.create_task(self._kiosk(d, agent), name=f"kiosk-{d.hall.site}-{d.name}")
+                    if agent.cfg.kiosk is not None and agent.cfg.kiosk.a4 is not None:
+                        tg.create_task(self._a4(d, agent.cfg.kiosk.a4), name=f"a4-{d.hall.site}-{d.name}")
                 elif d.role == "rating":
                     tg.create_task(self._window(d, agent), name=f"window-{d.hall.site}-{d.name}")
             for failure in self.scenario.kiosks.app_failures:
@@ -523,6 +579,27 @@ class Scenario:
                 with usage_log.open("a") as f:
                     f.write(f"{self.day.now().isoformat()} {TICKET_LINE} A{n:03d}\n")
 
+    async def _a4(self, d: Device, printer: A4PrinterConfig) -> None:
+        """Citizens print forms and certificates at the kiosk: jobs at each hour's rate, over IPP as the kiosk
+        application sends them; the toner runs down with the pages (the twin counts them)."""
+        part = self.scenario.kiosks.a4
+        assert part is not None
+        rng = random.Random(f"a4{d.hall.site}{d.name}")
+        fewest, most = part.pages_per_job
+        low_told = False
+        while not self.day.over():
+            jobs_per_hour = part.pages_per_hour.get(self.day.now().hour, 0.0) / ((fewest + most) / 2)
+            await self.day.sleep(600.0 if jobs_per_hour <= 0 else rng.expovariate(jobs_per_hour / 3600))
+            if jobs_per_hour <= 0 or self.day.over():
+                continue
+            job = await print_job(printer, a4_pages(rng.randint(fewest, most)), job_name="办事材料")
+            if not job.accepted or job.state != "completed":
+                log.info("%s/%s: A4 job not printed: %s", d.hall.site, d.name, job.error or job.state)
+            toner = self.printers.printer(a4_name(d)).supply(TONER) if self.printers else None
+            if toner is not None and toner < 15 and not low_told:
+                low_told = True
+                self.tell(f"{d.hall.short} {d.name} A4 打印机硒鼓余量 {toner}% (设备上报)")
+
     async def _app_failure(self, failure: AppFailure) -> None:
         path = f"/health/{failure.hall}/{failure.kiosk}"
         short = next(h.short for h in HALLS if h.site == failure.hall)
@@ -613,7 +690,6 @@ STEP_ZH = {
 }
 COMMAND_ZH = {"succeeded": "成功", "failed": "失败", "running": "执行中", "queued": "排队", "expired": "过期"}
 TASK_ZH = {"restock": "补货", "clean": "清洁", "inspection": "联合巡检"}
-ITEM_ZH = {"thermal_paper": "热敏纸", "paper": "A4 纸", "toner": "墨粉"}
 RECOVERY_ZH = {"self_healed": "自愈", "remote": "远程处置", "on_site": "现场处置"}
 WEEKDAY_ZH = "一二三四五六日"
 Report = Callable[[Store, Sites, str, "DemoDay", Path], Awaitable[None]]
@@ -716,6 +792,7 @@ async def day_summary(
         lines.append(f"{sites[s].name or hall.short}:")
         lines += await _section("考勤", _attendance_lines(store, sites, day, s, staff[s]))
         lines += await _section("设备事件", _incident_lines(store, s, start, end))
+        lines += await _section("耗材", _level_lines(store, s))
         lines += await _section("好差评", _rating_lines(store, s))
     n = notifications.c
     sent = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state == "sent"))
@@ -777,8 +854,25 @@ async def _incident_lines(store: Store, site: str, start: datetime, end: datetim
     )
     for g in grouped:
         state = "已完成" if g[2] == "done" else "待处理" if g[2] == "open" else g[2]
-        what = TASK_ZH.get(g[0], g[0]) + ("" if g[0] == "clean" else f" {ITEM_ZH.get(g[1], g[1])}")
+        what = TASK_ZH.get(g[0], g[0]) + ("" if g[0] == "clean" else f" {consumable_label(g[1])[0]}")
         out.append(f"    任务 {what} ×{g[3]}: {hm(g[4])} 创建, {state}")
+    return out
+
+
+async def _level_lines(store: Store, site: str) -> list[str]:
+    """Consumables with a level (the A4 printers' toner and paper): the level as the printer reported it, and the
+    centre's forecast of when it runs out, labelled as the estimate it is."""
+    c = consumable_levels.c
+    rows = await store.fetch(
+        sa.select(consumable_levels)
+        .where(c.key.startswith(f"{site}/", autoescape=True), c.level_pct.is_not(None), c.consumable != "waste")
+        .order_by(c.key, c.consumable)
+    )
+    out = []
+    for r in rows:
+        forecast = f", 预计 {r.empty_forecast.astimezone(ZONE):%m-%d %H:%M} 用完 (估算)" if r.empty_forecast else ""
+        device = r.key.partition("/")[2]
+        out.append(f"  耗材 {device} {consumable_label(r.consumable)[0]}: 余量 {r.level_pct:.0f}% (设备上报){forecast}")
     return out
 
 

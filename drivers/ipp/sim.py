@@ -359,6 +359,9 @@ class SimulatedIppServer:
         self.printers[path] = printer or SimulatedA4Printer()
         return self.printers[path]
 
+    def printer(self, name: str = "") -> SimulatedA4Printer:
+        return self.printers[_path(name)]
+
     def url(self, name: str = "") -> str:
         return f"ipp://{self.host}:{self.port}{_path(name)}"
 
