@@ -10,6 +10,9 @@ devices the agent grabs and decodes itself (the QR scanner, the rating keypad).
 - ``EvdevReader``: base of a driver reading an ``EvdevSource`` through its decoder.
 - ``SimulatedDevice``: the queue behind a simulated twin: events queued now, read from
   ``events`` (the factory to hand to ``EvdevSource``), ``unplug()`` and ``close()``.
+
+evdev is imported where a device is opened, never at module level: every agent's config names the
+scanner and keypad models, and an agent without either must not load the input stack.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from contextlib import aclosing
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-import evdev
-from evdev import InputEvent, ecodes
+if TYPE_CHECKING:
+    import evdev
+    from evdev import InputEvent
 
 T = TypeVar("T")
-EventSource = AsyncIterator[InputEvent]
+EventSource = AsyncIterator["InputEvent"]
 SourceFactory = Callable[[], EventSource]
 KEY_UP, KEY_DOWN, KEY_REPEAT = 0, 1, 2  # the value of an EV_KEY event
 
@@ -133,6 +137,8 @@ class EvdevSource:
             await self._backoff()
 
     def _open_device(self) -> EventSource:
+        import evdev
+
         device = evdev.InputDevice(self._find())
         try:
             if self.grab:
@@ -147,6 +153,8 @@ class EvdevSource:
     def _find(self) -> str:
         """A path is used as is; a name is looked up among the input devices that have one of ``keys``
         (any input device of that name when ``keys`` is empty)."""
+        import evdev
+
         if "/" in self.device:
             return self.device
         for path in evdev.list_devices():
@@ -162,6 +170,8 @@ class EvdevSource:
         raise FileNotFoundError(errno.ENOENT, f"no input device named {self.device!r}")
 
     def _has_keys(self, device: evdev.InputDevice) -> bool:
+        from evdev import ecodes
+
         return not self.keys or bool(self.keys & set(device.capabilities().get(ecodes.EV_KEY, [])))
 
     async def _close(self, events: EventSource) -> None:
@@ -251,5 +261,5 @@ class SimulatedDevice:
                 return
             if item == _UNPLUG:
                 raise OSError(errno.ENODEV, "No such device")
-            if isinstance(item, InputEvent):
+            if not isinstance(item, str):
                 yield item

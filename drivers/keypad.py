@@ -11,6 +11,10 @@ reads the keyboard, and it is reopened after an unplug (drivers/evdev_source.py,
 - ``KeypadReader``: the device (or any event source) -> presses, surviving unplug/replug.
 - ``SimulatedKeypad``: the twin for the demo and the tests: ``press("KEY_5")`` queues the real
   ``InputEvent`` sequence a keypad sends, read by the same reader and decoder.
+
+evdev is imported only by what a configured keypad runs (checking its key names, the decoder, the twin),
+never at module level: every agent's config knows this model, and an agent without a keypad must not
+load the input stack (tests/test_lean_roles.py).
 """
 
 from __future__ import annotations
@@ -19,9 +23,8 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from evdev import InputEvent, ecodes
 from pydantic import Field, field_validator, model_validator
 
 # The scanner's device plumbing is the keypad's too: one device-reopening approach.
@@ -38,6 +41,9 @@ from drivers.evdev_source import (
 )
 from protocol.settings import Section
 
+if TYPE_CHECKING:
+    from evdev import InputEvent
+
 log = logging.getLogger(__name__)
 
 KeyAction = Literal[
@@ -53,6 +59,8 @@ DEFAULT_KEYS: dict[str, KeyAction] = {
 
 def key_code(name: str) -> int:
     """``"KEY_KP5"`` -> its evdev code; ValueError for a name evdev does not know."""
+    from evdev import ecodes
+
     code = ecodes.ecodes.get(name)
     if not isinstance(code, int) or not name.startswith(("KEY_", "BTN_")):
         raise ValueError(f"{name!r} is not an evdev key name (see `evtest`: KEY_1, KEY_KP5, KEY_F1, ...)")
@@ -122,6 +130,9 @@ class KeypadDecoder:
     """
 
     def __init__(self, keys: dict[str, KeyAction], debounce_ms: int = 150) -> None:
+        from evdev import ecodes
+
+        self._ev_key = ecodes.EV_KEY
         self.actions = {key_code(name): (name, action) for name, action in keys.items()}
         self.debounce_s = debounce_ms / 1000
         self.unknown = 0
@@ -131,7 +142,7 @@ class KeypadDecoder:
 
     def feed(self, event: InputEvent) -> KeyPress | None:
         """Take one event; return a press when this event is a key going down that counts."""
-        if event.type != ecodes.EV_KEY or event.value == KEY_UP:
+        if event.type != self._ev_key or event.value == KEY_UP:
             return None  # EV_SYN, EV_MSC scan codes and key-ups come with every press
         if event.value == KEY_REPEAT:
             self.repeats += 1  # a held key is one press: the citizen leaning on 非常不满意 is one rating
@@ -212,6 +223,8 @@ class SimulatedKeypad(SimulatedDevice):
     def press(self, key: str, hold_s: float = 0.08, repeats: int = 0) -> None:
         """One press of ``key``; ``repeats`` autorepeat events (value 2) follow while it is held, the
         first after the kernel's 250 ms delay and then every 33 ms, as a key leaned on sends."""
+        from evdev import ecodes
+
         code = key_code(key)
         self._us = max(round(self._clock() * 1_000_000), self._us)
         start = self._us
@@ -224,6 +237,8 @@ class SimulatedKeypad(SimulatedDevice):
         self._event(ecodes.EV_KEY, code, KEY_UP, sync=True)
 
     def _event(self, type_: int, code: int, value: int, sync: bool = False) -> None:
+        from evdev import InputEvent, ecodes
+
         sec, usec = divmod(self._us, 1_000_000)
         self.put(InputEvent(sec, usec, type_, code, value))
         if sync:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
-from protocol.transport import TlsFiles
+if TYPE_CHECKING:
+    # The transport is paho; drivers read their config models from here and must not load an MQTT client.
+    from protocol.transport import TlsFiles
 
 T = TypeVar("T", bound=BaseSettings)
 _toml_path: ContextVar[Path | None] = ContextVar("_toml_path", default=None)
@@ -58,6 +60,8 @@ class MqttConfig(Section):
     def tls_files(self) -> TlsFiles | None:
         if self.tls is None:
             return None
+        from protocol.transport import TlsFiles
+
         t = self.tls
         return TlsFiles(
             str(t.ca_file), str(t.cert_file) if t.cert_file else None, str(t.key_file) if t.key_file else None

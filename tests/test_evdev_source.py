@@ -12,6 +12,7 @@ from contextlib import aclosing
 from typing import Any, ClassVar
 
 import pytest
+import evdev
 from evdev import InputEvent, ecodes
 
 from drivers import evdev_source
@@ -81,8 +82,8 @@ def devices(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
         opened.append(device)
         return device
 
-    monkeypatch.setattr(evdev_source.evdev, "InputDevice", open_)
-    monkeypatch.setattr(evdev_source.evdev, "list_devices", lambda: list(table))
+    monkeypatch.setattr(evdev, "InputDevice", open_)
+    monkeypatch.setattr(evdev, "list_devices", lambda: list(table))
     FakeDevice.opened = opened
     return table
 

@@ -14,17 +14,22 @@ and decodes its key events itself:
 
 The kernel stamps events with the wall clock; a step of the clock between two keys at worst
 abandons one code, a step backwards is never taken for a pause.
+
+evdev (its key codes included) is loaded only by what a configured scanner runs (the decoder, the
+device, the twin), never at module level: every agent's config knows this model, and an agent
+without a scanner must not load the input stack (tests/test_lean_roles.py).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import string
 import time
 from collections.abc import AsyncGenerator, Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from evdev import InputEvent, ecodes
 from pydantic import Field, model_validator
 
 from drivers.evdev_source import (
@@ -40,10 +45,15 @@ from drivers.evdev_source import (
 )
 from protocol.settings import Section
 
+if TYPE_CHECKING:
+    from evdev import InputEvent
+
 log = logging.getLogger(__name__)
 
 
 def _key(name: str) -> int:
+    from evdev import ecodes
+
     return int(ecodes.ecodes[f"KEY_{name}"])
 
 
@@ -72,10 +82,29 @@ def _keypad() -> dict[int, tuple[str, str]]:
     return keys
 
 
-KEYMAP: dict[int, tuple[str, str]] = {**_keymap(), **_keypad()}
-SHIFTS = frozenset({_key("LEFTSHIFT"), _key("RIGHTSHIFT")})
-ENTERS = frozenset({_key("ENTER"), _key("KPENTER")})
-IGNORED = frozenset({_key("TAB")})  # some scanners are set to end with Tab, or send it between fields
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The key codes a decoder reads, from evdev's tables."""
+
+    ev_key: int  # the type of a key event
+    chars: dict[int, tuple[str, str]]  # key -> (character, with Shift)
+    shifts: frozenset[int]
+    enters: frozenset[int]
+    ignored: frozenset[int]
+
+
+@functools.cache
+def keys() -> Keys:
+    """Built once, on first use by a configured scanner."""
+    from evdev import ecodes
+
+    return Keys(
+        ev_key=ecodes.EV_KEY,
+        chars={**_keymap(), **_keypad()},
+        shifts=frozenset({_key("LEFTSHIFT"), _key("RIGHTSHIFT")}),
+        enters=frozenset({_key("ENTER"), _key("KPENTER")}),
+        ignored=frozenset({_key("TAB")}),  # some scanners are set to end with Tab, or send it between fields
+    )
 
 
 class KeyDecoder:
@@ -97,6 +126,7 @@ class KeyDecoder:
         self._overflowing = False  # the current code is too long: drop the rest of it up to Enter
         self._shift: set[int] = set()
         self._last: float | None = None
+        self._keys = keys()
 
     @property
     def pending(self) -> int:
@@ -105,20 +135,21 @@ class KeyDecoder:
 
     def feed(self, event: InputEvent) -> str | None:
         """Take one event; return a code when this event (Enter) completes one."""
-        if event.type != ecodes.EV_KEY:
+        k = self._keys
+        if event.type != k.ev_key:
             return None  # EV_SYN and EV_MSC (scan codes) come with every key
         self._check_gap(event.timestamp())
-        if event.code in SHIFTS:
+        if event.code in k.shifts:
             if event.value == KEY_UP:
                 self._shift.discard(event.code)
             else:
                 self._shift.add(event.code)
             return None
-        if event.value not in (KEY_DOWN, KEY_REPEAT) or event.code in IGNORED:
+        if event.value not in (KEY_DOWN, KEY_REPEAT) or event.code in k.ignored:
             return None
-        if event.code in ENTERS:
+        if event.code in k.enters:
             return self._finish()
-        chars = KEYMAP.get(event.code)
+        chars = k.chars.get(event.code)
         if chars is None:
             self.unknown += 1
             return None
@@ -210,7 +241,7 @@ class EvdevScanner(EvdevReader[str]):
             cfg.device,
             error=ScannerError,
             log=log,
-            keys={ecodes.KEY_ENTER},
+            keys={_key("ENTER")},
             grab=cfg.grab,
             reopen_initial_s=cfg.reopen_initial_s,
             reopen_max_s=cfg.reopen_max_s,
@@ -225,6 +256,7 @@ class EvdevScanner(EvdevReader[str]):
         return self._decoded(self.decoder.feed)
 
 
+@functools.cache
 def _typeable() -> dict[str, tuple[int, bool]]:
     """Character -> (key, with Shift), from the main block as scanners type (not the keypad)."""
     chars: dict[str, tuple[int, bool]] = {}
@@ -232,9 +264,6 @@ def _typeable() -> dict[str, tuple[int, bool]]:
         chars.setdefault(plain, (key, False))
         chars.setdefault(shifted, (key, True))
     return chars
-
-
-_TYPEABLE = _typeable()
 
 
 class SimulatedScanner(SimulatedDevice):
@@ -255,6 +284,8 @@ class SimulatedScanner(SimulatedDevice):
     def type(self, code: str, enter: bool = True) -> None:
         """Queue ``code`` as keystrokes; ``enter=False`` leaves it unfinished, as a misread does.
         Raises ValueError for a character a US keyboard cannot type (a real scanner would garble it)."""
+        from evdev import ecodes
+
         strokes = [self._stroke(char) for char in code]
         self._us = max(round(self._clock() * 1_000_000), self._us)
         for key, shift in strokes:
@@ -271,11 +302,13 @@ class SimulatedScanner(SimulatedDevice):
     @staticmethod
     def _stroke(char: str) -> tuple[int, bool]:
         try:
-            return _TYPEABLE[char]
+            return _typeable()[char]
         except KeyError:
             raise ValueError(f"{char!r} cannot be typed on a US keyboard") from None
 
     def _key(self, key: int, value: int) -> None:
+        from evdev import InputEvent, ecodes
+
         sec, usec = divmod(self._us, 1_000_000)
         self.put(InputEvent(sec, usec, ecodes.EV_KEY, key, value))
         self.put(InputEvent(sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0))
