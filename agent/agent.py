@@ -17,7 +17,7 @@ from agent.commands.update import UpdateWatch, resume_update
 from agent.config import AgentConfig
 from agent.desired import ConfigApplier, DeviceSettings
 from agent.device import DeviceContext
-from agent.link import Backoff, Identity, Link
+from agent.link import Identity, Link
 from agent.outbox import Outbox, OutboxFull
 from agent.selfheal import AppWatch
 from agent.sqlite import Database
@@ -26,6 +26,7 @@ from agent.tasks import TaskSet
 from agent.version import agent_version
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
+from protocol.backoff import Backoff
 from protocol.clock import Clock, SystemClock, real_seconds
 from protocol.envelope import Envelope, Frozen
 from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, encode_event, lane_of

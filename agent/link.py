@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from agent.outbox import Outbox
 from agent.state import StateStore
 from agent.tasks import TaskSet
 from protocol import topics
+from protocol.backoff import Backoff
 from protocol.clock import Clock, real_seconds
 from protocol.envelope import Envelope, Presence, StatusMessage, StoredAck
 from protocol.transport import AsyncMqtt, LinkOptions, MqttError, Will
@@ -40,18 +40,6 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 UNROUTED_RETRY_S = 1.0
 RESEND_MAX_S = 3600.0
 STABLE_CONNECTION_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    initial_s: float
-    max_s: float
-
-    def delay(self, attempt: int) -> float:
-        """Capped exponential with equal jitter: a hall's devices that lost the same WAN must not all
-        come back in the same second."""
-        ceiling = min(self.max_s, self.initial_s * (2 ** min(attempt, 30)))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
-from agent.link import RESEND_MAX_S, Backoff, Identity, Link
+from agent.link import RESEND_MAX_S, Identity, Link
 from agent.outbox import Outbox
 from agent.state import StateStore
+from protocol.backoff import Backoff
 from protocol.transport import LinkOptions
 
 
@@ -70,3 +72,15 @@ def test_unrouted_events_are_retried_after_a_second_then_backing_off(tmp_path: P
     assert not link._should_resend(), "the second retry waits 2 s"
     clock.t = 5
     assert link._should_resend()
+
+
+def test_the_agent_has_no_reconnect_delay_of_its_own() -> None:
+    """protocol/backoff.py is the one home of the reconnect delay: no module under agent/ defines another."""
+    root = Path(__file__).resolve().parents[1] / "agent"
+    copies = [
+        str(path.relative_to(root.parent))
+        for path in root.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and "backoff" in node.name.lower()
+    ]
+    assert copies == [], f"{copies} define a backoff: use protocol.backoff.Backoff"
