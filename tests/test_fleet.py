@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from broker.mosquitto.local import LocalMosquitto
-from broker.store.schema import events, incidents, presence_history
+from broker.store.schema import consumable_levels, events, incidents, presence_history
 from hallfleet.cli import main
 from hallfleet.fleet.scenario import builtin, load_scenario
 from hallfleet.fleet.sim import Fleet
@@ -115,6 +115,12 @@ async def test_fleet_plays_every_role_and_faults_become_incidents(
         assert fleet.counts["punches"] + fleet.counts["punches_late"] > 0
         assert fleet.counts["proxy_ratings"] == 5
         assert powerless.up, "the pad did not come back after the power loss"
+        # The kiosks with an A4 printer (the simulated IPP server) report its toner, read over IPP.
+        a4_kiosks = {m.key for m in fleet.members if m.cfg is not None and m.cfg.kiosk and m.cfg.kiosk.a4}
+        toner = await consumer.store.fetch(
+            sa.select(consumable_levels.c.key).where(consumable_levels.c.consumable == "toner:black")
+        )
+        assert a4_kiosks and {r.key for r in toner} == a4_kiosks
         await fleet.wait_connected([powerless], 20)
     finally:
         await fleet.stop()

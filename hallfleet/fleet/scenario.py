@@ -64,6 +64,13 @@ class Kiosks(Section):
         default=0.2, ge=0, le=50, description="A4 pages (toner) per ticket, counted in kiosk.usage"
     )
     poll_s: float = Field(default=5, gt=0, le=600, description="How often each kiosk reads its printer (real s)")
+    a4_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Share of kiosks with an A4 printer (the simulated IPP printer, drivers/ipp/sim.py): the kiosk "
+        "polls it, and each ticket's A4 pages are printed on it over IPP, so its toner and paper run down",
+    )
 
     @field_validator("tickets_per_hour")
     @classmethod

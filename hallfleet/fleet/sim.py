@@ -4,6 +4,9 @@ Devices are planned per hall (the demo's two halls, their site configs and name 
 role mix; each gets the demo's agent config (hallfleet/demo_scenario.agent_config) adjusted for scale:
 the scenario's heartbeat, its kiosk poll, no fingerprint reader (punches are QR codes: enrolling fingers
 is a per-terminal command flow), and optionally an in-memory outbox. All agents share one ScaledClock.
+A share of the kiosks (``kiosk.a4_share``) has an A4 printer: one simulated IPP server per simulator process
+serves them all by path (drivers/ipp/sim.py); it starts with the fleet, which then points those kiosks at it
+(the port is known only then), and each ticket's A4 pages are printed on it over IPP.
 
 Time: scenario times are simulated (hall-local); the agents' event times run ``speed`` times faster than
 real time, and so do their timers: rating-pad timeouts, kiosk snapshots and the heartbeat (the agent waits
@@ -24,6 +27,7 @@ starts again on the same outbox when the fault ends).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time as _time
@@ -40,6 +44,9 @@ from agent.roles.kiosk import SimulatedReceiptConfig
 from agent.roles.rating import ServiceCall
 from agent.roles.usage import LogUsageConfig
 from broker.attendance.roster import StaffMember
+from drivers.ipp.client import A4PrinterConfig, print_job
+from drivers.ipp.raster import a4_pages
+from drivers.ipp.sim import SimulatedIppServer
 from hallfleet import demo_scenario as ds
 from hallfleet.fleet.netcut import NetCut
 from hallfleet.fleet.scenario import Fault, FleetRole, Scenario
@@ -171,6 +178,8 @@ class Fleet:
         self.connect_s: float | None = None
         self._rng = random.Random(scenario.seed)
         self._script: asyncio.Task[None] | None = None
+        self.printers: SimulatedIppServer | None = None  # the A4 printers, once start() opened them
+        self._resources = contextlib.AsyncExitStack()
 
     # -- building ------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -237,6 +246,7 @@ class Fleet:
         thousands of SYNs overflows the broker's listen backlog); ``connect_s`` is how long it all took."""
         if not self.staff:
             self.prepare()
+        await self._attach_printers()
         for m in self.members:
             if "network_loss" in m.faults:
                 m.net = NetCut(self.mqtt.host, self.mqtt.port)
@@ -250,6 +260,20 @@ class Fleet:
                 self.power_on(m)
             await self.wait_connected(chunk, connect_timeout_s)
         self.connect_s = _time.monotonic() - t0
+
+    async def _attach_printers(self) -> None:
+        """Open the A4 printers' server and point the kiosks that have a printer at theirs."""
+        share = self.scenario.kiosk.a4_share
+        chosen = [m for m in self.members if m.role == "kiosk" and int((m.index + 1) * share) > int(m.index * share)]
+        if not chosen:
+            return
+        self.printers = await self._resources.enter_async_context(SimulatedIppServer())
+        for m in chosen:
+            assert m.cfg is not None and m.cfg.kiosk is not None
+            name = f"{m.hall.site}-{m.name}"
+            self.printers.add(name)
+            a4 = A4PrinterConfig(url=self.printers.url(name))
+            m.cfg = m.cfg.model_copy(update={"kiosk": m.cfg.kiosk.model_copy(update={"a4": a4})})
 
     async def wait_connected(self, members: list[Member], timeout_s: float) -> None:
         async def one(m: Member) -> None:
@@ -291,6 +315,7 @@ class Fleet:
         for m in self.members:
             if m.net is not None:
                 await m.net.close()
+        await self._resources.aclose()
 
     def play(self) -> asyncio.Task[None]:
         self._script = asyncio.create_task(self._play(), name="fleet-scenario")
@@ -399,11 +424,18 @@ class Fleet:
                 log.debug("%s: ticket not printed: %s", m.key, exc)
                 continue
             self.counts["tickets"] += 1
+            pages = int(k.a4_pages_per_ticket) + (rng.random() < k.a4_pages_per_ticket % 1)
             usage = agent.cfg.kiosk.usage if agent.cfg.kiosk is not None else None
             if isinstance(usage, LogUsageConfig):
-                pages = int(k.a4_pages_per_ticket) + (rng.random() < k.a4_pages_per_ticket % 1)
                 with usage.path.open("a") as f:
                     f.write(f"{now.isoformat()} {ds.TICKET_LINE} A{n:03d}\n" + f"{A4_LINE}\n" * pages)
+            a4 = agent.cfg.kiosk.a4 if agent.cfg.kiosk is not None else None
+            if a4 is not None and pages:
+                job = await print_job(a4, a4_pages(pages), job_name=f"A{n:03d}")
+                if job.state == "completed":
+                    self.counts["a4_pages"] += pages
+                else:  # out of paper or toner, or the printer unreachable: the kiosk reports it
+                    self.counts["a4_jobs_failed"] += 1
 
     async def _window(self, m: Member) -> None:
         r = self.scenario.rating
