@@ -45,6 +45,36 @@ class Health(Frozen):
 PunchMethod = Literal["face", "fingerprint", "qr", "card"]
 
 
+LIVENESS_MEASURE_MAX = 1000.0
+"""Cap of a liveness measure (the terminal clamps to it: a degenerate frame must not cost the punch)."""
+
+
+class PunchLiveness(Frozen):
+    """What a face sitting showed the liveness check (drivers/face/liveness.py), as numbers and never pixels, so the
+    centre can audit a punch or a refusal and retune a hall's limits. The maxima compare with the terminal's
+    ``limits`` of the same name."""
+
+    challenge: Literal["none", "blink", "turn"] = Field(default="none", description="What the screen asked for")
+    ear_open: float = Field(ge=0, le=LIVENESS_MEASURE_MAX, description="Open eye aspect ratio before the drop")
+    drop: float = Field(ge=0, le=1, description="Deepest drop of both eyes at once, share of ear_open")
+    eyes: float = Field(
+        ge=0, le=LIVENESS_MEASURE_MAX, description="Change of the eye regions' pixels at that drop (lid over the iris)"
+    )
+    blink_s: float | None = Field(
+        default=None, ge=0, le=3600, description="Last open frame before the drop to the first after; null: no blink"
+    )
+    rigid: float = Field(ge=0, le=LIVENESS_MEASURE_MAX, description="Largest landmark residual off the eyes")
+    light: float = Field(ge=0, le=LIVENESS_MEASURE_MAX, description="Largest brightness change of the face")
+    texture: float = Field(ge=0, le=LIVENESS_MEASURE_MAX, description="Largest texture change outside the eyes")
+    blur: float = Field(ge=0, le=LIVENESS_MEASURE_MAX, description="Largest sharpness change, |ln ratio|")
+    turn: float = Field(
+        ge=0, le=LIVENESS_MEASURE_MAX, description="Largest parallax of the nose against the face's outline (head turn)"
+    )
+    frames: Count = Field(description="Frames of the sitting")
+    unsteady: Count = Field(description="Of which changed too much from the one before to count")
+    sitting_s: float = Field(ge=0, le=3600, description="First frame of the sitting to this outcome")
+
+
 class AttendancePunch(Frozen):
     staff_id: Line = Field(min_length=1, max_length=64, description="Pseudonymous staff id, never a name")
     method: PunchMethod
@@ -53,6 +83,7 @@ class AttendancePunch(Frozen):
     score: float | None = Field(
         default=None, ge=0, description="How sure: 1 - face distance, or the fingerprint module's match score"
     )
+    liveness: PunchLiveness | None = Field(default=None, description="Face punches: what the liveness check saw")
 
 
 class AttendanceRejected(Frozen):
@@ -77,6 +108,7 @@ class AttendanceRejected(Frozen):
     ]
     staff_id: Line | None = Field(default=None, max_length=64, description="When known (e.g. revoked staff)")
     detail: Prose = Field(default="", max_length=200)
+    liveness: PunchLiveness | None = Field(default=None, description="not_live: what the sitting showed")
 
 
 class GalleryHeld(Frozen):

@@ -28,14 +28,14 @@ from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
 from agent.gallery import GalleryConfig, GalleryStore, Held
 from drivers.camera import CameraConfig
-from drivers.face.config import FaceConfig, FaceMatch, FaceReject
+from drivers.face.config import FaceChallenge, FaceConfig, FaceMatch, FaceReject, LivenessEvidence
 from drivers.fingerprint.errors import CaptureError, FingerError
 from drivers.fingerprint.sim import SimulatedZfm
 from drivers.fingerprint.zfm import ZfmConfig, ZfmReader
 from drivers.qr.keyboard import EvdevScanner, QrScannerConfig, SimulatedScanner
 from drivers.qr.validators import QrConfig, build_validator
 from protocol.envelope import Frozen
-from protocol.events import AttendancePunch, AttendanceRejected, GalleryHeld
+from protocol.events import LIVENESS_MEASURE_MAX, AttendancePunch, AttendanceRejected, GalleryHeld, PunchLiveness
 from protocol.gallery import GalleryError, GalleryUpdate
 from protocol.settings import Section
 
@@ -111,13 +111,33 @@ class FingerEnrol(Frozen):
 
 REASON_ZH = {
     "unknown": "未识别, 请重试或换用其他方式",
-    "not_live": "未通过活体检测",
+    "not_live": "未通过活体检测, 请离开镜头后重新打卡",
     "revoked": "已停用, 请联系窗口管理科",
     "expired": "二维码已过期, 请刷新",
     "replayed": "二维码已使用, 请刷新",
     "unknown_staff": "未登记的二维码",
     "device_error": "设备故障, 请换用其他方式并报告",
 }
+
+
+CHALLENGE_ZH = {"blink": "请眨眼", "turn": "请缓慢向左或向右转头, 并眨眼"}
+
+
+def _liveness(e: LivenessEvidence | None, challenge: Literal["none", "blink", "turn"]) -> PunchLiveness | None:
+    """The engine's evidence as the wire carries it, each measure clamped into the contract's bounds: a degenerate
+    frame's number must not cost the punch it belongs to."""
+    if e is None:
+        return None
+
+    def cap(value: float, top: float = LIVENESS_MEASURE_MAX) -> float:
+        return min(max(value, 0.0), top)
+
+    return PunchLiveness(
+        challenge=challenge, ear_open=cap(e.ear_open), drop=cap(e.drop, 1.0), eyes=cap(e.eyes),
+        blink_s=None if e.blink_s is None else cap(e.blink_s, 3600), rigid=cap(e.rigid), light=cap(e.light),
+        texture=cap(e.texture), blur=cap(e.blur), turn=cap(e.turn), frames=e.frames, unsteady=e.unsteady,
+        sitting_s=cap(e.sitting_s, 3600),
+    )  # fmt: skip
 
 
 class AttendanceRole:
@@ -133,7 +153,7 @@ class AttendanceRole:
         self.qr_sim: SimulatedScanner | None = None
         self.validator = build_validator(cfg.qr_validator) if cfg.qr_validator is not None else None
         self._last_punch: dict[str, float] = {}
-        self._last_reject: dict[tuple[str, str], float] = {}
+        self._last_reject: dict[tuple[str, str, str | None], float] = {}
         self._fingers: dict[int, str] = {}
         self._revoked: set[str] = set()
         self._finger_lock = asyncio.Lock()  # pyusb calls run in a thread, one at a time
@@ -195,10 +215,17 @@ class AttendanceRole:
         self.engine = FaceEngine(self.cfg.face, FaceGallery(self.held.entries))
         async for frame in Camera(camera_cfg).frames():
             result = await asyncio.to_thread(self.engine.process, frame, time.monotonic())
+            challenge = self.cfg.face.challenge
             if isinstance(result, FaceMatch):
-                await self.punch(result.staff_id, "face", max(0.0, 1.0 - result.distance))
+                evidence = _liveness(result.liveness, challenge)
+                await self.punch(result.staff_id, "face", max(0.0, 1.0 - result.distance), liveness=evidence)
+            elif isinstance(result, FaceChallenge):
+                self.output.show(Feedback(False, CHALLENGE_ZH[result.kind], result.staff_id))
             elif isinstance(result, FaceReject) and result.reason not in ("no_face", "cooldown"):
-                await self.reject("face", result.reason, detail=result.detail)
+                evidence = _liveness(result.liveness, challenge)
+                await self.reject(
+                    "face", result.reason, detail=result.detail, staff_id=result.staff_id, liveness=evidence
+                )
 
     async def _finger_loop(self) -> None:
         reader = self.finger
@@ -243,7 +270,13 @@ class AttendanceRole:
                 await self.reject("qr", result.reason or "malformed")
 
     # -- outcomes ------------------------------------------------------------------------------------
-    async def punch(self, staff_id: str, method: Literal["face", "fingerprint", "qr"], score: float | None) -> bool:
+    async def punch(
+        self,
+        staff_id: str,
+        method: Literal["face", "fingerprint", "qr"],
+        score: float | None,
+        liveness: PunchLiveness | None = None,
+    ) -> bool:
         """Take one punch; returns whether it was new (a repeat inside repeat_s is the same punch)."""
         if staff_id in self._revoked:
             await self.reject(method, "revoked", staff_id=staff_id)
@@ -256,7 +289,7 @@ class AttendanceRole:
         offline = not self.device.link_up()
         await self.device.emit(
             "attendance.punch",
-            AttendancePunch(staff_id=staff_id, method=method, score=score, offline=offline),
+            AttendancePunch(staff_id=staff_id, method=method, score=score, offline=offline, liveness=liveness),
         )
         self._last_punch[staff_id] = now
         self.output.show(Feedback(True, f"打卡成功 {self.device.clock.now():%H:%M}", staff_id))
@@ -265,7 +298,7 @@ class AttendanceRole:
     async def reject(self, method: Literal["face", "fingerprint", "qr"], reason: str, **extra: Any) -> None:
         self.output.show(Feedback(False, REASON_ZH.get(reason, "请重试"), extra.get("staff_id")))
         now = self.device.clock.monotonic()
-        key = (method, reason)
+        key = (method, reason, extra.get("staff_id"))  # per person: the centre pairs a refusal with what follows
         if now - self._last_reject.get(key, float("-inf")) < self.cfg.reject_repeat_s:
             return
         self._last_reject[key] = now

@@ -18,6 +18,71 @@ Reason = Literal["no_face", "multiple_faces", "too_small", "blurry", "unknown", 
 REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
+class LivenessLimits(Section):
+    """Thresholds of the blink check, measured on generated videos (tests/test_liveness.py): retune per hall."""
+
+    window_s: float = Field(
+        default=3.0, gt=0.4, le=30, description="A sitting has this long, from its first frame, to show a blink"
+    )
+    blink_drop: float = Field(
+        default=0.22,
+        gt=0,
+        lt=1,
+        description="Both eyes' aspect ratio must fall by this share of the open eye's. Measured through the camera "
+        "at 5 fps: synthetic blinks 0.24-0.37 (glasses: down to 0.14 when the landmarks do not follow the lid); "
+        "photos held still, moved, turned, re-lit, refocused or on a screen: up to 0.21 (glasses), 0.13 without",
+    )
+    blink_recover: float = Field(
+        default=0.85, gt=0, le=1.5, description="... and come back to this share of it (both eyes)"
+    )
+    eyes_min: float = Field(
+        default=0.1,
+        ge=0,
+        le=2,
+        description="At the drop, the eye regions' pixels must have changed by this much against the open frame "
+        "(mean absolute difference, share of the face's brightness): the lid covers the iris. Measured: synthetic "
+        "blinks 0.15-0.33; a still photo's noise 0.05-0.10",
+    )
+    eyes_ratio: float = Field(
+        default=1.5,
+        ge=0,
+        le=20,
+        description="... by this many times what they changed between the open frames before and after the drop: "
+        "a lid closes and opens again over the same eye, while a picture's misaligned or re-lit eye changes alike",
+    )
+    blink_max_s: float = Field(
+        default=1.5, gt=0.1, le=5, description="From the last open frame before the drop to the first one after"
+    )
+    rigid_max: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Largest residual of the rest of the face's landmarks (nose, eye corners, jaw) after a "
+        "homography fit to the previous frame, in interocular distances: the face must move as one piece",
+    )
+    light_max: float = Field(
+        default=0.06, gt=0, le=1, description="Largest change of the face's mean brightness between frames (share)"
+    )
+    texture_max: float = Field(
+        default=0.15,
+        gt=0,
+        le=3,
+        description="Largest change of the face outside the eyes between aligned frames (mean absolute difference "
+        "of its shading, as shares of its brightness): a reflection, a shadow or moiré moving over the face plane",
+    )
+    blur_max: float = Field(
+        default=0.4, gt=0, le=5, description="Largest change of sharpness between frames, |ln(ratio)|: a focus change"
+    )
+    turn_min: float = Field(
+        default=0.2,
+        gt=0,
+        le=0.5,
+        description='challenge "turn": the nose must move off where the outline of the face (jaw, eye corners) '
+        "puts it by this many interocular distances (parallax: a flat picture has none, but landmark noise and a "
+        "photo turned 35 degrees read up to 0.14; a head turned 15 degrees moves the nose tip about 0.15-0.2)",
+    )
+
+
 class FaceConfig(Section):
     threshold: float = Field(
         default=0.5,
@@ -55,16 +120,19 @@ class FaceConfig(Section):
     cooldown_s: float = Field(
         default=30.0, ge=0, description="After a punch, the same person is not punched again for this long"
     )
-    liveness: Literal["off", "motion"] = Field(
-        default="motion", description='"motion": the eyes must change between frames as a flat picture cannot'
+    liveness: Literal["off", "blink"] = Field(
+        default="blink",
+        description='"blink": a blink (eye aspect ratio down and back, the face otherwise rigid) must be seen',
     )
-    liveness_frames: int = Field(
-        default=3, ge=2, le=50, description="Frames of one person without eye movement before not_live is reported"
+    challenge: Literal["none", "blink", "turn"] = Field(
+        default="none",
+        description=(
+            '"blink": the screen asks for a blink; "turn": it asks for a head turn, needed besides the blink '
+            "(a turn is 3-D: the nose moves against the face's outline, which no flat picture does)"
+        ),
     )
-    liveness_threshold: float = Field(
-        default=0.2,
-        gt=0,
-        description="Least eye-region change after aligning the frames as a plane (rigid photo <= 0.11, blink >= 0.25)",
+    limits: LivenessLimits = Field(
+        default_factory=LivenessLimits, description="What a blink must look like (per-site tuning)"
     )
 
 
@@ -75,6 +143,7 @@ class FaceMatch:
     staff_id: str
     distance: float
     frames: int
+    liveness: LivenessEvidence | None = None  # None with liveness "off"
 
 
 @dataclass(frozen=True)
@@ -85,3 +154,34 @@ class FaceReject:
 
     reason: Reason
     detail: str = ""
+    liveness: LivenessEvidence | None = None  # not_live: what the sitting showed
+    staff_id: str | None = None  # not_live, cooldown: whom the face matched (the centre links later punches to it)
+
+
+@dataclass(frozen=True)
+class FaceChallenge:
+    """A sitting of an enrolled face has begun and the site asks for a gesture: show it on the screen."""
+
+    staff_id: str
+    kind: Literal["blink", "turn"]
+
+
+@dataclass(frozen=True)
+class LivenessEvidence:
+    """What a sitting showed, as numbers (never pixels): the punch carries them so the centre can audit and retune.
+    The ear_* are eye aspect ratios (mean of both eyes) after aligning the face to the sitting's first frame; the
+    other maxima are over the frames of the blink (or, without one, over the sitting) and compare with
+    LivenessLimits of the same name."""
+
+    ear_open: float  # the open eye before the deepest drop seen
+    drop: float  # deepest drop seen in both eyes at once, as a share of ear_open (0: none)
+    eyes: float  # change of the eye regions' pixels at that drop against the open eye (share of face brightness)
+    blink_s: float | None  # last open frame before the drop to the first open one after; None: no blink
+    rigid: float
+    light: float
+    texture: float
+    blur: float
+    turn: float  # largest parallax of the nose against the face's outline, interocular distances
+    frames: int  # frames of the sitting
+    unsteady: int  # of which changed too much from the one before to count (light, blur, texture, rigidity)
+    sitting_s: float  # first frame of the sitting to this outcome

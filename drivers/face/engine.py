@@ -7,8 +7,11 @@ else) and face_recognition's default tolerance of 0.6 is loose (peers.md lesson 
    while one face is big enough), not too small, sharp enough;
 2. identity: nearest enrolled staff member within ``threshold``, the same one in ``confirm_frames``
    consecutive analysed frames (any frame without that match starts the count again);
-3. liveness ("motion"): the eyes must change between frames of the streak in a way a flat picture
-   cannot (below);
+3. liveness ("blink", drivers/face/liveness.py): within ``limits.window_s`` of the sitting's first frame,
+   both eyes close and open on a face that otherwise stays rigid under steady light and focus; with a
+   challenge, the screen asks for it (FaceChallenge) and "turn" needs a head turn too. A sitting that
+   does not show it is refused once (not_live, with its numbers) and ends: nothing it saw carries over,
+   and a new attempt begins when the face has left the view (or another face came);
 4. cooldown: one punch per person per ``cooldown_s``, and one outcome per streak: someone who stays
    in front of the camera punches once, and must step away before they can punch again.
 
@@ -23,26 +26,8 @@ included). 0.5 sits 0.07 above the worst same-person pair and 0.20 below the clo
 is thin on one side: enrol two or more shots per person (the min over shots is what is matched)
 and re-measure on the hall's own gallery.
 
-Liveness "motion", and what it is worth. A live face changes between frames in ways a flat picture
-cannot: eyes blink and look around, a head turning in 3D shifts features against each other. A
-photo, moved, turned and tilted in front of the camera, only ever moves as a plane: one homography
-maps one frame onto another. So each frame of a streak is aligned onto the streak's first frame
-(coarse: a similarity from the 68 face landmarks; fine: OpenCV's ECC homography fitted on the face
-without the eyes) and what is left in the eye regions is measured (mean absolute difference of the
-contrast-normalised pixels). We measured (6 faces, Gaussian camera noise + JPEG, hand-held shake up
-to 8 degrees and 10 % scale, tilt up to 25 degrees): a rigid picture leaves at most 0.11; eyes
-painted shut leave 0.46 or more, eyelids 60 % closed 0.45, 40 % closed 0.25. ``liveness_threshold``
-0.2 sits between. Frames whose alignment fails (ECC correlation under 0.95) count for nothing
-either way; on the photo with glasses (grace_hopper) that was about 1 frame in 10, and every frame
-of the synthetic 60 % eyelid squash, which bends the glasses too (a real blink does not).
-Landmarks alone were not enough: the eye aspect ratio of dlib's 68-point model moved by up to 0.30
-from noise alone on a still photo and by as little as 0.06 when the eyes were painted shut.
-
-It stops: a printed photo or a phone or tablet showing a still picture, held still, moved, turned or
-tilted. It does NOT stop: a video of the person replayed on a phone or tablet, a photo with the eyes
-cut out and someone's eyes behind it, a mask, a bent photo that folds across the eyes. A live person
-who does not blink within ``liveness_frames`` gets one ``not_live`` (the screen should ask them to
-blink) and is punched at their next blink while they stay in front of the camera.
+Liveness: what it stops and what it does not is in drivers/face/liveness.py and docs/threat-model.md.
+Every outcome of a sitting carries LivenessEvidence (numbers, never pixels) for the centre to audit.
 """
 
 from __future__ import annotations
@@ -55,8 +40,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from drivers.face.config import SHARPNESS_SIDE, FaceConfig, FaceMatch, FaceReject
+from drivers.face.config import SHARPNESS_SIDE, FaceChallenge, FaceConfig, FaceMatch, FaceReject
 from drivers.face.gallery import FaceGallery, load_face_recognition
+from drivers.face.liveness import Sitting, points68
 
 Box = tuple[int, int, int, int]  # (top, right, bottom, left), face_recognition's order
 
@@ -67,31 +53,25 @@ class _Face:
 
     box: Box
     gray: np.ndarray
-
-
-@dataclass(frozen=True)
-class _EyeReference:
-    """The first frame of a streak, cut down to what later frames are compared with."""
-
-    gray: np.ndarray  # float32, blurred: the face box with a margin
-    origin: tuple[int, int]  # (x, y) of that crop in the frame
-    points: np.ndarray  # (n, 2) float32 landmarks, frame coordinates
-    eyes: np.ndarray  # bool mask of both eyes (dilated), crop coordinates
-    rest: np.ndarray  # uint8 mask of everything else: what the plane is fitted on
+    sharpness: float
 
 
 @dataclass
 class _Streak:
-    """Consecutive analysed frames with the same outcome of the 1:N match (a staff id, or None)."""
+    """Consecutive analysed frames with the same outcome of the 1:N match (a staff id, or None): for an enrolled
+    face, one sitting."""
 
     staff_id: str | None
     frames: int = 0
     worst: float = 0.0  # largest distance seen: a match reports its worst frame
     nearest: float = math.inf  # smallest: an unknown says how close it came
-    settled: bool = False  # punched or in cooldown: this streak reports nothing more
-    reported_at: float | None = None  # when "unknown" / "not_live" was last reported for it
-    reference: _EyeReference | None = None
-    eye_change: float = 0.0  # largest seen against the reference
+    settled: bool = False  # punched, refused or in cooldown: this streak reports nothing more
+    reported_at: float | None = None  # when "unknown" was last reported for it
+    challenged: bool = False  # the screen was asked to show the challenge
+    sitting: Sitting | None = None
+
+
+Outcome = FaceMatch | FaceReject | FaceChallenge | None
 
 
 class FaceEngine:
@@ -116,9 +96,9 @@ class FaceEngine:
         the new object and starts a new streak (a match made on the old gallery must not carry over)."""
         self._gallery = gallery
 
-    def process(self, frame_bgr: np.ndarray, now: float) -> FaceMatch | FaceReject | None:
+    def process(self, frame_bgr: np.ndarray, now: float) -> Outcome:
         """Analyse one BGR frame taken at monotonic time ``now``. None: nothing to report yet (an empty
-        view, the normal state of a terminal, or a streak still confirming)."""
+        view, the normal state of a terminal, or a sitting still confirming or watching for a blink)."""
         with self._lock:
             gallery = self._gallery
             if gallery is not self._streak_gallery:
@@ -144,7 +124,7 @@ class FaceEngine:
         sharpness = sharpness_of(gray, big[0])
         if sharpness < cfg.min_sharpness:
             return FaceReject("blurry", f"sharpness {sharpness:.0f} < {cfg.min_sharpness:.0f}: hold still")
-        return _Face(big[0], gray)
+        return _Face(big[0], gray, sharpness)
 
     def _detect(self, frame_bgr: np.ndarray) -> list[Box]:
         """HOG on the downscaled frame (no upsampling: 4x cheaper), boxes back in full-frame pixels."""
@@ -156,41 +136,37 @@ class FaceEngine:
         height, width = frame_bgr.shape[:2]
         return [_scale_box(box, 1.0 / scale, width, height) for box in found]
 
-    def _judge(
-        self, frame_bgr: np.ndarray, face: _Face, gallery: FaceGallery, now: float
-    ) -> FaceMatch | FaceReject | None:
+    def _judge(self, frame_bgr: np.ndarray, face: _Face, gallery: FaceGallery, now: float) -> Outcome:
         rgb = np.ascontiguousarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
         encoding = self._fr.face_encodings(rgb, [face.box])[0]
         staff_id, distance = gallery.match(encoding)
-        streak = self._extend(staff_id if distance <= self._cfg.threshold else None, distance)
-        if streak.staff_id is not None and self._cfg.liveness == "motion" and not streak.settled:
-            self._watch_eyes(streak, face, rgb)
+        streak = self._extend(staff_id if distance <= self._cfg.threshold else None, distance, now)
+        if streak.sitting is not None and not streak.settled:
+            self._watch(streak.sitting, face, rgb, now)
         return self._decide(streak, now)
 
-    def _extend(self, staff_id: str | None, distance: float) -> _Streak:
+    def _extend(self, staff_id: str | None, distance: float, now: float) -> _Streak:
         streak = self._streak
         if streak is None or streak.staff_id != staff_id:
             streak = self._streak = _Streak(staff_id)
+            if staff_id is not None and self._cfg.liveness == "blink":  # a new sitting: nothing carried over
+                need_turn = self._cfg.challenge == "turn"
+                streak.sitting = Sitting(self._cfg.limits, now, need_turn=need_turn)
         streak.frames += 1
         streak.worst = max(streak.worst, distance)
         streak.nearest = min(streak.nearest, distance)
         return streak
 
-    def _watch_eyes(self, streak: _Streak, face: _Face, rgb: np.ndarray) -> None:
-        """Set the streak's reference on its first frame; later frames raise ``eye_change``."""
-        if streak.eye_change >= self._cfg.liveness_threshold:
-            return  # already live
+    def _watch(self, sitting: Sitting, face: _Face, rgb: np.ndarray, now: float) -> None:
+        """The 68 landmarks of this frame into the sitting (a frame without them adds nothing)."""
+        if sitting.live:
+            return
         marks = self._fr.face_landmarks(rgb, [face.box], model="large")
         if not marks:
             return
-        gray = cv2.GaussianBlur(face.gray.astype(np.float32), (0, 0), 1.0)
-        points = np.array([p for feature in marks[0].values() for p in feature], dtype=np.float32)
-        if streak.reference is None:
-            streak.reference = _eye_reference(gray, face.box, marks[0], points)
-        else:
-            streak.eye_change = max(streak.eye_change, _eye_change(streak.reference, gray, points))
+        sitting.add(face.gray, points68(marks[0]), face.sharpness, now)
 
-    def _decide(self, streak: _Streak, now: float) -> FaceMatch | FaceReject | None:
+    def _decide(self, streak: _Streak, now: float) -> Outcome:
         cfg = self._cfg
         if streak.frames < cfg.confirm_frames or streak.settled:
             return None
@@ -199,16 +175,33 @@ class FaceEngine:
         since = now - self._punched.get(streak.staff_id, -math.inf)
         if since < cfg.cooldown_s:
             streak.settled = True
-            return FaceReject("cooldown", f"punched {since:.0f} s ago, again after {cfg.cooldown_s:.0f} s")
-        if cfg.liveness == "motion" and streak.eye_change < cfg.liveness_threshold:
-            if streak.frames < cfg.liveness_frames or streak.reported_at is not None:
-                return None  # keep watching: a blink later in this streak still punches
-            streak.reported_at = now
-            detail = f"no eye movement in {streak.frames} frames ({streak.eye_change:.2f} < {cfg.liveness_threshold})"
-            return FaceReject("not_live", detail + ": please blink")
+            detail = f"punched {since:.0f} s ago, again after {cfg.cooldown_s:.0f} s"
+            return FaceReject("cooldown", detail, staff_id=streak.staff_id)
+        sitting = streak.sitting
+        if sitting is not None and not sitting.live:
+            return self._not_yet(streak, sitting, now)
         streak.settled = True
         self._punch(streak.staff_id, now)
-        return FaceMatch(streak.staff_id, streak.worst, streak.frames)
+        evidence = sitting.evidence(now) if sitting is not None else None
+        return FaceMatch(streak.staff_id, streak.worst, streak.frames, evidence)
+
+    def _not_yet(self, streak: _Streak, sitting: Sitting, now: float) -> FaceChallenge | FaceReject | None:
+        """Still watching (once, the challenge for the screen), or the window is over: refused, and the sitting
+        ends."""
+        cfg = self._cfg
+        if now - sitting.started < cfg.limits.window_s:
+            if cfg.challenge != "none" and not streak.challenged and streak.staff_id is not None:
+                streak.challenged = True
+                return FaceChallenge(streak.staff_id, cfg.challenge)
+            return None
+        streak.settled = True
+        e = sitting.evidence(now)
+        seen = "no blink" if sitting.blink is None else f"no head turn ({e.turn:.2f} < {cfg.limits.turn_min})"
+        detail = (
+            f"{seen} in {e.sitting_s:.1f} s: deepest eye drop {e.drop:.2f} (< {cfg.limits.blink_drop}), "
+            f"{e.unsteady}/{e.frames} frames unsteady; step away and try again"
+        )
+        return FaceReject("not_live", detail, e, streak.staff_id)
 
     def _unknown(self, streak: _Streak, now: float) -> FaceReject | None:
         """Once per streak and then once per cooldown_s while the same stranger stays in view."""
@@ -239,54 +232,3 @@ def sharpness_of(gray: np.ndarray, box: Box) -> float:
     top, right, bottom, left = box
     crop = cv2.resize(gray[top:bottom, left:right], (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(crop, cv2.CV_64F).var())
-
-
-_ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
-ALIGNED_MIN = 0.95  # ECC correlation of a usable alignment
-
-
-def _eye_reference(gray: np.ndarray, box: Box, marks: dict[str, Any], points: np.ndarray) -> _EyeReference:
-    top, right, bottom, left = box
-    margin = 0.15 * (bottom - top)
-    x0, y0 = max(int(left - margin), 0), max(int(top - margin), 0)
-    x1, y1 = min(int(right + margin), gray.shape[1]), min(int(bottom + margin), gray.shape[0])
-    crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
-    mask = np.zeros(crop.shape, np.uint8)
-    widths = []
-    for name in ("left_eye", "right_eye"):
-        eye = np.array(marks[name], np.int32) - np.array([x0, y0], np.int32)
-        cv2.fillPoly(mask, [eye], 1)
-        widths.append(float(np.linalg.norm(eye[0] - eye[3])))
-    side = int(0.6 * max(widths)) | 1  # the lids and some skin around them: a blink moves both
-    eyes = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))) > 0
-    return _EyeReference(crop, (x0, y0), points, eyes, (~eyes).astype(np.uint8))
-
-
-def _eye_change(ref: _EyeReference, gray: np.ndarray, points: np.ndarray) -> float:
-    """What is left in the eye regions once this frame is aligned onto the reference as a plane.
-
-    The plane is fitted on the face around the eyes (the eyes are masked out of the ECC fit, so a
-    blink does not bend the fit); an alignment that does not converge or correlates below
-    ALIGNED_MIN (measured: 0.96-0.999 when it works, 0.4-0.9 when it wandered off) is no evidence
-    either way: a bad fit would otherwise leave a residual that looks like a blink.
-    """
-    similarity, _ = cv2.estimateAffinePartial2D(points, ref.points, method=cv2.LMEDS)
-    if similarity is None:
-        return 0.0
-    similarity[:, 2] -= ref.origin
-    height, width = ref.gray.shape
-    moved = cv2.warpAffine(gray, similarity, (width, height), borderMode=cv2.BORDER_REPLICATE)
-    start = np.eye(3, dtype=np.float32)
-    try:  # gaussFiltSize 1: both images are blurred already
-        rho, warp = cv2.findTransformECC(ref.gray, moved, start, cv2.MOTION_HOMOGRAPHY, _ECC_CRITERIA, ref.rest, 1)
-    except cv2.error:
-        return 0.0
-    if rho < ALIGNED_MIN:
-        return 0.0
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    aligned = cv2.warpPerspective(moved, warp, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    return float(np.abs(_zscore(ref.gray[ref.eyes]) - _zscore(aligned[ref.eyes])).mean())
-
-
-def _zscore(values: np.ndarray) -> np.ndarray:
-    return (values - values.mean()) / (values.std() + 1e-6)

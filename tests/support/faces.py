@@ -9,8 +9,8 @@ once into a cache (``$HALLFLEET_TESTDATA``, default ``~/.cache/hallfleet-testdat
 
 A failed download raises (the test errors with pip's reason): a face test that skips without its
 photos proves nothing (tests/conftest.py). Also here: framing a photo as a 640x480 camera frame,
-synthetic closed eyes (a blink), a photo held in a hand (planar motion + camera noise), two faces
-side by side, and short video files for the camera.
+camera noise, two faces side by side, and short video files for the camera. Blinks and attacks on
+liveness: tests/support/liveness_media.py.
 """
 
 from __future__ import annotations
@@ -143,25 +143,6 @@ def side_by_side(left: str, right: str, face_px: int = 180) -> np.ndarray:
     return np.hstack([framed(left, face_px, half), framed(right, face_px, half)])
 
 
-def closed_eyes(frame_bgr: np.ndarray) -> np.ndarray:
-    """The frame with both eyes painted shut: the eye area inpainted from the skin around it and a lash
-    line along the lower lid. The landmark model barely notices (see drivers/face/engine.py); pixels do."""
-    rgb = np.ascontiguousarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
-    marks = load_face_recognition().face_landmarks(rgb, model="large")
-    if len(marks) != 1:
-        raise ValueError(f"closed_eyes needs exactly one face, found {len(marks)}")
-    out = frame_bgr.copy()
-    for name in ("left_eye", "right_eye"):
-        eye = np.array(marks[0][name], np.int32)
-        mask = np.zeros(out.shape[:2], np.uint8)
-        cv2.fillPoly(mask, [eye], 255)
-        around = cv2.dilate(mask, np.ones((5, 5), np.uint8), iterations=2)
-        out = cv2.inpaint(out, around, 5, cv2.INPAINT_TELEA)
-        lid = np.array([eye[0], eye[5], eye[4], eye[3]], np.int32)
-        cv2.polylines(out, [lid], False, (30, 30, 40), 2, cv2.LINE_AA)
-    return out
-
-
 def camera_noise(frame_bgr: np.ndarray, rng: np.random.Generator, sigma: float = 5.0, quality: int = 70) -> np.ndarray:
     """Sensor noise and the camera's JPEG compression: no two frames of a still scene are equal."""
     noisy = np.clip(frame_bgr.astype(np.float32) + rng.normal(0, sigma, frame_bgr.shape), 0, 255).astype(np.uint8)
@@ -170,23 +151,6 @@ def camera_noise(frame_bgr: np.ndarray, rng: np.random.Generator, sigma: float =
     if decoded is None:
         raise RuntimeError("OpenCV cannot round-trip a JPEG")
     return np.asarray(decoded)
-
-
-def held_photo(frame_bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The frame as a photo held up in a hand: turned up to 4 degrees, scaled up to 4 %, shifted up to
-    12 px, tilted by up to 15 degrees (a perspective warp), with camera noise."""
-    height, width = frame_bgr.shape[:2]
-    turn = np.array(
-        cv2.getRotationMatrix2D((width / 2, height / 2), rng.uniform(-4, 4), 1 + rng.uniform(-0.04, 0.04)), np.float64
-    )
-    turn[:, 2] += rng.uniform(-12, 12, 2)
-    image = cv2.warpAffine(frame_bgr, turn, (width, height), borderMode=cv2.BORDER_REPLICATE)
-    tilt = np.deg2rad(rng.uniform(-15, 15))
-    dx, dy = width * 0.5 * (1 - np.cos(tilt)), height * 0.15 * np.sin(tilt)
-    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
-    seen = np.array([[dx, -dy], [width - dx, dy], [width - dx, height - dy], [dx, height + dy]], np.float32)
-    image = cv2.warpPerspective(image, cv2.getPerspectiveTransform(corners, seen), (width, height))
-    return camera_noise(image, rng)
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> Path:

@@ -1,0 +1,280 @@
+"""Liveness against pictures: attack videos made from real photos (tests/support/liveness_media.py), written as
+MJPG files and played through the real camera path (Camera on a file: cv2.VideoCapture, the file's own
+timeline, 5 fps) into the engine, as the terminal runs them. And genuine sittings, whose blink is synthesised
+by warping the lids along the landmarks: what that proves and what it does not is in liveness_media's
+docstring.
+
+Pinned: no attack punches and each is refused once with its numbers; a blink punches within 1.5 s; a refused
+sitting ends and the next attempt starts from nothing; a blink seen through a light or focus change does not
+count; the challenge is announced once and "turn" refuses a blinking picture that is only turned as a plane;
+the evidence fits the wire contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.roles.attendance import _liveness
+from drivers.camera import Camera, CameraConfig
+from drivers.face import FaceChallenge, FaceConfig, FaceEngine, FaceGallery, FaceMatch, FaceReject, encode_image
+from drivers.face.config import LivenessLimits
+from drivers.face.engine import Outcome
+from drivers.face.gallery import load_face_recognition
+from drivers.face.liveness import Sitting, points68
+from protocol.events import AttendancePunch, AttendanceRejected
+from tests.support.faces import framed, photo, write_video
+from tests.support.liveness_media import ATTACKS, VIDEO_FPS, Motion, attack, genuine, posed, sampled
+
+# obama3 is matched through obama's and obama2's shots (a photo the gallery never saw); grace_hopper wears glasses,
+# which make her landmarks the noisiest of the photos (EAR noise 0.03 sd against 0.01).
+PEOPLE = {"obama3": "obama", "biden": "biden", "grace_hopper": "grace_hopper"}
+SECONDS = 3.4  # past the 3 s window: the refusal must come, and nothing after it
+
+
+@pytest.fixture(scope="module")
+def enrolled() -> dict[str, np.ndarray]:
+    shots = {name: encode_image(np.asarray(photo(name)))[0] for name in ("obama", "obama2", "biden", "grace_hopper")}
+    return {
+        "obama": np.stack([shots["obama"], shots["obama2"]]),
+        "biden": shots["biden"][None],
+        "grace_hopper": shots["grace_hopper"][None],
+    }
+
+
+@pytest.fixture(scope="module")
+def gallery(enrolled: dict[str, np.ndarray]) -> FaceGallery:
+    return FaceGallery(enrolled)
+
+
+async def through_camera(engine: FaceEngine, video: Path, fps: float = 5) -> list[tuple[float, Outcome]]:
+    """(seconds since the first frame, outcome) of every frame the camera delivers from ``video``."""
+    out: list[tuple[float, Outcome]] = []
+    started: float | None = None
+    async for frame in Camera(CameraConfig(source=str(video), fps=fps)).frames():
+        now = time.monotonic()
+        started = now if started is None else started
+        out.append((now - started, await asyncio.to_thread(engine.process, frame, now)))
+    return out
+
+
+def said(outcomes: list[tuple[float, Outcome]]) -> list[Outcome]:
+    return [o for _, o in outcomes if o is not None]
+
+
+@pytest.mark.parametrize("kind", ATTACKS)
+@pytest.mark.parametrize("name", list(PEOPLE))
+async def test_no_generated_attack_punches(gallery: FaceGallery, tmp_path: Path, name: str, kind: str) -> None:
+    """GIVEN a photo of an enrolled person shown to the camera as attack ``kind`` for 3.4 s THEN no punch: the
+    sitting is refused once (not_live, naming the person, with its numbers) and says nothing more. Where the
+    detector does not find the face at all (a screen's moiré can hide it) there is nothing to refuse: the test
+    then only holds that nothing punched, and says so."""
+    video = write_video(tmp_path / f"{kind}.avi", attack(name, kind, SECONDS, seed=1), fps=VIDEO_FPS)
+    outcomes = said(await through_camera(FaceEngine(FaceConfig(), gallery), video))
+    print(f"\n{name} {kind}: {outcomes}")
+    assert not any(isinstance(o, FaceMatch) for o in outcomes), outcomes
+    refused = [o for o in outcomes if isinstance(o, FaceReject) and o.reason == "not_live"]
+    if kind == "screen" and not refused:
+        pytest.xfail(f"{name} on the screen: the face was never found, so liveness was not reached")
+    assert len(refused) == 1, outcomes
+    evidence = refused[0].liveness
+    assert refused[0].staff_id == PEOPLE[name] and evidence is not None and evidence.blink_s is None
+    assert evidence.drop < FaceConfig().limits.blink_drop
+
+
+GLASSES = pytest.mark.xfail(
+    reason="glasses: through the camera's MJPG the 68 landmarks follow the warped lid by a drop of about 0.14, under "
+    "blink_drop 0.22, so this sitting may be refused (a false refusal; docs/threat-model.md, bench/face.py)",
+    strict=False,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "closed_s"),
+    [("obama3", 0.3), ("biden", 0.3), pytest.param("grace_hopper", 0.3, marks=GLASSES), ("biden", 0.1)],
+)
+async def test_a_genuine_blink_punches_within_1_5_s(
+    gallery: FaceGallery, tmp_path: Path, name: str, closed_s: float
+) -> None:
+    """GIVEN someone stepping up and blinking 0.3 s later (eyes shut ``closed_s``: 0.3 a blink asked for, 0.1 a
+    natural one) WHEN the video plays through the camera at 5 fps, 640x480 THEN one punch, of that person, with
+    the blink in its evidence, on a frame at most 1.5 s into the video. The wall time to the punch is printed,
+    not asserted: on a loaded machine the engine falls behind the file (bench/face.py measures it alone)."""
+    frames = genuine(name, 2.4, blinks=(0.3,), closed_s=closed_s, seed=2)
+    video = write_video(tmp_path / "sitting.avi", frames, fps=VIDEO_FPS)
+    outcomes = await through_camera(FaceEngine(FaceConfig(), gallery), video)
+    [(index, wall, match)] = [(i, t, o) for i, (t, o) in enumerate(outcomes) if o is not None]
+    print(f"\n{name} shut {closed_s} s: frame {index} ({index / 5:.1f} s of video, {wall:.2f} s wall): {match}")
+    assert isinstance(match, FaceMatch) and match.staff_id == PEOPLE[name], outcomes
+    assert index / 5 <= 1.5
+    assert match.liveness is not None and match.liveness.blink_s is not None
+    assert match.liveness.drop >= FaceConfig().limits.blink_drop
+
+
+def run(engine: FaceEngine, frames: list[np.ndarray], start: float = 0.0, fps: float = 5) -> list[Outcome]:
+    return [engine.process(f, start + i / fps) for i, f in enumerate(frames)]
+
+
+def test_a_refused_sitting_ends_and_the_next_attempt_starts_from_nothing(gallery: FaceGallery) -> None:
+    """GIVEN a still photo refused after 3 s WHEN a blink follows while the face stays in view THEN no punch (the
+    refused sitting has ended: before, such a sitting punched at the later blink); WHEN the face leaves the
+    view and comes back blinking THEN a new sitting punches, its evidence counting only its own frames."""
+    engine = FaceEngine(FaceConfig(), gallery)
+    blink = [f for _, f in sampled(genuine("biden", 1.6, blinks=(0.3,), seed=3), 5)]
+    still = [blink[0]] * 16
+    refused = [o for o in run(engine, still + blink) if o is not None]
+    assert len(refused) == 1 and isinstance(refused[0], FaceReject) and refused[0].reason == "not_live", refused
+    empty = np.full_like(blink[0], 128)
+    again = [o for o in run(engine, [empty, *blink], start=10.0) if o is not None]
+    assert len(again) == 1 and isinstance(again[0], FaceMatch), again
+    assert again[0].liveness is not None and again[0].liveness.frames <= len(blink)
+
+
+def test_a_blink_seen_through_a_light_or_focus_change_does_not_count(gallery: FaceGallery) -> None:
+    """GIVEN a genuine blink whose shut frame is also darker by 20 % (a light change) or blurred (a focus change)
+    THEN no punch: the change over the face plane makes those frames unsteady, and the same blink without
+    it punches. (A light or focus change is what a picture can bring to the lids; a blink brings nothing
+    else.)"""
+    sitting = [f for _, f in sampled(genuine("obama3", 2.0, blinks=(0.5,), closed_s=0.3, seed=4), 5)]
+    shut = min(range(len(sitting)), key=lambda i: _ear_of(sitting[i]))
+    darker, blurred = list(sitting), list(sitting)
+    darker[shut] = (sitting[shut] * 0.8).astype(np.uint8)
+    blurred[shut] = cv2.GaussianBlur(sitting[shut], (0, 0), 1.0)  # still sharp enough for the quality gate
+    assert any(isinstance(o, FaceMatch) for o in run(FaceEngine(FaceConfig(), gallery), sitting))
+    for changed in (darker, blurred):
+        outcomes = [o for o in run(FaceEngine(FaceConfig(), gallery), changed + [sitting[0]] * 8) if o is not None]
+        assert [type(o) for o in outcomes] == [FaceReject], outcomes
+        assert isinstance(outcomes[0], FaceReject) and outcomes[0].reason == "not_live", outcomes
+        assert outcomes[0].liveness is not None
+        assert outcomes[0].liveness.unsteady >= 1
+
+
+def _ear_of(frame: np.ndarray) -> float:
+    rgb = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    p = points68(load_face_recognition().face_landmarks(rgb, model="large")[0])
+    eye = p[36:42]
+    return float(np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])) / float(
+        np.linalg.norm(eye[0] - eye[3])
+    )
+
+
+def test_the_challenge_is_announced_once_and_turn_needs_a_turn_no_picture_makes(gallery: FaceGallery) -> None:
+    """GIVEN challenge "blink" THEN the screen is asked once, at the confirming frame, and a blink punches.
+    GIVEN challenge "turn" and a picture that blinks (a warped photo, as a video replay would show) turned
+    about its vertical axis by up to 30 degrees THEN no punch: turned as a plane, the nose stays where it was
+    between the cheeks."""
+    blink = [f for _, f in sampled(genuine("biden", 1.6, blinks=(0.3,), seed=5), 5)]
+    outcomes = [o for o in run(FaceEngine(FaceConfig(challenge="blink"), gallery), blink) if o is not None]
+    assert outcomes[0] == FaceChallenge("biden", "blink") and isinstance(outcomes[1], FaceMatch), outcomes
+    turned = [posed(f, Motion(yaw=30 * np.sin(i / 3))) for i, f in enumerate(blink + [blink[0]] * 10)]
+    outcomes = [o for o in run(FaceEngine(FaceConfig(challenge="turn"), gallery), turned) if o is not None]
+    assert outcomes[0] == FaceChallenge("biden", "turn")
+    assert isinstance(outcomes[-1], FaceReject) and "no head turn" in outcomes[-1].detail, outcomes
+    assert not any(isinstance(o, FaceMatch) for o in outcomes)
+
+
+def test_a_head_turn_moves_the_nose_between_the_cheeks() -> None:
+    """GIVEN landmark tracks of a head turning (the nose tip and bridge moving sideways by up to 15 % of the face
+    width against the jaw, as a head turned about 20 degrees does) THEN the sitting measures the turn; the same
+    face shifted, scaled and sheared as a plane measures none. Landmarks only: no video here shows a real head
+    turn, so this pins the geometry, not a camera."""
+    base = _face_points()
+    gray = np.full((480, 640), 120, np.uint8)
+    turning = Sitting(LivenessLimits(), 0.0, need_turn=True)
+    planar = Sitting(LivenessLimits(), 0.0, need_turn=True)
+    width = base[16, 0] - base[0, 0]
+    shear = np.array([[1.1, 0.15], [0.05, 0.95]])
+    for i in range(6):
+        turned = base.copy()
+        turned[27:36, 0] += 0.03 * i * width
+        turning.add(gray, turned, 100.0, i / 5)
+        planar.add(gray, (base - base.mean(0)) @ (shear * (1 + 0.02 * i)).T + base.mean(0) + 5 * i, 100.0, i / 5)
+    assert turning.evidence(1.2).turn >= LivenessLimits().turn_min
+    assert planar.evidence(1.2).turn < 0.01
+
+
+def _face_points() -> np.ndarray:
+    rgb = np.ascontiguousarray(cv2.cvtColor(framed("biden"), cv2.COLOR_BGR2RGB))
+    return points68(load_face_recognition().face_landmarks(rgb, model="large")[0])
+
+
+def test_points68_is_dlibs_order() -> None:
+    """face_recognition's named features repeat the lip corners and list the inner lips backwards; points68 gives
+    back the 68 points in dlib's order (checked against dlib's own shape predictor output)."""
+    fr = load_face_recognition()
+    rgb = np.ascontiguousarray(cv2.cvtColor(framed("obama3"), cv2.COLOR_BGR2RGB))
+    box = fr.face_locations(rgb, number_of_times_to_upsample=0)[0]
+    shape = fr.api.pose_predictor_68_point(rgb, fr.api._css_to_rect(box))
+    raw = np.array([(shape.part(i).x, shape.part(i).y) for i in range(68)], np.float64)
+    assert np.array_equal(points68(fr.face_landmarks(rgb, [box], model="large")[0]), raw)
+
+
+def test_the_evidence_fits_the_wire_contract_even_when_degenerate(gallery: FaceGallery) -> None:
+    """GIVEN a real punch's evidence, and one with absurd measures (a degenerate frame) THEN both become valid
+    attendance.punch / punch_rejected payloads: the measures are clamped to the contract's bounds, never
+    allowed to cost the punch."""
+    blink = [f for _, f in sampled(genuine("biden", 1.6, blinks=(0.3,), seed=6), 5)]
+    [match] = [o for o in run(FaceEngine(FaceConfig(), gallery), blink) if o is not None]
+    assert isinstance(match, FaceMatch) and match.liveness is not None
+    punch = AttendancePunch(staff_id="biden", method="face", liveness=_liveness(match.liveness, "none"))
+    assert punch.liveness is not None and punch.liveness.drop == match.liveness.drop
+    from dataclasses import replace
+
+    absurd = replace(match.liveness, blur=1e9, drop=3.0, rigid=-1.0, sitting_s=1e7)
+    wire = _liveness(absurd, "blink")
+    rejected = AttendanceRejected(method="face", reason="not_live", staff_id="biden", liveness=wire)
+    assert rejected.liveness is not None
+    assert (rejected.liveness.blur, rejected.liveness.drop, rejected.liveness.rigid) == (1000.0, 1.0, 0.0)
+
+
+# -- the terminal's role: what goes on the wire ----------------------------------------------------------
+async def test_the_terminal_sends_the_evidence_with_the_punch_and_the_refusal(
+    enrolled: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """GIVEN the attendance role on a camera file: a still photo of biden for 3.4 s, then a genuine sitting of
+    obama3 WHEN the face loop runs THEN the refusal is an attendance.punch_rejected naming biden (the centre
+    pairs it with a later fingerprint punch) and the punch an attendance.punch, both carrying PunchLiveness and
+    both valid on the wire (encoded into an envelope as the outbox does)."""
+    from agent.device import DeviceContext
+    from agent.gallery import GalleryConfig, Held
+    from agent.roles.attendance import AttendanceConfig, AttendanceRole
+    from protocol.clock import SystemClock
+    from protocol.envelope import Envelope
+    from protocol.events import encode_event
+    from protocol.ids import uuid7
+
+    still = attack("biden", "still", SECONDS, seed=3)
+    video = write_video(tmp_path / "desk.avi", still + genuine("obama3", 2.0, blinks=(0.4,), seed=3), fps=VIDEO_FPS)
+    sent: list[tuple[str, object]] = []
+
+    async def emit(event_type: str, payload: object, counter: str | None = None) -> Envelope:
+        data = payload.model_dump(mode="json")  # type: ignore[attr-defined]
+        env = Envelope(v=1, site="qp", device="att-1", id=uuid7(), type=event_type, seq=len(sent) + 1, boot_id="b",
+                       ts=SystemClock().now(), clock_synced=True, data=data)  # fmt: skip
+        encode_event(env)  # what the outbox does: the contract's bounds are checked here
+        sent.append((event_type, payload))
+        return env
+
+    device = DeviceContext("qp", "att-1", "b", SystemClock(), None, emit, None, lambda: True, lambda: True)  # type: ignore[arg-type]
+    (tmp_path / "key").write_text(base64.b64encode(os.urandom(32)).decode())  # the sealed gallery's key
+    cfg = AttendanceConfig(
+        camera=CameraConfig(source=str(video), fps=5),
+        gallery=GalleryConfig(path=tmp_path / "gallery.sealed", key_file=tmp_path / "key"),
+        reject_repeat_s=0,
+    )
+    role = AttendanceRole(device, cfg)
+    role.held = Held(1, {sid: enrolled[sid] for sid in ("obama", "biden")})
+    assert cfg.camera is not None
+    await role._face_loop(cfg.camera)
+    kinds = [(t, getattr(p, "reason", None), p.staff_id) for t, p in sent]  # type: ignore[attr-defined]
+    assert kinds == [("attendance.punch_rejected", "not_live", "biden"), ("attendance.punch", None, "obama")], sent
+    refusal, punch = sent[0][1], sent[1][1]
+    assert refusal.liveness is not None and refusal.liveness.blink_s is None  # type: ignore[attr-defined]
+    assert punch.liveness is not None and punch.liveness.drop >= FaceConfig().limits.blink_drop  # type: ignore[attr-defined]
