@@ -6,25 +6,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
+import openpyxl
 import pytest
 import sqlalchemy as sa
 
 from broker.alerts.routing import AlertsConfig, RouteConfig, Router
+from broker.api.app import create_app
+from broker.api.auth import add_user
+from broker.api.config import ApiConfig
 from broker.attendance.clocking_jobs import ClockingScan
+from broker.attendance.clocking_report import clocking_table
 from broker.attendance.exceptions import file_exception
+from broker.attendance.labels import labels
 from broker.attendance.model import Punch, Verdict
-from broker.attendance.proxy_clocking import ClockingFlagError, detect, review
+from broker.attendance.proxy_clocking import ClockingFlagError, detect, flags_between, review
 from broker.attendance.proxy_policy import ProxyClockingPolicy
+from broker.attendance.reports import text_row, write_xlsx
 from broker.attendance.roster import StaffMember, import_roster
 from broker.attendance.service import staff_days
+from broker.config import ConsumerConfig, StoreConfig
+from broker.reports.sla import month_bounds
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import audit_log, clocking_flags, events, notifications
 from protocol.clock import HALL_ZONE
 from protocol.ids import uuid7
+from protocol.settings import MqttConfig
 
 SITE = "qp"
 TUE = date(2026, 11, 24)  # default calendar: Mon-Fri 09:00-12:00, 13:30-17:30
@@ -163,6 +175,30 @@ async def test_a_confirmed_proxy_punch_feeds_the_record_per_site_policy(
     assert after.verdict == verdict, after
 
 
+async def test_the_monthly_report_lists_each_flag_with_its_review(store: Store, tmp_path: Path) -> None:
+    """GIVEN a flag confirmed as proxy clocking and one not reviewed THEN the month's sheet 疑似代打卡核查 lists both in
+    time order, in the hall's words, the confirmed one highlighted."""
+    cfg = sites()
+    members = [StaffMember(SITE, "S1", "张三", "区税务局", "W1", "A", date(2026, 1, 1))]
+    await insert(store, refusal(at(8, 50), "S1"))
+    [confirmed] = await insert(store, punch(at(8, 52), "S1", method="fingerprint"))
+    await insert(store, *(punch(at(9, 0, 3 * i), s, "att-2") for i, s in enumerate(["S2", "S3", "S4"])))
+    await ClockingScan(store, cfg, Router(ALERTS)).scan(SITE, at(18))
+    await review(store, confirmed, "proxy", by="wm", at=at(19))
+    start, end = month_bounds("2026-11", HALL_ZONE)
+    async with store.engine.connect() as conn:
+        flags = await flags_between(conn, SITE, start, end)
+    table = clocking_table(flags, members, "2026-11", zone=HALL_ZONE, site_name="青浦")
+    w = labels("zh-CN")
+    lines = [text_row(table, r, w) for r in table.rows]
+    assert [r.flag for r in table.rows] == [True, False, False, False]
+    assert lines[0][:9] == ["2026-11-24 08:52", "2026-11-24", "区税务局", "W1", "S1", "张三", "att-1", "指纹",
+                            "人脸活体未通过后改用其他方式打卡"]  # fmt: skip
+    assert lines[0][-1] == "属实代打卡" and {line[-1] for line in lines[1:]} == {"待核查"}
+    write_xlsx([table], tmp_path / "m.xlsx")
+    assert openpyxl.load_workbook(tmp_path / "m.xlsx").sheetnames == ["疑似代打卡核查"]
+
+
 def test_two_colleagues_are_no_chain_and_a_disabled_policy_flags_nothing() -> None:
     """chain_count 3: two different people 2 s apart are a pair at the door, not a chain; the same person twice
     is one person. enabled=false: nothing at all."""
@@ -175,3 +211,55 @@ def test_two_colleagues_are_no_chain_and_a_disabled_policy_flags_nothing() -> No
     chain = [*pair, p(3, "S3", 6)]
     assert {f.pattern for f in detect(chain, [], {}, ProxyClockingPolicy(), HALL_ZONE)} == {"chain"}
     assert detect(chain, [], {}, ProxyClockingPolicy(enabled=False), HALL_ZONE) == []
+
+
+# -- the API and the dashboard ---------------------------------------------------------------------------
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def client(store: Store, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    centre = ConsumerConfig(
+        instance="clocking-test", mqtt=MqttConfig(host="127.0.0.1", port=1), store=StoreConfig(url="sqlite://"),
+        sites={SITE: SiteConfig(name="青浦"), "wz": SiteConfig(name="万州")},
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    for name, role, site in [("wm.qp", "window_management", "qp"), ("wm.wz", "window_management", "wz"),
+                             ("tech.qp", "technician", "qp")]:  # fmt: skip
+        await add_user(store, name, PASSWORD, role, (site,), now)
+    app = create_app(ApiConfig(centre=centre, cookie_secure=False), store, None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hallfleet.test") as c:
+        yield c
+
+
+async def login(client: httpx.AsyncClient, name: str) -> dict[str, str]:
+    r = await client.post("/api/login", json={"username": name, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+async def test_flags_show_on_the_attendance_page_and_its_window_management_reviews_them(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """GIVEN a chain flagged at qp THEN qp's window management sees it in the API and on the attendance page with
+    the review buttons, and confirms one punch from the page's form (audited, off the list); another site's
+    window management sees none and gets 404 on the review; a technician may read but not review."""
+    ids = await insert(store, *(punch(at(8, 50, 3 * i), s) for i, s in enumerate(["S1", "S2", "S3"])))
+    await ClockingScan(store, sites(), Router(ALERTS)).scan(SITE, at(14))
+    wm, other, tech = await login(client, "wm.qp"), await login(client, "wm.wz"), await login(client, "tech.qp")
+    listed = (await client.get("/api/attendance/clocking-flags", headers=wm)).json()
+    assert listed["total"] == 3 and {f["pattern"] for f in listed["items"]} == {"chain"}
+    assert (await client.get("/api/attendance/clocking-flags", headers=other)).json()["total"] == 0
+    page = await client.get(f"/attendance?site={SITE}&day={TUE}", headers=wm)
+    assert page.status_code == 200 and "疑似代打卡待核查" in page.text and "属实代打卡" in page.text
+    assert f"/attendance/clocking-flags/{ids[0]}/review" in page.text
+    url = f"/api/attendance/clocking-flags/{ids[0]}/review"
+    assert (await client.post(url, json={"verdict": "proxy"}, headers=other)).status_code == 404
+    assert (await client.post(url, json={"verdict": "proxy"}, headers=tech)).status_code == 403
+    r = await client.post(url, json={"verdict": "maybe"}, headers=wm)
+    assert r.status_code == 422
+    form = await client.post(f"/attendance/clocking-flags/{ids[0]}/review", data={"verdict": "proxy"}, headers=wm)
+    assert form.status_code == 303 and form.headers["location"] == f"/attendance?site={SITE}&day={TUE}"
+    assert (await client.get("/api/attendance/clocking-flags", headers=wm)).json()["total"] == 2
+    [logged] = await store.fetch(sa.select(audit_log).where(audit_log.c.action == "clocking.review"))
+    assert (logged.actor, logged.target) == ("wm.qp", f"{SITE}/att-1")

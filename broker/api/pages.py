@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from broker.alerts.routing import verify_ack
-from broker.api import queries, views
+from broker.api import clocking, queries, views
 from broker.api.audit import staff_data_read
 from broker.api.auth import COOKIE, User, close_session, current_user, request_token, same_origin
 from broker.api.consumables_view import consumable_rows
@@ -203,15 +203,19 @@ async def attendance_page(
     day = day or app.clock.now().astimezone(views.HALL_ZONE).date()
     rows = []
     chart = ""
+    flags: list[Any] = []
     if site is not None:
         if not user.sees(site):
             raise HTTPException(403, f"site {site} is not one of {user.name}'s sites")
         await staff_data_read(request, user, "attendance.read", site, day=day.isoformat(), what="page")
         rows = await attendance_day(request, site, day, language(request))
         chart = await _month_chart(request, site, day)
+        flags = await clocking.open_flags(request, user, site)  # suspected proxy clocking (broker/api/clocking.py)
     return render(
         request,
         "attendance.html",
+        flags=flags,
+        can_review=user.can("followup"),
         user=user,
         site=site,
         day=day,

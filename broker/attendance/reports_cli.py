@@ -13,7 +13,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from broker.attendance.clocking_report import clocking_table
 from broker.attendance.labels import labels
+from broker.attendance.proxy_clocking import flags_between
 from broker.attendance.reports import (
     Table,
     daily_exceptions,
@@ -115,7 +117,11 @@ async def _month(a: argparse.Namespace, store: Store, sites: Sites) -> int:
     rule = sites[a.site].attendance.monthly
     monthly = monthly_by_unit(p.days, p.members, rule, a.month, site_name=p.site_name, judged_from=p.judged_from)
     details = exception_details(p.days, p.members, first, last, faults=p.faults, zone=p.zone, site_name=p.site_name)
-    _save(a, [monthly, replace(details, period=a.month)])
+    start, end = month_bounds(a.month, p.zone)
+    async with store.engine.connect() as conn:  # suspected proxy clocking, reviewed or not (clocking_report.py)
+        flags = await flags_between(conn, a.site, start, end)
+    clocking = clocking_table(flags, p.members, a.month, zone=p.zone, site_name=p.site_name)
+    _save(a, [monthly, replace(details, period=a.month), clocking])
     return 0
 
 
