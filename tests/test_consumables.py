@@ -245,7 +245,7 @@ async def test_empty_consumable_raises_a_major_task(store: Store) -> None:
     (n,) = await plan(store, at(TUE, 10, 5))
 
     assert (n.severity, n.facts["consumable"]) == ("major", "a4_paper:main")
-    assert "A4纸（main 纸盒）已用完" in n.summary_zh
+    assert "A4纸（主纸盒）已用完" in n.summary_zh  # the tray by its PWG name in words
 
 
 async def test_waste_receptacle_is_not_restocked(store: Store) -> None:
