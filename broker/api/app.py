@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.alerts.routing import Router
-from broker.api import clocking, device_page, hall_views, metrics, overview, pages, routes
+from broker.api import clocking, device_page, hall_views, metrics, overview, pages, queue_view, routes
 from broker.api.auth import User, current_user
 from broker.api.config import ApiConfig
 from broker.api.i18n import language, words
@@ -64,8 +64,10 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
     app.include_router(routes.router)
     app.include_router(overview.router)
     app.include_router(device_page.router)
-    app.include_router(hall_views.router)
     app.include_router(clocking.router)
+    app.include_router(hall_views.router)
+    app.include_router(queue_view.router)  # the queue page (排队叫号) and its stream
+    app.include_router(queue_view.api_router)  # its monthly report
     app.include_router(pages.router)
 
     @app.get("/metrics", include_in_schema=False)
