@@ -1,5 +1,5 @@
-"""``hallfleet incident|dispatch|alerts|task|service|report|device``: technicians', site staff's and IT's
-commands."""
+"""``hallfleet incident|dispatch|alerts|task|service|report``: technicians' and site staff's commands (a device's
+24-hour status is IT's: ``hallfleet provision hours24``, provisioning/cli.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from broker.commands import CommandError, current_user, fmt_time, split_device
 from broker.reports import build_sla_report, write_csv, write_xlsx
 from broker.rules import actions
 from broker.rules.consumables import record_refill
-from broker.rules.devices import set_hours24
 from broker.rules.incidents import kind_label
 from broker.rules.maintenance import record_service
 from broker.sites import Sites
@@ -70,12 +69,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("device")
     p.add_argument("kind", choices=["clean", "inspection"])
     p.add_argument("--note", default="")
-
-    dv = sub.add_parser("device", help="what IT registers about a device (its 24-hour status)")
-    dvsub = dv.add_subparsers(dest="device_action", required=True)
-    p = _cmd(dvsub, "hours24", "a 24-hour device (SLA in wall-clock time, cleaned every day) or not", _hours24)
-    p.add_argument("device", help="SITE/DEVICE")
-    p.add_argument("state", choices=["on", "off"])
 
     rp = sub.add_parser("report", help="reports")
     rsub = rp.add_subparsers(dest="report_action", required=True)
@@ -227,16 +220,6 @@ async def _service(a: argparse.Namespace, store: Store, sites: Sites) -> int:
     async with store.engine.begin() as conn:
         closed = await record_service(conn, key, a.kind, by=_by(a), at=_now(), note=a.note, sites=sites)
     print(f"{a.kind} of {key} recorded; {len(closed)} task(s) closed")
-    return 0
-
-
-async def _hours24(a: argparse.Namespace, store: Store, _sites: Sites) -> int:
-    key = "/".join(split_device(a.device))
-    async with store.engine.begin() as conn:
-        before = await set_hours24(conn, key, a.state == "on", by=_by(a), at=_now())
-    was = {None: "未登记 (按名称规则)", True: "24小时", False: "非24小时"}[before]
-    now = "24小时 (全天计时, 每天清洁)" if a.state == "on" else "非24小时 (按开放时间计时)"
-    print(f"{key}: {was} -> {now}; 已开启的事件沿用开启时的设置")
     return 0
 
 

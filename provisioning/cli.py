@@ -1,4 +1,5 @@
-"""``hallfleet provision device|rotate|revoke|broker|list``: the IT section's device approvals and broker files;
+"""``hallfleet provision device|hours24|sync|rotate|revoke|broker|list``: the IT section's device approvals (and
+what it registers about a device: its 24-hour status, pushed to the centre's store) and broker files;
 ``hallfleet provision staff``: a hall's roster, consent records and face enrolment (provisioning/staff.py).
 
 Every command names a person (``--approved-by``, ``--by``): the IT rules ask for approval and a record of
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from protocol.topics import TopicError
-from provisioning import brokerconf
+from provisioning import brokerconf, centre
 from provisioning.brokerconf import Layout
 from provisioning.bundle import BundleOptions, preflight, write_bundle
 from provisioning.credentials import CredentialError
@@ -48,7 +49,23 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--auth", default="password", choices=get_args(AuthKind), help="password over TLS, or cert")
     d.add_argument("--broker-host", required=True, help="the broker the device connects to (hall or centre)")
     d.add_argument("--broker-port", type=int, default=None, help="default: 8883 (password), 8884 (cert)")
+    d.add_argument(
+        "--hours24",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a 24-hour device (SLA in wall-clock time, cleaned every day), or not (--no-hours24); unsaid: the"
+        " site's deprecated name patterns decide",
+    )
+    _centre_arg(d)
     _bundle_args(d)
+    h = _cmd(psub, "hours24", "register a device as a 24-hour device or not (the registry, then the centre)", _hours24)
+    h.add_argument("target", help="SITE/DEVICE")
+    h.add_argument("state", choices=["on", "off"])
+    h.add_argument("--by", default=None, help="who (default: the logged-in user)")
+    _centre_arg(h)
+    y = _cmd(psub, "sync", "the centre's store follows the registry (every device's 24-hour status)", _sync)
+    y.add_argument("--by", default=None, help="who (default: the logged-in user)")
+    y.add_argument("--config", type=Path, required=True, help="the centre's TOML (the consumer's)")
     r = _cmd(psub, "rotate", "new credentials (a device gets a new bundle; its old certificate is revoked)", _rotate)
     r.add_argument("target", help="SITE/DEVICE, or bridge-SITE / hallfleet-consumer / hallfleet-api")
     r.add_argument("--by", default=None, help="who (default: the logged-in user)")
@@ -71,6 +88,15 @@ def _cmd(sub: Any, name: str, help_: str, func: Any) -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=default, help=f"provisioning directory (default {default})")
     p.set_defaults(func=lambda a: _guarded(func, a))
     return p
+
+
+def _centre_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the centre's TOML (the consumer's): its store learns the 24-hour status at once (else: provision sync)",
+    )
 
 
 def _bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -298,7 +324,7 @@ def _port(account: Account) -> int:
 def _device(a: argparse.Namespace, prov: Provisioner) -> int:
     opts = _options(a)
     preflight(a.out, device_username(a.site, a.device), opts, a.role)
-    req = DeviceRequest(a.site, a.device, a.role, a.auth, a.approved_by, a.broker_host, a.broker_port)
+    req = DeviceRequest(a.site, a.device, a.role, a.auth, a.approved_by, a.broker_host, a.broker_port, a.hours24)
     account, secrets = prov.provision_device(req)
     path = write_bundle(a.out, account, secrets, opts, _port(account))
     print(f"{account.label} provisioned ({account.role}, {account.auth}), approved by {account.approved_by}")
@@ -306,7 +332,38 @@ def _device(a: argparse.Namespace, prov: Provisioner) -> int:
     if opts.wheel is None and opts.index_url is None:
         print("credentials and config only (no --wheel, no --index-url): the device must have hallfleet installed")
     print(f"the broker accepts {account.username} once its files are rendered again: {NEXT_STEP}")
+    _tell_centre(a, prov, [account], account.approved_by)
     return 0
+
+
+def _hours24(a: argparse.Namespace, prov: Provisioner) -> int:
+    by = a.by or current_user()
+    account, before = prov.set_hours24(parse_target(a.target), a.state == "on", by)
+    was, now = centre.STATUS[before], centre.STATUS[account.hours24]
+    print(f"登记 registry: {account.label}: {was} -> {now} ({by}); 已开启的事件不变 (open incidents keep theirs)")
+    _tell_centre(a, prov, [account], by)
+    return 0
+
+
+def _sync(a: argparse.Namespace, prov: Provisioner) -> int:
+    accounts = list(prov.registry.load().accounts)
+    changes = centre.push(a.config, accounts, by=a.by or current_user(), at=prov.now())
+    for change in changes:
+        print(centre.describe(change))
+    n = len(centre.registered(accounts))
+    print(f"中心与登记一致 the centre follows the registry: {n} 台已登记 registered, {len(changes)} 处更新 changed")
+    return 0
+
+
+def _tell_centre(a: argparse.Namespace, prov: Provisioner, accounts: list[Account], by: str) -> None:
+    """The registry is saved; the centre's store follows it now (--config), or at the next sync."""
+    if all(acc.hours24 is None for acc in accounts):
+        return
+    if a.config is None:
+        print("the centre learns the 24-hour status with `hallfleet provision sync --config CENTRE.toml`")
+        return
+    for change in centre.push(a.config, accounts, by=by, at=prov.now()):
+        print(centre.describe(change))
 
 
 def _rotate(a: argparse.Namespace, prov: Provisioner) -> int:
@@ -357,5 +414,6 @@ def _list(a: argparse.Namespace, prov: Provisioner) -> int:
     for acc in sorted(prov.registry.load().accounts, key=lambda x: (x.kind, x.username)):
         expiry = f" cert until {acc.cert_not_after:%Y-%m-%d}" if acc.cert_not_after else ""
         role = f" {acc.role}" if acc.role else ""
+        role += " 24h" if acc.hours24 else ""
         print(f"{acc.label:28} {acc.kind}{role} {acc.auth} {acc.state}: approved by {acc.approved_by}{expiry}")
     return 0

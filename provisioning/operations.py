@@ -65,6 +65,7 @@ class DeviceRequest:
     approved_by: str
     broker_host: str
     broker_port: int | None = None  # None: 8883 for passwords, 8884 for certificates
+    hours24: bool | None = None  # a 24-hour device; None: not said (the site's name patterns decide)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +165,27 @@ class Provisioner:
                 created_at=at,
                 broker_host=req.broker_host,
                 broker_port=req.broker_port,
+                hours24=req.hours24,
                 **fields,
             )
-            entry = AuditEntry(at=at, action="provision", username=username, by=by, detail=f"{req.role}, {req.auth}")
+            detail = f"{req.role}, {req.auth}" + {None: "", True: ", 24-hour", False: ", opening hours"}[req.hours24]
+            entry = AuditEntry(at=at, action="provision", username=username, by=by, detail=detail)
             self.registry.save(fleet.put(account, entry))
         return account, secrets
+
+    def set_hours24(self, username: str, hours24: bool, by: str | None) -> tuple[Account, bool | None]:
+        """Register an active device as a 24-hour device or not; returns it and what it was before."""
+        person = check_person(by, "--by")
+        with self.registry.locked():
+            fleet = self.registry.load()
+            old = _active(fleet, username)
+            if old.kind != "device":
+                raise RegistryError(f"{old.label} is a {old.kind} account: only a device has a 24-hour status")
+            account = old.model_copy(update={"hours24": hours24})
+            detail = f"{old.hours24} -> {hours24}"
+            entry = AuditEntry(at=self.now(), action="hours24", username=username, by=person, detail=detail)
+            self.registry.save(fleet.put(account, entry))
+        return account, old.hours24
 
     def rotate(self, username: str, by: str | None) -> tuple[Account, Secrets]:
         """New credentials for an active account; an old certificate goes on the CRL (superseded)."""

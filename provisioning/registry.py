@@ -6,6 +6,9 @@ next to the CA key). The broker's password file and ACL are rendered from it, ne
 what the broker accepts is always what IT approved. Secrets are not in it: passwords only as Mosquitto
 hashes, certificates only by serial.
 
+A device's registered attributes live here too (its 24-hour status): this file is their one source of truth,
+and the centre's store keeps a copy that follows it (broker/rules/devices.py, ``hallfleet provision sync``).
+
 Accounts and their MQTT usernames (one namespace, no collisions):
 - device  "{site}.{device}"  (the agent's client id; site and device ids never contain '.')
 - bridge  "bridge-{site}"    a hall's Mosquitto bridged to the centre
@@ -69,6 +72,12 @@ class Account(_Model):
     cert_not_after: datetime | None = Field(default=None, description="Current certificate expiry (cert auth)")
     broker_host: str | None = Field(default=None, description="Where the device connects (its bundle says so)")
     broker_port: int | None = Field(default=None, description="Port the device connects to")
+    hours24: bool | None = Field(
+        default=None,
+        description="A 24-hour device (its SLA counts wall-clock time, its area is cleaned every day), as IT"
+        " registered it; the centre's copy follows this (devices only; None: not registered, the site's name"
+        " patterns decide)",
+    )
 
     @property
     def active(self) -> bool:
@@ -88,7 +97,7 @@ class Revocation(_Model):
 
 class AuditEntry(_Model):
     at: datetime
-    action: Literal["provision", "rotate", "revoke"]
+    action: Literal["provision", "rotate", "revoke", "hours24"]
     username: str
     by: str
     detail: str = ""

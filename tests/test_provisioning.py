@@ -686,3 +686,72 @@ def test_broker_options_render_a_conf_mosquitto_runs_as_is_on_the_chosen_ports(
     args_off = [*args[:-6], "--no-persistence"]
     assert hallfleet_main(args_off) == 0
     assert "persistence false" in (conf / "hallfleet.conf").read_text().splitlines()
+
+
+def _centre_devices(store_url: str) -> dict[str, tuple[bool | None, str, str]]:
+    """key -> (hours24, role, presence) as the centre's store has them."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from broker.store.db import Store
+    from broker.store.schema import devices
+
+    async def read() -> dict[str, tuple[bool | None, str, str]]:
+        store = await Store.open(store_url)
+        try:
+            c = devices.c
+            return {
+                r.key: (r.hours24, r.role, r.presence)
+                for r in await store.fetch(sa.select(c.key, c.hours24, c.role, c.presence))
+            }
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_the_registry_is_the_one_source_of_the_24_hour_status_and_the_centre_follows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_url: str
+) -> None:
+    """GIVEN IT approving a kiosk as a 24-hour device before it ever connects WHEN provisioning writes the registry
+    THEN the centre's store has the device (not heard from yet) with that status; a later change goes through the
+    registry, audited, and the store follows; a store that lost it gets it back from `provision sync`; a store that
+    cannot be reached leaves the registry saved and says how to push again."""
+    pdir, out, centre = tmp_path / "prov", tmp_path / "bundles", tmp_path / "centre.toml"
+    centre.write_text(f'[store]\nurl = "{store_url}"\n')
+    dev = ["provision", "device", "--dir", str(pdir), "--site", SITE, "--role", "sim", "--broker-host", "h"]
+    dev += ["--out", str(out), "--approved-by", IT]
+    assert hallfleet_main([*dev, "--id", "kiosk-3", "--hours24", "--config", str(centre)]) == 0
+    assert "qingpu/kiosk-3" in capsys.readouterr().out
+    assert Provisioner(pdir).registry.load().require("qingpu.kiosk-3").hours24 is True
+    assert _centre_devices(store_url) == {"qingpu/kiosk-3": (True, "sim", "registered")}, "registered ahead, not heard"
+
+    # Without --config the registry has it and the command says how the centre learns it.
+    assert hallfleet_main([*dev, "--id", "kiosk-4", "--no-hours24"]) == 0
+    assert "provision sync --config" in capsys.readouterr().out
+    assert "qingpu/kiosk-4" not in _centre_devices(store_url)
+
+    change = ["provision", "hours24", f"{SITE}/kiosk-3", "off", "--dir", str(pdir), "--by", "zhao.min"]
+    assert hallfleet_main([*change, "--config", str(centre)]) == 0
+    fleet = Provisioner(pdir).registry.load()
+    assert fleet.require("qingpu.kiosk-3").hours24 is False
+    assert [(e.action, e.username, e.by) for e in fleet.audit if e.action == "hours24"] == [
+        ("hours24", "qingpu.kiosk-3", "zhao.min")
+    ]
+    assert _centre_devices(store_url)["qingpu/kiosk-3"][0] is False
+
+    sync = ["provision", "sync", "--dir", str(pdir), "--by", IT, "--config", str(centre)]
+    capsys.readouterr()
+    assert hallfleet_main(sync) == 0
+    assert "1 处更新 changed" in capsys.readouterr().out, "kiosk-4 reached the centre"
+    assert _centre_devices(store_url)["qingpu/kiosk-4"] == (False, "sim", "registered")
+    assert hallfleet_main(sync) == 0
+    assert "0 处更新 changed" in capsys.readouterr().out, "nothing left to push"
+
+    unreachable = tmp_path / "down.toml"
+    unreachable.write_text(f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path}/no/such/dir/store.db"\n')
+    assert hallfleet_main([*change[:3], "on", *change[4:], "--config", str(unreachable)]) == 1
+    err = capsys.readouterr().err
+    assert "the registry is saved" in err and "provision sync --config" in err, err
+    assert Provisioner(pdir).registry.load().require("qingpu.kiosk-3").hours24 is True, "the registry decides"

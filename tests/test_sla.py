@@ -544,36 +544,96 @@ async def _task_state(hall: Hall, task_id: str, state: str) -> bool:
     return rows[0].state == state
 
 
-async def test_the_registered_24_hour_status_decides_not_the_device_name(scene: Scene) -> None:
-    """GIVEN kiosk-1 moved into the 24-hour area and registered as such, and kiosk-24h-1 registered as an
-    opening-hours kiosk (its name matches the deprecated always_on pattern) WHEN both go down on a Friday at
-    16:50 THEN kiosk-1's clock counts wall-clock time and kiosk-24h-1's pauses at closing time; the change is
-    audited; a device never heard of cannot be registered (the message says why)."""
-    from broker.rules.devices import set_hours24
+async def test_a_kiosk_registered_24_hour_before_it_ever_connected_is_timed_wall_clock_from_its_first_event(
+    scene: Scene,
+) -> None:
+    """GIVEN the registry's 24-hour status pushed to the centre days before the kiosks connect (kiosk-1 moved into
+    the 24-hour area; kiosk-24h-1 registered as an opening-hours kiosk although its name matches the deprecated
+    pattern) WHEN both first connect on Friday 16:40 and go down at once THEN kiosk-1's clock counts wall-clock
+    time (breach at 17:10, after closing: on site by Monday's close) and kiosk-24h-1's pauses at 17:00; before
+    their first event neither is a device in service (not in the report) and each life starts at its first
+    event, not at its registration; each registration is audited."""
+    from broker.rules.devices import Registered, register_devices
+    from broker.store.db import Store
     from broker.store.schema import audit_log
+    from broker.store.schema import devices as devices_t
 
-    scene.clock.t = FRIDAY_1650
-    hall = await scene.start()
+    registered_at = TUESDAY_10
+    store = await Store.open(scene.store_url)
+    try:
+        entries = [Registered("qp", "kiosk-1", "kiosk", True), Registered("qp", "kiosk-24h-1", "kiosk", False)]
+        async with store.engine.begin() as conn:
+            changes = await register_devices(conn, entries, by="wang.li", at=registered_at)
+            assert [(ch.key, ch.before, ch.after, ch.created) for ch in changes] == [
+                ("qp/kiosk-1", None, True, True),
+                ("qp/kiosk-24h-1", None, False, True),
+            ]
+            assert await register_devices(conn, entries, by="wang.li", at=registered_at) == [], "already so"
+        report = await build_sla_report(store, Sites({"qp": QINGPU}), "qp", "2026-11", now=FRIDAY_1650)
+        assert report.devices == [], "registered but never connected: not in service"
+    finally:
+        await store.close()
+
+    scene.clock.t = FRIDAY_1650 - timedelta(minutes=10)
+    hall = await scene.start()  # a consumer started after the registration
     moved, named = scene.device("kiosk-1"), scene.device("kiosk-24h-1")
     for k in (moved, named):
         k.birth()
-    await wait_until(lambda: hall.store.scalar(sa.text("SELECT count(*) = 2 FROM devices")), what="two devices")
-    async with hall.store.engine.begin() as conn:
-        assert await set_hours24(conn, "qp/kiosk-1", True, by="wang", at=FRIDAY_1650) is None
-        assert await set_hours24(conn, "qp/kiosk-24h-1", False, by="wang", at=FRIDAY_1650) is None
-        with pytest.raises(actions.ActionError, match="never connected"):
-            await set_hours24(conn, "qp/kiosk-9", True, by="wang", at=FRIDAY_1650)
-    for k in (moved, named):
         k.state("down")
     a = await one_incident(hall, "open", device="kiosk-1")
     b = await one_incident(hall, "open", device="kiosk-24h-1")
     assert (a.hours24, b.hours24) == (True, False)
-    assert a.next_step_at == datetime(2026, 11, 27, 16, 50, 30, tzinfo=HALL_ZONE)
-    assert b.next_step_at == datetime(2026, 11, 27, 16, 50, 30, tzinfo=HALL_ZONE)  # T+0 inside opening hours
-    audits = await hall.store.fetch(sa.select(audit_log.c.action, audit_log.c.target))
-    assert [tuple(r) for r in audits] == [("device.hours24", "qp/kiosk-1"), ("device.hours24", "qp/kiosk-24h-1")]
-    scene.clock.advance(minutes=25)  # 17:15: the 24-hour kiosk warned at 20 minutes, the other paused at 17:00
-    await wait_until(lambda: hall.notifications(step="warning"), what="the 24-hour kiosk's warning")
-    await hall.settle()
-    rows = {r.device: r for r in await hall.incidents()}
-    assert (rows["kiosk-1"].step, rows["kiosk-24h-1"].step) == ("warned", "acted")
+    rows = await hall.store.fetch(sa.select(devices_t.c.key, devices_t.c.first_seen).order_by(devices_t.c.key))
+    assert [(r.key, r.first_seen) for r in rows] == [("qp/kiosk-1", scene.clock.t), ("qp/kiosk-24h-1", scene.clock.t)]
+
+    scene.clock.advance(minutes=21)  # 17:01: both warned (20 counted minutes), then kiosk-24h-1's clock stops
+    await wait_until(lambda: hall.notifications(step="warning"), what="the warnings")
+    for _ in range(2):
+        scene.clock.advance(minutes=5)  # 17:11: kiosk-1 breached at 17:10 wall-clock, kiosk-24h-1 paused at 17:00
+        for k in (moved, named):
+            k.heartbeat()
+        await hall.settle()
+    await wait_until(lambda: hall.notifications(step="dispatch"), what="kiosk-1's dispatch")
+    steps = {r.device: r.step for r in await hall.incidents()}
+    assert (steps["kiosk-1"], steps["kiosk-24h-1"]) == ("breached", "warned")
+    (dispatch,) = await hall.store.fetch(sa.select(dispatches))
+    assert dispatch.key == "qp/kiosk-1"
+    assert dispatch.due_at == datetime(2026, 11, 30, 17, 0, tzinfo=HALL_ZONE), "after closing: next working day"
+    a_ = audit_log.c
+    audits = await hall.store.fetch(sa.select(a_.action, a_.target, a_.at).where(a_.action == "device.hours24"))
+    assert [tuple(r) for r in audits] == [
+        ("device.hours24", "qp/kiosk-1", registered_at),
+        ("device.hours24", "qp/kiosk-24h-1", registered_at),
+    ]
+
+
+def _hall(d: str, hm: str) -> datetime:
+    return datetime.fromisoformat(f"{d}T{hm}").replace(tzinfo=HALL_ZONE)
+
+
+# QP 000:401 「远程无法解决的问题, 技术公司工作人员在工作日内及时到达」: on site within the working day; with less than
+# onsite_min_open_min (60) of opening time left, within the next one. Qingpu's test hours: 08:30-11:30, 13:00-17:00.
+ONSITE_CASES = [
+    # (opened at, onsite_min_open_min, due by, why)
+    ("2026-11-24T10:00", 60, "2026-11-24T17:00", "Tuesday morning: today's close"),
+    ("2026-11-24T12:00", 60, "2026-11-24T17:00", "lunch break: four open hours left today"),
+    ("2026-11-24T16:00", 60, "2026-11-24T17:00", "exactly an hour left: still today"),
+    ("2026-11-24T16:01", 60, "2026-11-25T17:00", "59 minutes left: tomorrow's close"),
+    ("2026-11-24T16:59", 60, "2026-11-25T17:00", "a minute before closing: tomorrow's close"),
+    ("2026-11-24T16:59", 0, "2026-11-24T17:00", "onsite_min_open_min 0: same day while open"),
+    ("2026-11-24T17:00", 0, "2026-11-25T17:00", "at closing: the next working day"),
+    ("2026-11-24T21:30", 60, "2026-11-25T17:00", "after closing (a 24-hour kiosk): the next working day"),
+    ("2026-11-27T16:59", 60, "2026-11-30T17:00", "Friday a minute before closing: Monday"),
+    ("2026-11-28T10:00", 60, "2026-11-30T17:00", "Saturday: Monday"),
+    ("2026-05-08T16:30", 60, "2026-05-09T17:00", "Friday before the 调休 Saturday (2026-05-09 works): Saturday"),
+    ("2026-05-08T17:30", 60, "2026-05-09T17:00", "Friday evening before the 调休 Saturday: Saturday"),
+    ("2026-09-30T16:30", 60, "2026-10-08T17:00", "before National Day: the first working day after the holiday"),
+]
+
+
+@pytest.mark.parametrize(("opened", "min_open", "due", "why"), ONSITE_CASES, ids=[c[3] for c in ONSITE_CASES])
+def test_the_on_site_deadline_is_within_the_working_day_or_the_next_when_too_little_is_left(
+    opened: str, min_open: float, due: str, why: str
+) -> None:
+    site = QINGPU.model_copy(update={"sla": QINGPU.sla.model_copy(update={"onsite_min_open_min": min_open})})
+    assert site.onsite_due(_hall(*opened.split("T"))) == _hall(*due.split("T")), why

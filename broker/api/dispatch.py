@@ -29,7 +29,8 @@ from protocol.ids import uuid7
 async def open_dispatch(
     store: Store, sites: Sites, incident: str, *, by: str, at: datetime, note: str = "", router: Router | None = None
 ) -> Any:
-    """Open the incident's dispatch, due by the end of the working day; refused if it has one or is closed."""
+    """Open the incident's dispatch, due on site as the SLA clock's would be (SiteConfig.onsite_due); refused if
+    it has one or is closed."""
     async with store.engine.begin() as conn:
         row = await find_incident(conn, incident)
         if row.state == "closed":
@@ -37,7 +38,7 @@ async def open_dispatch(
         if row.device == "*":
             raise ActionError("a hall-wide incident: dispatch to the incidents of its devices")
         cal = sites[row.site].site_calendar
-        due = cal.end_of_working_day(at)
+        due = sites[row.site].onsite_due(at)
         values = {"id": uuid7(), "incident_id": row.id, "key": row.key, "site": row.site, "opened_at": at}
         values |= {"due_at": due, "state": "open", "note": note[:1000]}
         done = await conn.execute(_insert_ignore(conn, dispatches).values(**values))

@@ -29,7 +29,7 @@ from broker.reports.model import DeviceRow, IncidentRow, SlaReport
 from broker.rules.incidents import HALL_OUTAGE, on_the_clock
 from broker.rules.incidents import OUTAGE_KINDS as DEVICE_OUTAGES
 from broker.sites import SiteConfig, Sites
-from broker.store.db import Store
+from broker.store.db import Store, heard_from
 from broker.store.schema import devices, dispatches, events, incident_conditions, incidents, service_records
 
 # The kiosk cannot serve. "reported": site staff reported an outage hallfleet did not see (broker/rules).
@@ -67,7 +67,9 @@ async def build_sla_report(store: Store, sites: Sites, site: str, month: str, *,
     win = _Window(start, end, max(start, min(end, now)))
     data: defaultdict[str, _DeviceData] = defaultdict(_DeviceData)
     d = devices.c
-    for r in await store.fetch(sa.select(d.device, d.role, d.first_seen, d.hours24).where(d.site == site)):
+    # A device registered ahead of its first connection was not in service: not counted until it speaks.
+    in_service = sa.select(d.device, d.role, d.first_seen, d.hours24).where(d.site == site, heard_from())
+    for r in await store.fetch(in_service):
         data[r.device].role, data[r.device].first_seen, data[r.device].hours24 = r.role, r.first_seen, r.hours24
     rows = [_incident_row(r, cfg, zone) for r in await store.fetch(_incidents_query(site, win))]
     for row in rows:

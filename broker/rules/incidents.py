@@ -208,8 +208,8 @@ async def timeline(
 
 
 async def registered_hours24(conn: AsyncConnection, sites: Sites, site: str, device: str) -> bool:
-    """Whether a device's SLA counts wall-clock time: its registered 24-hour status (``devices.hours24``, set by
-    ``hallfleet device hours24``, broker/rules/devices.py), else the site's deprecated name patterns."""
+    """Whether a device's SLA counts wall-clock time: its registered 24-hour status (``devices.hours24``, the
+    registry's copy, broker/rules/devices.py), else the site's deprecated name patterns."""
     registered = await conn.scalar(sa.select(devices.c.hours24).where(devices.c.key == f"{site}/{device}"))
     return sites[site].is_always_on(device, registered)
 

@@ -6,8 +6,9 @@ consumer restart and runs on several consumers at once: each step is taken by a 
 
 Steps (per site, broker/sites.py SlaPolicy): T+0 (after ``act_after_s``) remediation through the command
 channel and the first page; warning at ``warn_after_min``; breach at ``breach_after_min`` with an on-site
-dispatch due by the end of the working day. A 24-hour device counts wall-clock time; any other counts
-only the hall's opening hours, so its clock pauses at night, at weekends and on holidays.
+dispatch due on site within the working day (``onsite_min_open_min``: the next one's when today is nearly
+over). A 24-hour device counts wall-clock time; any other counts only the hall's opening hours, so its clock
+pauses at night, at weekends and on holidays.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from broker.rules.incidents import (
 from broker.rules.notices import Notice
 from broker.sites import Sites
 from broker.store import commands as cmd_sql
-from broker.store.db import _insert_ignore
+from broker.store.db import _insert_ignore, heard_from
 from broker.store.keys import DeviceKey
 from broker.store.schema import commands, devices, dispatches, incident_conditions, incidents, notifications
 from protocol.commands import Command, CommandState
@@ -156,7 +157,7 @@ class SlaClock:
                 # One trip for one device: the graver incident's dispatch (or the hall's) covers this one.
                 await timeline(conn, row.id, now, "step", f"不单独派单 ({why})")
                 return
-            due = site.site_calendar.end_of_working_day(now)
+            due = site.onsite_due(now)
             dispatch_id = uuid7()
             await conn.execute(
                 _insert_ignore(conn, dispatches).values(
@@ -343,7 +344,7 @@ class SlaClock:
         k = incident_conditions.c
         recent_q = self._down(incidents.c.site == site, k.seen_at >= now - timedelta(seconds=policy.window_s))
         recent = await conn.scalar(sa.select(sa.func.count(sa.distinct(recent_q.subquery().c.key))))
-        total = await conn.scalar(sa.select(sa.func.count()).where(devices.c.site == site)) or 0
+        total = await conn.scalar(sa.select(sa.func.count()).where(devices.c.site == site, heard_from())) or 0
         if (recent or 0) < policy.min_devices or n_down < policy.min_fraction * total:
             return
         hall_id = uuid7()

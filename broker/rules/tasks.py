@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.rules.notices import Notice, Severity
 from broker.sites import SiteConfig, Sites
-from broker.store.db import _insert_ignore
+from broker.store.db import _insert_ignore, heard_from
 from broker.store.schema import devices, tasks
 from protocol.ids import uuid7
 
@@ -116,7 +116,8 @@ async def claim_overdue_on_devices(
 
 async def load_devices(conn: AsyncConnection, keys: list[str] | None = None) -> dict[str, Device]:
     c = devices.c
-    query = sa.select(c.key, c.site, c.device, c.role, c.hours24).order_by(c.key)
+    # A device registered ahead of its first connection is not installed yet: no cleaning, no restock.
+    query = sa.select(c.key, c.site, c.device, c.role, c.hours24).where(heard_from()).order_by(c.key)
     if keys is not None:
         query = query.where(c.key.in_(keys))
     rows = await conn.execute(query)

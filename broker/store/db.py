@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 STALE = "stale"
+REGISTERED = "registered"  # presence of a row IT registered ahead of the device's first connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,14 @@ def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
+def heard_from() -> sa.ColumnElement[bool]:
+    """A device row that is more than a registration. IT may register a device's attributes before it ever
+    connects (broker/rules/devices.py): its row's presence is ``registered`` until it first speaks (an event, a
+    status). Such a device is not in service yet, so it is not counted (SLA report, hall-wide outages, tasks), and
+    its life (``first_seen``) starts at its first contact, not at the registration."""
+    return devices.c.presence != REGISTERED
+
+
 class Store:
     def __init__(self, engine: AsyncEngine, stale_factor: float = 1.5) -> None:
         self.engine = engine
@@ -109,10 +118,11 @@ class Store:
         await migrate(engine)
         store = cls(engine, stale_factor)
         async with engine.connect() as conn:
-            rows = (await conn.execute(sa.select(devices.c.key, devices.c.heartbeat_s, devices.c.role))).all()
+            c = devices.c
+            rows = (await conn.execute(sa.select(c.key, c.heartbeat_s, c.role, heard_from().label("heard")))).all()
             store.heartbeat_s = {r.key: float(r.heartbeat_s) for r in rows}
             store.roles = {r.key: r.role for r in rows}
-            store.known = set(store.heartbeat_s)
+            store.known = {r.key for r in rows if r.heard}  # a registered device not heard yet is still new
         return store
 
     async def close(self) -> None:
@@ -155,6 +165,14 @@ class Store:
             await conn.execute(
                 _insert_ignore(conn, devices),
                 [{"key": k.text, "site": k.site, "device": k.device, "first_seen": at} for k, at in new.items()],
+            )
+            # A row IT registered before the device spoke starts its life now, not at the registration.
+            c = devices.c
+            await conn.execute(
+                devices.update()
+                .where(c.key == sa.bindparam("k"), c.presence == REGISTERED)
+                .values(first_seen=sa.bindparam("at"), presence="unknown"),
+                [{"k": k.text, "at": at} for k, at in new.items()],
             )
         return {k.text for k in new}
 
