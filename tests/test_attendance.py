@@ -196,9 +196,11 @@ async def test_a_terminal_still_holding_a_revoked_person_past_the_deadline_is_an
     await gallery.enrol(store, "qp", "S0001", [np.zeros(128), np.ones(128) * 0.1], by="wm", at=now)
     await gallery.revoke(store, "qp", "S0001", by="wm", at=now, within=timedelta(hours=24), reason="离职")
     cfg = gallery.GalleryCentreConfig(keys_dir=tmp_path)
-    await gallery.reconcile(store, cfg, now + timedelta(hours=23))
+    assert consumer.consumer.rules is not None
+    rules = consumer.consumer.rules.rules  # the consumer's own incident rules, handed over explicitly
+    await gallery.reconcile(store, cfg, now + timedelta(hours=23), rules)
     assert await store.fetch(sa.select(incidents)) == []
-    await gallery.reconcile(store, cfg, now + timedelta(hours=25))
+    await gallery.reconcile(store, cfg, now + timedelta(hours=25), rules)
     (incident,) = await store.fetch(sa.select(incidents))
     assert (incident.key, incident.kind, incident.state) == ("qp/att-9", "gallery.revocation_overdue", "open")
 
