@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from broker.alerts.routing import AlertsConfig, Router
 from broker.api import pages
 from broker.api.app import create_app
 from broker.api.auth import add_user
@@ -24,10 +25,12 @@ from broker.api.config import ApiConfig
 from broker.api.fleet_words import ENUMS, FLEET_EN, FLEET_ZH
 from broker.api.hall_words import HALL_EN, HALL_ZH
 from broker.api.i18n import EN, ZH
+from broker.api.queue_words import QUEUE_EN, QUEUE_ZH
 from broker.attendance.labels import VERDICT_ZH
 from broker.attendance.model import Verdict
 from broker.attendance.roster import StaffMember, import_roster
 from broker.config import ConsumerConfig, StoreConfig
+from broker.queueing.jobs import QueueJobs
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import events, incidents
@@ -58,6 +61,7 @@ PAGES = (
     "/access",
     "/access?site=qingpu",
     "/duties?site=qingpu&day=2026-12-07",
+    "/queue?site=qingpu",
 )
 # Raw values a page must never print on the zh page (each has a word in fleet_words, i18n or the rules).
 RAW = (
@@ -71,6 +75,8 @@ RAW = (
     | {"open", "closed", "locked", "unlocked", "ok", "unreachable", "failed", "missing", "pending", "late"}
     | {"left_on", "not_on", "not_off", "unclean", "done", "missed", "gateway", "dns", "centre", "extranet"}
     | {"door_forced", "locker_overdue", "locker_door_fault", "held_open", "forced"}
+    # the queue page's wait classes, pad states and alert states (broker/api/queue_words.py)
+    | {"general", "complex", "special", "idle", "serving", "awaiting", "paused", "please_wait", "told"}
 )
 # Daily duties of qingpu on the test day (10:00): one round done, one missed, one to come; departments' machines.
 DUTIES = {
@@ -79,6 +85,15 @@ DUTIES = {
                           {"name": "下午", "start": "13:40", "end": "14:40"}]},
     "power": {"departments": {"税务": ["tax-*"], "社保": ["social-*"]}, "on_by": "09:00"},
 }  # fmt: skip
+
+# qingpu's queue (排队叫号): one service of each class of QP 000:368, windows 03 and 05 (see _queue).
+QUEUEING = {
+    "services": {
+        "A": {"name": "社保综合", "windows": ["03"]},
+        "B": {"wait_class": "complex", "windows": ["05"]},
+        "C": {"wait_class": "special"},
+    }
+}
 
 
 class Words(dict[str, str]):
@@ -122,9 +137,11 @@ async def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     sites = load_sites()
     sites["qingpu"]["go_live"] = GO_LIVE.isoformat()
     sites["qingpu"]["duties"] = DUTIES
+    sites["qingpu"]["queueing"] = QUEUEING
     centre = ConsumerConfig(instance="i18n", mqtt=MqttConfig(host="127.0.0.1", port=1),
                             store=StoreConfig(url=sqlite_url), sites=sites)  # fmt: skip
     await _duties(store, Sites(centre.sites))
+    await _queue(store, Sites(centre.sites))
     app = create_app(ApiConfig(centre=centre, cookie_secure=False), store, None, ManualClock(NOW))
     real_words = pages.words
     monkeypatch.setattr(pages, "words", lambda lang: Words(real_words(lang)))
@@ -185,8 +202,33 @@ async def _duties(store: Store, sites: Sites) -> None:
                     {"officer": "S1", "point": points[0]})  # fmt: skip
 
 
+async def _queue(store: Store, sites: Sites) -> None:
+    """qingpu's morning queue: A001 served at 03, A002 waiting 40 minutes (一般: late) while 03's pad shows 暂停服务
+    since 09:20, B001 being served at 05 (its pad 办理中), C001 given
+    up after 70 minutes (特殊: 60, late); folded by the centre's queue job."""
+    site = "qingpu"
+
+    def step(kind: str, minutes: int, ticket: str, service: str, **extra: Any) -> tuple[datetime, dict[str, Any]]:
+        when = NOW - timedelta(minutes=minutes)
+        return when, {"ticket": ticket, "service": service, "at": when.isoformat(), **extra}
+
+    for kind, minutes, ticket, service, extra in (
+        ("issued", 60, "A001", "A", {}), ("called", 55, "A001", "A", {"window": "03"}),
+        ("served", 45, "A001", "A", {"window": "03"}), ("issued", 40, "A002", "A", {}),
+        ("issued", 30, "B001", "B", {}), ("called", 10, "B001", "B", {"window": "05"}),
+        ("issued", 80, "C001", "C", {}), ("abandoned", 10, "C001", "C", {"reason": "cancelled"}),
+    ):  # fmt: skip
+        when, data = step(kind, minutes, ticket, service, **extra)
+        await add_event(store, site, "queue-1", f"queue.ticket_{kind}", when, data)
+    for window, state, minutes in (("03", "paused", 40), ("05", "serving", 10)):
+        data = {"window": window, "state": state, "staff_id": "S1", "service_id": None}
+        await add_event(store, site, f"pad-{window}", "rating.pad_state", NOW - timedelta(minutes=minutes), data)
+    await QueueJobs(store, sites, Router(AlertsConfig())).fold(NOW)
+
+
 def test_both_languages_have_the_same_words() -> None:
     assert set(HALL_ZH) == set(HALL_EN)
+    assert set(QUEUE_ZH) == set(QUEUE_EN)
     assert set(ZH) == set(EN)
     assert set(FLEET_ZH) == set(FLEET_EN)
     assert set(VERDICT_ZH) == set(Verdict), "every verdict, the provisional ones too, has its Chinese word"
@@ -251,6 +293,14 @@ async def test_the_access_and_duties_pages_show_the_hall_in_chinese(client: http
     for word in ("通过", "未通过", "未执行", "中心", "按时开机", "未开机", "已完成", "未完成", "进行中", "税务", "S1"):
         assert word in duties, word
     assert 'data-round="上午" data-verdict="missed"' in duties
+
+
+async def test_the_queue_page_shows_the_hall_in_chinese(client: httpx.AsyncClient) -> None:
+    """The data reaches the queue page, in words: classes, pad states, the combined alert, the figures."""
+    html = (await client.get("/queue?site=qingpu")).text
+    for word in ("一般", "复杂", "特殊", "暂停服务", "办理中", "A002 已等 40 分钟", "已通知窗口管理", "B001 (自 09:50)",
+                 "0.0% (0/1)", "66.7% (2/3)", "本月 2026-12"):  # fmt: skip
+        assert word in html, word
 
 
 def test_today_is_a_working_day_in_qingpu() -> None:
