@@ -21,6 +21,7 @@ from broker.alerts.deliveries import Deliverer
 from broker.alerts.routing import Router
 from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
+from broker.duties.jobs import DutyChecks, DutyJobs
 from broker.ingest.batch import Batcher
 from broker.ingest.commit import Committer
 from broker.ingest.counters import Counters
@@ -133,6 +134,7 @@ class Consumer:
             jobs.append(central.AttendanceChecks(attendance, r.attendance_every_s))
             ratings = RatingJobs(self.store, self.sites, self._router)
             jobs.append(central.RatingChecks(ratings, r.ratings_every_s))
+            jobs.append(DutyChecks(DutyJobs(self.store, self.sites, self._router), r.plan_every_s))
             jobs.append(QueueChecks(QueueJobs(self.store, self.sites, self._router), r.queueing_every_s))
             jobs.append(central.AlertDeliveries(self.deliverer, self.cfg.alerts.send_every_s))
         return jobs

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from broker.access.signals import ALARM_TYPES, alarm_signals
 from broker.ingest.items import Item, Meaning, Seen, dead_letter
 from broker.ingest.session import Message
 from broker.rules.consumables import LevelReading
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
 # Event types the incident rules read; every other event goes straight to the store.
-SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"})
+SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"}) | ALARM_TYPES
 EVENT_KINDS = (Kind.EVENT, Kind.HEALTH, Kind.CMD_ACK)
 
 
@@ -109,7 +110,8 @@ class Decoder:
                     key.text, env.site, env.device, payload.consumable, payload.state, payload.level_pct, env.ts
                 )
             ref = EventRef(env.site, env.device, env.id)
-            meaning = Meaning(ref, tuple(signals_from_event(env, payload, now)), level)
+            signals = tuple(signals_from_event(env, payload, now)) + tuple(alarm_signals(env, payload, now))
+            meaning = Meaning(ref, signals, level)
         return Item(
             msg.topic,
             msg.payload,
