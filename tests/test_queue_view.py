@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -320,6 +321,34 @@ async def test_every_parameter_is_bounded_at_the_door(scene: Scene) -> None:
         for path, field in BAD:
             r = await wm.get(path)
             assert r.status_code == 422 and field in r.json()["fields"], (path, r.text[:300])
+
+
+async def test_the_stream_sends_the_board_again_when_it_changes_and_ends_with_the_session(scene: Scene) -> None:
+    """GIVEN window management's queue stream WHEN a ticket is issued THEN the next board has it; WHEN the
+    session logs out THEN the stream says ``end`` and closes (broker/api/live.py)."""
+    floor = Floor(scene)
+    await morning(floor)
+    async with login(scene.url, "wm.qp") as wm, wm.stream("GET", f"/queue/stream?site={SITE}") as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events_ = aiter(_sse(r))
+        first = await anext(events_)
+        assert first["event"] == "queue" and 'data-service="A" data-waiting="1"' in first["html"]
+        floor.at(at(9, 32)).step("qd-1", "issued", "A007")
+        await floor.stored()
+        second = await asyncio.wait_for(anext(events_), 10)
+        assert 'data-service="A" data-waiting="2"' in second["html"]
+        assert (await wm.post("/logout")).status_code == 303
+        assert (await asyncio.wait_for(anext(events_), 10))["event"] == "end"
+
+
+async def _sse(r: httpx.Response) -> AsyncIterator[dict[str, str]]:
+    """Server-sent events as {event, html} (comments skipped)."""
+    event = ""
+    async for line in r.aiter_lines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield {"event": event, "html": json.loads(line.removeprefix("data: ")).get("html", "")}
 
 
 async def test_the_monthly_workbook_downloads_audited_with_the_reports_figures(scene: Scene) -> None:
