@@ -1,9 +1,10 @@
-"""When a site's attendance terminals could not take punches: from presence history and incidents.
+"""When a site's attendance terminals could not take punches: from presence history and incident conditions.
 
 SJ E.1.3 (001:1040): staff who cannot punch because the device failed are not to be punished; the
 verdicts need the windows in which each terminal was offline, stale (connected but silent), shut down,
-or had an open incident. Presence is read as transitions: a non-online state lasts until the next
-``online`` one, and a terminal already down before the span counts from its start.
+or had an active condition that stops punching (an outage or a fault; read per condition, not per
+incident). Presence is read as transitions: a non-online state lasts until the next ``online`` one, and
+a terminal already down before the span counts from its start.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.attendance.model import FaultWindow
 from broker.rules.incidents import kind_label
-from broker.store.schema import devices, incidents, presence_history
+from broker.store.schema import devices, incident_conditions, presence_history
 
 ROLE = "attendance"
 STATE_ZH = {"offline": "离线", "stale": "心跳中断", "shutdown": "关机", "unknown": "状态未知"}
@@ -71,19 +72,21 @@ def _why(row: Any) -> str:
 
 
 async def _incident_spans(conn: AsyncConnection, key: str, start: datetime, end: datetime) -> list[_Span]:
-    i = incidents.c
-    until = sa.func.coalesce(i.cleared_at, i.closed_at)
+    """Read per *condition*, not per incident: since one outage is one incident (broker/rules/incidents.py), an
+    incident's span runs from its first condition to its last, and may hold conditions that leave punching
+    alone (an overdue gallery revocation is major, so it joins the outage). Each condition that stops punching
+    counts from when it began (the device's ``since``) until it cleared."""
+    k = incident_conditions.c
     q = (
-        sa.select(i.kind, i.summary, i.detected_at, i.cleared_at, i.closed_at)
-        .where(i.key == key, i.detected_at < end, sa.or_(until.is_(None), until > start))
-        .order_by(i.detected_at)
+        sa.select(k.kind, k.summary, k.began_at, k.cleared_at)
+        .where(k.key == key, k.began_at < end, sa.or_(k.cleared_at.is_(None), k.cleared_at > start))
+        .order_by(k.began_at, k.id)
     )
     spans: list[_Span] = []
     for r in (await conn.execute(q)).all():
         if not _stops_punching(r.kind):
             continue
-        stop = r.cleared_at or r.closed_at or end
-        s, e = max(r.detected_at, start), min(stop, end)
+        s, e = max(r.began_at, start), min(r.cleared_at or end, end)
         if e > s:
             spans.append((s, e, f"故障单: {kind_label(r.kind)}" + (f" ({r.summary})" if r.summary else "")))
     return spans
