@@ -6,6 +6,7 @@ committed page differs from what the models say.
 
 from __future__ import annotations
 
+import re
 import sys
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -97,24 +98,64 @@ def _walk(annotation: Any) -> list[str]:
     return out
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation holds, however deep (``X | None``, ``list[X]``, ``dict[str, X]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _anchor(model: type[BaseModel]) -> str:
+    """The model's heading in the "Nested models" section, as GitHub anchors it (lower case, no backticks)."""
+    return f"[{model.__name__}](#{model.__name__.lower()})"
+
+
 def table(model: type[BaseModel]) -> str:
     rows = ["| field | type | required | bounds | meaning |", "|---|---|---|---|---|"]
     for name, info in model.model_fields.items():
         inner = "; ".join(dict.fromkeys(_walk(info.annotation)))
         rule = "; ".join(p for p in (_rule(info), f"items: {inner}" if inner else "") if p)
         desc = (info.description or "").replace("|", "\\|").replace("\n", " ")
-        kind = _type(info.annotation).replace("|", "\\|")
+        kind = _type(info.annotation)
+        for nested in dict.fromkeys(_models_in(info.annotation)):  # a nested model links to its own table
+            kind = re.sub(rf"\b{nested.__name__}\b", _anchor(nested), kind)
+        kind = kind.replace("|", "\\|")
         rows.append(f"| `{name}` | {kind} | {'yes' if info.is_required() else 'no'} | {rule} | {desc} |")
     return "\n".join(rows)
+
+
+def nested(models: list[type[BaseModel]]) -> list[type[BaseModel]]:
+    """Every model a field of ``models`` holds, and theirs in turn, once each, in the order first met."""
+    found: dict[type[BaseModel], None] = {}
+    todo = list(models)
+    while todo:
+        for info in todo.pop(0).model_fields.values():
+            for inner in _models_in(info.annotation):
+                if inner not in found and inner not in models:
+                    found[inner] = None
+                    todo.append(inner)
+    return list(found)
 
 
 def render() -> str:
     out = [HEAD, "## Envelope\n", table(Envelope), "", "## Status (`.../status`, retained)\n", table(StatusMessage), ""]
     out.append("## Payloads (`data`), by event type\n")
     for name, spec in REGISTRY.items():
-        doc = " ".join((spec.model.__doc__ or "").split())
-        out += [f"### `{name}` ({spec.lane.value})\n", *([doc, ""] if doc else []), table(spec.model), ""]
+        out += [f"### `{name}` ({spec.lane.value})\n", *_doc(spec.model), table(spec.model), ""]
+    inner = nested([Envelope, StatusMessage, *(spec.model for spec in REGISTRY.values())])
+    if inner:
+        out.append("## Nested models\n")
+        out.append(
+            'Objects a field above holds; the same rules apply to their fields (`extra="forbid"`, the bounds).\n'
+        )
+        for model in inner:
+            out += [f"### `{model.__name__}`\n", *_doc(model), table(model), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _doc(model: type[BaseModel]) -> list[str]:
+    doc = " ".join((model.__doc__ or "").split())
+    return [doc, ""] if doc else []
 
 
 def main() -> int:

@@ -58,3 +58,21 @@ def test_a_far_off_clock_is_stored_at_the_receive_time_and_flagged_never_refused
     assert (settled.ts, settled.clock_synced) == (now, False)
     epoch = punch(2).model_copy(update={"ts": datetime(1970, 1, 1, tzinfo=UTC), "clock_synced": False})
     assert settle_clock(epoch, now) is epoch, "a Pi without a real-time clock keeps its own time, already flagged"
+
+
+def test_every_nested_model_is_expanded_with_its_fields_and_bounds() -> None:
+    """GIVEN payloads whose fields hold models (attendance.punch's PunchLiveness, locker.bank's Compartment list)
+    THEN the page has a table for each, reached by a link from the field, with every field and its bounds: a
+    device maker can build the nested object from the page alone."""
+    from protocol.contract import nested
+    from protocol.events import REGISTRY, PunchLiveness
+
+    page = render()
+    inner = nested([spec.model for spec in REGISTRY.values()])
+    assert PunchLiveness in inner
+    for model in inner:
+        section = page.split(f"### `{model.__name__}`\n", 1)[1].split("\n### ", 1)[0]
+        assert all(f"| `{field}` |" in section for field in model.model_fields), model.__name__
+        assert f"[{model.__name__}](#{model.__name__.lower()})" in page
+    drop = next(line for line in page.split("### `PunchLiveness`", 1)[1].splitlines() if line.startswith("| `drop`"))
+    assert "≥ 0, ≤ 1" in drop
