@@ -337,6 +337,8 @@ async def test_the_stream_sends_the_board_again_when_it_changes_and_ends_with_th
         await floor.stored()
         second = await asyncio.wait_for(anext(events_), 10)
         assert 'data-service="A" data-waiting="2"' in second["html"]
+        reads = [a for a in await audit_rows(scene, "attendance.read") if a.actor == "wm.qp"]
+        assert len(reads) == 1, "one audited read per stream, not one per board sent"
         assert (await wm.post("/logout")).status_code == 303
         assert (await asyncio.wait_for(anext(events_), 10))["event"] == "end"
 

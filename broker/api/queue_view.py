@@ -84,10 +84,13 @@ def _stream(scope: Scope) -> str | None:
     return None if scope.site is None else f"/queue/stream?site={scope.site}"
 
 
-async def _staff_read(request: Request, user: User, scope: Scope, board: Board) -> None:
-    """The pad's staff and the A/B posts are about to be shown: recorded first, as the attendance page does."""
-    if scope.staff and scope.site is not None and board.windows:
-        await staff_data_read(request, user, "attendance.read", scope.site, day=board.day.isoformat(), what="queue")
+async def _staff_read(request: Request, user: User, scope: Scope, board: Board) -> bool:
+    """The pad's staff and the A/B posts are about to be shown: recorded first, as the attendance page does.
+    True when it recorded (False: no staff data is shown to this user, or there is none on this board)."""
+    if not (scope.staff and scope.site is not None and board.windows):
+        return False
+    await staff_data_read(request, user, "attendance.read", scope.site, day=board.day.isoformat(), what="queue")
+    return True
 
 
 def board_context(request: Request, board: Board, staff: bool) -> dict[str, Any]:
@@ -125,6 +128,7 @@ async def _changes(request: Request, user: User, scope: Scope) -> AsyncIterator[
     every = max(app.cfg.stream_poll_s, MIN_REFRESH_S)
     sent = ""
     idle = 0.0
+    audited = False  # one audit row per stream opened (as per page view), not one per minute the waits grow
     while scope.site is not None and not await request.is_disconnected():
         if not await still_valid(request, user):
             yield END
@@ -132,7 +136,7 @@ async def _changes(request: Request, user: User, scope: Scope) -> AsyncIterator[
         board = await board_of(app.store, app.sites, scope.site, app.clock.now())
         html = board_html(request, board, scope.staff)
         if html != sent:
-            await _staff_read(request, user, scope, board)
+            audited = audited or await _staff_read(request, user, scope, board)
             sent, idle = html, 0.0
             yield f"event: queue\ndata: {json.dumps({'id': 'q-board', 'html': html}, ensure_ascii=False)}\n\n"
         else:
