@@ -4,14 +4,16 @@ Mosquitto and consumer fixtures; and a bad scenario file stopping the start with
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from broker.mosquitto.local import LocalMosquitto
-from broker.store.schema import consumable_levels, events, incidents, presence_history
+from broker.store.schema import consumable_levels, devices, events, incidents, presence_history
 from hallfleet.cli import main
 from hallfleet.fleet.scenario import builtin, load_scenario
 from hallfleet.fleet.sim import Fleet
@@ -38,6 +40,8 @@ late_after = "08:30"
 late_share = 0.2
 late_by_min = 8
 absent_share = 0
+finger_share = 0.5
+fingerprint_poll_s = 0.3
 
 [kiosk]
 tickets_per_hour = [0, 0, 0, 0, 0, 0, 0, 0, 60, 60, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
@@ -70,6 +74,11 @@ duration_min = 10
 async def _counts(consumer: RunningConsumer) -> dict[str, int]:
     rows = await consumer.store.fetch(sa.select(events.c.type, sa.func.count()).group_by(events.c.type))
     return {t: int(n) for t, n in rows}
+
+
+async def _punch_methods(consumer: RunningConsumer) -> set[str]:
+    rows = await consumer.store.fetch(sa.select(events.c.data).where(events.c.type == "attendance.punch"))
+    return {json.loads(r.data)["method"] for r in rows}
 
 
 async def test_fleet_plays_every_role_and_faults_become_incidents(
@@ -107,12 +116,16 @@ async def test_fleet_plays_every_role_and_faults_become_incidents(
                 )
             )
             played = fleet.counts["fault_power_loss_ended"] and fleet.counts["proxy_ratings"] == 5
-            if want <= got.keys() and jam_incident and offline and played:
+            methods = await _punch_methods(consumer)
+            if want <= got.keys() and jam_incident and offline and played and methods == {"qr", "fingerprint"}:
                 break
         assert want <= got.keys(), got
         assert jam_incident, "the jammed printer opened no incident"
         assert offline, "the pad that lost power was never marked offline (its Will)"
         assert fleet.counts["punches"] + fleet.counts["punches_late"] > 0
+        # Staff punch with their QR codes and, enrolled by the fingerprint_enrol command, with a finger.
+        assert fleet.counts["fingers_enrolled"] > 0 and fleet.counts["punches_finger"] > 0, fleet.counts
+        assert await _punch_methods(consumer) == {"qr", "fingerprint"}
         assert fleet.counts["proxy_ratings"] == 5
         assert powerless.up, "the pad did not come back after the power loss"
         # The kiosks with an A4 printer (the simulated IPP server) report its toner, read over IPP.
@@ -168,3 +181,65 @@ def test_several_simulator_processes_run_one_fleet_with_one_progress_line_and_su
     ups = [ln for ln in lines if "agents up" in ln]
     assert "agents up 120/120, connected 120, in 2 processes" in ups[0]
     assert "agents up 0/120" in ups[-1], "every slice stopped its agents"
+
+
+async def test_a_tenth_of_the_fleet_loses_power_and_presence_stays_exact(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, tmp_path: Path
+) -> None:
+    """GIVEN 60 devices in 2 simulator processes, all online WHEN each process powers off every tenth of its
+    connected agents ("power_off", the bench's order) THEN it names them, exactly those go offline (their
+    Wills), and none of the others goes stale over several stale windows (a 2 s heartbeat)."""
+    import argparse
+    from datetime import datetime
+
+    from hallfleet.fleet.play import Slice, read_slice, start_slices, stop_slices
+    from hallfleet.fleet.sim import at_day
+    from protocol.clock import HALL_ZONE, ScaledClock
+
+    path = tmp_path / "beats.toml"
+    path.write_text('name = "beats"\nheartbeat_s = 2\n[mix]\nattendance = 0\nkiosk = 0\nrating = 0\nnone = 1\n')
+    clock = ScaledClock(at_day(datetime.now(HALL_ZONE).date(), load_scenario(path).start), 1.0)
+    spec = argparse.Namespace(devices=60, processes=2, scenario=str(path), speed=1.0, memory_outbox=True)
+    mqtt = MqttConfig(host=mosquitto.host, port=mosquitto.port)
+    loop = asyncio.get_running_loop()
+    slices: list[Slice] = start_slices(spec, mqtt, tmp_path / "fleet", clock, connect_timeout_s=60)
+
+    async def presence() -> dict[str, str]:
+        rows = await consumer.store.fetch(sa.select(devices.c.key, devices.c.presence))
+        return {r.key: r.presence for r in rows}
+
+    async def until(check: Any, what: str, limit_s: float = 60) -> None:
+        deadline = time.monotonic() + limit_s
+        while not await check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.2)
+
+    try:
+        for s in slices:
+            loop.add_reader(s.conn.fileno(), read_slice, s)
+
+        async def all_online() -> bool:
+            return list((await presence()).values()).count("online") == 60
+
+        await until(all_online, "60 devices online")
+        for s in slices:
+            s.conn.send(("power_off", 10))
+
+        async def answered() -> bool:
+            return all(s.powered_off is not None for s in slices)
+
+        await until(answered, "both processes to name what they powered off", 30)
+        victims = {k for s in slices for k in s.powered_off or []}
+        assert len(victims) == 6, victims  # 30 agents each: the 1st, 11th and 21st
+
+        async def victims_offline() -> bool:
+            states = await presence()
+            return all(states.get(k) == "offline" for k in victims)
+
+        await until(victims_offline, "the powered-off devices to be offline (their Wills)", 30)
+        await asyncio.sleep(8)  # four heartbeats: well past the 3 s stale deadline of the others
+        states = await presence()
+        assert {k for k, p in states.items() if p != "online"} == victims, states
+    finally:
+        await stop_slices(slices, loop)
+    assert all(s.done for s in slices)

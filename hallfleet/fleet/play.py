@@ -46,6 +46,7 @@ class Slice:
     last: dict[str, Any] = field(default_factory=dict)
     connected: bool = False
     done: bool = False
+    powered_off: list[str] | None = None  # the keys its last ("power_off", k) stopped
 
 
 def processes_for(args: argparse.Namespace) -> int:
@@ -54,7 +55,9 @@ def processes_for(args: argparse.Namespace) -> int:
     return max(1, min(wanted, args.devices // 50 or 1))
 
 
-def start_slices(args: argparse.Namespace, mqtt: MqttConfig, workdir: Path, clock: ScaledClock) -> list[Slice]:
+def start_slices(
+    args: argparse.Namespace, mqtt: MqttConfig, workdir: Path, clock: ScaledClock, connect_timeout_s: float = 600.0
+) -> list[Slice]:
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop, broker or store
     count = processes_for(args)
     slices = []
@@ -62,7 +65,7 @@ def start_slices(args: argparse.Namespace, mqtt: MqttConfig, workdir: Path, cloc
         spec = SliceSpec(
             index=i, count=count, devices=args.devices, scenario=args.scenario, speed=args.speed,
             memory_outbox=args.memory_outbox, mqtt_host=mqtt.host, mqtt_port=mqtt.port, workdir=str(workdir),
-            clock_start=clock.start, clock_t0=clock._t0,
+            clock_start=clock.start, clock_t0=clock._t0, connect_timeout_s=connect_timeout_s,
         )  # fmt: skip
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=slice_main, args=(child, spec), name=f"fleet-slice-{i}", daemon=True)
@@ -72,10 +75,14 @@ def start_slices(args: argparse.Namespace, mqtt: MqttConfig, workdir: Path, cloc
     return slices
 
 
-def _read(s: Slice) -> None:
+def read_slice(s: Slice) -> None:
+    """Take what the slice sent (the loop's reader callback on its pipe)."""
     try:
         while s.conn.poll():
             kind, figures = s.conn.recv()
+            if kind == "powered_off":
+                s.powered_off = list(figures["keys"])
+                continue
             s.last = figures
             s.connected |= kind in ("connected", "progress")
             s.done |= kind == "done"
@@ -114,12 +121,12 @@ async def play(args: argparse.Namespace, scenario: Scenario, mqtt: MqttConfig, w
         slices = start_slices(args, mqtt, workdir, clock)
         print(f"starting {args.devices} agents in {len(slices)} simulator processes ...", flush=True)
         for s in slices:
-            loop.add_reader(s.conn.fileno(), _read, s)
+            loop.add_reader(s.conn.fileno(), read_slice, s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_progress(slices, clock, store, stop, t0), args.seconds or None)
     finally:
         print("stopping ...", flush=True)
-        await _stop_slices(slices, loop)
+        await stop_slices(slices, loop)
         if consumer is not None and consumer_task is not None:
             await asyncio.sleep(1.0)  # the last statuses reach the store
             consumer.stop()
@@ -128,7 +135,7 @@ async def play(args: argparse.Namespace, scenario: Scenario, mqtt: MqttConfig, w
             print("\n".join(await summary(slices, clock, store)))
             await store.close()
         else:
-            print("\n".join(_played(slices, clock)))
+            print("\n".join(played(slices, clock)))
         await sink.close()
 
 
@@ -147,11 +154,11 @@ async def _progress(slices: list[Slice], clock: ScaledClock, store: Store | None
             print(f"{connected} connected in {time.monotonic() - t0:.1f} s; simulated time "
                   f"{clock.now().astimezone(HALL_ZONE):%H:%M}", flush=True)  # fmt: skip
         elif announced:
-            lines = await summary(slices, clock, store) if store is not None else _played(slices, clock)
+            lines = await summary(slices, clock, store) if store is not None else played(slices, clock)
             print("\n".join(lines), flush=True)
 
 
-async def _stop_slices(slices: list[Slice], loop: asyncio.AbstractEventLoop) -> None:
+async def stop_slices(slices: list[Slice], loop: asyncio.AbstractEventLoop) -> None:
     for s in slices:
         with contextlib.suppress(OSError, ValueError):
             s.conn.send("stop")
@@ -179,7 +186,7 @@ def combined(slices: list[Slice]) -> tuple[int, int, int, Counter[str], Counter[
     return members, up, connected, counts, roles
 
 
-def _played(slices: list[Slice], clock: ScaledClock) -> Iterator[str]:
+def played(slices: list[Slice], clock: ScaledClock) -> Iterator[str]:
     members, up, connected, counts, roles = combined(slices)
     mix = ", ".join(f"{r} {n}" for r, n in sorted(roles.items()))
     at = clock.now().astimezone(HALL_ZONE)
@@ -188,6 +195,9 @@ def _played(slices: list[Slice], clock: ScaledClock) -> Iterator[str]:
         f"in {len(slices)} processes ({mix})"
     )
     yield "  played: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    per = [f"{s.last['fds']}/{s.last['threads']}" for s in slices if "fds" in s.last]
+    if per:  # what each simulator process holds: one socket per agent, one thread for all their SQLite files
+        yield "  file descriptors/threads per process: " + ", ".join(per)
 
 
 async def summary(slices: list[Slice], clock: ScaledClock, store: Store) -> list[str]:
@@ -199,7 +209,7 @@ async def summary(slices: list[Slice], clock: ScaledClock, store: Store) -> list
     open_kinds = await store.fetch(
         sa.select(incidents.c.kind, sa.func.count()).where(incidents.c.state != "closed").group_by(incidents.c.kind)
     )
-    lines = list(_played(slices, clock))
+    lines = list(played(slices, clock))
     lines.append("  presence: " + ", ".join(f"{p} {n}" for p, n in presence))
     lines.append("  stored events: " + ", ".join(f"{t} {n}" for t, n in by_type))
     lines.append("  open incidents: " + (", ".join(f"{k} {n}" for k, n in open_kinds) or "none"))

@@ -47,6 +47,20 @@ class Arrivals(Section):
     late_share: float = Field(default=0.1, ge=0, le=1, description="Share of staff who arrive late")
     late_by_min: float = Field(default=40, gt=0, le=600, description="How late, at most, minutes")
     absent_share: float = Field(default=0.05, ge=0, le=1, description="Share who never punch")
+    finger_share: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Share of staff who punch with a finger (enrolled at one terminal of their hall by the "
+        "fingerprint_enrol command when the day starts) instead of their QR code",
+    )
+    fingerprint_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=5,
+        description="How often each terminal reads its fingerprint twin, real s (every read is a USB exchange "
+        "in a worker thread: thousands of terminals share the pool)",
+    )
 
 
 class Kiosks(Section):

@@ -9,7 +9,9 @@ serves its kiosks' application health itself (the faults that fail it happen in 
 
 Pipe protocol, slice -> coordinator: ("connected", figures) once all its agents are up (or its budget ran
 out), then ("progress", figures) every PROGRESS_S, and ("done", figures) after a clean stop. Coordinator ->
-slice: "stop". A slice whose coordinator is gone (the pipe closes) stops as well.
+slice: "stop"; ("power_off", k): every k-th of its connected agents loses power (no goodbye, no DISCONNECT:
+the broker publishes their Wills), answered by ("powered_off", {"keys": [...]}), what a bench checks presence
+against. A slice whose coordinator is gone (the pipe closes) stops as well.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ class SliceSpec:
     connect_timeout_s: float = 600.0
 
 
+def own_resources() -> dict[str, int]:
+    """This process's open file descriptors and OS threads (one agent used to cost a thread: its outbox's)."""
+    try:
+        return {"fds": len(os.listdir("/proc/self/fd")), "threads": len(os.listdir("/proc/self/task"))}
+    except OSError:  # no /proc: not Linux
+        return {}
+
+
 def figures(fleet: Any) -> dict[str, Any]:
     up = [m for m in fleet.members if m.up]
     connected = sum(1 for m in up if m.agent is not None and m.agent.link.is_up())
@@ -56,6 +66,7 @@ def figures(fleet: Any) -> dict[str, Any]:
         "counts": dict(fleet.counts),
         "cpu_s": time.process_time(),
         "pid": os.getpid(),
+        **own_resources(),
     }
 
 
@@ -84,7 +95,8 @@ async def _slice(conn: Connection, spec: SliceSpec) -> None:
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_reader(conn.fileno(), _on_pipe, conn, stop)
+    orders: asyncio.Queue[Any] = asyncio.Queue()
+    loop.add_reader(conn.fileno(), _on_pipe, conn, stop, orders)
     health: dict[str, bool] = {}
     sink = Sink(Path(spec.workdir) / f"slice-{spec.index}-alerts.log", health)
     await sink.start()
@@ -112,7 +124,8 @@ async def _slice(conn: Connection, spec: SliceSpec) -> None:
             fleet.play()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), PROGRESS_S)
+                order = await asyncio.wait_for(orders.get(), PROGRESS_S)
+                await _obey(conn, fleet, order)
             conn.send(("progress", figures(fleet)))
     finally:
         loop.remove_reader(conn.fileno())
@@ -122,7 +135,16 @@ async def _slice(conn: Connection, spec: SliceSpec) -> None:
             conn.send(("done", figures(fleet)))
 
 
-def _on_pipe(conn: Connection, stop: asyncio.Event) -> None:
+async def _obey(conn: Connection, fleet: Any, order: Any) -> None:
+    kind, every = order
+    if kind == "power_off":
+        connected = [m for m in fleet.members if m.up and m.agent is not None and m.agent.link.is_up()]
+        victims = connected[::every]
+        await fleet.power_off(victims)
+        conn.send(("powered_off", {"keys": [m.key for m in victims]}))
+
+
+def _on_pipe(conn: Connection, stop: asyncio.Event, orders: asyncio.Queue[Any]) -> None:
     try:
         msg = conn.recv()
     except (EOFError, OSError):  # the coordinator is gone
@@ -130,3 +152,5 @@ def _on_pipe(conn: Connection, stop: asyncio.Event) -> None:
         return
     if msg == "stop":
         stop.set()
+    elif isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "power_off" and isinstance(msg[1], int) and msg[1] > 0:
+        orders.put_nowait(msg)

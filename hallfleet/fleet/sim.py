@@ -2,8 +2,11 @@
 
 Devices are planned per hall (the demo's two halls, their site configs and name scheme) by the scenario's
 role mix; each gets the demo's agent config (hallfleet/demo_scenario.agent_config) adjusted for scale:
-the scenario's heartbeat, its kiosk poll, no fingerprint reader (punches are QR codes: enrolling fingers
-is a per-terminal command flow), and optionally an in-memory outbox. All agents share one ScaledClock.
+the scenario's heartbeat, its kiosk poll, its fingerprint poll, and optionally an in-memory outbox. Staff
+punch with their QR code, or (``arrivals.finger_share``) with a finger on the fingerprint twin of one
+terminal of their hall, enrolled there by the fingerprint_enrol command when the day starts; a terminal
+that lost power since forgot its twin's library, so its finger punchers fall back to their QR code. All
+agents share one ScaledClock.
 A share of the kiosks (``kiosk.a4_share``) has an A4 printer: one simulated IPP server per simulator process
 serves them all by path (drivers/ipp/sim.py); it starts with the fleet, which then points those kiosks at it
 (the port is known only then), and each ticket's A4 pages are printed on it over IPP.
@@ -40,6 +43,7 @@ from typing import Any
 
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
+from agent.roles.attendance import FingerEnrol
 from agent.roles.kiosk import SimulatedReceiptConfig
 from agent.roles.rating import ServiceCall
 from agent.roles.usage import LogUsageConfig
@@ -219,7 +223,9 @@ class Fleet:
                 }
             )
         if cfg.attendance is not None:
-            update["attendance"] = cfg.attendance.model_copy(update={"fingerprint": None})
+            update["attendance"] = cfg.attendance.model_copy(
+                update={"fingerprint_poll_s": sc.arrivals.fingerprint_poll_s}
+            )
         return cfg.model_copy(update=update)
 
     def _as_demo_day(self) -> ds.DayScenario:
@@ -384,6 +390,7 @@ class Fleet:
             {i % self.shards for i, m in enumerate(self._planned) if m.hall == hall and m.role == "attendance"}
         )
         times = times[slices.index(self.shard) :: len(slices)] if self.shard in slices else []
+        fingers = await self._enrol_fingers(terminals, [s for _, s, _ in times])
         for k, (at, s, late) in enumerate(times):
             if not await self.until(at) and (self.now() - at).total_seconds() > 600:
                 continue  # the run started after this person arrived
@@ -396,10 +403,39 @@ class Fleet:
             if not up:
                 self.counts["punch_missed_terminal_down"] += 1
                 continue
+            self.counts["punches_late" if late else "punches"] += 1
+            if (finger := fingers.get(s.staff_id)) is not None and finger.still_enrolled():
+                finger.press()
+                self.counts["punches_finger"] += 1
+                continue
             _, qr = up[k % len(up)]
             ts = int(self.clock.now().timestamp())
             qr.type(f"{hall.qr_prefix}:{ds.personal_id(hall, s.staff_id)}:{ts}")
-            self.counts["punches_late" if late else "punches"] += 1
+            self.counts["punches_qr"] += 1
+
+    async def _enrol_fingers(self, terminals: list[Member], staff: list[StaffMember]) -> dict[str, Finger]:
+        """The window management section enrols the finger punchers, each at one terminal (round robin), one
+        at a time per terminal as at a real one; a failed enrolment leaves that person to their QR code."""
+        share = self.scenario.arrivals.finger_share
+        chosen = [s for s in staff if random.Random(f"{self.scenario.seed}-{s.staff_id}").random() < share]
+        readers = [m for m in terminals if m.agent is not None and m.agent.attendance is not None]
+        plan_: dict[int, list[StaffMember]] = {}
+        for k, s in enumerate(chosen):
+            if readers:
+                plan_.setdefault(k % len(readers), []).append(s)
+        enrolled: dict[str, Finger] = {}
+
+        async def at_terminal(m: Member, people: list[StaffMember]) -> None:
+            for s in people:
+                finger = await Finger.enrol(m, s.staff_id)
+                if finger is None:
+                    self.counts["finger_enrol_failed"] += 1
+                else:
+                    enrolled[s.staff_id] = finger
+                    self.counts["fingers_enrolled"] += 1
+
+        await asyncio.gather(*(at_terminal(readers[i], people) for i, people in plan_.items()))
+        return enrolled
 
     async def _kiosk(self, m: Member) -> None:
         k = self.scenario.kiosk
@@ -528,6 +564,44 @@ class Fleet:
                 else:
                     sim.refill()
         self.counts[f"fault_{f.kind}_ended"] += len(targets)
+
+
+@dataclass(frozen=True, slots=True)
+class Finger:
+    """One person's finger enrolled at one terminal's fingerprint twin, by the agent running it then."""
+
+    member: Member
+    agent: Agent
+    name: str
+
+    @staticmethod
+    async def enrol(m: Member, staff_id: str) -> Finger | None:
+        """The fingerprint_enrol command, as the centre sends it, with the finger pressed twice when the
+        reader asks for it (the handler waits up to 10 s for each press)."""
+        agent = m.agent
+        role = agent.attendance if agent is not None else None
+        spec = agent.commands.registry.get("fingerprint_enrol") if agent is not None else None
+        if agent is None or role is None or role.finger_sim is None or spec is None:
+            return None
+        name = f"{staff_id}-right-index"
+        task = asyncio.ensure_future(spec.handler(FingerEnrol(staff_id=staff_id)))
+        await asyncio.sleep(0.2)  # the handler takes the reader first, or the terminal's scan eats the presses
+        role.finger_sim.press(name, 2)
+        try:
+            await asyncio.wait_for(task, 30)
+        except Exception as exc:  # any refusal (library full, no press seen) leaves the person to the QR code
+            log.debug("%s: enrolment of %s failed: %s", m.key, staff_id, exc)
+            return None
+        return Finger(m, agent, name)
+
+    def still_enrolled(self) -> bool:
+        """The same agent runs the terminal: a power loss made a new twin with an empty library."""
+        return self.member.up and self.member.agent is self.agent
+
+    def press(self) -> None:
+        role = self.agent.attendance
+        if role is not None and role.finger_sim is not None:
+            role.finger_sim.press(self.name, 1)
 
 
 def _qr_sim(m: Member) -> Any:
