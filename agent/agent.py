@@ -251,6 +251,8 @@ class Agent:
         return self.settings.heartbeat_s or self.cfg.heartbeat_s
 
     def settings_changed(self) -> None:
+        if self.attendance is not None:  # the site's face settings, from the centre (agent/desired.py)
+            self.attendance.apply_site(self.config.settings.face)
         if self.link.heartbeat_s != self.heartbeat_s:
             self.link.heartbeat_s = self.heartbeat_s
             self.link.announce()

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from agent.device import DeviceContext
+from drivers.face.config import FaceSiteSettings
 from protocol.commands import ConfigReport, DesiredConfig
 from protocol.settings import Section
 
@@ -26,6 +27,11 @@ class DeviceSettings(Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(default=None, description="Agent log level")
     reboot_min_interval_s: float = Field(default=3600, ge=0, description="Refuse a reboot command sooner than this")
     labels: dict[str, str] = Field(default_factory=dict, max_length=20, description="Zone, window, etc.")
+    face: FaceSiteSettings | None = Field(
+        default=None,
+        description="A face terminal's site settings, set at the centre per site (broker/sites.py ``face``); "
+        "absent: the terminal's own [attendance.face] values",
+    )
 
 
 class ConfigApplier:

@@ -19,6 +19,7 @@ from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
 from broker.duties.policy import DutiesPolicy
 from broker.queueing.policy import QueuePolicy
 from broker.ratings.policy import RatingPolicy
+from drivers.face.config import FaceSiteSettings
 from protocol.settings import Section
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,11 @@ class SiteConfig(Section):
         " before (unset: from the day of the site's first stored punch)",
     )
     attendance: PunchPolicy = Field(default_factory=PunchPolicy, description="How staff punches are judged here")
+    face: FaceSiteSettings = Field(
+        default_factory=FaceSiteSettings,
+        description="The face terminals' match threshold, liveness and its limits, for every terminal of the site:"
+        " the centre puts them in each one's desired config (broker/attendance/face_settings.py)",
+    )
     ratings: RatingPolicy = Field(
         default_factory=RatingPolicy, description="好差评: proxy patterns, follow-up deadlines"
     )

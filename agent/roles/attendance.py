@@ -28,7 +28,14 @@ from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
 from agent.gallery import GalleryConfig, GalleryStore, Held
 from drivers.camera import CameraConfig
-from drivers.face.config import FaceChallenge, FaceConfig, FaceMatch, FaceReject, LivenessEvidence
+from drivers.face.config import (
+    FaceChallenge,
+    FaceConfig,
+    FaceMatch,
+    FaceReject,
+    FaceSiteSettings,
+    LivenessEvidence,
+)
 from drivers.fingerprint.errors import CaptureError, FingerError
 from drivers.fingerprint.sim import SimulatedZfm
 from drivers.fingerprint.zfm import ZfmConfig, ZfmReader
@@ -148,6 +155,7 @@ class AttendanceRole:
         self.store = GalleryStore(cfg.gallery, device.site, device.device) if cfg.gallery else None
         self.held = Held(0, {})
         self.engine: FaceEngine | None = None
+        self.face = cfg.face  # cfg.face with the centre's site settings in place once they arrive (apply_site)
         self.finger_sim: SimulatedZfm | None = None
         self.finger = self._finger_reader(cfg.fingerprint)
         self.qr_sim: SimulatedScanner | None = None
@@ -168,6 +176,20 @@ class AttendanceRole:
             )
             return ZfmReader(real, backend=self.finger_sim)
         return ZfmReader(cfg)
+
+    def apply_site(self, site: FaceSiteSettings | None) -> None:
+        """The site's face settings from the centre's desired config (already validated by agent/desired.py), or
+        None: back to this terminal's own. The engine takes them from its next frame; called before the applier
+        reports config.applied, so an applied report means the terminal runs them."""
+        face = self.cfg.face if site is None else self.cfg.face.with_site(site)
+        if face == self.face:
+            return
+        self.face = face
+        if self.engine is not None:
+            self.engine.set_config(face)
+        whose = "the site's" if site is not None else "this terminal's"
+        log.info("face settings (%s): threshold %.2f, liveness %s, challenge %s, blink_drop %.2f", whose,
+                 face.threshold, face.liveness, face.challenge, face.limits.blink_drop)  # fmt: skip
 
     def register_commands(self, registry: Registry) -> None:
         registry.register(CommandSpec("gallery_update", GalleryUpdate, self._cmd_gallery_update, timeout_s=300))
@@ -212,10 +234,10 @@ class AttendanceRole:
         from drivers.face.engine import FaceEngine
         from drivers.face.gallery import FaceGallery
 
-        self.engine = FaceEngine(self.cfg.face, FaceGallery(self.held.entries))
+        self.engine = FaceEngine(self.face, FaceGallery(self.held.entries))
         async for frame in Camera(camera_cfg).frames():
             result = await asyncio.to_thread(self.engine.process, frame, time.monotonic())
-            challenge = self.cfg.face.challenge
+            challenge = self.face.challenge
             if isinstance(result, FaceMatch):
                 evidence = _liveness(result.liveness, challenge)
                 await self.punch(result.staff_id, "face", max(0.0, 1.0 - result.distance), liveness=evidence)

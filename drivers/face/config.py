@@ -83,7 +83,11 @@ class LivenessLimits(Section):
     )
 
 
-class FaceConfig(Section):
+class FaceSiteSettings(Section):
+    """What a site sets for all its face terminals at the centre (broker/sites.py ``face``), carried to each in its
+    desired config (``face``, agent/desired.py) and applied from the next sitting; a terminal runs its own
+    ``[attendance.face]`` values until the centre's arrive. The defaults are the measurements each field cites."""
+
     threshold: float = Field(
         default=0.5,
         gt=0,
@@ -94,6 +98,26 @@ class FaceConfig(Section):
             "(the library default 0.6 is loose: peers.md lesson 10)"
         ),
     )
+    liveness: Literal["off", "blink"] = Field(
+        default="blink",
+        description='"blink": a blink (eye aspect ratio down and back, the face otherwise rigid) must be seen',
+    )
+    challenge: Literal["none", "blink", "turn"] = Field(
+        default="none",
+        description=(
+            '"blink": the screen asks for a blink; "turn": it asks for a head turn, needed besides the blink '
+            "(a turn is 3-D: the nose moves against the face's outline, which no flat picture does)"
+        ),
+    )
+    limits: LivenessLimits = Field(
+        default_factory=LivenessLimits, description="What a blink must look like (per-site tuning)"
+    )
+
+
+class FaceConfig(FaceSiteSettings):
+    """The terminal's face engine. The site's part (FaceSiteSettings) is the terminal's own until the centre's
+    arrives; the rest depends on where the camera hangs and stays local."""
+
     detect_scale: float = Field(
         default=0.5,
         gt=0,
@@ -120,20 +144,10 @@ class FaceConfig(Section):
     cooldown_s: float = Field(
         default=30.0, ge=0, description="After a punch, the same person is not punched again for this long"
     )
-    liveness: Literal["off", "blink"] = Field(
-        default="blink",
-        description='"blink": a blink (eye aspect ratio down and back, the face otherwise rigid) must be seen',
-    )
-    challenge: Literal["none", "blink", "turn"] = Field(
-        default="none",
-        description=(
-            '"blink": the screen asks for a blink; "turn": it asks for a head turn, needed besides the blink '
-            "(a turn is 3-D: the nose moves against the face's outline, which no flat picture does)"
-        ),
-    )
-    limits: LivenessLimits = Field(
-        default_factory=LivenessLimits, description="What a blink must look like (per-site tuning)"
-    )
+
+    def with_site(self, site: FaceSiteSettings) -> FaceConfig:
+        """This terminal's config with its site's settings in place of its own (validated models both)."""
+        return self.model_copy(update={name: getattr(site, name) for name in FaceSiteSettings.model_fields})
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ class FaceEngine:
     def __init__(self, cfg: FaceConfig, gallery: FaceGallery) -> None:
         self._fr = load_face_recognition()  # fails the start loudly (FaceEngineUnavailable)
         self._cfg = cfg
+        self._next_cfg = cfg
         self._gallery = gallery
         self._lock = threading.Lock()
         self._streak: _Streak | None = None
@@ -96,10 +97,21 @@ class FaceEngine:
         the new object and starts a new streak (a match made on the old gallery must not carry over)."""
         self._gallery = gallery
 
+    @property
+    def cfg(self) -> FaceConfig:
+        return self._next_cfg
+
+    def set_config(self, cfg: FaceConfig) -> None:
+        """Use ``cfg`` (the site's thresholds, from the centre) from the next frame on; a sitting in progress keeps
+        the liveness limits it started with. One reference assignment, so callable from any thread without
+        waiting for a frame in progress."""
+        self._next_cfg = cfg
+
     def process(self, frame_bgr: np.ndarray, now: float) -> Outcome:
         """Analyse one BGR frame taken at monotonic time ``now``. None: nothing to report yet (an empty
         view, the normal state of a terminal, or a sitting still confirming or watching for a blink)."""
         with self._lock:
+            self._cfg = self._next_cfg  # one config for the whole frame
             gallery = self._gallery
             if gallery is not self._streak_gallery:
                 self._streak, self._streak_gallery = None, gallery
@@ -189,16 +201,17 @@ class FaceEngine:
         """Still watching (once, the challenge for the screen), or the window is over: refused, and the sitting
         ends."""
         cfg = self._cfg
-        if now - sitting.started < cfg.limits.window_s:
+        if now - sitting.started < sitting.limits.window_s:
             if cfg.challenge != "none" and not streak.challenged and streak.staff_id is not None:
                 streak.challenged = True
                 return FaceChallenge(streak.staff_id, cfg.challenge)
             return None
         streak.settled = True
         e = sitting.evidence(now)
-        seen = "no blink" if sitting.blink is None else f"no head turn ({e.turn:.2f} < {cfg.limits.turn_min})"
+        lim = sitting.limits
+        seen = "no blink" if sitting.blink is None else f"no head turn ({e.turn:.2f} < {lim.turn_min})"
         detail = (
-            f"{seen} in {e.sitting_s:.1f} s: deepest eye drop {e.drop:.2f} (< {cfg.limits.blink_drop}), "
+            f"{seen} in {e.sitting_s:.1f} s: deepest eye drop {e.drop:.2f} (< {lim.blink_drop}), "
             f"{e.unsteady}/{e.frames} frames unsteady; step away and try again"
         )
         return FaceReject("not_live", detail, e, streak.staff_id)
