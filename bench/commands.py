@@ -5,15 +5,15 @@
 Prints figures and asserts nothing; the same figures go to ``bench/results/commands-<date>.md``.
 
 1. Command latency. A private Mosquitto (``LocalMosquitto``), ``hallfleet consumer`` in its own process on a
-   SQLite store in a temp dir, one ``hallfleet agent`` process (role none, agent defaults: outbox group
-   commit 20 ms). ``diagnose`` commands are issued one after another through
+   SQLite store in a temp dir, one ``hallfleet agent`` process (role none, agent defaults: a lone event
+   is committed to the outbox at once). ``diagnose`` commands are issued one after another through
    ``broker.commands.issue_command`` with a centre ``AsyncMqtt`` client (``centre_link``). Figure: from
    ``issue_command()`` returning (row committed, PUBLISH PUBACKed) to the end of the first store read that
    shows the command ``succeeded`` (the ``commands`` row that ``command_row`` reads, polled with plain
    sqlite3 every ~1 ms from this process), so each figure includes up to one poll period (printed). Where
    the time goes is taken from the stored acks: envelope ``ts`` (agent) and ``received_at`` (consumer),
    one host, so one clock. The consumer and the agent run with their shipped defaults (consumer batch wait
-   20 ms from a batch's first message, agent outbox group commit 20 ms).
+   20 ms from a batch's first message; the agent's outbox commits a lone event at once).
    Baseline in the same run: a bare MQTT v5 request/response between two plain paho clients on the same
    broker (QoS 1 both ways, a payload the size of the command): publish to a topic the other echoes back;
    once as paho comes (no TCP_NODELAY) and once with TCP_NODELAY on both sockets, as the product's
@@ -303,7 +303,8 @@ async def start_consumer(workdir: Path, port: int, url: str) -> Child:
     def subscribed() -> bool:
         if child.popen.poll() is not None:
             raise RuntimeError(f"consumer exited with {child.popen.returncode}; see {child.log_path}")
-        return "subscribed" in child.log_path.read_text(errors="replace")
+        # broker/ingest/receive.py logs "receiver ... connected to" once its SUBACK came back.
+        return "connected to" in child.log_path.read_text(errors="replace")
 
     await wait_until(subscribed, 30, "the consumer to subscribe")
     return child
@@ -461,8 +462,8 @@ async def ack_stages(store: Store, issued: dict[str, tuple[float, float]]) -> di
 STAGES = {
     "agent takes it": "issue_command() returned -> `delivered` ack built by the agent (its `ts`)",
     "agent runs it": "`delivered` ts -> `succeeded` ts: delivered and running each committed to the "
-    "outbox (group commit 20 ms), then diagnose runs",
-    "ack to consumer": "`succeeded` ts -> consumer received it: outbox group commit, publish, broker",
+    "outbox (a commit and fsync each), then diagnose runs",
+    "ack to consumer": "`succeeded` ts -> consumer received it: outbox commit, publish, broker",
     "consumer stores it": "received -> this bench reads `succeeded`: consumer flush wait, commit, poll",
 }
 
@@ -719,8 +720,9 @@ def report_commands(s: CommandRun) -> list[str]:
         "",
         "A private Mosquitto, `hallfleet consumer` (own process, uvloop, SQLite store in a temp dir, shipped "
         "`[ingest]` defaults: batch wait 20 ms from a batch's first message), one `hallfleet agent` process "
-        "(role none, shipped defaults: outbox group commit 20 ms). `diagnose` commands are issued one after "
-        "another with `broker.commands.issue_command` from a centre `AsyncMqtt` client (`centre_link`), after "
+        "(role none, shipped defaults: a lone event is committed to the outbox at once). `diagnose` commands are "
+        "issued one after another with `broker.commands.issue_command` from a centre `AsyncMqtt` client "
+        "(`centre_link`), after "
         f"{WARMUP_COMMANDS} warm-up commands. Figure: `issue_command()` returned (row and audit committed, "
         "PUBLISH PUBACKed) -> the end of the first read of the store's `commands` row that shows `succeeded` "
         f"(plain sqlite3, a read every {ms(statistics.mean(s.poll_periods)) if s.poll_periods else '-'} ms "
@@ -804,8 +806,8 @@ def findings(cmd: CommandRun, heal: HealBench) -> list[str]:
             f"{ms(percentile(cmd.latencies, 99))} ms, {ratio(cmd.latencies, cmd.baseline_nodelay, 50)} a bare "
             "MQTT round trip. Most of it is the agent's durable acks: `delivered` -> `succeeded` p50 "
             f"{ms(percentile(runs, 50))} ms (the runner awaits the outbox commit of `delivered` and of "
-            "`running` before it runs the command, each a 20 ms group-commit window plus fsync, on an idle "
-            f"outbox too), and the `succeeded` ack's own commit before it leaves, p50 "
+            "`running` before it runs the command, each a commit with its fsync, at once on an idle "
+            f"outbox), and the `succeeded` ack's own commit before it leaves, p50 "
             f"{ms(percentile(to_consumer, 50))} ms."
         )
     if cmd.baseline and cmd.baseline_nodelay:
