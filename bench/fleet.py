@@ -240,6 +240,9 @@ async def run_one(ctx: Ctx, n: int) -> dict[str, Any]:
     spec = argparse.Namespace(devices=n, processes=a.processes, scenario=str(path), speed=1.0, memory_outbox=True)
     loop = asyncio.get_running_loop()
     slices: list[Slice] = []
+    soft, _ = raise_nofile()
+    if soft < n + 1000:  # the broker holds one socket per device; each simulator process one per agent
+        print(f"[{n}] warning: RLIMIT_NOFILE is {soft} (the hard limit): raise it (ulimit -Hn) for {n:,} devices")
     try:
         mqtt = MqttConfig(host=ctx.broker.host, port=ctx.broker.port)
         slices = start_slices(spec, mqtt, workdir, clock, connect_timeout_s=a.connect_budget)
