@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from broker.audit.cli import add_verify
 from broker.commands import (
     CommandError,
     centre_link,
@@ -70,6 +71,8 @@ def add_parsers(sub: Any) -> None:
     audit.add_argument("--limit", type=int, default=50)
     _centre_config(audit)
     audit.set_defaults(func=lambda a: _run(_audit(a)))
+    # `hallfleet audit` alone still lists the log; `audit verify` proves its chains.
+    add_verify(audit.add_subparsers(dest="audit_action", required=False))
 
 
 def _centre_config(p: argparse.ArgumentParser) -> None:

@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.attendance.model import Exception_, ExceptionKind
 from broker.attendance.roster import staff_member
+from broker.audit import chain
+from broker.audit.sources import EXCEPTION, WITHDRAWAL
 from broker.calendar import CalendarError, SiteCalendar
 from broker.sites import Sites
 from broker.store.commands import audit
@@ -119,7 +121,9 @@ async def file_exception(
         late = due is not None and at > due
         text = reason.strip()[:500]
         exc = replace(Exception_(uuid7(), staff_id, kind, start, end, at, by[:64], text, minutes, True, late), due=due)
-        await conn.execute(attendance_exceptions.insert().values(site=site, **_values(exc)))
+        filed = attendance_exceptions.insert().values(site=site, **_values(exc))
+        filed = filed.returning(*EXCEPTION.cols(EXCEPTION.columns))
+        await chain.append(conn, EXCEPTION, (await conn.execute(filed)).mappings().all())
         await audit(conn, at=at, actor=by, action="attendance.exception.file", target=f"{site}/{staff_id}",
                     reason=exc.reason, detail={"id": exc.id, "kind": kind.value, "start": start, "end": end,
                                                "minutes": minutes, "late": late, "due": due})  # fmt: skip
@@ -183,11 +187,12 @@ async def withdraw_exception(store: Store, exception_id: str, *, by: str, at: da
         row = (await conn.execute(sa.select(e.site, e.staff_id, e.withdrawn_at).where(e.id == exception_id))).first()
         if row is None:
             raise ValueError(f"没有编号为 {exception_id} 的考勤例外")
-        done = await conn.execute(
-            attendance_exceptions.update().where(e.id == exception_id, e.withdrawn_at.is_(None)).values(withdrawn_at=at)
-        )
-        if done.rowcount != 1:
+        withdraw = attendance_exceptions.update().where(e.id == exception_id, e.withdrawn_at.is_(None))
+        done = await conn.execute(withdraw.values(withdrawn_at=at).returning(*WITHDRAWAL.cols(WITHDRAWAL.columns)))
+        withdrawn = done.mappings().all()
+        if len(withdrawn) != 1:
             raise ValueError(f"考勤例外 {exception_id} 已撤销过")
+        await chain.append(conn, WITHDRAWAL, withdrawn)
         await audit(conn, at=at, actor=by, action="attendance.exception.withdraw",
                     target=f"{row.site}/{row.staff_id}", reason=reason, detail={"id": exception_id})  # fmt: skip
 

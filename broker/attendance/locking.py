@@ -25,6 +25,8 @@ from broker.attendance.exceptions import correction_days, correction_deadline
 from broker.attendance.model import NEEDS_PROOF, StaffDay, Verdict
 from broker.attendance.service import go_live
 from broker.attendance.verdicts import is_excused, is_present
+from broker.audit import chain
+from broker.audit.sources import LOCK, LOCKED_DAY
 from broker.calendar import SiteCalendar
 from broker.sites import Sites
 from broker.store.commands import audit
@@ -114,12 +116,15 @@ async def _lock_site(store: Store, sites: Sites, site: str, now: datetime, compu
     async with store.engine.begin() as conn:
         added = 0
         if rows:
-            k = attendance_locks.c
-            stmt = _insert_ignore(conn, attendance_locks).returning(k.day)
-            added = len((await conn.execute(stmt, rows)).all())
+            stmt = _insert_ignore(conn, attendance_locks).returning(*LOCK.cols(LOCK.columns))
+            # Only the rows this run inserted are chained: a lock another run made first has its link already.
+            locked = (await conn.execute(stmt, rows)).mappings().all()
+            await chain.append(conn, LOCK, locked)
+            added = len(locked)
         marks = [{"site": site, "day": d, "locked_at": now, "locked": per_day[d]} for d in days if d not in open_days]
         if marks:
-            await conn.execute(_insert_ignore(conn, attendance_locked_days), marks)
+            stmt = _insert_ignore(conn, attendance_locked_days).returning(*LOCKED_DAY.cols(LOCKED_DAY.columns))
+            await chain.append(conn, LOCKED_DAY, (await conn.execute(stmt, marks)).mappings().all())
         if added:
             await audit(conn, at=now, actor="rules", action="attendance.lock", target=site,
                         reason="补登期限已过, 按非正常考勤锁定",

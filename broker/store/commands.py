@@ -11,6 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from broker.audit import chain
+from broker.audit.sources import AUDIT_ROW
 from broker.store.keys import DeviceKey
 from broker.store.schema import audit_log, commands, device_configs, device_labels, devices
 from protocol.commands import NEXT_STATES, Command, CommandAck, CommandState, ConfigReport, DesiredConfig
@@ -28,8 +30,9 @@ async def audit(
     reason: str = "",
     detail: dict[str, Any] | None = None,
 ) -> None:
-    await conn.execute(
-        audit_log.insert().values(
+    row = await conn.execute(
+        audit_log.insert()
+        .values(
             at=at,
             actor=actor[:64],
             action=action[:64],
@@ -37,7 +40,10 @@ async def audit(
             reason=reason[:500],
             detail=json.dumps(detail or {}, ensure_ascii=False, default=str),
         )
+        .returning(*AUDIT_ROW.cols(AUDIT_ROW.columns))
     )
+    # Chained as stored (RETURNING), in this transaction: the row and its link commit or roll back together.
+    await chain.append(conn, AUDIT_ROW, row.mappings().all())
 
 
 async def insert_command(conn: AsyncConnection, key: str, cmd: Command) -> None:

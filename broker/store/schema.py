@@ -146,6 +146,32 @@ audit_log = sa.Table(
     sa.Index("audit_log_target_at", "target", "at"),
 )
 
+# Hash chains over the audit log and the attendance corrections (broker/audit): one link per record, in the
+# writing transaction. The records' own tables stay as they are: a withdrawal updates its filing, so the
+# link, not the row, carries the hash.
+record_chain = sa.Table(
+    "record_chain",
+    metadata,
+    sa.Column("chain", sa.String(16), primary_key=True, comment="audit | corrections"),
+    sa.Column("month", sa.String(7), primary_key=True, comment="YYYY-MM of the record's time, China Standard Time"),
+    sa.Column("seq", sa.Integer, primary_key=True, comment="1, 2, ... within the chain's month"),
+    sa.Column("source", sa.String(32), nullable=False, comment="which kind of record (broker/audit/sources.py)"),
+    sa.Column("ref", sa.String(300), nullable=False, comment="the record's key, canonical JSON"),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, comment="SHA-256 of prev_hash and the record's content"),
+    sa.UniqueConstraint("source", "ref", name="record_chain_source_ref"),
+)
+
+record_chain_heads = sa.Table(
+    "record_chain_heads",
+    metadata,
+    sa.Column("chain", sa.String(16), primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False, comment="the last link's seq; 0 before the first"),
+    sa.Column("hash", sa.String(64), nullable=False, comment="the last link's hash: what monthly reports print"),
+    comment="one row per chain and month, locked by each writer: appends serialise on it",
+)
+
 device_configs = sa.Table(
     "device_configs",
     metadata,
