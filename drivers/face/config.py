@@ -84,9 +84,10 @@ class LivenessLimits(Section):
 
 
 class FaceSiteSettings(Section):
-    """What a site sets for all its face terminals at the centre (broker/sites.py ``face``), carried to each in its
-    desired config (``face``, agent/desired.py) and applied from the next sitting; a terminal runs its own
-    ``[attendance.face]`` values until the centre's arrive. The defaults are the measurements each field cites."""
+    """Set per site at the centre for all its face terminals; each runs its own until the centre's arrive."""
+
+    # The centre (broker/sites.py ``face``) carries them in each terminal's desired config (``face``,
+    # agent/desired.py); the terminal applies them from its next frame. Defaults: the measurements each field cites.
 
     threshold: float = Field(
         default=0.5,
