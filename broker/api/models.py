@@ -32,7 +32,7 @@ class DeviceOut(Out):
     device: str
     role: str
     agent_version: str
-    presence: str = Field(description="online | stale | offline | shutdown | unknown")
+    presence: str = Field(description="online | stale | offline | shutdown | unknown | registered (never connected)")
     presence_since: datetime | None
     last_seen: datetime | None
     heartbeat_s: float
@@ -54,7 +54,10 @@ class PresenceOut(Out):
 
 class SlaOut(Out):
     started_at: datetime
-    elapsed_s: float = Field(description="SLA time so far: opening hours, or wall-clock time for 24-hour devices")
+    elapsed_s: float = Field(
+        description="SLA time from the start to restoration (or now while down): the monthly report's time to restore;"
+        " opening hours, or wall-clock time for 24-hour devices"
+    )
     warn_at: datetime
     breach_at: datetime
     next_step_at: datetime | None

@@ -402,8 +402,8 @@ async def ratings_page(
         await staff_data_read(request, user, "ratings.read", site, day=day.isoformat(), what="page")
         found = await queries.ratings_on(app.store, app.sites, [site], day)
         policy = policy_of(app.sites[site])
-        tally = views.window_tally(found, {site: policy.negative_levels})
-        _, ledger = await queries.rating_marks(app.store, [r.event_id for r in found])
+        marks, ledger = await queries.rating_marks(app.store, [r.event_id for r in found])
+        tally = views.window_tally(found, policy, marks)
         negatives = [views.followup_row(ledger[r.event_id], now, t, lang) for r in found if r.event_id in ledger]
         pending = await app.store.fetch(queries.followups_query([site], site, "open").limit(200))
         open_rows = [views.followup_row(r, now, t, lang) for r in pending]

@@ -10,8 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from broker.calendar import WallClockHours
 from broker.ratings.model import Rating, ratings_between
+from broker.reports.sla import sla_elapsed_s, sla_started_at
+from broker.rules.incidents import hours_of
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import (
@@ -67,7 +68,7 @@ async def state_before(store: Store, key: str, at: datetime) -> str:
 @dataclass(frozen=True, slots=True)
 class Sla:
     started_at: datetime
-    elapsed_s: float  # SLA time: opening hours, or wall-clock time for a 24-hour device
+    elapsed_s: float  # SLA time to restoration (or now): opening hours, or wall-clock time for a 24-hour device
     warn_at: datetime
     breach_at: datetime
     next_step_at: datetime | None
@@ -76,14 +77,15 @@ class Sla:
 
 
 def sla_of(row: Any, sites: Sites, now: datetime) -> Sla:
+    """The incident's one clock as the monthly report counts it (broker/reports/sla.py): its elapsed time is the
+    report's time to restore once the outage ended, so the dashboard and the workbook show one figure."""
     site = sites[row.site]
-    hours = WallClockHours() if row.hours24 else site.site_calendar
-    start = min(row.detected_at, row.staff_reported_at or row.detected_at)
-    end = row.closed_at or now
+    hours = hours_of(site, bool(row.hours24))
+    start = sla_started_at(row)
     breach_at = hours.add_open_time(start, site.sla.breach_after_min * 60)
     return Sla(
         started_at=start,
-        elapsed_s=hours.open_seconds(start, end),
+        elapsed_s=sla_elapsed_s(row, site, now),
         warn_at=hours.add_open_time(start, site.sla.warn_after_min * 60),
         breach_at=breach_at,
         next_step_at=row.next_step_at,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from jinja2 import Environment
@@ -17,6 +17,9 @@ from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import presence_history
 from protocol.clock import HALL_ZONE
+
+if TYPE_CHECKING:
+    from broker.ratings.policy import RatingPolicy
 
 WINDOW = timedelta(hours=24)
 
@@ -184,21 +187,32 @@ def attendance_bars(days: list[Any], members: list[Any], unknown: str) -> list[t
 
 
 # -- ratings ---------------------------------------------------------------------------------------------------
-def window_tally(ratings: list[Any], negative_levels: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """Per (site, window, staff): ratings, negatives, and the satisfaction rate (not negative / all)."""
-    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+def window_tally(ratings: list[Any], policy: RatingPolicy, flags: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Per (window, staff) of one site: the monthly report's own tally (broker/ratings/report.py), so a confirmed
+    proxy rating is left out here as there; the satisfaction rate is the share of counted ratings not negative,
+    with the report's rounding."""
+    from collections import Counter
+
+    from broker.ratings.report import Tally, count_rating, pct, proxy_verdicts
+
+    verdicts = proxy_verdicts(f for rows in flags.values() for f in rows)
+    tallies: dict[tuple[str, str], Tally] = {}
     for r in ratings:
-        row = rows.setdefault(
-            (r.site, r.window, r.staff_id),
-            {"site": r.site, "window": r.window, "staff_id": r.staff_id, "count": 0, "negative": 0},
-        )
-        row["count"] += 1
-        row["negative"] += r.level in negative_levels.get(r.site, [1, 2])
+        count_rating(tallies.setdefault((r.window, r.staff_id), Tally(Counter())), r, verdicts.get(r.event_id))
     out = []
-    for key in sorted(rows):
-        row = rows[key]
-        row["satisfaction"] = f"{100 * (row['count'] - row['negative']) / row['count']:.1f}%"
-        out.append(row)
+    for (window, staff_id), t in sorted(tallies.items()):
+        negative = t.negative(policy)
+        satisfied = pct(t.total - negative, t.total)
+        out.append(
+            {
+                "window": window,
+                "staff_id": staff_id,
+                "count": t.total,
+                "negative": negative,
+                "proxy": t.proxy,
+                "satisfaction": "-" if satisfied is None else f"{satisfied:.1f}%",
+            }
+        )
     return out
 
 

@@ -127,20 +127,20 @@ async def build_report(store: Store, sites: Sites, site: str, month: str, *, now
         flagged = await flags(conn, site, reviewed=True, start=start, end=end)
         ledger = await followups(conn, site, start=start, end=end)
         names = {r.staff_id: r.name for r in (await conn.execute(sa.select(staff).where(staff.c.site == site))).all()}
-    verdicts = _verdicts(flagged)
+    verdicts = proxy_verdicts(flagged)
     monthly: defaultdict[tuple[str, str], Tally] = defaultdict(lambda: Tally(Counter()))
     daily: defaultdict[tuple[date, str, str], Tally] = defaultdict(lambda: Tally(Counter()))
     for r in ratings:
         day = r.at.astimezone(zone).date()
         for tally in (monthly[(r.window, r.staff_id)], daily[(day, r.window, r.staff_id)]):
-            _count(tally, r, verdicts.get(r.event_id))
+            count_rating(tally, r, verdicts.get(r.event_id))
     targets = _targets(ratings, verdicts, ledger, policy)
     return RatingReport(
         site, cfg.name or site, month, zone, policy, names, dict(monthly), dict(daily), ledger, targets, now
     )
 
 
-def _verdicts(rows: Iterable[Any]) -> dict[str, str]:
+def proxy_verdicts(rows: Iterable[Any]) -> dict[str, str]:
     """event id -> "proxy" (any of its flags confirmed), "" (one not reviewed yet, e.g. raised after a review) or
     "honest"."""
     seen: defaultdict[str, set[str]] = defaultdict(set)
@@ -149,7 +149,8 @@ def _verdicts(rows: Iterable[Any]) -> dict[str, str]:
     return {e: "proxy" if "proxy" in v else ("" if "" in v else "honest") for e, v in seen.items()}
 
 
-def _count(t: Tally, r: Rating, verdict: str | None) -> None:
+def count_rating(t: Tally, r: Rating, verdict: str | None) -> None:
+    """The counting rule of the module docstring; the dashboard's day tally (broker/api/views.py) counts with it."""
     if verdict == "proxy":
         t.proxy += 1
         return

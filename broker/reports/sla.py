@@ -6,7 +6,8 @@ device. The report counts outages, not rows: one incident per outage (broker/rul
 conditions are its timeline. Downtime is the union of the times the device could not serve (its offline, kiosk
 down and staff-reported conditions, [began, cleared)) clipped to the month, so the minutes between a flap's
 recovery and its return are not downtime, and two conditions at once are not counted twice. Time to restore runs
-on the incident's one clock, from the outage's first fault to its last clear. Incidents, breaches, recoveries and
+on the incident's one clock, from the outage's first fault to its last clear (``sla_elapsed_s``: the dashboard's
+clock of an incident is the same function, so the two never disagree). Incidents, breaches, recoveries and
 MTTR count the outages (severity major or critical); lesser incidents (a printer's minor fault, a consumable) are
 listed, not counted. A hall-wide outage is listed but not counted again: each device it covers has its own
 outage, and the site's totals are the sums of the device rows, so the sheets add up.
@@ -24,9 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from broker.calendar import Hours, WallClockHours
 from broker.reports.model import DeviceRow, IncidentRow, SlaReport
-from broker.rules.incidents import HALL_OUTAGE, on_the_clock
+from broker.rules.incidents import HALL_OUTAGE, hours_of, on_the_clock
 from broker.rules.incidents import OUTAGE_KINDS as DEVICE_OUTAGES
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store, heard_from
@@ -150,9 +150,25 @@ def _usage_query(site: str, win: _Window) -> sa.Select[Any]:
 
 
 # -- rows ----------------------------------------------------------------------------------------------
+def sla_started_at(r: Any) -> datetime:
+    """Where an incident's clock starts: the outage's first fault, or site staff's report if that came first
+    (the regulation's own start of the 30 minutes, broker/rules/actions.py)."""
+    return min(r.detected_at, r.staff_reported_at or r.detected_at)
+
+
+def restored_at(r: Any) -> datetime | None:
+    """When the outage ended: its last condition cleared (the verification after it is not downtime)."""
+    return r.cleared_at or r.closed_at
+
+
+def sla_elapsed_s(r: Any, cfg: SiteConfig, now: datetime) -> float:
+    """SLA time of an incident on its one clock, from its start to its restoration, or to ``now`` while it is
+    still down: the report's time to restore and the dashboard's clock (broker/api/queries.py) are this."""
+    return hours_of(cfg, bool(r.hours24)).open_seconds(sla_started_at(r), restored_at(r) or now)
+
+
 def _incident_row(r: Any, cfg: SiteConfig, zone: tzinfo) -> IncidentRow:
-    hours: Hours = WallClockHours() if r.hours24 else cfg.site_calendar
-    restored = r.cleared_at or r.closed_at
+    restored = restored_at(r)
     return IncidentRow(
         id=r.id,
         device=r.device,
@@ -161,7 +177,7 @@ def _incident_row(r: Any, cfg: SiteConfig, zone: tzinfo) -> IncidentRow:
         detected_at=r.detected_at.astimezone(zone),
         cleared_at=_local(r.cleared_at, zone),
         closed_at=_local(r.closed_at, zone),
-        ttr_s=hours.open_seconds(r.detected_at, restored) if restored is not None else None,
+        ttr_s=sla_elapsed_s(r, cfg, restored) if restored is not None else None,
         breached=r.breached_at is not None,
         breach_reason=r.breach_reason,
         recovery=r.recovery,
