@@ -31,6 +31,7 @@ from broker.attendance.model import Verdict
 from broker.attendance.roster import StaffMember, import_roster
 from broker.config import ConsumerConfig, StoreConfig
 from broker.queueing.jobs import QueueJobs
+from broker.rules.devices import Registered, register_devices
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import events, incidents
@@ -50,7 +51,9 @@ PAGES = (
     "/",
     "/?pp=2",
     "/?page=2&state=offline",
+    "/?state=registered",
     f"/devices/{FOCUS}",
+    "/devices/qingpu/kiosk-new",
     "/devices/qingpu/attendance-0002",
     "/incidents",
     "/consumables",
@@ -66,7 +69,7 @@ PAGES = (
 # Raw values a page must never print on the zh page (each has a word in fleet_words, i18n or the rules).
 RAW = (
     {v for table in ENUMS.values() for v in table if v}
-    | {"online", "stale", "offline", "shutdown", "unknown", "open", "recovering", "closed"}
+    | {"online", "stale", "offline", "shutdown", "unknown", "registered", "open", "recovering", "closed"}
     | {"critical", "major", "minor", "info", "queued", "delivered", "running", "succeeded", "failed", "rejected"}
     | {k for k, _ in INCIDENT_KINDS}
     | {"thermal_paper", "toner:black", "a4_paper:tray-1", "a4_paper:tray-2", "waste", "hall_outage"}
@@ -133,6 +136,7 @@ async def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     store = await Store.open(sqlite_url)
     await seed_fleet(store, NOW, per_hall=20, per_device_events=2)
     await _attendance(store)
+    await _registered(store)
     await add_user(store, "admin", PASSWORD, "it_admin", ("*",), NOW)
     sites = load_sites()
     sites["qingpu"]["go_live"] = GO_LIVE.isoformat()
@@ -150,6 +154,12 @@ async def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         c.headers["Authorization"] = f"Bearer {r.json()['token']}"
         yield c
     await store.close()
+
+
+async def _registered(store: Store) -> None:
+    """A kiosk IT provisioned (24-hour) that never connected: presence 'registered' (broker/rules/devices.py)."""
+    async with store.engine.begin() as conn:
+        await register_devices(conn, [Registered("qingpu", "kiosk-new", "kiosk", True)], by="it.li", at=NOW)
 
 
 async def _attendance(store: Store) -> None:
@@ -262,12 +272,16 @@ async def test_the_pages_show_every_kind_state_and_reason_in_chinese(client: htt
     overview = (await client.get("/")).text
     for word in ("24小时自助终端", "考勤终端", "好差评评价器", "模拟设备", "在线", "离线", "失联"):
         assert word in overview, word
+    registered = (await client.get("/?state=registered")).text + (await client.get("/devices/qingpu/kiosk-new")).text
+    assert "kiosk-new" in registered and "已登记未上线" in registered
     device = (await client.get(f"/devices/{FOCUS}")).text
     for word in ("运行状况", "使用量", "命令回执", "成功", "已过期", "打印机恢复", "估算", "设备上报", "°C"):
         assert word in device, word
     consumables = (await client.get("/consumables?site=qingpu")).text
     for word in ("卡纸", "将满", "已满", "未知", "将尽", "已用完", "废粉盒"):
         assert word in consumables, word
+    registered_en = (await client.get("/devices/qingpu/kiosk-new?lang=en")).text  # the language sticks: last
+    assert "registered, never connected" in registered_en
 
 
 async def test_the_month_chart_of_a_hall_live_this_week_judges_only_days_since(client: httpx.AsyncClient) -> None:

@@ -29,7 +29,8 @@ from broker.store.schema import (
 OPEN_STATES = ("open", "recovering")
 LOW_STATES = ("low", "empty")
 MAX_PROBLEMS = 5000  # open incidents and consumables at risk read at most: beyond, the fleet is on fire anyway
-PRESENCE_RANK = {"offline": 0, "stale": 1, "unknown": 2, "shutdown": 3, "online": 4}
+# Worst first; a device IT registered that never connected is not in service yet, so no outage (broker/store/db.py).
+PRESENCE_RANK = {"offline": 0, "stale": 1, "unknown": 2, "shutdown": 3, "registered": 4, "online": 5}
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ ZH: dict[str, str] = {
     "offline": "离线",
     "shutdown": "已关机",
     "unknown": "未知",
+    "registered": "已登记未上线",  # provisioned by IT, never heard from (broker/rules/devices.py)
     "device": "设备",
     "role": "类型",
     "presence": "状态",
@@ -184,6 +185,7 @@ EN: dict[str, str] = {
     "offline": "offline",
     "shutdown": "shut down",
     "unknown": "unknown",
+    "registered": "registered, never connected",
     "device": "Device",
     "role": "Role",
     "presence": "State",

@@ -45,7 +45,7 @@ def _or_empty(pattern: str) -> str:
 HallQ = Annotated[str | None, Query(pattern=_or_empty(SEGMENT), description="Only this hall")]
 KindQ = Annotated[str | None, Query(pattern=_or_empty(SEGMENT), description="Only this device kind (role)")]
 StateQ = Annotated[
-    Literal["online", "stale", "offline", "shutdown", "unknown", ""] | None,
+    Literal["online", "stale", "offline", "shutdown", "unknown", "registered", ""] | None,
     Query(description="Only devices in this state"),
 ]
 LabelQ = Annotated[
@@ -120,7 +120,7 @@ async def overview_page(
         filters={"hall": hall or "", "kind": kind or "", "state": state or "", "label": label or "", "q": q or ""},
         halls=sorted(set(app.sites.names()) | set(counts)) if user.all_sites else sorted(user.sites),
         kinds=["kiosk", "attendance", "rating", "sim"],
-        states=["offline", "stale", "unknown", "shutdown", "online"],
+        states=["offline", "stale", "unknown", "shutdown", "registered", "online"],
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from protocol.clock import HALL_ZONE
 
 COLOURS = {"online": "#2e9d48", "stale": "#e0a030", "offline": "#d0342c", "shutdown": "#7a7a7a", "unknown": "#c8c8c8"}
+COLOURS["registered"] = "#8aa4c8"  # provisioned, never heard from
 
 
 @dataclass(frozen=True, slots=True)
