@@ -4,7 +4,7 @@ verifies; an altered, deleted or inserted record, a removed link and a cut-short
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -179,3 +179,34 @@ async def test_the_cli_prints_the_head_or_names_the_first_altered_row(
     assert "altered" in out and "audit_log" in out and head not in out
     assert await cli("--month", "2026-13") == 1
     assert "YYYY-MM" in capsys.readouterr().err
+
+
+async def test_the_migration_chains_the_records_written_before_it(store_url: str) -> None:
+    """A centre upgraded from 0012: its existing audit rows are chained in time order and verify."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from broker.store.db import MIGRATIONS, create_engine, migrate
+
+    def upgrade_to(revision: str) -> Callable[[sa.Connection], None]:
+        def run(sync_conn: sa.Connection) -> None:
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = sync_conn
+            command.upgrade(cfg, revision)
+
+        return run
+
+    engine = create_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade_to("0012"))
+            for i in (3, 1, 2):  # written out of time order: the chain follows the time
+                at = local(date(2026, 11, i), "10:00")
+                await conn.execute(audit_log.insert().values(at=at, actor="op", action="x", target="t"))
+        await migrate(engine)
+        async with engine.connect() as conn:
+            v = await verify(conn, "audit", MONTH)
+        assert v.ok and v.links == 3, v.findings
+    finally:
+        await engine.dispose()
