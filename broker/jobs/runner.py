@@ -21,6 +21,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker.ingest.isolation import StoreFault, classify
 from protocol.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ class JobRunner:
                 stats.failures += 1
                 stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 delay = max(job.interval_s, self._backoff.delay(failures - 1))
-                if isinstance(exc, SQLAlchemyError):
+                # classify() reads the drivers' own errors too: asyncpg's refused connect is a bare OSError.
+                if isinstance(exc, SQLAlchemyError) or classify(exc) is StoreFault.UNAVAILABLE:
                     log.error("job %s: store unavailable (%s); next try in %.1f s", job.name, type(exc).__name__, delay)
                 else:
                     log.exception("job %s failed; next try in %.1f s", job.name, delay)

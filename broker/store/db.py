@@ -280,9 +280,15 @@ def _history(t: Transition) -> dict[str, Any]:
     return {"key": t.key.text, "state": t.state, "session": t.session, "at": t.at, "reason": t.reason}
 
 
+# How long an SQLite write waits for another process's lock before failing "database is locked". The
+# consumer retries that failure with backoff anyway; a longer wait only holds a stopping consumer inside the
+# driver's thread, where no signal reaches it: 30 s here made SIGTERM take over the unit's TimeoutStopSec.
+SQLITE_BUSY_S = 5
+
+
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_S})
 
         @sa_event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -290,7 +296,7 @@ def create_engine(url: str) -> AsyncEngine:
             # WAL: readers (the API, the demo's view) never block the consumer's writes.
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_S * 1000}")
             cur.close()
 
         return engine

@@ -76,6 +76,7 @@ class LocalPostgres:
         self._runtime: Path | None = None
         self._private_runtime = False
         self._started = False
+        self._crashed = False  # stopped by crash(), waiting for resume()
 
     @property
     def host(self) -> str:
@@ -171,11 +172,23 @@ class LocalPostgres:
         """Fast shutdown (disconnects clients); a private runtime dir is removed afterwards."""
         if not self._started:
             return
-        argv = [str(self._bin / "pg_ctl"), "-D", str(self._data_dir), "-m", "fast", "-w", "stop"]
-        self._run_server_tool(argv, "pg_ctl stop")
+        if not self._crashed:
+            argv = [str(self._bin / "pg_ctl"), "-D", str(self._data_dir), "-m", "fast", "-w", "stop"]
+            self._run_server_tool(argv, "pg_ctl stop")
         self._started = False
         if self._private_runtime:
             self._remove_private_runtime()
+
+    def crash(self) -> None:
+        """Immediate shutdown (clients cut, no checkpoint), data kept: a database outage; resume() ends it."""
+        argv = [str(self._bin / "pg_ctl"), "-D", str(self._data_dir), "-m", "immediate", "-w", "stop"]
+        self._run_server_tool(argv, "pg_ctl stop -m immediate")
+        self._crashed = True
+
+    def resume(self) -> None:
+        """Start the same cluster again after crash() (crash recovery replays its WAL)."""
+        self._pg_ctl_start()
+        self._crashed = False
 
     def _remove_private_runtime(self) -> None:
         # Keep the server log beside the caller's other artefacts for post-mortems.
