@@ -16,6 +16,7 @@ import asyncio
 import base64
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -71,51 +72,67 @@ def said(outcomes: list[tuple[float, Outcome]]) -> list[Outcome]:
 
 @pytest.mark.parametrize("kind", ATTACKS)
 @pytest.mark.parametrize("name", list(PEOPLE))
-async def test_no_generated_attack_punches(gallery: FaceGallery, tmp_path: Path, name: str, kind: str) -> None:
-    """GIVEN a photo of an enrolled person shown to the camera as attack ``kind`` for 3.4 s THEN no punch: the
-    sitting is refused once (not_live, naming the person, with its numbers) and says nothing more. Where the
-    detector does not find the face at all (a screen's moiré can hide it) there is nothing to refuse: the test
-    then only holds that nothing punched, and says so."""
+async def test_no_generated_attack_punches(
+    gallery: FaceGallery, tmp_path: Path, name: str, kind: str, record_property: Callable[[str, object], None]
+) -> None:
+    """GIVEN a photo of an enrolled person shown to the camera as attack ``kind`` for 3.4 s THEN no punch. Each
+    attack's face is matched and its sitting refused once by the liveness check (not_live, naming the person, with
+    its numbers), then nothing more is said. One exception, pinned as exactly what it is: the dense-moiré screen,
+    whose face the detector may lose every other frame (biden's), is never confirmed as anyone, so the engine
+    reports nothing at all (no match, no refusal: an empty view to it); the reason is recorded in the test's
+    properties (junit XML). ``screen_close`` is the replay whose face is found: the liveness check refuses it."""
     video = write_video(tmp_path / f"{kind}.avi", attack(name, kind, SECONDS, seed=1), fps=VIDEO_FPS)
     outcomes = said(await through_camera(FaceEngine(FaceConfig(), gallery), video))
     print(f"\n{name} {kind}: {outcomes}")
     assert not any(isinstance(o, FaceMatch) for o in outcomes), outcomes
     refused = [o for o in outcomes if isinstance(o, FaceReject) and o.reason == "not_live"]
-    if kind == "screen" and not refused:
-        pytest.xfail(f"{name} on the screen: the face was never found, so liveness was not reached")
-    assert len(refused) == 1, outcomes
+    if not refused:
+        assert kind == "screen" and outcomes == [], f"only the dense-moiré screen may go unmatched: {outcomes}"
+        record_property("refusal", "never matched: the face was not found in two frames running, nothing reported")
+        return
+    record_property("refusal", refused[0].detail)
+    assert len(refused) == 1 and outcomes == refused, outcomes
     evidence = refused[0].liveness
     assert refused[0].staff_id == PEOPLE[name] and evidence is not None and evidence.blink_s is None
     assert evidence.drop < FaceConfig().limits.blink_drop
 
 
-GLASSES = pytest.mark.xfail(
-    reason="glasses: through the camera's MJPG the 68 landmarks follow the warped lid by a drop of about 0.14, under "
-    "blink_drop 0.22, so this sitting may be refused (a false refusal; docs/threat-model.md, bench/face.py)",
-    strict=False,
-)
+# Each photo with a blink warped along its landmarks (eyes shut 0.3 s as when asked, 0.1 s as a natural blink).
+GENUINE = [("obama3", 0.3), ("biden", 0.3), ("biden", 0.1), ("grace_hopper", 0.3), ("grace_hopper", 0.1)]
+GLASSES = {"grace_hopper"}
+# Measured (this test, bench/face.py section 5; docs/threat-model.md): both sittings of grace_hopper are refused.
+# Behind her glasses the 68 landmarks follow the warped lid by a drop of only 0.14 (one eye; 0.19 the other) where
+# blink_drop asks 0.22, and the eye pixels do not tell a blink from her attacks either: moved or turned photos of
+# her changed the eye regions by 0.26-0.34, her blink by 0.31. Lowering either limit would let those attacks in.
+MEASURED_FALSE_REFUSALS = 2
 
 
-@pytest.mark.parametrize(
-    ("name", "closed_s"),
-    [("obama3", 0.3), ("biden", 0.3), pytest.param("grace_hopper", 0.3, marks=GLASSES), ("biden", 0.1)],
-)
-async def test_a_genuine_blink_punches_within_1_5_s(
-    gallery: FaceGallery, tmp_path: Path, name: str, closed_s: float
+async def test_a_genuine_blink_punches_within_1_5_s_and_only_glasses_are_falsely_refused(
+    gallery: FaceGallery, tmp_path: Path
 ) -> None:
-    """GIVEN someone stepping up and blinking 0.3 s later (eyes shut ``closed_s``: 0.3 a blink asked for, 0.1 a
-    natural one) WHEN the video plays through the camera at 5 fps, 640x480 THEN one punch, of that person, with
-    the blink in its evidence, on a frame at most 1.5 s into the video. The wall time to the punch is printed,
-    not asserted: on a loaded machine the engine falls behind the file (bench/face.py measures it alone)."""
-    frames = genuine(name, 2.4, blinks=(0.3,), closed_s=closed_s, seed=2)
-    video = write_video(tmp_path / "sitting.avi", frames, fps=VIDEO_FPS)
-    outcomes = await through_camera(FaceEngine(FaceConfig(), gallery), video)
-    [(index, wall, match)] = [(i, t, o) for i, (t, o) in enumerate(outcomes) if o is not None]
-    print(f"\n{name} shut {closed_s} s: frame {index} ({index / 5:.1f} s of video, {wall:.2f} s wall): {match}")
-    assert isinstance(match, FaceMatch) and match.staff_id == PEOPLE[name], outcomes
-    assert index / 5 <= 1.5
-    assert match.liveness is not None and match.liveness.blink_s is not None
-    assert match.liveness.drop >= FaceConfig().limits.blink_drop
+    """GIVEN each sitting of GENUINE: someone stepping up and blinking 0.3 s later, played through the camera at
+    5 fps, 640x480, for 3.4 s (past the window, so a refusal comes) THEN each gives exactly one outcome: a punch of
+    that person with the blink in its evidence on a frame at most 1.5 s into the video, or a not_live refusal of
+    that person. Refusals (false refusals: these people blinked) come only from behind glasses and are at most
+    MEASURED_FALSE_REFUSALS; the wall time to a punch is printed, not asserted (on a loaded machine the engine falls
+    behind the file; bench/face.py measures it alone)."""
+    falsely_refused: list[tuple[str, float]] = []
+    for i, (name, closed_s) in enumerate(GENUINE):
+        frames = genuine(name, SECONDS, blinks=(0.3,), closed_s=closed_s, seed=2)
+        video = write_video(tmp_path / f"sitting-{i}.avi", frames, fps=VIDEO_FPS)
+        outcomes = await through_camera(FaceEngine(FaceConfig(), gallery), video)
+        [(index, wall, outcome)] = [(k, t, o) for k, (t, o) in enumerate(outcomes) if o is not None]
+        print(f"\n{name} shut {closed_s} s: frame {index} ({index / 5:.1f} s of video, {wall:.2f} s wall): {outcome}")
+        if isinstance(outcome, FaceReject) and outcome.reason == "not_live":
+            assert outcome.staff_id == PEOPLE[name], outcome
+            falsely_refused.append((name, closed_s))
+            continue
+        assert isinstance(outcome, FaceMatch) and outcome.staff_id == PEOPLE[name], outcomes
+        assert index / 5 <= 1.5
+        assert outcome.liveness is not None and outcome.liveness.blink_s is not None
+        assert outcome.liveness.drop >= FaceConfig().limits.blink_drop
+    assert {name for name, _ in falsely_refused} <= GLASSES, falsely_refused
+    assert len(falsely_refused) <= MEASURED_FALSE_REFUSALS, falsely_refused
 
 
 def run(engine: FaceEngine, frames: list[np.ndarray], start: float = 0.0, fps: float = 5) -> list[Outcome]:
