@@ -49,10 +49,12 @@ def round_of(n: int) -> list[tuple[str, bytes, bool]]:
 
 async def start_consumer(tmp_path: Path, port: int, url: str, procs: list[Proc]) -> Proc:
     """The same instance every time: its persistent session holds what was never acknowledged."""
-    proc = consumer_proc(tmp_path, port, url, instance="outage").start()
-    procs.append(proc)
+    proc = consumer_proc(tmp_path, port, url, instance="outage")
+    line = "receiver consumer-outage connected"
+    before = proc.log().count(line)  # the log file is shared by every start of the instance
+    procs.append(proc.start())
     # Subscribed before anyone publishes: a share group with no member drops what it is sent.
-    await wait_for(lambda: "receiver consumer-outage connected" in proc.log(), 60, "the consumer to subscribe")
+    await wait_for(lambda: proc.log().count(line) > before, 60, "the consumer to subscribe")
     return proc
 
 
