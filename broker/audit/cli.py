@@ -45,4 +45,5 @@ def _report(v: Verdict) -> str:
     first, *rest = v.findings
     lines = [f"{name}: 已被改动 / TAMPERED, 首个问题 / first: {first.describe()}"]
     lines += [f"  另 / also: {f.describe()}" for f in rest]
+    lines.append(f"  按现存记录重算的链头 / head recomputed from the stored records: {v.recomputed}")
     return "\n".join(lines)

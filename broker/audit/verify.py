@@ -52,6 +52,9 @@ class Verdict:
     links: int
     head: str  # the recomputed head (genesis for an empty month)
     findings: tuple[Finding, ...]
+    # The head the records as stored now give, every link recomputed from its recomputed predecessor: equals
+    # ``head`` when intact; differs from a head printed on a report once any chained record was altered.
+    recomputed: str = ""
 
     @property
     def ok(self) -> bool:
@@ -78,6 +81,7 @@ async def verify(conn: AsyncConnection, chain_name: str, month: str) -> Verdict:
     links = (await conn.execute(q)).all()
     findings: list[Finding] = []
     prev, covered = chain.genesis(chain_name, month), set()
+    fresh = prev
     for expected_seq, lk in enumerate(links, start=1):
         covered.add((lk.source, lk.ref))
         findings += _linkage(lk, expected_seq, prev)
@@ -89,6 +93,7 @@ async def verify(conn: AsyncConnection, chain_name: str, month: str) -> Verdict:
             findings.append(await _missing(conn, source, lk))
         else:
             recomputed = chain.link(prev, source, row)
+            fresh = chain.link(fresh, source, row)
             if recomputed != lk.hash:
                 findings.append(Finding(Problem.ALTERED, lk.source, lk.ref, lk.seq, "content differs from its hash"))
         prev = lk.hash  # the next link is judged against the stored hash: one alteration, one finding
@@ -98,7 +103,7 @@ async def verify(conn: AsyncConnection, chain_name: str, month: str) -> Verdict:
         said = f"head says link {stored.seq} {stored.hash[:12]}…, last link is {len(links)}"
         findings.append(Finding(Problem.TRUNCATED, "record_chain_heads", month, stored.seq, said))
     findings.sort(key=lambda f: f.seq if f.seq is not None else len(links) + 1)
-    return Verdict(chain_name, month, len(links), prev, tuple(findings))
+    return Verdict(chain_name, month, len(links), prev, tuple(findings), fresh)
 
 
 def _linkage(lk: Any, expected_seq: int, prev: str) -> list[Finding]:

@@ -45,12 +45,13 @@ class Shown:
 def write_csv(report: SlaReport, path: Path, lang: str = "zh-CN") -> None:
     """Two sections, devices then incidents, each a title line and a header row."""
     w = labels(lang)
-    write_sheets_csv(path, [device_sheet(report, w), incident_sheet(report, w)], _zone(report))
+    footer = report.heads.footer(lang) if report.heads else ()
+    write_sheets_csv(path, [device_sheet(report, w), incident_sheet(report, w)], _zone(report), footer)
 
 
 def write_xlsx(report: SlaReport, path: Path, lang: str = "zh-CN") -> None:
     w = labels(lang)
-    sheets = [device_sheet(report, w), incident_sheet(report, w), summary_sheet(report, w)]
+    sheets = [device_sheet(report, w), incident_sheet(report, w), summary_sheet(report, w, lang)]
     write_workbook(path, sheets, _zone(report))
 
 
@@ -156,7 +157,7 @@ def _incident_cells(report: SlaReport, r: IncidentRow, w: Labels) -> tuple[Value
 
 
 # -- summary -------------------------------------------------------------------------------------------
-def summary_sheet(report: SlaReport, w: Labels) -> Sheet:
+def summary_sheet(report: SlaReport, w: Labels, lang: str = "zh-CN") -> Sheet:
     t, shown_ = report.totals(), shown_totals(report)
     items: list[tuple[str, Value, Col]] = [
         ("site", report.site_name, Col("")),
@@ -175,6 +176,9 @@ def summary_sheet(report: SlaReport, w: Labels) -> Sheet:
     ]
     rows = tuple((w[k], v) for k, v, _ in items)
     row_cols = tuple((Col(w["item"]), col) for _, _, col in items)
+    heads = report.heads.items(lang) if report.heads else []
+    rows += tuple(heads)
+    row_cols += tuple((Col(w["item"]), Col("")) for _ in heads)
     low = frozenset(i for i, (k, v, _) in enumerate(items) if k == "availability_weighted" and _is_low(v))
     cols = (Col(w["item"]), Col(w["value"]))
     return Sheet(w["sheet_summary"], w.title(report, "sheet_summary"), cols, rows, flagged=low, row_cols=row_cols)

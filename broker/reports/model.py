@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from broker.audit.heads import MonthHeads
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceRow:
@@ -57,6 +59,7 @@ class SlaReport:
     devices: list[DeviceRow]
     incidents: list[IncidentRow]  # every incident whose downtime touches the month, by detection time
     generated_at: datetime
+    heads: MonthHeads | None = None  # the month's chain heads, printed so a signed report can be checked later
 
     def counts_in_month(self, row: IncidentRow) -> bool:
         """Counts (incidents, breaches, recoveries, MTTR) belong to the month of detection, so that an incident

@@ -122,9 +122,12 @@ def write_workbook(path: Path, sheets: Sequence[Sheet], zone: tzinfo | None = No
     book.save(path)
 
 
-def write_csv(path: Path, sheets: Sequence[Sheet], zone: tzinfo | None = None) -> None:
+def write_csv(
+    path: Path, sheets: Sequence[Sheet], zone: tzinfo | None = None, footer: Sequence[Sequence[str]] = ()
+) -> None:
     """Each sheet as a title line, a header and its rows, a blank line between sheets; UTF-8 with a BOM, so
-    Excel reads the Chinese. Numbers read exactly as in the workbook."""
+    Excel reads the Chinese. Numbers read exactly as in the workbook. ``footer``: lines after a blank line (the
+    month's chain heads, broker/audit/heads.py)."""
     with path.open("w", encoding="utf-8-sig", newline="") as f:
         out = csv.writer(f)
         for i, sheet in enumerate(sheets):
@@ -133,6 +136,9 @@ def write_csv(path: Path, sheets: Sequence[Sheet], zone: tzinfo | None = None) -
             out.writerow([sheet.title])
             out.writerow([c.header for c in sheet.columns])
             out.writerows(_texts(sheet, zone))
+        if footer:
+            out.writerow([])
+            out.writerows(footer)
 
 
 def _texts(sheet: Sheet, zone: tzinfo | None) -> list[list[str]]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from broker.audit.heads import MonthHeads, month_heads
 from broker.reports.model import DeviceRow, IncidentRow, SlaReport
 from broker.rules.incidents import HALL_OUTAGE, hours_of, on_the_clock
 from broker.rules.incidents import OUTAGE_KINDS as DEVICE_OUTAGES
@@ -93,7 +94,13 @@ async def build_sla_report(store: Store, sites: Sites, site: str, month: str, *,
         devices=[_device_row(cfg, site, name, win, data[name]) for name in sorted(data)],
         incidents=rows,
         generated_at=now.astimezone(zone),
+        heads=await _heads(store, month),
     )
+
+
+async def _heads(store: Store, month: str) -> MonthHeads:
+    async with store.engine.connect() as conn:
+        return await month_heads(conn, month)
 
 
 def month_bounds(month: str, zone: tzinfo) -> Span:
