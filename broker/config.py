@@ -31,6 +31,12 @@ class IngestConfig(Section):
     stale_factor: float = Field(default=1.5, ge=1.0, le=10, description="Stale after this many heartbeats")
     sweep_s: float = Field(default=1.0, gt=0, le=60, description="How often overdue heartbeats are checked")
     republish_s: float = Field(default=30.0, gt=0, description="Re-send commands still queued after this long")
+    health_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How often this consumer writes its health row (the dashboard's store banner; stale after 3)",
+    )
 
 
 class RulesConfig(Section):

@@ -31,6 +31,7 @@ from broker.ingest.pipeline import Ingest
 from broker.ingest.receive import ConnectRefused, LinkError, NotConnected, Receiver, ReceiverOptions
 from broker.ingest.rules_stage import RulesStage
 from broker.jobs import central
+from broker.jobs.health import HealthReport
 from broker.jobs.runner import Job, JobRunner
 from broker.outbound import send_commands
 from broker.queueing.jobs import QueueChecks, QueueJobs
@@ -63,6 +64,7 @@ class Consumer:
         self.ready = asyncio.Event()
         self.sites = Sites(cfg.sites)
         self.jobs = JobRunner(self.clock.now)
+        self.health = HealthReport(store, self.counters, cfg.instance, cfg.ingest.health_s)
         self.receiver: Receiver | None = None
         self._stop = asyncio.Event()
         self._closing = asyncio.Event()
@@ -98,6 +100,7 @@ class Consumer:
         finally:
             notify("STOPPING=1")
             self.ready.clear()
+            await self.health.stopped(self.clock.now())
             self.receiver = None
             if self.deliverer is not None:
                 await self.deliverer.aclose()
@@ -124,6 +127,7 @@ class Consumer:
         pet = watchdog_interval_s()
         if pet is not None:
             jobs.append(central.Watchdog(pet))
+        jobs.append(self.health)
         jobs.append(central.PresenceSweep(self.store, self.rules, self.counters, i.sweep_s))
         jobs.append(central.CommandRepublish(self.store, rx, i.republish_s))
         if self.rules is not None and self._router is not None and self.deliverer is not None:

@@ -21,11 +21,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.alerts.routing import Router
-from broker.api import clocking, device_page, hall_views, metrics, overview, pages, queue_view, routes
+from broker.api import clocking, device_page, hall_views, metrics, overview, pages, queue_view, routes, store_health
 from broker.api.auth import User, current_user
 from broker.api.config import ApiConfig
 from broker.api.i18n import language, words
@@ -93,6 +94,10 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # The store away: 503 with the banner, not a 500 with a traceback (broker/api/store_health.py).
+    for unavailable in (SQLAlchemyError, OSError):
+        app.add_exception_handler(unavailable, store_health.store_unreachable)
+    app.add_middleware(store_health.StoreBanner, store=store, clock=app.state.clock)
     app.add_middleware(SecurityHeaders)
     # Outermost: the body is bounded before any other layer or route reads a byte of it.
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)

@@ -7,6 +7,7 @@ from fastapi import Request
 from broker.api.fleet_words import FLEET_EN, FLEET_ZH
 from broker.api.hall_words import HALL_EN, HALL_ZH
 from broker.api.queue_words import QUEUE_EN, QUEUE_ZH
+from broker.api.store_words import STORE_EN, STORE_ZH
 
 LANGS = ("zh-CN", "en")
 
@@ -328,7 +329,11 @@ EN: dict[str, str] = {
 
 # The overview's and the device page's words live beside their enums (broker/api/fleet_words.py), the access and
 # duties pages' beside theirs (broker/api/hall_words.py).
-WORDS = {"zh-CN": ZH | FLEET_ZH | HALL_ZH | QUEUE_ZH, "en": EN | FLEET_EN | HALL_EN | QUEUE_EN}  # queue: queue_words.py
+# The store banner's words: broker/api/store_words.py.
+WORDS = {
+    "zh-CN": ZH | FLEET_ZH | HALL_ZH | QUEUE_ZH | STORE_ZH,
+    "en": EN | FLEET_EN | HALL_EN | QUEUE_EN | STORE_EN,
+}  # queue: queue_words.py
 
 
 def language(request: Request) -> str:

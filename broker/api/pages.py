@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from broker.alerts.routing import verify_ack
-from broker.api import clocking, queries, views
+from broker.api import clocking, queries, store_health, views
 from broker.api.audit import staff_data_read
 from broker.api.auth import COOKIE, User, close_session, current_user, request_token, same_origin
 from broker.api.consumables_view import consumable_rows
@@ -49,7 +49,8 @@ router = APIRouter(include_in_schema=False)
 def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     lang = language(request)
     nonce = secrets.token_urlsafe(12)
-    ctx = {"t": words(lang), "lang": lang, "nonce": nonce, "path": request.url.path, **ctx}
+    banners = getattr(request.state, store_health.STATE, ())  # read before routing (broker/api/store_health.py)
+    ctx = {"t": words(lang), "lang": lang, "nonce": nonce, "path": request.url.path, "store_banners": banners, **ctx}
     response = TEMPLATES.TemplateResponse(request, name, ctx, status_code=status)
     response.headers["Content-Security-Policy"] = (
         f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"

@@ -100,4 +100,5 @@ class Committer:
         c.store_errors += 1
         if c.store_unavailable_since is None:
             c.store_unavailable_since = self.clock.now()
+        c.store_last_error = describe(exc)
         log.error("store unavailable (%s); ingest waits, retrying in %.1f s", describe(exc), delay)

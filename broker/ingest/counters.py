@@ -26,6 +26,7 @@ class Counters:
     store_rejected: int = 0  # messages the store refused, moved to dead_letters as store_rejected
     store_unstorable: int = 0  # messages not even a dead letter could be written for (logged, acknowledged)
     store_unavailable_since: datetime | None = None  # set while ingest waits for the store
+    store_last_error: str = ""  # the store's latest error while ingest waits (the health report names it)
     largest_batch: int = 0
     broker_dropped: int = 0  # Mosquitto's own count of messages it dropped (queue limits), from $SYS
     transitions: list[Transition] = field(default_factory=list)  # the latest presence changes, newest last

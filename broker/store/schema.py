@@ -588,3 +588,16 @@ queue_waits = sa.Table(
     sa.Index("queue_waits_outcome", "site", "outcome", "day"),
     comment="each ticket's wait in each service's queue, rebuilt from its steps (QP 000:368, broker/queueing)",
 )
+
+consumer_health = sa.Table(
+    "consumer_health",
+    metadata,
+    sa.Column("instance", sa.String(64), primary_key=True, comment="the consumer's instance name"),
+    sa.Column("state", sa.String(16), nullable=False, comment="running | waiting (for the store) | stopped"),
+    sa.Column("updated_at", UtcDateTime, nullable=False, comment="the consumer's latest report"),
+    sa.Column("every_s", sa.Float, nullable=False, comment="its report interval: stale past 3 of them"),
+    sa.Column("last_commit_at", UtcDateTime, nullable=True, comment="the latest report that saw a batch commit"),
+    sa.Column("waiting_since", UtcDateTime, nullable=True, comment="ingest waits for the store since then"),
+    sa.Column("last_error", sa.String(200), nullable=True, comment="the store's last error while waiting"),
+    comment="one row per consumer instance, rewritten every few seconds (broker/jobs/health.py)",
+)
