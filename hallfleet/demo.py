@@ -38,6 +38,8 @@ from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import notifications
 from drivers.ipp.sim import SimulatedIppServer
+from drivers.queue.sim import SimQueueSystem
+from hallfleet import demo_hall as hd
 from hallfleet import demo_scenario as sc
 from protocol.clock import Clock
 from protocol.settings import ConfigError, MqttConfig
@@ -133,21 +135,29 @@ class Sink:
         return 200
 
 
-def consumer_config(mqtt: MqttConfig, workdir: Path, sink: Sink) -> ConsumerConfig:
+def consumer_config(mqtt: MqttConfig, workdir: Path, sink: Sink, locker_hold_h: float | None = None) -> ConsumerConfig:
+    """``locker_hold_h``: the halls' limit for a locker item, shortened so that the demo's one day shows it."""
+    sites = sc.load_sites()
+    if locker_hold_h is not None:
+        for site in sites.values():
+            site.setdefault("duties", {})["locker_max_hold_h"] = locker_hold_h
     return ConsumerConfig(
         instance="demo",
         mqtt=mqtt,
         store=StoreConfig(url=f"sqlite+aiosqlite:///{workdir / 'hallfleet.db'}"),
         ingest=IngestConfig(),
-        sites=sc.load_sites(),
+        sites=sites,
         alerts=AlertsConfig(
             channels={"demo-sink": WebhookConfig(url=f"{sink.base}/alerts", timeout_s=5)},
             recipients={n: RecipientConfig(role=r, channel="demo-sink") for n, r in RECIPIENTS.items()},
         ),
-        # Restock and maintenance planning every ten hall minutes (plan_every_s is counted on the clock); the
-        # rating and attendance jobs sleep real seconds: every few, so follow-ups and notices show within the day.
-        # The SLA clock ticks twice a (real) second: a minute of hall time at 120x.
-        rules=RulesConfig(tick_s=0.5, plan_every_s=600, attendance_every_s=5, ratings_every_s=3),
+        # The rating and attendance jobs sleep real seconds: every few, so follow-ups and notices show within the
+        # day. plan_every_s is both restock planning's cadence (counted on the clock, checked at each SLA tick) and
+        # the daily duties job's (the consumer's DutyChecks sleeps it in real seconds): 10 s, so missed patrols
+        # and overdue locker items are told within the day. The SLA clock ticks twice a (real) second: a minute
+        # of hall time at 120x.
+        # The queue job folds ticket steps each real second: a wait past its 10/30/60 limit is told within minutes.
+        rules=RulesConfig(tick_s=0.5, plan_every_s=10, attendance_every_s=5, ratings_every_s=3, queueing_every_s=1),
     )
 
 
@@ -159,10 +169,14 @@ async def _demo(
     devices: list[sc.Device],
     day: sc.DemoDay,
 ) -> None:
-    """The kiosks' A4 printers (drivers/ipp/sim.py) are network devices of the halls: up before the agents that
-    poll them, down after."""
-    async with SimulatedIppServer() as printers:
-        await _demo_day(args, workdir, broker, scenario, devices, day, printers)
+    """The kiosks' A4 printers (drivers/ipp/sim.py) and each hall's queue system (drivers/queue/sim.py) are
+    network devices of the halls: up before the agents that poll them, down after."""
+    async with SimulatedIppServer() as printers, contextlib.AsyncExitStack() as stack:
+        queues = {
+            h.site: await stack.enter_async_context(SimQueueSystem(lambda: day.clock.now(), hd.SERVICES))
+            for h in sc.HALLS
+        }
+        await _demo_day(args, workdir, broker, scenario, devices, day, printers, queues)
 
 
 async def _demo_day(
@@ -173,6 +187,7 @@ async def _demo_day(
     devices: list[sc.Device],
     day: sc.DemoDay,
     printers: SimulatedIppServer,
+    queues: dict[str, SimQueueSystem],
 ) -> None:
     mqtt = MqttConfig(host=broker.host, port=broker.port, keepalive_s=10)
     staff = {h.site: sc.staff_of(h, devices, day.date) for h in sc.HALLS}
@@ -181,7 +196,7 @@ async def _demo_day(
     health: dict[str, bool] = {}
     sink = Sink(workdir / "alerts.log", health, lambda: day.clock.now())
     await sink.start()
-    cfg = consumer_config(mqtt, workdir, sink)
+    cfg = consumer_config(mqtt, workdir, sink, scenario.access.locker_hold_h)
     sites = Sites(cfg.sites)
     store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
     await import_roster(store, [m for ms in staff.values() for m in ms], by="demo", at=day.start)
@@ -190,9 +205,12 @@ async def _demo_day(
     play = sc.Scenario(scenario, day, sites, staff, store)
     play.health = health
     play.printers = printers
+    play.queues = queues
+    netcheck = hd.netcheck_config(broker.port, sink.port)
     sc.add_a4_printers(printers, devices, scenario)
     play.fleet = [
-        (d, Agent(sc.agent_config(d, workdir, mqtt, sink.base, day.speed, scenario, printers), clock)) for d in devices
+        (d, Agent(sc.agent_config(d, workdir, mqtt, sink.base, day.speed, scenario, printers, queues, netcheck), clock))
+        for d in devices
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 import broker.attendance
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
+from agent.netcheck import NetCheckConfig
 from agent.roles.attendance import AttendanceConfig, FingerEnrol
 from agent.roles.kiosk import KioskConfig, SimulatedReceiptConfig
 from agent.roles.rating import RatingConfig, ServiceCall
@@ -76,6 +77,8 @@ from drivers.ipp.client import A4PrinterConfig, print_job
 from drivers.ipp.raster import a4_pages
 from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
 from drivers.qr.validators import staff_map_line
+from drivers.queue.sim import SimQueueSystem
+from hallfleet import demo_hall as hd
 from protocol.clock import HALL_ZONE, ScaledClock
 from protocol.settings import ConfigError, MqttConfig
 
@@ -84,7 +87,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = Path(broker.attendance.__file__).parent / "examples"
 SCENARIO = Path(__file__).parent / "scenarios" / "demo-day.toml"
 ZONE = HALL_ZONE
-Role = Literal["attendance", "kiosk", "rating"]
+Role = Literal["attendance", "kiosk", "rating", "queue", "door", "locker", "patrol"]
 KEYS = {f"KEY_{n}": f"rate_{n}" for n in range(1, 6)} | {"KEY_F4": "service_start", "KEY_F5": "service_end"}
 NAMES = ("王丽", "张伟", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄强", "周婷", "吴刚",
          "徐芳", "孙涛", "马超", "朱琳", "胡军", "郭霞", "何平", "高洁", "林峰", "罗兰")  # fmt: skip
@@ -174,6 +177,9 @@ class DayScenario(_Part):
     halls: dict[str, HallPart]
     kiosks: KiosksPart
     ratings: RatingsPart
+    queue: hd.QueuePart = Field(default_factory=hd.QueuePart, description="Tickets at the hall's queue system")
+    access: hd.AccessPart = Field(default_factory=hd.AccessPart, description="The 24-hour area's door and lockers")
+    patrol: hd.PatrolPart = Field(default_factory=hd.PatrolPart, description="The duty officers' patrol rounds")
 
 
 def load_scenario(path: Path = SCENARIO) -> DayScenario:
@@ -208,8 +214,20 @@ def check_scenario(scenario: DayScenario, devices: list[Device]) -> None:
         for i, n in enumerate(scenario.ratings.negative)
         if (n.hall, n.window) not in windows
     ]
+    bad += _check_hall_parts(scenario, sites, windows)
     if bad:
         raise ConfigError("invalid demo scenario:\n" + "\n".join(f"  {b}" for b in bad))
+
+
+def _check_hall_parts(scenario: DayScenario, sites: set[str], windows: set[tuple[str, str]]) -> list[str]:
+    """The queue, access and patrol parts name demo halls and windows that exist."""
+    q = scenario.queue
+    named = [(f"queue.long_wait.{i}", x.hall, x.window) for i, x in enumerate(q.long_wait)]
+    named += [(f"queue.paused.{i}", x.hall, x.window) for i, x in enumerate(q.paused)]
+    bad = [f"{w}.window: no window {win!r} in {h}" for w, h, win in named if (h, win) not in windows]
+    halls = [("access.held_open", s) for s in scenario.access.held_open]
+    halls += [("access.left", s) for s in scenario.access.left] + [("patrol.missed", s) for s in scenario.patrol.missed]
+    return bad + [f"{w}: no such demo hall {s!r}" for w, s in halls if s not in sites]
 
 
 # -- the halls and their devices ----------------------------------------------------------------------------
@@ -255,7 +273,8 @@ def working_day(sites: Sites, on_or_before: date) -> date:
 
 
 def plan(per_hall: int) -> list[Device]:
-    """About a tenth attendance terminals, three tenths kiosks (half of them 24-hour), the rest rating pads."""
+    """About a tenth attendance terminals, three tenths kiosks (half of them 24-hour), the rest rating pads; and
+    each hall's queue, 24-hour area and patrol devices (hall_devices)."""
     out: list[Device] = []
     n_att = max(1, round(per_hall * 0.1))
     n_kiosk = max(2, round(per_hall * 0.3))
@@ -266,7 +285,20 @@ def plan(per_hall: int) -> list[Device]:
         for i in range(n_kiosk):
             out.append(Device(hall, f"kiosk-24h-{i + 1}" if i < half else f"kiosk-{i + 1 - half}", "kiosk", i))
         out += [Device(hall, f"pad-w{i + 1:02d}", "rating", i, f"W{i + 1:02d}") for i in range(n_pad)]
+        out += hall_devices(hall)
     return out
+
+
+def hall_devices(hall: Hall) -> list[Device]:
+    """Whatever --devices says, each hall has one of these (issue 23): the queue system's ticket dispenser and
+    call display, the 24-hour area's door controller and locker bank, the duty officer's patrol handheld."""
+    return [
+        Device(hall, "queue-disp-1", "queue", 0),
+        Device(hall, "queue-display-1", "queue", 1),
+        Device(hall, "door-24h-1", "door", 0),
+        Device(hall, "locker-24h-1", "locker", 0),
+        Device(hall, "patrol-1", "patrol", 0),
+    ]
 
 
 def staff_of(hall: Hall, devices: list[Device], today: date) -> list[StaffMember]:
@@ -329,9 +361,13 @@ def agent_config(
     speed: float,
     scenario: DayScenario,
     printers: SimulatedIppServer | None = None,
+    queues: dict[str, SimQueueSystem] | None = None,
+    netcheck: NetCheckConfig | None = None,
 ) -> AgentConfig:
     """Durations the agent measures on its clock are hall seconds: ``speed`` of them pass each real second.
-    ``printers``: the running server of the A4 printers (add_a4_printers), for the kiosks that have one."""
+    ``printers``: the running server of the A4 printers (add_a4_printers), for the kiosks that have one;
+    ``queues``: each hall's running queue system (its pads then take their services from it); ``netcheck``: the
+    kiosks' daily network check."""
     common: dict[str, Any] = {
         "site": d.hall.site,
         "device": d.name,
@@ -359,7 +395,10 @@ def agent_config(
                 "fingerprint_poll_s": 0.2,
             }
         )
+    elif d.role in ("queue", "door", "locker", "patrol"):
+        common[d.role] = _hall_device_section(d, queues)
     elif d.role == "kiosk":
+        common["netcheck"] = netcheck
         roll = scenario.kiosks.short_roll
         short = roll is not None and (roll.hall, roll.kiosk) == (d.hall.site, d.name)
         usage_log = workdir / "kiosks" / f"{d.hall.site}-{d.name}.log"
@@ -389,10 +428,25 @@ def agent_config(
     else:
         # The prompt waits five hall minutes, not one: at high speeds a busy machine delivers the citizen's press
         # a few real tenths of a second late, and a press after the prompt is a rating without its service.
-        common["rating"] = RatingConfig.model_validate(
-            {"window": d.window, "keypad": {"type": "sim", "keys": KEYS}, "await_s": 300}
-        )
+        rating: dict[str, Any] = {"window": d.window, "keypad": {"type": "sim", "keys": KEYS}, "await_s": 300}
+        if queues is not None:  # the queue system starts and ends services at the pad, naming the ticket
+            rating["queue"] = {"port": 0}
+            rating["staff_id"] = window_staff_id(d)
+        common["rating"] = RatingConfig.model_validate(rating)
     return AgentConfig(**common)
+
+
+def _hall_device_section(d: Device, queues: dict[str, SimQueueSystem] | None) -> dict[str, Any]:
+    if d.role == "queue":
+        if queues is None:
+            raise ConfigError(f"{d.hall.site}/{d.name}: a queue device needs the hall's queue system")
+        return hd.queue_section(d, queues)
+    return {"door": hd.door_section, "locker": hd.locker_section, "patrol": hd.patrol_section}[d.role]()
+
+
+def window_staff_id(d: Device) -> str:
+    """Who serves at the window: staff_of gives window W<n> the n-th member of staff (S<n>)."""
+    return f"S{d.index + 1:04d}"
 
 
 Day = date  # DemoDay's field is called date
@@ -467,14 +521,24 @@ class Scenario:
         self.say: Callable[[str], None] = print
         self.expected: dict[str, dict[str, list[str]]] = {}  # site -> late/absent staff ids, for the summary
         self.printers: SimulatedIppServer | None = None  # the A4 printers' server, when the day has any
+        self.queues: dict[str, SimQueueSystem] = {}  # each hall's queue system (its twin), when the day has them
+        self.halls: dict[str, hd.HallPlay] = {}
 
     def tell(self, text: str) -> None:
         self.say(f"  剧情 {self.day.now():%H:%M}: {text}")
 
     async def run(self) -> None:
+        self.halls = {
+            s: hd.HallPlay(self.day, next(h for h in HALLS if h.site == s), q, self.scenario, self.tell)
+            for s, q in self.queues.items()
+        }
         async with asyncio.TaskGroup() as tg:
             for hall in HALLS:
                 tg.create_task(self._attendance(hall), name=f"attendance-{hall.site}")
+            for d, agent in self.fleet:
+                play = self.halls.get(d.hall.site)
+                if play is not None and d.role in ("door", "locker", "patrol"):
+                    tg.create_task(self._hall_device(play, d, agent), name=f"{d.role}-{d.hall.site}-{d.name}")
             for d, agent in self.fleet:
                 if d.role == "kiosk":
                     tg.create_task(self._kiosk(d, agent), name=f"kiosk-{d.hall.site}-{d.name}")
@@ -484,6 +548,18 @@ class Scenario:
                     tg.create_task(self._window(d, agent), name=f"window-{d.hall.site}-{d.name}")
             for failure in self.scenario.kiosks.app_failures:
                 tg.create_task(self._app_failure(failure), name=f"app-{failure.hall}-{failure.kiosk}")
+
+    async def _hall_device(self, play: hd.HallPlay, d: Device, agent: Agent) -> None:
+        if d.role == "door":
+            await play.door(agent)
+        elif d.role == "locker":
+            await play.lockers(agent)
+        else:
+            points = [x.name for x in self.fleet_devices() if x.hall == d.hall and x.role in ("rating", "kiosk")]
+            await play.patrol(agent, self.sites[d.hall.site].duties.patrol.rounds, points)
+
+    def fleet_devices(self) -> list[Device]:
+        return [d for d, _ in self.fleet]
 
     # -- attendance --------------------------------------------------------------------------------
     async def _attendance(self, hall: Hall) -> None:
@@ -648,14 +724,23 @@ class Scenario:
         rng = random.Random(f"{d.hall.site}{d.name}")
         cycle = 3600 / part.services_per_hour
         n = 0
+        hall = self.halls.get(d.hall.site)
+        if hall is not None:
+            await hall.bind_pad(d, agent)
         for opens, closes in self.sites[d.hall.site].site_calendar.sessions_on(self.day.date):
             await self.day.until(opens + timedelta(seconds=rng.uniform(0, cycle / 2)))
             while self.day.now() < closes - timedelta(seconds=cycle / 2) and not self.day.over():
                 n += 1
-                ticket = f"{d.window}-{n:03d}"
-                await role.service(ServiceCall(action="start", service_id=ticket, staff_id=staff))
+                if hall is None:  # no queue system: the staff press 开始 and 评价 on the pad
+                    ticket = f"{d.window}-{n:03d}"
+                    await role.service(ServiceCall(action="start", service_id=ticket, staff_id=staff))
+                elif await hall.ticket(d, agent, rng) is None:  # the ticket, its wait, its call: the pad serves it
+                    continue  # another window of the service called it first, or the day is over
                 await self.day.sleep(cycle * rng.uniform(0.4, 0.8))
-                await role.service(ServiceCall(action="end", service_id=ticket))
+                if hall is None:
+                    await role.service(ServiceCall(action="end", service_id=ticket))
+                else:
+                    await hall.queue.serve(d.window)
                 await self.day.sleep(rng.uniform(8, 30))  # the citizen reads the pad (its prompt: 60 s)
                 scripted = negative is not None and self.day.now() >= self.day.at(negative.at)
                 if scripted or rng.random() >= part.walk_away:
@@ -687,6 +772,7 @@ STEP_ZH = {
     "resolved": "恢复通知",
     "escalation1": "升级通知",
     "escalation2": "再次升级",
+    "locker_overdue": "通知现场人员",
 }
 COMMAND_ZH = {"succeeded": "成功", "failed": "失败", "running": "执行中", "queued": "排队", "expired": "过期"}
 TASK_ZH = {"restock": "补货", "clean": "清洁", "inspection": "联合巡检"}
@@ -794,6 +880,8 @@ async def day_summary(
         lines += await _section("设备事件", _incident_lines(store, s, start, end))
         lines += await _section("耗材", _level_lines(store, s))
         lines += await _section("好差评", _rating_lines(store, s))
+        lines += await _section("排队叫号", hd.queue_lines(store, s))
+        lines += await _section("24小时区与日常值守", hd.duty_lines(store, s))
     n = notifications.c
     sent = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state == "sent"))
     failed = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state != "sent"))
@@ -929,7 +1017,8 @@ async def _rating_lines(store: Store, site: str) -> list[str]:
 # -- reports ------------------------------------------------------------------------------------------------
 async def write_reports(store: Store, cfg: ConsumerConfig, folder: Path, day: DemoDay) -> list[Path]:
     """The day's reports per hall: the attendance exceptions of the day (考勤异常日报), and the month so far
-    (月度考勤通报 with its details, kiosk SLA, ratings), all as of the end of the demo's day."""
+    (月度考勤通报 with its details, kiosk SLA, ratings, the queue's 10/30/60, the duties and 24-hour area), all as
+    of the end of the demo's day."""
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     sites = Sites(cfg.sites)
     month = f"{day.date:%Y-%m}"
@@ -941,6 +1030,8 @@ async def write_reports(store: Store, cfg: ConsumerConfig, folder: Path, day: De
             (f"{s}-attendance-{month}.xlsx", _attendance_month),
             (f"{s}-kiosk-sla-{month}.xlsx", _sla),
             (f"{s}-ratings-{month}.xlsx", _ratings),
+            (f"{s}-queue-{month}.xlsx", _queue),
+            (f"{s}-duties-{month}.xlsx", _duties),
         ]
         for name, job in jobs:
             try:
@@ -978,3 +1069,11 @@ async def _sla(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) 
 async def _ratings(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
     report = await build_rating_report(store, sites, site, f"{day.date:%Y-%m}", now=day.clock.now())
     write_ratings_xlsx(report, path)
+
+
+async def _queue(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
+    await hd.queue_report(store, sites, site, f"{day.date:%Y-%m}", path)
+
+
+async def _duties(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
+    await hd.duties_report(store, sites, site, f"{day.date:%Y-%m}", day.clock.now(), path)

@@ -119,15 +119,46 @@ def test_demo_plays_a_working_day_accelerated_and_sums_it_up(tmp_path: Path) -> 
     alerts = (workdir / "alerts.log").read_text()
     assert "已超时" in alerts and "派单上门" in alerts, alerts[:2000]
     reports = sorted(p.name for p in (workdir / "reports").iterdir())
-    assert len(reports) == 8 and all(p.stat().st_size > 0 for p in (workdir / "reports").iterdir()), reports
+    assert len(reports) == 12 and all(p.stat().st_size > 0 for p in (workdir / "reports").iterdir()), reports
     assert "qingpu-attendance-2026-11-20.xlsx" in reports
+    assert {"qingpu-queue-2026-11.xlsx", "wanzhou-duties-2026-11.xlsx"} <= set(reports), reports
+    check_hall_devices(db, summary)
 
     # Presence stayed right under the scaled clock, and the clean stop opened no outage.
     assert count(db, "SELECT count(*) FROM presence_history WHERE state = 'stale'") == 0
     assert count(db, "SELECT count(*) FROM incidents WHERE kind = 'offline'") == 0
-    assert "12/12 正常关机" in out
+    assert "22/22 正常关机" in out
     time.sleep(0.5)
     assert processes_mentioning(str(workdir)) == [], "the demo must leave no process behind"
+
+
+def check_hall_devices(db: Path, summary: str) -> None:
+    """The queue, the 24-hour area and the duties (issue 23): their events stored, and each scripted case told by
+    the centre as the scenario says."""
+    for site in ("qingpu", "wanzhou"):
+        steps = dict(rows(db, f"SELECT type, count(*) FROM events WHERE site = '{site}' GROUP BY type"))
+        for t in ("queue.ticket_issued", "queue.ticket_called", "queue.ticket_served", "patrol.scan"):
+            assert int(steps.get(t, 0)) >= 5, (site, t, steps)  # type: ignore[call-overload]
+        assert steps.get("duty.netcheck") == 2, steps  # each kiosk's daily network check, once
+        assert steps.get("locker.parcel") and steps.get("door.state"), steps
+    # The pads rate the very tickets the queue system issued.
+    bound = count(db, "SELECT count(*) FROM events r JOIN events i ON i.type = 'queue.ticket_issued'"
+                      " AND i.site = r.site AND json_extract(i.data, '$.ticket') = json_extract(r.data, '$.service_id')"
+                      " WHERE r.type = 'rating.submitted'")  # fmt: skip
+    assert bound >= 20, bound
+    notices = rows(db, "SELECT DISTINCT site, step, ref FROM notifications")
+    # Qingpu's service A past its 10 minutes; Wanzhou's paused pad with a ticket waiting: one combined alert.
+    assert any(s == "qingpu" and step == "queue_wait" for s, step, _ in notices), notices
+    assert [s for s, step, _ in notices if step == "window_unattended"] == ["wanzhou"], notices
+    assert [s for s, step, _ in notices if step == "pad_paused"] == [], "the pause is told in the combined alert"
+    # Wanzhou's afternoon round was not walked: missed, told once; Qingpu walked both.
+    assert [s for s, step, _ in notices if step == "patrol_missed"] == ["wanzhou"], notices
+    held = rows(db, "SELECT site, device FROM incidents WHERE kind LIKE 'door_held_open%'")
+    assert held == [("qingpu", "door-24h-1")], held
+    overdue = rows(db, "SELECT site, device FROM incidents WHERE kind LIKE 'locker%'")
+    assert ("wanzhou", "locker-24h-1") in overdue, overdue
+    assert summary.count("排队叫号: 取号") == 2 and "窗口无人接待 (合并告警)" in summary, summary
+    assert "下午巡查未完成" in summary and "门长时间未关" in summary, summary
 
 
 def test_ctrl_c_stops_the_demo_early_with_its_reports_and_leaves_nothing_running(tmp_path: Path) -> None:
@@ -150,7 +181,7 @@ def test_ctrl_c_stops_the_demo_early_with_its_reports_and_leaves_nothing_running
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, seen + out
-    assert "==== 今日小结" in out and "报告: 8 份" in out, out
+    assert "==== 今日小结" in out and "报告: 12 份" in out, out
     assert count(workdir / "hallfleet.db", "SELECT count(*) FROM incidents WHERE kind = 'offline'") == 0
     time.sleep(0.5)
     assert processes_mentioning(str(workdir)) == [], "Ctrl-C must leave no process behind"
