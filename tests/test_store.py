@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -85,6 +85,45 @@ async def test_the_same_event_written_twice_is_stored_once(store: Store) -> None
     rows = await store.fetch(sa.select(events.c.seq, events.c.ts, events.c.received_at).order_by(events.c.seq))
     assert [r.seq for r in rows] == [0, 1]
     assert rows[0].ts == T0 and rows[0].ts.tzinfo is not None, "times come back aware, in UTC"
+
+
+async def test_the_batch_insert_stores_what_sqlalchemy_itself_would(store: Store) -> None:
+    """The events insert bypasses SQLAlchemy's per-row binding: its columns must still hold exactly what the
+    column types write (SQLite keeps times as text, compared as text by every reader), a whole second too."""
+    shanghai = timezone(timedelta(hours=8))
+    at = datetime(2026, 11, 23, 16, 25, tzinfo=shanghai)  # no fraction: sqlite3's own adapter would drop it
+    ours = event_row(0, at=at) | {"ts": at, "received_at": at.astimezone(UTC)}
+    theirs = event_row(1, at=at) | {"ts": at, "received_at": at.astimezone(UTC)}
+    await store.write(Batch(events=[ours], seen={DEV: T0}))
+    async with store.engine.begin() as conn:
+        await conn.execute(events.insert(), [theirs])
+        raw = (await conn.exec_driver_sql("SELECT seq, ts, received_at, clock_synced, replayed FROM events")).all()
+    by_seq = {r[0]: tuple(r[1:]) for r in raw}
+    assert by_seq[0] == by_seq[1], "the driver got other values than SQLAlchemy's insert writes"
+    [row] = await store.fetch(sa.select(events.c.ts).where(events.c.seq == 0))
+    assert row.ts == at
+
+
+async def test_the_batch_insert_commits_or_rolls_back_with_the_write(store: Store) -> None:
+    """Known device, no status: the events insert is the transaction's first statement, and must still be in it."""
+    await store.write(Batch(events=[event_row(0)], seen={DEV: T0}))
+
+    async def rule_bug(conn: Any, written: Any) -> None:
+        assert len(written.new_events) == 2
+        raise KeyError("a rule bug")
+
+    with pytest.raises(KeyError):
+        await store.write(Batch(events=[event_row(1), event_row(2)]), rule_bug)
+    assert await store.scalar(sa.select(sa.func.count()).select_from(events)) == 1
+
+
+async def test_a_batch_past_one_statement_says_exactly_which_events_were_new(store: Store) -> None:
+    rows = [event_row(seq) for seq in range(4500)]  # SQLite: three statements
+    first = await store.write(Batch(events=rows[:3000], seen={DEV: T0}))
+    assert len(first.new_events) == 3000
+    again = await store.write(Batch(events=rows, seen={DEV: T0}))
+    assert again.new_events == {EventRef("qp", "att-1", r["id"]) for r in rows[3000:]}
+    assert await store.scalar(sa.select(sa.func.count()).select_from(events)) == 4500
 
 
 async def test_naive_times_are_refused(store: Store) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,8 +28,8 @@ from protocol import topics
 from protocol.bounds import printable
 from protocol.clock import Clock
 from protocol.commands import CommandAck, ConfigReport
-from protocol.envelope import StatusMessage, settle_clock
-from protocol.events import KioskConsumable, Rejected, RejectReason, errors_of, validate_event
+from protocol.envelope import Envelope, Frozen, StatusMessage, settle_clock
+from protocol.events import REGISTRY, KioskConsumable, Rejected, RejectReason, errors_of, validate_event
 from protocol.topics import Kind, TopicError
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,10 @@ log = logging.getLogger(__name__)
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
 # Event types the incident rules read; every other event goes straight to the store.
 SIGNAL_TYPES = frozenset({"kiosk.state", "kiosk.fault", "device.fault", "kiosk.consumable"}) | ALARM_TYPES
+# Events whose payload the store applies beyond the events row (broker/store/commands.py).
+REPORT_TYPES = frozenset(name for name, spec in REGISTRY.items() if spec.model in (CommandAck, ConfigReport))
 EVENT_KINDS = (Kind.EVENT, Kind.HEALTH, Kind.CMD_ACK)
+CACHED_MAX = 100_000  # topics and device keys remembered (a fleet's devices, times their few topics)
 
 
 @dataclass(slots=True)
@@ -60,34 +65,41 @@ class BrokerDrops:
 
 
 class Decoder:
-    """``decoder(message) -> Item``. ``clock`` stamps the receive time (and settles a device clock that is off)."""
+    """``decoder(message, now) -> Item``. ``now`` is the receive time (one per socket read: every message of
+    it arrived then), which also settles a device clock that is off; ``clock`` stamps dead letters."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        # Per-message work the stream repeats: a device's topic parses the same every time, and its key is
+        # one object. Both bounded (cleared when full): a flood of invented topics costs memory once.
+        self._topics: dict[str, topics.Topic] = {}
+        self._keys: dict[tuple[str, str], DeviceKey] = {}
 
-    def __call__(self, msg: Message) -> Item:
+    def __call__(self, msg: Message, now: datetime | None = None) -> Item:
         try:
-            return self._decode(msg)
+            return self._decode(msg, self.clock.now() if now is None else now)
         except Exception as exc:  # a bug must cost one message (kept, with why), never the consumer
             log.exception("unexpected error on %s", printable(msg.topic[:200]))
             return self.dead(msg, RejectReason.MALFORMED, f"internal error: {exc!r}")
 
-    def _decode(self, msg: Message) -> Item:
-        try:
-            t = topics.parse(msg.topic)
-        except TopicError as exc:
-            return self.dead(msg, RejectReason.BAD_TOPIC, str(exc))
+    def _decode(self, msg: Message, now: datetime) -> Item:
+        t = self._topics.get(msg.topic)
+        if t is None:
+            try:
+                t = topics.parse(msg.topic)
+            except TopicError as exc:
+                return self.dead(msg, RejectReason.BAD_TOPIC, str(exc))
+            _remember(self._topics, msg.topic, t)
         if t.kind is Kind.STATUS:
-            return self._status(msg, DeviceKey(t.site, t.device))
+            return self._status(msg, self._key(t.site, t.device), now)
         if t.kind not in EVENT_KINDS:
             return self.dead(msg, RejectReason.BAD_TOPIC, f"consumer does not take {t.kind.value} messages")
         try:
             env, payload = validate_event(t, msg.payload)
         except Rejected as exc:
             return self.dead(msg, exc.reason, exc.detail)
-        now = self.clock.now()
         env = settle_clock(env, now)
-        key = DeviceKey(env.site, env.device)
+        key = self._key(env.site, env.device)
         row = {
             "site": env.site,
             "device": env.device,
@@ -99,9 +111,19 @@ class Decoder:
             "clock_synced": env.clock_synced,
             "replayed": env.replayed,
             "received_at": now,
-            # The typed payload: readers take the defaults a device left out from the stored JSON.
+            # The typed payload with the defaults a device left out, which readers take from the stored JSON.
+            # Re-dumping it costs about a tenth of the validation (docs/ingest.md, "Where the time goes").
             "data": payload.model_dump_json(),
         }
+        if env.type in SIGNAL_TYPES or env.type in REPORT_TYPES:
+            return self._meaningful(msg, env, payload, key, row, now)
+        return Item(msg.topic, msg.payload, msg.packet_id, event=row, seen=Seen(key, now), confirm=(key, env.seq))
+
+    def _meaningful(
+        self, msg: Message, env: Envelope, payload: Frozen, key: DeviceKey, row: dict[str, Any], now: datetime
+    ) -> Item:
+        """An event that means more than a row: incident signals, a consumable level, a command's or a config's
+        answer."""
         meaning = None
         if env.type in SIGNAL_TYPES:
             level = None
@@ -126,14 +148,20 @@ class Decoder:
             confirm=(key, env.seq),
         )
 
-    def _status(self, msg: Message, key: DeviceKey) -> Item:
+    def _key(self, site: str, device: str) -> DeviceKey:
+        key = self._keys.get((site, device))
+        if key is None:
+            key = DeviceKey(site, device)
+            _remember(self._keys, (site, device), key)
+        return key
+
+    def _status(self, msg: Message, key: DeviceKey, at: datetime) -> Item:
         if not msg.payload:  # a retained status being cleared (device removed): only to acknowledge
             return Item(msg.topic, b"", msg.packet_id)
         try:
             status = StatusMessage.model_validate_json(msg.payload)
         except ValidationError as exc:
             return self.dead(msg, RejectReason.MALFORMED, errors_of(exc))
-        at = self.clock.now()
         update = StatusUpdate(key.site, key.device, status, msg.retain, at)
         # A retained status replayed on subscribing is old news: it proves nothing about the device now.
         return Item(msg.topic, msg.payload, msg.packet_id, status=update, seen=None if msg.retain else Seen(key, at))
@@ -142,3 +170,9 @@ class Decoder:
         log.warning("dead letter (%s) on %s: %s", reason.value, printable(msg.topic[:200]), printable(detail[:200]))
         row = dead_letter(msg.topic, msg.payload, reason.value, detail, self.clock.now())
         return Item(msg.topic, msg.payload, msg.packet_id, dead=row)
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= CACHED_MAX:
+        cache.clear()
+    cache[key] = value

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from broker.store.db import Batch, StatusUpdate
 from broker.store.keys import DeviceKey, EventRef
@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 TOPIC_MAX = 512  # dead_letters.topic
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
+class Seen(NamedTuple):
     """Anything a device sends proves it alive at ``at``."""
 
     key: DeviceKey
@@ -42,8 +41,10 @@ class Meaning:
     level: LevelReading | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
+    """Immutable like every value here, and a NamedTuple because one is made per message: a frozen
+    dataclass's ``__init__`` (a ``object.__setattr__`` per field) cost more than parsing the message."""
+
     topic: str
     raw: bytes
     mid: int | None = None  # None for QoS 0: nothing to acknowledge

@@ -72,16 +72,16 @@ class Ingest:
         ready.set()
 
     async def _read(self) -> None:
-        c, decode, add = self.counters, self.decode, self.batcher.add
+        c, decode, add, clock = self.counters, self.decode, self.batcher.add, self.decode.clock
         async for batch in self.receiver.batches():
-            link = batch.link
+            link, now = batch.link, clock.now()  # every message of one read arrived now
             for msg in batch.messages:
                 if msg.topic == SYS_DROPPED:
                     self.drops.read(msg.payload)
                     c.broker_dropped = self.drops.dropped
                     continue
                 c.received += 1
-                item = decode(msg)
+                item = decode(msg, now)
                 if item.status is not None:
                     c.statuses += 1
                 # Presence changes and refusals are news: they do not wait for a full batch.
