@@ -161,10 +161,15 @@ class Link:
                 asyncio.create_task(self._confirm_loop(), name="outbox-confirm"),
                 asyncio.create_task(client.wait_closed(), name="mqtt-closed"),
             ]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                # Also when this connection is cancelled (the agent's task cancelled: a power loss in the
+                # fleet simulator): a pump left running would publish into the closed client, its error
+                # never retrieved.
+                for task in tasks:
+                    task.cancel()
+                results = await asyncio.gather(*tasks, return_exceptions=True)
             # The pump sees a dead socket first when publishing into it: that is a lost connection too.
             errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, MqttError)]
             if errors:

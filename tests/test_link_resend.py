@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 from pathlib import Path
 
+from agent.agent import Agent
+from agent.config import AgentConfig, OutboxConfig
 from agent.link import RESEND_MAX_S, Identity, Link
 from agent.outbox import Outbox
 from agent.state import StateStore
+from broker.mosquitto.local import LocalMosquitto
 from protocol.backoff import Backoff
+from protocol.settings import MqttConfig
 from protocol.transport import LinkOptions
 
 
@@ -84,3 +89,24 @@ def test_the_agent_has_no_reconnect_delay_of_its_own() -> None:
         if isinstance(node, ast.ClassDef) and "backoff" in node.name.lower()
     ]
     assert copies == [], f"{copies} define a backoff: use protocol.backoff.Backoff"
+
+
+async def test_a_cancelled_agent_leaves_no_link_task_behind(mosquitto: LocalMosquitto, tmp_path: Path) -> None:
+    """GIVEN a connected agent WHEN its task is cancelled (power lost in the fleet simulator) THEN the link's
+    pump, confirm loop and close watch end with it: none is left to publish into the closed connection."""
+    cfg = AgentConfig(
+        site="qp",
+        device="pwr-1",
+        heartbeat_s=3600,
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port),
+        outbox=OutboxConfig(path=tmp_path / "outbox.db"),
+        clock_sync_file=Path("/"),
+    )
+    agent = Agent(cfg)
+    task = asyncio.create_task(agent.run())
+    await asyncio.wait_for(agent.link.connected.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    link_tasks = {"outbox-pump", "outbox-confirm", "mqtt-closed"}
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name() in link_tasks and not t.done()]
+    assert left == []
