@@ -137,6 +137,9 @@ class HallPlay:
         self.tell = tell
         self.rng = random.Random(f"hall-{hall.site}")
         self.held: dict[str, datetime] = {}  # service -> its windows call no ticket before then (scripted)
+        # The scripted cases still to play in this hall (each plays once; the scenario itself is left as loaded).
+        self.long_waits: list[LongWait] = [x for x in part.queue.long_wait if x.hall == hall.site]
+        self.pauses: list[PausedPad] = [x for x in part.queue.paused if x.hall == hall.site]
 
     async def bind_pad(self, d: Device, agent: Agent) -> None:
         """The queue system reaches the window's pad (its QueueServer on a free port) to start and end services."""
@@ -154,16 +157,16 @@ class HallPlay:
         ticket = self.queue.issue(service, dispenser=DISPENSER)
         due = self.day.clock.now() + timedelta(minutes=rng.uniform(*self.part.queue.wait_min))
         now = self.day.now()
-        for lw in list(self.part.queue.long_wait):
-            if (lw.hall, lw.window) == (d.hall.site, d.window) and self.day.at(lw.at) <= now:
-                self.part.queue.long_wait.remove(lw)
+        for lw in list(self.long_waits):
+            if lw.window == d.window and self.day.at(lw.at) <= now:
+                self.long_waits.remove(lw)
                 self.held[service] = self.day.clock.now() + timedelta(minutes=lw.wait_min)
                 self.tell(
                     f"{d.hall.short} {service} 类业务窗口都在办理复杂件, 取号 {ticket} 等候 {lw.wait_min:.0f} 分钟"
                 )
-        for p in list(self.part.queue.paused):
-            if (p.hall, p.window) == (d.hall.site, d.window) and self.day.at(p.at) <= now:
-                self.part.queue.paused.remove(p)
+        for p in list(self.pauses):
+            if p.window == d.window and self.day.at(p.at) <= now:
+                self.pauses.remove(p)
                 self.held[service] = self.day.at(p.until) + timedelta(minutes=1)
                 await self._paused(d, agent, p, ticket)
         await self.day.until(max(due, self.held.get(service, due)))
@@ -171,7 +174,7 @@ class HallPlay:
             return None
         return await self.queue.call(d.window, [service])
 
-    async def _paused(self, d: Device, agent: Agent, p: Any, ticket: str) -> None:
+    async def _paused(self, d: Device, agent: Agent, p: PausedPad, ticket: str) -> None:
         role = agent.rating
         assert role is not None
         await role.service(ServiceCall(action="pause"))

@@ -136,9 +136,12 @@ def check_hall_devices(db: Path, summary: str) -> None:
     """The queue, the 24-hour area and the duties (issue 23): their events stored, and each scripted case told by
     the centre as the scenario says."""
     for site in ("qingpu", "wanzhou"):
-        steps = dict(rows(db, f"SELECT type, count(*) FROM events WHERE site = '{site}' GROUP BY type"))
+        steps = {
+            str(t): int(n)  # type: ignore[call-overload]
+            for t, n in rows(db, f"SELECT type, count(*) FROM events WHERE site = '{site}' GROUP BY type")
+        }
         for t in ("queue.ticket_issued", "queue.ticket_called", "queue.ticket_served", "patrol.scan"):
-            assert int(steps.get(t, 0)) >= 5, (site, t, steps)  # type: ignore[call-overload]
+            assert steps.get(t, 0) >= 5, (site, t, steps)
         assert steps.get("duty.netcheck") == 2, steps  # each kiosk's daily network check, once
         assert steps.get("locker.parcel") and steps.get("door.state"), steps
     # The pads rate the very tickets the queue system issued.
