@@ -53,6 +53,8 @@ RECIPIENTS = {
     "it.zhao": "it_section",
     "window.chen": "window_management",
 }
+# At the day's end, how long (real seconds) the centre waits for the scenario's last punches to be stored.
+FINISH_S = 15.0
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -239,6 +241,8 @@ async def _demo_day(
                 else:
                     await show
             finally:
+                if day.over() and not stop.is_set():  # the day ran out: its last punches are made and stored first
+                    await play.finish(FINISH_S)
                 print(f"stopping at {day.now():%H:%M} 大厅时间 ...")
                 playing.cancel()
                 await asyncio.gather(playing, return_exceptions=True)

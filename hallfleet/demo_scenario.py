@@ -582,6 +582,9 @@ class Scenario:
         ins += [(self.day.at(t), m) for t, m in zip(part.late, late, strict=False)]
         outs = list(zip(self.day.spread(part.leave, len(came), rng), came, strict=True))
         plays = sorted([(t, m, "签到") for t, m in ins] + [(t, m, "签退") for t, m in outs], key=lambda x: x[0])
+        # What finish() waits for at the day's end: every punch planned made, and as many stored by the centre.
+        made: list[str] = []
+        self.expected[hall.site] |= {"planned": [m.staff_id for _, m, _ in plays], "punched": made}
         noted = max([t for t, _ in ins], default=self.day.start) + timedelta(minutes=5)
         free_at = [0.0] * len(terminals)  # loop time each terminal is free again: one person at a time
         for k, (at, m, what) in enumerate(plays):
@@ -600,6 +603,7 @@ class Scenario:
             elif role.qr_sim is not None:
                 stamp = int(self.day.clock.now().timestamp())
                 role.qr_sim.type(f"{hall.qr_prefix}:{personal_id(hall, m.staff_id)}:{stamp}")
+            made.append(m.staff_id)
             if m in late and what == "签到":
                 self.tell(f"{hall.short} {m.name} ({m.staff_id}) 迟到签到")
         self._absent(hall, absent)
@@ -760,6 +764,35 @@ class Scenario:
         with contextlib.suppress(Exception):
             waiting = sum(a.outbox.depth for _, a in self.fleet)
             log.warning("%d events still wait in the agents' outboxes", waiting)
+
+    async def finish(self, within_s: float) -> None:
+        """The day's last scheduled actions done and stored (bounded by ``within_s`` real seconds): every hall's
+        punches made and as many outcomes stored (taken, or refused: an unmatched finger). The day ends at its
+        hall time, but on a loaded machine the terminals' queue (PUNCH_REAL_S a person) can run past it:
+        Wanzhou's 17:58 sign-outs must be in before the centre stops, or someone stays 待签退."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while (behind := await self._punches_behind()) is not None:
+            if loop.time() >= deadline:
+                log.warning("the day's last punches not all in after %g s: %s", within_s, behind)
+                return
+            await asyncio.sleep(0.1)
+
+    async def _punches_behind(self) -> str | None:
+        """A hall whose punches are not all made and stored, as "site made/planned stored"; None: all in."""
+        outcomes = ("attendance.punch", "attendance.punch_rejected")
+        for hall in HALLS:
+            plan = self.expected.get(hall.site, {})
+            made, planned = plan.get("punched", []), plan.get("planned")
+            e = events.c
+            stored = await self.store.scalar(
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(e.site == hall.site, e.type.in_(outcomes), e.ts >= self.day.start)
+            )
+            if planned is None or len(made) < len(planned) or (stored or 0) < len(made):
+                return f"{hall.site} made {len(made)}/{len(planned or [])}, stored {stored}"
+        return None
 
 
 # -- what the demo shows ---------------------------------------------------------------------------------
