@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from broker.alerts.deliveries import Deliverer
 from broker.alerts.routing import Router
+from broker.attendance.face_settings import FaceSettingsSync
 from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
 from broker.duties.jobs import DutyChecks, DutyJobs
@@ -134,6 +135,7 @@ class Consumer:
             sla = SlaClock(self.store.engine, self.sites, self._router, r.plan_every_s)
             jobs.append(central.SlaTicks(sla, rx, r.tick_s))
             jobs.append(central.GallerySync(self.store, self.cfg.gallery, self.rules, rx, r.gallery_every_s))
+            jobs.append(FaceSettingsSync(self.store, self.sites, rx, r.gallery_every_s))
             attendance = AttendanceJobs(self.store, self.sites, self._router)
             jobs.append(central.AttendanceChecks(attendance, r.attendance_every_s))
             ratings = RatingJobs(self.store, self.sites, self._router)
