@@ -52,6 +52,12 @@ class RulesConfig(Section):
     queueing_every_s: float = Field(
         default=30.0, gt=0, description="How often ticket steps are folded and waits past 10/30/60 are told"
     )
+    duties_every_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often (real seconds) the daily duties are judged (network checks, power-on/off, patrol"
+        " rounds) and the missed or failed ones and lockers' items held too long are told",
+    )
     gallery_every_s: float = Field(
         default=60.0, gt=0, description="How often terminals missing a face-gallery update are sent one"
     )

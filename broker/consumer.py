@@ -140,7 +140,7 @@ class Consumer:
             jobs.append(central.AttendanceChecks(attendance, r.attendance_every_s))
             ratings = RatingJobs(self.store, self.sites, self._router)
             jobs.append(central.RatingChecks(ratings, r.ratings_every_s))
-            jobs.append(DutyChecks(DutyJobs(self.store, self.sites, self._router), r.plan_every_s))
+            jobs.append(DutyChecks(DutyJobs(self.store, self.sites, self._router), r.duties_every_s))
             jobs.append(QueueChecks(QueueJobs(self.store, self.sites, self._router), r.queueing_every_s))
             jobs.append(central.AlertDeliveries(self.deliverer, self.cfg.alerts.send_every_s))
         return jobs

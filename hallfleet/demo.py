@@ -153,13 +153,19 @@ def consumer_config(mqtt: MqttConfig, workdir: Path, sink: Sink, locker_hold_h: 
             channels={"demo-sink": WebhookConfig(url=f"{sink.base}/alerts", timeout_s=5)},
             recipients={n: RecipientConfig(role=r, channel="demo-sink") for n, r in RECIPIENTS.items()},
         ),
-        # The rating and attendance jobs sleep real seconds: every few, so follow-ups and notices show within the
-        # day. plan_every_s is both restock planning's cadence (counted on the clock, checked at each SLA tick) and
-        # the daily duties job's (the consumer's DutyChecks sleeps it in real seconds): 10 s, so missed patrols
+        # Restock and maintenance planning every ten hall minutes (plan_every_s is counted on the clock); the
+        # rating, attendance and duties jobs sleep real seconds: every few, so follow-ups, notices, missed patrols
         # and overdue locker items are told within the day. The SLA clock ticks twice a (real) second: a minute
         # of hall time at 120x.
         # The queue job folds ticket steps each real second: a wait past its 10/30/60 limit is told within minutes.
-        rules=RulesConfig(tick_s=0.5, plan_every_s=10, attendance_every_s=5, ratings_every_s=3, queueing_every_s=1),
+        rules=RulesConfig(
+            tick_s=0.5,
+            plan_every_s=600,
+            attendance_every_s=5,
+            ratings_every_s=3,
+            duties_every_s=10,
+            queueing_every_s=1,
+        ),
     )
 
 

@@ -130,7 +130,7 @@ def _notice(site: str, day: date, step: str, device: str, subject: str, zh: str,
 @dataclass(slots=True)
 class DutyChecks:
     """The duties as a job of the consumer's runner (broker/jobs/runner.py's ``Job``): the stages-built consumer
-    starts it as it starts QueueChecks, at the planning cadence (``rules.plan_every_s``)."""
+    starts it as it starts QueueChecks, every ``rules.duties_every_s`` real seconds."""
 
     jobs: DutyJobs
     interval_s: float

@@ -120,7 +120,7 @@ def consumer_config(
             "ingest": IngestConfig(sweep_s=0.1, republish_s=1.0),
             "sites": sites,
             "alerts": alerts,
-            "rules": RulesConfig(tick_s=0.05, plan_every_s=0.2),
+            "rules": RulesConfig(tick_s=0.05, plan_every_s=0.2, duties_every_s=0.2),
         }
     )
 
