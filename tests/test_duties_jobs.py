@@ -6,6 +6,7 @@ told once; an item left in a locker past the hall's limit is a minor incident an
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,7 +64,7 @@ async def test_missed_checks_rounds_and_overdue_items_are_told_once(
         await hall.settle(10)  # the job runs many more times
         failed = await hall.notifications(step="netcheck_failed")
         missing = await hall.notifications(step="netcheck_missing")
-        assert {n.recipient for n in failed} == {"it", "tech"} and "centre" in failed[0].body
+        assert {n.recipient for n in failed} == {"it", "tech"} and "未通: 中心" in failed[0].body
         assert {n.recipient for n in missing} == {"it", "tech"}, "k3 never checked: once to each"
         assert all("k3" in n.subject + n.body for n in missing)
         (round_missed,) = await hall.notifications(step="patrol_missed")
@@ -72,5 +73,8 @@ async def test_missed_checks_rounds_and_overdue_items_are_told_once(
         assert overdue.recipient == "staff"
         (incident,) = await hall.incidents(kind="locker_overdue.A.1")
         assert (incident.severity, incident.state) == ("minor", "open")
+        for n in await hall.notifications():  # the recipients read Chinese: words, not the steps' codes
+            text = n.subject + "\n" + n.body
+            assert not re.search(r"\b[a-z]+_[a-z_]+\b|\((duty|kiosk|locker)\)", text), text
     finally:
         await hall.stop()

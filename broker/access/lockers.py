@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.access.status import held_too_long
+from broker.alerts.messages import local
+from broker.api.fleet_words import incident_kind_label
 from broker.rules.incidents import IncidentRules, Signal
 from broker.rules.notices import Notice
 from broker.sites import Sites
@@ -56,18 +58,22 @@ async def check_lockers(conn: AsyncConnection, sites: Sites, rules: IncidentRule
     opened = await conn.execute(
         sa.select(incidents).where(c.state == "open", c.kind.like("locker_overdue.%")).limit(500)
     )
-    return [
-        Notice(
-            ref=f"incident:{r.id}",
-            step="locker_overdue",
-            site=r.site,
-            device=r.device,
-            device_class=r.device_class,
-            kind="locker_overdue",
-            severity="minor",
-            summary_zh=f"{r.summary}, 请联系寄件人或按规定处理",
-            summary_en=f"{r.summary.split(':')[0]}: an item has stayed past the hall's limit",
-            facts={"detected_at": r.detected_at.isoformat()},
-        )
-        for r in opened
-    ]
+    return [overdue_notice(r) for r in opened]
+
+
+def overdue_notice(r: Any) -> Notice:
+    """Site staff's notice of one overdue item (an ``incidents`` row): which compartment, since when."""
+    since = local(r.detected_at)  # the incident began when the item was deposited (the signal's ``began``)
+    return Notice(
+        ref=f"incident:{r.id}",
+        step="locker_overdue",
+        site=r.site,
+        device=r.device,
+        device_class=r.device_class,
+        kind="locker_overdue",
+        severity="minor",
+        summary_zh=f"{r.summary}, 请联系寄件人或按规定处理",
+        summary_en=f"{incident_kind_label(r.kind, 'en')} (in since {since}): contact the depositor or follow the"
+        " hall's rules",
+        facts={"detected_at": r.detected_at.isoformat()},
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from broker.rules.incidents import kind_label
+from broker.api.fleet_words import enum_label, incident_kind_label
 from broker.rules.notices import Notice
 from protocol.clock import HALL_ZONE
 
@@ -33,6 +33,14 @@ STEP = {
         "proxy_suspect": "疑似代评",
         "reply_overdue": "差评回复超期",
         "rectify_overdue": "差评整改超期",
+        # The daily duties (broker/duties/jobs.py) and the lockers (broker/access/lockers.py).
+        "netcheck_failed": "网络日常检查未通过",
+        "netcheck_missing": "网络日常检查未执行",
+        "power_not_on": "自助服务区计算机未开机",
+        "power_not_off": "下班后未关机",
+        "power_unclean": "未正常关机 (断电或断网)",
+        "patrol_missed": "巡查未完成",
+        "locker_overdue": "待处理",
     },
     "en": {
         "opened": "opened",
@@ -54,18 +62,50 @@ STEP = {
         "proxy_suspect": "suspected proxy rating",
         "reply_overdue": "negative rating reply overdue",
         "rectify_overdue": "negative rating rectification overdue",
+        "netcheck_failed": "daily network check failed",
+        "netcheck_missing": "daily network check did not run",
+        "power_not_on": "self-service computer not switched on",
+        "power_not_off": "left on after hours",
+        "power_unclean": "went off without a clean shutdown",
+        "patrol_missed": "patrol round missed",
+        "locker_overdue": "to be handled",
     },
 }
 LABELS = {
-    "zh-CN": {"site": "站点", "device": "设备", "time": "时间", "link": "确认处理", "escalation": "升级通知"},
-    "en": {"site": "Site", "device": "Device", "time": "Time", "link": "Acknowledge", "escalation": "escalation"},
+    "zh-CN": {
+        "site": "站点",
+        "device": "设备",
+        "time": "时间",
+        "day": "日期",
+        "link": "确认处理",
+        "escalation": "升级通知",
+    },
+    "en": {
+        "site": "Site",
+        "device": "Device",
+        "time": "Time",
+        "day": "Day",
+        "link": "Acknowledge",
+        "escalation": "escalation",
+    },
 }
+# Notice classes that are not device roles (broker/api/fleet_words.py words the roles): a duty notice names the
+# device it concerns, but the notice is about the duty.
+NOTICE_CLASSES = {"duty": ("日常值守", "daily duty")}
 
 
 def step_label(step: str, lang: str) -> str:
     if step.startswith("escalation"):
         return f"{LABELS[lang]['escalation']} {step.removeprefix('escalation')}".strip()
     return STEP[lang].get(step, step)
+
+
+def class_label(device_class: str, lang: str) -> str:
+    """The device's kind in words (an unknown one as "其他 (code)", as the pages show it)."""
+    known = NOTICE_CLASSES.get(device_class)
+    if known is not None:
+        return known[1 if lang == "en" else 0]
+    return enum_label("role", device_class, lang)
 
 
 def local(t: datetime | str | None) -> str:
@@ -80,7 +120,7 @@ def render(n: Notice, lang: str, site_name: str, link: str | None) -> tuple[str,
     lang = "en" if lang == "en" else "zh-CN"
     sev = SEVERITY[lang].get(n.severity, n.severity)
     device = "" if n.device == "*" else f" {n.device}"
-    what = kind_label(n.kind, lang) if n.ref.startswith("incident:") else ""
+    what = incident_kind_label(n.kind, lang) if n.ref.startswith("incident:") else ""
     subject = f"【{sev}】{site_name}{device} {what} {step_label(n.step, lang)}".replace("  ", " ")
     lab = LABELS[lang]
     lines = [
@@ -88,8 +128,16 @@ def render(n: Notice, lang: str, site_name: str, link: str | None) -> tuple[str,
         f"{lab['site']}: {site_name} ({n.site})",
     ]
     if n.device != "*":
-        lines.append(f"{lab['device']}: {n.device} ({n.device_class})")
-    lines.append(f"{lab['time']}: {local(n.facts.get('at'))}")
+        lines.append(f"{lab['device']}: {n.device} ({class_label(n.device_class, lang)})")
+    lines.append(_when(n, lab))
     if link:
         lines.append(f"{lab['link']}: {link}")
     return subject, "\n".join(lines)
+
+
+def _when(n: Notice, lab: dict[str, str]) -> str:
+    """A step's time; else when the incident began; a daily duty's notice is about a day, not a moment."""
+    at = n.facts.get("at") or n.facts.get("detected_at")
+    if at is None and "day" in n.facts:
+        return f"{lab['day']}: {n.facts['day']}"
+    return f"{lab['time']}: {local(at)}"

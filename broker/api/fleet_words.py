@@ -171,6 +171,7 @@ ROLES = {
     "door": ("门禁控制器", "door controller"),
     "locker": ("自助寄取柜", "locker bank"),
     "patrol": ("巡查扫码器", "patrol handheld"),
+    "queue": ("排队叫号系统", "queue system"),
     "": ("未登记", "unregistered"),
 }
 CONSUMABLE_STATES = {

@@ -15,10 +15,12 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.access.lockers import check_lockers
+from broker.alerts.messages import step_label
 from broker.alerts.routing import Router
-from broker.duties.netcheck import netcheck_day
-from broker.duties.patrol import patrol_day
-from broker.duties.power import power_day
+from broker.api.hall_words import HALL_EN, HALL_ZH
+from broker.duties.netcheck import NetCheckDay, netcheck_day
+from broker.duties.patrol import RoundDay, patrol_day
+from broker.duties.power import PowerDay, power_day
 from broker.rules.incidents import IncidentRules
 from broker.rules.notices import Notice
 from broker.sites import Sites
@@ -26,8 +28,9 @@ from broker.store.db import Store
 
 log = logging.getLogger(__name__)
 
-NET_ZH = {"failed": "网络日常检查未通过", "missing": "网络日常检查未执行"}
-NET_EN = {"failed": "daily network check failed", "missing": "daily network check did not run"}
+# The words of a duty notice are its step's (broker/alerts/messages.py), so the subject and the first line agree.
+ZH, EN = "zh-CN", "en"
+HALL_WORDS = {ZH: HALL_ZH, EN: HALL_EN}  # the network targets in words, as the duties page shows them
 
 
 class DutyJobs:
@@ -51,63 +54,63 @@ class DutyJobs:
 
     async def judge(self, conn: AsyncConnection, site: str, day: date, now: datetime) -> list[Notice]:
         cfg = self.sites[site]
-        out: list[Notice] = []
-        for n in await netcheck_day(conn, site, cfg, day, now):
-            if n.verdict in NET_ZH:
-                why = f" ({', '.join(n.failed)})" if n.failed else ""
-                out.append(
-                    _notice(
-                        site,
-                        day,
-                        f"netcheck_{n.verdict}",
-                        n.device,
-                        "kiosk",
-                        NET_ZH[n.verdict] + why,
-                        NET_EN[n.verdict] + why,
-                    )
-                )
+        out = [x for n in await netcheck_day(conn, site, cfg, day, now) if (x := net_notice(site, n))]
         for p in await power_day(conn, site, cfg, day, now):
-            if p.on == "not_on":
-                out.append(
-                    _notice(
-                        site,
-                        day,
-                        "power_not_on",
-                        p.device,
-                        p.department,
-                        f"{p.department}: 自助服务区计算机今日未开机",
-                        f"{p.department}: not switched on",
-                    )
-                )
-            if p.off in ("not_off", "unclean"):
-                zh = "下班后未关机" if p.off == "not_off" else "未正常关机 (断电或断网)"
-                en = "left on after hours" if p.off == "not_off" else "went off without a clean shutdown"
-                out.append(
-                    _notice(
-                        site,
-                        day,
-                        f"power_{p.off}",
-                        p.device,
-                        p.department,
-                        f"{p.department}: {zh}",
-                        f"{p.department}: {en}",
-                    )
-                )
-        for r in await patrol_day(conn, site, cfg, day, now):
-            if r.verdict == "missed":
-                left = ", ".join(r.missing[:10]) + (" ..." if len(r.missing) > 10 else "")
-                out.append(
-                    _notice(
-                        site,
-                        day,
-                        "patrol_missed",
-                        "*",
-                        r.name,
-                        f"{r.name}巡查未完成 (覆盖 {r.coverage_pct:.0f}%), 未到: {left}",
-                        f"{r.name} patrol round missed ({r.coverage_pct:.0f}% covered), not reached: {left}",
-                    )
-                )
+            out += power_notices(site, p)
+        out += [x for r in await patrol_day(conn, site, cfg, day, now) if (x := patrol_notice(site, r))]
         return out
+
+
+def net_notice(site: str, n: NetCheckDay) -> Notice | None:
+    """A kiosk whose check failed (with the targets it could not reach, in words) or never came."""
+    if n.verdict not in ("failed", "missing"):
+        return None
+    step = f"netcheck_{n.verdict}"
+    zh, en = (", ".join(HALL_WORDS[lang][f"target_{t}"] for t in n.failed) for lang in (ZH, EN))
+    return _notice(
+        site,
+        n.day,
+        step,
+        n.device,
+        "kiosk",
+        step_label(step, ZH) + (f" (未通: {zh})" if zh else ""),
+        step_label(step, EN) + (f" (not reached: {en})" if en else ""),
+    )
+
+
+def power_notices(site: str, p: PowerDay) -> list[Notice]:
+    """A departmental machine never switched on, or left on / gone off uncleanly (WZ 002:491)."""
+    steps = (["power_not_on"] if p.on == "not_on" else []) + (
+        [f"power_{p.off}"] if p.off in ("not_off", "unclean") else []
+    )
+    return [
+        _notice(
+            site,
+            p.day,
+            step,
+            p.device,
+            p.department,
+            f"{p.department}: {step_label(step, ZH)}",
+            f"{p.department}: {step_label(step, EN)}",
+        )
+        for step in steps
+    ]
+
+
+def patrol_notice(site: str, r: RoundDay) -> Notice | None:
+    """A round missed, with its coverage and (the first ten of) the points not reached."""
+    if r.verdict != "missed":
+        return None
+    left = ", ".join(r.missing[:10]) + (" ..." if len(r.missing) > 10 else "")
+    return _notice(
+        site,
+        r.day,
+        "patrol_missed",
+        "*",
+        r.name,
+        f"{r.name}{step_label('patrol_missed', ZH)} (覆盖 {r.coverage_pct:.0f}%), 未到: {left}",
+        f"{r.name}: {step_label('patrol_missed', EN)} ({r.coverage_pct:.0f}% covered), not reached: {left}",
+    )
 
 
 def _notice(site: str, day: date, step: str, device: str, subject: str, zh: str, en: str) -> Notice:
