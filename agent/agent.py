@@ -26,13 +26,13 @@ from agent.tasks import TaskSet
 from agent.version import agent_version
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
-from protocol.backoff import Backoff
-from protocol.clock import Clock, SystemClock, real_seconds
+from runtime.backoff import Backoff
+from runtime.clock import Clock, SystemClock, real_seconds
 from protocol.envelope import Envelope, Frozen
 from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, encode_event, lane_of
 from protocol.ids import uuid7
-from protocol.sdnotify import notify, watchdog_loop
-from protocol.transport import LinkOptions, Will
+from runtime.sdnotify import notify, watchdog_loop
+from runtime.transport import LinkOptions, Will
 
 if TYPE_CHECKING:
     from agent.netcheck import NetChecker

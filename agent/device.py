@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.state import StateStore
-from protocol.clock import Clock
+from runtime.clock import Clock
 from protocol.envelope import Envelope, Frozen
 
 

@@ -24,10 +24,10 @@ from agent.outbox import Outbox
 from agent.state import StateStore
 from agent.tasks import TaskSet
 from protocol import topics
-from protocol.backoff import Backoff
-from protocol.clock import Clock, real_seconds
+from runtime.backoff import Backoff
+from runtime.clock import Clock, real_seconds
 from protocol.envelope import Envelope, Presence, StatusMessage, StoredAck
-from protocol.transport import AsyncMqtt, LinkOptions, MqttError, Will
+from runtime.transport import AsyncMqtt, LinkOptions, MqttError, Will
 
 log = logging.getLogger(__name__)
 

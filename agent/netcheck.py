@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from agent.commands.registry import CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
-from protocol.clock import real_seconds
+from runtime.clock import real_seconds
 from protocol.hall_events import NetCheck, NetProbe, NetTarget
 from protocol.settings import Section
 

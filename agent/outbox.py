@@ -30,7 +30,7 @@ from pathlib import Path
 
 from agent.sqlite import Database
 from agent.state import counter_key
-from protocol.clock import Clock, SystemClock
+from runtime.clock import Clock, SystemClock
 from protocol.events import Lane
 
 log = logging.getLogger(__name__)

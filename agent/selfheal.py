@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from protocol.clock import Clock, SystemClock
+from runtime.clock import Clock, SystemClock
 from protocol.envelope import Frozen
 from protocol.events import AppRestart, Fault
 from protocol.settings import Section

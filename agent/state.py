@@ -10,7 +10,7 @@ neither repeats nor skips work. Times come from the injected clock, as everythin
 from __future__ import annotations
 
 from agent.sqlite import Database
-from protocol.clock import Clock, SystemClock
+from runtime.clock import Clock, SystemClock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);

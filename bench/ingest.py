@@ -187,7 +187,7 @@ def _report_crash(conn: Connection) -> None:
 
 def nodelay(sock: Any) -> None:
     """paho leaves Nagle on: a small publish could then wait for the peer's delayed ACK (~40 ms), which
-    would be billed to the consumer's latency. The devices' own link (protocol/transport.py) sets it too."""
+    would be billed to the consumer's latency. The devices' own link (runtime/transport.py) sets it too."""
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

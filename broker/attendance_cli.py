@@ -19,7 +19,7 @@ from broker.cli_support import Handler, run_with_store
 from broker.commands import current_user
 from broker.sites import Sites
 from broker.store.db import Store
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 
 KIND_ZH = {
     ExceptionKind.LEAVE: "请假",

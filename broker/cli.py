@@ -25,7 +25,7 @@ from broker.config import ConsumerConfig
 from broker.store.db import Store
 from protocol.commands import FINAL_STATES, CommandState
 from protocol.settings import load_settings
-from protocol.transport import AsyncMqtt, MqttError
+from runtime.transport import AsyncMqtt, MqttError
 
 STATE_ZH = {
     "queued": "排队中",

@@ -18,11 +18,11 @@ from broker.store import commands as cmd_sql
 from broker.store.db import Store
 from broker.store.schema import audit_log, commands
 from protocol import topics
-from protocol.clock import Clock, SystemClock
+from runtime.clock import Clock, SystemClock
 from protocol.commands import Command, DesiredConfig
 from protocol.ids import uuid7
 from protocol.settings import MqttConfig
-from protocol.transport import AsyncMqtt, LinkOptions
+from runtime.transport import AsyncMqtt, LinkOptions
 
 
 class CommandError(ValueError):

@@ -42,9 +42,9 @@ from broker.rules.sla import SlaClock
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.keys import DeviceKey
-from protocol.clock import Clock, SystemClock
+from runtime.clock import Clock, SystemClock
 from protocol.commands import Command
-from protocol.sdnotify import notify, watchdog_interval_s
+from runtime.sdnotify import notify, watchdog_interval_s
 from protocol.settings import ConfigError
 
 log = logging.getLogger(__name__)

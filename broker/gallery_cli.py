@@ -23,7 +23,7 @@ from broker.commands import CommandError, current_user, fmt_time, split_device
 from broker.config import ConsumerConfig
 from broker.store.db import Store
 from broker.store.schema import face_gallery
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 from protocol.gallery import key_to_text, new_key
 from protocol.settings import load_settings
 

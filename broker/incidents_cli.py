@@ -19,7 +19,7 @@ from broker.rules.maintenance import record_service
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import dispatches, incident_timeline, incidents, notifications, tasks
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 
 STATE_ZH = {"open": "处理中", "recovering": "待确认恢复", "closed": "已关闭"}
 RECOVERY_ZH = {"self_healed": "自愈", "remote": "远程处置", "on_site": "现场处置", "": ""}

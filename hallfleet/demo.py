@@ -41,7 +41,7 @@ from drivers.ipp.sim import SimulatedIppServer
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
 from hallfleet import demo_scenario as sc
-from protocol.clock import Clock
+from runtime.clock import Clock
 from protocol.settings import ConfigError, MqttConfig
 
 SUMMARY_EVERY_S = 5.0

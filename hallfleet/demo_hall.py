@@ -33,7 +33,7 @@ from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import events, notifications
 from drivers.queue.sim import SimQueueSystem
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 if TYPE_CHECKING:
     from agent.agent import Agent

@@ -79,7 +79,7 @@ from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
 from drivers.qr.validators import staff_map_line
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
-from protocol.clock import HALL_ZONE, ScaledClock
+from runtime.clock import HALL_ZONE, ScaledClock
 from protocol.settings import ConfigError, MqttConfig
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConf
 
 if TYPE_CHECKING:
     # The transport is paho; drivers read their config models from here and must not load an MQTT client.
-    from protocol.transport import TlsFiles
+    from runtime.transport import TlsFiles
 
 T = TypeVar("T", bound=BaseSettings)
 _toml_path: ContextVar[Path | None] = ContextVar("_toml_path", default=None)
@@ -60,7 +60,7 @@ class MqttConfig(Section):
     def tls_files(self) -> TlsFiles | None:
         if self.tls is None:
             return None
-        from protocol.transport import TlsFiles
+        from runtime.transport import TlsFiles
 
         t = self.tls
         return TlsFiles(

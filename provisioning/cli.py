@@ -243,7 +243,7 @@ def _staff(a: argparse.Namespace) -> int:
 
 async def _staff_run(a: argparse.Namespace, store: Any, sites: Any) -> int:
     from broker.config import ConsumerConfig
-    from protocol.clock import SystemClock
+    from runtime.clock import SystemClock
     from protocol.settings import load_settings
     from provisioning import staff
 

@@ -24,7 +24,7 @@ from broker.store.db import Store
 from broker.store.schema import devices, events
 from protocol import topics
 from protocol.commands import FINAL_STATES, CommandState
-from protocol.transport import AsyncMqtt
+from runtime.transport import AsyncMqtt
 
 OUTCOME_ZH = {
     "updated": "已更新",

@@ -19,7 +19,7 @@ from broker.commands import CommandError, centre_link, current_user, fmt_time
 from broker.config import ConsumerConfig
 from broker.store.db import Store
 from protocol.settings import load_settings
-from protocol.transport import AsyncMqtt, MqttError
+from runtime.transport import AsyncMqtt, MqttError
 from provisioning.updates import (
     OUTCOME_EN,
     OUTCOME_ZH,

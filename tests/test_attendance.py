@@ -21,7 +21,7 @@ from broker import gallery
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import commands, devices, events, incidents
 from drivers.qr.validators import staff_map_line
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 from protocol.gallery import key_to_text, new_key
 from protocol.settings import MqttConfig
 from tests.conftest import RunningConsumer

@@ -15,7 +15,7 @@ from broker.attendance.roster import StaffMember, import_roster
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import attendance_locks, events, notifications
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.ids import uuid7
 
 TUESDAY = date(2026, 11, 24)

@@ -24,7 +24,7 @@ from broker.attendance.policy import MonthlyRule, PunchPolicy
 from broker.attendance.verdicts import EXCUSED_NOTE, is_attendance, is_excused, is_present, judge_day, leave_days
 from broker.calendar import SiteCalendar
 from broker.sites import SiteConfig
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 EXAMPLES = Path(__file__).parent.parent / "broker" / "attendance" / "examples"
 STAFF = "S0001"

@@ -23,7 +23,7 @@ from broker.calendar import (
     TimetableConfig,
     WallClockHours,
 )
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 SUMMER = TimetableConfig(name="夏令", start="07-01", end="09-30", sessions=["08:30-11:30", "13:30-17:00"])
 NON_SUMMER = TimetableConfig(name="非夏令", start="10-01", end="06-30", sessions=["08:30-11:30", "13:00-17:00"])

@@ -17,7 +17,7 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import audit_log, device_configs, devices, events
 from protocol import topics
 from protocol.settings import MqttConfig
-from protocol.transport import AsyncMqtt
+from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.apps import app_command, free_port
 from tests.support.procs import Proc, agent_proc, presence, wait_for

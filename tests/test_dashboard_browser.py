@@ -33,10 +33,10 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.ratings.jobs import RatingJobs
 from broker.sites import Sites
 from broker.store.schema import audit_log, commands, consumable_levels, events, incidents, rating_followups
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.ids import uuid7
 from protocol.settings import MqttConfig
-from protocol.transport import AsyncMqtt
+from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.apps import free_port
 from tests.support.hall import Device, ManualClock, wait_until

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from broker.mosquitto.local import LocalMosquitto
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from tests.support.hall import Device, ManualClock, consumer_config, start_hall, wait_until
 from tests.support.hall_duties import netcheck
 from tests.support.http_receiver import HttpServer

@@ -19,7 +19,7 @@ from broker.duties.report import build_report, load_month, write_report
 from broker.rules.incidents import IncidentRules
 from broker.sites import Sites
 from broker.store.db import Store
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from tests.support.hall_duties import add_alarm, add_device, add_event, add_shutdown, netcheck
 
 SITE = "qp"

@@ -23,7 +23,7 @@ from broker.sites import SiteConfig, Sites
 from broker.store.schema import device_configs
 from drivers.face.config import FaceConfig, LivenessLimits
 from protocol.settings import MqttConfig
-from protocol.transport import AsyncMqtt
+from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.procs import presence, wait_for
 from tests.test_attendance import role, terminal_config

@@ -194,7 +194,7 @@ async def test_a_tenth_of_the_fleet_loses_power_and_presence_stays_exact(
 
     from hallfleet.fleet.play import Slice, read_slice, start_slices, stop_slices
     from hallfleet.fleet.sim import at_day
-    from protocol.clock import HALL_ZONE, ScaledClock
+    from runtime.clock import HALL_ZONE, ScaledClock
 
     path = tmp_path / "beats.toml"
     path.write_text('name = "beats"\nheartbeat_s = 2\n[mix]\nattendance = 0\nkiosk = 0\nrating = 0\nnone = 1\n')

@@ -36,7 +36,7 @@ from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import events, incidents
 from hallfleet.demo_scenario import load_sites
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.ids import uuid7
 from protocol.settings import MqttConfig
 from tests.support.fleet_seed import FOCUS, INCIDENT_KINDS, seed_fleet

@@ -23,7 +23,7 @@ from broker.store.db import Batch, StatusUpdate, Store, Written
 from broker.store.keys import DeviceKey
 from broker.store.schema import audit_log, commands, incident_conditions, incident_timeline, incidents, notifications
 from hallfleet.cli import main
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.commands import CommandAck, CommandState
 from protocol.envelope import Presence, StatusMessage
 

@@ -12,9 +12,9 @@ from agent.link import RESEND_MAX_S, Identity, Link
 from agent.outbox import Outbox
 from agent.state import StateStore
 from broker.mosquitto.local import LocalMosquitto
-from protocol.backoff import Backoff
+from runtime.backoff import Backoff
 from protocol.settings import MqttConfig
-from protocol.transport import LinkOptions
+from runtime.transport import LinkOptions
 
 
 class FakeMonotonic:
@@ -80,7 +80,7 @@ def test_unrouted_events_are_retried_after_a_second_then_backing_off(tmp_path: P
 
 
 def test_the_agent_has_no_reconnect_delay_of_its_own() -> None:
-    """protocol/backoff.py is the one home of the reconnect delay: no module under agent/ defines another."""
+    """runtime/backoff.py is the one home of the reconnect delay: no module under agent/ defines another."""
     root = Path(__file__).resolve().parents[1] / "agent"
     copies = [
         str(path.relative_to(root.parent))
@@ -88,7 +88,7 @@ def test_the_agent_has_no_reconnect_delay_of_its_own() -> None:
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ClassDef) and "backoff" in node.name.lower()
     ]
-    assert copies == [], f"{copies} define a backoff: use protocol.backoff.Backoff"
+    assert copies == [], f"{copies} define a backoff: use runtime.backoff.Backoff"
 
 
 async def test_a_cancelled_agent_leaves_no_link_task_behind(mosquitto: LocalMosquitto, tmp_path: Path) -> None:

@@ -262,7 +262,7 @@ async def test_the_terminal_sends_the_evidence_with_the_punch_and_the_refusal(
     from agent.device import DeviceContext
     from agent.gallery import GalleryConfig, Held
     from agent.roles.attendance import AttendanceConfig, AttendanceRole
-    from protocol.clock import SystemClock
+    from runtime.clock import SystemClock
     from protocol.envelope import Envelope
     from protocol.events import encode_event
     from protocol.ids import uuid7

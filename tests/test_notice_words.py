@@ -26,7 +26,7 @@ from broker.duties.netcheck import NetCheckDay, NetVerdict
 from broker.duties.patrol import RoundDay, RoundVerdict
 from broker.duties.power import OffVerdict, OnVerdict, PowerDay
 from broker.rules.notices import Notice
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.hall_events import DoorAlarm, DoorAlarmKind, LockerAlarm, NetTarget
 from tests.support.hall_duties import envelope
 

@@ -42,7 +42,7 @@ from broker.alerts.notifiers.smtp import SmtpNotifier
 from broker.alerts.notifiers.webhook import WebhookNotifier
 from broker.alerts.notifiers.wecom import WecomNotifier
 from broker.mosquitto.local import LocalMosquitto
-from protocol.transport import AsyncMqtt, LinkOptions
+from runtime.transport import AsyncMqtt, LinkOptions
 from tests.support.apps import free_port
 from tests.support.http_receiver import HttpServer, Reply
 from tests.support.procs import wait_for

@@ -34,7 +34,7 @@ from broker.reports.sla import month_bounds
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import audit_log, clocking_flags, events, notifications
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.ids import uuid7
 from protocol.settings import MqttConfig
 

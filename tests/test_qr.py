@@ -38,7 +38,7 @@ from drivers.qr import (
     staff_map_line,
 )
 from drivers.qr import validators as qr_validators
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.settings import ConfigError
 
 K = ecodes

@@ -23,7 +23,7 @@ from broker.ratings.jobs import RatingJobs
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import events, notifications, queue_steps, queue_waits
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.ids import uuid7
 
 SITE = "qp"

@@ -46,7 +46,7 @@ from drivers.keypad import (
 )
 from protocol.events import RatingPadState, RatingSubmitted
 from protocol.settings import MqttConfig
-from protocol.transport import AsyncMqtt
+from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for
 

@@ -25,8 +25,8 @@ from broker.ingest.receive import (
 )
 from broker.mosquitto.local import HOST, LocalMosquitto, free_port
 from protocol import topics
-from protocol.backoff import Backoff
-from protocol.transport import TlsFiles
+from runtime.backoff import Backoff
+from runtime.transport import TlsFiles
 from tests.support.mqtt import publish
 from tests.support.procs import wait_for
 from tests.support.tls import make_ca, make_server_cert

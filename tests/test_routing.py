@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from broker.alerts.messages import render
 from broker.alerts.routing import AlertsConfig, RecipientConfig, Router, after_quiet_hours, sign_ack, verify_ack
 from broker.rules.notices import Notice
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 CHANNELS = {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}
 

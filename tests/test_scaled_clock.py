@@ -17,7 +17,7 @@ from broker.consumer import Consumer
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from broker.store.schema import devices, presence_history
-from protocol.clock import ScaledClock, SystemClock, real_seconds
+from runtime.clock import ScaledClock, SystemClock, real_seconds
 from protocol.settings import MqttConfig
 
 SPEED = 120.0

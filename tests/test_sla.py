@@ -18,7 +18,7 @@ from broker.rules import actions
 from broker.sites import HallOutagePolicy, SiteConfig, Sites, SlaPolicy
 from broker.store.schema import commands, dispatches, incident_conditions, incident_timeline, tasks
 from protocol import topics
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 from protocol.envelope import Envelope
 from protocol.ids import uuid7
 from tests.support.hall import Device, Hall, ManualClock, consumer_config, posted, start_hall, wait_until

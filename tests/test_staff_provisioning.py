@@ -22,7 +22,7 @@ from broker.store.db import Store
 from broker.store.schema import audit_log, commands, face_gallery, gallery_sites, staff, staff_consents
 from drivers.face.gallery import encode_image
 from hallfleet.cli import main
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 from tests.conftest import RunningConsumer
 from tests.support.faces import framed, photo, photo_path, side_by_side
 from tests.support.procs import wait_for

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from broker.mosquitto.local import LocalMosquitto
-from protocol.sdnotify import watchdog_loop
+from runtime.sdnotify import watchdog_loop
 from tests.support.procs import write_toml
 
 UNITS = Path(__file__).parent.parent / "systemd"

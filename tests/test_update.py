@@ -51,7 +51,7 @@ from broker.store.schema import audit_log, commands, devices, events
 from protocol.commands import Command
 from protocol.ids import uuid7
 from protocol.settings import MqttConfig
-from protocol.transport import AsyncMqtt
+from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for, write_toml
 from tests.support.wheels import REPO, broken_cli, build_wheel

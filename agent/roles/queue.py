@@ -41,7 +41,7 @@ from drivers.queue import (
     SimQueueConfig,
     SimQueueSystem,
 )
-from protocol.backoff import Backoff
+from runtime.backoff import Backoff
 from protocol.envelope import Frozen
 from protocol.events import Fault
 from protocol.queueing import (

@@ -25,7 +25,7 @@ from broker.alerts.notifiers import DeliveryError, Message, Notifier, build_noti
 from broker.alerts.routing import AlertsConfig
 from broker.rules.incidents import timeline
 from broker.store.schema import incidents, notifications
-from protocol.clock import Clock
+from runtime.clock import Clock
 
 log = logging.getLogger(__name__)
 

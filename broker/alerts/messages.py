@@ -6,7 +6,7 @@ from datetime import datetime
 
 from broker.api.fleet_words import enum_label, incident_kind_label
 from broker.rules.notices import Notice
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 SEVERITY = {
     "zh-CN": {"critical": "严重", "major": "重要", "minor": "一般", "info": "提示"},

@@ -34,8 +34,8 @@ from broker.api.limits import BodyLimit
 from broker.api.throttle import LoginThrottle
 from broker.sites import Sites
 from broker.store.db import Store
-from protocol.clock import Clock, SystemClock
-from protocol.transport import AsyncMqtt
+from runtime.clock import Clock, SystemClock
+from runtime.transport import AsyncMqtt
 
 DOCS_STATIC = "/docs/static"
 

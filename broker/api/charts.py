@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from html import escape
 
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 Point = tuple[datetime, float]
 

@@ -90,8 +90,8 @@ from broker.rules.actions import ActionError
 from broker.rules.incidents import kind_label
 from broker.sites import Sites
 from broker.store.schema import rating_flags, users
-from protocol.clock import HALL_ZONE
-from protocol.transport import MqttError
+from runtime.clock import HALL_ZONE
+from runtime.transport import MqttError
 
 __all__ = ["SEGMENT", "router"]
 Me = Annotated[User, Depends(current_user)]

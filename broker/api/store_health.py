@@ -25,7 +25,7 @@ from broker.ingest.isolation import StoreFault, classify, describe
 from broker.jobs.health import STALE_INTERVALS, STOPPED, WAITING
 from broker.store.db import Store
 from broker.store.schema import consumer_health, devices
-from protocol.clock import Clock
+from runtime.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 COLOURS = {"online": "#2e9d48", "stale": "#e0a030", "offline": "#d0342c", "shutdown": "#7a7a7a", "unknown": "#c8c8c8"}
 COLOURS["registered"] = "#8aa4c8"  # provisioned, never heard from

@@ -16,7 +16,7 @@ from broker.api.svg import availability, segments, timeline_svg
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import presence_history
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 if TYPE_CHECKING:
     from broker.ratings.policy import RatingPolicy

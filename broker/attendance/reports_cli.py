@@ -33,7 +33,7 @@ from broker.cli_support import Handler, run_with_store
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
 from broker.store.db import Store
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 
 
 def add_parsers(sub: Any) -> None:

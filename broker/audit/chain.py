@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit.sources import Source
 from broker.store.schema import record_chain, record_chain_heads
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.audit import chain
 from broker.audit.sources import BY_NAME, Source, of_chain
 from broker.store.schema import record_chain
-from protocol.clock import HALL_ZONE
+from runtime.clock import HALL_ZONE
 
 
 class Problem(StrEnum):

@@ -13,7 +13,7 @@ from broker.cli_support import Handler, run_with_store
 from broker.duties.report import build_report, load_month, write_report
 from broker.sites import Sites
 from broker.store.db import Store
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 
 
 def add_parsers(sub: Any) -> None:

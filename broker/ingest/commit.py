@@ -22,7 +22,7 @@ from broker.ingest.items import Item, meanings, refused, to_batch
 from broker.ingest.rules_stage import RulesStage
 from broker.store.db import Store, Transition, Written
 from protocol.bounds import printable
-from protocol.clock import Clock
+from runtime.clock import Clock
 from protocol.events import RejectReason
 
 log = logging.getLogger(__name__)

@@ -43,8 +43,8 @@ from broker.ingest.session import (
     Subscription,
 )
 from protocol import topics
-from protocol.backoff import Backoff
-from protocol.transport import TlsFiles
+from runtime.backoff import Backoff
+from runtime.transport import TlsFiles
 
 if TYPE_CHECKING:
     from broker.config import ConsumerConfig

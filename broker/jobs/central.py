@@ -24,7 +24,7 @@ from broker.outbound import Link, send_commands
 from broker.ratings.jobs import RatingJobs
 from broker.rules.sla import SlaClock
 from broker.store.db import Store, Then, Written
-from protocol.sdnotify import notify
+from runtime.sdnotify import notify
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.ingest.isolation import StoreFault, classify
-from protocol.backoff import Backoff
+from runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

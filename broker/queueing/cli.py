@@ -18,7 +18,7 @@ from broker.queueing.report import build_report, write_report
 from broker.queueing.rule import within
 from broker.sites import Sites
 from broker.store.db import Store
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 
 
 def add_parsers(sub: Any) -> None:

@@ -21,7 +21,7 @@ from broker.ratings.proxy import PATTERN_ZH, VERDICT_ZH, FlagError, flags, revie
 from broker.ratings.report import build_report, write_csv, write_xlsx
 from broker.sites import Sites
 from broker.store.db import Store
-from protocol.clock import SystemClock
+from runtime.clock import SystemClock
 
 _YES_NO = {"yes": True, "no": False}
 

@@ -131,7 +131,7 @@ async def retry_notification(store: Store, notification_id: int, *, by: str, at:
 
 def parse_when(text: str | None, now: datetime) -> datetime:
     """``HH:MM`` today (hall time), an ISO time, ``-15m`` (minutes ago), or now."""
-    from protocol.clock import HALL_ZONE
+    from runtime.clock import HALL_ZONE
 
     if not text:
         return now

@@ -251,7 +251,7 @@ class PatternQrValidator:
 
 def _epoch(now: datetime) -> float:
     if now.utcoffset() is None:
-        raise ValueError("now must be timezone-aware (protocol.clock gives aware times)")
+        raise ValueError("now must be timezone-aware (runtime.clock gives aware times)")
     return now.timestamp()
 
 

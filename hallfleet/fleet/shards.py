@@ -90,7 +90,7 @@ async def _slice(conn: Connection, spec: SliceSpec) -> None:
     from hallfleet.demo import Sink
     from hallfleet.fleet.scenario import builtin, load_scenario
     from hallfleet.fleet.sim import Fleet
-    from protocol.clock import ScaledClock
+    from runtime.clock import ScaledClock
     from protocol.settings import MqttConfig
 
     loop = asyncio.get_running_loop()

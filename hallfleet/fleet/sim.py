@@ -54,7 +54,7 @@ from drivers.ipp.sim import SimulatedIppServer
 from hallfleet import demo_scenario as ds
 from hallfleet.fleet.netcut import NetCut
 from hallfleet.fleet.scenario import Fault, FleetRole, Scenario
-from protocol.clock import HALL_ZONE, ScaledClock
+from runtime.clock import HALL_ZONE, ScaledClock
 from protocol.settings import MqttConfig
 
 log = logging.getLogger(__name__)

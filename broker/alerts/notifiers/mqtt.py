@@ -71,7 +71,7 @@ class MqttNotifier:
             limit = self.cfg.timeout_s
             raise DeliveryError(self.name, f"the broker did not confirm {topic} within {limit} s") from None
         except Exception as exc:
-            # ``publish`` is the caller's: MqttError from protocol.transport, or whatever its link raises.
+            # ``publish`` is the caller's: MqttError from runtime.transport, or whatever its link raises.
             raise DeliveryError(self.name, f"publish to {topic} failed: {exc}; check the broker link") from exc
 
     async def aclose(self) -> None:
