@@ -369,7 +369,8 @@ def test_cli_prints_the_day_and_writes_the_month_and_fault_files(tmp_path: Path)
     assert "A01\t张三\t迟到" in day.stdout and "09:10 签到" in day.stdout
     month = hallfleet("month", SITE, "2026-11", "--out", str(tmp_path / "m.xlsx"))
     assert month.returncode == 0, month.stderr
-    assert openpyxl.load_workbook(tmp_path / "m.xlsx").sheetnames == ["月度考勤通报", "考勤异常明细", "疑似代打卡核查"]
+    sheets = openpyxl.load_workbook(tmp_path / "m.xlsx").sheetnames
+    assert sheets == ["月度考勤通报", "考勤异常明细", "疑似代打卡核查", "汇总"]  # 汇总: the chain heads
     faults = hallfleet("faults", SITE, "2026-11", "--out", str(tmp_path / "f.csv"), "--lang", "en")
     assert faults.returncode == 0, faults.stderr
     assert "Terminal" in (tmp_path / "f.csv").read_text(encoding="utf-8-sig")

@@ -136,6 +136,8 @@ async def test_the_workbook_counts_every_verdict_and_its_totals_add_up(store_url
     ]
 
     summary = dict(rows_of(book["汇总"]))
+    heads = {k: summary.pop(k) for k in ("审计链校验值 2026-11", "考勤更正链校验值 2026-11")}
+    assert all(str(v).endswith("条)") for v in heads.values()), heads
     assert summary == {"网络日常检查 终端·日": 8, "  通过": 6, "  未通过": 1, "  未执行": 1,
                        "开关机 台·日(已判定)": 2, "  合规台·日": 1, "巡查轮次 已完成": 4, "巡查轮次 未完成": 1,
                        "门禁告警": 2, "寄取柜告警": 1, "寄取柜物品超期未取": 1}  # fmt: skip

@@ -329,6 +329,7 @@ async def list_consumables(
 # -- attendance --------------------------------------------------------------------------------------
 async def attendance_day(request: Request, site: str, day: date, lang: str = "zh-CN") -> list[StaffDayOut]:
     from broker.attendance.labels import labels
+    from broker.attendance.reports import reason_text
     from broker.attendance.service import load_period
 
     app = request.app.state
@@ -346,7 +347,7 @@ async def attendance_day(request: Request, site: str, day: date, lang: str = "zh
                 day=d.day,
                 verdict=d.verdict.value,
                 verdict_label=w.verdict(d.verdict),
-                reason=d.reason,
+                reason=reason_text(d),  # as the workbook's detail sheet words it
                 late_min=d.late_min,
                 early_min=d.early_min,
                 untrusted=d.untrusted,
@@ -392,6 +393,7 @@ async def monthly_xlsx(request: Request, site: str, month: str, lang: str) -> by
 
     from broker.attendance.reports import exception_details, monthly_by_unit, write_xlsx
     from broker.attendance.service import load_period
+    from broker.audit.heads import month_heads
     from broker.reports.sla import month_bounds
 
     app = request.app.state
@@ -401,9 +403,11 @@ async def monthly_xlsx(request: Request, site: str, month: str, lang: str) -> by
     p = await load_period(app.store, app.sites, site, first, last, now=app.clock.now())
     monthly = monthly_by_unit(p.days, p.members, cfg.attendance.monthly, month, site_name=p.site_name)
     details = exception_details(p.days, p.members, first, last, faults=p.faults, zone=p.zone, site_name=p.site_name)
+    async with app.store.engine.connect() as conn:
+        heads = await month_heads(conn, month)  # the month's chain heads (broker/audit/heads.py)
     with tempfile.TemporaryDirectory() as tmp:
         path = FsPath(tmp) / "report.xlsx"
-        write_xlsx([monthly, replace(details, period=month)], path, lang)
+        write_xlsx([monthly, replace(details, period=month)], path, lang, heads)
         return path.read_bytes()
 
 

@@ -28,7 +28,8 @@ from broker.attendance.monthly import MonthSummary, month_summary
 from broker.attendance.policy import MonthlyRule
 from broker.attendance.roster import StaffMember
 from broker.attendance.verdicts import is_excused
-from broker.reports.sheets import Col, Fmt, Sheet, write_workbook
+from broker.audit.heads import MonthHeads
+from broker.reports.sheets import Col, Fmt, Sheet, heads_footer, with_heads, write_workbook
 
 Kind = Literal["text", "int", "days", "date", "time", "yes_no", "mark"]  # mark: "是" or blank
 
@@ -137,11 +138,13 @@ _DETAIL_COLUMNS = (
 
 
 def _detail_row(d: StaffDay, m: StaffMember | None, faults: Sequence[FaultWindow], zone: tzinfo | None) -> Row:
-    values = (d.day, *_person(m, d.staff_id), d.verdict, _reason(d), _proof(d), _faults_text(faults, d.day, zone))
+    values = (d.day, *_person(m, d.staff_id), d.verdict, reason_text(d), _proof(d), _faults_text(faults, d.day, zone))
     return Row((*values, d.untrusted, d.locked), flag=d.verdict in NEEDS_PROOF and not is_excused(d))
 
 
-def _reason(d: StaffDay) -> str:
+def reason_text(d: StaffDay) -> str:
+    """The reason a reviewer reads: the verdict's, then its notes (proof filed, the leave taken); the dashboard
+    shows this same text (broker/api/routes.py)."""
     return "; ".join([d.reason, *d.notes]) if d.notes else d.reason
 
 
@@ -324,10 +327,12 @@ def _fault_days_table(
     site_name: str,
 ) -> Table:
     columns = (Column("day", "date"), *(Column(k) for k in _PERSON), Column("fault_span"), Column("reason"))
-    rows = [
-        Row((d.day, *_person(people.get(d.staff_id), d.staff_id), _spans(_excusing(d, faults, zone), zone), _reason(d)))
-        for d in excused
-    ]
+
+    def row(d: StaffDay) -> Row:
+        spans = _spans(_excusing(d, faults, zone), zone)
+        return Row((d.day, *_person(people.get(d.staff_id), d.staff_id), spans, reason_text(d)))
+
+    rows = [row(d) for d in excused]
     return Table("fault_days", period, columns, tuple(rows), site_name)
 
 
@@ -343,20 +348,47 @@ def _period(first: date, last: date) -> str:
 
 
 # -- writers -------------------------------------------------------------------------------------------------
-def write_csv(table: Table, path: Path, lang: str = "zh-CN") -> None:
-    """One table: a title line, the header, the rows (UTF-8 with a BOM, so Excel opens the Chinese right)."""
+def write_csv(table: Table, path: Path, lang: str = "zh-CN", heads: MonthHeads | None = None) -> None:
+    """One table: a title line, the header, the rows (UTF-8 with a BOM, so Excel opens the Chinese right); a
+    month's report then the month's chain heads after a blank line, as the SLA CSV ends."""
     w = labels(lang)
     with path.open("w", encoding="utf-8-sig", newline="") as f:
         out = csv.writer(f)
         out.writerow([w.title(table.site_name, table.period, table.what)])
         out.writerow(headers(table, w))
         out.writerows(text_row(table, row, w) for row in table.rows)
+        if heads is not None:
+            out.writerow([])
+            out.writerows(heads_footer(heads, lang))
 
 
-def write_xlsx(tables: Sequence[Table], path: Path, lang: str = "zh-CN") -> None:
-    """One sheet per table, named after it (broker/reports/sheets.py writes them)."""
+def write_xlsx(tables: Sequence[Table], path: Path, lang: str = "zh-CN", heads: MonthHeads | None = None) -> None:
+    """One sheet per table, named after it (broker/reports/sheets.py writes them); with a month's ``heads``, a
+    summary sheet last: the monthly bulletin's totals and the chain heads (broker/audit/heads.py)."""
     w = labels(lang)
-    write_workbook(path, [_sheet(table, w) for table in tables])
+    sheets = [_sheet(table, w) for table in tables]
+    if heads is not None:
+        monthly = next((t for t in tables if t.what == "monthly"), None)
+        sheets.append(with_heads(_summary(monthly, heads.month, w), heads, lang))
+    write_workbook(path, sheets)
+
+
+def _summary(monthly: Table | None, month: str, w: Labels) -> Sheet:
+    """The bulletin's 合计 row as item/value rows (the figures it already shows), headed by the staff count."""
+    items: list[tuple[str, Value, Col]] = []
+    if monthly is not None and monthly.rows:
+        staff = sum(not r.total for r in monthly.rows)
+        figures = zip(monthly.columns[len(_PERSON) :], monthly.rows[-1].values[len(_PERSON) :], strict=True)
+        items = [(w["staff_count"], staff, Col("", "int"))]
+        items += [(w[c.key], v, Col("", _SHEET_FMT.get(c.kind, "text"))) for c, v in figures]
+    site, period = (monthly.site_name, monthly.period) if monthly is not None else ("", month)
+    return Sheet(
+        name=w["summary"],
+        title=w.title(site, period, "summary"),
+        columns=(Col(w["item"]), Col(w["value"])),
+        rows=tuple((label, _excel(v, "text", w)) for label, v, _ in items),
+        row_cols=tuple((Col(w["item"]), col) for _, _, col in items),
+    )
 
 
 def headers(table: Table, w: Labels) -> list[str]:

@@ -29,6 +29,7 @@ from broker.attendance.reports import (
     write_xlsx,
 )
 from broker.attendance.service import Period, load_period
+from broker.audit.heads import MonthHeads, month_heads
 from broker.cli_support import Handler, run_with_store
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
@@ -77,11 +78,11 @@ def _month_days(sites: Sites, site: str, month: str) -> tuple[date, date]:
     return start.date(), end.date() - timedelta(days=1)
 
 
-def _save(a: argparse.Namespace, tables: list[Table]) -> None:
+def _save(a: argparse.Namespace, tables: list[Table], heads: MonthHeads | None = None) -> None:
     if a.out.suffix.lower() == ".xlsx":
-        write_xlsx(tables, a.out, a.lang)
+        write_xlsx(tables, a.out, a.lang, heads)
     else:
-        write_csv(tables[0], a.out, a.lang)
+        write_csv(tables[0], a.out, a.lang, heads)
     print(f"{a.out}: " + ", ".join(f"{labels(a.lang)[t.what]} {len(t.rows)}" for t in tables))
 
 
@@ -120,8 +121,9 @@ async def _month(a: argparse.Namespace, store: Store, sites: Sites) -> int:
     start, end = month_bounds(a.month, p.zone)
     async with store.engine.connect() as conn:  # suspected proxy clocking, reviewed or not (clocking_report.py)
         flags = await flags_between(conn, a.site, start, end)
+        heads = await month_heads(conn, a.month)  # printed so the signed bulletin can be checked later
     clocking = clocking_table(flags, p.members, a.month, zone=p.zone, site_name=p.site_name)
-    _save(a, [monthly, replace(details, period=a.month), clocking])
+    _save(a, [monthly, replace(details, period=a.month), clocking], heads)
     return 0
 
 

@@ -28,10 +28,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.audit.heads import MonthHeads, month_heads
 from broker.duties.netcheck import NetCheckDay, netcheck_day
 from broker.duties.patrol import RoundDay, patrol_day
 from broker.duties.power import PowerDay, power_day
-from broker.reports.sheets import Col, Sheet, Value, write_csv, write_workbook
+from broker.reports.sheets import Col, Sheet, Value, with_heads, write_csv, write_workbook
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
 from broker.store.db import Store
@@ -81,6 +82,7 @@ class DutiesMonth:
     power: tuple[PowerDay, ...]
     rounds: tuple[RoundDay, ...]
     access: tuple[AccessTally, ...]
+    heads: MonthHeads | None = None  # the month's chain heads, printed so a signed report can be checked later
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,8 @@ async def load_month(store: Store, sites: Sites, site: str, month: str, now: dat
             power += await power_day(conn, site, cfg, day, now)
             rounds += await patrol_day(conn, site, cfg, day, now)
         access = await _access(conn, site, start, end, timedelta(hours=cfg.duties.locker_max_hold_h))
-    return DutiesMonth(site, cfg.name or site, month, days, tuple(net), tuple(power), tuple(rounds), access)
+        heads = await month_heads(conn, month)
+    return DutiesMonth(site, cfg.name or site, month, days, tuple(net), tuple(power), tuple(rounds), access, heads)
 
 
 def _overdue_within(overdue_from: datetime, until: datetime | None, start: datetime, end: datetime) -> bool:
@@ -173,6 +176,7 @@ def build_report(m: DutiesMonth) -> DutiesReport:
         "汇总", f"{m.name} {m.month} 日常值守与24小时区域设备月报", (ITEM, COUNT), items,
         row_cols=tuple((ITEM, COUNT) for _ in items),
     )  # fmt: skip
+    cover = with_heads(cover, m.heads)
     return DutiesReport(m, (cover, net, _net_detail(m), power, _power_detail(m), patrol, access), summary)
 
 
@@ -292,6 +296,6 @@ def write_report(report: DutiesReport, path: Path, sites: Sites) -> None:
     """XLSX or CSV by the file's suffix (CSV: UTF-8 with a BOM, as every hallfleet report)."""
     zone = sites[report.month.site].site_calendar.zone
     if path.suffix.lower() == ".csv":
-        write_csv(path, report.sheets, zone)
+        write_csv(path, report.sheets, zone)  # the cover sheet, first, carries the chain heads
     else:
         write_workbook(path, report.sheets, zone)

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from broker.audit.heads import MonthHeads, month_heads
 from broker.queueing.fold import legs_between
 from broker.queueing.policy import CLASS_ZH, SEED, QueuePolicy, queue_policy_of
 from broker.queueing.rule import Leg, within
-from broker.reports.sheets import Col, Sheet, Value, write_csv, write_workbook
+from broker.reports.sheets import Col, Sheet, Value, heads_footer, with_heads, write_csv, write_workbook
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
 from broker.store.db import Store
@@ -37,6 +38,7 @@ COLUMNS = (
     Col("等候P90(分钟)", "minutes"), Col("最长等候(分钟)", "minutes"), Col("弃号", "int"), Col("过号", "int"),
     Col("转出", "int"), Col("无取号记录", "int"),
 )  # fmt: skip
+ITEM = Col("项目")
 
 
 @dataclass(slots=True)
@@ -83,6 +85,7 @@ class QueueReport:
     sheet: Sheet
     judged: int
     within: int
+    heads: MonthHeads | None = None  # the month's chain heads, printed so a signed report can be checked later
 
 
 async def build_report(store: Store, sites: Sites, site: str, month: str) -> QueueReport:
@@ -92,6 +95,7 @@ async def build_report(store: Store, sites: Sites, site: str, month: str) -> Que
     start, end = month_bounds(month, zone)
     async with store.engine.connect() as conn:
         legs = [leg for _, leg in await legs_between(conn, site, start.date(), (end - timedelta(days=1)).date())]
+        heads = await month_heads(conn, month)
     tallies: defaultdict[tuple[str, str], Tally] = defaultdict(Tally)
     for leg in legs:
         tallies[(leg.service, leg.window if leg.called_at is not None and leg.window else NOT_CALLED)].add(
@@ -107,7 +111,7 @@ async def build_report(store: Store, sites: Sites, site: str, month: str) -> Que
     title = (f"{cfg.name or site} {month} 排队等候统计 ({SEED} 「10,30,60」: 一般 {limits['general']:g} 分钟,"
              f" 复杂事项 {limits['complex']:g}, 特殊情形 {limits['special']:g})")  # fmt: skip
     sheet = Sheet("排队等候", title, COLUMNS, tuple(rows), bold=frozenset(bold))
-    return QueueReport(site, cfg.name or site, month, sheet, len(total.waits), total.within)
+    return QueueReport(site, cfg.name or site, month, sheet, len(total.waits), total.within, heads)
 
 
 def _rows(tallies: dict[tuple[str, str], Tally], policy: QueuePolicy) -> tuple[list[tuple[Value, ...]], set[int]]:
@@ -138,9 +142,20 @@ def write_report(report: QueueReport, path: Path, sites: Sites) -> None:
     """XLSX or CSV by the file's suffix (CSV: UTF-8 with a BOM, as every hallfleet report)."""
     zone = sites[report.site].site_calendar.zone
     if path.suffix.lower() == ".csv":
-        write_csv(path, [report.sheet], zone)
+        write_csv(path, [report.sheet], zone, heads_footer(report.heads))
     else:
-        write_workbook(path, [report.sheet], zone)
+        write_workbook(path, [report.sheet, summary_sheet(report)], zone)
+
+
+def summary_sheet(report: QueueReport) -> Sheet:
+    """The month's totals (the 合计 row's figures) and the chain heads; after the per-service sheet, which the
+    dashboard's download and the hall read first."""
+    total = report.sheet.rows[-1]  # the 合计 row
+    picked = (5, 6, 7)  # 评判号数, 限时内, 限时内占比
+    items = tuple((COLUMNS[i].header, total[i]) for i in picked)
+    cols = tuple((ITEM, COLUMNS[i]) for i in picked)
+    sheet = Sheet("汇总", f"{report.name} {report.month} 排队等候汇总", (ITEM, Col("数值")), items, row_cols=cols)
+    return with_heads(sheet, report.heads)
 
 
 def month_of(now: datetime) -> str:

@@ -27,11 +27,12 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from broker.audit.heads import MonthHeads, month_heads
 from broker.ratings.followups import followups
 from broker.ratings.model import LEVEL_ZH, Rating, ratings_between
 from broker.ratings.policy import LEVELS, RatingPolicy, policy_of
 from broker.ratings.proxy import flags
-from broker.reports.sheets import Col, Sheet, write_workbook
+from broker.reports.sheets import Col, Sheet, heads_footer, with_heads, write_workbook
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
 from broker.store.db import Store
@@ -115,6 +116,7 @@ class RatingReport:
     ledger: list[Any]  # rating_followups rows of the month's ratings
     targets: Targets
     generated_at: datetime
+    heads: MonthHeads | None = None  # the month's chain heads, printed so a signed report can be checked later
 
 
 async def build_report(store: Store, sites: Sites, site: str, month: str, *, now: datetime) -> RatingReport:
@@ -127,6 +129,7 @@ async def build_report(store: Store, sites: Sites, site: str, month: str, *, now
         flagged = await flags(conn, site, reviewed=True, start=start, end=end)
         ledger = await followups(conn, site, start=start, end=end)
         names = {r.staff_id: r.name for r in (await conn.execute(sa.select(staff).where(staff.c.site == site))).all()}
+        heads = await month_heads(conn, month)
     verdicts = proxy_verdicts(flagged)
     monthly: defaultdict[tuple[str, str], Tally] = defaultdict(lambda: Tally(Counter()))
     daily: defaultdict[tuple[date, str, str], Tally] = defaultdict(lambda: Tally(Counter()))
@@ -136,7 +139,7 @@ async def build_report(store: Store, sites: Sites, site: str, month: str, *, now
             count_rating(tally, r, verdicts.get(r.event_id))
     targets = _targets(ratings, verdicts, ledger, policy)
     return RatingReport(
-        site, cfg.name or site, month, zone, policy, names, dict(monthly), dict(daily), ledger, targets, now
+        site, cfg.name or site, month, zone, policy, names, dict(monthly), dict(daily), ledger, targets, now, heads
     )
 
 
@@ -322,10 +325,14 @@ def write_csv(report: RatingReport, path: Path) -> None:
             out.writerow([table.title])
             out.writerow(table.headers)
             out.writerows([_text(v, fmt, report.zone) for v, fmt in row] for row in table.rows)
+        if report.heads is not None:  # the month's chain heads, as the SLA CSV ends
+            out.writerow([])
+            out.writerows(heads_footer(report.heads))
 
 
 def write_xlsx(report: RatingReport, path: Path) -> None:
-    write_workbook(path, [_sheet(table) for table in tables(report)], report.zone)
+    summary, *rest = (_sheet(table) for table in tables(report))
+    write_workbook(path, [with_heads(summary, report.heads), *rest], report.zone)
 
 
 def _sheet(table: Table) -> Sheet:

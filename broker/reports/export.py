@@ -15,7 +15,7 @@ from pathlib import Path
 
 from broker.reports.labels import Labels, labels
 from broker.reports.model import DeviceRow, IncidentRow, SlaReport
-from broker.reports.sheets import Col, Fmt, Sheet, Value, shown, write_workbook
+from broker.reports.sheets import Col, Fmt, Sheet, Value, heads_footer, shown, with_heads, write_workbook
 from broker.reports.sheets import write_csv as write_sheets_csv
 
 LOW_AVAILABILITY_PCT = 99.0  # rows under this are highlighted in the workbook
@@ -45,7 +45,7 @@ class Shown:
 def write_csv(report: SlaReport, path: Path, lang: str = "zh-CN") -> None:
     """Two sections, devices then incidents, each a title line and a header row."""
     w = labels(lang)
-    footer = report.heads.footer(lang) if report.heads else ()
+    footer = heads_footer(report.heads, lang)
     write_sheets_csv(path, [device_sheet(report, w), incident_sheet(report, w)], _zone(report), footer)
 
 
@@ -176,12 +176,10 @@ def summary_sheet(report: SlaReport, w: Labels, lang: str = "zh-CN") -> Sheet:
     ]
     rows = tuple((w[k], v) for k, v, _ in items)
     row_cols = tuple((Col(w["item"]), col) for _, _, col in items)
-    heads = report.heads.items(lang) if report.heads else []
-    rows += tuple(heads)
-    row_cols += tuple((Col(w["item"]), Col("")) for _ in heads)
     low = frozenset(i for i, (k, v, _) in enumerate(items) if k == "availability_weighted" and _is_low(v))
     cols = (Col(w["item"]), Col(w["value"]))
-    return Sheet(w["sheet_summary"], w.title(report, "sheet_summary"), cols, rows, flagged=low, row_cols=row_cols)
+    sheet = Sheet(w["sheet_summary"], w.title(report, "sheet_summary"), cols, rows, flagged=low, row_cols=row_cols)
+    return with_heads(sheet, report.heads, lang)
 
 
 def _zone(report: SlaReport) -> tzinfo:

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
+
+if TYPE_CHECKING:
+    from broker.audit.heads import MonthHeads
 
 Fmt = Literal["text", "int", "decimal", "minutes", "pct", "date", "time"]
 Value = str | int | float | date | datetime | None
@@ -62,6 +65,23 @@ class Sheet:
                     for cols, row in zip(self.row_cols, self.rows, strict=True)]  # fmt: skip
         places = [decimals_of(c, (row[i] for row in self.rows)) for i, c in enumerate(self.columns)]
         return [(self.columns, places)] * len(self.rows)
+
+
+def with_heads(sheet: Sheet, heads: MonthHeads | None, lang: str = "zh-CN") -> Sheet:
+    """An item/value summary sheet with the month's chain heads as its last rows (broker/audit/heads.py): every
+    monthly workbook prints them the same way, in the sheet a reviewer reads first. Rows wider than two cells
+    (a summary with a target column) get blank cells after the head."""
+    if heads is None:
+        return sheet
+    width = len(sheet.columns)
+    added = tuple((label, value, *([None] * (width - 2))) for label, value in heads.items(lang))
+    own = sheet.row_cols or tuple(sheet.columns for _ in sheet.rows)
+    return replace(sheet, rows=sheet.rows + added, row_cols=own + tuple((Col(""),) * width for _ in added))
+
+
+def heads_footer(heads: MonthHeads | None, lang: str = "zh-CN") -> list[list[str]]:
+    """The CSV form of the same rows: lines after the last table (``write_csv``'s ``footer``)."""
+    return heads.footer(lang) if heads is not None else []
 
 
 def decimals_of(col: Col, values: Iterable[Value]) -> int:
