@@ -26,11 +26,11 @@ from agent.tasks import TaskSet
 from agent.version import agent_version
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
-from runtime.backoff import Backoff
-from runtime.clock import Clock, SystemClock, real_seconds
 from protocol.envelope import Envelope, Frozen
 from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, encode_event, lane_of
 from protocol.ids import uuid7
+from runtime.backoff import Backoff
+from runtime.clock import Clock, SystemClock, real_seconds
 from runtime.sdnotify import notify, watchdog_loop
 from runtime.transport import LinkOptions, Will
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.state import StateStore
-from runtime.clock import Clock
 from protocol.envelope import Envelope, Frozen
+from runtime.clock import Clock
 
 
 class Emit(Protocol):

@@ -24,9 +24,9 @@ from agent.outbox import Outbox
 from agent.state import StateStore
 from agent.tasks import TaskSet
 from protocol import topics
+from protocol.envelope import Envelope, Presence, StatusMessage, StoredAck
 from runtime.backoff import Backoff
 from runtime.clock import Clock, real_seconds
-from protocol.envelope import Envelope, Presence, StatusMessage, StoredAck
 from runtime.transport import AsyncMqtt, LinkOptions, MqttError, Will
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from agent.sqlite import Database
 from agent.state import counter_key
-from runtime.clock import Clock, SystemClock
 from protocol.events import Lane
+from runtime.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from broker.store import commands as cmd_sql
 from broker.store.db import Store
 from broker.store.schema import audit_log, commands
 from protocol import topics
-from runtime.clock import Clock, SystemClock
 from protocol.commands import Command, DesiredConfig
 from protocol.ids import uuid7
 from protocol.settings import MqttConfig
+from runtime.clock import Clock, SystemClock
 from runtime.transport import AsyncMqtt, LinkOptions
 
 

@@ -42,10 +42,10 @@ from broker.rules.sla import SlaClock
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.keys import DeviceKey
-from runtime.clock import Clock, SystemClock
 from protocol.commands import Command
-from runtime.sdnotify import notify, watchdog_interval_s
 from protocol.settings import ConfigError
+from runtime.clock import Clock, SystemClock
+from runtime.sdnotify import notify, watchdog_interval_s
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from broker.commands import CommandError, current_user, fmt_time, split_device
 from broker.config import ConsumerConfig
 from broker.store.db import Store
 from broker.store.schema import face_gallery
-from runtime.clock import SystemClock
 from protocol.gallery import key_to_text, new_key
 from protocol.settings import load_settings
+from runtime.clock import SystemClock
 
 
 def add_parsers(sub: Any) -> None:

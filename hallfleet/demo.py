@@ -41,8 +41,8 @@ from drivers.ipp.sim import SimulatedIppServer
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
 from hallfleet import demo_scenario as sc
-from runtime.clock import Clock
 from protocol.settings import ConfigError, MqttConfig
+from runtime.clock import Clock
 
 SUMMARY_EVERY_S = 5.0
 DEMO_USER = "demo"

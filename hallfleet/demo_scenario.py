@@ -79,8 +79,8 @@ from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
 from drivers.qr.validators import staff_map_line
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
-from runtime.clock import HALL_ZONE, ScaledClock
 from protocol.settings import ConfigError, MqttConfig
+from runtime.clock import HALL_ZONE, ScaledClock
 
 log = logging.getLogger(__name__)
 

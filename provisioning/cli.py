@@ -243,9 +243,9 @@ def _staff(a: argparse.Namespace) -> int:
 
 async def _staff_run(a: argparse.Namespace, store: Any, sites: Any) -> int:
     from broker.config import ConsumerConfig
-    from runtime.clock import SystemClock
     from protocol.settings import load_settings
     from provisioning import staff
+    from runtime.clock import SystemClock
 
     inputs = [x for x in (a.roster, a.photos, a.consent) if x is not None]
     if a.status:

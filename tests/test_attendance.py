@@ -21,9 +21,9 @@ from broker import gallery
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import commands, devices, events, incidents
 from drivers.qr.validators import staff_map_line
-from runtime.clock import SystemClock
 from protocol.gallery import key_to_text, new_key
 from protocol.settings import MqttConfig
+from runtime.clock import SystemClock
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for
 

@@ -15,8 +15,8 @@ from broker.attendance.roster import StaffMember, import_roster
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import attendance_locks, events, notifications
-from runtime.clock import HALL_ZONE
 from protocol.ids import uuid7
+from runtime.clock import HALL_ZONE
 
 TUESDAY = date(2026, 11, 24)
 WEDNESDAY, THURSDAY, FRIDAY = date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)

@@ -11,8 +11,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, ClassVar
 
-import pytest
 import evdev
+import pytest
 from evdev import InputEvent, ecodes
 
 from drivers import evdev_source

@@ -23,9 +23,9 @@ from broker.store.db import Batch, StatusUpdate, Store, Written
 from broker.store.keys import DeviceKey
 from broker.store.schema import audit_log, commands, incident_conditions, incident_timeline, incidents, notifications
 from hallfleet.cli import main
-from runtime.clock import HALL_ZONE
 from protocol.commands import CommandAck, CommandState
 from protocol.envelope import Presence, StatusMessage
+from runtime.clock import HALL_ZONE
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
 KEY = "qp/kiosk-24h-1"

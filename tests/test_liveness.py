@@ -262,10 +262,10 @@ async def test_the_terminal_sends_the_evidence_with_the_punch_and_the_refusal(
     from agent.device import DeviceContext
     from agent.gallery import GalleryConfig, Held
     from agent.roles.attendance import AttendanceConfig, AttendanceRole
-    from runtime.clock import SystemClock
     from protocol.envelope import Envelope
     from protocol.events import encode_event
     from protocol.ids import uuid7
+    from runtime.clock import SystemClock
 
     still = attack("biden", "still", SECONDS, seed=3)
     video = write_video(tmp_path / "desk.avi", still + genuine("obama3", 2.0, blinks=(0.4,), seed=3), fps=VIDEO_FPS)

@@ -26,8 +26,8 @@ from broker.duties.netcheck import NetCheckDay, NetVerdict
 from broker.duties.patrol import RoundDay, RoundVerdict
 from broker.duties.power import OffVerdict, OnVerdict, PowerDay
 from broker.rules.notices import Notice
-from runtime.clock import HALL_ZONE
 from protocol.hall_events import DoorAlarm, DoorAlarmKind, LockerAlarm, NetTarget
+from runtime.clock import HALL_ZONE
 from tests.support.hall_duties import envelope
 
 SITE, DAY = "qp", date(2026, 11, 4)

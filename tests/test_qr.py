@@ -38,8 +38,8 @@ from drivers.qr import (
     staff_map_line,
 )
 from drivers.qr import validators as qr_validators
-from runtime.clock import HALL_ZONE
 from protocol.settings import ConfigError
+from runtime.clock import HALL_ZONE
 
 K = ecodes
 LSHIFT, RSHIFT = K.KEY_LEFTSHIFT, K.KEY_RIGHTSHIFT

@@ -23,8 +23,8 @@ from broker.ratings.jobs import RatingJobs
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import events, notifications, queue_steps, queue_waits
-from runtime.clock import HALL_ZONE
 from protocol.ids import uuid7
+from runtime.clock import HALL_ZONE
 
 SITE = "qp"
 POLICY = QueuePolicy.model_validate(

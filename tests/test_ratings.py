@@ -29,8 +29,8 @@ from broker.ratings.report import build_report, write_csv, write_xlsx
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import audit_log, events, notifications, rating_flags, rating_followups
-from runtime.clock import HALL_ZONE
 from protocol.ids import uuid7
+from runtime.clock import HALL_ZONE
 from tests.support.procs import write_toml
 
 SITE = "qp"

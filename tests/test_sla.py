@@ -18,9 +18,9 @@ from broker.rules import actions
 from broker.sites import HallOutagePolicy, SiteConfig, Sites, SlaPolicy
 from broker.store.schema import commands, dispatches, incident_conditions, incident_timeline, tasks
 from protocol import topics
-from runtime.clock import HALL_ZONE
 from protocol.envelope import Envelope
 from protocol.ids import uuid7
+from runtime.clock import HALL_ZONE
 from tests.support.hall import Device, Hall, ManualClock, consumer_config, posted, start_hall, wait_until
 from tests.support.http_receiver import HttpServer, Reply
 from tests.support.mqtt import publish

@@ -41,7 +41,6 @@ from drivers.queue import (
     SimQueueConfig,
     SimQueueSystem,
 )
-from runtime.backoff import Backoff
 from protocol.envelope import Frozen
 from protocol.events import Fault
 from protocol.queueing import (
@@ -53,6 +52,7 @@ from protocol.queueing import (
     Window,
 )
 from protocol.settings import Section
+from runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

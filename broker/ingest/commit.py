@@ -22,8 +22,8 @@ from broker.ingest.items import Item, meanings, refused, to_batch
 from broker.ingest.rules_stage import RulesStage
 from broker.store.db import Store, Transition, Written
 from protocol.bounds import printable
-from runtime.clock import Clock
 from protocol.events import RejectReason
+from runtime.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from broker.store.db import StatusUpdate
 from broker.store.keys import DeviceKey, EventRef
 from protocol import topics
 from protocol.bounds import printable
-from runtime.clock import Clock
 from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import Envelope, Frozen, StatusMessage, settle_clock
 from protocol.events import REGISTRY, KioskConsumable, Rejected, RejectReason, errors_of, validate_event
 from protocol.topics import Kind, TopicError
+from runtime.clock import Clock
 
 log = logging.getLogger(__name__)
 

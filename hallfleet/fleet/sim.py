@@ -54,8 +54,8 @@ from drivers.ipp.sim import SimulatedIppServer
 from hallfleet import demo_scenario as ds
 from hallfleet.fleet.netcut import NetCut
 from hallfleet.fleet.scenario import Fault, FleetRole, Scenario
-from runtime.clock import HALL_ZONE, ScaledClock
 from protocol.settings import MqttConfig
+from runtime.clock import HALL_ZONE, ScaledClock
 
 log = logging.getLogger(__name__)
 A4_LINE = "a4 page printed"
