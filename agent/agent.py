@@ -27,8 +27,9 @@ from agent.version import agent_version
 from drivers.system import SystemProbe, kernel_boot_id
 from protocol import topics
 from protocol.envelope import Envelope, Frozen
-from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, encode_event, lane_of
+from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, Lane, encode_event, lane_of
 from protocol.ids import uuid7
+from protocol.signing import load_signer
 from runtime.backoff import Backoff
 from runtime.clock import Clock, SystemClock, real_seconds
 from runtime.sdnotify import notify, watchdog_loop
@@ -69,6 +70,7 @@ class Agent:
         # The kernel's boot id tells the centre whether the device rebooted; a per-process id is the
         # fallback where /proc has none.
         self.boot_id = kernel_boot_id() or uuid.uuid4().hex
+        self.signer = load_signer(cfg.sign_key_file)  # a key that does not load fails the start, never unsigned
         self._jobs = TaskSet(f"agent {cfg.site}/{cfg.device}")
         db = Database(cfg.outbox.path, executor)
         self.outbox = Outbox(
@@ -209,6 +211,7 @@ class Agent:
         if spec is None or not isinstance(payload, spec.model):
             raise TypeError(f"{event_type!r} needs a {spec.model.__name__ if spec else 'registered'} payload")
         built: list[Envelope] = []
+        lane = lane_of(event_type)
 
         def build(seq: int) -> tuple[str, bytes]:
             env = Envelope(
@@ -233,9 +236,11 @@ class Agent:
                 topic = topics.event(site, device, event_type)
             # encode_event refuses (ContractError) what the centre would dead-letter, here at the call site,
             # before a seq is taken or anything reaches the outbox.
-            return topic, encode_event(env)
+            raw = encode_event(env)
+            # Critical events carry the device's signature (protocol/signing.py); telemetry is not evidence.
+            return topic, self.signer.sign(raw) if self.signer is not None and lane is Lane.CRITICAL else raw
 
-        await self.outbox.append(lane_of(event_type), build, counter=counter)
+        await self.outbox.append(lane, build, counter=counter)
         return built[0]
 
     def clock_synced(self) -> bool:

@@ -82,6 +82,11 @@ class AgentConfig(TomlSettings):
         min_length=1,
         description="What the reboot command runs",
     )
+    sign_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 key that signs critical events (issue 24); unset: 'sign-key' in $CREDENTIALS_DIRECTORY"
+        " if the bundle put one there, else events go unsigned (a device provisioned before signatures)",
+    )
     clock_sync_file: Path = Field(
         default=Path("/run/systemd/timesync/synchronized"),
         description="Exists when the clock is NTP-synchronised (systemd-timesyncd)",

@@ -24,7 +24,8 @@ from agent.outbox import Outbox
 from agent.state import StateStore
 from agent.tasks import TaskSet
 from protocol import topics
-from protocol.envelope import Envelope, Presence, StatusMessage, StoredAck
+from protocol.envelope import Presence, StatusMessage, StoredAck
+from protocol.signing import as_replayed
 from runtime.backoff import Backoff
 from runtime.clock import Clock, real_seconds
 from runtime.transport import AsyncMqtt, LinkOptions, MqttError, Will
@@ -350,5 +351,5 @@ class Link:
 
 
 def _as_replayed(body: bytes) -> bytes:
-    env = Envelope.model_validate_json(body)
-    return env.model_copy(update={"replayed": True}).model_dump_json().encode()
+    # A byte-level flip, not a re-serialisation: a signed event's signature must still hold (protocol/signing.py).
+    return as_replayed(body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -36,6 +37,14 @@ class IngestConfig(Section):
         gt=0,
         le=60,
         description="How often this consumer writes its health row (the dashboard's store banner; stale after 3)",
+    )
+    require_signatures: Literal["registered", "all", "off"] = Field(
+        default="registered",
+        description="Unsigned critical events: 'registered' refuses them from devices with a registered key, 'all'"
+        " from every device, 'off' takes them (a bad signature is refused whatever this says)",
+    )
+    keys_refresh_s: float = Field(
+        default=10.0, gt=0, le=600, description="How often device keys are re-read from the store"
     )
 
 

@@ -31,6 +31,7 @@ from broker.ingest.isolation import describe
 from broker.ingest.pipeline import Ingest
 from broker.ingest.receive import ConnectRefused, LinkError, NotConnected, Receiver, ReceiverOptions
 from broker.ingest.rules_stage import RulesStage
+from broker.ingest.signatures import KeyRefresh, Signatures, load_keys
 from broker.jobs import central
 from broker.jobs.health import HealthReport
 from broker.jobs.runner import Job, JobRunner
@@ -66,6 +67,7 @@ class Consumer:
         self.sites = Sites(cfg.sites)
         self.jobs = JobRunner(self.clock.now)
         self.health = HealthReport(store, self.counters, cfg.instance, cfg.ingest.health_s)
+        self.signatures = Signatures(cfg.ingest.require_signatures)
         self.receiver: Receiver | None = None
         self._stop = asyncio.Event()
         self._closing = asyncio.Event()
@@ -89,6 +91,8 @@ class Consumer:
         """Consume until stop(). A broker that refuses the credentials or the subscriptions (what retrying
         cannot cure) raises StartupError."""
         notify("READY=1")
+        # Keys before the first message: a signed event must not be refused as unknown for want of a refresh.
+        self.signatures.replace(await load_keys(self.store))
         try:
             async with Receiver(ReceiverOptions.for_consumer(self.cfg)) as rx:
                 self.receiver = rx
@@ -119,7 +123,7 @@ class Consumer:
         i = self.cfg.ingest
         batcher = Batcher(i.batch_size, i.batch_wait_ms / 1000, i.receive_maximum)
         commit = Committer(self.store, self.rules, self.clock, self.counters, self._closing)
-        return Ingest(rx, Decoder(self.clock), batcher, commit, self.counters, self._closing)
+        return Ingest(rx, Decoder(self.clock, self.signatures), batcher, commit, self.counters, self._closing)
 
     def _jobs(self, rx: Receiver) -> list[Job]:
         """In start order; the runner stops them in reverse (deliveries first, the sweep last)."""
@@ -129,6 +133,7 @@ class Consumer:
         if pet is not None:
             jobs.append(central.Watchdog(pet))
         jobs.append(self.health)
+        jobs.append(KeyRefresh(self.store, self.signatures, i.keys_refresh_s))
         jobs.append(central.PresenceSweep(self.store, self.rules, self.counters, i.sweep_s))
         jobs.append(central.CommandRepublish(self.store, rx, i.republish_s))
         if self.rules is not None and self._router is not None and self.deliverer is not None:

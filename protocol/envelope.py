@@ -29,6 +29,13 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
+class Signature(Frozen):
+    """A device's Ed25519 signature of the envelope as it encoded it (protocol/signing.py says over which bytes)."""
+
+    kid: str = Field(pattern=r"^[0-9a-f]{16}$", description="Key id: SHA-256 of the public key, first 8 bytes, hex")
+    s: str = Field(pattern=r"^[A-Za-z0-9+/]{86}==$", description="The 64-byte signature, base64")
+
+
 class Envelope(Frozen):
     v: Literal[1] = Field(description="Envelope version")
     id: EventId = Field(description="Device-unique event id (UUIDv7)")
@@ -44,6 +51,11 @@ class Envelope(Frozen):
     clock_synced: bool = Field(description="Whether the device clock was NTP-synchronised at ts")
     replayed: bool = Field(default=False, description="Sent from the outbox after an outage")
     data: dict[str, Any] = Field(description="The typed payload, validated by the model registered for type")
+    sig: Signature | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,  # an unsigned event encodes as before: old centres take it
+        description="Critical events of a device with a key: its signature, always the last field",
+    )
 
 
 class Presence(StrEnum):

@@ -251,6 +251,7 @@ class RejectReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     INVALID_PAYLOAD = "invalid_payload"
     TOPIC_MISMATCH = "topic_mismatch"
+    BAD_SIGNATURE = "bad_signature"  # detail starts with unknown_key, revoked, retired, mismatch or unsigned
     STORE_REJECTED = "store_rejected"  # valid by the contract, yet the database refused it: detail is its message
 
 

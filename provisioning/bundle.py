@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from protocol.gallery import key_to_text, new_key
+from protocol.signing import SIGN_KEY_CREDENTIAL
 from provisioning.credentials import write_file
 from provisioning.first_boot import SCRIPT
 from provisioning.operations import Secrets
@@ -85,6 +86,8 @@ def credentials(account: Account, secrets: Secrets, opts: BundleOptions) -> dict
     if secrets.cert is not None:
         files["mqtt-cert"] = secrets.cert.cert_pem
         files["mqtt-key"] = secrets.cert.key_pem
+    if secrets.sign_key is not None:  # the agent signs its critical events with it (protocol/signing.py)
+        files[SIGN_KEY_CREDENTIAL] = (secrets.sign_key + "\n").encode()
     if account.role == "attendance":
         files["gallery-key"] = (gallery_key(account, opts.gallery_keys_dir) + "\n").encode()
     return files

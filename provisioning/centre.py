@@ -2,9 +2,10 @@
 
 The registry is the one source of truth (IT approves and records every device there, 登记备案); the centre's
 store keeps a copy the SLA and maintenance rules read inside their own transactions (``devices.hours24``,
-broker/rules/devices.py). This module is the only writer of that copy: ``hallfleet provision device
---hours24``, ``hallfleet provision hours24`` and ``hallfleet provision sync`` push through it, and a push that
-cannot reach the store leaves the registry as it is and says how to push again.
+broker/rules/devices.py), and the devices' public signing keys with their rotation and revocation times
+(``device_keys``, read by the consumer's broker/ingest/signatures.py). This module is the only writer of that
+copy: ``hallfleet provision device --hours24``, ``hallfleet provision hours24`` and ``hallfleet provision sync``
+push through it, and a push that cannot reach the store leaves the registry as it is and says how to push again.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.config import ConsumerConfig
 from broker.rules.devices import Change, Registered, register_devices
 from broker.store.db import Store
+from broker.store.schema import device_keys
 from protocol.settings import ConfigError, load_settings
 from provisioning.registry import Account, RegistryError
 
@@ -40,10 +45,11 @@ def push(config: Path, accounts: Sequence[Account], *, by: str, at: datetime) ->
         cfg = load_settings(ConsumerConfig, config)
     except ConfigError as exc:
         raise RegistryError(f"{exc}; the registry is saved: `hallfleet provision sync --config FILE`") from None
-    if not entries:
+    keys = signing_keys(accounts)
+    if not entries and not keys:
         return []
     try:
-        return asyncio.run(_push(cfg.store.url, entries, by, at))
+        return asyncio.run(_push(cfg.store.url, entries, keys, by, at))
     except (SQLAlchemyError, OSError) as exc:
         shown = make_url(cfg.store.url).render_as_string(hide_password=True)
         raise RegistryError(
@@ -53,13 +59,35 @@ def push(config: Path, accounts: Sequence[Account], *, by: str, at: datetime) ->
         ) from None
 
 
-async def _push(url: str, entries: list[Registered], by: str, at: datetime) -> list[Change]:
+def signing_keys(accounts: Sequence[Account]) -> list[dict[str, Any]]:
+    """The device_keys rows of the accounts' signing keys (revoked devices too: their revocation must reach it)."""
+    return [
+        {"site": a.site, "device": a.device, **k.model_dump()}
+        for a in accounts
+        if a.kind == "device" and a.site and a.device
+        for k in a.sign_keys
+    ]
+
+
+async def _push(
+    url: str, entries: list[Registered], keys: list[dict[str, Any]], by: str, at: datetime
+) -> list[Change]:
     store = await Store.open(url)
     try:
         async with store.engine.begin() as conn:
-            return await register_devices(conn, entries, by=by, at=at)
+            await _put_keys(conn, keys)
+            return await register_devices(conn, entries, by=by, at=at) if entries else []
     finally:
         await store.close()
+
+
+async def _put_keys(conn: AsyncConnection, keys: list[dict[str, Any]]) -> None:
+    """Each key as the registry has it (a key id is its public key's hash: only its end times ever change)."""
+    for row in keys:
+        ended = {"retired_at": row["retired_at"], "revoked_at": row["revoked_at"]}
+        done = await conn.execute(sa.update(device_keys).where(device_keys.c.key_id == row["key_id"]).values(ended))
+        if done.rowcount == 0:
+            await conn.execute(sa.insert(device_keys).values(row))
 
 
 STATUS = {

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocol.signing import key_id, private_to_text, public_to_text
 from provisioning import brokerconf
 from provisioning.brokerconf import Bridge, Layout
 from provisioning.credentials import (
@@ -43,6 +45,7 @@ from provisioning.registry import (
     RegistryError,
     Revocation,
     Role,
+    SignKey,
     bridge_username,
     check_person,
     device_username,
@@ -76,6 +79,7 @@ class Secrets:
     ca_pem: bytes
     password: str | None = None
     cert: Issued | None = None
+    sign_key: str | None = None  # a device's Ed25519 private key, base64: the bundle's sign-key credential
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +158,10 @@ class Provisioner:
                 raise RegistryError(f"{old.label} is already provisioned: use `hallfleet provision rotate {old.label}`")
             at = self.now()
             secrets, fields = self._credentials(username, req.auth, at)
+            sign_key, public = new_sign_key(at)
+            secrets = dataclasses.replace(secrets, sign_key=sign_key)
             account = Account(
+                sign_keys=(public,),
                 username=username,
                 kind="device",
                 site=req.site,
@@ -196,6 +203,10 @@ class Provisioner:
             at = self.now()
             secrets, fields = self._credentials(username, old.auth, at)
             fleet = _retire_cert(fleet, old, at, "superseded")
+            if old.kind == "device":  # a new signing key; the old one still vouches for events signed before now
+                sign_key, public = new_sign_key(at)
+                secrets = dataclasses.replace(secrets, sign_key=sign_key)
+                fields["sign_keys"] = (*_sign_keys_ended(old.sign_keys, "retired_at", at), public)
             account = old.model_copy(update={"rotated_at": at, **fields})
             self.registry.save(fleet.put(account, AuditEntry(at=at, action="rotate", username=username, by=person)))
             if old.kind != "device":
@@ -213,7 +224,14 @@ class Provisioner:
             at = self.now()
             fleet = _retire_cert(fleet, old, at, "key_compromise" if compromised else "cessation_of_operation")
             account = old.model_copy(
-                update={"state": "revoked", "revoked_at": at, "revoked_by": person, "revoke_reason": reason}
+                update={
+                    "state": "revoked",
+                    "revoked_at": at,
+                    "revoked_by": person,
+                    "revoke_reason": reason,
+                    # from now no key of it vouches for anything; what it signed before stays good
+                    "sign_keys": _sign_keys_ended(old.sign_keys, "revoked_at", at),
+                }
             )
             entry = AuditEntry(at=at, action="revoke", username=username, by=person, detail=reason)
             self.registry.save(fleet.put(account, entry))
@@ -403,3 +421,15 @@ def _bridge_account(hall: HallOptions) -> Account:
         approved_by="-",
         created_at=utc_now(),
     )
+
+
+def new_sign_key(at: datetime) -> tuple[str, SignKey]:
+    """A device's Ed25519 signing key: the private half for its bundle, the public half for the registry."""
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key()
+    return private_to_text(private), SignKey(key_id=key_id(public), public_key=public_to_text(public), valid_from=at)
+
+
+def _sign_keys_ended(keys: tuple[SignKey, ...], end: str, at: datetime) -> tuple[SignKey, ...]:
+    """Each key not yet ended ``end`` (retired_at or revoked_at) ends at ``at``."""
+    return tuple(k if getattr(k, end) is not None else k.model_copy(update={end: at}) for k in keys)

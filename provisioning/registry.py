@@ -53,6 +53,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SignKey(_Model):
+    """A device's Ed25519 signing key as the registry keeps it: the public half only (issue 24)."""
+
+    key_id: str = Field(description="SHA-256 of the public key, first 8 bytes, hex (the events' sig.kid)")
+    public_key: str = Field(description="Ed25519 public key, base64 (32 bytes)")
+    valid_from: datetime = Field(description="When it was created (provisioning or rotation)")
+    retired_at: datetime | None = Field(default=None, description="Rotated out: signs only events before this")
+    revoked_at: datetime | None = Field(default=None, description="Revoked: its events from then are refused")
+
+
 class Account(_Model):
     username: str = Field(description="MQTT username and client id")
     kind: Kind = Field(description="device, bridge (a hall's Mosquitto) or service (consumer, API)")
@@ -72,6 +82,9 @@ class Account(_Model):
     cert_not_after: datetime | None = Field(default=None, description="Current certificate expiry (cert auth)")
     broker_host: str | None = Field(default=None, description="Where the device connects (its bundle says so)")
     broker_port: int | None = Field(default=None, description="Port the device connects to")
+    sign_keys: tuple[SignKey, ...] = Field(
+        default=(), description="The device's signing keys, newest last (devices only; the centre gets a copy)"
+    )
     hours24: bool | None = Field(
         default=None,
         description="A 24-hour device (its SLA counts wall-clock time, its area is cleaned every day), as IT"

@@ -460,7 +460,7 @@ def test_bundle_script_parses_its_toml_loads_as_agent_config_and_its_unit_loads_
 
     creds = sorted(p.name for p in (d / "credentials").iterdir())
     expected = {"password": ["mqtt-ca", "mqtt-password"], "cert": ["mqtt-ca", "mqtt-cert", "mqtt-key"]}[auth]
-    assert creds == sorted(expected + (["gallery-key"] if role == "attendance" else []))
+    assert creds == sorted(expected + ["sign-key"] + (["gallery-key"] if role == "attendance" else []))
     for p in (d / "credentials").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     assert stat.S_IMODE((d / "credentials").stat().st_mode) == 0o700
@@ -541,7 +541,7 @@ def test_first_boot_installs_credentials_unit_and_agent_and_a_second_run_changes
     assert first.returncode == 0, first.stderr
     creds = root / "etc/hallfleet/credentials"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o700
-    assert sorted(p.name for p in creds.iterdir()) == ["gallery-key", "mqtt-ca", "mqtt-password"]
+    assert sorted(p.name for p in creds.iterdir()) == ["gallery-key", "mqtt-ca", "mqtt-password", "sign-key"]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 and p.stat().st_uid == 0 for p in creds.iterdir())
     assert (root / "etc/systemd/system" / UNIT).read_text() == (d / UNIT).read_text()
     assert (root / "etc/hallfleet/agent.toml").read_text() == (d / "agent.toml").read_text()
@@ -553,7 +553,7 @@ def test_first_boot_installs_credentials_unit_and_agent_and_a_second_run_changes
     (creds / "mqtt-cert").write_text("left from an older bundle")
     second = run_first_boot(d, root, tmp_path / "stubs", log)
     assert second.returncode == 0, second.stderr
-    assert sorted(p.name for p in creds.iterdir()) == ["gallery-key", "mqtt-ca", "mqtt-password"]
+    assert sorted(p.name for p in creds.iterdir()) == ["gallery-key", "mqtt-ca", "mqtt-password", "sign-key"]
     assert log.read_text().count(f"systemctl restart {UNIT}") == 2
 
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from broker.access.signals import ALARM_TYPES, alarm_signals
 from broker.ingest.items import Item, Meaning, Seen, dead_letter
 from broker.ingest.session import Message
+from broker.ingest.signatures import Signatures
 from broker.rules.consumables import LevelReading
 from broker.rules.incidents import signals_from_event
 from broker.store.db import StatusUpdate
@@ -29,6 +30,7 @@ from protocol.bounds import printable
 from protocol.commands import CommandAck, ConfigReport
 from protocol.envelope import Envelope, Frozen, StatusMessage, settle_clock
 from protocol.events import REGISTRY, KioskConsumable, Rejected, RejectReason, errors_of, validate_event
+from protocol.signing import SignatureError
 from protocol.topics import Kind, TopicError
 from runtime.clock import Clock
 
@@ -68,8 +70,9 @@ class Decoder:
     """``decoder(message, now) -> Item``. ``now`` is the receive time (one per socket read: every message of
     it arrived then), which also settles a device clock that is off; ``clock`` stamps dead letters."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, signatures: Signatures | None = None) -> None:
         self.clock = clock
+        self.signatures = signatures or Signatures()  # none given: no key known, a signed event is refused
         # Per-message work the stream repeats: a device's topic parses the same every time, and its key is
         # one object. Both bounded (cleared when full): a flood of invented topics costs memory once.
         self._topics: dict[str, topics.Topic] = {}
@@ -99,6 +102,10 @@ class Decoder:
         except Rejected as exc:
             return self.dead(msg, exc.reason, exc.detail)
         env = settle_clock(env, now)
+        try:
+            sig_key, sig = self.signatures.check(env, msg.payload) or (None, None)
+        except SignatureError as exc:
+            return self.dead(msg, RejectReason.BAD_SIGNATURE, str(exc))
         key = self._key(env.site, env.device)
         row = {
             "site": env.site,
@@ -114,6 +121,8 @@ class Decoder:
             # The typed payload with the defaults a device left out, which readers take from the stored JSON.
             # Re-dumping it costs about a tenth of the validation (docs/ingest.md, "Where the time goes").
             "data": payload.model_dump_json(),
+            "sig_key": sig_key,
+            "sig": sig,
         }
         if env.type in SIGNAL_TYPES or env.type in REPORT_TYPES:
             return self._meaningful(msg, env, payload, key, row, now)

@@ -32,9 +32,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.store.keys import EventRef
 from broker.store.schema import events
 
-COLUMNS = ("site", "device", "id", "type", "seq", "boot_id", "ts", "clock_synced", "replayed", "received_at", "data")
+COLUMNS = (
+    *("site", "device", "id", "type", "seq", "boot_id", "ts", "clock_synced", "replayed", "received_at", "data"),
+    *("sig_key", "sig"),  # a signed event's key id and signature (issue 24); absent from a row: unsigned
+)
 TS, RECEIVED_AT = COLUMNS.index("ts"), COLUMNS.index("received_at")
-_values_of = itemgetter(*COLUMNS)  # a row dict -> its values in column order, in C
+_required_of = itemgetter(*COLUMNS[:-2])  # a row dict -> its values in column order, in C
+
+
+def _values_of(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (*_required_of(row), row.get("sig_key"), row.get("sig"))
 
 _PG_ARRAY_TYPES = {
     "seq": "bigint[]",
@@ -49,7 +56,7 @@ _PG_UNNEST = (
     + ") ON CONFLICT DO NOTHING RETURNING site, device, id"
 )
 
-# 2,000 rows x 11 columns stays below SQLite's bound-variable limit (32,766 since 3.32), and a batch of
+# 2,000 rows x 13 columns stays below SQLite's bound-variable limit (32,766 since 3.32), and a batch of
 # up to the consumer's receive maximum (what a backlog's drain fills) is one statement.
 SQLITE_ROWS_PER_STATEMENT = 2000
 

@@ -97,6 +97,8 @@ events = sa.Table(
     sa.Column("replayed", sa.Boolean, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False, comment="consumer clock"),
     sa.Column("data", sa.Text, nullable=False, comment="typed payload as JSON"),
+    sa.Column("sig_key", sa.String(16), nullable=True, comment="id of the device key that signed it (issue 24)"),
+    sa.Column("sig", sa.String(88), nullable=True, comment="Ed25519 signature, base64, verified on ingest"),
     sa.Index("events_device_seq", "site", "device", "seq"),
     sa.Index("events_type_ts", "type", "ts"),
     sa.Index("events_device_type_ts", "site", "device", "type", "ts"),
@@ -600,4 +602,18 @@ consumer_health = sa.Table(
     sa.Column("waiting_since", UtcDateTime, nullable=True, comment="ingest waits for the store since then"),
     sa.Column("last_error", sa.String(200), nullable=True, comment="the store's last error while waiting"),
     comment="one row per consumer instance, rewritten every few seconds (broker/jobs/health.py)",
+)
+
+device_keys = sa.Table(
+    "device_keys",
+    metadata,
+    sa.Column("key_id", sa.String(16), primary_key=True, comment="SHA-256 of the public key, first 8 bytes, hex"),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("public_key", sa.String(44), nullable=False, comment="Ed25519 public key, base64 (32 bytes)"),
+    sa.Column("valid_from", UtcDateTime, nullable=False, comment="provisioned (or rotated in) then"),
+    sa.Column("retired_at", UtcDateTime, nullable=True, comment="rotated out: signs only events before this"),
+    sa.Column("revoked_at", UtcDateTime, nullable=True, comment="revoked: events it signed from then are refused"),
+    sa.Index("device_keys_device", "site", "device"),
+    comment="devices' signing keys, pushed from the provisioning registry (provisioning/centre.py)",
 )

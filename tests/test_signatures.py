@@ -1,0 +1,150 @@
+"""Device signatures end to end (issue 24): keys made, rotated and revoked by provisioning, pushed to the centre's
+store, checked by a real consumer on a real Mosquitto, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from broker.config import ConsumerConfig, IngestConfig, StoreConfig
+from broker.consumer import Consumer
+from broker.mosquitto.local import LocalMosquitto
+from broker.store.db import Store
+from broker.store.schema import dead_letters, device_keys, events
+from protocol import topics
+from protocol.envelope import Envelope
+from protocol.events import encode_event
+from protocol.settings import MqttConfig
+from protocol.signing import Signer, as_replayed
+from provisioning import centre
+from provisioning.operations import DeviceRequest, Provisioner
+from tests.support.events import punch
+from tests.support.mqtt import publish
+from tests.support.procs import wait_for
+
+T_PROVISION = datetime(2026, 1, 5, 9, tzinfo=UTC)
+T_ROTATE = datetime(2026, 3, 1, 9, tzinfo=UTC)
+T_REVOKE = datetime(2026, 6, 1, 9, tzinfo=UTC)
+TOPIC = topics.event("qp", "att-1", "attendance.punch")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = T_PROVISION
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+async def _push(store: Store, prov: Provisioner) -> None:
+    async with store.engine.begin() as conn:
+        await centre._put_keys(conn, centre.signing_keys(prov.registry.load().accounts))
+
+
+@pytest.fixture
+async def started(mosquitto: LocalMosquitto, store_url: str) -> AsyncIterator[tuple[Consumer, Store]]:
+    store = await Store.open(store_url)
+    cfg = ConsumerConfig(
+        instance="test",
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, backoff_initial_s=0.1, backoff_max_s=1.0),
+        store=StoreConfig(url=store_url),
+        ingest=IngestConfig(sweep_s=0.1, republish_s=1.0, keys_refresh_s=0.1),
+    )
+    c = Consumer(cfg, store)
+    task = asyncio.create_task(c.run())
+    await asyncio.wait_for(c.ready.wait(), 10)
+    try:
+        yield c, store
+    finally:
+        c.stop()
+        await asyncio.wait_for(task, 10)
+        await store.close()
+
+
+def _signed(signer: Signer, seq: int, at: datetime) -> tuple[Envelope, bytes]:
+    env = punch(seq).model_copy(update={"ts": at})
+    return env, signer.sign(encode_event(env))
+
+
+async def _dead(store: Store) -> list[tuple[str, str]]:
+    rows = await store.fetch(sa.select(dead_letters).order_by(dead_letters.c.id))
+    return [(r.reason, r.detail.split(":", 1)[0]) for r in rows]
+
+
+async def _stored(store: Store, env: Envelope) -> sa.Row | None:
+    rows = await store.fetch(sa.select(events.c.sig_key, events.c.sig).where(events.c.id == env.id))
+    return rows[0] if rows else None
+
+
+async def test_signed_events_are_stored_with_their_signature_and_bad_ones_dead_lettered_with_the_reason(
+    mosquitto: LocalMosquitto, started: tuple[Consumer, Store], tmp_path: Path
+) -> None:
+    """GIVEN a terminal provisioned with a key pushed to the centre WHEN it sends signed, tampered, foreign-key and
+    unsigned punches, then rotates (replaying old events), then is revoked THEN each lands where the rules say."""
+    consumer, store = started
+    clock = Clock()
+    prov = Provisioner(tmp_path / "prov", now=clock)
+    req = DeviceRequest("qp", "att-1", "attendance", "password", "zhang.wei", "centre.example")
+    _, secrets = prov.provision_device(req)
+    assert secrets.sign_key is not None
+    first = Signer.from_text(secrets.sign_key)
+    _, stranger_secrets = Provisioner(tmp_path / "other", now=clock).provision_device(req)
+    assert stranger_secrets.sign_key is not None
+    stranger = Signer.from_text(stranger_secrets.sign_key)
+    await _push(store, prov)
+
+    good, good_raw = _signed(first, 1, T_PROVISION)
+    _, tampered = _signed(first, 2, T_PROVISION)
+    tampered = tampered.replace(b'"staff_id":"S0002"', b'"staff_id":"S0003"')
+    _, foreign = _signed(stranger, 3, T_PROVISION)
+    unsigned = encode_event(punch(4))
+    await wait_for(lambda: bool(consumer.signatures._keyed), 5, "the key refreshed into the consumer")
+    publish(mosquitto.port, [(TOPIC, p, False) for p in (good_raw, tampered, foreign, unsigned)])
+    await wait_for(lambda: _stored(store, good), 15, "the signed punch")
+    row = await _stored(store, good)
+    assert row is not None and (row.sig_key, row.sig) == (first.kid, good_raw.split(b'"s":"')[1][:88].decode())
+    await wait_for(lambda: _n(store, 3), 15, "three dead letters")
+    assert await _dead(store) == [
+        ("bad_signature", "mismatch"),
+        ("bad_signature", "unknown_key"),
+        ("bad_signature", "unsigned"),
+    ]
+
+    # Rotation: the old key still vouches for events signed before it (an outbox replayed after an outage).
+    clock.at = T_ROTATE
+    _, rotated = prov.rotate("qp.att-1", "zhang.wei")
+    assert rotated.sign_key is not None
+    second = Signer.from_text(rotated.sign_key)
+    await _push(store, prov)
+    await wait_for(lambda: second.kid in consumer.signatures._keys, 5, "the rotated key refreshed")
+    old, old_raw = _signed(first, 5, datetime(2026, 2, 27, 18, tzinfo=UTC))
+    _, late_old = _signed(first, 6, datetime(2026, 3, 2, tzinfo=UTC))
+    new, new_raw = _signed(second, 7, datetime(2026, 3, 2, tzinfo=UTC))
+    publish(mosquitto.port, [(TOPIC, as_replayed(old_raw), False), (TOPIC, late_old, False), (TOPIC, new_raw, False)])
+    await wait_for(lambda: _stored(store, new), 15, "the new key's punch")
+    await wait_for(lambda: _stored(store, old), 15, "the replayed punch signed before the rotation")
+    await wait_for(lambda: _n(store, 4), 15, "four dead letters")
+    assert (await _dead(store))[-1] == ("bad_signature", "retired")
+
+    # Revocation: nothing signed from then on counts, what was signed before still does.
+    clock.at = T_REVOKE
+    prov.revoke("qp.att-1", "zhang.wei", "stolen", compromised=True)
+    await _push(store, prov)
+    keys = await store.fetch(sa.select(device_keys).where(device_keys.c.revoked_at.is_not(None)))
+    assert {k.key_id for k in keys} == {first.kid, second.kid}
+    await wait_for(lambda: consumer.signatures._keys[second.kid].revoked_at is not None, 5, "the revocation")
+    before, before_raw = _signed(second, 8, datetime(2026, 5, 30, tzinfo=UTC))
+    _, after = _signed(second, 9, datetime(2026, 6, 2, tzinfo=UTC))
+    publish(mosquitto.port, [(TOPIC, after, False), (TOPIC, before_raw, False)])
+    await wait_for(lambda: _stored(store, before), 15, "the punch signed before the revocation")
+    await wait_for(lambda: _n(store, 5), 15, "five dead letters")
+    assert (await _dead(store))[-1] == ("bad_signature", "revoked")
+
+
+async def _n(store: Store, n: int) -> bool:
+    return int(await store.scalar(sa.select(sa.func.count()).select_from(dead_letters))) >= n
