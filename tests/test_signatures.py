@@ -148,3 +148,28 @@ async def test_signed_events_are_stored_with_their_signature_and_bad_ones_dead_l
 
 async def _n(store: Store, n: int) -> bool:
     return int(await store.scalar(sa.select(sa.func.count()).select_from(dead_letters))) >= n
+
+
+def test_a_device_whose_keys_the_centre_has_not_been_told_of_is_held_to_the_unsigned_rule(tmp_path: Path) -> None:
+    """GIVEN a terminal provisioned (it signs) but no `provision sync` yet WHEN its punch arrives THEN it is stored as
+    an unsigned one would be (not dead-lettered), its signature not kept; once any key of that device is known, an
+    unknown key is refused, and with require_signatures = all it is refused at once."""
+    from broker.ingest.signatures import DeviceSignKey, SignatureError, Signatures
+
+    req = DeviceRequest("qp", "att-1", "attendance", "password", "zhang.wei", "centre.example")
+    _, secrets = Provisioner(tmp_path / "prov", now=lambda: T_PROVISION).provision_device(req)
+    assert secrets.sign_key is not None
+    signer = Signer.from_text(secrets.sign_key)
+    _, raw = _signed(signer, 1, T_PROVISION)
+    signed = Envelope.model_validate_json(raw)
+
+    assert Signatures(policy="registered").check(signed, raw) is None
+    with pytest.raises(SignatureError, match="unknown_key"):
+        Signatures(policy="all").check(signed, raw)
+    _, other = Provisioner(tmp_path / "other", now=lambda: T_PROVISION).provision_device(req)
+    assert other.sign_key is not None
+    known = Signer.from_text(other.sign_key)
+    keyed = Signatures(policy="registered")
+    keyed.replace([DeviceSignKey(known.kid, "qp", "att-1", known.key.public_key(), T_PROVISION, None, None)])
+    with pytest.raises(SignatureError, match="unknown_key"):
+        keyed.check(signed, raw)

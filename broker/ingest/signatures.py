@@ -58,6 +58,7 @@ class Signatures:
     policy: Policy = "registered"
     _keys: dict[str, DeviceSignKey] = field(default_factory=dict)
     _keyed: frozenset[tuple[str, str]] = frozenset()
+    _warned: set[tuple[str, str]] = field(default_factory=set)
 
     def replace(self, keys: list[DeviceSignKey]) -> None:
         self._keys = {k.key_id: k for k in keys}
@@ -69,6 +70,12 @@ class Signatures:
             self._unsigned(env)
             return None
         key = self._keys.get(sig.kid)
+        if key is None and self.policy != "all" and (env.site, env.device) not in self._keyed:
+            # A device provisioned but whose keys the centre has not been told of yet (no `provision sync`): held
+            # to the unsigned rule, as before it had a key, rather than its punches dead-lettered. The signature
+            # is not kept: nothing vouches for it.
+            self._unsigned_key_seen(env, sig.kid)
+            return None
         if key is None:
             raise SignatureError("unknown_key", f"key {sig.kid} is not registered at the centre")
         if (key.site, key.device) != (env.site, env.device):
@@ -77,6 +84,17 @@ class Signatures:
             raise refused
         verify(key.public, signed_part(raw, sig))
         return sig.kid, sig.s
+
+    def _unsigned_key_seen(self, env: Envelope, kid: str) -> None:
+        if (env.site, env.device) not in self._warned:
+            self._warned.add((env.site, env.device))
+            log.warning(
+                "%s/%s signs with key %s the centre does not know: stored unverified until its keys are pushed "
+                "(hallfleet provision sync)",
+                env.site,
+                env.device,
+                kid,
+            )
 
     def _unsigned(self, env: Envelope) -> None:
         if self.policy == "off" or lane_of(env.type) is not Lane.CRITICAL:
