@@ -551,8 +551,8 @@ def test_validate_event_on_a_channel_without_events_is_a_mismatch() -> None:
 
 
 def test_every_reject_reason_of_validate_event_is_exercised() -> None:
-    """BAD_TOPIC and STORE_REJECTED belong to the consumer (parse() failed, the database refused), so
-    validate_event never produces them."""
+    """BAD_TOPIC, BAD_SIGNATURE and STORE_REJECTED belong to the consumer (parse() failed, the device's key refused
+    it, the database refused it), so validate_event never produces them."""
     produced = {
         reject_reason(PUNCH_TOPIC, b"x" * (MAX_EVENT_BYTES + 1)).reason,
         reject_reason(PUNCH_TOPIC, b"{").reason,
@@ -561,7 +561,8 @@ def test_every_reject_reason_of_validate_event_is_exercised() -> None:
         reject_reason(PUNCH_TOPIC, body(site="songjiang")).reason,
     }
 
-    assert produced == set(RejectReason) - {RejectReason.BAD_TOPIC, RejectReason.STORE_REJECTED}
+    consumers = {RejectReason.BAD_TOPIC, RejectReason.BAD_SIGNATURE, RejectReason.STORE_REJECTED}
+    assert produced == set(RejectReason) - consumers
 
 
 def test_rejected_detail_is_capped_at_2000_characters() -> None:
