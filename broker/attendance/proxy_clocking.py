@@ -30,8 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.attendance.model import Exception_, ExceptionKind, Punch
 from broker.attendance.proxy_policy import ProxyClockingPolicy
-from broker.store.commands import audit
-from broker.store.db import Store, _insert_ignore
+from broker.store import flag_review
+from broker.store.db import Store
+from broker.store.flag_review import FlagBook, insert_new
 from broker.store.schema import clocking_flags, events
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ FALLBACK_METHODS = ("fingerprint", "qr", "card")
 
 class ClockingFlagError(ValueError):
     """A review the centre cannot record; the message says why."""
+
+
+FLAGS = FlagBook(clocking_flags, VERDICT_ZH, "punch", "punches", "clocking.review", ClockingFlagError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,49 +219,21 @@ def _refusal(r: Any) -> Refusal | None:
 # -- the store -----------------------------------------------------------------------------------------
 async def record_flags(conn: AsyncConnection, site: str, flags: Sequence[ClockingFlag], now: datetime) -> list[Any]:
     """Insert the flags not yet recorded (a reviewed flag is never raised again); returns the new ones."""
-    new = []
-    for f in sorted(flags, key=lambda f: f.sort_key):
+
+    def row(f: ClockingFlag) -> dict[str, Any]:
         p = f.punch
-        result = await conn.execute(
-            _insert_ignore(conn, clocking_flags).values(
-                event_id=p.event_id, pattern=f.pattern, site=site, device=p.device, staff_id=p.staff_id,
-                method=p.method, punched_at=p.at, detail=f.detail[:500], flagged_at=now,
-            )
+        return dict(
+            event_id=p.event_id, pattern=f.pattern, site=site, device=p.device, staff_id=p.staff_id,
+            method=p.method, punched_at=p.at, detail=f.detail[:500], flagged_at=now,
         )  # fmt: skip
-        if result.rowcount == 1:
-            new.append(f)
-    return new
+
+    return await insert_new(conn, clocking_flags, sorted(flags, key=lambda f: f.sort_key), row)
 
 
 async def review(store: Store, event: str, verdict: Verdict, *, by: str, at: datetime, note: str = "") -> list[Any]:
     """A person's verdict on a flagged punch (all its patterns at once); a later review replaces it, and both stay in
     the audit log. ``event`` is the punch's event id or a unique prefix of it."""
-    if verdict not in VERDICT_ZH:
-        raise ClockingFlagError(f"verdict {verdict!r}: use proxy (属实代打卡) or honest (正常打卡)")
-    c = clocking_flags.c
-    async with store.engine.begin() as conn:
-        event_id = await _find(conn, event)
-        await conn.execute(
-            clocking_flags.update()
-            .where(c.event_id == event_id)
-            .values(reviewed_by=by[:64], reviewed_at=at, verdict=verdict, note=note[:500])
-        )
-        rows = (await conn.execute(sa.select(clocking_flags).where(c.event_id == event_id))).all()
-        detail = {"event": event_id, "verdict": verdict, "patterns": [r.pattern for r in rows]}
-        target = f"{rows[0].site}/{rows[0].device}"
-        await audit(conn, at=at, actor=by, action="clocking.review", target=target, reason=note, detail=detail)
-    return list(rows)
-
-
-async def _find(conn: AsyncConnection, prefix: str) -> str:
-    c = clocking_flags.c
-    q = sa.select(c.event_id).where(c.event_id.startswith(prefix, autoescape=True)).distinct().limit(2)
-    ids = [r.event_id for r in (await conn.execute(q)).all()]
-    if not ids:
-        raise ClockingFlagError(f"no flagged punch {prefix!r}")
-    if len(ids) > 1:
-        raise ClockingFlagError(f"{prefix!r} matches several flagged punches: give more of the id")
-    return str(ids[0])
+    return await flag_review.review(store, FLAGS, event, verdict, by=by, at=at, note=note)
 
 
 def flags_query(sites: Iterable[str] | None = None, *, reviewed: bool = False) -> sa.Select[Any]:

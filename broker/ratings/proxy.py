@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.ratings.model import PAD_STATE_ZH, PAUSED, Rating
 from broker.ratings.policy import TOP_LEVEL, RatingPolicy
-from broker.store.commands import audit
-from broker.store.db import Store, _insert_ignore
+from broker.store import flag_review
+from broker.store.db import Store
+from broker.store.flag_review import FlagBook, insert_new
 from broker.store.schema import rating_flags
 
 Pattern = Literal["paused", "no_service", "too_fast", "staff_key", "burst", "burst_top"]
@@ -51,6 +52,9 @@ VERDICT_ZH: dict[str, str] = {"proxy": "属实代评", "honest": "正常评价"}
 
 class FlagError(ValueError):
     """A review the centre cannot record; the message says why."""
+
+
+FLAGS = FlagBook(rating_flags, VERDICT_ZH, "rating", "ratings", "rating.review", FlagError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,49 +158,21 @@ def _burst_flags(run: list[Rating], p: RatingPolicy) -> list[Flag]:
 # -- the store -----------------------------------------------------------------------------------------
 async def record_flags(conn: AsyncConnection, flags: Sequence[Flag], now: datetime) -> list[Flag]:
     """Insert the flags not yet recorded (a reviewed flag is never raised again); returns the new ones."""
-    new: list[Flag] = []
-    for f in sorted(flags, key=lambda f: f.sort_key):
+
+    def row(f: Flag) -> dict[str, Any]:
         r = f.rating
-        result = await conn.execute(
-            _insert_ignore(conn, rating_flags).values(
-                event_id=r.event_id, pattern=f.pattern, site=r.site, device=r.device, window=r.window,
-                staff_id=r.staff_id, level=r.level, rated_at=r.at, detail=f.detail[:500], flagged_at=now,
-            )
+        return dict(
+            event_id=r.event_id, pattern=f.pattern, site=r.site, device=r.device, window=r.window,
+            staff_id=r.staff_id, level=r.level, rated_at=r.at, detail=f.detail[:500], flagged_at=now,
         )  # fmt: skip
-        if result.rowcount == 1:
-            new.append(f)
-    return new
+
+    return await insert_new(conn, rating_flags, sorted(flags, key=lambda f: f.sort_key), row)
 
 
 async def review(store: Store, event: str, verdict: Verdict, *, by: str, at: datetime, note: str = "") -> list[Any]:
     """A person's verdict on a flagged rating (all its patterns at once); a later review replaces it, and both
     stay in the audit log. ``event`` is the rating's event id or a unique prefix of it."""
-    if verdict not in VERDICT_ZH:
-        raise FlagError(f"verdict {verdict!r}: use proxy (属实代评) or honest (正常评价)")
-    c = rating_flags.c
-    async with store.engine.begin() as conn:
-        event_id = await find_flagged(conn, event)
-        await conn.execute(
-            rating_flags.update()
-            .where(c.event_id == event_id)
-            .values(reviewed_by=by[:64], reviewed_at=at, verdict=verdict, note=note[:500])
-        )
-        rows = (await conn.execute(sa.select(rating_flags).where(c.event_id == event_id))).all()
-        detail = {"event": event_id, "verdict": verdict, "patterns": [r.pattern for r in rows]}
-        target = f"{rows[0].site}/{rows[0].device}"
-        await audit(conn, at=at, actor=by, action="rating.review", target=target, reason=note, detail=detail)
-    return list(rows)
-
-
-async def find_flagged(conn: AsyncConnection, prefix: str) -> str:
-    c = rating_flags.c
-    q = sa.select(c.event_id).where(c.event_id.startswith(prefix, autoescape=True)).distinct().limit(2)
-    ids = [r.event_id for r in (await conn.execute(q)).all()]
-    if not ids:
-        raise FlagError(f"no flagged rating {prefix!r}")
-    if len(ids) > 1:
-        raise FlagError(f"{prefix!r} matches several flagged ratings: give more of the id")
-    return str(ids[0])
+    return await flag_review.review(store, FLAGS, event, verdict, by=by, at=at, note=note)
 
 
 async def flags(
