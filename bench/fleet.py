@@ -10,7 +10,8 @@ hard limit here, inherited by the broker and the simulator processes, which rais
 2. The fleet: ``hallfleet fleet``'s simulator processes (hallfleet/fleet/shards.py, ``--processes``, one per
    core by default), each running its slice of the N devices on one loop (real ``Agent``s, in-memory
    outboxes) and playing their people: the mix of every role (attendance terminals punched by QR code and by
-   finger on the fingerprint twin, rating pads, kiosks with receipt printers and some with A4 printers), a
+   finger on the fingerprint twin, rating pads, kiosks with receipt printers and some with A4 printers, the
+   queue devices, doors, lockers and patrol handhelds of issue 23), a
    ``--heartbeat`` s heartbeat, real time (speed 1). The coordinator is this process: it prints the fleet's
    combined progress line every 10 s and its summary at the end. Connect time: start -> every device
    ``online`` in the store's ``devices`` table (births stored), within ``--connect-budget`` s (the run goes
@@ -77,6 +78,10 @@ seed = 11
 attendance = 0.05
 kiosk = 0.30
 rating = 0.65
+queue = 0.05
+door = 0.01
+locker = 0.02
+patrol = 0.01
 
 [arrivals]
 mean = "08:23"
@@ -90,6 +95,7 @@ finger_share = 0.3
 [kiosk]
 tickets_per_hour = [0, 0, 0, 0, 0, 0, 0, 0, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30]
 poll_s = 10
+netcheck_at = "08:21"
 
 [rating]
 services_per_hour = 30
@@ -313,8 +319,10 @@ def render(args: argparse.Namespace, results: list[dict[str, Any]], command: str
         f"| load average 1/5/15 min at end | {_load(os.getloadavg())} (measured; {os.cpu_count()} cores) |",
         "",
         "Load: `hallfleet fleet`'s simulator processes (hallfleet/fleet/shards.py), each with its slice of N real "
-        f"agents (`agent.agent.Agent`, in-memory outboxes) on uvloop, every role (mix 5 % attendance, 30 % kiosk, "
-        f"65 % rating pad), heartbeat {args.heartbeat:g} s, people played in real time; consumer (SQLite, default "
+        "agents (`agent.agent.Agent`, in-memory outboxes) on uvloop, every role (mix 5 % attendance, 30 % kiosk "
+        "with its daily network check, 65 % rating pad, 5 % queue devices on a queue-system twin per hall and "
+        "process, 1 % door controllers, 2 % locker banks, 1 % patrol handhelds; shares of the whole), "
+        f"heartbeat {args.heartbeat:g} s, people played in real time; consumer (SQLite, default "
         "ingest settings, uvloop) and Mosquitto each in their own process, all on 127.0.0.1.",
         "",
         f"| devices | simulator processes | every link up s | all births stored s (budget {args.connect_budget:g}) "

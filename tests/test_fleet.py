@@ -7,15 +7,22 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import sqlalchemy as sa
 
 from broker.mosquitto.local import LocalMosquitto
-from broker.store.schema import consumable_levels, devices, events, incidents, presence_history
+from broker.store.schema import (
+    consumable_levels,
+    devices,
+    events,
+    incident_conditions,
+    incidents,
+    presence_history,
+)
 from hallfleet.cli import main
-from hallfleet.fleet.scenario import builtin, load_scenario
+from hallfleet.fleet.scenario import FaultKind, builtin, load_scenario
 from hallfleet.fleet.sim import Fleet
 from protocol.settings import ConfigError, MqttConfig
 from tests.conftest import RunningConsumer
@@ -32,6 +39,10 @@ seed = 7
 attendance = 0.08
 kiosk = 0.3
 rating = 0.62
+queue = 0.06
+door = 0.04
+locker = 0.04
+patrol = 0.04
 
 [arrivals]
 mean = "08:24"
@@ -46,6 +57,7 @@ fingerprint_poll_s = 0.3
 [kiosk]
 tickets_per_hour = [0, 0, 0, 0, 0, 0, 0, 0, 60, 60, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 poll_s = 0.5
+netcheck_at = "08:25"
 
 [rating]
 services_per_hour = 40
@@ -68,7 +80,23 @@ at = "08:32"
 kind = "power_loss"
 names = ["wanzhou/pad-w03"]
 duration_min = 10
+
+[[faults]]
+at = "08:34"
+kind = "door_forced"
+duration_min = 5
+
+[[faults]]
+at = "08:36"
+kind = "locker_jam"
+duration_min = 20
 """
+# What the rest of the hall sends (issue 23): the queue twins' steps through the dispensers and displays, the
+# 24-hour area's doors and lockers, Qingpu's 08:30 patrol round, the kiosks' network check.
+HALL_EVENTS = {
+    "queue.ticket_issued", "queue.ticket_called", "queue.ticket_served", "door.state", "door.alarm", "locker.bank",
+    "locker.alarm", "patrol.scan", "duty.netcheck",
+}  # fmt: skip
 
 
 async def _counts(consumer: RunningConsumer) -> dict[str, int]:
@@ -81,6 +109,22 @@ async def _punch_methods(consumer: RunningConsumer) -> set[str]:
     return {json.loads(r.data)["method"] for r in rows}
 
 
+async def _hall_incidents(consumer: RunningConsumer, *keys: str) -> set[str]:
+    """The door and locker conditions of those devices' incidents, by family (door_forced.main -> door_forced)."""
+    c = incident_conditions.c
+    rows = await consumer.store.fetch(sa.select(c.kind).where(c.key.in_(keys)))
+    return {r.kind.partition(".")[0] for r in rows} & {"door_forced", "locker_door_fault"}
+
+
+async def _tickets_rated(consumer: RunningConsumer) -> bool:
+    """A rating bound to a ticket number one of the queue twins issued (the same ids on both devices)."""
+    e = events.c
+    issued = await consumer.store.fetch(sa.select(e.site, e.data).where(e.type == "queue.ticket_issued"))
+    tickets = {(r.site, json.loads(r.data)["ticket"]) for r in issued}
+    rated = await consumer.store.fetch(sa.select(e.site, e.data).where(e.type == "rating.submitted"))
+    return any((r.site, json.loads(r.data).get("service_id")) in tickets for r in rated)
+
+
 async def test_fleet_plays_every_role_and_faults_become_incidents(
     mosquitto: LocalMosquitto, consumer: RunningConsumer, tmp_path: Path
 ) -> None:
@@ -89,15 +133,19 @@ async def test_fleet_plays_every_role_and_faults_become_incidents(
     mqtt = MqttConfig(host=mosquitto.host, port=mosquitto.port, keepalive_s=10)
     fleet = Fleet(load_scenario(path), 50, mqtt, tmp_path / "fleet", speed=120)
     roles = {m.role for m in fleet.members}
-    assert len(fleet.members) == 50 and roles == {"attendance", "kiosk", "rating"}
+    assert len(fleet.members) == 50
+    assert roles == {"attendance", "kiosk", "rating", "queue", "door", "locker", "patrol"}
     jammed = fleet.fault_targets[0][0]
     powerless = fleet.fault_targets[1][0]
+    forced, stuck = fleet.fault_targets[2][0], fleet.fault_targets[3][0]
     assert jammed.role == "kiosk" and powerless.key == "wanzhou/pad-w03"
+    assert (forced.role, stuck.role) == ("door", "locker")
     try:
         await fleet.start()
         fleet.play()
         deadline = time.monotonic() + 45
-        want = {"attendance.punch", "rating.submitted", "kiosk.usage", "kiosk.fault", "device.health"}
+        want = {"attendance.punch", "rating.submitted", "kiosk.usage", "kiosk.fault", "device.health"} | HALL_EVENTS
+        hall_incidents: set[str] = set()
         jam_incident: list[object] = []
         offline: list[object] = []
         while time.monotonic() < deadline:
@@ -117,7 +165,16 @@ async def test_fleet_plays_every_role_and_faults_become_incidents(
             )
             played = fleet.counts["fault_power_loss_ended"] and fleet.counts["proxy_ratings"] == 5
             methods = await _punch_methods(consumer)
-            if want <= got.keys() and jam_incident and offline and played and methods == {"qr", "fingerprint"}:
+            hall_incidents = await _hall_incidents(consumer, forced.key, stuck.key)
+            hall_done = hall_incidents == {"door_forced", "locker_door_fault"}
+            if (
+                want <= got.keys()
+                and jam_incident
+                and offline
+                and played
+                and methods == {"qr", "fingerprint"}
+                and (hall_done)
+            ):
                 break
         assert want <= got.keys(), got
         assert jam_incident, "the jammed printer opened no incident"
@@ -126,6 +183,10 @@ async def test_fleet_plays_every_role_and_faults_become_incidents(
         # Staff punch with their QR codes and, enrolled by the fingerprint_enrol command, with a finger.
         assert fleet.counts["fingers_enrolled"] > 0 and fleet.counts["punches_finger"] > 0, fleet.counts
         assert await _punch_methods(consumer) == {"qr", "fingerprint"}
+        # The forced door and the jammed compartment are incidents of their devices, the kiosks checked the network.
+        assert hall_incidents == {"door_forced", "locker_door_fault"}, hall_incidents
+        assert await _tickets_rated(consumer), "no pad rated a ticket its hall's queue system issued"
+        assert not fleet.counts["script_errors"], fleet.counts
         assert fleet.counts["proxy_ratings"] == 5
         assert powerless.up, "the pad did not come back after the power loss"
         # The kiosks with an A4 printer (the simulated IPP server) report its toner, read over IPP.
@@ -155,9 +216,10 @@ def test_shipped_scenarios_load() -> None:
     for name in ("workday", "heartbeats"):
         s = load_scenario(builtin(name))
         assert s.name == name
-    assert {f.kind for f in load_scenario(builtin("workday")).faults} == {
-        "app_crash", "printer_jam", "paper_out", "network_loss", "power_loss"
-    }  # fmt: skip
+    workday = load_scenario(builtin("workday"))
+    assert {f.kind for f in workday.faults} == set(get_args(FaultKind)), "the working day plays every fault"
+    assert all(share > 0 for role, share in workday.mix.shares().items() if role != "none"), "and has every role"
+    assert workday.kiosk.netcheck_at is not None
 
 
 def test_several_simulator_processes_run_one_fleet_with_one_progress_line_and_summary(tmp_path: Path) -> None:

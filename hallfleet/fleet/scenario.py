@@ -9,32 +9,46 @@ from __future__ import annotations
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from protocol.settings import ConfigError, Section
 
 SCENARIOS = Path(__file__).parent / "scenarios"
-FaultKind = Literal["app_crash", "printer_jam", "paper_out", "network_loss", "power_loss"]
+FaultKind = Literal["app_crash", "printer_jam", "paper_out", "network_loss", "power_loss", "door_forced", "locker_jam"]
 Level = Literal["1", "2", "3", "4", "5"]
 DEFAULT_LEVELS: dict[Level, float] = {"5": 70, "4": 15, "3": 8, "2": 4, "1": 3}
-FleetRole = Literal["attendance", "kiosk", "rating", "none"]
+FleetRole = Literal["attendance", "kiosk", "rating", "queue", "door", "locker", "patrol", "none"]
 
 
 class Mix(Section):
-    """Share of the devices per role (normalised); ``none`` is an agent with heartbeats only."""
+    """Share of the devices per role (normalised); ``none`` is an agent with heartbeats only. The rest of the hall
+    (issue 23: queue, door, locker, patrol) is there only when a scenario gives it a share, so a scenario written
+    before keeps its fleet; the shipped workday gives the shares of a real hall (a few percent of its devices)."""
 
     attendance: float = Field(default=0.1, ge=0)
     kiosk: float = Field(default=0.3, ge=0)
     rating: float = Field(default=0.6, ge=0)
+    queue: float = Field(
+        default=0.0,
+        ge=0,
+        description="Queue devices (排队叫号): per hall and simulator process, the first is the ticket dispenser, the"
+        " others call displays, all reading that process's queue-system twin of the hall",
+    )
+    door: float = Field(default=0.0, ge=0, description="Door controllers of the 24-hour area (a twin on a pty)")
+    locker: float = Field(default=0.0, ge=0, description="Self-service locker banks (a twin on a pty)")
+    patrol: float = Field(default=0.0, ge=0, description="Duty officers' patrol handhelds (scanner twin)")
     none: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _some(self) -> Mix:
-        if self.attendance + self.kiosk + self.rating + self.none <= 0:
+        if sum(self.shares().values()) <= 0:
             raise ValueError("at least one role needs a share above 0")
         return self
+
+    def shares(self) -> dict[FleetRole, float]:
+        return {r: getattr(self, r) for r in get_args(FleetRole)}
 
 
 class Arrivals(Section):
@@ -78,6 +92,11 @@ class Kiosks(Section):
         default=0.2, ge=0, le=50, description="A4 pages (toner) per ticket, counted in kiosk.usage"
     )
     poll_s: float = Field(default=5, gt=0, le=600, description="How often each kiosk reads its printer (real s)")
+    netcheck_at: time | None = Field(
+        default=None,
+        description="When the kiosks run their daily network check (QP 000:389, agent/netcheck.py; the broker"
+        " stands in for the gateway and the centre, localhost for DNS); unset: no check",
+    )
     a4_share: float = Field(
         default=0.2,
         ge=0,
@@ -135,8 +154,12 @@ class Fault(Section):
 
     @property
     def role(self) -> FleetRole | None:
-        """Kiosk faults need kiosks; the network and the power can fail on any device."""
-        return "kiosk" if self.kind in ("app_crash", "printer_jam", "paper_out") else None
+        """Kiosk faults need kiosks, a forced door a door controller, a jammed compartment a locker bank; the
+        network and the power can fail on any device."""
+        if self.kind in ("app_crash", "printer_jam", "paper_out"):
+            return "kiosk"
+        hall: dict[str, FleetRole] = {"door_forced": "door", "locker_jam": "locker"}
+        return hall.get(self.kind)
 
 
 class Scenario(Section):

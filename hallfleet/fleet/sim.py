@@ -10,6 +10,10 @@ agents share one ScaledClock.
 A share of the kiosks (``kiosk.a4_share``) has an A4 printer: one simulated IPP server per simulator process
 serves them all by path (drivers/ipp/sim.py); it starts with the fleet, which then points those kiosks at it
 (the port is known only then), and each ticket's A4 pages are printed on it over IPP.
+The rest of the hall (issue 23, hallfleet/fleet/hall.py): queue devices on a queue-system twin per hall in each
+simulator process (the windows of the slice serve its tickets, their pads rate the same numbers), the 24-hour
+area's door controllers and locker banks and the duty officers' patrol handhelds playing the demo's script, and
+the kiosks' daily network check (``kiosk.netcheck_at``).
 
 Time: scenario times are simulated (hall-local); the agents' event times run ``speed`` times faster than
 real time, and so do their timers: rating-pad timeouts, kiosk snapshots and the heartbeat (the agent waits
@@ -24,7 +28,8 @@ Faults: ``app_crash`` (the kiosk application's health probe fails; the agent's s
 centre see it), ``printer_jam`` (the receipt printer reports a cutter error), ``paper_out`` (the roll is
 empty), ``network_loss`` (the device's relay resets its connection and refuses new ones), ``power_loss``
 (the agent task is cancelled: the socket closes without DISCONNECT, the broker publishes the Will; it
-starts again on the same outbox when the fault ends).
+starts again on the same outbox when the fault ends), ``door_forced`` (a door of the controller opened while
+locked, shut when it ends), ``locker_jam`` (a compartment's door stops taking its state).
 """
 
 from __future__ import annotations
@@ -48,10 +53,14 @@ from agent.roles.kiosk import SimulatedReceiptConfig
 from agent.roles.rating import ServiceCall
 from agent.roles.usage import LogUsageConfig
 from broker.attendance.roster import StaffMember
+from broker.sites import SiteConfig
 from drivers.ipp.client import A4PrinterConfig, print_job
 from drivers.ipp.raster import a4_pages
 from drivers.ipp.sim import SimulatedIppServer
+from drivers.queue.sim import SimQueueSystem
+from hallfleet import demo_hall as hd
 from hallfleet import demo_scenario as ds
+from hallfleet.fleet import hall as fh
 from hallfleet.fleet.netcut import NetCut
 from hallfleet.fleet.scenario import Fault, FleetRole, Scenario
 from protocol.settings import MqttConfig
@@ -60,6 +69,7 @@ from runtime.clock import HALL_ZONE, ScaledClock
 log = logging.getLogger(__name__)
 A4_LINE = "a4 page printed"
 MEMORY = Path(":memory:")
+END = time(23, 59)  # the scripted hall devices play until then
 
 
 @dataclass(slots=True)
@@ -88,8 +98,7 @@ class Member:
 
 def role_counts(n: int, scenario: Scenario) -> dict[FleetRole, int]:
     """Devices per role for N devices: the mix's shares, rounded so they add up to N (largest remainder)."""
-    m = scenario.mix
-    shares: dict[FleetRole, float] = {"attendance": m.attendance, "kiosk": m.kiosk, "rating": m.rating, "none": m.none}
+    shares = scenario.mix.shares()
     total = sum(shares.values())
     exact = {r: n * s / total for r, s in shares.items()}
     counts = {r: int(v) for r, v in exact.items()}
@@ -116,9 +125,21 @@ def plan(n: int, scenario: Scenario) -> tuple[list[Member], dict[int, list[Membe
                     window = f"W{i + 1:02d}"
                     name = f"pad-w{i + 1:02d}"
                     out.append(Member(hall, name, role, i, ds.Device(hall, name, role, i, window)))
+                elif role in HALL_NAMES:
+                    name = HALL_NAMES[role].format(i + 1)
+                    out.append(Member(hall, name, role, i, ds.Device(hall, name, role, i)))
                 else:
                     out.append(Member(hall, f"node-{i + 1:04d}", role, i, None))
     return out, assign_faults(out, scenario)
+
+
+# As the demo names them (hallfleet/demo_scenario.hall_devices), numbered.
+HALL_NAMES: dict[ds.Role, str] = {
+    "queue": "queue-{}",
+    "door": "door-24h-{}",
+    "locker": "locker-24h-{}",
+    "patrol": "patrol-{}",
+}
 
 
 def assign_faults(members: list[Member], scenario: Scenario) -> dict[int, list[Member]]:
@@ -183,6 +204,10 @@ class Fleet:
         self._rng = random.Random(scenario.seed)
         self._script: asyncio.Task[None] | None = None
         self.printers: SimulatedIppServer | None = None  # the A4 printers, once start() opened them
+        self.queues: dict[
+            str, SimQueueSystem
+        ] = {}  # hall -> this process's queue-system twin (hallfleet/fleet/hall.py)
+        self.sites = {site: SiteConfig.model_validate(raw) for site, raw in ds.load_sites().items()}
         self._resources = contextlib.AsyncExitStack()
 
     # -- building ------------------------------------------------------------------------------------
@@ -210,7 +235,9 @@ class Fleet:
                 outbox=outbox,
                 clock_sync_file=Path("/"),
             )
-        cfg = ds.agent_config(m.device, self.workdir, self.mqtt, self.health_base, self.speed, self._demo_day)
+        cfg = ds.agent_config(
+            m.device, self.workdir, self.mqtt, self.health_base, self.speed, self._demo_day, queues=self.queues
+        )
         update: dict[str, Any] = {"heartbeat_s": sc.heartbeat_s, "outbox": outbox}
         if cfg.kiosk is not None:
             usage = cfg.kiosk.usage
@@ -226,7 +253,18 @@ class Fleet:
             update["attendance"] = cfg.attendance.model_copy(
                 update={"fingerprint_poll_s": sc.arrivals.fingerprint_poll_s}
             )
+        if cfg.kiosk is not None and sc.kiosk.netcheck_at is not None:
+            update["netcheck"] = fh.netcheck(self.mqtt, f"{sc.kiosk.netcheck_at:%H:%M}")
+        if m.role == "queue":
+            update["queue"] = self._queue_sections(m.hall)[m.name]
         return cfg.model_copy(update=update)
+
+    def _queue_sections(self, hall: ds.Hall) -> dict[str, Any]:
+        """This slice's queue devices of the hall on its twin, the windows of this slice's pads split among them."""
+        mine = [m for m in self.members if m.hall == hall]
+        windows = [m.device.window for m in mine if m.role == "rating" and m.device and m.device.window]
+        devices = [m.name for m in mine if m.role == "queue"]
+        return fh.queue_sections(devices, windows, self.queues[hall.site].url)
 
     def _as_demo_day(self) -> ds.DayScenario:
         """What the demo's config builder reads from its own scenario: which kiosks get an application watch
@@ -243,6 +281,8 @@ class Fleet:
                     ],
                 },
                 "ratings": {"services_per_hour": 1, "levels": [5]},
+                # A fleet's hall has hundreds of patrol points (its pads and kiosks): a scan every 3 hall seconds.
+                "patrol": {"point_gap_min": 0.05},
             }
         )
 
@@ -250,6 +290,7 @@ class Fleet:
     async def start(self, *, batch: int = 200, connect_timeout_s: float = 120.0) -> None:
         """Start every agent, ``batch`` at a time, each batch once the last one is connected (a burst of
         thousands of SYNs overflows the broker's listen backlog); ``connect_s`` is how long it all took."""
+        await self._open_queues()
         if not self.staff:
             self.prepare()
         await self._attach_printers()
@@ -266,6 +307,14 @@ class Fleet:
                 self.power_on(m)
             await self.wait_connected(chunk, connect_timeout_s)
         self.connect_s = _time.monotonic() - t0
+
+    async def _open_queues(self) -> None:
+        """A queue-system twin per hall whose queue devices this slice holds, up before they poll it."""
+        prefixes = fh.ticket_prefixes(self.shard)
+        for hall in ds.HALLS:
+            if any(m.role == "queue" and m.hall == hall for m in self.members) and hall.site not in self.queues:
+                twin = SimQueueSystem(lambda: self.clock.now(), prefixes)
+                self.queues[hall.site] = await self._resources.enter_async_context(twin)
 
     async def _attach_printers(self) -> None:
         """Open the A4 printers' server and point the kiosks that have a printer at theirs."""
@@ -338,6 +387,8 @@ class Fleet:
                 jobs.append(self._kiosk(m))
             elif m.role == "rating":
                 jobs.append(self._window(m))
+            elif m.role in ("door", "locker", "patrol"):
+                jobs.append(self._hall_device(m))
         for k, f in enumerate(self.scenario.faults):
             jobs.append(self._fault(f, self.fault_targets[k]))
         pads = [m for m in self.members if m.role == "rating"]
@@ -495,15 +546,51 @@ class Fleet:
                 await self.sleep_sim(cycle)
                 continue
             n += 1
-            ticket = f"{m.device.window if m.device else m.name}-{n:03d}"
+            ticket = await self._called(m, rng) or f"{m.device.window if m.device else m.name}-{n:03d}"
             await agent.rating.service(ServiceCall(action="start", service_id=ticket, staff_id=staff))
             await self.sleep_sim(cycle * rng.uniform(0.4, 0.8))
             await agent.rating.service(ServiceCall(action="end", service_id=ticket))
+            if (queue := self.queues.get(m.hall.site)) is not None and m.device and m.device.window:
+                await queue.serve(m.device.window)
             await self.sleep_sim(rng.uniform(3, 20))
             if rng.random() >= r.walk_away_share and m.up:
                 agent.rating.keypad_sim.press(f"KEY_{rng.choices(levels, weights)[0]}")
                 self.counts["ratings"] += 1
             await self.sleep_sim(cycle * rng.uniform(0.2, 0.6))
+
+    async def _called(self, m: Member, rng: random.Random) -> str | None:
+        """A citizen's ticket from the hall's queue twin, waited for and called at this window (the pad rates the
+        same number); None where this slice has no queue system for the hall."""
+        queue = self.queues.get(m.hall.site)
+        if queue is None or m.device is None or m.device.window is None:
+            return None
+        services = hd.window_services(m.device.window)
+        queue.issue(services[0], dispenser="*")
+        self.counts["queue_tickets"] += 1
+        await self.sleep_sim(rng.uniform(60, 360))  # the wait for the call: one to six minutes
+        return await queue.call(m.device.window, services)
+
+    async def _hall_device(self, m: Member) -> None:
+        """A door, locker bank or patrol handheld through the day as the demo plays it (hallfleet/fleet/hall.py)."""
+        day = ds.DemoDay(self.clock, self.today, at_day(self.today, self.scenario.start), at_day(self.today, END))
+        queue = self.queues.get(m.hall.site)
+        # Only the script's ticket() uses the queue system; the doors, lockers and patrols never do.
+        script = hd.HallPlay(day, m.hall, queue, self._demo_day, lambda line: log.info("%s", line))  # type: ignore[arg-type]
+        points = [x.name for x in self._planned if x.hall == m.hall and x.role in ("rating", "kiosk")]
+        rounds = self.sites[m.hall.site].duties.patrol.rounds if m.hall.site in self.sites else []
+        while not day.over():
+            agent = m.agent
+            if not m.up or agent is None or fh.sim_of(agent, m.role) is None:
+                await asyncio.sleep(0.2)  # powered off, or its twin not made yet
+                continue
+            try:
+                await fh.play(script, m.role, agent, points, rounds)
+                self.counts[f"{m.role}_days"] += 1
+                return
+            except Exception:
+                if m.agent is agent:
+                    raise
+                self.counts[f"{m.role}_power_lost"] += 1  # its twin went with the power: play on with the new one
 
     async def _proxy(self, at: time, pads: list[Member], presses: int, within_s: float) -> None:
         if not await self.until(at_day(self.today, at)):
@@ -540,7 +627,9 @@ class Fleet:
             await self.power_off(targets)
             return
         for m in targets:
-            if f.kind == "network_loss" and m.net is not None:
+            if f.kind in ("door_forced", "locker_jam"):
+                _hall_fault(m, f.kind, begin=True)
+            elif f.kind == "network_loss" and m.net is not None:
                 m.net.cut()
             elif f.kind == "app_crash":
                 self.health[f"/health/{m.hall.site}/{m.name}"] = False
@@ -554,6 +643,8 @@ class Fleet:
         for m in targets:
             if f.kind == "power_loss":
                 self.power_on(m)
+            elif f.kind in ("door_forced", "locker_jam"):
+                _hall_fault(m, f.kind, begin=False)
             elif f.kind == "network_loss" and m.net is not None:
                 m.net.restore()
             elif f.kind == "app_crash":
@@ -602,6 +693,18 @@ class Finger:
         role = self.agent.attendance
         if role is not None and role.finger_sim is not None:
             role.finger_sim.press(self.name, 1)
+
+
+def _hall_fault(m: Member, kind: str, *, begin: bool) -> None:
+    """door_forced: the first door opened while locked, shut when it ends; locker_jam: the last compartment's door
+    stops taking its state, and takes it again."""
+    sim = fh.sim_of(m.agent, "door" if kind == "door_forced" else "locker")
+    if sim is None:
+        return  # powered off: nothing to force or jam
+    if kind == "door_forced":
+        sim.force() if begin else sim.shut_door()
+    else:
+        sim.jam(len(sim.boxes), begin)
 
 
 def _qr_sim(m: Member) -> Any:
