@@ -20,6 +20,7 @@ from pydantic import Field
 
 from agent.commands.registry import CommandFailed, CommandSpec, Registry
 from agent.device import DeviceContext
+from agent.roles.snapshots import SnapshotTimer, poll_forever
 from drivers.door.controller import DoorController, DoorReading, SerialDoorControllerConfig
 from drivers.door.sim import SimulatedDoorController
 from drivers.rs485.port import BusError, SerialPortConfig
@@ -81,14 +82,9 @@ class DoorRole:
         registry.register(CommandSpec("door_unlock", UnlockArgs, self._cmd_unlock, needs_reason=True))
 
     async def run(self) -> None:
-        last_snapshot = float("-inf")
+        snapshots = SnapshotTimer(self.cfg.snapshot_s, self.device.clock.monotonic)
         try:
-            while True:
-                snapshot = self.device.clock.monotonic() - last_snapshot >= self.cfg.snapshot_s
-                if snapshot:
-                    last_snapshot = self.device.clock.monotonic()
-                await self.poll(snapshot)
-                await asyncio.sleep(self.cfg.poll_s)
+            await poll_forever(self.poll, snapshots, self.cfg.poll_s)
         finally:
             with contextlib.suppress(Exception):
                 self.controller.close()

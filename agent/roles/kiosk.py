@@ -20,6 +20,7 @@ from pydantic import Field
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
 from agent.roles.debounce import Debouncer
+from agent.roles.snapshots import SnapshotTimer
 from agent.roles.usage import HttpUsageConfig, LogCounter, LogUsageConfig, UsageConfig, UsageError, read_http
 from drivers.escpos import PrinterError, PrinterStatus, ReceiptPrinter, UsbPrinterConfig, UsbTransport
 from drivers.escpos.sim import SimulatedUsbPrinter
@@ -107,14 +108,11 @@ class KioskRole:
 
     # -- the loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
-        last_snapshot = float("-inf")
+        snapshots = SnapshotTimer(self.cfg.snapshot_s, self.device.clock.monotonic)
         try:
             while True:
                 reading = await self.read()
-                snapshot = self.device.clock.monotonic() - last_snapshot >= self.cfg.snapshot_s
-                if snapshot:
-                    last_snapshot = self.device.clock.monotonic()
-                await self.publish(reading, snapshot)
+                await self.publish(reading, snapshots.due())
                 await asyncio.sleep(self.cfg.poll_s)
         finally:
             if self.receipt is not None:

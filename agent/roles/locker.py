@@ -22,6 +22,7 @@ from pydantic import Field
 
 from agent.commands.registry import CommandFailed, CommandSpec, Registry
 from agent.device import DeviceContext
+from agent.roles.snapshots import SnapshotTimer, poll_forever
 from drivers.locker.board import CompartmentReading, LockerBoard, SerialLockerBoardConfig
 from drivers.locker.sim import SimulatedLockerBoard
 from drivers.rs485.port import BusError, SerialPortConfig
@@ -79,14 +80,9 @@ class LockerRole:
 
     async def run(self) -> None:
         await self._load_parcels()
-        last_snapshot = float("-inf")
+        snapshots = SnapshotTimer(self.cfg.snapshot_s, self.device.clock.monotonic)
         try:
-            while True:
-                snapshot = self.device.clock.monotonic() - last_snapshot >= self.cfg.snapshot_s
-                if snapshot:
-                    last_snapshot = self.device.clock.monotonic()
-                await self.poll(snapshot)
-                await asyncio.sleep(self.cfg.poll_s)
+            await poll_forever(self.poll, snapshots, self.cfg.poll_s)
         finally:
             with contextlib.suppress(Exception):
                 self.board.close()
