@@ -11,14 +11,29 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from broker.alerts.routing import AlertsConfig, Router
+from broker.audit.verify import verify as verify_chain
 from broker.calendar import CalendarConfig, TimetableConfig
+from broker.duties.policy import DutiesPolicy, NetCheckDuty
 from broker.mosquitto.local import LocalMosquitto
 from broker.reports.sla import build_sla_report
 from broker.rules import actions
+from broker.rules.incidents import IncidentRules, Signal
+from broker.rules.sla import SlaClock
 from broker.sites import HallOutagePolicy, SiteConfig, Sites, SlaPolicy
-from broker.store.schema import commands, dispatches, incident_conditions, incident_timeline, tasks
+from broker.store.db import Batch, StatusUpdate, Store
+from broker.store.keys import DeviceKey
+from broker.store.schema import (
+    commands,
+    dispatches,
+    incident_conditions,
+    incident_timeline,
+    incidents,
+    notifications,
+    tasks,
+)
 from protocol import topics
-from protocol.envelope import Envelope
+from protocol.envelope import Envelope, Presence, StatusMessage
 from protocol.ids import uuid7
 from runtime.clock import HALL_ZONE
 from tests.support.hall import Device, Hall, ManualClock, consumer_config, posted, start_hall, wait_until
@@ -35,6 +50,9 @@ QINGPU = SiteConfig(
     ),
     sla=SlaPolicy(act_after_s=30, verify_s=5),
     hall_outage=HallOutagePolicy(min_devices=3, min_fraction=0.5),
+    # These kiosks send no daily network check: the consumer's duties job (tests/test_duties_*.py) would page
+    # for each at 10:00 beside the SLA's pages, which are what these tests count.
+    duties=DutiesPolicy(netcheck=NetCheckDuty(device_classes=[])),
 )
 
 
@@ -637,3 +655,66 @@ def test_the_on_site_deadline_is_within_the_working_day_or_the_next_when_too_lit
 ) -> None:
     site = QINGPU.model_copy(update={"sla": QINGPU.sla.model_copy(update={"onsite_min_open_min": min_open})})
     assert site.onsite_due(_hall(*opened.split("T"))) == _hall(*due.split("T")), why
+
+
+# -- after a storm --------------------------------------------------------------------------------
+STORM_KIOSKS = 1400  # a 5 % storm over a fleet of 28,000 devices (issue 19)
+
+
+async def storm(store: Store, rules: IncidentRules, kiosks: int, at: datetime) -> None:
+    """``kiosks`` kiosks online, then each one's application down at ``at``: that many open incidents."""
+    b = Batch()
+    for n in range(kiosks):
+        s = StatusMessage(state=Presence.ONLINE, session=1, boot_id="b", ts=at, heartbeat_s=3600, role="kiosk")
+        b.statuses.append(StatusUpdate("qp", f"k{n:04d}", s, False, at))
+        b.seen[DeviceKey("qp", f"k{n:04d}")] = at
+    await store.write(b)
+    async with store.engine.begin() as conn:
+        down = [Signal("qp", f"k{n:04d}", "kiosk_down", True, "critical", at, at, "down") for n in range(kiosks)]
+        await rules.apply(conn, down)
+
+
+class Statements:
+    """Counts what the engine sends to the database (an executemany is one)."""
+
+    def __init__(self, store: Store) -> None:
+        self.count = 0
+        sa.event.listen(store.engine.sync_engine, "before_cursor_execute", self._one)
+
+    def _one(self, *_: Any) -> None:
+        self.count += 1
+
+
+@pytest.mark.parametrize("kiosks", [20, STORM_KIOSKS])
+async def test_the_tick_after_a_storm_takes_a_bounded_number_of_statements(store_url: str, kiosks: int) -> None:
+    """The first tick after a storm acts on every incident (a remote restart and its audit row, a page, the
+    timeline) with the same few statements whether 20 or 1,400 are due: 1,400 x ten statements took seconds."""
+    sites = Sites({"qp": QINGPU.model_copy(update={"hall_outage": HallOutagePolicy(min_devices=10_000)})})
+    store = await Store.open(store_url)
+    try:
+        rules = IncidentRules(sites, store.roles)
+        await storm(store, rules, kiosks, TUESDAY_10)
+        router = Router(AlertsConfig.model_validate(alerts(HttpServer())))
+        clock = SlaClock(store.engine, sites, router, plan_every_s=1e9)
+        counted = Statements(store)
+        result = await clock.tick(TUESDAY_10 + timedelta(seconds=31))  # T+0 of every incident is due
+
+        assert counted.count <= 40, f"{counted.count} statements for {kiosks} incidents"
+        assert await store.scalar(sa.select(sa.func.count()).where(incidents.c.step == "acted")) == kiosks
+        assert len(result.commands) == kiosks and len(result.notices) == kiosks
+        assert await store.scalar(sa.select(sa.func.count()).select_from(commands)) == kiosks
+        n = notifications.c
+        paged = sa.select(sa.func.count()).where(n.step == "opened", n.recipient == "zhang")
+        assert await store.scalar(paged) == kiosks
+        notes = sa.select(incident_timeline.c.text).where(incident_timeline.c.incident_id == result.notices[-1].ref[9:])
+        texts = [r.text for r in await store.fetch(notes.order_by(incident_timeline.c.id))]
+        assert texts[-2:] == ["自动远程处置: restart_app", "通知 li, zhang (opened)"], texts
+        async with store.engine.connect() as conn:
+            verdict = await verify_chain(conn, "audit", "2026-11")
+        assert verdict.ok and verdict.links == kiosks, "the commands' audit rows chain as if written one by one"
+
+        counted.count = 0
+        again = await clock.tick(TUESDAY_10 + timedelta(seconds=32))
+        assert again.commands == [] and again.notices == [] and counted.count <= 12
+    finally:
+        await store.close()

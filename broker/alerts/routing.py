@@ -10,10 +10,11 @@ tasks; the IT section gets breaches, overdue dispatches and escalations.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
@@ -168,31 +169,52 @@ class Router:
 
     async def enqueue(self, conn: AsyncConnection, n: Notice, now: datetime) -> list[str]:
         """Write one notification per recipient (deduplicated on ref, step and recipient); returns who."""
-        who: list[str] = []
-        link = self.link(n.ref, now)
-        for name, r in self.recipients_for(n):
-            subject, body = render(n, r.language, self.site_names.get(n.site, n.site), link)
-            result = await conn.execute(
-                _insert_ignore(conn, notifications).values(
-                    dedup_key=f"{n.ref}|{n.step}|{name}"[:300],
-                    ref=n.ref,
-                    step=n.step,
-                    recipient=name,
-                    channel=r.channel,
-                    site=n.site,
-                    severity=n.severity,
-                    subject=subject[:300],
-                    body=body,
-                    link=link,
-                    data=json.dumps({**n.facts, "kind": n.kind, "device": n.device}, ensure_ascii=False, default=str),
-                    state="pending",
-                    created_at=now,
-                    due_at=after_quiet_hours(r, now),
-                )
-            )
-            if result.rowcount == 1:
-                who.append(name)
+        return (await self.enqueue_many(conn, [n], now))[0]
+
+    async def enqueue_many(self, conn: AsyncConnection, notices: Sequence[Notice], now: datetime) -> list[list[str]]:
+        """``enqueue`` for many notices in one statement (the SLA clock after a storm pages for a thousand
+        incidents at once); returns who, per notice. A notice repeated in the same call is
+        written once, like a second ``enqueue``."""
+        rows: list[tuple[int, str, dict[str, Any]]] = []
+        routed: dict[tuple[str, ...], list[tuple[str, RecipientConfig]]] = {}  # what routing reads of a notice
+        for i, n in enumerate(notices):
+            link = self.link(n.ref, now)
+            facets = (n.site, n.device_class, n.kind, n.step, n.severity)
+            if facets not in routed:
+                routed[facets] = self.recipients_for(n)
+            for name, r in routed[facets]:
+                rows.append((i, name, self._notification(n, name, r, link, now)))
+        new: set[str] = set()
+        if rows:  # an executemany with RETURNING: SQLAlchemy sends it as multi-row VALUES, compiled once
+            stmt = _insert_ignore(conn, notifications).returning(notifications.c.dedup_key)
+            new.update((await conn.execute(stmt, [row for _, _, row in rows])).scalars())
+        who: list[list[str]] = [[] for _ in notices]
+        for i, name, row in rows:
+            if row["dedup_key"] in new:
+                new.discard(row["dedup_key"])  # the first of a repeated notice is the one written
+                who[i].append(name)
         return who
+
+    def _notification(
+        self, n: Notice, name: str, r: RecipientConfig, link: str | None, now: datetime
+    ) -> dict[str, Any]:
+        subject, body = render(n, r.language, self.site_names.get(n.site, n.site), link)
+        return {
+            "dedup_key": f"{n.ref}|{n.step}|{name}"[:300],
+            "ref": n.ref,
+            "step": n.step,
+            "recipient": name,
+            "channel": r.channel,
+            "site": n.site,
+            "severity": n.severity,
+            "subject": subject[:300],
+            "body": body,
+            "link": link,
+            "data": json.dumps({**n.facts, "kind": n.kind, "device": n.device}, ensure_ascii=False, default=str),
+            "state": "pending",
+            "created_at": now,
+            "due_at": after_quiet_hours(r, now),
+        }
 
 
 def after_quiet_hours(r: RecipientConfig, now: datetime) -> datetime:

@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,15 +71,18 @@ def link(prev_hash: str, source: Source, row: Mapping[Any, Any]) -> str:
 
 
 async def append(conn: AsyncConnection, source: Source, rows: Iterable[Mapping[Any, Any]]) -> None:
-    """Chain ``rows`` (as stored: pass what INSERT ... RETURNING gave back) in this transaction."""
-    for row in rows:
-        month = month_of(row[source.time])
+    """Chain ``rows`` (as stored: pass what INSERT ... RETURNING gave back) in this transaction, in order. Rows
+    of one month take the head once and their links go in one statement (a storm's commands are many)."""
+    for month, group in groupby(rows, key=lambda row: month_of(row[source.time])):
         head = await _lock_head(conn, source.chain, month)
-        seq, h = head.seq + 1, link(head.hash, source, row)
-        await conn.execute(
-            record_chain.insert().values(chain=source.chain, month=month, seq=seq, source=source.name,
-                                         ref=ref_of(source, row), prev_hash=head.hash, hash=h)
-        )  # fmt: skip
+        seq, h, links = head.seq, head.hash, []
+        for row in group:
+            prev, seq, h = h, seq + 1, link(h, source, row)
+            links.append(
+                {"chain": source.chain, "month": month, "seq": seq, "source": source.name,
+                 "ref": ref_of(source, row), "prev_hash": prev, "hash": h}
+            )  # fmt: skip
+        await conn.execute(record_chain.insert(), links)
         hc = record_chain_heads.c
         await conn.execute(
             record_chain_heads.update().where(hc.chain == source.chain, hc.month == month).values(seq=seq, hash=h)

@@ -195,16 +195,27 @@ def presence_signal(site: str, device: str, state: str, reason: str, at: datetim
 async def timeline(
     conn: AsyncConnection, incident_id: str, at: datetime, entry: str, text: str, actor: str = "rules", **detail: Any
 ) -> None:
-    await conn.execute(
-        incident_timeline.insert().values(
-            incident_id=incident_id,
-            at=at,
-            entry=entry,
-            actor=actor[:64],
-            text=text[:1000],
-            detail=json.dumps(detail, ensure_ascii=False, default=str),
-        )
-    )
+    await conn.execute(incident_timeline.insert().values(timeline_row(incident_id, at, entry, text, actor, **detail)))
+
+
+def timeline_row(
+    incident_id: str, at: datetime, entry: str, text: str, actor: str = "rules", **detail: Any
+) -> dict[str, Any]:
+    """One incident_timeline row, for ``timeline`` or for many written at once (``timelines``)."""
+    return {
+        "incident_id": incident_id,
+        "at": at,
+        "entry": entry,
+        "actor": actor[:64],
+        "text": text[:1000],
+        "detail": json.dumps(detail, ensure_ascii=False, default=str),
+    }
+
+
+async def timelines(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Timeline rows in one executemany, in the order given (an incident's entries keep their order)."""
+    if rows:
+        await conn.execute(incident_timeline.insert(), rows)
 
 
 async def registered_hours24(conn: AsyncConnection, sites: Sites, site: str, device: str) -> bool:

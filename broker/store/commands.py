@@ -30,45 +30,70 @@ async def audit(
     reason: str = "",
     detail: dict[str, Any] | None = None,
 ) -> None:
-    row = await conn.execute(
-        audit_log.insert()
-        .values(
-            at=at,
-            actor=actor[:64],
-            action=action[:64],
-            target=target[:140],
-            reason=reason[:500],
-            detail=json.dumps(detail or {}, ensure_ascii=False, default=str),
-        )
-        .returning(*AUDIT_ROW.cols(AUDIT_ROW.columns))
-    )
-    # Chained as stored (RETURNING), in this transaction: the row and its link commit or roll back together.
-    await chain.append(conn, AUDIT_ROW, row.mappings().all())
+    await audit_many(conn, [audit_row(at=at, actor=actor, action=action, target=target, reason=reason, detail=detail)])
+
+
+def audit_row(
+    *, at: datetime, actor: str, action: str, target: str, reason: str = "", detail: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "at": at,
+        "actor": actor[:64],
+        "action": action[:64],
+        "target": target[:140],
+        "reason": reason[:500],
+        "detail": json.dumps(detail or {}, ensure_ascii=False, default=str),
+    }
+
+
+async def audit_many(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Audit rows (``audit_row``) in one statement, chained in the order written."""
+    # An executemany with RETURNING (SQLAlchemy batches it as multi-row VALUES, compiled once).
+    insert = audit_log.insert().returning(*AUDIT_ROW.cols(AUDIT_ROW.columns))
+    stored = (await conn.execute(insert, rows)).mappings().all()
+    # Chained as stored (RETURNING), in this transaction: the rows and their links commit or roll back together.
+    await chain.append(conn, AUDIT_ROW, sorted(stored, key=lambda r: r["id"]))
 
 
 async def insert_command(conn: AsyncConnection, key: str, cmd: Command) -> None:
+    await insert_commands(conn, [(key, cmd)])
+
+
+async def insert_commands(conn: AsyncConnection, cmds: list[tuple[str, Command]]) -> None:
+    """Queued commands (by device key text) and their audit rows, one statement each however many."""
+    if not cmds:
+        return
     await conn.execute(
-        commands.insert().values(
-            id=cmd.id,
-            key=key,
-            name=cmd.name,
-            args=json.dumps(cmd.args, ensure_ascii=False),
-            issuer=cmd.issuer,
-            reason=cmd.reason,
-            state=CommandState.QUEUED.value,
-            issued_at=cmd.issued_at,
-            expires_at=cmd.expires_at,
-            updated_at=cmd.issued_at,
-        )
+        commands.insert(),
+        [
+            {
+                "id": cmd.id,
+                "key": key,
+                "name": cmd.name,
+                "args": json.dumps(cmd.args, ensure_ascii=False),
+                "issuer": cmd.issuer,
+                "reason": cmd.reason,
+                "state": CommandState.QUEUED.value,
+                "issued_at": cmd.issued_at,
+                "expires_at": cmd.expires_at,
+                "updated_at": cmd.issued_at,
+            }
+            for key, cmd in cmds
+        ],
     )
-    await audit(
+    await audit_many(
         conn,
-        at=cmd.issued_at,
-        actor=cmd.issuer,
-        action="command.issue",
-        target=key,
-        reason=cmd.reason,
-        detail={"command_id": cmd.id, "name": cmd.name, "args": cmd.args, "expires_at": cmd.expires_at},
+        [
+            audit_row(
+                at=cmd.issued_at,
+                actor=cmd.issuer,
+                action="command.issue",
+                target=key,
+                reason=cmd.reason,
+                detail={"command_id": cmd.id, "name": cmd.name, "args": cmd.args, "expires_at": cmd.expires_at},
+            )
+            for key, cmd in cmds
+        ],
     )
 
 
@@ -129,9 +154,7 @@ async def expire_commands(conn: AsyncConnection, now: datetime) -> list[tuple[st
     return [(r.id, r.key) for r in rows]
 
 
-async def queued_commands(
-    engine: AsyncEngine, now: datetime, older_than_s: float
-) -> list[tuple[DeviceKey, Command]]:
+async def queued_commands(engine: AsyncEngine, now: datetime, older_than_s: float) -> list[tuple[DeviceKey, Command]]:
     c = commands.c
     async with engine.connect() as conn:
         rows = (
