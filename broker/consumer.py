@@ -22,7 +22,7 @@ from broker.alerts.routing import Router
 from broker.attendance.face_settings import FaceSettingsSync
 from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
-from broker.duties.jobs import DutyChecks, DutyJobs
+from broker.duties.jobs import DutyJobs
 from broker.ingest.batch import Batcher
 from broker.ingest.commit import Committer
 from broker.ingest.counters import Counters
@@ -36,7 +36,7 @@ from broker.jobs import central
 from broker.jobs.health import HealthReport
 from broker.jobs.runner import Job, JobRunner
 from broker.outbound import send_commands
-from broker.queueing.jobs import QueueChecks, QueueJobs
+from broker.queueing.jobs import QueueJobs
 from broker.ratings.jobs import RatingJobs
 from broker.rules.incidents import IncidentRules
 from broker.rules.sla import SlaClock
@@ -141,12 +141,15 @@ class Consumer:
             jobs.append(central.SlaTicks(sla, rx, r.tick_s))
             jobs.append(central.GallerySync(self.store, self.cfg.gallery, self.rules, rx, r.gallery_every_s))
             jobs.append(FaceSettingsSync(self.store, self.sites, rx, r.gallery_every_s))
+            # Modules that keep their own checks behind tick(now); the names are the metrics' job labels.
             attendance = AttendanceJobs(self.store, self.sites, self._router)
-            jobs.append(central.AttendanceChecks(attendance, r.attendance_every_s))
+            jobs.append(central.Ticking("attendance", r.attendance_every_s, attendance.tick))
             ratings = RatingJobs(self.store, self.sites, self._router)
-            jobs.append(central.RatingChecks(ratings, r.ratings_every_s))
-            jobs.append(DutyChecks(DutyJobs(self.store, self.sites, self._router), r.duties_every_s))
-            jobs.append(QueueChecks(QueueJobs(self.store, self.sites, self._router), r.queueing_every_s))
+            jobs.append(central.Ticking("ratings", r.ratings_every_s, ratings.tick))
+            duties = DutyJobs(self.store, self.sites, self._router)
+            jobs.append(central.Ticking("duties", r.duties_every_s, duties.tick))
+            queueing = QueueJobs(self.store, self.sites, self._router)
+            jobs.append(central.Ticking("queueing", r.queueing_every_s, queueing.tick))
             jobs.append(central.AlertDeliveries(self.deliverer, self.cfg.alerts.send_every_s))
         return jobs
 

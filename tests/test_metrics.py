@@ -79,5 +79,9 @@ async def test_the_consumer_exposes_ingest_counters_when_configured(mosquitto: L
             "hallfleet_notifications_failures_total",
         ):
             assert name in text, name
+        # The job label values are what dashboards and alert rules select on: renaming a job breaks them.
+        jobs = ("presence-sweep", "sla-clock", "attendance", "ratings", "duties", "queueing", "deliveries")
+        failures = [f'hallfleet_consumer_job_failures_total{{job="{job}"}} 0.0' for job in jobs]
+        await wait_for(lambda: set(failures) <= set(scrape(port).splitlines()), 20, "the jobs' failure counters")
     finally:
         proc.cleanup()

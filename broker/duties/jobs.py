@@ -9,7 +9,6 @@ unique key sends it once whoever judges it first.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -128,16 +127,3 @@ def _notice(site: str, day: date, step: str, device: str, subject: str, zh: str,
         summary_en=en,
         facts={"day": day.isoformat(), "subject": subject},
     )
-
-
-@dataclass(slots=True)
-class DutyChecks:
-    """The duties as a job of the consumer's runner (broker/jobs/runner.py's ``Job``): the stages-built consumer
-    starts it as it starts QueueChecks, every ``rules.duties_every_s`` real seconds."""
-
-    jobs: DutyJobs
-    interval_s: float
-    name: str = "duties"
-
-    async def run_once(self, now: datetime) -> None:
-        await self.jobs.tick(now)

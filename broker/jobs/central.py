@@ -8,20 +8,20 @@ module that publishes to devices. Each job reads only what it is given.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker import gallery
 from broker.alerts.deliveries import Deliverer
-from broker.attendance.jobs import AttendanceJobs
 from broker.gallery import GalleryCentreConfig
 from broker.ingest.counters import Counters
 from broker.ingest.items import Meaning
 from broker.ingest.rules_stage import RulesStage
 from broker.outbound import Link, send_commands
-from broker.ratings.jobs import RatingJobs
 from broker.rules.sla import SlaClock
 from broker.store.db import Store, Then, Written
 from runtime.sdnotify import notify
@@ -105,28 +105,25 @@ class GallerySync:
         await send_commands(self.link, await gallery.reconcile(self.store, self.cfg, now, rules), now)
 
 
-@dataclass(slots=True)
-class AttendanceChecks:
-    """AB coverage, proxy-clocking scans and month locking (broker/attendance/jobs.py)."""
+class Tick(Protocol):
+    """A module's own timer step: ``AttendanceJobs.tick``, ``RatingJobs.tick``, ``DutyJobs.tick``, ``QueueJobs.tick``
+    (what it returns, if anything, is for its tests; the job only awaits it)."""
 
-    jobs: AttendanceJobs
+    def __call__(self, now: datetime, /) -> Awaitable[object]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ticking:
+    """A module that keeps its own checks behind ``tick(now)`` (attendance, ratings, duties, queueing), run as a
+    job: ``Ticking("ratings", r.ratings_every_s, ratings.tick)``. ``name`` is the ``job`` label of
+    ``hallfleet_consumer_job_failures`` and the name in the runner's logs, so it stays as deployed."""
+
+    name: str
     interval_s: float
-    name: str = "attendance"
+    tick: Tick
 
     async def run_once(self, now: datetime) -> None:
-        await self.jobs.tick(now)
-
-
-@dataclass(slots=True)
-class RatingChecks:
-    """Negative ratings, suspect patterns, overdue follow-ups and pad pauses (broker/ratings/jobs.py)."""
-
-    jobs: RatingJobs
-    interval_s: float
-    name: str = "ratings"
-
-    async def run_once(self, now: datetime) -> None:
-        await self.jobs.tick(now)
+        await self.tick(now)
 
 
 @dataclass(slots=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -208,15 +207,3 @@ class QueueJobs:
             facts={"at": now.isoformat(), "service": service, "class": cls, "limit_min": first.limit_min,
                    "late": [x.leg.ticket for x in late][:50], "longest_min": longest.minutes},
         )  # fmt: skip
-
-
-@dataclass(slots=True)
-class QueueChecks:
-    """The consumer's job (broker/jobs/runner.py's ``Job``): fold, the 10/30/60 alerts, unattended windows."""
-
-    jobs: QueueJobs
-    interval_s: float
-    name: str = "queueing"
-
-    async def run_once(self, now: datetime) -> None:
-        await self.jobs.tick(now)
