@@ -4,13 +4,13 @@
 
 Prints figures and asserts nothing; the same figures go to ``bench/results/alerts-<date>.md``.
 
-1. Rule throughput with K kiosks. ``Store.write`` (the consumer's commit) in this process, batches of 500
+1. Rule throughput with K kiosks: the consumer's commit stage (``Committer``) in this process, batches of 500
    events: ``kiosk.state`` snapshots saying "up" (what healthy kiosks send), plus a share c of state changes
    (down / degraded / up, random kiosks) and the same share of ``kiosk.consumable`` readings (ok / low /
    empty), for c = 0, 1 % and 5 % (a real hall changes a few times a day per kiosk: c = 0 to 1 % is the
    realistic range, 5 % a storm); each event is stored and its signals applied
    in the same transaction, as the consumer does. Baseline in the same run: the same batches through a
-   fresh store with the rules switched off (``store.rules = None``), so the ratio is what the rules cost.
+   fresh store through the commit stage without its rules stage, so the ratio is what the rules cost.
    Then the SLA tick: the time of one ``SlaClock.tick`` with the incidents those events left open.
 2. Alert latency. A private Mosquitto, the consumer in this process on a SQLite store with the product
    defaults except ``act_after_s = 0`` (no group wait: the figure is the pipeline, not the policy), a real
@@ -43,16 +43,23 @@ from bench._run import write_results
 from broker.alerts.routing import AlertsConfig, Router
 from broker.config import ConsumerConfig, IngestConfig, RulesConfig, StoreConfig
 from broker.consumer import Consumer
+from broker.ingest.commit import Committer
+from broker.ingest.counters import Counters
+from broker.ingest.decode import Decoder
+from broker.ingest.items import Item
+from broker.ingest.rules_stage import RulesStage
+from broker.ingest.session import Message
 from broker.mosquitto.local import LocalMosquitto
-from broker.rules.consumables import LevelReading
-from broker.rules.incidents import IncidentRules, signals_from_event
+from broker.rules.incidents import IncidentRules
 from broker.rules.sla import SlaClock
 from broker.sites import HallOutagePolicy, SiteConfig, Sites, SlaPolicy
 from broker.store.db import Batch, StatusUpdate, Store
+from protocol import topics
 from protocol.envelope import Envelope, Presence, StatusMessage
 from protocol.events import KioskConsumable, KioskState
 from protocol.ids import uuid7
 from protocol.settings import MqttConfig
+from runtime.clock import SystemClock
 from tests.support.hall import Device, ManualClock
 from tests.support.http_receiver import HttpServer
 
@@ -66,12 +73,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 # -- 1. rule throughput ---------------------------------------------------------------------------------
-def make_batches(kiosks: int, events: int, changes: float, seed: int = 7) -> list[Batch]:
+def make_batches(kiosks: int, events: int, changes: float, seed: int = 7) -> list[list[Item]]:
+    """The events as the consumer's decode stage makes them (broker/ingest/decode.py), in batches of 500."""
     rng = random.Random(seed)
     now = dt.datetime.now(dt.UTC)
-    batches: list[Batch] = []
+    decode = Decoder(SystemClock())
     seq = [0] * kiosks
-    batch = Batch()
+    items: list[Item] = []
     for i in range(events):
         k = rng.randrange(kiosks)
         seq[k] += 1
@@ -90,21 +98,9 @@ def make_batches(kiosks: int, events: int, changes: float, seed: int = 7) -> lis
             v=1, id=uuid7(), site=SITE, device=f"kiosk-{k:04d}", type=event_type, seq=seq[k],
             boot_id="b", ts=at, clock_synced=True, data=payload.model_dump(mode="json"),
         )  # fmt: skip
-        key = f"{SITE}/{env.device}"
-        batch.events.append(
-            {"site": SITE, "device": env.device, "id": env.id, "type": env.type, "seq": env.seq, "boot_id": "b",
-             "ts": at, "clock_synced": True, "replayed": False, "received_at": at, "data": payload.model_dump_json()}
-        )  # fmt: skip
-        batch.signals += signals_from_event(env, payload, at)
-        if isinstance(payload, KioskConsumable):
-            batch.levels.append(LevelReading(key, SITE, env.device, payload.consumable, payload.state, None, at))
-        batch.seen[key] = (SITE, env.device, at)
-        if len(batch.events) == 500:
-            batches.append(batch)
-            batch = Batch()
-    if batch.events:
-        batches.append(batch)
-    return batches
+        topic = topics.event(SITE, env.device, event_type)
+        items.append(decode(Message(topic, env.model_dump_json().encode(), i % 65535 + 1, False, False), at))
+    return [items[i : i + 500] for i in range(0, len(items), 500)]
 
 
 async def births(store: Store, kiosks: int) -> None:
@@ -119,15 +115,17 @@ async def births(store: Store, kiosks: int) -> None:
 async def rule_throughput(
     url: str, kiosks: int, events: int, changes: float, with_rules: bool
 ) -> tuple[float, list[float]]:
+    """Events/s through the consumer's commit stage (broker/ingest/commit.py) with its rules stage or without,
+    decoding not timed; then, with the rules, the SLA clock's first two ticks (ms)."""
     store = await Store.open(url)
     sites = Sites({SITE: SiteConfig()})
-    if with_rules:
-        store.rules = IncidentRules(sites, store.roles)
+    rules = RulesStage(IncidentRules(sites, store.roles)) if with_rules else None
+    commit = Committer(store, rules, SystemClock(), Counters(), asyncio.Event())
     await births(store, kiosks)
     batches = make_batches(kiosks, events, changes)
     t0 = time.perf_counter()
     for b in batches:
-        await store.write(b)
+        await commit(b)
     rate = events / (time.perf_counter() - t0)
     ticks: list[float] = []
     if with_rules:
