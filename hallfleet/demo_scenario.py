@@ -40,7 +40,7 @@ import broker.attendance
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
 from agent.netcheck import NetCheckConfig
-from agent.roles.attendance import AttendanceConfig, FingerEnrol
+from agent.roles.attendance import AttendanceConfig, FingerEnrol, enrol_prompt_zh
 from agent.roles.kiosk import KioskConfig, SimulatedReceiptConfig
 from agent.roles.rating import RatingConfig, ServiceCall
 from agent.roles.usage import LogUsageConfig
@@ -73,6 +73,7 @@ from broker.store.schema import (
     rating_followups,
     tasks,
 )
+from drivers.fingerprint.zfm import EnrolStep
 from drivers.ipp.client import A4PrinterConfig, print_job
 from drivers.ipp.raster import a4_pages
 from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
@@ -573,10 +574,13 @@ class Scenario:
         late = order[part.absent : part.absent + len(part.late)]
         punctual = order[part.absent + len(late) :]
         self.expected[hall.site] = {"late": [m.staff_id for m in late], "absent": [m.staff_id for m in absent]}
-        fingers = punctual[:3]
-        for m in fingers:  # enrolled at every terminal of the hall, as the centre does
-            for _, agent in terminals:
-                await self._enrol(agent, m.staff_id)
+        # Enrolled at every terminal of the hall, as the centre does; where an enrolment fails, the QR code.
+        fingers = {
+            (t, m.staff_id)
+            for m in punctual[:3]
+            for t, (_, agent) in enumerate(terminals)
+            if await self._enrol(agent, m.staff_id)
+        }
         came = punctual + late
         ins = list(zip(self.day.spread(part.arrive, len(punctual), rng), punctual, strict=True))
         ins += [(self.day.at(t), m) for t, m in zip(part.late, late, strict=False)]
@@ -598,7 +602,7 @@ class Scenario:
             free_at[t] = asyncio.get_running_loop().time() + PUNCH_REAL_S
             role = terminals[t][1].attendance
             assert role is not None
-            if m in fingers and role.finger_sim is not None:
+            if (t, m.staff_id) in fingers and role.finger_sim is not None:
                 role.finger_sim.press(f"{m.staff_id}-right-index", 1)
             elif role.qr_sim is not None:
                 stamp = int(self.day.clock.now().timestamp())
@@ -612,19 +616,31 @@ class Scenario:
         for m in members:
             self.tell(f"{hall.short} {m.name} ({m.staff_id}) 今天没有来, 也没有请假")
 
-    async def _enrol(self, agent: Agent, staff_id: str) -> None:
-        """The window management section enrols a finger at the terminal (the fingerprint_enrol command)."""
+    async def _enrol(self, agent: Agent, staff_id: str) -> bool:
+        """The window management section enrols a finger at the terminal (the fingerprint_enrol command): the
+        person presses when the screen asks (before that, the terminal's own scan would read the press), and it
+        counts once the command acked a page that the twin's library holds for this finger."""
         role = agent.attendance
         assert role is not None and role.finger_sim is not None
         spec = agent.commands.registry.get("fingerprint_enrol")
         assert spec is not None
+        finger = f"{staff_id}-right-index"
+        asked = role.output.expect(lambda fb: fb.prompt and fb.text == enrol_prompt_zh(EnrolStep(1, "press")))
         task = asyncio.ensure_future(spec.handler(FingerEnrol(staff_id=staff_id)))
-        await asyncio.sleep(0.2)
-        role.finger_sim.press(f"{staff_id}-right-index", 2)
         try:
-            await asyncio.wait_for(task, 30)
-        except Exception as exc:  # the demo goes on with QR codes for this person
-            log.warning("fingerprint enrolment of %s failed: %s", staff_id, exc)
+            first: list[asyncio.Future[Any]] = [asked, task]  # whichever comes first: the ask, or a refusal
+            await asyncio.wait(first, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            if asked.done():  # else the command failed before asking (library full): its error comes next
+                role.finger_sim.press(finger, 2)
+            ack = await asyncio.wait_for(task, 30)
+        except Exception as exc:  # the demo goes on with QR codes for this person at this terminal
+            task.cancel()  # the role waits for its reader thread and deletes a half-written page
+            await asyncio.wait([task])
+            log.warning("fingerprint enrolment of %s failed: %s", staff_id, exc or type(exc).__name__)
+            return False
+        finally:
+            asked.cancel()
+        return role.finger_sim.library.get(ack["page"]) == finger
 
     # -- kiosks --------------------------------------------------------------------------------------
     async def _kiosk(self, d: Device, agent: Agent) -> None:

@@ -4,22 +4,29 @@ consumer; offline punches arrive once; gallery updates from the centre; revocati
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
+from agent.device import DeviceContext
 from agent.gallery import GalleryConfig
-from agent.roles.attendance import AttendanceConfig, AttendanceRole, FingerEnrol
+from agent.roles.attendance import AttendanceConfig, AttendanceRole, Feedback, FingerEnrol
+from agent.sqlite import Database
+from agent.state import StateStore
 from broker import gallery
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import commands, devices, events, incidents
+from drivers.fingerprint.protocol import Instruction
 from drivers.qr.validators import staff_map_line
 from protocol.gallery import key_to_text, new_key
 from protocol.settings import MqttConfig
@@ -79,10 +86,12 @@ async def stored(consumer: RunningConsumer, event_type: str) -> list[dict[str, A
 async def enrol_finger(agent: Agent, staff: str, finger: str) -> None:
     r = role(agent)
     assert r.finger_sim is not None
+    asked = r.output.expect(asks_for_the_first_press)  # pressed when the screen asks, as a person does
     task = asyncio.create_task(r._cmd_finger_enrol(FingerEnrol(staff_id=staff)))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(asked, 10)
     r.finger_sim.press(finger, 2)
-    await asyncio.wait_for(task, 30)
+    page = (await asyncio.wait_for(task, 30))["page"]
+    assert r.finger_sim.library[page] == finger
 
 
 def qr(personal_id: str = "310101199001011234", age_s: float = 0) -> str:
@@ -265,3 +274,103 @@ def test_the_agent_loads_without_opencv_or_dlib_until_a_camera_is_used() -> None
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# -- enrolment against the fingerprint twin: the role alone, its reader thread and the module's library ------------
+@pytest.fixture
+async def finger_role(tmp_path: Path) -> AsyncIterator[tuple[AttendanceRole, list[tuple[str, Any]]]]:
+    """A fingerprint-only terminal role on the twin, its state in a real SQLite file, its events recorded, its
+    finger loop running."""
+    db = Database(tmp_path / "state.db")
+    await db.open()
+    state = StateStore(db)
+    await state.prepare()
+    sent: list[tuple[str, Any]] = []
+
+    async def emit(event_type: str, payload: Any, counter: str | None = None) -> Any:
+        sent.append((event_type, payload))
+
+    device = DeviceContext("qp", "att-1", "b", SystemClock(), state, emit, None, lambda: True, lambda: True)  # type: ignore[arg-type]
+    r = AttendanceRole(
+        device,
+        AttendanceConfig.model_validate(
+            {"fingerprint": {"type": "sim"}, "fingerprint_poll_s": 0.01, "repeat_s": 0, "reject_repeat_s": 0}
+        ),
+    )
+    assert r.finger is not None
+    r.finger.poll_s = 0.01  # the reader's own polls while it waits for a press or a lift
+    loop = asyncio.create_task(r.run())
+    yield r, sent
+    loop.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop
+    await db.close()
+
+
+def asks_for_the_first_press(fb: Feedback) -> bool:
+    return fb.prompt and fb.text == "请按压手指 (登记)"
+
+
+def refusals(sent: list[tuple[str, Any]]) -> list[str]:
+    return [f"{p.reason}: {p.detail}" for t, p in sent if t == "attendance.punch_rejected"]
+
+
+async def test_a_finger_placed_as_soon_as_its_enrolment_is_acked_punches_every_time(
+    finger_role: tuple[AttendanceRole, list[tuple[str, Any]]],
+) -> None:
+    """GIVEN a terminal whose finger loop scans all the time WHEN person after person is enrolled (pressing when
+    the screen asks) and places the finger the moment the command acks THEN each is a punch, never a refusal."""
+    r, sent = finger_role
+    sim = r.finger_sim
+    assert sim is not None
+    for i in range(25):
+        staff, finger = f"S{i:04d}", f"p{i}-right-index"
+        asked = r.output.expect(asks_for_the_first_press)
+        enrol = asyncio.create_task(r._cmd_finger_enrol(FingerEnrol(staff_id=staff)))
+        await asyncio.wait_for(asked, 10)
+        sim.press(finger, 2)
+        page = (await asyncio.wait_for(enrol, 10))["page"]
+        assert sim.library[page] == finger
+        punched = r.output.expect(lambda fb, s=staff: fb.ok and fb.staff_id == s)  # type: ignore[misc]
+        sim.press(finger, 1)
+        await asyncio.wait_for(punched, 10)
+    assert refusals(sent) == []
+    assert sim.library == {p: f"p{int(s[1:])}-right-index" for p, s in r._fingers.items()}
+
+
+async def test_an_enrolment_cut_off_by_its_timeout_leaves_no_template_behind(
+    finger_role: tuple[AttendanceRole, list[tuple[str, Any]]],
+) -> None:
+    """GIVEN enrolments cut off by the command's timeout at every point (before any press, after the first,
+    around the second) WHEN the person then places the finger at once THEN the module holds only mapped templates,
+    no punch is refused as "page N is not mapped", and an enrolment sent again works."""
+    r, sent = finger_role
+    sim = r.finger_sim
+    assert sim is not None
+    for i, cut_s in enumerate([0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3] * 2):
+        staff, finger = f"S{i:04d}", f"p{i}-right-index"
+        asked = r.output.expect(asks_for_the_first_press)
+        enrol = asyncio.create_task(r._cmd_finger_enrol(FingerEnrol(staff_id=staff)))
+        await asyncio.wait_for(asked, 10)
+        sim.press(finger, 2)
+        try:
+            await asyncio.wait_for(asyncio.shield(enrol), cut_s)  # the command runner's wait_for, cut short
+        except TimeoutError:
+            enrol.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await enrol
+        searched = sim.commands.count(Instruction.SEARCH)
+        sim.press(finger, 1)  # at once: an enrolment still running behind the cancel would take this press
+        await wait_for(
+            lambda n=searched: sim.commands.count(Instruction.SEARCH) > n,
+            10,
+            "the scan to read the press (not an enrolment left running)",
+        )
+        assert set(sim.library) <= set(r._fingers), f"cut at {cut_s}s: {sim.library} vs {r._fingers}"
+        assert not [x for x in refusals(sent) if "not mapped" in x], cut_s
+    asked = r.output.expect(asks_for_the_first_press)
+    enrol = asyncio.create_task(r._cmd_finger_enrol(FingerEnrol(staff_id="S9999")))
+    await asyncio.wait_for(asked, 10)
+    sim.press("again-right-index", 2)
+    page = (await asyncio.wait_for(enrol, 10))["page"]
+    assert sim.library[page] == "again-right-index" and r._fingers[page] == "S9999"

@@ -6,6 +6,7 @@ find/claim/write/read path (the kernel here has no USB): enrol, scan, delete, an
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from drivers.fingerprint import (
     CaptureError,
     ChecksumError,
+    EnrollCancelled,
     EnrollMismatch,
     FingerDisconnected,
     FingerMatch,
@@ -40,7 +42,7 @@ from drivers.fingerprint.protocol import (
     decode,
 )
 from drivers.fingerprint.sim import IN_EP, OUT_EP, PRODUCT_ID, SCORE, VENDOR_ID, SimulatedZfm
-from drivers.fingerprint.zfm import failure
+from drivers.fingerprint.zfm import EnrolStep, failure
 
 I = Instruction  # noqa: E741
 
@@ -454,3 +456,30 @@ def test_a_reader_that_is_not_attached_names_its_ids_and_lsusb(sim: SimulatedZfm
         reader.count()
 
     assert "0483:5720" in str(missing.value) and "lsusb" in str(missing.value)
+
+
+def test_enroll_tells_each_step_as_it_starts_waiting_for_it(reader: ZfmReader, sim: SimulatedZfm) -> None:
+    steps: list[EnrolStep] = []
+    sim.press("alice", times=3)
+    reader.enroll(0, captures=3, wait_s=1, prompt=steps.append)
+    assert steps == [EnrolStep(1, "press"), EnrolStep(2, "lift"), EnrolStep(2, "press"), EnrolStep(3, "lift"),
+                     EnrolStep(3, "press")]  # fmt: skip
+    assert sim.library == {0: "alice"}
+
+
+def test_a_called_off_enrolment_ends_within_a_poll_and_stores_nothing(reader: ZfmReader, sim: SimulatedZfm) -> None:
+    """GIVEN an enrolment waiting for its second press WHEN the caller calls it off THEN it raises EnrollCancelled
+    within a poll, and a press arriving afterwards is not stored."""
+    cancel = threading.Event()
+    sim.press("alice", times=1)
+
+    def call_off(step: EnrolStep) -> None:
+        if step == EnrolStep(2, "press"):
+            cancel.set()
+
+    started = time.monotonic()
+    with pytest.raises(EnrollCancelled) as off:
+        reader.enroll(0, wait_s=5, prompt=call_off, cancel=cancel)
+    assert time.monotonic() - started < 1.0 and "page 0" in str(off.value)
+    sim.press("alice", times=2)
+    assert Instruction.STORE not in sim.commands and sim.library == {}

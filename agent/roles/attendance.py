@@ -8,6 +8,11 @@ explained. Nothing biometric leaves the terminal: events carry pseudonymous staf
 face encodings live only in the sealed gallery (agent/gallery.py), fingerprint templates only in the
 fingerprint module's own flash.
 
+Enrolment: the reader lock is held from choosing the page to recording who it belongs to, and a cancelled
+enrolment (the command's timeout) still waits for the reader's thread and deletes what it may have stored, so
+the module never holds a template the mapping does not name (a punch would be refused as "page N is not
+mapped") and no scan runs while the library is being written.
+
 Revocation: a gallery update that removes someone also deletes their fingerprint template and puts
 them on the terminal's revoked list, so no method punches for them any more.
 """
@@ -18,7 +23,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -38,7 +45,7 @@ from drivers.face.config import (
 )
 from drivers.fingerprint.errors import CaptureError, FingerError
 from drivers.fingerprint.sim import SimulatedZfm
-from drivers.fingerprint.zfm import ZfmConfig, ZfmReader
+from drivers.fingerprint.zfm import EnrolStep, ZfmConfig, ZfmReader
 from drivers.qr.keyboard import EvdevScanner, QrScannerConfig, SimulatedScanner
 from drivers.qr.validators import QrConfig, build_validator
 from protocol.envelope import Frozen
@@ -98,18 +105,32 @@ class Feedback:
     ok: bool
     text: str
     staff_id: str | None = None
+    prompt: bool = False  # an instruction (enrolment's "press", "lift"), neither a punch nor a refusal
 
 
 class LogOutput:
-    """The console twin of the terminal's screen and speaker."""
+    """The console twin of the terminal's screen and speaker. ``expect`` lets the demo and the tests act when
+    the screen asks (a person presses when told to), instead of after a guessed sleep."""
 
     def __init__(self) -> None:
         self.shown: list[Feedback] = []
+        self._expected: list[tuple[Callable[[Feedback], bool], asyncio.Future[Feedback]]] = []
 
     def show(self, fb: Feedback) -> None:
         self.shown.append(fb)
         del self.shown[:-100]
         log.info("terminal: %s %s", "✓" if fb.ok else "✗", fb.text)
+        for match, seen in list(self._expected):
+            if not seen.done() and match(fb):
+                seen.set_result(fb)
+
+    def expect(self, match: Callable[[Feedback], bool]) -> asyncio.Future[Feedback]:
+        """The next shown Feedback that ``match``es, as a future: take it before causing what shows it."""
+        seen: asyncio.Future[Feedback] = asyncio.get_running_loop().create_future()
+        entry = (match, seen)
+        self._expected.append(entry)
+        seen.add_done_callback(lambda _: self._expected.remove(entry))  # done or given up on: no longer held
+        return seen
 
 
 class FingerEnrol(Frozen):
@@ -128,6 +149,13 @@ REASON_ZH = {
 
 
 CHALLENGE_ZH = {"blink": "请眨眼", "turn": "请缓慢向左或向右转头, 并眨眼"}
+
+
+def enrol_prompt_zh(step: EnrolStep) -> str:
+    """What the screen asks at each step of a fingerprint enrolment."""
+    if step.wait_for == "lift":
+        return "请抬起手指"
+    return "请按压手指 (登记)" if step.capture == 1 else "请再次按压同一手指"
 
 
 def _liveness(e: LivenessEvidence | None, challenge: Literal["none", "blink", "turn"]) -> PunchLiveness | None:
@@ -353,20 +381,41 @@ class AttendanceRole:
 
     async def _cmd_finger_enrol(self, args: FingerEnrol) -> dict[str, Any]:
         reader = self._need_finger()
-        used = set(self._fingers)
-        page = next((p for p in range(reader.cfg.capacity) if p not in used), None)
-        if page is None:
-            raise CommandFailed("the fingerprint library is full")
-        await self._forget_finger(args.staff_id)
-        try:
-            async with self._finger_lock:
-                await asyncio.to_thread(reader.enroll, page)
-        except FingerError as exc:
-            raise CommandFailed(f"enrolment failed: {exc}") from None
-        self._fingers[page] = args.staff_id
-        self._revoked.discard(args.staff_id)
-        await self._save_state()
+        async with self._finger_lock:  # held to the mapping: no scan meets a page stored but not yet mapped
+            used = set(self._fingers)
+            page = next((p for p in range(reader.cfg.capacity) if p not in used), None)
+            if page is None:
+                raise CommandFailed("the fingerprint library is full")
+            await self._forget_finger_locked(args.staff_id)
+            try:
+                await self._enrol_page(reader, page)
+            except FingerError as exc:
+                await self._save_state()  # the person's old pages went
+                raise CommandFailed(f"enrolment failed: {exc}") from None
+            self._fingers[page] = args.staff_id
+            self._revoked.discard(args.staff_id)
+            await self._save_state()
         return {"page": page}
+
+    async def _enrol_page(self, reader: ZfmReader, page: int) -> None:
+        """reader.enroll in a worker thread this coroutine never outlives. Cancelled (the command timed out), it
+        calls the enrolment off and still waits for the thread, so the reader lock is not let go while the
+        module's library may be written; failed or cancelled, the page is deleted (it was free), since a Store
+        whose ack was lost may have written it."""
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+
+        def prompt(step: EnrolStep) -> None:  # from the reader's thread
+            loop.call_soon_threadsafe(self.output.show, Feedback(True, enrol_prompt_zh(step), prompt=True))
+
+        work = asyncio.ensure_future(asyncio.to_thread(reader.enroll, page, prompt=prompt, cancel=cancel))
+        try:
+            await asyncio.shield(work)
+        except BaseException:
+            cancel.set()
+            await _outlast(work)
+            await _outlast(asyncio.ensure_future(asyncio.to_thread(_clear_page, reader, page)))
+            raise
 
     async def _cmd_finger_remove(self, args: FingerEnrol) -> dict[str, Any]:
         self._need_finger()
@@ -375,12 +424,14 @@ class AttendanceRole:
         return {"removed": removed}
 
     async def _forget_finger(self, staff_id: str) -> int:
+        async with self._finger_lock:
+            return await self._forget_finger_locked(staff_id)
+
+    async def _forget_finger_locked(self, staff_id: str) -> int:
         pages = [p for p, s in self._fingers.items() if s == staff_id]
         for page in pages:
             if self.finger is not None:
-                with contextlib.suppress(FingerError):  # the mapping goes anyway: it cannot match
-                    async with self._finger_lock:
-                        await asyncio.to_thread(self.finger.delete, page)
+                await _outlast(asyncio.ensure_future(asyncio.to_thread(_clear_page, self.finger, page)))
             del self._fingers[page]
         return len(pages)
 
@@ -388,3 +439,23 @@ class AttendanceRole:
         if self.finger is None:
             raise CommandFailed("this terminal has no fingerprint reader configured")
         return self.finger
+
+
+def _clear_page(reader: ZfmReader, page: int) -> None:
+    """Delete one page; a reader that fails here is left to its next call (the page is not mapped, so a
+    template left on it is refused, and the next enrolment writes over it)."""
+    try:
+        reader.delete(page)
+    except FingerError as exc:
+        log.warning("fingerprint page %d not deleted: %s", page, exc)
+
+
+async def _outlast(work: asyncio.Future[Any]) -> None:
+    """Wait until ``work`` (a worker thread's future) has ended, through any cancellation of the caller: a thread
+    cannot be stopped, and what it does to the reader must be over before the reader lock is let go. Its outcome
+    is the caller's to judge, so it is taken and dropped here."""
+    while not work.done():
+        with contextlib.suppress(asyncio.CancelledError):  # wait() neither raises work's error nor cancels it
+            await asyncio.wait([work])
+    if not work.cancelled():
+        work.exception()

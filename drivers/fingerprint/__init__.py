@@ -9,6 +9,7 @@
 from drivers.fingerprint.errors import (
     CaptureError,
     ChecksumError,
+    EnrollCancelled,
     EnrollMismatch,
     FingerAccessDenied,
     FingerDisconnected,
@@ -20,11 +21,13 @@ from drivers.fingerprint.errors import (
     ProtocolError,
     WrongPassword,
 )
-from drivers.fingerprint.zfm import FingerMatch, ZfmConfig, ZfmReader
+from drivers.fingerprint.zfm import EnrolStep, FingerMatch, ZfmConfig, ZfmReader
 
 __all__ = [
     "CaptureError",
     "ChecksumError",
+    "EnrolStep",
+    "EnrollCancelled",
     "EnrollMismatch",
     "FingerAccessDenied",
     "FingerDisconnected",

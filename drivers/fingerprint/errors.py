@@ -82,6 +82,19 @@ class ProtocolError(FingerError):
         )
 
 
+class EnrollCancelled(FingerError):
+    """The host called the enrolment off (the command timed out or was cancelled) before Store was sent:
+    the page was not written."""
+
+    def __init__(self, device: str, page_id: int) -> None:
+        super().__init__(
+            device,
+            f"enrolment of page {page_id} called off",
+            f"fingerprint reader {device}: enrolment of page {page_id} was called off before it was stored; "
+            "send the enrolment again",
+        )
+
+
 class ChecksumError(ProtocolError):
     """A reply whose checksum does not match its bytes."""
 

@@ -16,6 +16,9 @@ What the link survives, and why:
   next call finds the device again by VID:PID (a replugged device is a new device).
 - One lock serialises the calls: the agent calls from worker threads, and two threads' commands
   interleaved on one pipe would read each other's acks.
+- An enrolment can be called off (``cancel``) only while it waits for the finger: a thread cannot be
+  killed, and a caller that stops waiting for it must not take the reader while it still writes the
+  library (agent/roles/attendance.py waits for it to end).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -34,6 +38,7 @@ from pydantic import Field, field_validator
 
 from drivers.fingerprint.errors import (
     CaptureError,
+    EnrollCancelled,
     EnrollMismatch,
     FingerAccessDenied,
     FingerDisconnected,
@@ -132,6 +137,14 @@ class ZfmConfig(Section):
 
 
 @dataclass(frozen=True, slots=True)
+class EnrolStep:
+    """What an enrolment waits for next: capture ``capture`` (1-based) pressed, or the finger lifted before it."""
+
+    capture: int
+    wait_for: Literal["press", "lift"]
+
+
+@dataclass(frozen=True, slots=True)
 class FingerMatch:
     page_id: int
     score: int
@@ -216,11 +229,21 @@ class ZfmReader:
             self._expect(Instruction.IMG2TZ, b"\x01", "extracting features")
             return self._search(1)
 
-    def enroll(self, page_id: int, captures: int = 2, wait_s: float = 10) -> None:
+    def enroll(
+        self,
+        page_id: int,
+        captures: int = 2,
+        wait_s: float = 10,
+        *,
+        prompt: Callable[[EnrolStep], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         """Capture the finger ``captures`` times, lifted in between, and store it at ``page_id`` (replacing
         what was there). The first two captures are merged (RegModel); each further one must match the
         merged template, which catches a person who switched fingers. Waits up to ``wait_s`` for each
-        press and each lift."""
+        press and each lift. ``prompt`` is told each step as the reader starts waiting for it (what the
+        terminal's screen asks the person), from this thread; a set ``cancel`` ends a wait with
+        EnrollCancelled, so nothing is stored after the caller gave up."""
         if captures < 2:
             raise ValueError(f"captures={captures}: the module merges two captures, so at least 2")
         with self._lock:
@@ -228,13 +251,17 @@ class ZfmReader:
             self._check_page(page_id)
             for i in range(captures):
                 if i:
-                    self._await(finger=False, wait_s=wait_s)
-                self._await(finger=True, wait_s=wait_s)
+                    self._step(EnrolStep(i + 1, "lift"), prompt, cancel, page_id)
+                    self._await(finger=False, wait_s=wait_s, cancel=cancel, page_id=page_id)
+                self._step(EnrolStep(i + 1, "press"), prompt, cancel, page_id)
+                self._await(finger=True, wait_s=wait_s, cancel=cancel, page_id=page_id)
                 self._expect(Instruction.IMG2TZ, bytes([1 if i == 0 else 2]), f"extracting features of capture {i + 1}")
                 if i == 1:
                     self._expect(Instruction.REG_MODEL, b"", "merging the captures")
                 elif i > 1:
                     self._expect(Instruction.MATCH, b"", f"checking capture {i + 1} against the merged template")
+            if cancel is not None and cancel.is_set():  # the last chance: after Store the page is written
+                raise EnrollCancelled(self.name, page_id)
             self._expect(Instruction.STORE, b"\x01" + page_id.to_bytes(2, "big"), f"storing page {page_id}")
 
     def delete(self, page_id: int) -> None:
@@ -286,10 +313,20 @@ class ZfmReader:
             raise failure(self.name, code, "capturing an image")
         return True
 
-    def _await(self, *, finger: bool, wait_s: float) -> None:
-        """Poll GenImg until a finger is on the sensor (``finger``) or off it."""
+    def _step(
+        self, step: EnrolStep, prompt: Callable[[EnrolStep], None] | None, cancel: threading.Event | None, page: int
+    ) -> None:
+        if cancel is not None and cancel.is_set():
+            raise EnrollCancelled(self.name, page)
+        if prompt is not None:
+            prompt(step)
+
+    def _await(self, *, finger: bool, wait_s: float, cancel: threading.Event | None = None, page_id: int = 0) -> None:
+        """Poll GenImg until a finger is on the sensor (``finger``) or off it, or ``cancel`` is set."""
         deadline = time.monotonic() + wait_s
         while self._image() != finger:
+            if cancel is not None and cancel.is_set():
+                raise EnrollCancelled(self.name, page_id)
             if time.monotonic() >= deadline:
                 if finger:
                     raise CaptureError(self.name, f"no finger on the sensor within {wait_s:g} s", Code.NO_FINGER)
