@@ -31,7 +31,9 @@ from runtime.clock import SystemClock
 def add_parsers(sub: Any) -> None:
     g = sub.add_parser("gallery", help="face galleries of the attendance terminals")
     gsub = g.add_subparsers(dest="gallery_action", required=True)
-    p = gsub.add_parser("enrol", help="retired: use `hallfleet provision staff` (consent and quality gates)")
+    # Retired, so not listed: without help= argparse leaves it out of the rows (on Python 3.11 help=SUPPRESS
+    # prints a "==SUPPRESS==" row instead), and the metavar below leaves it out of the usage line.
+    p = gsub.add_parser("enrol")
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_retired_enrol)
     p = _cmd(gsub, "revoke", "remove a person from every terminal of the site (within the deadline)")
@@ -41,6 +43,7 @@ def add_parsers(sub: Any) -> None:
     _cmd(gsub, "status", "the site's gallery version and what each terminal holds").add_argument("site")
     p = _cmd(gsub, "key", "create a terminal's gallery key (install it on the terminal as its gallery-key credential)")
     p.add_argument("device", help="SITE/DEVICE")
+    gsub.metavar = "{" + ",".join(name for name in gsub.choices if name != "enrol") + "}"
 
 
 def _cmd(sub: Any, name: str, help_: str) -> argparse.ArgumentParser:

@@ -115,3 +115,16 @@ def test_gallery_enrol_is_retired_and_points_to_the_gated_command(
     assert code == 2
     assert "hallfleet provision staff --site SITE --photos DIR --consent consent.csv" in err and "停用" in err
     assert not (tmp_path / "never.db").exists()
+
+
+def test_gallery_help_does_not_list_the_retired_enrol(capsys: pytest.CaptureFixture[str]) -> None:
+    """GIVEN the retired `gallery enrol` WHEN `hallfleet gallery --help` is shown THEN it is in neither the usage
+    line nor the rows (it still answers when run, test above), while the live commands are listed."""
+    from hallfleet.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["gallery", "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "enrol" not in out and "SUPPRESS" not in out, out
+    assert all(name in out for name in ("revoke", "status", "key")), out
