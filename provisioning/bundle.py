@@ -28,9 +28,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from agent.config import AgentConfig
 from protocol.gallery import key_to_text, new_key
 from protocol.signing import SIGN_KEY_CREDENTIAL
 from provisioning.credentials import write_file
+from provisioning.devices import DeviceAccess, device_access
 from provisioning.first_boot import SCRIPT
 from provisioning.operations import Secrets
 from provisioning.registry import Account, RegistryError, Role
@@ -46,9 +50,10 @@ STATE_DIR = Path("/var/lib/hallfleet")
 REPO_SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
 # The centre keeps each terminal's gallery key here, as `hallfleet gallery key` does (broker/gallery.py).
 GALLERY_KEYS_DIR = Path("/etc/hallfleet/gallery-keys")
-# Roles whose hardware section the agent requires; a rating pad's (its window, keypad, queue adapter) has no
-# sensible default, so it comes from --hardware.
-SECTION_ROLES = ("attendance", "kiosk", "rating", "queue")  # a queue device's kind and queue PC: --hardware
+# Roles whose hardware section the agent requires. Those without a default below have none that makes sense, so
+# it comes from --hardware: a rating pad's window and keypad, a queue device's kind and queue PC, a door
+# controller's or locker board's serial port and bus address, a patrol handheld's scanner.
+SECTION_ROLES = ("attendance", "kiosk", "rating", "queue", "door", "locker", "patrol")
 DEFAULT_HARDWARE: dict[str, str] = {
     "attendance": (
         "# The entrance camera; add [attendance.fingerprint] and [attendance.qr] as fitted (--hardware FILE).\n"
@@ -130,11 +135,26 @@ def agent_toml(account: Account, secrets: Secrets, port: int, hardware: str | No
         lines.append(f"cert_file = {_toml_str(str(CREDENTIALS_RUN / 'mqtt-cert'))}")
         lines.append(f"key_file = {_toml_str(str(CREDENTIALS_RUN / 'mqtt-key'))}")
     lines += ["", "[outbox]", f"path = {_toml_str(str(STATE_DIR / 'outbox.db'))}"]
-    text = "\n".join(lines) + "\n"
-    # A broken --hardware file fails here, not on the device.
-    if role in SECTION_ROLES and role not in tomllib.loads(text):
+    return "\n".join(lines) + "\n"
+
+
+def check_config(text: str) -> AgentConfig:
+    """``text`` as the agent will load it; each problem names its key (door.controller.port.path: ...)."""
+    data = tomllib.loads(text)
+    role = data.get("role")
+    if role in SECTION_ROLES and role not in data:
         raise RegistryError(f"role {role!r} needs its [{role}] section in the --hardware file")
-    return text
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise RegistryError(f"the --hardware file does not make a valid {role} config: {problems}") from None
+
+
+def preview(role: Role, hardware: str | None) -> AgentConfig:
+    """The config a ``role`` device would get from ``hardware``, checked before anything is issued."""
+    body = hardware if hardware is not None else DEFAULT_HARDWARE.get(role, "")
+    return check_config(f'site = "preflight"\ndevice = "preflight"\nrole = {_toml_str(role)}\n\n{body}')
 
 
 def read_hardware(path: Path | None) -> str | None:
@@ -151,15 +171,21 @@ def read_hardware(path: Path | None) -> str | None:
     return text.rstrip("\n") + "\n"
 
 
-def unit_text(template: str, names: list[str]) -> str:
-    """The repository's unit with one LoadCredential= per credential of this device."""
-    lines = template.splitlines()
-    at = [i for i, line in enumerate(lines) if line.startswith("LoadCredential=")]
-    if not at:
-        raise RegistryError("the unit template has no LoadCredential= line to replace")
+def unit_text(template: str, names: list[str], access: DeviceAccess) -> str:
+    """The repository's unit with one LoadCredential= per credential of this device, and only the devices (and
+    their groups) its hardware needs in place of the template's DeviceAllow= and SupplementaryGroups= lines."""
     load = [f"LoadCredential={n}:{CREDENTIALS_SOURCE / n}" for n in names]
+    lines = _replace(template.splitlines(), ("LoadCredential=",), load)
+    return "\n".join(_replace(lines, ("SupplementaryGroups=", "DeviceAllow="), access.unit_lines())) + "\n"
+
+
+def _replace(lines: list[str], prefixes: tuple[str, ...], new: list[str]) -> list[str]:
+    """``lines`` with those starting with ``prefixes`` replaced by ``new``, where the first of them stood."""
+    at = [i for i, line in enumerate(lines) if line.startswith(prefixes)]
+    if not at:
+        raise RegistryError(f"the unit template has no {' or '.join(prefixes)} line to replace")
     kept = [line for i, line in enumerate(lines) if i not in at]
-    return "\n".join(kept[: at[0]] + load + kept[at[0] :]) + "\n"
+    return kept[: at[0]] + new + kept[at[0] :]
 
 
 def first_boot(account: Account, opts: BundleOptions, polkit: bool) -> str:
@@ -196,8 +222,10 @@ def preflight(out: Path, username: str, opts: BundleOptions, role: Role) -> None
     if target.exists() or target.with_name(f"{username}.tar.gz").exists():
         raise RegistryError(f"{target} exists: move the old bundle away (it holds an old secret)")
     _template(opts.unit_template)
-    if read_hardware(opts.hardware) is None and role in SECTION_ROLES and role not in DEFAULT_HARDWARE:
+    hardware = read_hardware(opts.hardware)
+    if hardware is None and role in SECTION_ROLES and role not in DEFAULT_HARDWARE:
         raise RegistryError(f"a {role} device needs --hardware FILE with its [{role}] section")
+    device_access(preview(role, hardware))  # a serial port whose device class the unit cannot grant: refused
 
 
 def write_bundle(out: Path, account: Account, secrets: Secrets, opts: BundleOptions, port: int) -> Path:
@@ -220,8 +248,11 @@ def _fill(d: Path, account: Account, secrets: Secrets, opts: BundleOptions, port
     for name, data in creds.items():
         write_file(d / "credentials" / name, data, 0o600)
     (d / "credentials").chmod(0o700)
-    write_file(d / "agent.toml", agent_toml(account, secrets, port, read_hardware(opts.hardware)), 0o644)
-    write_file(d / UNIT, unit_text(_template(opts.unit_template), sorted(creds)), 0o644)
+    toml = agent_toml(account, secrets, port, read_hardware(opts.hardware))
+    access = device_access(check_config(toml))  # what the agent will load: a broken --hardware fails here
+    write_file(d / "agent.toml", toml, 0o644)
+    unit = unit_text(_template(opts.unit_template), sorted(creds), access)
+    write_file(d / UNIT, unit, 0o644)
     write_file(d / UPDATE_UNIT, _template(REPO_SYSTEMD / UPDATE_UNIT), 0o644)
     # Every device may start its updater and reboot; only a kiosk may restart an application unit.
     app_unit = opts.app_unit if account.role == "kiosk" else ""

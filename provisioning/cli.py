@@ -44,7 +44,13 @@ def add_parsers(sub: Any) -> None:
     d = _cmd(psub, "device", "approve a device: registry entry, credentials and its install bundle", _device)
     d.add_argument("--site", required=True, help="site (hall) id, e.g. qingpu")
     d.add_argument("--id", dest="device", required=True, help="device id, unique in its site, e.g. att-1")
-    d.add_argument("--role", required=True, choices=get_args(Role), help="what the device does")
+    d.add_argument(
+        "--role",
+        required=True,
+        choices=get_args(Role),
+        help="what the device does; rating, queue, door, locker and patrol need --hardware (door/locker: the"
+        " serial port and bus address; patrol: its scanner)",
+    )
     d.add_argument("--approved-by", required=True, help="the IT section member who approved it (a person)")
     d.add_argument("--auth", default="password", choices=get_args(AuthKind), help="password over TLS, or cert")
     d.add_argument("--broker-host", required=True, help="the broker the device connects to (hall or centre)")
@@ -108,7 +114,13 @@ def _bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         help="the package index the device installs from (optional; neither: the"
         " bundle carries credentials and config for a device that has hallfleet)",
     )
-    p.add_argument("--hardware", type=Path, default=None, help="TOML with the role's hardware sections")
+    p.add_argument(
+        "--hardware",
+        type=Path,
+        default=None,
+        help="TOML with the role's hardware sections (e.g. [door.controller] with port.path and address); the"
+        " unit grants the agent only the devices they name",
+    )
     p.add_argument("--tar", action="store_true", help="write DIR/{site}.{device}.tar.gz instead of a directory")
     p.add_argument("--unit", type=Path, default=None, help="agent unit template (default: the repository's)")
     p.add_argument("--app-unit", default="kiosk-app.service", help="kiosks: the app unit the agent may restart")

@@ -38,7 +38,9 @@ SERVICE_USERS = (CONSUMER_USER, API_USER)
 # Shared or generic names say nobody: approvals and revocations name a person (per-person accounts, §6.1).
 GENERIC_NAMES = frozenset({"root", "admin", "administrator", "it", "hallfleet", "operator", "system", "user", "test"})
 
-Role = Literal["attendance", "kiosk", "rating", "queue", "sim", "none"]
+# What a device drives: the agent's roles (agent/config.py), every one of them provisionable (a test keeps the two
+# lists equal). door/locker: RS-485 boards; patrol: a duty officer's handheld scanner.
+Role = Literal["attendance", "kiosk", "rating", "queue", "door", "locker", "patrol", "sim", "none"]
 Kind = Literal["device", "bridge", "service"]
 AuthKind = Literal["password", "cert"]
 State = Literal["active", "revoked"]

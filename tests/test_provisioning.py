@@ -14,6 +14,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from cryptography import x509
@@ -589,6 +590,95 @@ def test_agent_installed_from_its_bundle_logs_in_to_the_generated_broker(
         monkeypatch.delenv("CREDENTIALS_DIRECTORY")
         wait_until(lambda: any(b"online" in p for p in consumer.payloads(topics.status(SITE, "none-1"))), "birth", 20)
     assert "refused" not in agent.log().lower()
+
+
+# The RS-485 boards and the patrol handheld: their port, address and scanner come only from --hardware.
+ACCESS_HARDWARE = {
+    "door": '[door.controller]\ntype = "serial"\naddress = 3\nport = { path = "/dev/ttyUSB0", baud = 19200 }\n',
+    "locker": '[locker]\nbank = "B"\n[locker.board]\ntype = "serial"\naddress = 2\ncompartments = 24\n'
+    'port = { path = "/dev/serial/by-id/usb-FTDI_FT232R-if00-port0" }\n',
+    "patrol": '[patrol.scanner]\ntype = "evdev"\ndevice = "/dev/input/by-id/usb-scanner-event-kbd"\n',
+}
+# Exactly what each unit may open (DevicePolicy=closed stays): the serial class and dialout, or input.
+ACCESS = {
+    "door": (["dialout"], ["char-ttyUSB rw"]),
+    "locker": (["dialout"], ["char-ttyACM rw", "char-ttyUSB rw"]),
+    "patrol": (["input"], ["char-input r"]),
+}
+
+
+def provision_cli(tmp_path: Path, role: str, hardware: str | None) -> list[str]:
+    args = ["provision", "device", "--dir", str(tmp_path / "prov"), "--site", SITE, "--id", f"{role}-1"]
+    args += ["--role", role, "--broker-host", "h", "--out", str(tmp_path / "bundles"), "--approved-by", IT]
+    if hardware is not None:
+        args += ["--hardware", str(write_file(tmp_path / f"{role}.toml", hardware, 0o644))]
+    return args
+
+
+def unit_access(unit: str) -> tuple[list[str], list[str]]:
+    groups = re.findall(r"^SupplementaryGroups=(.*)$", unit, re.M)
+    return [g for line in groups for g in line.split()], re.findall(r"^DeviceAllow=(.*)$", unit, re.M)
+
+
+@pytest.mark.parametrize("role", ["door", "locker", "patrol"])
+def test_door_locker_and_patrol_devices_are_provisioned_with_a_config_the_agent_accepts_and_their_devices_only(
+    tmp_path: Path, role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert hallfleet_main(provision_cli(tmp_path, role, ACCESS_HARDWARE[role])) == 0
+    d = tmp_path / "bundles" / f"{SITE}.{role}-1"
+    capsys.readouterr()
+    assert hallfleet_main(["config", "check", str(d / "agent.toml")]) == 0, capsys.readouterr()
+    cfg = load_settings(AgentConfig, d / "agent.toml")
+    assert cfg.role == role and getattr(cfg, role) is not None
+    if role == "door":
+        assert cfg.door is not None and cfg.door.controller.type == "serial"
+        assert (cfg.door.controller.address, str(cfg.door.controller.port.path)) == (3, "/dev/ttyUSB0")
+    unit = (d / UNIT).read_text()
+    assert unit_access(unit) == ACCESS[role], unit
+    assert "DevicePolicy=closed" in unit
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is part of systemd: run scripts/setup"
+    here = tmp_path / UNIT
+    here.write_text(unit.replace("/opt/hallfleet/venv/bin/hallfleet", "/bin/true"))
+    out = subprocess.run([analyze, "verify", str(here)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("role", "hardware", "named"),
+    [
+        ("door", None, "--hardware"),
+        ("door", '[door.controller]\ntype = "serial"\naddress = 3\n', "door.controller.serial.port"),
+        ("locker", '[locker]\nbank = "B"\n', "locker.board"),
+        ("patrol", "[patrol]\nofficer_timeout_min = 30\n", "patrol.scanner"),
+        ("door", ACCESS_HARDWARE["locker"], "[door]"),
+        ("door", '[door.controller]\ntype = "serial"\nport = { path = "/dev/rs485" }\n', "door.controller.port.path"),
+    ],
+)
+def test_a_missing_or_unusable_hardware_section_is_refused_naming_the_field_before_anything_is_issued(
+    tmp_path: Path, role: str, hardware: str | None, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert hallfleet_main(provision_cli(tmp_path, role, hardware)) == 1
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "prov" / "registry.json").exists(), "credentials were issued for a device refused"
+
+
+def test_each_existing_role_is_granted_only_the_devices_its_hardware_uses(prov: Provisioner, tmp_path: Path) -> None:
+    """A rating pad reads its keypad and nothing else; a sim device opens no device at all (it had every class)."""
+    expected: dict[Role, tuple[list[str], list[str]]] = {
+        "rating": (["input"], ["char-input r"]),
+        "attendance": (["video"], ["char-video4linux rw"]),  # the default hardware: the camera only
+        "kiosk": ([], []),  # no receipt printer configured by default
+        "none": ([], []),
+    }
+    for role, access in expected.items():
+        unit = (bundle(prov, tmp_path / role, role, "password") / UNIT).read_text()
+        assert unit_access(unit) == access, (role, unit)
+
+
+def test_every_agent_role_can_be_provisioned() -> None:
+    agent_roles = set(get_args(AgentConfig.model_fields["role"].annotation))
+    assert set(get_args(Role)) == agent_roles
 
 
 # -- the CLI ------------------------------------------------------------------------------------------------
