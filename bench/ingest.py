@@ -19,6 +19,14 @@ Prints figures and asserts nothing. For each backend, in this order, on one priv
    - publish -> ``stored`` confirmation received by the publishing device (the product's end-to-end ack:
      the consumer publishes it after the commit and the PUBACKs), measured inside the load generator
      with one clock.
+4. Issue 19's figures: the bare receiver (the consumer's MQTT client, broker/ingest/receive.py on uvloop,
+   counting only) draining N queued; the consumer in drain mode (N queued for its stopped persistent session,
+   then N / (connected -> all N rows visible)); rules on vs off through the commit stage at 0, 1 and 5 %
+   state changes with the SLA clock's first tick after each (bench/alerts.py section 1, ``--rules-events``);
+   and, once per run, Node-RED with batched SQLite inserts at synchronous=FULL (bench/nodered.py, when
+   installed). Steps 1, 2 and the drains run ``--repeats`` times (default 3): medians, each run listed.
+   A full run (100,000 events, both backends, Node-RED) takes about 13 minutes here; smoke it with
+   ``--events 5000 --repeats 1 --latency-seconds 2 --rules-events 2000 --kiosks 200``.
 
 The load generator is a separate process: D paho MQTT v5 clients (one per device, QoS 1, at most
 ``--window`` unacknowledged publishes each, like the agent's ``max_inflight``) driven from one selector
@@ -47,6 +55,7 @@ import shlex
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -420,9 +429,7 @@ def _bare_client(client_id: str) -> mqtt.Client:
     return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
 
 
-def bare_main(
-    conn: Connection, parent_pid: int, host: str, port: int, n: int, receive_max: int, backlog: bool
-) -> None:
+def bare_main(conn: Connection, parent_pid: int, host: str, port: int, n: int, receive_max: int, backlog: bool) -> None:
     """Count N messages of the shared subscription on paho's ``loop_forever``; nothing else.
 
     live: subscribe, say ready, count what arrives while the generator publishes.
@@ -522,6 +529,8 @@ def consumer_main(conn: Connection, parent_pid: int, url: str, host: str, port: 
             await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
             if ready.done():
                 conn.send(("ready", os.getpid()))
+                # Connected: a queued backlog is being drained from now on (drain mode times from here).
+                conn.send(("started", (time.monotonic_ns(), time.process_time())))
             try:
                 await task
             finally:
@@ -665,6 +674,7 @@ class Ctx:
     db_serial: int = 0
     load_at_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
     code_at_start: str = ""
+    nodered: dict[str, Any] | None = None
 
 
 class ChildFailed(RuntimeError):
@@ -814,14 +824,17 @@ async def _landed(probe: StoreProbe, within_s: float) -> bool:
         await asyncio.sleep(0.01)
 
 
-async def start_consumer(ctx: Ctx, url: str, tag: str) -> ConsumerRun:
-    """Start the consumer process and return once an event published on a device topic is in its store."""
-    instance = f"bench-{tag}-{os.getpid()}"
+async def start_consumer(ctx: Ctx, url: str, tag: str, instance: str | None = None, landed: bool = True) -> ConsumerRun:
+    """Start the consumer process and return once an event published on a device topic is in its store
+    (``landed``), or as soon as it is connected (a drain: its session's backlog flows at once)."""
+    instance = instance or f"bench-{tag}-{os.getpid()}"
     host, port = ctx.broker.host, ctx.broker.port
     child = spawn(ctx, f"consumer-{tag}", consumer_main, url, host, port, instance)
     pid = await child.expect("ready", 120)
     probe = await open_probe(ctx, url)
     run = ConsumerRun(child, pid, instance, probe, 0)
+    if not landed:
+        return run
     deadline = time.monotonic() + 60
     seq = 0
     while True:
@@ -837,7 +850,7 @@ async def start_consumer(ctx: Ctx, url: str, tag: str) -> ConsumerRun:
     return run
 
 
-async def stop_consumer(ctx: Ctx, run: ConsumerRun) -> None:
+async def stop_consumer(ctx: Ctx, run: ConsumerRun, purge: bool = True) -> None:
     with contextlib.suppress(Exception):
         await run.probe.close()
     proc = run.child.proc
@@ -846,7 +859,8 @@ async def stop_consumer(ctx: Ctx, run: ConsumerRun) -> None:
     with contextlib.suppress(ChildFailed, TimeoutError):
         run.counters = await run.child.expect("counters", 15)
     stop_child(proc)
-    await asyncio.to_thread(purge_session, ctx, f"consumer-{run.instance}")
+    if purge:
+        await asyncio.to_thread(purge_session, ctx, f"consumer-{run.instance}")
 
 
 def gen_spec(ctx: Ctx, events: int, rate: float, subscribe_stored: bool) -> GenSpec:
@@ -956,9 +970,7 @@ async def run_throughput(ctx: Ctx, backend: str) -> dict[str, Any]:
         "span_s": span,
         "stored": stored,
         "complete": bool(t_done),
-        "cpu_per_100k": cpu_delta({run.pid: cpu0.get(run.pid, 0.0)}, {run.pid: cpu1.get(run.pid, 0.0)})
-        * 100_000
-        / n,
+        "cpu_per_100k": cpu_delta({run.pid: cpu0.get(run.pid, 0.0)}, {run.pid: cpu1.get(run.pid, 0.0)}) * 100_000 / n,
         "broker_cpu_per_100k": (
             (cpu1.get(mosq[0], 0.0) - cpu0.get(mosq[0], 0.0)) * 100_000 / n if mosq else float("nan")
         ),
@@ -1038,18 +1050,136 @@ async def run_latency(ctx: Ctx, backend: str) -> dict[str, Any]:
     }
 
 
+async def run_drain(ctx: Ctx, backend: str) -> dict[str, Any]:
+    """Drain mode: N queued for the consumer's persistent session while it is stopped (so the generator is not
+    the ceiling), then drained. Figure: N / (connected -> all N rows visible); CPU over the same window."""
+    n = ctx.args.events
+    url = await fresh_store(ctx, backend, "drain")
+    first = await start_consumer(ctx, url, f"{backend}-drain")  # its session subscribes the shared group
+    base = first.base_count
+    await stop_consumer(ctx, first, purge=False)
+    gen = spawn(ctx, "generator-drain", generator_main, gen_spec(ctx, n, 0, False))
+    try:
+        await gen.expect("ready", 120)
+        gen.send("go")
+        await gen.expect("result", ctx.args.timeout)  # every event PUBACKed: queued for the stopped consumer
+    finally:
+        stop_child(gen.proc)
+    run = await start_consumer(ctx, url, f"{backend}-drain", instance=first.instance, landed=False)
+    run.base_count = base
+    try:
+        t0, cpu_before = await run.child.expect("started", 30)
+        last = per_device_counts(n, len(ctx.devices))
+        deadline, t_done = time.monotonic() + ctx.args.timeout, 0
+        cpu_after = 0.0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(THROUGHPUT_POLL_S)
+            run.child.check()
+            if all(m >= want for m, want in zip(await run.probe.max_seq(SITE, ctx.devices), last, strict=True)):
+                t_done, cpu_after = time.monotonic_ns(), proc_cpu_s(run.pid) or 0.0
+                if await run.probe.count() - base >= n:
+                    break
+                t_done = 0
+        stored = await run.probe.count() - base
+    finally:
+        await stop_consumer(ctx, run)
+    span = (t_done - t0) / 1e9 if t_done else float("nan")
+    return {
+        "events_s": n / span,
+        "span_s": span,
+        "stored": stored,
+        "complete": bool(t_done),
+        "cpu_per_100k": (cpu_after - cpu_before) * 100_000 / n if t_done else float("nan"),
+        "counters": run.counters,
+    }
+
+
+async def run_receiver_bare(ctx: Ctx) -> dict[str, Any]:
+    """The chosen client bare (broker/ingest/receive.py on uvloop, as the consumer runs), counting only: N queued
+    for its session, then drained (bench/receive.py's child, acknowledging each batch)."""
+    from bench import receive as rcv
+
+    n, rm, kind = ctx.args.events, IngestConfig().receive_maximum, "receiver-uvloop"
+    port = ctx.broker.port
+    await asyncio.to_thread(rcv.make_sessions, port, rm, (kind,))
+    gen = spawn(ctx, "generator-receiver", generator_main, gen_spec(ctx, n, 0, False))
+    try:
+        await gen.expect("ready", 120)
+        gen.send("go")
+        await gen.expect("result", ctx.args.timeout)
+    finally:
+        stop_child(gen.proc)
+    try:
+        res = await asyncio.to_thread(rcv.drain, kind, port, n, rm)
+    finally:
+        await asyncio.to_thread(purge_session, ctx, f"bench-{kind}")
+    ok = res["received"] >= n
+    return {
+        "msgs_s": n / res["wall_s"] if ok else float("nan"),
+        "cpu_per_100k": res["cpu_s"] * 100_000 / n if ok else float("nan"),
+    }
+
+
+async def repeated(ctx: Ctx, what: str, run: Callable[[], Any]) -> dict[str, Any]:
+    """``run`` ``--repeats`` times; the median of every figure, and the runs' main figure kept as ``runs``."""
+    results = []
+    for i in range(ctx.args.repeats):
+        print(f"  {what}, run {i + 1} of {ctx.args.repeats} ...", flush=True)
+        results.append(await run())
+    out = dict(results[0])
+    for key, value in results[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = [r[key] for r in results if isinstance(r.get(key), int | float)]
+            out[key] = statistics.median(values)
+    main = next((k for k in ("events_s", "msgs_s") if k in out), None)
+    out["runs"] = [r[main] for r in results] if main else []
+    return out
+
+
+async def run_nodered_peer(ctx: Ctx) -> dict[str, Any] | None:
+    """Node-RED with batched SQLite inserts at synchronous=FULL (bench/nodered.py), live, medians; None when
+    it is not installed (``python -m bench.nodered --install``)."""
+    from bench import nodered
+
+    if not nodered.installed():
+        return None
+    out = await repeated(ctx, "Node-RED", lambda: nodered.run_nodered(ctx))
+    out["versions"] = nodered.versions()
+    return out
+
+
+async def run_rules(ctx: Ctx, backend: str) -> list[dict[str, Any]]:
+    """Rules on vs off through the consumer's commit stage at 0, 1 and 5 % state changes (bench/alerts.py), and
+    the SLA clock's first tick after each (after 5 %: the storm)."""
+    from bench import alerts
+
+    a, rows = ctx.args, []
+    for changes in (0.0, 0.01, 0.05):
+        url_off, url_on = await fresh_store(ctx, backend, "rules"), await fresh_store(ctx, backend, "rules")
+        off, _ = await alerts.rule_throughput(url_off, a.kiosks, a.rules_events, changes, with_rules=False)
+        on, ticks = await alerts.rule_throughput(url_on, a.kiosks, a.rules_events, changes, with_rules=True)
+        rows.append({"changes": changes, "off": off, "on": on, "open": alerts._open_incidents[0], "ticks": ticks})
+        print(f"[{backend}]   rules at {changes:.0%}: {on:,.0f} vs {off:,.0f} events/s", flush=True)
+    return rows
+
+
 async def run_backend(ctx: Ctx, backend: str) -> dict[str, Any]:
     out: dict[str, Any] = {"backend": backend}
     print(f"[{backend}] bare subscriber, {ctx.args.events:,} events ...", flush=True)
-    out["bare"] = await run_bare(ctx)
+    out["bare"] = await repeated(ctx, "bare paho", lambda: run_bare(ctx))
     b = out["bare"]
     print(
         f"[{backend}]   {b['msgs_s']:,.0f} msg/s live, {b['backlog_msgs_s']:,.0f} msg/s draining a queue",
         flush=True,
     )
     print(f"[{backend}] consumer throughput, {ctx.args.events:,} events ...", flush=True)
-    out["thr"] = await run_throughput(ctx, backend)
+    out["thr"] = await repeated(ctx, "consumer live", lambda: run_throughput(ctx, backend))
     print(f"[{backend}]   {out['thr']['events_s']:,.0f} events/s", flush=True)
+    print(f"[{backend}] bare receiver, {ctx.args.events:,} queued ...", flush=True)
+    out["rx"] = await repeated(ctx, "bare receiver", lambda: run_receiver_bare(ctx))
+    print(f"[{backend}] consumer drain, {ctx.args.events:,} queued ...", flush=True)
+    out["drain"] = await repeated(ctx, "consumer drain", lambda: run_drain(ctx, backend))
+    print(f"[{backend}]   {out['drain']['events_s']:,.0f} events/s draining", flush=True)
     if ctx.args.latency_seconds > 0:
         print(
             f"[{backend}] latency, {ctx.args.rate:,.0f} events/s for {ctx.args.latency_seconds:g} s ...",
@@ -1057,6 +1187,9 @@ async def run_backend(ctx: Ctx, backend: str) -> dict[str, Any]:
         )
         out["lat"] = await run_latency(ctx, backend)
         print(f"[{backend}]   visible p50 {out['lat']['vis_p50']:.1f} ms", flush=True)
+    if ctx.args.rules_events:
+        print(f"[{backend}] rules on vs off, {ctx.args.rules_events:,} events ...", flush=True)
+        out["rules"] = await run_rules(ctx, backend)
     return out
 
 
@@ -1098,9 +1231,7 @@ def code_state() -> str:
     """The code the bench exercises (broker/, protocol/): the last commit that touched it, plus a digest of
     uncommitted changes. Others edit the product while a run is going."""
     last = _cmd_out(["git", "log", "-1", "--format=%h", "--", *PRODUCT_PATHS])
-    diff = subprocess.run(
-        ["git", "diff", "HEAD", "--", *PRODUCT_PATHS], capture_output=True, check=False
-    ).stdout
+    diff = subprocess.run(["git", "diff", "HEAD", "--", *PRODUCT_PATHS], capture_output=True, check=False).stdout
     dirty = f" + uncommitted changes {hashlib.sha1(diff).hexdigest()[:8]}" if diff else ""
     return f"{'/, '.join(PRODUCT_PATHS)}/ as of {last}{dirty}"
 
@@ -1211,12 +1342,68 @@ def render(ctx: Ctx, results: list[dict[str, Any]], command: str, started: str, 
             "`stored` confirmation (sent after commit and PUBACKs, one broker hop later).",
             "- consumer % of a core: utime+stime over the run / wall time of the run. The 2 ms poller itself "
             "used "
-            + ", ".join(
-                f"{_f(r['lat']['poller_core_pct'], '.0f')} % ({r['backend']})" for r in results if "lat" in r
-            )
+            + ", ".join(f"{_f(r['lat']['poller_core_pct'], '.0f')} % ({r['backend']})" for r in results if "lat" in r)
             + " of a core.",
         ]
+    lines += _render_issue19(ctx, results)
     return "\n".join(lines) + "\n"
+
+
+def _render_issue19(ctx: Ctx, results: list[dict[str, Any]]) -> list[str]:
+    """Drain mode beside the bare subscribers and Node-RED, live mode's generator margin, rules on vs off and
+    the SLA tick (issue 19's figures, medians of ``--repeats``)."""
+    a, red = ctx.args, ctx.nodered
+    lines = [
+        "",
+        f"## Issue 19 figures (medians of {a.repeats}; each run's figure in brackets)",
+        "",
+        "| backend | consumer drain events/s | CPU s / 100k | bare receiver (uvloop) msg/s | CPU s / 100k "
+        "| bare paho drain msg/s | consumer live events/s | generator / consumer (live) | Node-RED events/s "
+        "| consumer drain / Node-RED |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    red_s = red["events_s"] if red else float("nan")
+    for r in results:
+        d, x, b, t = r["drain"], r["rx"], r["bare"], r["thr"]
+        runs = ", ".join(_f(v) for v in d["runs"])
+        lines.append(
+            f"| {r['backend']} | {_f(d['events_s'])} [{runs}] | {_f(d['cpu_per_100k'], '.2f')} | "
+            f"{_f(x['msgs_s'])} | {_f(x['cpu_per_100k'], '.2f')} | {_f(b['backlog_msgs_s'])} | "
+            f"{_f(t['events_s'])} | {_f(t['gen_pub_s'] / t['events_s'], '.1f')} | {_f(red_s)} | "
+            f"{_f(d['events_s'] / red_s, '.2f')} |"
+        )
+    lines += [
+        "",
+        "- consumer drain: N queued for its stopped persistent session, then N / (connected -> all N rows "
+        "visible), acknowledgement after commit as always; CPU from its connection to the last row.",
+        "- generator / consumer (live): the generator's publish rate over the consumer's; at 3 or more the live "
+        "figure is the consumer's, below it the generator's.",
+        "- Node-RED: "
+        + (
+            f"{red['versions']}, live (its run with the generator beside it), {_f(red['cpu_per_100k'], '.2f')} "
+            f"CPU s / 100k, stored {red['stored']:,} ({red['distinct']:,} distinct)."
+            if red
+            else "not run (`--no-nodered`, or not installed: `.venv/bin/python -m bench.nodered --install`)."
+        ),
+    ]
+    if any("rules" in r for r in results):
+        lines += [
+            "",
+            f"### Rules on vs off ({a.rules_events:,} events, {a.kiosks:,} kiosks, bench/alerts.py section 1)",
+            "",
+            "| backend | state changes | rules off events/s | rules on events/s | on / off | open incidents "
+            "| first SLA tick ms | next tick ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in results:
+            for row in r.get("rules", []):
+                lines.append(
+                    f"| {r['backend']} | {row['changes']:.0%} | {_f(row['off'])} | {_f(row['on'])} | "
+                    f"{_f(row['on'] / row['off'], '.2f')} | {row['open']:,} | {_f(row['ticks'][0], '.0f')} | "
+                    f"{_f(row['ticks'][1], '.1f')} |"
+                )
+    lines += ["", f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}."]
+    return lines
 
 
 # -- main -----------------------------------------------------------------------------------------------
@@ -1229,6 +1416,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=float, default=10, help="latency run length (0: skip)")
     p.add_argument("--window", type=int, default=100, help="unacknowledged publishes per device")
     p.add_argument("--timeout", type=float, default=300, help="cap on any one measured run, seconds")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each throughput figure, median reported")
+    p.add_argument("--rules-events", type=int, default=20_000, help="events per rules on/off run (0: skip)")
+    p.add_argument("--kiosks", type=int, default=1000, help="kiosks in the rules runs")
+    p.add_argument("--no-nodered", action="store_true", help="leave Node-RED out")
     p.add_argument(
         "--results",
         type=Path,
@@ -1242,12 +1433,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--devices must be within 1 .. 1,000")
     if not 1 <= a.rate <= 50_000 or not 0 <= a.latency_seconds <= 120 or a.rate * a.latency_seconds > 1e6:
         p.error("--rate within 1 .. 50,000, --latency-seconds within 0 .. 120")
+    if not 1 <= a.repeats <= 9 or not 0 <= a.rules_events <= 1_000_000 or not 1 <= a.kiosks <= 100_000:
+        p.error("--repeats within 1 .. 9, --rules-events within 0 .. 1,000,000, --kiosks within 1 .. 100,000")
     if not 1 <= a.window <= 10_000 or not 10 <= a.timeout <= 3600:
         p.error("--window within 1 .. 10,000, --timeout within 10 .. 3600")
     a.payload_bytes = len(
-        envelope_bytes(
-            SITE, device_names(a.devices)[-1], a.events // a.devices, uuid.uuid4().hex[:16], SENTINEL_TS
-        )
+        envelope_bytes(SITE, device_names(a.devices)[-1], a.events // a.devices, uuid.uuid4().hex[:16], SENTINEL_TS)
     )
     return a
 
@@ -1257,6 +1448,9 @@ async def amain(ctx: Ctx, backends: list[str]) -> list[dict[str, Any]]:
     try:
         for backend in backends:
             results.append(await run_backend(ctx, backend))
+        if not ctx.args.no_nodered:
+            print(f"Node-RED, {ctx.args.events:,} events ...", flush=True)
+            ctx.nodered = await run_nodered_peer(ctx)
     finally:
         for proc in ctx.children:
             stop_child(proc, timeout_s=5)
@@ -1300,7 +1494,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Mosquitto {broker.host}:{broker.port}"
             + (f", PostgreSQL {pg.host}:{pg.port}" if pg else "")
-            + f"; files in {workdir}",
+            + f"; files in {workdir}; load average {' '.join(f'{x:.2f}' for x in load_at_start)}",
             flush=True,
         )
         results = asyncio.run(amain(ctx, backends))

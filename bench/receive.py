@@ -66,9 +66,9 @@ def connect_props(receive_maximum: int) -> Properties:
 
 
 # -- the parent: broker, sessions, generator -------------------------------------------------------------
-def make_sessions(port: int, receive_maximum: int) -> None:
+def make_sessions(port: int, receive_maximum: int, kinds: tuple[str, ...] = KINDS) -> None:
     """A persistent session per kind, subscribed, then left: the broker queues for each from now on."""
-    for kind in KINDS:
+    for kind in kinds:
         done: list[bool] = []
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{kind}", protocol=mqtt.MQTTv5)
         c.on_subscribe = lambda *_a, d=done: d.append(True)
