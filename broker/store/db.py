@@ -22,7 +22,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from broker.store import commands as cmd_sql
-from broker.store.events_insert import insert_new_events
+from broker.store.events_insert import insert_new_events, touch_devices
 from broker.store.keys import DeviceKey, EventRef
 from broker.store.schema import dead_letters, devices, presence_history
 from protocol.commands import Command, CommandAck, ConfigReport
@@ -219,16 +219,10 @@ class Store:
         if not seen:
             return []
         c = devices.c
-        await conn.execute(
-            devices.update()
-            .where(c.key == sa.bindparam("k"))
-            .values(last_seen=sa.bindparam("seen"), stale_after=sa.bindparam("deadline")),
+        await touch_devices(
+            conn,
             [
-                {
-                    "k": k.text,
-                    "seen": at,
-                    "deadline": at + timedelta(seconds=self.stale_factor * self.heartbeat_s.get(k.text, 60.0)),
-                }
+                (k.text, at, at + timedelta(seconds=self.stale_factor * self.heartbeat_s.get(k.text, 60.0)))
                 for k, at in seen.items()
             ],
         )

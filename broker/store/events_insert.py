@@ -1,4 +1,5 @@
-"""The events batch insert: the fastest correct form per backend, one call above the switch.
+"""The events batch insert (and the devices' last-seen update beside it): the fastest correct form per
+backend, one call above the switch.
 
 The rule: an event is stored once (``ON CONFLICT DO NOTHING`` on its primary key), and the caller learns
 exactly which rows of the batch were new (``RETURNING``), so what runs after the write (the rules stage)
@@ -42,6 +43,7 @@ _required_of = itemgetter(*COLUMNS[:-2])  # a row dict -> its values in column o
 
 def _values_of(row: dict[str, Any]) -> tuple[Any, ...]:
     return (*_required_of(row), row.get("sig_key"), row.get("sig"))
+
 
 _PG_ARRAY_TYPES = {
     "seq": "bigint[]",
@@ -127,3 +129,31 @@ async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
         returned = await driver.execute_fetchall(_sqlite_insert(len(part) // len(COLUMNS)), part)
         new.update(map(EventRef._make, returned))
     return frozenset(new)
+
+
+_PG_TOUCH = (
+    "UPDATE devices AS d SET last_seen = v.seen, stale_after = v.deadline"
+    " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS v(key, seen, deadline)"
+    " WHERE d.key = v.key"
+)
+_SQLITE_TOUCH = "UPDATE devices SET last_seen = ?, stale_after = ? WHERE key = ?"
+
+
+async def touch_devices(conn: AsyncConnection, seen: Sequence[tuple[str, datetime, datetime]]) -> None:
+    """Each device heard from in the batch: (key text, last seen, stale deadline), one statement. Every batch
+    carries it, for every device in it, so it goes to the driver like the insert; in key order, so two
+    consumers of one group lock the rows in the same order."""
+    rows = sorted(seen)
+    if not rows:
+        return
+    try:
+        if conn.dialect.name == "postgresql":
+            keys, at, deadline = zip(*rows, strict=True)
+            times = [list(map(_pg_time, at)), list(map(_pg_time, deadline))]
+            await conn.exec_driver_sql(_PG_TOUCH, (list(keys), *times))
+            return
+        params = [(_sqlite_time(at), _sqlite_time(deadline), key) for key, at, deadline in rows]
+    except (ValueError, TypeError) as exc:
+        raise sa_exc.StatementError(str(exc), "UPDATE devices", None, exc) from exc
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    await driver.executemany(_SQLITE_TOUCH, params)
