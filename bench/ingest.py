@@ -25,7 +25,9 @@ Prints figures and asserts nothing. For each backend, in this order, on one priv
    state changes with the SLA clock's first tick after each (bench/alerts.py section 1, ``--rules-events``);
    and, once per run, Node-RED with batched SQLite inserts at synchronous=FULL (bench/nodered.py, when
    installed). Steps 1, 2 and the drains run ``--repeats`` times (default 3): medians, each run listed.
-   A full run (100,000 events, both backends, Node-RED) takes about 13 minutes here; smoke it with
+   A full run (100,000 events, 50,000 in the rules runs: the storm of about 1,400 open incidents at 5 %,
+   both backends, Node-RED) should take about 14 minutes (estimated from the smoke, not run at full size
+   on the shared machine); smoke it with
    ``--events 5000 --repeats 1 --latency-seconds 2 --rules-events 2000 --kiosks 200``.
 
 The load generator is a separate process: D paho MQTT v5 clients (one per device, QoS 1, at most
@@ -1417,7 +1419,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=100, help="unacknowledged publishes per device")
     p.add_argument("--timeout", type=float, default=300, help="cap on any one measured run, seconds")
     p.add_argument("--repeats", type=int, default=3, help="runs of each throughput figure, median reported")
-    p.add_argument("--rules-events", type=int, default=20_000, help="events per rules on/off run (0: skip)")
+    p.add_argument("--rules-events", type=int, default=50_000, help="events per rules on/off run (0: skip)")
     p.add_argument("--kiosks", type=int, default=1000, help="kiosks in the rules runs")
     p.add_argument("--no-nodered", action="store_true", help="leave Node-RED out")
     p.add_argument(
