@@ -1394,15 +1394,15 @@ def _render_issue19(ctx: Ctx, results: list[dict[str, Any]]) -> list[str]:
             f"### Rules on vs off ({a.rules_events:,} events, {a.kiosks:,} kiosks, bench/alerts.py section 1)",
             "",
             "| backend | state changes | rules off events/s | rules on events/s | on / off | open incidents "
-            "| first SLA tick ms | next tick ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| first SLA tick ms | next tick ms | planning ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results:
             for row in r.get("rules", []):
                 lines.append(
                     f"| {r['backend']} | {row['changes']:.0%} | {_f(row['off'])} | {_f(row['on'])} | "
                     f"{_f(row['on'] / row['off'], '.2f')} | {row['open']:,} | {_f(row['ticks'][0], '.0f')} | "
-                    f"{_f(row['ticks'][1], '.1f')} |"
+                    f"{_f(row['ticks'][1], '.1f')} | {_f(row['ticks'][2], '.0f')} |"
                 )
     lines += ["", f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}."]
     return lines

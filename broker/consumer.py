@@ -139,6 +139,7 @@ class Consumer:
         if self.rules is not None and self._router is not None and self.deliverer is not None:
             sla = SlaClock(self.store.engine, self.sites, self._router, r.plan_every_s)
             jobs.append(central.SlaTicks(sla, rx, r.tick_s))
+            jobs.append(central.Ticking("planning", r.tick_s, sla.plan))  # gated by plan_every_s of hall time
             jobs.append(central.GallerySync(self.store, self.cfg.gallery, self.rules, rx, r.gallery_every_s))
             jobs.append(FaceSettingsSync(self.store, self.sites, rx, r.gallery_every_s))
             # Modules that keep their own checks behind tick(now); the names are the metrics' job labels.

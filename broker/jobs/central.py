@@ -77,7 +77,7 @@ class CommandRepublish:
 
 @dataclass(slots=True)
 class SlaTicks:
-    """SLA timers, verified recovery, hall outages, escalation, restock and maintenance planning."""
+    """SLA timers, verified recovery, hall outages, escalation (restock and maintenance planning: ``planning``)."""
 
     sla: SlaClock
     link: Link

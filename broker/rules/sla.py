@@ -133,13 +133,21 @@ class SlaClock:
             await self._escalate(conn, p, now)
             await self._dispatches_overdue(conn, p, now)
             await self._flush(conn, p, now, out)
-        if self._last_plan is None or (now - self._last_plan).total_seconds() >= self.plan_every_s:
-            self._last_plan = now
-            async with self.engine.begin() as conn:
-                p = _Pass()
-                p.notices += await consumables.plan_restock(conn, now, self.sites)
-                p.notices += await maintenance.check_maintenance(conn, now, self.sites)
-                await self._flush(conn, p, now, out)
+        return out
+
+    async def plan(self, now: datetime) -> TickResult:
+        """Restock and maintenance planning, at most every ``plan_every_s`` of hall time: a job of its own beside
+        the tick (``central.Ticking("planning", ...)``), since it reads every device's levels and history (after
+        a storm, seconds) and the SLA's timers must not wait for it."""
+        out = TickResult()
+        if self._last_plan is not None and (now - self._last_plan).total_seconds() < self.plan_every_s:
+            return out
+        self._last_plan = now
+        async with self.engine.begin() as conn:
+            p = _Pass()
+            p.notices += await consumables.plan_restock(conn, now, self.sites)
+            p.notices += await maintenance.check_maintenance(conn, now, self.sites)
+            await self._flush(conn, p, now, out)
         return out
 
     async def _flush(self, conn: AsyncConnection, p: _Pass, now: datetime, out: TickResult) -> None:
