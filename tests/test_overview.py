@@ -22,6 +22,7 @@ from sqlalchemy import event
 from broker.api.app import create_app
 from broker.api.auth import add_user
 from broker.api.config import ApiConfig
+from broker.api.fleet_words import COMMANDS
 from broker.config import ConsumerConfig, StoreConfig
 from broker.store.db import Store
 from hallfleet.demo_scenario import load_sites
@@ -181,7 +182,7 @@ async def test_device_page_shows_history_consumables_events_incidents_and_comman
     assert "硒鼓（黑色）" in html and "设备上报" in html
     assert len(_rows(html, "device-events")) == 50
     commands = _rows(html, "device-commands")
-    assert len(commands) == 9 and "打印测试页" in html
+    assert len(commands) == len(COMMANDS) and "打印测试页" in html, "one of each known command was seeded"
     assert all("发起 · tech.qp" in c for c in commands), "each command's audit trail starts with who issued it"
     assert 'data-command="restart_app"' in html and 'data-command="printer_test_slip"' in html
     await _get(fleet, "/devices/qingpu/none-such", 404)
