@@ -72,6 +72,9 @@ class Agent:
         self.boot_id = kernel_boot_id() or uuid.uuid4().hex
         self.signer = load_signer(cfg.sign_key_file)  # a key that does not load fails the start, never unsigned
         self._jobs = TaskSet(f"agent {cfg.site}/{cfg.device}")
+        # Set once the state store is prepared and the applied config loaded: what a caller in the same process
+        # (the demo, the fleet) must wait for before driving a role's commands directly.
+        self.started = asyncio.Event()
         db = Database(cfg.outbox.path, executor)
         self.outbox = Outbox(
             db,
@@ -310,6 +313,7 @@ class Agent:
             await self.config.load()
             self.settings_changed()
             await resume_update(self)  # an update in progress is answered by its result, before commands resume
+            self.started.set()
             try:
                 async with asyncio.TaskGroup() as tg:
                     tasks = [

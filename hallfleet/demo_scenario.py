@@ -620,6 +620,9 @@ class Scenario:
         """The window management section enrols a finger at the terminal (the fingerprint_enrol command): the
         person presses when the screen asks (before that, the terminal's own scan would read the press), and it
         counts once the command acked a page that the twin's library holds for this finger."""
+        # The command runs in this process, so it must wait for what the agent's start prepares (its state store:
+        # before it, the enrolment failed with 'no such table: kv' and that person punched by QR instead).
+        await asyncio.wait_for(agent.started.wait(), 60)
         role = agent.attendance
         assert role is not None and role.finger_sim is not None
         spec = agent.commands.registry.get("fingerprint_enrol")
