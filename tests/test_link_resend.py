@@ -110,3 +110,35 @@ async def test_a_cancelled_agent_leaves_no_link_task_behind(mosquitto: LocalMosq
     link_tasks = {"outbox-pump", "outbox-confirm", "mqtt-closed"}
     left = [t.get_name() for t in asyncio.all_tasks() if t.get_name() in link_tasks and not t.done()]
     assert left == []
+
+
+def test_a_client_collected_after_its_loop_closed_raises_nothing() -> None:
+    """GIVEN the paho transport's socket callbacks WHEN paho calls them after the event loop closed, from another
+    thread (its Client.__del__ at garbage collection) THEN they do nothing instead of raising 'Event loop is closed'
+    (which pytest reports, in whatever test is running, as an exception ignored in Client.__del__)."""
+    import socket
+    import threading
+
+    from runtime.transport import AsyncMqtt
+
+    async def make() -> AsyncMqtt:
+        return AsyncMqtt(LinkOptions(host="127.0.0.1", port=1, client_id="gc"))
+
+    client = asyncio.run(make())  # the loop is closed when run() returns
+    a, b = socket.socketpair()
+    errors: list[BaseException] = []
+
+    def callbacks() -> None:
+        try:
+            client._on_socket_unregister_write(None, None, a)
+            client._on_socket_close(None, None, a)
+        except BaseException as exc:  # the thread's failure is the test's
+            errors.append(exc)
+
+    callbacks()
+    other = threading.Thread(target=callbacks)
+    other.start()
+    other.join()
+    a.close()
+    b.close()
+    assert errors == []
