@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.ingest.counters import Counters
-from broker.ingest.isolation import Backoff, commit_isolated, describe
+from broker.ingest.isolation import StoreRetry, commit_isolated, describe
 from broker.ingest.items import Item, meanings, refused, to_batch
 from broker.ingest.rules_stage import RulesStage
 from broker.store.db import Store, Transition, Written
@@ -52,7 +52,7 @@ class Committer:
 
     async def __call__(self, items: Sequence[Item]) -> Committed:
         """Raises StopCommitting when stopped while the store is unavailable (what committed stays committed)."""
-        retry = Backoff(self.stopping, self._store_waiting)
+        retry = StoreRetry(self.stopping, self._store_waiting)
         c = self.counters
         out = Committed()
         try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import exc as sa_exc
 
 from protocol.bounds import printable
+from runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -172,28 +172,29 @@ async def _attempt(
             await retry(exc)
 
 
-class Backoff:
-    """The retry policy for an unavailable store: capped, jittered exponential; wakes at once and gives
-    up (StopCommitting) when ``stopping`` is set, so a stalled consumer stops within its unit's timeout."""
+STORE_BACKOFF = Backoff(0.2, 10.0)  # the store is usually back within seconds (a restart, a lock)
+
+
+class StoreRetry:
+    """The retry policy for an unavailable store: the project's one backoff formula (runtime/backoff.py); wakes
+    at once and gives up (StopCommitting) when ``stopping`` is set, so a stalled consumer stops within its
+    unit's timeout."""
 
     def __init__(
         self,
         stopping: asyncio.Event,
         on_wait: Callable[[BaseException, float], None],
-        initial_s: float = 0.2,
-        max_s: float = 10.0,
+        backoff: Backoff = STORE_BACKOFF,
     ) -> None:
         self.stopping = stopping
         self.on_wait = on_wait
-        self.initial_s = initial_s
-        self.max_s = max_s
+        self.backoff = backoff
         self.attempt = 0
 
     async def __call__(self, exc: BaseException) -> None:
         if self.stopping.is_set():
             raise StopCommitting("stopping while the store is unavailable") from exc
-        ceiling = min(self.max_s, self.initial_s * 2 ** min(self.attempt, 30))
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+        delay = self.backoff.delay(self.attempt)
         self.attempt += 1
         self.on_wait(exc, delay)
         try:
@@ -201,6 +202,3 @@ class Backoff:
         except TimeoutError:
             return
         raise StopCommitting("stopping while the store is unavailable") from exc
-
-    def reset(self) -> None:
-        self.attempt = 0
