@@ -14,14 +14,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from broker.outbound import command_ttl_s
 from broker.store import commands as cmd_sql
 from broker.store.db import Store
 from broker.store.schema import audit_log, commands
 from protocol import topics
 from protocol.commands import Command, DesiredConfig
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
 from runtime.clock import Clock, SystemClock
+from runtime.settings import MqttConfig
 from runtime.transport import AsyncMqtt, LinkOptions
 
 
@@ -57,7 +58,8 @@ async def issue_command(
     site, device = split_device(target)
     if ttl_s < 1:
         raise CommandError("a command needs a positive time to live")
-    now = (clock or SystemClock()).now()
+    clock = clock or SystemClock()
+    now = clock.now()
     cmd = Command(
         id=uuid7(),
         name=name,
@@ -69,7 +71,10 @@ async def issue_command(
     )
     async with store.engine.begin() as conn:
         await cmd_sql.insert_command(conn, f"{site}/{device}", cmd)
-    await client.publish_confirmed(topics.cmd(site, device), cmd.model_dump_json().encode(), expiry_s=ttl_s)
+    # The broker's copy lives no longer than the command: its expiry counts from now, not from issued_at.
+    expiry_s = command_ttl_s(cmd, clock.now())
+    if expiry_s > 0:
+        await client.publish_confirmed(topics.cmd(site, device), cmd.model_dump_json().encode(), expiry_s=expiry_s)
     return cmd
 
 

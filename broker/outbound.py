@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 10.0
 
+# Mosquitto stamps a message's expiry in whole seconds of its own clock when it stores the message, and drops it
+# once that clock has passed the stamped second: a copy may outlive its interval by up to a second, plus the
+# publish's own travel. The centre declares a queued command expired only this long after ``expires_at``, so a
+# command the centre has recorded as expired can no longer reach the device (the device checks ``expires_at``
+# itself only when its clock is known to be synced).
+BROKER_EXPIRY_SLACK_S = 3.0
+
 
 class Link(Protocol):
     """What carries the messages: a QoS 1 publish that returns on the broker's PUBACK (raising otherwise),
@@ -38,8 +45,9 @@ class Link(Protocol):
 
 
 def command_ttl_s(cmd: Command, now: datetime) -> int:
-    """Seconds the broker may keep a command for a device that is away: until it expires, at least one."""
-    return max(1, int((cmd.expires_at - now).total_seconds()))
+    """Whole seconds the broker may keep a command for a device that is away: what is left of its life, rounded
+    down (never past ``expires_at``); 0 when less than a second is left, too little to send it at all."""
+    return max(0, int((cmd.expires_at - now).total_seconds()))
 
 
 async def send_command(link: Link, key: DeviceKey, cmd: Command, now: datetime) -> None:
@@ -56,7 +64,7 @@ async def send_config(link: Link, key: DeviceKey, desired: DesiredConfig) -> Non
 async def send_commands(link: Link, commands: Sequence[tuple[DeviceKey, Command]], now: datetime) -> int:
     """Commands the rules or jobs committed, all at once; what fails stays queued for the republish job.
     Returns how many the broker took."""
-    live = [(key, cmd) for key, cmd in commands if cmd.expires_at > now]
+    live = [(key, cmd) for key, cmd in commands if command_ttl_s(cmd, now) > 0]
     if not live:
         return 0
     results = await asyncio.gather(

@@ -21,7 +21,7 @@ from broker.gallery import GalleryCentreConfig
 from broker.ingest.counters import Counters
 from broker.ingest.items import Meaning
 from broker.ingest.rules_stage import RulesStage
-from broker.outbound import Link, send_commands
+from broker.outbound import BROKER_EXPIRY_SLACK_S, Link, send_commands
 from broker.rules.sla import SlaClock
 from broker.store.db import Store, Then, Written
 from runtime.sdnotify import notify
@@ -57,7 +57,7 @@ class PresenceSweep:
         for t in transitions:
             log.info("presence %s -> %s (session %d, %s)", t.key, t.state, t.session, t.reason)
         self.counters.note_transitions(transitions)
-        for command_id, key in await self.store.expire_commands(now):
+        for command_id, key in await self.store.expire_commands(now, grace_s=BROKER_EXPIRY_SLACK_S):
             log.info("command %s for %s expired before the device took it", command_id, key)
 
 

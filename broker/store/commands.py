@@ -130,13 +130,14 @@ async def apply_ack(conn: AsyncConnection, key: str, ack: CommandAck, at: dateti
     return True
 
 
-async def expire_commands(conn: AsyncConnection, now: datetime) -> list[tuple[str, str]]:
-    """Queued commands whose time ran out before the device took them: expired, audited."""
+async def expire_commands(conn: AsyncConnection, now: datetime, grace_s: float = 0.0) -> list[tuple[str, str]]:
+    """Queued commands whose time ran out (``grace_s`` ago: the broker's copy must be gone too) before the device
+    took them: expired, audited."""
     c = commands.c
     rows = (
         await conn.execute(
             commands.update()
-            .where(c.state == CommandState.QUEUED.value, c.expires_at < now)
+            .where(c.state == CommandState.QUEUED.value, c.expires_at < now - timedelta(seconds=grace_s))
             .values(state=CommandState.EXPIRED.value, updated_at=now, refusal="expired before the device took it")
             .returning(c.id, c.key, c.name)
         )

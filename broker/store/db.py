@@ -256,9 +256,9 @@ class Store:
     async def queued_commands(self, now: datetime, older_than_s: float) -> list[tuple[DeviceKey, Command]]:
         return await cmd_sql.queued_commands(self.engine, now, older_than_s)
 
-    async def expire_commands(self, now: datetime) -> list[tuple[str, str]]:
+    async def expire_commands(self, now: datetime, grace_s: float = 0.0) -> list[tuple[str, str]]:
         async with self.engine.begin() as conn:
-            return await cmd_sql.expire_commands(conn, now)
+            return await cmd_sql.expire_commands(conn, now, grace_s)
 
     # -- reads -------------------------------------------------------------------------------------
     async def fetch(self, query: sa.Executable) -> list[Any]:
