@@ -20,6 +20,7 @@ from agent.device import DeviceContext
 from agent.link import Identity, Link
 from agent.outbox import Outbox, OutboxFull
 from agent.selfheal import AppWatch
+from agent.signer import load_signer
 from agent.sqlite import Database
 from agent.state import StateStore
 from agent.tasks import TaskSet
@@ -29,7 +30,6 @@ from protocol import topics
 from protocol.envelope import Envelope, Frozen
 from protocol.events import ACK_TYPE, HEALTH_TYPE, REGISTRY, Health, Lane, encode_event, lane_of
 from protocol.ids import uuid7
-from protocol.signing import load_signer
 from runtime.backoff import Backoff
 from runtime.clock import Clock, SystemClock, real_seconds
 from runtime.sdnotify import notify, watchdog_loop

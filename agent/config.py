@@ -24,8 +24,9 @@ from agent.roles.queue import QueueRoleConfig
 from agent.roles.rating import RatingConfig
 from agent.roles.sim import SimConfig
 from agent.selfheal import AppWatchConfig
+from config.base import ConfigError, Section
 from protocol.envelope import Segment
-from protocol.settings import ConfigError, MqttConfig, Section, TomlSettings
+from runtime.settings import MqttConfig, TomlSettings
 
 
 class OutboxConfig(Section):

@@ -11,9 +11,9 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from agent.device import DeviceContext
+from config.base import Section
 from drivers.face.config import FaceSiteSettings
 from protocol.commands import ConfigReport, DesiredConfig
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 KV_APPLIED = "config.applied"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from config.base import Section, read_secret
 from protocol.gallery import (
     GalleryError,
     GalleryUpdate,
@@ -25,7 +26,6 @@ from protocol.gallery import (
     unpack,
     unseal,
 )
-from protocol.settings import Section, read_secret
 
 if TYPE_CHECKING:  # the gallery's arrays are numpy's, loaded with the face engine only
     import numpy as np

@@ -22,8 +22,8 @@ from pydantic import Field, field_validator
 
 from agent.commands.registry import CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
+from config.base import Section
 from protocol.hall_events import NetCheck, NetProbe, NetTarget
-from protocol.settings import Section
 from runtime.clock import real_seconds
 
 LAST_RUN_KEY = "netcheck.last_day"

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from config.base import Section
 from protocol.envelope import Frozen
 from protocol.events import AppRestart, Fault
-from protocol.settings import Section
 from runtime.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)

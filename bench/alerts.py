@@ -58,8 +58,8 @@ from protocol import topics
 from protocol.envelope import Envelope, Presence, StatusMessage
 from protocol.events import KioskConsumable, KioskState
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
 from runtime.clock import SystemClock
+from runtime.settings import MqttConfig
 from tests.support.hall import Device, ManualClock
 from tests.support.http_receiver import HttpServer
 

@@ -75,7 +75,7 @@ from broker.store.schema import devices, events
 from protocol.commands import Command
 from protocol.envelope import Frozen
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from runtime.transport import AsyncMqtt
 from tests.support.apps import app_command, free_port
 from tests.support.procs import write_toml

@@ -58,8 +58,8 @@ from hallfleet.fleet.play import Slice, played, read_slice, start_slices, stop_s
 from hallfleet.fleet.run import MOSQUITTO_EXTRA, raise_nofile
 from hallfleet.fleet.scenario import load_scenario
 from hallfleet.fleet.sim import at_day
-from protocol.settings import MqttConfig
 from runtime.clock import HALL_ZONE, ScaledClock
+from runtime.settings import MqttConfig
 
 POLL_S = 0.5
 PROGRESS_S = 10.0

@@ -45,7 +45,7 @@ from drivers.escpos.sim import SimulatedUsbPrinter
 from drivers.ipp.client import A4PrinterConfig, get_status, post_ipp
 from drivers.ipp.codec import encode_get_printer_attributes
 from drivers.ipp.status import REQUESTED
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.support.ippeveprinter import IppEvePrinter, find_binary, free_port
 
 SITE = "bench"

@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import chinese_calendar
 from pydantic import Field, field_validator, model_validator
 
-from protocol.settings import Section
+from config.base import Section
 
 log = logging.getLogger(__name__)
 _warned_years: set[int] = set()

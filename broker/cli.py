@@ -24,7 +24,7 @@ from broker.commands import (
 from broker.config import ConsumerConfig
 from broker.store.db import Store
 from protocol.commands import FINAL_STATES, CommandState
-from protocol.settings import load_settings
+from runtime.settings import load_settings
 from runtime.transport import AsyncMqtt, MqttError
 
 STATE_ZH = {

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from broker.config import ConsumerConfig
 from broker.sites import Sites
 from broker.store.db import Store
-from protocol.settings import load_settings
+from runtime.settings import load_settings
 
 Handler = Callable[[argparse.Namespace, Store, Sites], Awaitable[int]]
 REPORT_SUFFIXES = (".csv", ".xlsx")

@@ -11,8 +11,9 @@ from pydantic_settings import SettingsConfigDict
 from broker.alerts.routing import AlertsConfig
 from broker.gallery import GalleryCentreConfig
 from broker.sites import SiteConfig
+from config.base import Section
 from protocol.envelope import Segment
-from protocol.settings import MqttConfig, Section, TomlSettings
+from runtime.settings import MqttConfig, TomlSettings
 
 
 class StoreConfig(Section):

@@ -43,8 +43,8 @@ from broker.rules.sla import SlaClock
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.keys import DeviceKey
+from config.base import ConfigError
 from protocol.commands import Command
-from protocol.settings import ConfigError
 from runtime.clock import Clock, SystemClock
 from runtime.sdnotify import notify, watchdog_interval_s
 

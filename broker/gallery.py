@@ -30,10 +30,10 @@ from broker.store.commands import audit
 from broker.store.db import Store
 from broker.store.keys import DeviceKey
 from broker.store.schema import commands, devices, events, face_gallery, gallery_sites
+from config.base import Section, read_secret
 from protocol.commands import Command
 from protocol.gallery import GalleryUpdate, associated_data, key_from_text, pack, seal
 from protocol.ids import uuid7
-from protocol.settings import Section, read_secret
 
 log = logging.getLogger(__name__)
 

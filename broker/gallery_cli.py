@@ -24,8 +24,8 @@ from broker.config import ConsumerConfig
 from broker.store.db import Store
 from broker.store.schema import face_gallery
 from protocol.gallery import key_to_text, new_key
-from protocol.settings import load_settings
 from runtime.clock import SystemClock
+from runtime.settings import load_settings
 
 
 def add_parsers(sub: Any) -> None:

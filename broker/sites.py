@@ -19,8 +19,8 @@ from broker.calendar import CalendarConfig, Hours, SiteCalendar, WallClockHours
 from broker.duties.policy import DutiesPolicy
 from broker.queueing.policy import QueuePolicy
 from broker.ratings.policy import RatingPolicy
+from config.base import Section
 from drivers.face.config import FaceSiteSettings
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 _WARNED: set[str] = set()  # devices whose 24-hour status a name pattern decided (logged once each)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from protocol.settings import Section
+from config.base import Section
 
 if TYPE_CHECKING:  # numpy (and OpenCV) load only when a camera is opened: an agent without one stays lean
     import numpy as np

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from config.base import Section
+
 # The scanner's device plumbing is the keypad's too: one device-reopening approach.
 from drivers.evdev_source import (
     KEY_DOWN,
@@ -39,7 +41,6 @@ from drivers.evdev_source import (
     SimulatedDevice,
     SourceFactory,
 )
-from protocol.settings import Section
 
 if TYPE_CHECKING:
     from evdev import InputEvent

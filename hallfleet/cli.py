@@ -81,7 +81,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def cmd_agent(args: argparse.Namespace) -> int:
     from agent.agent import Agent, run_until_signal
     from agent.config import AgentConfig
-    from protocol.settings import load_settings
+    from runtime.settings import load_settings
 
     cfg = load_settings(AgentConfig, args.config)
     cfg.check_files()  # TLS files, password, outbox directory: one line each, before anything opens
@@ -91,7 +91,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_consumer(args: argparse.Namespace) -> int:
     from broker.config import ConsumerConfig
     from broker.consumer import StartupError, run_consumer
-    from protocol.settings import load_settings
+    from runtime.settings import load_settings
 
     cfg = load_settings(ConsumerConfig, args.config)
     try:
@@ -199,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_config_error(exc: Exception) -> bool:
-    """A ConfigError can only come from protocol.settings once something imported it: never import it here."""
-    settings = sys.modules.get("protocol.settings")
-    return settings is not None and isinstance(exc, settings.ConfigError)
+    """A ConfigError can only come from config.base once something imported it: never import it here."""
+    base = sys.modules.get("config.base")
+    return base is not None and isinstance(exc, base.ConfigError)
 
 
 if __name__ == "__main__":

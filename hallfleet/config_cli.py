@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from protocol.settings import ConfigError
+from config.base import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = Path("docs/examples")
@@ -54,7 +54,7 @@ def _agent_model() -> type[BaseModel]:
 
 
 def _load_consumer(path: Path) -> BaseModel:
-    from protocol.settings import load_settings
+    from runtime.settings import load_settings
 
     return load_settings(_consumer_model(), path)  # type: ignore[type-var]
 
@@ -66,7 +66,7 @@ def _load_api(path: Path) -> BaseModel:
 
 
 def _load_agent(path: Path) -> BaseModel:
-    from protocol.settings import load_settings
+    from runtime.settings import load_settings
 
     return load_settings(_agent_model(), path)  # type: ignore[type-var]
 

@@ -37,12 +37,13 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import notifications
+from config.base import ConfigError
 from drivers.ipp.sim import SimulatedIppServer
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
 from hallfleet import demo_scenario as sc
-from protocol.settings import ConfigError, MqttConfig
 from runtime.clock import Clock
+from runtime.settings import MqttConfig
 
 SUMMARY_EVERY_S = 5.0
 DEMO_USER = "demo"

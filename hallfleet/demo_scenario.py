@@ -73,6 +73,7 @@ from broker.store.schema import (
     rating_followups,
     tasks,
 )
+from config.base import ConfigError
 from drivers.fingerprint.zfm import EnrolStep
 from drivers.ipp.client import A4PrinterConfig, print_job
 from drivers.ipp.raster import a4_pages
@@ -80,8 +81,8 @@ from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
 from drivers.qr.validators import staff_map_line
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
-from protocol.settings import ConfigError, MqttConfig
 from runtime.clock import HALL_ZONE, ScaledClock
+from runtime.settings import MqttConfig
 
 log = logging.getLogger(__name__)
 

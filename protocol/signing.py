@@ -14,14 +14,12 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from protocol.envelope import MAX_EVENT_BYTES, Signature
 from protocol.events import ContractError
-from protocol.settings import ConfigError, read_secret, secret_path
 
 SIGN_KEY_CREDENTIAL = "sign-key"
 """The signing key's LoadCredential= name (the provisioning bundle's credential file)."""
@@ -91,20 +89,6 @@ class Signer:
         if len(signed) > MAX_EVENT_BYTES:
             raise ContractError(f"signed event of {len(signed)} bytes > {MAX_EVENT_BYTES}: the centre would refuse it")
         return signed
-
-
-def load_signer(path: Path | None) -> Signer | None:
-    """The device's signer: a named file must load; unnamed, the bundle's credential if there is one (an agent
-    provisioned before signatures has none and signs nothing; the centre's ingest.require_signatures decides)."""
-    if path is None:
-        found = secret_path(Path(SIGN_KEY_CREDENTIAL))
-        if not found.is_absolute() or not found.is_file():
-            return None
-        path = found
-    try:
-        return Signer.from_text(read_secret(path))
-    except ValueError as exc:
-        raise ConfigError(f"signing key {path}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

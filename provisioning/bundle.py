@@ -44,7 +44,7 @@ POLKIT_RULES = "50-hallfleet-agent.rules"
 UPDATE_UNIT = "hallfleet-update.service"
 CREDENTIALS_SOURCE = Path("/etc/hallfleet/credentials")
 # Where systemd puts LoadCredential= files for the unit ($CREDENTIALS_DIRECTORY). TLS paths in the agent's
-# config are absolute (protocol/settings.py looks up only passwords in $CREDENTIALS_DIRECTORY).
+# config are absolute (runtime/settings.py looks up only passwords in $CREDENTIALS_DIRECTORY).
 CREDENTIALS_RUN = Path("/run/credentials") / UNIT
 STATE_DIR = Path("/var/lib/hallfleet")
 REPO_SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"

@@ -25,8 +25,9 @@ from broker.config import ConsumerConfig
 from broker.rules.devices import Change, Registered, register_devices
 from broker.store.db import Store
 from broker.store.schema import device_keys
-from protocol.settings import ConfigError, load_settings
+from config.base import ConfigError
 from provisioning.registry import Account, RegistryError
+from runtime.settings import load_settings
 
 
 def registered(accounts: Sequence[Account]) -> list[Registered]:

@@ -255,9 +255,9 @@ def _staff(a: argparse.Namespace) -> int:
 
 async def _staff_run(a: argparse.Namespace, store: Any, sites: Any) -> int:
     from broker.config import ConsumerConfig
-    from protocol.settings import load_settings
     from provisioning import staff
     from runtime.clock import SystemClock
+    from runtime.settings import load_settings
 
     inputs = [x for x in (a.roster, a.photos, a.consent) if x is not None]
     if a.status:

@@ -18,7 +18,6 @@ from typing import Any
 from broker.commands import CommandError, centre_link, current_user, fmt_time
 from broker.config import ConsumerConfig
 from broker.store.db import Store
-from protocol.settings import load_settings
 from provisioning.updates import (
     OUTCOME_EN,
     OUTCOME_ZH,
@@ -33,6 +32,7 @@ from provisioning.updates import (
     site_devices,
     summary,
 )
+from runtime.settings import load_settings
 from runtime.transport import AsyncMqtt, MqttError
 
 INSTALL_ALLOWANCE_S = 900  # the agent's default update.install_timeout_s

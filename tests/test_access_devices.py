@@ -20,7 +20,7 @@ from agent.roles.locker import LockerConfig, SimulatedLockerBoardConfig
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import events, incident_conditions, incidents
 from protocol.hall_events import LockerParcel
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.hall import wait_until
 

@@ -19,7 +19,7 @@ from broker.store.schema import dead_letters, events
 from protocol.commands import ConfigReport
 from protocol.envelope import MAX_EVENT_BYTES
 from protocol.events import ContractError, RatingPadState
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.procs import stored_seqs, wait_for
 

@@ -18,7 +18,7 @@ from agent.config import AgentConfig, OutboxConfig
 from agent.updater import LAST_RESULT, REQUEST, RESULT, Request, write_json
 from broker.mosquitto.local import LocalMosquitto
 from protocol.events import HEALTH_TYPE
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for
 

@@ -30,10 +30,11 @@ from broker.ratings.jobs import RatingJobs
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import audit_log, events, incident_timeline, incidents, notifications
+from config.base import ConfigError
 from protocol import topics
 from protocol.ids import uuid7
-from protocol.settings import ConfigError, MqttConfig
 from runtime.clock import HALL_ZONE
+from runtime.settings import MqttConfig
 from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.apps import free_port

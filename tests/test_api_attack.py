@@ -28,8 +28,8 @@ from broker.config import ConsumerConfig, StoreConfig
 from broker.store.commands import audit
 from broker.store.db import Store
 from broker.store.schema import audit_log, incidents
+from config.base import ConfigError
 from protocol.ids import uuid7
-from protocol.settings import ConfigError
 from tests.support.apps import free_port
 from tests.support.hall import ManualClock, wait_until
 

@@ -29,8 +29,8 @@ from broker.store.schema import commands, devices, events, incidents
 from drivers.fingerprint.protocol import Instruction
 from drivers.qr.validators import staff_map_line
 from protocol.gallery import key_to_text, new_key
-from protocol.settings import MqttConfig
 from runtime.clock import SystemClock
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for
 

@@ -15,7 +15,7 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from broker.store.schema import events
 from protocol import topics
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.support.events import punch
 from tests.support.mqtt import publish
 from tests.support.procs import wait_for

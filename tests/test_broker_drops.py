@@ -15,7 +15,7 @@ from broker.config import ConsumerConfig, IngestConfig, StoreConfig
 from broker.consumer import Consumer
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.support.mqtt import publish
 from tests.support.procs import wait_for
 

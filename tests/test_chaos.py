@@ -33,7 +33,7 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from broker.store.schema import events, presence_history
 from protocol.events import AttendancePunch, Lane
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.procs import Proc, agent_proc, outbox_state, presence, wait_for
 from tests.support.tcpproxy import TcpProxy

@@ -16,7 +16,7 @@ from broker.commands import centre_link, command_row, issue_command, set_desired
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import audit_log, device_configs, devices, events
 from protocol import topics
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.apps import app_command, free_port

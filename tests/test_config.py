@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from agent.config import AgentConfig
 from broker.config import ConsumerConfig
-from protocol.settings import ConfigError, MqttConfig, TlsConfig, load_settings
+from config.base import ConfigError
+from runtime.settings import MqttConfig, TlsConfig, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -42,8 +42,8 @@ from broker.store.schema import consumable_levels
 from drivers.ipp.client import A4PrinterConfig, print_job
 from drivers.ipp.raster import a4_pages
 from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
-from protocol.settings import MqttConfig
 from runtime.clock import HALL_ZONE, ScaledClock
+from runtime.settings import MqttConfig
 from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.timeout(120)

@@ -34,8 +34,8 @@ from broker.ratings.jobs import RatingJobs
 from broker.sites import Sites
 from broker.store.schema import audit_log, commands, consumable_levels, events, incidents, rating_followups
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
 from runtime.clock import HALL_ZONE
+from runtime.settings import MqttConfig
 from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.apps import free_port

@@ -30,7 +30,7 @@ from agent.netcheck import Endpoint, NetCheckConfig
 from agent.roles.patrol import PatrolConfig, SimulatedScannerConfig
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import events
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.hall import wait_until
 

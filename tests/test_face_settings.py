@@ -22,7 +22,7 @@ from broker.mosquitto.local import LocalMosquitto
 from broker.sites import SiteConfig, Sites
 from broker.store.schema import device_configs
 from drivers.face.config import FaceConfig, LivenessLimits
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.procs import presence, wait_for

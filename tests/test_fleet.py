@@ -21,10 +21,11 @@ from broker.store.schema import (
     incidents,
     presence_history,
 )
+from config.base import ConfigError
 from hallfleet.cli import main
 from hallfleet.fleet.scenario import FaultKind, builtin, load_scenario
 from hallfleet.fleet.sim import Fleet
-from protocol.settings import ConfigError, MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 
 # 08:20 .. 09:10 simulated in about 25 s real (x120): staff arrive, kiosks print, windows serve and

@@ -37,8 +37,8 @@ from broker.store.db import Store
 from broker.store.schema import events, incidents
 from hallfleet.demo_scenario import load_sites
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
 from runtime.clock import HALL_ZONE
+from runtime.settings import MqttConfig
 from tests.support.fleet_seed import FOCUS, INCIDENT_KINDS, seed_fleet
 from tests.support.hall import ManualClock
 from tests.support.hall_duties import add_alarm, add_device, add_event, devices_of, netcheck

@@ -47,7 +47,7 @@ from protocol.bounds import storable_time
 from protocol.envelope import StatusMessage
 from protocol.events import Rejected, RejectReason, validate_event
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.support.contract_fuzz import KINDS, Draft, any_draft, refused_drafts, valid_drafts
 from tests.support.events import punch
 from tests.support.procs import wait_for

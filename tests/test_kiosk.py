@@ -18,7 +18,7 @@ from agent.roles.kiosk import KioskConfig, KioskRole, Reading, SimulatedReceiptC
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import events
 from drivers.ipp.client import A4PrinterConfig
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.apps import free_port
 from tests.support.ippeveprinter import IppEvePrinter

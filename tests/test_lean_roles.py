@@ -175,7 +175,7 @@ def test_no_driver_module_loads_the_mqtt_client() -> None:
     assert len(names) > 30 and "drivers.keypad" in names and "drivers.qr.keyboard" in names
     out = subprocess.run([sys.executable, "-c", probe, *names], capture_output=True, text=True, check=True, cwd=ROOT)
     culprit = json.loads(out.stdout.splitlines()[-1])
-    assert culprit is None, f"importing {culprit} loads paho: drivers take their config from protocol.settings only"
+    assert culprit is None, f"importing {culprit} loads paho: drivers build their config on config.base only"
 
 
 def test_the_input_drivers_load_evdev_only_when_a_device_is_used() -> None:

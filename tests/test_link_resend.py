@@ -12,8 +12,8 @@ from agent.link import RESEND_MAX_S, Identity, Link
 from agent.outbox import Outbox
 from agent.state import StateStore
 from broker.mosquitto.local import LocalMosquitto
-from protocol.settings import MqttConfig
 from runtime.backoff import Backoff
+from runtime.settings import MqttConfig
 from runtime.transport import LinkOptions
 
 

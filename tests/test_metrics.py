@@ -9,7 +9,7 @@ from typing import Any
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
 from broker.mosquitto.local import LocalMosquitto
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.apps import free_port
 from tests.support.procs import Proc, wait_for, write_toml

@@ -26,7 +26,7 @@ from broker.api.fleet_words import COMMANDS
 from broker.config import ConsumerConfig, StoreConfig
 from broker.store.db import Store
 from hallfleet.demo_scenario import load_sites
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.support.fleet_seed import FOCUS, HALLS, PER_HALL, Seeded, seed_fleet
 from tests.support.hall import ManualClock
 

@@ -18,7 +18,7 @@ from broker.store.db import Store
 from broker.store.schema import dead_letters, devices, events
 from protocol import topics
 from protocol.bounds import INT64_MAX
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.support.events import punch
 from tests.support.mqtt import publish
 from tests.support.procs import wait_for

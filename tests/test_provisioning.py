@@ -22,11 +22,11 @@ from cryptography import x509
 from agent.config import AgentConfig
 from hallfleet.cli import main as hallfleet_main
 from protocol import topics
-from protocol.settings import load_settings
 from provisioning.bundle import CREDENTIALS_RUN, STATE_DIR, UNIT, BundleOptions, write_bundle
 from provisioning.credentials import SiteCa, hash_password, verify_password, write_file
 from provisioning.operations import DeviceRequest, HallOptions, Provisioner, Secrets
 from provisioning.registry import API_USER, CONSUMER_USER, AuthKind, RegistryError, Role
+from runtime.settings import load_settings
 from tests.support.procs import Proc
 from tests.support.provisioned import (
     Login,

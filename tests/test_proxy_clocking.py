@@ -35,8 +35,8 @@ from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import audit_log, clocking_flags, events, notifications
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
 from runtime.clock import HALL_ZONE
+from runtime.settings import MqttConfig
 
 SITE = "qp"
 TUE = date(2026, 11, 24)  # default calendar: Mon-Fri 09:00-12:00, 13:30-17:30

@@ -24,6 +24,7 @@ import pytest
 from evdev import InputEvent, ecodes
 from pydantic import TypeAdapter, ValidationError
 
+from config.base import ConfigError
 from drivers.qr import (
     EvdevScanner,
     KeyDecoder,
@@ -38,7 +39,6 @@ from drivers.qr import (
     staff_map_line,
 )
 from drivers.qr import validators as qr_validators
-from protocol.settings import ConfigError
 from runtime.clock import HALL_ZONE
 
 K = ecodes

@@ -22,7 +22,7 @@ from drivers.queue import BadRecord, HttpQueueConfig, HttpQueueSystem, QueueReco
 from drivers.queue.http import parse_page
 from protocol.events import REGISTRY
 from protocol.queueing import TicketIssued
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for
 

@@ -40,8 +40,8 @@ from broker.queueing.jobs import QueueJobs
 from broker.ratings.model import PAD_STATE_ZH
 from broker.sites import Sites
 from broker.store.schema import audit_log, events, notifications, queue_waits
-from protocol.settings import MqttConfig
 from runtime.clock import HALL_ZONE
+from runtime.settings import MqttConfig
 from tests.support.apps import free_port
 from tests.support.hall import Device, Hall, ManualClock, start_hall, wait_until
 

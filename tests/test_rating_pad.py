@@ -45,7 +45,7 @@ from drivers.keypad import (
     SimulatedKeypadConfig,
 )
 from protocol.events import RatingPadState, RatingSubmitted
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for

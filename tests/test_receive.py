@@ -363,7 +363,7 @@ def test_the_consumer_options_keep_its_session_group_and_subscriptions() -> None
     """GIVEN a consumer config WHEN its receiver options are made THEN the client id, share group, bound,
     keepalive and backoff are the config's, statuses are not shared and the $SYS counter is optional."""
     from broker.config import ConsumerConfig, IngestConfig
-    from protocol.settings import MqttConfig
+    from runtime.settings import MqttConfig
 
     cfg = ConsumerConfig(
         instance="c7",

@@ -17,8 +17,8 @@ from broker.consumer import Consumer
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from broker.store.schema import devices, presence_history
-from protocol.settings import MqttConfig
 from runtime.clock import ScaledClock, SystemClock, real_seconds
+from runtime.settings import MqttConfig
 
 SPEED = 120.0
 HEARTBEAT_S = 120.0  # two minutes of hall time: one real second at 120x

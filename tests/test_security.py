@@ -28,7 +28,7 @@ from broker.store.schema import dead_letters
 from protocol import topics
 from protocol.envelope import Envelope
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig, TlsConfig
+from runtime.settings import MqttConfig, TlsConfig
 from tests.conftest import RunningConsumer
 from tests.support.procs import Proc, outbox_state, stored_seqs, wait_for, write_toml
 from tests.support.tls import Ca, make_ca, make_server_cert

@@ -19,10 +19,10 @@ from broker.store.schema import dead_letters, device_keys, events
 from protocol import topics
 from protocol.envelope import Envelope
 from protocol.events import encode_event
-from protocol.settings import MqttConfig
 from protocol.signing import Signer, as_replayed
 from provisioning import centre
 from provisioning.operations import DeviceRequest, Provisioner
+from runtime.settings import MqttConfig
 from tests.support.events import punch
 from tests.support.mqtt import publish
 from tests.support.procs import wait_for

@@ -50,7 +50,7 @@ from broker.store import commands as cmd_sql
 from broker.store.schema import audit_log, commands, devices, events
 from protocol.commands import Command
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from runtime.transport import AsyncMqtt
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for, write_toml

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from protocol.settings import Section
+from config.base import Section
 
 
 class UpdateConfig(Section):

@@ -34,6 +34,7 @@ from pydantic import Field, model_validator
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
 from agent.gallery import GalleryConfig, GalleryStore, Held
+from config.base import Section
 from drivers.camera import CameraConfig
 from drivers.face.config import (
     FaceChallenge,
@@ -51,7 +52,6 @@ from drivers.qr.validators import QrConfig, build_validator
 from protocol.envelope import Frozen
 from protocol.events import LIVENESS_MEASURE_MAX, AttendancePunch, AttendanceRejected, GalleryHeld, PunchLiveness
 from protocol.gallery import GalleryError, GalleryUpdate
-from protocol.settings import Section
 
 if TYPE_CHECKING:
     from drivers.face.engine import FaceEngine

@@ -21,12 +21,12 @@ from pydantic import Field
 from agent.commands.registry import CommandFailed, CommandSpec, Registry
 from agent.device import DeviceContext
 from agent.roles.snapshots import SnapshotTimer, poll_forever
+from config.base import Section
 from drivers.door.controller import DoorController, DoorReading, SerialDoorControllerConfig
 from drivers.door.sim import SimulatedDoorController
 from drivers.rs485.port import BusError, SerialPortConfig
 from protocol.envelope import Frozen
 from protocol.hall_events import DoorAlarm, DoorAlarmKind, DoorState
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 CONTROLLER = "*"  # the alarm key of the controller itself (offline), beside each door's

@@ -22,13 +22,13 @@ from agent.device import DeviceContext
 from agent.roles.debounce import Debouncer
 from agent.roles.snapshots import SnapshotTimer
 from agent.roles.usage import HttpUsageConfig, LogCounter, LogUsageConfig, UsageConfig, UsageError, read_http
+from config.base import Section
 from drivers.escpos import PrinterError, PrinterStatus, ReceiptPrinter, UsbPrinterConfig, UsbTransport
 from drivers.escpos.sim import SimulatedUsbPrinter
 from drivers.ipp.client import A4PrinterConfig, get_status
 from drivers.ipp.status import A4Status
 from protocol.envelope import Frozen
 from protocol.events import Fault, KioskConsumable, KioskState, KioskUsage
-from protocol.settings import Section
 
 if TYPE_CHECKING:
     from agent.selfheal import AppWatch

@@ -23,13 +23,13 @@ from pydantic import Field
 from agent.commands.registry import CommandFailed, CommandSpec, Registry
 from agent.device import DeviceContext
 from agent.roles.snapshots import SnapshotTimer, poll_forever
+from config.base import Section
 from drivers.locker.board import CompartmentReading, LockerBoard, SerialLockerBoardConfig
 from drivers.locker.sim import SimulatedLockerBoard
 from drivers.rs485.port import BusError, SerialPortConfig
 from protocol.envelope import Frozen
 from protocol.hall_events import MAX_COMPARTMENTS, Compartment, LockerAlarm, LockerBank, LockerParcel
 from protocol.ids import uuid7
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 PARCELS_KEY = "locker.parcels"  # compartment -> [parcel id, deposited at]: survives a restart

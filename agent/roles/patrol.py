@@ -18,9 +18,9 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from agent.device import DeviceContext
+from config.base import Section
 from drivers.qr.keyboard import EvdevScanner, QrScannerConfig, SimulatedScanner
 from protocol.hall_events import PatrolScan
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 OFFICER = re.compile(r"^HFO1:([A-Za-z0-9._-]{1,64})$")

@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 
 from agent.device import DeviceContext
 from agent.outbox import OutboxFull
+from config.base import Section
 from drivers.queue import (
     BadRecord,
     HttpQueueConfig,
@@ -51,7 +52,6 @@ from protocol.queueing import (
     TicketTransferred,
     Window,
 )
-from protocol.settings import Section
 from runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)

@@ -45,12 +45,12 @@ from pydantic import Field, ValidationError, model_validator
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
 from agent.outbox import OutboxFull
+from config.base import Section
 from drivers.http1 import HttpError, read_request, write_json
 from drivers.keypad import KeypadConfig, KeypadReader, SimulatedKeypad, SimulatedKeypadConfig
 from protocol.envelope import Frozen
 from protocol.events import PadState, RatingPadState, RatingSubmitted
 from protocol.ids import uuid7
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 

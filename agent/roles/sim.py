@@ -13,9 +13,9 @@ from typing import Literal
 from pydantic import Field
 
 from agent.device import DeviceContext
+from config.base import Section
 from protocol.envelope import Frozen
 from protocol.events import AttendancePunch, KioskUsage, RatingSubmitted
-from protocol.settings import Section
 
 COUNTER = "sim"
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from protocol.settings import Section
+from config.base import Section
 
 if TYPE_CHECKING:
     from agent.state import StateStore

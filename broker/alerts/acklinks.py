@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from protocol.settings import ConfigError, read_secret
+from config.base import ConfigError, read_secret
 
 MIN_SECRET_BYTES = 32
 

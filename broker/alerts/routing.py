@@ -27,7 +27,7 @@ from broker.alerts.notifiers import ChannelConfig
 from broker.rules.notices import Notice
 from broker.store.db import _insert_ignore
 from broker.store.schema import notifications
-from protocol.settings import Section
+from config.base import Section
 
 Role = Literal["technician", "site_staff", "it_section", "window_management"]
 

@@ -20,7 +20,7 @@ from broker.api.auth import ROLES, UserError, add_user, disable_user, list_users
 from broker.api.config import ApiConfig, load_api_config
 from broker.commands import centre_link, current_user
 from broker.store.db import Store
-from protocol.settings import read_secret
+from config.base import read_secret
 from runtime.clock import SystemClock
 from runtime.sdnotify import notify, watchdog_loop
 from runtime.transport import AsyncMqtt, MqttError

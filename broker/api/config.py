@@ -11,7 +11,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from broker.config import ConsumerConfig
-from protocol.settings import ConfigError, TomlSettings, load_settings, read_secret
+from config.base import ConfigError, read_secret
+from runtime.settings import TomlSettings, load_settings
 
 
 class ApiConfig(TomlSettings):

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from protocol.settings import Section
+from config.base import Section
 
 Method = Literal["face", "fingerprint", "qr", "card"]
 Counted = Literal["late", "early", "missing"]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from protocol.settings import Section
+from config.base import Section
 
 
 class ProxyClockingPolicy(Section):

@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 
 from pydantic import Field, model_validator
 
-from protocol.settings import Section
+from config.base import Section
 
 HHMM = r"^\d{2}:\d{2}$"
 

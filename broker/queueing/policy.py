@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from config.base import Section
 from protocol.queueing import SERVICE_PATTERN
-from protocol.settings import Section
 
 WaitClass = Literal["general", "complex", "special"]
 CLASS_ZH: dict[WaitClass, str] = {"general": "一般", "complex": "复杂", "special": "特殊"}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from protocol.settings import Section
+from config.base import Section
 
 if TYPE_CHECKING:  # broker.sites will import this module for SiteConfig.ratings
     from broker.sites import SiteConfig

@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from config.base import Section
 from drivers.rs485.frame import Frame
 from drivers.rs485.port import BusError, SerialPort, SerialPortConfig
-from protocol.settings import Section
 
 STATUS, UNLOCK = 0x30, 0x31
 _DOOR = struct.Struct(">BBBII")

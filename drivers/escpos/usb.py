@@ -17,9 +17,9 @@ import usb.core
 import usb.util
 from pydantic import Field, field_validator, model_validator
 
+from config.base import Section
 from drivers.escpos.errors import PrinterAccessDenied, PrinterDisconnected, PrinterNotFound, PrinterStalled
 from drivers.usbdev import dispose, hex_id
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 

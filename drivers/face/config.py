@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from protocol.settings import Section
+from config.base import Section
 
 # Sharpness is measured on the face box resized to this side: the encoder sees the face at about
 # this size (a 150-px chip with 25 % padding around the face), and the variance of the Laplacian

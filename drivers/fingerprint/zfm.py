@@ -36,6 +36,7 @@ import usb.core
 import usb.util
 from pydantic import Field, field_validator
 
+from config.base import Section
 from drivers.fingerprint.errors import (
     CaptureError,
     EnrollCancelled,
@@ -64,7 +65,6 @@ from drivers.fingerprint.protocol import (
     packet_size,
 )
 from drivers.usbdev import dispose, hex_id
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 

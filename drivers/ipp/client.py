@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from config.base import Section
 from drivers.ipp.codec import (
     GET_JOB_ATTRIBUTES,
     GET_PRINTER_ATTRIBUTES,
@@ -37,7 +38,6 @@ from drivers.ipp.codec import (
     encode_print_job,
 )
 from drivers.ipp.status import REQUESTED, A4Status, Thresholds, parse_status
-from protocol.settings import Section
 
 MAX_RESPONSE = 4 * 1024 * 1024  # the attributes we ask for are a few KB; a printer's "all" about 60 KB
 MAX_HEADERS = 100

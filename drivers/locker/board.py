@@ -13,10 +13,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from config.base import Section
 from drivers.rs485.frame import Frame
 from drivers.rs485.port import BusError, SerialPort, SerialPortConfig
 from protocol.hall_events import MAX_COMPARTMENTS
-from protocol.settings import Section
 
 STATUS, OPEN = 0x50, 0x51
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from config.base import Section
 from drivers.evdev_source import (
     KEY_DOWN,
     KEY_REPEAT,
@@ -43,7 +44,6 @@ from drivers.evdev_source import (
     SimulatedDevice,
     SourceFactory,
 )
-from protocol.settings import Section
 
 if TYPE_CHECKING:
     from evdev import InputEvent

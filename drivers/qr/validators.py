@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from protocol.settings import ConfigError, Section, secret_path
+from config.base import ConfigError, Section, secret_path
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, ValidationError
 
+from config.base import Section
 from drivers.queue.record import BadRecord, QueueRecord, QueueSystemError
 from protocol.bounds import INT64_MAX
-from protocol.settings import Section
 
 MAX_PAGE_BYTES = 4 * 1024 * 1024  # 1,000 records of a few hundred bytes, with room
 

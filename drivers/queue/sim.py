@@ -24,10 +24,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from pydantic import Field
 
+from config.base import Section
 from drivers.http1 import HttpError, read_request, write_json
 from drivers.queue.record import QueueRecord, Step
 from protocol.queueing import Channel
-from protocol.settings import Section
 
 log = logging.getLogger(__name__)
 

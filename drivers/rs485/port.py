@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from config.base import Section
 from drivers.rs485.frame import Frame, FrameError, decode, frame_length
-from protocol.settings import Section
 
 BAUDS = {9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400, 57600: termios.B57600,
          115200: termios.B115200}  # fmt: skip

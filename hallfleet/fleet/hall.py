@@ -23,7 +23,7 @@ from agent.agent import Agent
 from agent.netcheck import Endpoint, NetCheckConfig
 from agent.roles.queue import QueueRoleConfig
 from hallfleet import demo_hall as hd
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 
 log = logging.getLogger(__name__)
 

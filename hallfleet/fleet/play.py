@@ -31,8 +31,8 @@ from hallfleet.demo import Sink
 from hallfleet.fleet.scenario import Scenario
 from hallfleet.fleet.shards import SliceSpec, slice_main
 from hallfleet.fleet.sim import at_day
-from protocol.settings import MqttConfig
 from runtime.clock import HALL_ZONE, ScaledClock
+from runtime.settings import MqttConfig
 
 SUMMARY_EVERY_S = 10.0
 

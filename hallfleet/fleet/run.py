@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 
 from broker.mosquitto.local import LocalMosquitto
+from config.base import ConfigError
 from hallfleet.fleet.scenario import builtin, load_scenario
-from protocol.settings import ConfigError, MqttConfig
+from runtime.settings import MqttConfig
 
 # 10,000 clients: Mosquitto's own cap off (it is -1 already in 2.x, said here so an older default does not bite).
 MOSQUITTO_EXTRA = "max_connections -1\nautosave_interval 60\n"

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from protocol.settings import ConfigError, Section
+from config.base import ConfigError, Section
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 FaultKind = Literal["app_crash", "printer_jam", "paper_out", "network_loss", "power_loss", "door_forced", "locker_jam"]

@@ -90,8 +90,8 @@ async def _slice(conn: Connection, spec: SliceSpec) -> None:
     from hallfleet.demo import Sink
     from hallfleet.fleet.scenario import builtin, load_scenario
     from hallfleet.fleet.sim import Fleet
-    from protocol.settings import MqttConfig
     from runtime.clock import ScaledClock
+    from runtime.settings import MqttConfig
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -63,8 +63,8 @@ from hallfleet import demo_scenario as ds
 from hallfleet.fleet import hall as fh
 from hallfleet.fleet.netcut import NetCut
 from hallfleet.fleet.scenario import Fault, FleetRole, Scenario
-from protocol.settings import MqttConfig
 from runtime.clock import HALL_ZONE, ScaledClock
+from runtime.settings import MqttConfig
 
 log = logging.getLogger(__name__)
 A4_LINE = "a4 page printed"

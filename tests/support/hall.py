@@ -21,7 +21,7 @@ from broker.store.schema import incidents, notifications
 from protocol import topics
 from protocol.envelope import Envelope, Presence, StatusMessage
 from protocol.ids import uuid7
-from protocol.settings import MqttConfig
+from runtime.settings import MqttConfig
 from tests.support.mqtt import publish
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from protocol.settings import secret_path
+from config.base import secret_path
 
 # The mqtt channel's way out: publish (topic, payload) and return once the broker has it (QoS 1).
 Publish = Callable[[str, bytes], Awaitable[None]]

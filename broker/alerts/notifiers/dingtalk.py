@@ -32,7 +32,7 @@ from broker.alerts.notifiers.base import (
     redact_url,
     robot_answer,
 )
-from protocol.settings import Section
+from config.base import Section
 
 # A conservative bound on the markdown text; alerts are far shorter.
 TEXT_MAX_BYTES = 20_000

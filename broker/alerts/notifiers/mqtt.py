@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from broker.alerts.notifiers.base import DeliveryError, Message, Publish, payload, to_json
-from protocol.settings import Section
+from config.base import Section
 from protocol.topics import TopicError, check_segment
 
 PLACEHOLDERS = frozenset({"site", "severity"})

@@ -16,7 +16,7 @@ import aiosmtplib
 from pydantic import Field, field_validator, model_validator
 
 from broker.alerts.notifiers.base import DeliveryError, Message, one_line, plain_text, read_secret
-from protocol.settings import Section
+from config.base import Section
 
 
 def _mailbox(value: str) -> str | None:

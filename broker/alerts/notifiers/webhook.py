@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from broker.alerts.notifiers.base import HttpChannel, Message, check_http_url, payload, read_secret
-from protocol.settings import Section
+from config.base import Section
 
 
 class WebhookConfig(Section):

@@ -25,7 +25,7 @@ from broker.alerts.notifiers.base import (
     redact_url,
     robot_answer,
 )
-from protocol.settings import Section
+from config.base import Section
 
 MARKDOWN_MAX_BYTES = 4096
 TEXT_MAX_BYTES = 2048

@@ -1,5 +1,8 @@
-"""Configuration plumbing both sides share: TOML file + HALLFLEET_* environment, secrets from files,
-errors that name the file and the field."""
+"""Config plumbing a process starts from: a TOML file overridden by HALLFLEET_* environment, errors that name the
+file and the field, and the MQTT connection's settings (broker, TLS files, password from a credential).
+
+Drivers never import this module: their config models build on ``config.base`` alone, so declaring one loads
+neither pydantic-settings nor the MQTT client."""
 
 from __future__ import annotations
 
@@ -8,29 +11,17 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
+from config.base import ConfigError, Section, read_secret_file
+
 if TYPE_CHECKING:
-    # The transport is paho; drivers read their config models from here and must not load an MQTT client.
+    # The transport is paho: `hallfleet config check` and the centre's config load without it.
     from runtime.transport import TlsFiles
 
 T = TypeVar("T", bound=BaseSettings)
 _toml_path: ContextVar[Path | None] = ContextVar("_toml_path", default=None)
-
-
-class ConfigError(Exception):
-    """A configuration that cannot start the process; the message names the file and the field.
-
-    ``problems`` holds each invalid field as ("a.b.c", "what is wrong"), for callers that print one line each."""
-
-    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
-        super().__init__(message)
-        self.problems = problems
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TlsConfig(Section):
@@ -69,10 +60,10 @@ class MqttConfig(Section):
 
     def password(self) -> str | None:
         if self.password_file is not None:
-            return _read_secret(self.password_file)
+            return read_secret_file(self.password_file)
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
         if creds and (Path(creds) / "mqtt-password").is_file():
-            return _read_secret(Path(creds) / "mqtt-password")
+            return read_secret_file(Path(creds) / "mqtt-password")
         return None
 
 
@@ -111,23 +102,3 @@ def load_settings(cls: type[T], path: Path | None) -> T:
         raise ConfigError(f"cannot read config {path}: {exc}") from None
     finally:
         _toml_path.reset(token)
-
-
-def _read_secret(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read secret {path}: {exc}") from None
-
-
-def secret_path(path: Path) -> Path:
-    """A relative secret path is looked up in systemd's $CREDENTIALS_DIRECTORY first (``LoadCredential=``),
-    so units keep secrets out of config files and world-readable paths."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not path.is_absolute() and creds and (Path(creds) / path).is_file():
-        return Path(creds) / path
-    return path
-
-
-def read_secret(path: Path) -> str:
-    return _read_secret(secret_path(path))
