@@ -1,14 +1,11 @@
 """What every pyusb driver here shares: USB ids written as hex (lsusb, udev), and letting go of a device
-that may already be gone."""
+that may already be gone. pyusb is imported by the calls that use it, as in the drivers."""
 
 from __future__ import annotations
 
 import logging
 import string
 from typing import Any
-
-import usb.core
-import usb.util
 
 
 def hex_id(value: object) -> object:
@@ -26,6 +23,9 @@ def hex_id(value: object) -> object:
 def dispose(dev: Any, name: str, log: logging.Logger) -> None:
     """Release the interface and the handle; pyusb's dispose already ignores releasing an interface of a
     device that is gone, and anything else it raises on an unplugged device is only worth a debug line."""
+    import usb.core
+    import usb.util
+
     try:
         usb.util.dispose_resources(dev)
     except usb.core.USBError as exc:

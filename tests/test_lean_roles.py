@@ -1,5 +1,6 @@
 """An agent loads the stacks of the hardware it is configured with and no others: no OpenCV, dlib or numpy
-without a camera, no evdev without a QR scanner or keypad; and nothing under drivers/ loads the MQTT client.
+without a camera, no evdev without a QR scanner or keypad, no pyusb without a USB printer or fingerprint reader
+(or its twin, a pyusb backend); and nothing under drivers/ loads the MQTT client.
 
 Each role is started for real (``hallfleet agent --config``, against a private Mosquitto) and its modules are
 read when it stops, after it reported READY to systemd's notify socket and its birth reached the broker: by
@@ -29,7 +30,7 @@ from protocol import topics
 from tests.support.procs import write_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-WATCHED = {"cv2", "numpy", "dlib", "face_recognition", "mediapipe", "evdev", "paho"}
+WATCHED = {"cv2", "numpy", "dlib", "face_recognition", "mediapipe", "evdev", "usb", "paho"}
 HEAVY = WATCHED - {"paho"}  # the agent's link is paho; the hardware stacks are what a role may not need
 SITE = "lean"
 
@@ -61,8 +62,8 @@ def role_sections(tmp_path: Path) -> dict[str, tuple[str, dict[str, dict[str, An
     """case -> (role, its config sections, the hardware stacks it needs)."""
     return {
         "sim": ("sim", {"sim": {"events": 0}}, set()),
-        "kiosk": ("kiosk", {"kiosk.receipt": {"type": "usb-sim"}}, set()),
-        "attendance-fingerprint": ("attendance", {"attendance.fingerprint": {"type": "sim"}}, set()),
+        "kiosk": ("kiosk", {"kiosk.receipt": {"type": "usb-sim"}}, {"usb"}),
+        "attendance-fingerprint": ("attendance", {"attendance.fingerprint": {"type": "sim"}}, {"usb"}),
         "attendance-qr": (
             "attendance",
             {"attendance.qr": {"type": "sim"}, "attendance.qr_validator": qr_files(tmp_path)},
@@ -190,3 +191,22 @@ def test_the_input_drivers_load_evdev_only_when_a_device_is_used() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_the_usb_drivers_load_pyusb_only_when_a_device_is_used() -> None:
+    """Importing the printer's and the fingerprint reader's modules (every agent's config does) loads no pyusb;
+    opening a reader (here on its twin, a pyusb backend) does."""
+    probe = (
+        "import sys\n"
+        "import agent.config, drivers.escpos, drivers.fingerprint, drivers.usbdev\n"
+        "before = 'usb' in sys.modules\n"
+        "from drivers.fingerprint.sim import SimulatedZfm\n"
+        "sim = SimulatedZfm()\n"
+        "reader = drivers.fingerprint.ZfmReader(\n"
+        "    drivers.fingerprint.ZfmConfig(vendor_id=sim.vendor_id, product_id=sim.product_id), backend=sim\n"
+        ")\n"
+        "reader.open()\n"
+        "print(before, 'usb' in sys.modules, reader.is_open)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["False", "True", "True"]

@@ -45,7 +45,6 @@ from drivers.face.config import (
     LivenessEvidence,
 )
 from drivers.fingerprint.errors import CaptureError, FingerError
-from drivers.fingerprint.sim import SimulatedZfm
 from drivers.fingerprint.zfm import EnrolStep, ZfmConfig, ZfmReader
 from drivers.qr.keyboard import EvdevScanner, QrScannerConfig, SimulatedScanner
 from drivers.qr.validators import QrConfig, build_validator
@@ -55,6 +54,7 @@ from protocol.gallery import GalleryError, GalleryUpdate
 
 if TYPE_CHECKING:
     from drivers.face.engine import FaceEngine
+    from drivers.fingerprint.sim import SimulatedZfm
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,8 @@ class AttendanceRole:
         if cfg is None:
             return None
         if isinstance(cfg, SimulatedFingerprintConfig):
+            from drivers.fingerprint.sim import SimulatedZfm  # a pyusb backend: only for a configured twin
+
             self.finger_sim = SimulatedZfm(library_size=cfg.capacity)
             real = ZfmConfig(
                 vendor_id=self.finger_sim.vendor_id, product_id=self.finger_sim.product_id, capacity=cfg.capacity

@@ -24,7 +24,6 @@ from agent.roles.snapshots import SnapshotTimer
 from agent.roles.usage import HttpUsageConfig, LogCounter, LogUsageConfig, UsageConfig, UsageError, read_http
 from config.base import Section
 from drivers.escpos import PrinterError, PrinterStatus, ReceiptPrinter, UsbPrinterConfig, UsbTransport
-from drivers.escpos.sim import SimulatedUsbPrinter
 from drivers.ipp.client import A4PrinterConfig, get_status
 from drivers.ipp.status import A4Status
 from protocol.envelope import Frozen
@@ -32,6 +31,7 @@ from protocol.events import Fault, KioskConsumable, KioskState, KioskUsage
 
 if TYPE_CHECKING:
     from agent.selfheal import AppWatch
+    from drivers.escpos.sim import SimulatedUsbPrinter
 
 log = logging.getLogger(__name__)
 RECEIPT, A4, APP = "receipt_printer", "a4_printer", "app"
@@ -97,6 +97,8 @@ class KioskRole:
         if cfg is None:
             return None
         if isinstance(cfg, SimulatedReceiptConfig):
+            from drivers.escpos.sim import SimulatedUsbPrinter  # a pyusb backend: only for a configured twin
+
             self.receipt_sim = SimulatedUsbPrinter(paper_mm=cfg.paper_mm, near_end_mm=cfg.near_end_mm)
             usb = UsbPrinterConfig(vendor_id=self.receipt_sim.vendor_id, product_id=self.receipt_sim.product_id)
             return ReceiptPrinter(UsbTransport(usb, backend=self.receipt_sim))

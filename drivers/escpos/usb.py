@@ -4,6 +4,9 @@ The one required primitive pair is ``_raw(data)`` / ``_read(size)``; ReceiptPrin
 everything else on it. The transport survives unplug/replug: a USB error marks it closed and the
 next call finds the device again by VID:PID (the old handle is dead after a replug, and the
 kernel's usblp driver has bound the new device, so it is detached again).
+
+pyusb is imported where a device is opened or read, never at module level: every agent's config names this
+model, and an agent without a USB device must not load pyusb (tests/test_lean_roles.py).
 """
 
 from __future__ import annotations
@@ -11,15 +14,17 @@ from __future__ import annotations
 import errno
 import logging
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import usb.core
-import usb.util
 from pydantic import Field, field_validator, model_validator
 
 from config.base import Section
 from drivers.escpos.errors import PrinterAccessDenied, PrinterDisconnected, PrinterNotFound, PrinterStalled
 from drivers.usbdev import dispose, hex_id
+
+if TYPE_CHECKING:
+    import usb.core
+    import usb.util
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,9 @@ class UsbTransport:
 
     def open(self) -> None:
         """Find the printer by VID:PID, take it from the kernel driver, claim it, pick its endpoints."""
+        import usb.core
+        import usb.util
+
         if self._dev is not None:
             return
         cfg = self.config
@@ -125,6 +133,8 @@ class UsbTransport:
 
     def _raw(self, data: bytes) -> None:
         """Send bytes to the printer (opening it first if needed)."""
+        import usb.core
+
         self.open()
         sent = 0
         while sent < len(data):
@@ -141,6 +151,8 @@ class UsbTransport:
     def _read(self, size: int, timeout_ms: int | None = None) -> bytes | None:
         """Read up to ``size`` bytes; None when nothing came within the timeout (or there is no IN
         endpoint). Ask for at least a packet: a shorter request overflows when the printer sends one."""
+        import usb.core
+
         self.open()
         if self._in is None:
             return None
@@ -156,6 +168,9 @@ class UsbTransport:
 
     def _claim(self, dev: Any) -> tuple[Any, Any]:
         """Detach usblp, make sure a configuration is set, find the endpoints, claim the interface."""
+        import usb.core
+        import usb.util
+
         intf_number = self.config.interface
         try:
             if dev.is_kernel_driver_active(intf_number):
@@ -184,6 +199,8 @@ class UsbTransport:
 
     @staticmethod
     def _endpoint(intf: Any, direction: int, address: int | None) -> Any:
+        import usb.util
+
         def match(ep: Any) -> bool:
             if address is not None:
                 return bool(ep.bEndpointAddress == address)

@@ -19,6 +19,9 @@ What the link survives, and why:
 - An enrolment can be called off (``cancel``) only while it waits for the finger: a thread cannot be
   killed, and a caller that stops waiting for it must not take the reader while it still writes the
   library (agent/roles/attendance.py waits for it to end).
+
+pyusb is imported where a device is opened or read, never at module level: every agent's config names this
+model, and an agent without a USB device must not load pyusb (tests/test_lean_roles.py).
 """
 
 from __future__ import annotations
@@ -30,10 +33,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import usb.core
-import usb.util
 from pydantic import Field, field_validator
 
 from config.base import Section
@@ -65,6 +66,10 @@ from drivers.fingerprint.protocol import (
     packet_size,
 )
 from drivers.usbdev import dispose, hex_id
+
+if TYPE_CHECKING:
+    import usb.core
+    import usb.util
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +188,9 @@ class ZfmReader:
 
     def open(self) -> None:
         """Find the module by VID:PID, claim its bulk interface, verify the password, read its library size."""
+        import usb.core
+        import usb.util
+
         with self._lock:
             if self._dev is not None:
                 return
@@ -400,6 +408,8 @@ class ZfmReader:
             self._rx += self._read(remaining_ms)
 
     def _write(self, data: bytes) -> None:
+        import usb.core
+
         sent = 0
         while sent < len(data):
             try:
@@ -414,6 +424,8 @@ class ZfmReader:
 
     def _read(self, timeout_ms: int) -> bytes:
         # Ask for a whole bulk packet: a shorter request overflows when the device sends one.
+        import usb.core
+
         try:
             return bytes(self._dev.read(self._in, self._in.wMaxPacketSize, timeout_ms))
         except usb.core.USBTimeoutError as exc:
@@ -423,6 +435,8 @@ class ZfmReader:
 
     def _drain(self) -> None:
         """Throw away a late or half-read reply, so it is not taken for the next command's answer."""
+        import usb.core
+
         self._rx.clear()
         for _ in range(_DRAIN_READS):
             try:
@@ -439,6 +453,8 @@ class ZfmReader:
     # -- USB -----------------------------------------------------------------------------------
 
     def _find(self) -> Any:
+        import usb.core
+
         cfg = self.cfg
         try:
             dev = usb.core.find(idVendor=cfg.vendor_id, idProduct=cfg.product_id, backend=self._backend)
@@ -452,6 +468,9 @@ class ZfmReader:
 
     def _claim(self, dev: Any) -> tuple[Any, Any]:
         """Set a configuration if none is, take the first interface with a bulk OUT and a bulk IN, claim it."""
+        import usb.core
+        import usb.util
+
         try:
             config = dev.get_active_configuration()
         except usb.core.USBError:
@@ -490,6 +509,8 @@ class ZfmReader:
 
 
 def _bulk(intf: Any, direction: int) -> Any:
+    import usb.util
+
     def match(ep: Any) -> bool:
         return bool(
             usb.util.endpoint_direction(ep.bEndpointAddress) == direction
