@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from broker.alerts.routing import AlertsConfig
@@ -90,6 +90,33 @@ class ConsumerConfig(TomlSettings):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     gallery: GalleryCentreConfig = Field(default_factory=GalleryCentreConfig)
+    role: Literal["centre", "hall"] = Field(
+        default="centre",
+        description="'centre': every site, confirms to devices; 'hall': one site's own consumer next to its broker"
+        " (docs/hall-autonomy.md): stores locally, runs that site's incidents, SLA clock and alerts, never confirms",
+    )
+    site: Segment | None = Field(default=None, description="The site a 'hall' consumer serves (only with role 'hall')")
+    hall_mirror_s: float = Field(
+        default=1.0, gt=0, le=60, description="role 'hall': how often changed incidents are sent to the centre"
+    )
+    hall_resync_s: float = Field(
+        default=300.0, gt=0, description="role 'hall': how often the last day's incidents are all sent again"
+    )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (off if unset)"
     )
+
+    @model_validator(mode="after")
+    def _role_fits(self) -> ConsumerConfig:
+        """A hall consumer that acted for other sites, or confirmed to devices, would break exactly-once."""
+        if self.role == "hall":
+            if self.site is None:
+                raise ValueError("site: a consumer with role 'hall' needs the site it serves")
+            if not self.rules.enabled:
+                raise ValueError("rules.enabled: a hall consumer exists to run the hall's rules; it cannot be off")
+            others = sorted(set(self.sites) - {self.site})
+            if others:
+                raise ValueError(f"sites: a hall consumer for {self.site} cannot configure other sites {others}")
+        elif self.site is not None:
+            raise ValueError("site: only a consumer with role 'hall' serves one site; the centre serves them all")
+        return self

@@ -23,6 +23,9 @@ from broker.attendance.face_settings import FaceSettingsSync
 from broker.attendance.jobs import AttendanceJobs
 from broker.config import ConsumerConfig
 from broker.duties.jobs import DutyJobs
+from broker.hall import mirror as hall
+from broker.hall.job import HallMirror
+from broker.hall.mirror import Leads
 from broker.ingest.batch import Batcher
 from broker.ingest.commit import Committer
 from broker.ingest.counters import Counters
@@ -74,8 +77,10 @@ class Consumer:
         self.rules: RulesStage | None = None
         self.deliverer: Deliverer | None = None
         self._router: Router | None = None
+        # The centre's view of which sites their own hall consumer leads; a hall consumer leads its own site.
+        self.leads = Leads() if cfg.role == "centre" else None
         if cfg.rules.enabled:
-            self.rules = RulesStage(IncidentRules(self.sites, store.roles))
+            self.rules = RulesStage(IncidentRules(self.sites, store.roles), self.leads)
             self._router = Router(cfg.alerts, {name: s.name for name, s in cfg.sites.items() if s.name})
             self.deliverer = Deliverer(store.engine, cfg.alerts, self.clock, publish=self._publish_alert)
 
@@ -100,6 +105,8 @@ class Consumer:
                     for job in self._jobs(rx):
                         self.jobs.start(job)
                     await self._ingest(rx).run(self._stop, self.ready)
+                    if self.cfg.role == "hall":
+                        await self._resign(rx)
         except (ConnectRefused, LinkError) as exc:
             raise StartupError(self._refused(exc)) from exc
         finally:
@@ -123,7 +130,14 @@ class Consumer:
         i = self.cfg.ingest
         batcher = Batcher(i.batch_size, i.batch_wait_ms / 1000, i.receive_maximum)
         commit = Committer(self.store, self.rules, self.clock, self.counters, self._closing)
-        return Ingest(rx, Decoder(self.clock, self.signatures), batcher, commit, self.counters, self._closing)
+        decode = Decoder(self.clock, self.signatures, self.leads)
+        return Ingest(rx, decode, batcher, commit, self.counters, self._closing, confirm=self.cfg.role == "centre")
+
+    async def _resign(self, rx: Receiver) -> None:
+        """A hall consumer stopped on purpose hands its site back to the centre, as its Will would."""
+        assert self.cfg.site is not None
+        with contextlib.suppress(LinkError, TimeoutError):
+            await rx.publish(hall.lead_topic(self.cfg.site), hall.OFFLINE, retain=True, timeout_s=2.0)
 
     def _jobs(self, rx: Receiver) -> list[Job]:
         """In start order; the runner stops them in reverse (deliveries first, the sweep last)."""
@@ -136,8 +150,11 @@ class Consumer:
         jobs.append(KeyRefresh(self.store, self.signatures, i.keys_refresh_s))
         jobs.append(central.PresenceSweep(self.store, self.rules, self.counters, i.sweep_s))
         jobs.append(central.CommandRepublish(self.store, rx, i.republish_s))
+        if self.cfg.role == "hall":
+            return jobs + self._hall_jobs(rx)
         if self.rules is not None and self._router is not None and self.deliverer is not None:
-            sla = SlaClock(self.store.engine, self.sites, self._router, r.plan_every_s)
+            leads = self.leads.current if self.leads is not None else None
+            sla = SlaClock(self.store.engine, self.sites, self._router, r.plan_every_s, hall_led=leads)
             jobs.append(central.SlaTicks(sla, rx, r.tick_s))
             jobs.append(central.Ticking("planning", r.tick_s, sla.plan))  # gated by plan_every_s of hall time
             jobs.append(central.GallerySync(self.store, self.cfg.gallery, self.rules, rx, r.gallery_every_s))
@@ -153,6 +170,19 @@ class Consumer:
             jobs.append(central.Ticking("queueing", r.queueing_every_s, queueing.tick))
             jobs.append(central.AlertDeliveries(self.deliverer, self.cfg.alerts.send_every_s))
         return jobs
+
+    def _hall_jobs(self, rx: Receiver) -> list[Job]:
+        """A hall consumer's smaller role: its site's SLA clock (restart_app through the hall's broker) and
+        alerts to whoever is on site, and its incidents sent to the centre. Attendance, ratings, duties,
+        queueing, planning and the gallery stay the centre's (config validation keeps rules on)."""
+        assert self._router is not None and self.deliverer is not None and self.cfg.site is not None
+        r = self.cfg.rules
+        sla = SlaClock(self.store.engine, self.sites, self._router, r.plan_every_s)
+        return [
+            central.SlaTicks(sla, rx, r.tick_s),
+            central.AlertDeliveries(self.deliverer, self.cfg.alerts.send_every_s),
+            HallMirror(self.store, rx, self.cfg.site, self.cfg.hall_mirror_s, self.cfg.hall_resync_s),
+        ]
 
     def _refused(self, exc: LinkError) -> str:
         m = self.cfg.mqtt

@@ -46,6 +46,7 @@ HEADER = """\
 # a compromised device must not forge its commands, its config or the centre's confirmations.
 DEVICE_WRITES = ("status", "evt/#", "tele/#", "cmd/ack")
 DEVICE_READS = ("cmd", "cfg", "stored")
+HALL_CONSUMER = "_hall/#"  # a hall consumer's lead status and incidents (broker/hall/mirror.py), to the centre
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ def _bridge_block(fleet: Fleet, bridge: Account) -> str:
         w, r = device_topics(bridge.site, dev.device)
         writes += w
         reads += r
+    writes.append(f"{topics.PREFIX}/{bridge.site}/{HALL_CONSUMER}")
     return _block(bridge.username, writes, reads, f"the Mosquitto of hall {bridge.site}, bridged")
 
 
@@ -279,7 +281,8 @@ def bridge_topics(site: str) -> list[str]:
     prefix = f"{topics.PREFIX}/{topics.check_segment(site, 'site')}/+"
     out = [f"topic {prefix}/{c} out 1" for c in DEVICE_WRITES]
     into = [f"topic {prefix}/{c} in 1" for c in DEVICE_READS]
-    return out + into
+    hall = f"topic {topics.PREFIX}/{site}/{HALL_CONSUMER} out 1"
+    return [*out, hall, *into]
 
 
 def set_ownership(paths: Iterable[Path], layout: Layout) -> None:

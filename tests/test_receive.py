@@ -379,7 +379,28 @@ def test_the_consumer_options_keep_its_session_group_and_subscriptions() -> None
         "$share/grp/hall/v1/+/+/tele/health",
         "$share/grp/hall/v1/+/+/cmd/ack",
         "hall/v1/+/+/status",
+        "hall/v1/+/_hall/lead",
+        "$share/grp/hall/v1/+/_hall/incident",
         "$SYS/broker/publish/messages/dropped",
     }
+    assert o.will is None
     assert not patterns["$SYS/broker/publish/messages/dropped"].required
     assert all(s.required and s.qos == 1 for p, s in patterns.items() if p.startswith(("$share", "hall/")))
+
+
+def test_a_hall_consumer_takes_only_its_own_site_as_another_client_and_leaves_a_will_on_its_lead() -> None:
+    """GIVEN a consumer with role 'hall' for site qp WHEN its receiver options are made THEN it subscribes to
+    qp's topics only, as hall-{instance} (not the centre's consumer-{instance}: a session of its own), takes no
+    hall lead or incident, and its Will says offline on qp's lead status, retained."""
+    from broker.config import ConsumerConfig
+
+    o = ReceiverOptions.for_consumer(ConsumerConfig(instance="h1", role="hall", site="qp"))
+    assert o.client_id == "hall-h1"
+    assert {s.pattern for s in o.subscriptions} == {
+        "$share/hallfleet/hall/v1/qp/+/evt/#",
+        "$share/hallfleet/hall/v1/qp/+/tele/health",
+        "$share/hallfleet/hall/v1/qp/+/cmd/ack",
+        "hall/v1/qp/+/status",
+        "$SYS/broker/publish/messages/dropped",
+    }
+    assert o.will is not None and o.will.topic == "hall/v1/qp/_hall/lead" and o.will.retain

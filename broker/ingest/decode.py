@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from broker.access.signals import ALARM_TYPES, alarm_signals
+from broker.hall.mirror import HALL, BadSnapshot, Leads, hall_topic, parse_snapshot
 from broker.ingest.items import Item, Meaning, Seen, dead_letter
 from broker.ingest.session import Message
 from broker.ingest.signatures import Signatures
@@ -70,8 +71,9 @@ class Decoder:
     """``decoder(message, now) -> Item``. ``now`` is the receive time (one per socket read: every message of
     it arrived then), which also settles a device clock that is off; ``clock`` stamps dead letters."""
 
-    def __init__(self, clock: Clock, signatures: Signatures | None = None) -> None:
+    def __init__(self, clock: Clock, signatures: Signatures | None = None, leads: Leads | None = None) -> None:
         self.clock = clock
+        self.leads = leads  # the centre's: hall consumers' lead statuses and incidents are taken (broker/hall/)
         self.signatures = signatures or Signatures()  # none given: no key known, a signed event is refused
         # Per-message work the stream repeats: a device's topic parses the same every time, and its key is
         # one object. Both bounded (cleared when full): a flood of invented topics costs memory once.
@@ -91,6 +93,8 @@ class Decoder:
             try:
                 t = topics.parse(msg.topic)
             except TopicError as exc:
+                if self.leads is not None and (h := hall_topic(msg.topic)) is not None:
+                    return self._hall(msg, *h)  # outside the device grammar, so found only here: no cost per event
                 return self.dead(msg, RejectReason.BAD_TOPIC, str(exc))
             _remember(self._topics, msg.topic, t)
         if t.kind is Kind.STATUS:
@@ -156,6 +160,20 @@ class Decoder:
             else None,
             confirm=(key, env.seq),
         )
+
+    def _hall(self, msg: Message, site: str, what: str) -> Item:
+        """A hall consumer's lead status (noted at once: it decides for the rules of this very batch) or an
+        incident snapshot (applied by the rules stage in the commit's transaction)."""
+        assert self.leads is not None
+        if what == "lead":
+            self.leads.note(site, msg.payload)
+            return Item(msg.topic, msg.payload, msg.packet_id)
+        try:
+            snap = parse_snapshot(site, msg.payload)
+        except BadSnapshot as exc:
+            return self.dead(msg, RejectReason.MALFORMED, str(exc))
+        ref = EventRef(site, HALL, snap.incident.id)
+        return Item(msg.topic, msg.payload, msg.packet_id, meaning=Meaning(ref, mirror=snap))
 
     def _key(self, site: str, device: str) -> DeviceKey:
         key = self._keys.get((site, device))

@@ -18,6 +18,7 @@ from protocol.bounds import printable
 from protocol.commands import CommandAck, ConfigReport
 
 if TYPE_CHECKING:
+    from broker.hall.mirror import Snapshot
     from broker.rules.consumables import LevelReading
     from broker.rules.incidents import Signal
 
@@ -34,11 +35,13 @@ class Seen(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Meaning:
     """What an event means to the rules (incident signals, a consumable level). The rules stage applies it
-    only if the commit found the event new to the store: a re-delivered event means nothing twice."""
+    only if the commit found the event new to the store: a re-delivered event means nothing twice. A hall
+    incident snapshot is no event: it is a state, applied every time (twice is once)."""
 
     ref: EventRef
     signals: tuple[Signal, ...] = ()
     level: LevelReading | None = None
+    mirror: Snapshot | None = None  # a hall consumer's incident, as it holds it (broker/hall/mirror.py)
 
 
 class Item(NamedTuple):

@@ -39,6 +39,7 @@ class Ingest:
         commit: Committer,
         counters: Counters,
         closing: asyncio.Event,
+        confirm: bool = True,
     ) -> None:
         self.receiver = receiver
         self.decode = decode
@@ -46,6 +47,9 @@ class Ingest:
         self.commit = commit
         self.counters = counters
         self.drops = BrokerDrops()
+        # A hall consumer never confirms: devices keep each event until the centre's store holds it
+        # (docs/hall-autonomy.md), so the WAN's outage costs no event whatever the bridge's queue drops.
+        self.confirm = confirm
         self.closing = closing  # set on stop: the writer ends, a store retry gives up (the committer shares it)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
@@ -103,7 +107,8 @@ class Ingest:
                 )
                 return
             rx.ack(due.link, due.packet_ids)
-            confirm_stored(rx, [it.confirm for it in committed.held if it.confirm is not None])
+            if self.confirm:
+                confirm_stored(rx, [it.confirm for it in committed.held if it.confirm is not None])
 
     async def _stop_writer(self, writer: asyncio.Task[None]) -> None:
         """Let a commit in progress finish rather than cancel it half-way (a cancelled database call may hang

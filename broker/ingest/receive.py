@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import mqtt5
 
+from broker.hall import mirror as hall
 from broker.ingest.session import (
     ConnectRefused,
     LinkError,
@@ -88,23 +89,34 @@ class ReceiverOptions:
     connect_timeout_s: float = 10.0
     backoff: Backoff = DEFAULT_BACKOFF
 
+    will: mqtt5.Will | None = None  # a hall consumer's lead status: ``offline`` when it dies
+
     @classmethod
     def for_consumer(cls, cfg: ConsumerConfig) -> ReceiverOptions:
         """The consumer's session: client id consumer-{instance}, its shared group for events, health and
-        command acks, and every status (retained ones too, which shared subscriptions never get)."""
+        command acks, and every status (retained ones too, which shared subscriptions never get). A hall
+        consumer (role 'hall') takes only its own site's topics, as hall-{instance}, and leaves a Will on its
+        lead status; the centre also takes the hall consumers' lead statuses and incidents (broker/hall/)."""
         m, group = cfg.mqtt, cfg.ingest.share_group
+        site = cfg.site if cfg.role == "hall" else None
+        subscriptions = [
+            Subscription(topics.shared(group, _of_site(topics.ALL_EVENTS, site))),
+            Subscription(topics.shared(group, _of_site(topics.ALL_HEALTH, site))),
+            Subscription(topics.shared(group, _of_site(topics.ALL_CMD_ACKS, site))),
+            Subscription(_of_site(topics.ALL_STATUS, site)),
+        ]
+        will = None
+        if site is None:
+            subscriptions += [Subscription(hall.ALL_LEADS), Subscription(topics.shared(group, hall.ALL_INCIDENTS))]
+        else:
+            will = mqtt5.Will(hall.lead_topic(site), payload=hall.OFFLINE, qos=mqtt5.QoS.AT_LEAST_ONCE, retain=True)
+        # Optional: an account without $SYS rights still consumes.
+        subscriptions.append(Subscription(SYS_DROPPED, qos=0, required=False))
         return cls(
             host=m.host,
             port=m.port,
-            client_id=f"consumer-{cfg.instance}",
-            subscriptions=(
-                Subscription(topics.shared(group, topics.ALL_EVENTS)),
-                Subscription(topics.shared(group, topics.ALL_HEALTH)),
-                Subscription(topics.shared(group, topics.ALL_CMD_ACKS)),
-                Subscription(topics.ALL_STATUS),
-                # Optional: an account without $SYS rights still consumes.
-                Subscription(SYS_DROPPED, qos=0, required=False),
-            ),
+            client_id=f"{'hall' if site else 'consumer'}-{cfg.instance}",
+            subscriptions=tuple(subscriptions),
             username=m.username,
             password=m.password(),
             tls=m.tls_files(),
@@ -113,7 +125,13 @@ class ReceiverOptions:
             receive_maximum=cfg.ingest.receive_maximum,
             max_inflight=m.max_inflight,
             backoff=Backoff(m.backoff_initial_s, m.backoff_max_s),
+            will=will,
         )
+
+
+def _of_site(topic_filter: str, site: str | None) -> str:
+    """``hall/v1/+/+/evt/#`` narrowed to one site (a hall consumer's), or as it is."""
+    return topic_filter if site is None else topic_filter.replace("/+/", f"/{site}/", 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +369,7 @@ class Receiver:
             keep_alive=o.keepalive_s,
             session_expiry_interval=o.session_expiry_s,
             receive_max=o.receive_maximum,
+            will=o.will,
         )
 
     def _deliver(self, link: int, messages: list[Message]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,12 +110,26 @@ class _Known:
 
 
 class SlaClock:
-    def __init__(self, engine: AsyncEngine, sites: Sites, router: Router, plan_every_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sites: Sites,
+        router: Router,
+        plan_every_s: float = 300.0,
+        hall_led: Callable[[], frozenset[str]] | None = None,
+    ) -> None:
         self.engine = engine
         self.sites = sites
         self.router = router
         self.plan_every_s = plan_every_s
+        self.hall_led = hall_led  # the centre's: sites whose own hall consumer runs this clock (broker/hall/)
         self._last_plan: datetime | None = None
+
+    def _ours(self, site: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+        """Incidents this clock acts on: not those of a hall-led site, which its hall consumer steps, pages and
+        closes (the centre keeps the hall's record of them: docs/hall-autonomy.md)."""
+        led = sorted(self.hall_led()) if self.hall_led is not None else []
+        return site.not_in(led) if led else sa.true()
 
     async def tick(self, now: datetime) -> TickResult:
         """A bounded number of statements however many incidents are due (tests/test_sla.py counts them)."""
@@ -180,7 +195,7 @@ class SlaClock:
         c = incidents.c
         due = await conn.execute(
             sa.select(incidents)
-            .where(c.state == "open", c.next_step_at <= now)
+            .where(c.state == "open", c.next_step_at <= now, self._ours(c.site))
             .order_by(c.next_step_at)
             .limit(STEPS_PER_TICK)
         )
@@ -302,7 +317,7 @@ class SlaClock:
         rows = await conn.execute(
             sa.select(incidents, d.presence, d.last_seen)
             .select_from(incidents.outerjoin(devices, d.key == c.key))
-            .where(c.state == "recovering")
+            .where(c.state == "recovering", self._ours(c.site))
             .limit(STEPS_PER_TICK)
         )
         closing = []
@@ -428,8 +443,11 @@ class SlaClock:
         counts = await conn.execute(
             sa.select(down.c.site, sa.func.count(sa.distinct(down.c.key)).label("n")).group_by(down.c.site)
         )
-        by_site = {r.site: r for r in counts.all()}
-        open_halls = await conn.execute(sa.select(incidents).where(c.kind == HALL_OUTAGE, c.state != "closed"))
+        led = self.hall_led() if self.hall_led is not None else frozenset()
+        by_site = {r.site: r for r in counts.all() if r.site not in led}
+        open_halls = await conn.execute(
+            sa.select(incidents).where(c.kind == HALL_OUTAGE, c.state != "closed", self._ours(c.site))
+        )
         for hall in open_halls.all():
             await self._hall_still_down(conn, p, hall, by_site.get(hall.site), now)
             by_site.pop(hall.site, None)
@@ -528,7 +546,9 @@ class SlaClock:
     async def _escalate(self, conn: AsyncConnection, p: _Pass, now: datetime) -> None:
         c = incidents.c
         rows = await conn.execute(
-            sa.select(incidents).where(c.state == "open", c.acked_at.is_(None), c.notified_at.is_not(None))
+            sa.select(incidents).where(
+                c.state == "open", c.acked_at.is_(None), c.notified_at.is_not(None), self._ours(c.site)
+            )
         )
         for row in rows.all():
             tiers = self.sites[row.site].sla.escalate_after_min
@@ -551,7 +571,7 @@ class SlaClock:
         rows = await conn.execute(
             sa.select(dispatches.c.id.label("dispatch_id"), dispatches.c.due_at, incidents)
             .select_from(dispatches.join(incidents, incidents.c.id == d.incident_id))
-            .where(d.state == "open", d.due_at < now, d.overdue_notified.is_(sa.false()))
+            .where(d.state == "open", d.due_at < now, d.overdue_notified.is_(sa.false()), self._ours(incidents.c.site))
         )
         for row in rows.all():
             moved = await conn.execute(

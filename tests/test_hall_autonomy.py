@@ -1,0 +1,334 @@
+"""Hall autonomy (issue 24, docs/hall-autonomy.md): a hall consumer next to the hall's own broker, bridged to
+the centre's broker through a TCP proxy that stands for the WAN.
+
+Real Mosquitto on both sides (the bridge's topics are provisioning's own, provisioning/brokerconf.py), the
+hall's store in SQLite, the centre's in SQLite and PostgreSQL, webhooks on a local HTTP receiver. Time is a
+manual clock both consumers share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+
+from broker.calendar import CalendarConfig, TimetableConfig
+from broker.config import ConsumerConfig
+from broker.duties.policy import DutiesPolicy, NetCheckDuty
+from broker.hall.mirror import IncidentRow, Snapshot, TimelineEntry, lead_topic
+from broker.mosquitto.local import LocalMosquitto
+from broker.sites import SiteConfig, SlaPolicy
+from broker.store.schema import commands, dead_letters, devices, events, incident_timeline, notifications
+from protocol import topics
+from provisioning.brokerconf import bridge_topics
+from runtime.clock import HALL_ZONE
+from tests.support.hall import Device, Hall, ManualClock, consumer_config, start_hall, wait_until
+from tests.support.http_receiver import HttpServer
+from tests.support.mqtt import publish
+from tests.support.tcpproxy import TcpProxy
+
+SITE = "qp"
+TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
+QINGPU = SiteConfig(
+    name="青浦区政务服务中心",
+    calendar=CalendarConfig(
+        timetables=[TimetableConfig(name="全年", start="01-01", end="12-31", sessions=["08:30-11:30", "13:00-17:00"])]
+    ),
+    sla=SlaPolicy(act_after_s=30, verify_s=5),
+    duties=DutiesPolicy(netcheck=NetCheckDuty(device_classes=[])),  # only the SLA's pages are counted here
+)
+
+
+def alerts(http: HttpServer, prefix: str) -> dict[str, Any]:
+    """Every role paged on its own path under ``prefix``: the hall's LAN webhook, or the centre's."""
+    return {
+        "channels": {
+            "tech": {"type": "webhook", "url": http.url(f"/{prefix}/tech")},
+            "staff": {"type": "webhook", "url": http.url(f"/{prefix}/staff")},
+            "it": {"type": "webhook", "url": http.url(f"/{prefix}/it")},
+        },
+        "recipients": {
+            "zhang": {"role": "technician", "channel": "tech"},
+            "li": {"role": "site_staff", "channel": "staff"},
+            "wang": {"role": "it_section", "channel": "it"},
+        },
+        "retry": {"initial_s": 10, "max_s": 60},
+    }
+
+
+def bridge_conf(centre_port: int) -> str:
+    """The hall's bridge as provisioning renders it, less TLS and logins (the brokers here are anonymous)."""
+    return "\n".join(
+        [
+            "connection centre",
+            f"address 127.0.0.1:{centre_port}",
+            "bridge_protocol_version mqttv311",
+            "cleansession false",
+            f"remote_clientid bridge-{SITE}",
+            "restart_timeout 1 1",
+            "keepalive_interval 5",
+            "notifications true",
+            "notifications_local_only true",
+            *bridge_topics(SITE),
+        ]
+    )
+
+
+class Commands:
+    """Commands as devices of the site receive them on one broker."""
+
+    def __init__(self, port: int) -> None:
+        self.got: list[tuple[str, bytes]] = []
+        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.on_message = lambda _c, _u, m: self.got.append((m.topic, bytes(m.payload)))
+        c.connect("127.0.0.1", port)
+        c.subscribe(f"{topics.PREFIX}/{SITE}/+/cmd", qos=1)
+        c.loop_start()
+        self.client = c
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@dataclass
+class Scene:
+    clock: ManualClock
+    hall: Hall
+    centre: Hall
+    proxy: TcpProxy
+    http: HttpServer
+    hall_cmds: Commands
+    centre_cmds: Commands
+    hall_port: int
+
+    def pages(self, prefix: str) -> list[dict[str, Any]]:
+        return [r.json() for r in self.http.requests if r.path.startswith(f"/{prefix}/")]
+
+    async def rows(self, side: Hall, table: sa.Table, *where: Any) -> list[Any]:
+        return await side.store.fetch(sa.select(table).where(*where))
+
+
+@pytest.fixture
+async def scene(tmp_path: Path, mosquitto: LocalMosquitto, store_url: str, http: HttpServer) -> AsyncIterator[Scene]:
+    clock = ManualClock(TUESDAY_10)
+    centre_cfg = consumer_config(mosquitto.port, store_url, {SITE: QINGPU}, alerts(http, "centre"), "centre")
+    centre = await start_hall(centre_cfg, clock)
+    async with TcpProxy(mosquitto.port) as proxy:
+        hall_broker = LocalMosquitto(tmp_path / "hall-broker", extra_conf=bridge_conf(proxy.port))
+        hall_broker.start()
+        hall_url = f"sqlite+aiosqlite:///{tmp_path / 'hall.db'}"
+        base = consumer_config(hall_broker.port, hall_url, {SITE: QINGPU}, alerts(http, "hall"), "hall-qp")
+        hall_cfg = ConsumerConfig.model_validate(
+            base.model_dump() | {"role": "hall", "site": SITE, "hall_mirror_s": 0.1}
+        )
+        hall = await start_hall(hall_cfg, clock)
+        hall_cmds, centre_cmds = Commands(hall_broker.port), Commands(mosquitto.port)
+        try:
+            yield Scene(clock, hall, centre, proxy, http, hall_cmds, centre_cmds, hall_broker.port)
+        finally:
+            hall_cmds.close()
+            centre_cmds.close()
+            await hall.stop()
+            await centre.stop()
+            hall_broker.stop()
+
+
+async def test_hall_pages_and_heals_through_a_wan_cut_and_the_centre_ends_with_one_incident_and_every_event_once(
+    scene: Scene,
+) -> None:
+    """GIVEN a hall consumer leading its site (its lead status reached the centre through the bridge)
+    WHEN the WAN is cut, a kiosk goes down, stays down past its SLA breach and comes back, and the WAN returns
+    THEN the hall sent restart_app through its own broker and paged its technician on the LAN webhook; the centre
+    holds every event the hall stored, exactly once, and exactly one incident: the hall's, with the hall's
+    detection and breach times and timeline; the centre sent no command and paged nobody, during the cut or
+    after it."""
+    s, clock = scene, scene.clock
+    k1 = Device(s.hall_port, SITE, "k1", clock)
+    k1.birth(heartbeat_s=3600)
+    k1.heartbeat()
+    await wait_until(lambda: _now(SITE in (s.centre.consumer.leads or ())), what="the hall's lead at the centre")
+    await wait_until(lambda: s.rows(s.centre, events), what="the first heartbeat at the centre")
+
+    s.proxy.cut()
+    clock.advance(minutes=1)
+    down_at = clock.now()
+    k1.state("down", "print")
+    opened = await wait_until(lambda: s.hall.incidents(state="open"), what="the hall's incident")
+    assert opened[0].detected_at == down_at
+
+    for minutes in (0.6, 10, 10, 5, 10):  # T+0 (restart_app, first page), escalation, warning, breach
+        clock.advance(minutes=minutes)
+        k1.heartbeat()
+        await s.hall.settle()
+    await wait_until(lambda: _now(s.hall_cmds.got), what="restart_app on the hall's broker")
+    assert [t for t, _ in s.hall_cmds.got] == [topics.cmd(SITE, "k1")]
+    assert b"restart_app" in s.hall_cmds.got[0][1]
+    breached = await wait_until(lambda: s.hall.incidents(step="breached"), what="the hall's breach")
+    sent = await wait_until(
+        lambda: s.rows(s.hall, notifications, notifications.c.step == "breach", notifications.c.state == "sent"),
+        what="the breach paged on the hall's LAN webhook",
+    )
+    steps = {r.step for r in await s.rows(s.hall, notifications, notifications.c.state == "sent")}
+    assert {"opened", "warning", "breach"} <= steps, steps
+    assert len(s.pages("hall")) >= len(steps) and sent
+
+    k1.state("up")
+    await wait_until(lambda: s.hall.incidents(state="recovering"), what="the kiosk back at the hall")
+    clock.advance(seconds=10)
+    k1.heartbeat()
+    closed = await wait_until(lambda: s.hall.incidents(state="closed"), what="the hall to verify the recovery")
+    for _ in range(4):  # the centre hears nothing: it must not take the kiosk's silence for an outage
+        clock.advance(minutes=30)
+        k1.heartbeat()
+        await s.hall.settle()
+    [k1_at_centre] = await s.rows(s.centre, devices)
+    assert k1_at_centre.presence == "stale"  # what would have been an outage, were the site not hall-led
+    assert await s.centre.incidents() == []
+
+    s.proxy.heal()
+    hall_ids = {r.id for r in await s.rows(s.hall, events)}
+
+    async def backlog_in() -> bool:
+        return {r.id for r in await s.rows(s.centre, events)} >= hall_ids
+
+    await wait_until(backlog_in, within_s=20, what="the bridge's backlog at the centre")
+    mirrored = await wait_until(lambda: s.centre.incidents(state="closed"), what="the hall's incident at the centre")
+    await s.centre.settle(10)
+
+    centre_events = await s.rows(s.centre, events)
+    assert sorted(r.id for r in centre_events) == sorted(hall_ids)  # every event, none twice
+    every = await s.centre.incidents()
+    assert len(every) == 1, [(r.id, r.kind, r.state, r.detected_at, r.summary) for r in every]
+    [one] = every
+    assert (one.id, one.detected_at, one.breached_at) == (closed[0].id, down_at, breached[0].breached_at)
+    assert mirrored[0].closed_at == closed[0].closed_at
+    hall_timeline = [r.text for r in await s.rows(s.hall, incident_timeline)]
+    centre_timeline = [r.text for r in await s.rows(s.centre, incident_timeline)]
+    assert centre_timeline == hall_timeline and any("restart_app" in t for t in centre_timeline)
+    assert await s.rows(s.centre, commands) == [] and s.centre_cmds.got == []
+    assert await s.rows(s.centre, notifications) == [] and s.pages("centre") == []
+    assert len(await s.rows(s.hall, commands)) == 1
+
+
+async def _now(value: Any) -> Any:
+    return value
+
+
+# -- the centre's side of the rule, one message at a time ---------------------------------------------------
+def snapshot(step: str = "new", **row: Any) -> bytes:
+    at = TUESDAY_10.astimezone(HALL_ZONE)
+    incident = {
+        "id": "01a24f00-0000-7000-8000-000000000001",
+        "key": f"{SITE}/k1",
+        "site": SITE,
+        "device": "k1",
+        "kind": "kiosk_down",
+        "severity": "critical",
+        "device_class": "kiosk",
+        "hours24": False,
+        "state": "open",
+        "open_key": f"{SITE}/k1|outage",
+        "summary": "kiosk.state=down print",
+        "detected_at": at,
+        "staff_reported_at": None,
+        "last_signal_at": at,
+        "cleared_at": None,
+        "closed_at": None,
+        "recovery": "",
+        "recovered_by": "",
+        "step": step,
+        "next_step_at": at + timedelta(seconds=30),
+        "breached_at": None,
+        "breach_reason": "",
+        "notified_at": None,
+        "acked_at": None,
+        "acked_by": "",
+        "escalation_level": 0,
+        "parent_id": None,
+        "flaps": 0,
+    } | row
+    entry = {"at": at, "entry": "signal", "actor": "rules", "text": "检测到停止服务", "detail": "{}"}
+    return (
+        Snapshot(incident=IncidentRow.model_validate(incident), timeline=(TimelineEntry(**entry),))
+        .model_dump_json()
+        .encode()
+    )
+
+
+@pytest.fixture
+async def centre(
+    mosquitto: LocalMosquitto, store_url: str, http: HttpServer
+) -> AsyncIterator[tuple[Hall, ManualClock]]:
+    clock = ManualClock(TUESDAY_10)
+    side = await start_hall(consumer_config(mosquitto.port, store_url, {SITE: QINGPU}, alerts(http, "centre")), clock)
+    try:
+        yield side, clock
+    finally:
+        await side.stop()
+
+
+async def test_the_centre_records_a_hall_led_incident_without_acting_and_takes_over_when_the_hall_consumer_goes(
+    centre: tuple[Hall, ManualClock], mosquitto: LocalMosquitto
+) -> None:
+    """GIVEN a site whose hall consumer's lead status says online WHEN its incident arrives twice, overdue for
+    its first step THEN the centre holds it once, with the hall's clock and timeline, and neither steps nor pages;
+    WHEN the lead says offline (the hall consumer's Will) THEN the centre's clock takes the incident from the
+    hall's step and pages."""
+    side, clock = centre
+    publish(mosquitto.port, [(lead_topic(SITE), b'{"state":"online"}', True)])
+    await wait_until(lambda: _now(SITE in (side.consumer.leads or ())), what="the lead")
+    publish(mosquitto.port, [(f"{topics.PREFIX}/{SITE}/_hall/incident", snapshot(), False)] * 2)
+    [row] = await wait_until(lambda: side.incidents(), what="the hall's incident")
+    clock.advance(minutes=5)
+    await side.settle()
+    [row] = await side.incidents()
+    assert (row.step, row.detected_at) == ("new", TUESDAY_10)
+    assert len(await side.store.fetch(sa.select(incident_timeline))) == 1
+    assert await side.notifications() == []
+
+    publish(mosquitto.port, [(lead_topic(SITE), b'{"state":"offline"}', True)])
+    paged = await wait_until(lambda: side.notifications(step="opened"), what="the centre to take over")
+    assert paged[0].ref == f"incident:{row.id}"
+    [row] = await side.incidents()
+    assert row.step == "acted"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(b"{", "json_invalid"), (snapshot(site="other", key="other/k1"), "site 'other'")],
+)
+async def test_a_bad_hall_snapshot_is_dead_lettered_with_its_reason(
+    centre: tuple[Hall, ManualClock], mosquitto: LocalMosquitto, payload: bytes, reason: str
+) -> None:
+    """GIVEN a centre WHEN a hall incident message is not JSON, or names another site than its topic's THEN it
+    is kept as a dead letter saying why, and no incident is recorded."""
+    side, _ = centre
+    publish(mosquitto.port, [(f"{topics.PREFIX}/{SITE}/_hall/incident", payload, False)])
+    [dead] = await wait_until(lambda: side.store.fetch(sa.select(dead_letters)), what="the dead letter")
+    assert reason in dead.detail and dead.raw == payload
+    assert await side.incidents() == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"role": "hall"}, "site:"),
+        ({"site": SITE}, "site:"),
+        ({"role": "hall", "site": SITE, "rules": {"enabled": False}}, "rules.enabled"),
+        ({"role": "hall", "site": SITE, "sites": {"other": {}}}, "sites:"),
+    ],
+)
+def test_a_consumer_role_that_does_not_fit_its_site_is_refused_by_field(fields: dict[str, Any], named: str) -> None:
+    """GIVEN a hall consumer without a site, a centre with one, a hall with its rules off or configuring another
+    site WHEN the config is read THEN it is refused, naming the field."""
+    with pytest.raises(ValidationError, match=named):
+        ConsumerConfig.model_validate({"instance": "x", **fields})
