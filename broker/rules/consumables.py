@@ -121,15 +121,37 @@ async def record_levels(
     conn: AsyncConnection, readings: list[LevelReading], *, usage_counter: Callable[[str], str] = _tickets
 ) -> None:
     """Upsert the levels; a reading older than the stored one (out-of-order delivery) changes nothing.
-    Sorted by (device, consumable) so concurrent batches and the planner lock rows in one order."""
+    Sorted by (device, consumable) so concurrent batches and the planner lock rows in one order. The stored
+    levels of the batch's devices are read in one query: each (device, consumable)'s first reading uses it, a
+    later one of the same pair reads its row again (the first may have changed it)."""
+    stored = await _stored_levels(conn, sorted({r.key for r in readings}))
+    done: set[tuple[str, str]] = set()
     for r in sorted(readings, key=lambda r: (r.key, r.consumable, r.at)):
-        await _record_level(conn, r, usage_counter(r.site))
+        pair = (r.key, r.consumable)
+        row = stored.get(pair) if pair not in done else await _level_row(conn, r)
+        done.add(pair)
+        await _record_level(conn, r, usage_counter(r.site), row)
 
 
-async def _record_level(conn: AsyncConnection, r: LevelReading, counter: str) -> None:
+async def _stored_levels(conn: AsyncConnection, keys: list[str]) -> dict[tuple[str, str], Any]:
+    c = consumable_levels.c
+    rows: dict[tuple[str, str], Any] = {}
+    for i in range(0, len(keys), 500):  # well under any backend's bound-parameter limit
+        for row in await conn.execute(sa.select(consumable_levels).where(c.key.in_(keys[i : i + 500]))):
+            rows[(row.key, row.consumable)] = row
+    return rows
+
+
+async def _level_row(conn: AsyncConnection, r: LevelReading) -> Any:
+    c = consumable_levels.c
+    q = sa.select(consumable_levels).where(c.key == r.key, c.consumable == r.consumable)
+    return (await conn.execute(q)).first()
+
+
+async def _record_level(conn: AsyncConnection, r: LevelReading, counter: str, row: Any) -> None:
+    """One reading, given its (device, consumable)'s stored row (None: none yet)."""
     c = consumable_levels.c
     where = (c.key == r.key) & (c.consumable == r.consumable)
-    row = (await conn.execute(sa.select(consumable_levels).where(where))).first()
     reading = {"state": r.state, "level_pct": r.level_pct, "updated_at": r.at}
     if row is None:
         values = reading | await _low_values(conn, r, None, counter)

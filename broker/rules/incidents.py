@@ -30,9 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.calendar import Hours, WallClockHours
 from broker.rules.consumables import LevelReading, record_levels
+from broker.rules.incident_reads import BatchReads
 from broker.rules.notices import Severity
 from broker.sites import SiteConfig, Sites, SlaPolicy
-from broker.store.schema import devices, dispatches, incident_conditions, incident_timeline, incidents
+from broker.store.db import _insert_ignore
+from broker.store.schema import dispatches, incident_conditions, incident_timeline, incidents
 from protocol.envelope import Envelope, Frozen
 from protocol.events import Fault, KioskConsumable, KioskState
 from protocol.ids import uuid7
@@ -218,11 +220,17 @@ async def timelines(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         await conn.execute(incident_timeline.insert(), rows)
 
 
-async def registered_hours24(conn: AsyncConnection, sites: Sites, site: str, device: str) -> bool:
-    """Whether a device's SLA counts wall-clock time: its registered 24-hour status (``devices.hours24``, the
-    registry's copy, broker/rules/devices.py), else the site's deprecated name patterns."""
-    registered = await conn.scalar(sa.select(devices.c.hours24).where(devices.c.key == f"{site}/{device}"))
-    return sites[site].is_always_on(device, registered)
+@dataclass(slots=True)
+class _Batch:
+    """One ``apply``: its connection, what it read for all its devices, and the timeline entries it wrote,
+    kept in order and inserted in one statement at the end (nothing in ``apply`` reads the timeline)."""
+
+    conn: AsyncConnection
+    reads: BatchReads
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    def note(self, incident_id: str, s: Signal, entry: str, text: str) -> None:
+        self.timeline.append(timeline_row(incident_id, s.at, entry, text, kind=s.kind, **s.detail))
 
 
 class IncidentRules:
@@ -238,97 +246,90 @@ class IncidentRules:
     ) -> None:
         """Everything a committed batch means: presence transitions and event signals become incidents,
         consumable readings become levels (and refills)."""
+        reads = BatchReads(conn, self.sites)
+        await reads.load_hours24(t.key.text for t in transitions)
         presence: list[Signal] = []
         for t in transitions:
             key = t.key
-            always_on = await registered_hours24(conn, self.sites, key.site, key.device)
+            always_on = await reads.hours24(key.site, key.device)
             s = presence_signal(key.site, key.device, t.state, t.reason, t.at, always_on)
             if s is not None:
                 presence.append(s)
-        await self.apply(conn, presence + signals)
+        await self.apply(conn, presence + signals, reads)
         if levels:
             await record_levels(conn, levels, usage_counter=lambda site: self.sites[site].consumables.usage_counter)
 
-    async def apply(self, conn: AsyncConnection, signals: list[Signal]) -> None:
-        """Most signals say "still fine" (a healthy kiosk's snapshot): one query finds which of the
-        batch's conditions are active, and only those, and new trouble, cost more."""
+    async def apply(self, conn: AsyncConnection, signals: list[Signal], reads: BatchReads | None = None) -> None:
+        """Most signals say "still fine" (a healthy kiosk's snapshot): one query finds which of the batch's
+        conditions are active, and only those, and new trouble, cost more: what they read is read once for
+        the batch (broker/rules/incident_reads.py), their timeline entries written in one statement."""
         if not signals:
             return
-        k = incident_conditions.c
-        keys = sorted({s.condition_key for s in signals})
-        live: set[str] = set()
-        for i in range(0, len(keys), 500):  # well under any backend's bound-parameter limit
-            rows = await conn.execute(sa.select(k.open_key).where(k.open_key.in_(keys[i : i + 500])))
-            live.update(r.open_key for r in rows)
+        b = _Batch(conn, reads or BatchReads(conn, self.sites))
+        live = await b.reads.live(s.condition_key for s in signals)
+        acting: list[tuple[Signal, bool]] = []  # (signal, whether its condition was active before it)
         for s in signals:
             if s.active:
-                await self._activate(conn, s, s.condition_key in live)
+                acting.append((s, s.condition_key in live))
                 live.add(s.condition_key)
             elif s.condition_key in live:
-                await self._clear(conn, s)
+                acting.append((s, True))
                 live.discard(s.condition_key)
             self.applied += 1
+        if not acting:
+            return
+        await b.reads.load([s for s, _ in acting])
+        for s, was_live in acting:
+            if s.active:
+                await self._activate(b, s, was_live)
+            else:
+                await self._clear(b, s)
+            b.reads.acted.add(s.key)
+        await timelines(conn, b.timeline)
 
     # -- a condition begins ------------------------------------------------------------------------
-    async def _activate(self, conn: AsyncConnection, s: Signal, live: bool) -> None:
+    async def _activate(self, b: _Batch, s: Signal, live: bool) -> None:
         k = incident_conditions.c
         if live:
-            row = (await conn.execute(sa.select(k.id, k.last_signal_at).where(k.open_key == s.condition_key))).first()
+            row = await b.reads.live_condition(s)
             if row is not None:
                 if s.device_ts > row.last_signal_at:
-                    await conn.execute(
+                    await b.conn.execute(
                         incident_conditions.update().where(k.id == row.id).values(last_signal_at=s.device_ts)
                     )
                 return
-        last = await conn.scalar(
-            sa.select(k.last_signal_at).where(k.key == s.key, k.kind == s.kind).order_by(k.id.desc()).limit(1)
-        )
+        last = await b.reads.last_signal(s)
         if last is not None and last > s.device_ts:
             return  # older than the signal that cleared it (delivered out of order): history
-        incident_id = await self._incident_for(conn, s)
+        incident_id = await self._incident_for(b, s)
         if incident_id is None:
             return
-        try:
-            async with conn.begin_nested():
-                await conn.execute(
-                    incident_conditions.insert().values(
-                        incident_id=incident_id,
-                        key=s.key,
-                        kind=s.kind,
-                        severity=s.severity,
-                        began_at=s.start,
-                        seen_at=s.at,
-                        last_signal_at=s.device_ts,
-                        open_key=s.condition_key,
-                        summary=s.summary[:500],
-                    )
-                )
-        except IntegrityError:  # another consumer recorded it a moment ago
-            return
+        # Another consumer recording the same condition a moment ago wins; this one then records nothing.
+        await b.conn.execute(
+            _insert_ignore(b.conn, incident_conditions).values(
+                incident_id=incident_id,
+                key=s.key,
+                kind=s.kind,
+                severity=s.severity,
+                began_at=s.start,
+                seen_at=s.at,
+                last_signal_at=s.device_ts,
+                open_key=s.condition_key,
+                summary=s.summary[:500],
+            )
+        )
 
-    async def _incident_for(self, conn: AsyncConnection, s: Signal) -> str | None:
+    async def _incident_for(self, b: _Batch, s: Signal) -> str | None:
         """The incident this condition belongs to: the device's open one, one closed within the flap window
         (reopened), or a new one."""
-        c = incidents.c
-        row = (await conn.execute(sa.select(incidents).where(c.open_key == s.incident_key))).first()
+        row = await b.reads.open_incident(s)
         if row is not None:
-            await self._join(conn, s, row)
+            await self._join(b, s, row)
             return str(row.id)
-        flap_since = s.at - timedelta(minutes=self.sites[s.site].sla.flap_window_min)
-        same = c.severity.in_(SLA_SEVERITIES) if on_the_clock(s.severity) else c.kind == s.kind
-        recent = (
-            await conn.execute(
-                sa.select(incidents)
-                .where(c.key == s.key, same, c.closed_at >= flap_since)
-                .order_by(c.closed_at.desc())
-                .limit(1)
-            )
-        ).first()
-        if recent is not None and await self._reopen(conn, s, recent):
+        recent = await b.reads.recently_closed(s, SLA_SEVERITIES if on_the_clock(s.severity) else None)
+        if recent is not None and await self._reopen(b, s, recent):
             return str(recent.id)
-        if await self._open(conn, s):
-            return await conn.scalar(sa.select(c.id).where(c.open_key == s.incident_key))
-        return None
+        return await self._open(b, s)
 
     def _widen(self, row: Any, s: Signal) -> dict[str, Any]:
         """A graver condition names the outage; an earlier start moves its one clock back (the steps' due
@@ -344,7 +345,7 @@ class IncidentRules:
             values["next_step_at"] = step_due(self.sites[row.site].sla, hours, detected, row.step)
         return values
 
-    async def _join(self, conn: AsyncConnection, s: Signal, row: Any) -> None:
+    async def _join(self, b: _Batch, s: Signal, row: Any) -> None:
         """Another condition of the device's open outage (or the same one back while recovering)."""
         c = incidents.c
         values = self._widen(row, s) | {"last_signal_at": max(row.last_signal_at, s.device_ts)}
@@ -353,19 +354,19 @@ class IncidentRules:
             text = f"再次出现: {kind_label(s.kind)}: {s.summary}"
         else:
             text = f"同一故障的又一表现: {kind_label(s.kind)}: {s.summary}"
-        await conn.execute(incidents.update().where(c.id == row.id, c.state == row.state).values(**values))
+        await b.conn.execute(incidents.update().where(c.id == row.id, c.state == row.state).values(**values))
         if "detected_at" in values:
             text += f" (故障始于 {values['detected_at'].isoformat(timespec='seconds')}, 计时起点前移)"
-        await timeline(conn, row.id, s.at, "signal", text, kind=s.kind, **s.detail)
+        b.note(row.id, s, "signal", text)
 
-    async def _reopen(self, conn: AsyncConnection, s: Signal, row: Any) -> bool:
+    async def _reopen(self, b: _Batch, s: Signal, row: Any) -> bool:
         """Flap: the same incident again, its clock running from the first detection; a dispatch cancelled
         when it closed is open again."""
         c = incidents.c
         values = self._widen(row, s)
         try:
-            async with conn.begin_nested():
-                result = await conn.execute(
+            async with b.conn.begin_nested():
+                result = await b.conn.execute(
                     incidents.update()
                     .where(c.id == row.id, c.open_key.is_(None))
                     .values(
@@ -385,20 +386,25 @@ class IncidentRules:
         if result.rowcount != 1:
             return False
         d = dispatches.c
-        await conn.execute(
+        await b.conn.execute(
             dispatches.update()
             .where(d.incident_id == row.id, d.state == "cancelled", d.arrived_at.is_(None))
             .values(state="open", note="")
         )
         flap_min = self.sites[s.site].sla.flap_window_min
-        text = f"抖动: 关闭后 {flap_min:g} 分钟内再次出现, 重新打开 ({kind_label(s.kind)}): {s.summary}"
-        await timeline(conn, row.id, s.at, "state", text, kind=s.kind, **s.detail)
+        b.note(
+            row.id,
+            s,
+            "state",
+            f"抖动: 关闭后 {flap_min:g} 分钟内再次出现, 重新打开 ({kind_label(s.kind)}): {s.summary}",
+        )
         return True
 
-    async def _open(self, conn: AsyncConnection, s: Signal) -> bool:
+    async def _open(self, b: _Batch, s: Signal) -> str | None:
+        """A new incident, or the one another consumer opened for it in the meantime (one incident, not two)."""
         site = self.sites[s.site]
         incident_id = uuid7()
-        hours24 = await registered_hours24(conn, self.sites, s.site, s.device)
+        hours24 = await b.reads.hours24(s.site, s.device)
         values = {
             "id": incident_id,
             "key": s.key,
@@ -419,40 +425,36 @@ class IncidentRules:
             if on_the_clock(s.severity)
             else None,
         }
-        try:
-            async with conn.begin_nested():
-                await conn.execute(incidents.insert().values(**values))
-        except IntegrityError:  # opened by another consumer in the meantime: one incident, not two
-            return True
+        c = incidents.c
+        inserted = await b.conn.execute(_insert_ignore(b.conn, incidents).values(**values).returning(c.id))
+        if inserted.first() is None:  # opened by another consumer in the meantime
+            found = await b.conn.scalar(sa.select(c.id).where(c.open_key == s.incident_key))
+            return None if found is None else str(found)
         log.info("incident %s opened: %s %s (%s)", incident_id, s.key, s.kind, s.summary)
         text = f"检测到{kind_label(s.kind)}: {s.summary}"
         if s.start < s.at:
             text += f" (始于 {s.start.isoformat(timespec='seconds')})"
-        await timeline(conn, incident_id, s.at, "signal", text, kind=s.kind, **s.detail)
-        return True
+        b.note(incident_id, s, "signal", text)
+        return incident_id
 
     # -- a condition clears ------------------------------------------------------------------------
-    async def _clear(self, conn: AsyncConnection, s: Signal) -> None:
+    async def _clear(self, b: _Batch, s: Signal) -> None:
         k = incident_conditions.c
-        rows = await conn.execute(
+        rows = await b.conn.execute(
             incident_conditions.update()
             .where(k.open_key == s.condition_key, k.last_signal_at <= s.device_ts)
             .values(open_key=None, cleared_at=s.at, last_signal_at=s.device_ts)
             .returning(k.incident_id)
         )
         for r in rows.all():
-            still = await conn.execute(
-                sa.select(k.kind).where(k.incident_id == r.incident_id, k.open_key.is_not(None)).order_by(k.id)
-            )
-            left = [kind_label(x.kind) for x in still]
+            left = [kind_label(kind) for kind in await b.reads.active_kinds(r.incident_id, s)]
             if left:
-                text = f"{kind_label(s.kind)}已恢复, 仍有: {', '.join(left)}"
-                await timeline(conn, r.incident_id, s.at, "signal", text, kind=s.kind, **s.detail)
+                b.note(r.incident_id, s, "signal", f"{kind_label(s.kind)}已恢复, 仍有: {', '.join(left)}")
                 continue
             c = incidents.c
-            await conn.execute(
+            await b.conn.execute(
                 incidents.update()
                 .where(c.id == r.incident_id, c.state == "open")
                 .values(state="recovering", cleared_at=s.at)
             )
-            await timeline(conn, r.incident_id, s.at, "signal", f"已恢复, 待确认: {s.summary}", kind=s.kind, **s.detail)
+            b.note(r.incident_id, s, "signal", f"已恢复, 待确认: {s.summary}")

@@ -1,0 +1,185 @@
+"""What the incident rules read about a batch's devices, read once for the whole batch.
+
+The rule this module keeps: **the answers are exactly what one query per signal would have returned.** A
+device's first signal in a batch is answered from what was read for all of the batch's devices (one query per
+kind of read, however many devices); once the rules have acted on a device (its first signal may have opened,
+joined or cleared something), its later signals in the same batch read the store again, one query each, as
+before. What the rules read of one device (its conditions, its incidents, its registration) never changes
+through another device's signals, so the batch's answers stay exact for every device not yet acted on.
+
+Why: after the commit's dedup a batch of 500 events carries a handful of state changes; read one signal at a
+time, each cost a dozen statements and the rules stage cost half the throughput (issue 19).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.sites import Sites
+from broker.store.schema import devices, incident_conditions, incidents
+
+if TYPE_CHECKING:
+    from broker.rules.incidents import Signal
+
+CHUNK = 500  # values per IN list: well under any backend's bound-parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCondition:
+    """An active condition (its ``open_key`` set), as the batch found it."""
+
+    id: int
+    incident_id: str
+    last_signal_at: datetime
+
+
+@dataclass(slots=True)
+class BatchReads:
+    conn: AsyncConnection
+    sites: Sites
+    acted: set[str] = field(default_factory=set)  # device keys the rules acted on: their next signals ask again
+    _live: dict[str, LiveCondition] = field(default_factory=dict)  # condition open_key -> the active condition
+    _last: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (key, kind) -> newest condition's signal
+    _open: dict[str, Any] = field(default_factory=dict)  # incident open_key -> its row
+    _closed: dict[str, list[Any]] = field(default_factory=dict)  # key -> closed incidents, newest first
+    _conditions: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # incident -> (open_key, kind)
+    _hours24: dict[str, bool | None] = field(default_factory=dict)  # device key -> registered 24-hour status
+
+    # -- reads for the whole batch -----------------------------------------------------------------------
+    async def live(self, condition_keys: Iterable[str]) -> set[str]:
+        """Which of these conditions are active: the one read every batch makes, changes or not."""
+        k = incident_conditions.c
+        cols = sa.select(k.open_key, k.id, k.incident_id, k.last_signal_at)
+        for part in _chunks(sorted(set(condition_keys))):
+            for r in await self.conn.execute(cols.where(k.open_key.in_(part))):
+                self._live[r.open_key] = LiveCondition(r.id, r.incident_id, r.last_signal_at)
+        return set(self._live)
+
+    async def load(self, signals: Sequence[Signal]) -> None:
+        """Everything the rules may read about these signals' devices (call ``live`` first)."""
+        keys = sorted({s.key for s in signals})
+        await self._load_last(keys, sorted({s.kind for s in signals}))
+        await self._load_open(sorted({s.incident_key for s in signals}))
+        await self._load_closed(keys, min(s.at - self._flap_window(s) for s in signals))
+        await self._load_conditions(sorted({c.incident_id for c in self._live.values()}))
+        await self.load_hours24(keys)
+
+    async def _load_last(self, keys: list[str], kinds: list[str]) -> None:
+        k = incident_conditions.c
+        for part in _chunks(keys):
+            newest = (
+                sa.select(sa.func.max(k.id).label("id"))
+                .where(k.key.in_(part), k.kind.in_(kinds))
+                .group_by(k.key, k.kind)
+                .subquery()
+            )
+            rows = await self.conn.execute(sa.select(k.key, k.kind, k.last_signal_at).join(newest, k.id == newest.c.id))
+            self._last.update({(r.key, r.kind): r.last_signal_at for r in rows})
+
+    async def _load_open(self, open_keys: list[str]) -> None:
+        c = incidents.c
+        for part in _chunks(open_keys):
+            for r in await self.conn.execute(sa.select(incidents).where(c.open_key.in_(part))):
+                self._open[r.open_key] = r
+
+    async def _load_closed(self, keys: list[str], since: datetime) -> None:
+        c = incidents.c
+        closed: dict[str, list[Any]] = defaultdict(list)
+        for part in _chunks(keys):
+            q = sa.select(incidents).where(c.key.in_(part), c.closed_at >= since).order_by(c.closed_at.desc())
+            for r in await self.conn.execute(q):
+                closed[r.key].append(r)
+        self._closed.update(closed)
+
+    async def _load_conditions(self, incident_ids: list[str]) -> None:
+        k = incident_conditions.c
+        active: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for part in _chunks(incident_ids):
+            q = sa.select(k.incident_id, k.open_key, k.kind).where(k.incident_id.in_(part), k.open_key.is_not(None))
+            for r in await self.conn.execute(q.order_by(k.id)):
+                active[r.incident_id].append((r.open_key, r.kind))
+        self._conditions.update(active)
+
+    async def load_hours24(self, keys: Iterable[str]) -> None:
+        """The registered 24-hour status of these devices (not changed by the rules: never read again)."""
+        d = devices.c
+        wanted = sorted(set(keys) - set(self._hours24))
+        self._hours24.update(dict.fromkeys(wanted))
+        for part in _chunks(wanted):
+            for key, hours24 in await self.conn.execute(sa.select(d.key, d.hours24).where(d.key.in_(part))):
+                self._hours24[key] = hours24
+
+    # -- answers for one signal ----------------------------------------------------------------------------
+    async def live_condition(self, s: Signal) -> LiveCondition | None:
+        if s.key not in self.acted:
+            return self._live.get(s.condition_key)
+        k = incident_conditions.c
+        q = sa.select(k.id, k.incident_id, k.last_signal_at).where(k.open_key == s.condition_key)
+        row = (await self.conn.execute(q)).first()
+        return None if row is None else LiveCondition(row.id, row.incident_id, row.last_signal_at)
+
+    async def last_signal(self, s: Signal) -> datetime | None:
+        """The device time of the newest signal applied to this (device, condition), active or cleared."""
+        if s.key not in self.acted:
+            return self._last.get((s.key, s.kind))
+        k = incident_conditions.c
+        return await self.conn.scalar(
+            sa.select(k.last_signal_at).where(k.key == s.key, k.kind == s.kind).order_by(k.id.desc()).limit(1)
+        )
+
+    async def open_incident(self, s: Signal) -> Any:
+        if s.key not in self.acted:
+            return self._open.get(s.incident_key)
+        return (await self.conn.execute(sa.select(incidents).where(incidents.c.open_key == s.incident_key))).first()
+
+    async def recently_closed(self, s: Signal, severities: tuple[str, ...] | None) -> Any:
+        """The newest incident of the device closed within the flap window: one of these severities (a condition
+        on the SLA clock: any outage), or with ``None`` one of the signal's own kind."""
+        since = s.at - self._flap_window(s)
+        if s.key not in self.acted:
+            return next(
+                (
+                    r
+                    for r in self._closed.get(s.key, ())
+                    if r.closed_at >= since
+                    and (r.severity in severities if severities is not None else r.kind == s.kind)
+                ),
+                None,
+            )
+        c = incidents.c
+        alike = c.severity.in_(severities) if severities is not None else c.kind == s.kind
+        q = sa.select(incidents).where(c.key == s.key, alike, c.closed_at >= since)
+        return (await self.conn.execute(q.order_by(c.closed_at.desc()).limit(1))).first()
+
+    async def active_kinds(self, incident_id: str, s: Signal) -> list[str]:
+        """The kinds of the incident's conditions still active once ``s`` cleared its own, oldest first."""
+        if s.key not in self.acted and incident_id in self._conditions:
+            return [kind for open_key, kind in self._conditions[incident_id] if open_key != s.condition_key]
+        k = incident_conditions.c
+        still = await self.conn.execute(
+            sa.select(k.kind).where(k.incident_id == incident_id, k.open_key.is_not(None)).order_by(k.id)
+        )
+        return [r.kind for r in still]
+
+    async def hours24(self, site: str, device: str) -> bool:
+        """Whether a device's SLA counts wall-clock time: its registered 24-hour status (``devices.hours24``, the
+        registry's copy, broker/rules/devices.py), else the site's deprecated name patterns."""
+        key = f"{site}/{device}"
+        if key not in self._hours24:
+            await self.load_hours24([key])
+        return self.sites[site].is_always_on(device, self._hours24[key])
+
+    def _flap_window(self, s: Signal) -> timedelta:
+        return timedelta(minutes=self.sites[s.site].sla.flap_window_min)
+
+
+def _chunks(values: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(values), CHUNK):
+        yield values[i : i + CHUNK]
