@@ -218,22 +218,17 @@ class Store:
         """Anything a device sends proves it alive: move its stale deadline, and revive it if stale."""
         if not seen:
             return []
-        c = devices.c
-        await touch_devices(
-            conn,
-            [
-                (k.text, at, at + timedelta(seconds=self.stale_factor * self.heartbeat_s.get(k.text, 60.0)))
-                for k, at in seen.items()
-            ],
-        )
+        factor, heartbeat = self.stale_factor, self.heartbeat_s
         now = max(seen.values())
-        revived = await conn.execute(
-            devices.update()
-            .where(c.presence == STALE, c.key.in_([k.text for k in seen]))
-            .values(presence="online", presence_since=now)
-            .returning(c.site, c.device, c.session)
+        revived = await touch_devices(
+            conn,
+            [(k.text, at, at + timedelta(seconds=factor * heartbeat.get(k.text, 60.0))) for k, at in seen.items()],
+            now,
         )
-        return [Transition(DeviceKey(r.site, r.device), "online", r.session, now, "heartbeat resumed") for r in revived]
+        return [
+            Transition(DeviceKey(site, device), "online", session, now, "heartbeat resumed")
+            for site, device, session in revived
+        ]
 
     async def sweep_stale(self, now: datetime, then: Then | None = None) -> list[Transition]:
         """Online devices whose heartbeat is overdue are ``stale``: connected (no Will) but not working.

@@ -1,4 +1,4 @@
-"""The events batch insert (and the devices' last-seen update beside it): the fastest correct form per
+"""The events batch insert (and the devices' last-seen update and revival beside it): the fastest correct form per
 backend, one call above the switch.
 
 The rule: an event is stored once (``ON CONFLICT DO NOTHING`` on its primary key), and the caller learns
@@ -139,21 +139,43 @@ _PG_TOUCH = (
 _SQLITE_TOUCH = "UPDATE devices SET last_seen = ?, stale_after = ? WHERE key = ?"
 
 
-async def touch_devices(conn: AsyncConnection, seen: Sequence[tuple[str, datetime, datetime]]) -> None:
-    """Each device heard from in the batch: (key text, last seen, stale deadline), one statement. Every batch
-    carries it, for every device in it, so it goes to the driver like the insert; in key order, so two
-    consumers of one group lock the rows in the same order."""
+_PG_REVIVE = (
+    "UPDATE devices SET presence = 'online', presence_since = $2"
+    " WHERE presence = 'stale' AND key = ANY($1::text[]) RETURNING site, device, session"
+)
+
+
+@lru_cache(maxsize=64)
+def _sqlite_revive(keys: int) -> str:
+    return (
+        "UPDATE devices SET presence = 'online', presence_since = ?"
+        f" WHERE presence = 'stale' AND key IN ({', '.join('?' * keys)}) RETURNING site, device, session"
+    )
+
+
+async def touch_devices(
+    conn: AsyncConnection, seen: Sequence[tuple[str, datetime, datetime]], now: datetime
+) -> list[tuple[str, str, int]]:
+    """Each device heard from in the batch: (key text, last seen, stale deadline), one statement; then those
+    of them that were ``stale`` are online again since ``now``, one statement, returned as (site, device,
+    session). Every batch carries both, so they go to the driver like the insert (on SQLite one trip to
+    aiosqlite's thread each, where SQLAlchemy's cursor took four for the second); in key order, so two
+    consumers of one group lock the rows in the same order (the second only locks rows the first holds)."""
     rows = sorted(seen)
     if not rows:
-        return
+        return []
+    keys = [key for key, _, _ in rows]
     try:
         if conn.dialect.name == "postgresql":
-            keys, at, deadline = zip(*rows, strict=True)
+            _, at, deadline = zip(*rows, strict=True)
             times = [list(map(_pg_time, at)), list(map(_pg_time, deadline))]
-            await conn.exec_driver_sql(_PG_TOUCH, (list(keys), *times))
-            return
+            await conn.exec_driver_sql(_PG_TOUCH, (keys, *times))
+            revived: Any = (await conn.exec_driver_sql(_PG_REVIVE, (keys, _pg_time(now)))).fetchall()
+            return [(r[0], r[1], r[2]) for r in revived]
         params = [(_sqlite_time(at), _sqlite_time(deadline), key) for key, at, deadline in rows]
+        since = _sqlite_time(now)
     except (ValueError, TypeError) as exc:
         raise sa_exc.StatementError(str(exc), "UPDATE devices", None, exc) from exc
     driver: Any = (await conn.get_raw_connection()).driver_connection
     await driver.executemany(_SQLITE_TOUCH, params)
+    return [(r[0], r[1], r[2]) for r in await driver.execute_fetchall(_sqlite_revive(len(keys)), [since, *keys])]
