@@ -73,6 +73,19 @@ class RulesConfig(Section):
     )
 
 
+class HallConfig(Section):
+    site: Segment | None = Field(
+        default=None,
+        description="Set on a hall's own consumer, next to the hall's broker: the one site it serves"
+        " (docs/hall-autonomy.md). It takes only that site's topics, never confirms to devices, runs the site's"
+        " incidents, SLA clock and alerts on its own store, and sends its incidents to the centre",
+    )
+    mirror_s: float = Field(default=1.0, gt=0, le=60, description="How often changed incidents are sent to the centre")
+    resync_s: float = Field(
+        default=300.0, gt=0, description="How often every incident of the last day is sent to the centre again"
+    )
+
+
 class ConsumerConfig(TomlSettings):
     model_config = SettingsConfigDict(env_prefix="HALLFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -90,33 +103,31 @@ class ConsumerConfig(TomlSettings):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     gallery: GalleryCentreConfig = Field(default_factory=GalleryCentreConfig)
-    role: Literal["centre", "hall"] = Field(
-        default="centre",
-        description="'centre': every site, confirms to devices; 'hall': one site's own consumer next to its broker"
-        " (docs/hall-autonomy.md): stores locally, runs that site's incidents, SLA clock and alerts, never confirms",
-    )
-    site: Segment | None = Field(default=None, description="The site a 'hall' consumer serves (only with role 'hall')")
-    hall_mirror_s: float = Field(
-        default=1.0, gt=0, le=60, description="role 'hall': how often changed incidents are sent to the centre"
-    )
-    hall_resync_s: float = Field(
-        default=300.0, gt=0, description="role 'hall': how often the last day's incidents are all sent again"
+    hall: HallConfig = Field(
+        default_factory=HallConfig, description="A hall's own consumer (hall.site set) instead of the centre's"
     )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (off if unset)"
     )
 
+    @property
+    def role(self) -> Literal["centre", "hall"]:
+        return "centre" if self.hall.site is None else "hall"
+
+    @property
+    def site(self) -> str | None:
+        """The one site a hall consumer serves; None at the centre (every site)."""
+        return self.hall.site
+
     @model_validator(mode="after")
-    def _role_fits(self) -> ConsumerConfig:
-        """A hall consumer that acted for other sites, or confirmed to devices, would break exactly-once."""
-        if self.role == "hall":
-            if self.site is None:
-                raise ValueError("site: a consumer with role 'hall' needs the site it serves")
-            if not self.rules.enabled:
-                raise ValueError("rules.enabled: a hall consumer exists to run the hall's rules; it cannot be off")
-            others = sorted(set(self.sites) - {self.site})
-            if others:
-                raise ValueError(f"sites: a hall consumer for {self.site} cannot configure other sites {others}")
-        elif self.site is not None:
-            raise ValueError("site: only a consumer with role 'hall' serves one site; the centre serves them all")
+    def _hall_fits(self) -> ConsumerConfig:
+        """A hall consumer that acted for other sites, or did not act at all, would break the merge rule."""
+        site = self.hall.site
+        if site is None:
+            return self
+        if not self.rules.enabled:
+            raise ValueError(f"rules.enabled: hall.site is set ({site}): a hall consumer exists to run the rules")
+        others = sorted(set(self.sites) - {site})
+        if others:
+            raise ValueError(f"sites: the hall consumer of {site} (hall.site) cannot configure other sites {others}")
         return self

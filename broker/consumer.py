@@ -181,7 +181,7 @@ class Consumer:
         return [
             central.SlaTicks(sla, rx, r.tick_s),
             central.AlertDeliveries(self.deliverer, self.cfg.alerts.send_every_s),
-            HallMirror(self.store, rx, self.cfg.site, self.cfg.hall_mirror_s, self.cfg.hall_resync_s),
+            HallMirror(self.store, rx, self.cfg.site, self.cfg.hall.mirror_s, self.cfg.hall.resync_s),
         ]
 
     def _refused(self, exc: LinkError) -> str:

@@ -127,9 +127,7 @@ async def scene(tmp_path: Path, mosquitto: LocalMosquitto, store_url: str, http:
         hall_broker.start()
         hall_url = f"sqlite+aiosqlite:///{tmp_path / 'hall.db'}"
         base = consumer_config(hall_broker.port, hall_url, {SITE: QINGPU}, alerts(http, "hall"), "hall-qp")
-        hall_cfg = ConsumerConfig.model_validate(
-            base.model_dump() | {"role": "hall", "site": SITE, "hall_mirror_s": 0.1}
-        )
+        hall_cfg = ConsumerConfig.model_validate(base.model_dump() | {"hall": {"site": SITE, "mirror_s": 0.1}})
         hall = await start_hall(hall_cfg, clock)
         hall_cmds, centre_cmds = Commands(hall_broker.port), Commands(mosquitto.port)
         try:
@@ -321,14 +319,13 @@ async def test_a_bad_hall_snapshot_is_dead_lettered_with_its_reason(
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
-        ({"role": "hall"}, "site:"),
-        ({"site": SITE}, "site:"),
-        ({"role": "hall", "site": SITE, "rules": {"enabled": False}}, "rules.enabled"),
-        ({"role": "hall", "site": SITE, "sites": {"other": {}}}, "sites:"),
+        ({"hall": {"site": SITE}, "rules": {"enabled": False}}, "rules.enabled"),
+        ({"hall": {"site": SITE}, "sites": {"other": {}}}, "sites:"),
+        ({"hall": {"site": "no/slash"}}, "hall.site"),
     ],
 )
-def test_a_consumer_role_that_does_not_fit_its_site_is_refused_by_field(fields: dict[str, Any], named: str) -> None:
-    """GIVEN a hall consumer without a site, a centre with one, a hall with its rules off or configuring another
-    site WHEN the config is read THEN it is refused, naming the field."""
+def test_a_hall_consumer_that_would_not_fit_its_site_is_refused_by_field(fields: dict[str, Any], named: str) -> None:
+    """GIVEN a hall consumer with its rules off, configuring another site, or naming a site no topic can carry
+    WHEN the config is read THEN it is refused, naming the field."""
     with pytest.raises(ValidationError, match=named):
         ConsumerConfig.model_validate({"instance": "x", **fields})

@@ -389,12 +389,12 @@ def test_the_consumer_options_keep_its_session_group_and_subscriptions() -> None
 
 
 def test_a_hall_consumer_takes_only_its_own_site_as_another_client_and_leaves_a_will_on_its_lead() -> None:
-    """GIVEN a consumer with role 'hall' for site qp WHEN its receiver options are made THEN it subscribes to
+    """GIVEN a hall consumer (hall.site) for site qp WHEN its receiver options are made THEN it subscribes to
     qp's topics only, as hall-{instance} (not the centre's consumer-{instance}: a session of its own), takes no
     hall lead or incident, and its Will says offline on qp's lead status, retained."""
-    from broker.config import ConsumerConfig
+    from broker.config import ConsumerConfig, HallConfig
 
-    o = ReceiverOptions.for_consumer(ConsumerConfig(instance="h1", role="hall", site="qp"))
+    o = ReceiverOptions.for_consumer(ConsumerConfig(instance="h1", hall=HallConfig(site="qp")))
     assert o.client_id == "hall-h1"
     assert {s.pattern for s in o.subscriptions} == {
         "$share/hallfleet/hall/v1/qp/+/evt/#",
