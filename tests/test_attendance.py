@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent.agent import Agent
+from agent.commands.registry import Registry
 from agent.config import AgentConfig, OutboxConfig
 from agent.device import DeviceContext
 from agent.gallery import GalleryConfig
@@ -374,3 +375,67 @@ async def test_an_enrolment_cut_off_by_its_timeout_leaves_no_template_behind(
     sim.press("again-right-index", 2)
     page = (await asyncio.wait_for(enrol, 10))["page"]
     assert sim.library[page] == "again-right-index" and r._fingers[page] == "S9999"
+
+
+class LateReads(StateStore):
+    """The state store on a busy SQLite thread: a read issued before ``release`` answers only after it (or a
+    second), with what the file held when it ran, as a read queued ahead of a write does."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.release = asyncio.Event()
+
+    async def kv_get(self, key: str) -> str | None:
+        value = await super().kv_get(key)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.release.wait(), 1)
+        return value
+
+
+async def test_an_enrolment_sent_while_the_terminal_starts_keeps_its_page(tmp_path: Path) -> None:
+    """GIVEN a terminal starting (its saved state still loading from a busy SQLite thread) WHEN the fingerprint_enrol
+    command runs at once for one person, then for another, each pressing when the screen asks THEN both mappings
+    are kept, on two pages, and each finger punches (the load used to land after the first enrolment and wipe its
+    mapping: the second took the same page, and the first person's finger matched nothing, silently)."""
+    db = Database(tmp_path / "state.db")
+    await db.open()
+    state = LateReads(db)
+    await state.prepare()
+    sent: list[tuple[str, Any]] = []
+
+    async def emit(event_type: str, payload: Any, counter: str | None = None) -> Any:
+        sent.append((event_type, payload))
+
+    device = DeviceContext("qp", "att-1", "b", SystemClock(), state, emit, None, lambda: True, lambda: True)  # type: ignore[arg-type]
+    r = AttendanceRole(device, AttendanceConfig.model_validate({"fingerprint": {"type": "sim"}, "repeat_s": 0}))
+    assert r.finger is not None and r.finger_sim is not None
+    r.finger.poll_s = 0.01
+    registry = Registry()
+    r.register_commands(registry)
+    spec = registry.get("fingerprint_enrol")
+    assert spec is not None
+    running = asyncio.create_task(r.run())  # the command runner starts beside the role, as in Agent._run
+    try:
+        pages = []
+        for staff in ("S0001", "S0004"):
+            asked = r.output.expect(asks_for_the_first_press)
+            enrol = asyncio.ensure_future(spec.handler(FingerEnrol(staff_id=staff)))
+            await asyncio.wait_for(asked, 10)
+            r.finger_sim.press(f"{staff}-right-index", 2)
+            pages.append((await asyncio.wait_for(enrol, 10))["page"])
+            state.release.set()
+        assert len(set(pages)) == 2, pages
+        assert json.loads(await StateStore.kv_get(state, "attendance.fingers") or "{}") == {
+            str(p): s for p, s in zip(pages, ("S0001", "S0004"), strict=True)
+        }
+        for staff in ("S0001", "S0004"):
+            punched = r.output.expect(lambda fb, s=staff: fb.ok and fb.staff_id == s)  # type: ignore[misc]
+            r.finger_sim.press(f"{staff}-right-index", 1)
+            await asyncio.wait_for(punched, 5)
+        assert [p.staff_id for t, p in sent if t == "attendance.punch"] == ["S0001", "S0004"]
+        assert refusals(sent) == []
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await db.close()

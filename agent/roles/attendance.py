@@ -86,6 +86,9 @@ class AttendanceConfig(Section):
     repeat_s: float = Field(default=60, ge=0, description="A punch by the same person within this is the same punch")
     reject_repeat_s: float = Field(default=10, ge=0, description="The same refusal is reported once per this")
     fingerprint_poll_s: float = Field(default=0.3, gt=0, le=5, description="How often the finger sensor is read")
+    fingerprint_lift_s: float = Field(
+        default=1.0, ge=0, le=5, description="After a finger punch the sensor rests this long: the finger is on it"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> AttendanceConfig:
@@ -193,6 +196,8 @@ class AttendanceRole:
         self._fingers: dict[int, str] = {}
         self._revoked: set[str] = set()
         self._finger_lock = asyncio.Lock()  # pyusb calls run in a thread, one at a time
+        self._loading = asyncio.Lock()
+        self._loaded = False
 
     def _finger_reader(self, cfg: ZfmConfig | SimulatedFingerprintConfig | None) -> ZfmReader | None:
         if cfg is None:
@@ -229,7 +234,7 @@ class AttendanceRole:
 
     # -- running -----------------------------------------------------------------------------------
     async def run(self) -> None:
-        await self._load_state()
+        await self._ready()
         await self._report_gallery()
         async with asyncio.TaskGroup() as tg:
             if self.cfg.camera is not None:
@@ -238,6 +243,16 @@ class AttendanceRole:
                 tg.create_task(self._finger_loop(), name="fingerprint")
             if self.cfg.qr is not None:
                 tg.create_task(self._qr_loop(self.cfg.qr), name="qr")
+
+    async def _ready(self) -> None:
+        """The saved state (finger mapping, revoked list, sealed gallery) loaded, once. run() and every command
+        come through here first: the command runner starts beside run(), so a command may come first, and a load
+        that ended after an enrolment replaced the mapping that enrolment had just made; the next enrolment then
+        took the same page and wrote over that person's template, whose finger matched nothing from then on."""
+        async with self._loading:
+            if not self._loaded:
+                await self._load_state()
+                self._loaded = True
 
     async def _load_state(self) -> None:
         fingers = await self.device.state.kv_get(KV_FINGERS)
@@ -300,7 +315,7 @@ class AttendanceRole:
                     await self.reject("fingerprint", "unknown_staff", detail=f"page {match.page_id} is not mapped")
                 else:
                     await self.punch(staff, "fingerprint", float(match.score))
-                await asyncio.sleep(1.0)  # the finger is still on the sensor: one punch per touch
+                await asyncio.sleep(self.cfg.fingerprint_lift_s)  # one punch per touch
             await asyncio.sleep(self.cfg.fingerprint_poll_s)
 
     async def _qr_loop(self, cfg: QrScannerConfig | SimulatedQrConfig) -> None:
@@ -360,6 +375,7 @@ class AttendanceRole:
     async def _cmd_gallery_update(self, update: GalleryUpdate) -> dict[str, Any]:
         if self.store is None:
             raise CommandFailed("this terminal has no face gallery configured")
+        await self._ready()
         try:
             self.held, revoked = await asyncio.to_thread(self.store.apply, self.held, update)
         except GalleryError as exc:
@@ -378,11 +394,13 @@ class AttendanceRole:
         return {"version": self.held.version, "staff": len(self.held.entries), "revoked": len(revoked)}
 
     async def _cmd_gallery_report(self, _args: NoArgs) -> dict[str, Any]:
+        await self._ready()
         await self._report_gallery()
         return {"version": self.held.version, "staff": len(self.held.entries)}
 
     async def _cmd_finger_enrol(self, args: FingerEnrol) -> dict[str, Any]:
         reader = self._need_finger()
+        await self._ready()
         async with self._finger_lock:  # held to the mapping: no scan meets a page stored but not yet mapped
             used = set(self._fingers)
             page = next((p for p in range(reader.cfg.capacity) if p not in used), None)
@@ -421,6 +439,7 @@ class AttendanceRole:
 
     async def _cmd_finger_remove(self, args: FingerEnrol) -> dict[str, Any]:
         self._need_finger()
+        await self._ready()
         removed = await self._forget_finger(args.staff_id)
         await self._save_state()
         return {"removed": removed}
