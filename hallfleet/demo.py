@@ -23,12 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+import uvicorn
 
 from agent.agent import Agent
 from agent.roles.rating import HttpError, read_request
 from broker.alerts.notifiers import WebhookConfig
 from broker.alerts.routing import AlertsConfig, RecipientConfig
+from broker.api.app import create_app
 from broker.api.auth import add_user
+from broker.api.cli import keep_mqtt
 from broker.api.config import ApiConfig
 from broker.attendance.roster import import_roster
 from broker.config import ConsumerConfig, IngestConfig, RulesConfig, StoreConfig
@@ -209,6 +212,8 @@ async def _demo_day(
     sites = Sites(cfg.sites)
     store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
     await import_roster(store, [m for ms in staff.values() for m in ms], by="demo", at=day.start)
+    password = secrets.token_urlsafe(12)
+    await add_user(store, DEMO_USER, password, "it_admin", ("*",), day.start)  # its hash takes none of the morning
     clock = day.begin()  # hall time starts now, with the fleet: the setup above took none of the morning
     consumer = Consumer(cfg, store, clock)
     play = sc.Scenario(scenario, day, sites, staff, store)
@@ -227,8 +232,6 @@ async def _demo_day(
         loop.add_signal_handler(sig, stop.set)
     consumer_task = asyncio.create_task(consumer.run(), name="consumer")
     agent_tasks = [asyncio.create_task(a.run(), name=f"agent-{d.hall.site}-{d.name}") for d, a in play.fleet]
-    password = secrets.token_urlsafe(12)
-    await add_user(store, DEMO_USER, password, "it_admin", ("*",), clock.now())
     reports: list[Path] = []
     try:
         async with _api(cfg, store, clock) as url:
@@ -287,12 +290,9 @@ async def _deliveries_done(store: Store, clock: Clock, within_s: float = 5.0) ->
 
 @contextlib.asynccontextmanager
 async def _api(cfg: ConsumerConfig, store: Store, clock: Clock) -> AsyncIterator[str]:
-    """uvicorn serving the API and dashboard on a free loopback port, in this process, on the demo's store."""
-    import uvicorn
-
-    from broker.api.app import create_app
-    from broker.api.cli import keep_mqtt
-
+    """uvicorn serving the API and dashboard on a free loopback port, in this process, on the demo's store. Its
+    modules are imported with the demo's, before hall time runs: imported here, they held the event loop over a
+    second on a busy machine (ten hall minutes at 600x) while the devices started and the first staff arrived."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -40,7 +40,7 @@ import broker.attendance
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
 from agent.netcheck import NetCheckConfig
-from agent.roles.attendance import AttendanceConfig, FingerEnrol, enrol_prompt_zh
+from agent.roles.attendance import AttendanceConfig, AttendanceRole, Feedback, FingerEnrol, enrol_prompt_zh
 from agent.roles.kiosk import KioskConfig, SimulatedReceiptConfig
 from agent.roles.rating import RatingConfig, ServiceCall
 from agent.roles.usage import LogUsageConfig
@@ -78,6 +78,7 @@ from drivers.fingerprint.zfm import EnrolStep
 from drivers.ipp.client import A4PrinterConfig, print_job
 from drivers.ipp.raster import a4_pages
 from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
+from drivers.qr.keyboard import SimulatedScanner
 from drivers.qr.validators import staff_map_line
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
@@ -96,7 +97,14 @@ NAMES = ("王丽", "张伟", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "
 UNITS = ("市场监管局", "人社局", "公安局", "税务局", "医保局", "不动产登记中心")
 TICKET_LINE = "ticket issued"
 HEARTBEAT_REAL_S = 5.0  # each agent's health interval in real time, whatever the speed
-PUNCH_REAL_S = 0.5  # a terminal takes the next person after this much real time (its finger poll is 0.2 s)
+# A person waits this long (real seconds) for the terminal's answer before trying the next way: the finger loop
+# pauses a second after each punch, and a busy machine adds to it.
+ANSWER_REAL_S = 10.0
+QR_TRIES = 2  # a refused or unanswered QR code is shown again, freshly made
+# A QR code is fresh this long in real time at any speed (production's 120 s are 0.2 real s at 600x, less than
+# a busy machine takes from the scanner's keystrokes to the check, and the code was refused as expired).
+QR_FRESH_REAL_S = 10.0
+LATE_TOLD_MIN = 10  # a punch the terminal takes this many hall minutes after the script's time is told
 
 
 # -- the scenario file ------------------------------------------------------------------------------------
@@ -393,8 +401,12 @@ def agent_config(
                     "pattern": rf"{d.hall.qr_prefix}:(?P<id>\d{{17}}[\dX]):(?P<ts>\d{{10}})",
                     "staff_map": str(staff_map),
                     "salt_file": str(salt),
+                    "max_age_s": min(86_400.0, max(120.0, QR_FRESH_REAL_S * speed)),
                 },
                 "fingerprint_poll_s": 0.2,
+                # The sensor's rest after a punch is real time: a second is ten hall minutes at 600x, and the next
+                # person in the queue was judged late for it. The twin's press is read once, so none is needed.
+                "fingerprint_lift_s": 0.2,
             }
         )
     elif d.role in ("queue", "door", "locker", "patrol"):
@@ -587,11 +599,12 @@ class Scenario:
         ins += [(self.day.at(t), m) for t, m in zip(part.late, late, strict=False)]
         outs = list(zip(self.day.spread(part.leave, len(came), rng), came, strict=True))
         plays = sorted([(t, m, "签到") for t, m in ins] + [(t, m, "签退") for t, m in outs], key=lambda x: x[0])
-        # What finish() waits for at the day's end: every punch planned made, and as many stored by the centre.
+        # What finish() waits for at the day's end: every punch planned either taken by a terminal (and as many
+        # stored by the centre) or told as not taken.
         made: list[str] = []
-        self.expected[hall.site] |= {"planned": [m.staff_id for _, m, _ in plays], "punched": made}
+        failed: list[str] = []
+        self.expected[hall.site] |= {"planned": [m.staff_id for _, m, _ in plays], "punched": made, "failed": failed}
         noted = max([t for t, _ in ins], default=self.day.start) + timedelta(minutes=5)
-        free_at = [0.0] * len(terminals)  # loop time each terminal is free again: one person at a time
         for k, (at, m, what) in enumerate(plays):
             if absent and at >= noted:
                 await self.day.until(noted)
@@ -599,19 +612,43 @@ class Scenario:
                 absent = []
             await self.day.until(at)
             t = k % len(terminals)
-            await asyncio.sleep(max(0.0, free_at[t] - asyncio.get_running_loop().time()))
-            free_at[t] = asyncio.get_running_loop().time() + PUNCH_REAL_S
             role = terminals[t][1].attendance
             assert role is not None
-            if (t, m.staff_id) in fingers and role.finger_sim is not None:
-                role.finger_sim.press(f"{m.staff_id}-right-index", 1)
-            elif role.qr_sim is not None:
-                stamp = int(self.day.clock.now().timestamp())
-                role.qr_sim.type(f"{hall.qr_prefix}:{personal_id(hall, m.staff_id)}:{stamp}")
-            made.append(m.staff_id)
+            taken = await self._punch(hall, role, m, (t, m.staff_id) in fingers, what)
+            (made if taken else failed).append(m.staff_id)
+            if taken and self.day.now() - at > timedelta(minutes=LATE_TOLD_MIN):
+                self.tell(f"{hall.short} {m.name} ({m.staff_id}) {what}: 剧本 {hm(at)}, 终端 {hm(self.day.now())} 受理")
             if m in late and what == "签到":
                 self.tell(f"{hall.short} {m.name} ({m.staff_id}) 迟到签到")
         self._absent(hall, absent)
+
+    async def _punch(self, hall: Hall, role: AttendanceRole, m: StaffMember, finger: bool, what: str) -> bool:
+        """One person at the terminal until it answers: by finger where enrolled, else (or when the finger is not
+        taken) by QR code, a fresh code each try. Only what the terminal took counts as punched: a press it never
+        answered (a finger that matches no template shows nothing) used to count, and the person was judged
+        absent without a word. A person no way worked for is told loudly."""
+        for way in ["finger"] * finger + ["qr"] * QR_TRIES:
+            answer = role.output.expect(lambda fb: _answers(fb, m.staff_id))
+            try:
+                if way == "finger":
+                    assert role.finger_sim is not None
+                    role.finger_sim.press(f"{m.staff_id}-right-index", 1)
+                else:
+                    stamp = int(self.day.clock.now().timestamp())
+                    (await _scanner(role)).type(f"{hall.qr_prefix}:{personal_id(hall, m.staff_id)}:{stamp}")
+                fb: Feedback | None = await asyncio.wait_for(answer, ANSWER_REAL_S)
+            except TimeoutError:
+                fb = None
+            finally:
+                answer.cancel()
+            if fb is not None and fb.ok:
+                return True
+            said = fb.text if fb is not None else "no answer"
+            log.warning("%s/%s %s by %s not taken: %s", hall.site, m.staff_id, what, way, said)
+        self.tell(f"{hall.short} {m.name} ({m.staff_id}) {what}失败: 终端未接受打卡 (指纹/二维码均未成功)")
+        log.error("%s: %s's %s not taken by the terminal in any way; the day's verdict will be wrong", hall.site,
+                  m.staff_id, what)  # fmt: skip
+        return False
 
     def _absent(self, hall: Hall, members: list[StaffMember]) -> None:
         for m in members:
@@ -787,8 +824,8 @@ class Scenario:
 
     async def finish(self, within_s: float) -> None:
         """The day's last scheduled actions done and stored (bounded by ``within_s`` real seconds): every hall's
-        punches made and as many outcomes stored (taken, or refused: an unmatched finger). The day ends at its
-        hall time, but on a loaded machine the terminals' queue (PUNCH_REAL_S a person) can run past it:
+        punches taken or told as not taken, and as many punches stored as were taken. The day ends at its hall
+        time, but on a loaded machine the terminals' queue (each person waits for the answer) can run past it:
         Wanzhou's 17:58 sign-outs must be in before the centre stops, or someone stays 待签退."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
@@ -799,20 +836,34 @@ class Scenario:
             await asyncio.sleep(0.1)
 
     async def _punches_behind(self) -> str | None:
-        """A hall whose punches are not all made and stored, as "site made/planned stored"; None: all in."""
-        outcomes = ("attendance.punch", "attendance.punch_rejected")
+        """A hall whose punches are not all played and stored, as "site made/planned (not taken), stored"; None:
+        all in."""
         for hall in HALLS:
             plan = self.expected.get(hall.site, {})
-            made, planned = plan.get("punched", []), plan.get("planned")
+            made, failed, planned = plan.get("punched", []), plan.get("failed", []), plan.get("planned")
             e = events.c
             stored = await self.store.scalar(
                 sa.select(sa.func.count())
                 .select_from(events)
-                .where(e.site == hall.site, e.type.in_(outcomes), e.ts >= self.day.start)
+                .where(e.site == hall.site, e.type == "attendance.punch", e.ts >= self.day.start)
             )
-            if planned is None or len(made) < len(planned) or (stored or 0) < len(made):
-                return f"{hall.site} made {len(made)}/{len(planned or [])}, stored {stored}"
+            if planned is None or len(made) + len(failed) < len(planned) or (stored or 0) < len(made):
+                return f"{hall.site} made {len(made)}/{len(planned or [])} (not taken {len(failed)}), stored {stored}"
         return None
+
+
+def _answers(fb: Feedback, staff_id: str) -> bool:
+    """The terminal's answer to this person: their punch (or 已打卡), or a refusal (a QR refusal names nobody)."""
+    return not fb.prompt and (fb.staff_id == staff_id or not fb.ok)
+
+
+async def _scanner(role: AttendanceRole) -> SimulatedScanner:
+    """The terminal's QR scanner twin, which comes up with the role's run() (bounded: TimeoutError)."""
+    async with asyncio.timeout(ANSWER_REAL_S):
+        while role.qr_sim is None:  # noqa: ASYNC110 -- the role offers no event for it
+            await asyncio.sleep(0.05)
+    assert role.qr_sim is not None
+    return role.qr_sim
 
 
 # -- what the demo shows ---------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ def test_demo_plays_a_working_day_accelerated_and_sums_it_up(tmp_path: Path) -> 
     # Attendance: the scripted late arrivals (Qingpu after 08:30, Wanzhou after 09:00) are judged late from
     # their scaled stamps, the absent one absent; everybody else is on time.
     summary = out[out.index("==== 今日小结 2026-11-20") :]
+    # A scripted punch the terminal did not take is told as it happens (the verdicts below would be wrong).
+    assert "终端未接受打卡" not in out, [line for line in out.splitlines() if "剧情" in line and "打卡" in line]
     verdicts = [dict(v.rsplit(" ", 1) for v in line.split(", ")) for line in re.findall(r"考勤: .* 人: (.*)", summary)]
     judged = [(v.get("迟到"), v.get("旷工"), set(v) - {"正常", "迟到", "旷工"}) for v in verdicts]
     assert judged == [("2", "1", set())] * 2, summary
