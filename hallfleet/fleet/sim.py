@@ -48,7 +48,6 @@ from typing import Any
 
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
-from agent.roles.attendance import FingerEnrol
 from agent.roles.kiosk import SimulatedReceiptConfig
 from agent.roles.rating import ServiceCall
 from agent.roles.usage import LogUsageConfig
@@ -60,6 +59,7 @@ from drivers.ipp.sim import SimulatedIppServer
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
 from hallfleet import demo_scenario as ds
+from hallfleet.fingers import enrol_on_twin
 from hallfleet.fleet import hall as fh
 from hallfleet.fleet.netcut import NetCut
 from hallfleet.fleet.scenario import Fault, FleetRole, Scenario
@@ -614,7 +614,7 @@ class Fleet:
     async def _fault(self, f: Fault, targets: list[Member]) -> None:
         start = at_day(self.today, f.at)
         if not await self.until(start) or not targets:
-            log.warning("fault %s at %s: %s", f.kind, f.at, "no device to hit" if targets else "already past")
+            log.warning("fault %s at %s: %s", f.kind, f.at, "already past" if targets else "no device to hit")
             return
         self.counts[f"fault_{f.kind}"] += len(targets)
         log.info("fault %s on %s", f.kind, ", ".join(m.key for m in targets))
@@ -667,20 +667,15 @@ class Finger:
 
     @staticmethod
     async def enrol(m: Member, staff_id: str) -> Finger | None:
-        """The fingerprint_enrol command, as the centre sends it, with the finger pressed twice when the
-        reader asks for it (the handler waits up to 10 s for each press)."""
+        """The fingerprint_enrol command, as the centre sends it, with the finger pressed when the terminal's
+        screen asks for it (hallfleet/fingers.py); None when it failed, and the person punches by QR code."""
         agent = m.agent
-        role = agent.attendance if agent is not None else None
-        spec = agent.commands.registry.get("fingerprint_enrol") if agent is not None else None
-        if agent is None or role is None or role.finger_sim is None or spec is None:
+        if agent is None:
             return None
         name = f"{staff_id}-right-index"
-        task = asyncio.ensure_future(spec.handler(FingerEnrol(staff_id=staff_id)))
-        await asyncio.sleep(0.2)  # the handler takes the reader first, or the terminal's scan eats the presses
-        role.finger_sim.press(name, 2)
         try:
-            await asyncio.wait_for(task, 30)
-        except Exception as exc:  # any refusal (library full, no press seen) leaves the person to the QR code
+            await enrol_on_twin(agent, staff_id, name)
+        except Exception as exc:  # any refusal (no twin, library full, no press seen) leaves the person to the QR code
             log.debug("%s: enrolment of %s failed: %s", m.key, staff_id, exc)
             return None
         return Finger(m, agent, name)
