@@ -1,6 +1,7 @@
 """An agent loads the stacks of the hardware it is configured with and no others: no OpenCV, dlib or numpy
 without a camera, no evdev without a QR scanner or keypad, no pyusb without a USB printer or fingerprint reader
-(or its twin, a pyusb backend); and nothing under drivers/ loads the MQTT client.
+(or its twin, a pyusb backend), no HTTP client (httpx) without a queue system; and nothing under drivers/ loads the
+MQTT client.
 
 Each role is started for real (``hallfleet agent --config``, against a private Mosquitto) and its modules are
 read when it stops, after it reported READY to systemd's notify socket and its birth reached the broker: by
@@ -30,7 +31,7 @@ from protocol import topics
 from tests.support.procs import write_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-WATCHED = {"cv2", "numpy", "dlib", "face_recognition", "mediapipe", "evdev", "usb", "paho"}
+WATCHED = {"cv2", "numpy", "dlib", "face_recognition", "mediapipe", "evdev", "usb", "httpx", "paho"}
 HEAVY = WATCHED - {"paho"}  # the agent's link is paho; the hardware stacks are what a role may not need
 SITE = "lean"
 
@@ -68,6 +69,11 @@ def role_sections(tmp_path: Path) -> dict[str, tuple[str, dict[str, dict[str, An
             "attendance",
             {"attendance.qr": {"type": "sim"}, "attendance.qr_validator": qr_files(tmp_path)},
             {"evdev"},
+        ),
+        "queue": (
+            "queue",
+            {"queue": {"kind": "server"}, "queue.driver": {"type": "http", "url": "http://127.0.0.1:9/api"}},
+            {"httpx"},
         ),
         "rating": (
             "rating",
@@ -142,7 +148,7 @@ def modules_of_running_agent(tmp_path: Path, port: int, role: str, sections: dic
     return {m.split(".")[0] for m in json.loads(out.decode().splitlines()[-1])}
 
 
-@pytest.mark.parametrize("case", ["sim", "kiosk", "attendance-fingerprint", "attendance-qr", "rating"])
+@pytest.mark.parametrize("case", ["sim", "kiosk", "attendance-fingerprint", "attendance-qr", "queue", "rating"])
 def test_a_running_role_holds_only_the_hardware_stacks_its_config_names(
     case: str, mosquitto: LocalMosquitto, tmp_path: Path
 ) -> None:

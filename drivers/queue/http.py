@@ -5,6 +5,9 @@ tests).
 Each record is read on its own, so one bad record is a ``BadRecord`` and the rest of the page still counts; a
 page that is not that JSON object, or a record without a usable number, is a QueueSystemError (the agent
 retries: nothing is skipped that it cannot name).
+
+httpx is imported by the client that uses it, never at module level: every agent's config names this model, and
+an agent without a queue system must not load an HTTP client (tests/test_lean_roles.py).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import httpx
 from pydantic import Field, ValidationError
 
 from config.base import Section
@@ -55,10 +57,14 @@ def parse_page(body: Any, after: int) -> list[QueueRecord | BadRecord]:
 
 class HttpQueueSystem:
     def __init__(self, cfg: HttpQueueConfig) -> None:
+        import httpx
+
         self.cfg = cfg
         self._client = httpx.AsyncClient(base_url=cfg.url.rstrip("/"), timeout=cfg.timeout_s)
 
     async def records(self, after: int, limit: int) -> Sequence[QueueRecord | BadRecord]:
+        import httpx
+
         try:
             r = await self._client.get("/records", params={"after": after, "limit": limit})
         except httpx.HTTPError as exc:

@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 from pydantic import Field
 
 from config.base import Section
@@ -87,6 +86,8 @@ class SimQueueSystem:
         self._seq = 0
         self._hall = _Hall()
         self._server: asyncio.Server | None = None
+        import httpx  # only where a twin runs: every agent's config names SimQueueConfig
+
         self._http = httpx.AsyncClient(timeout=2.0)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -205,6 +206,8 @@ class SimQueueSystem:
             self.dropped += 1
 
     async def _tell_pad(self, window: str, call: dict[str, Any]) -> None:
+        import httpx
+
         url = self.pads.get(window)
         if url is None:
             return
