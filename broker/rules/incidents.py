@@ -19,27 +19,23 @@ pages once and breaches at most once.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.calendar import Hours, WallClockHours
 from broker.rules.consumables import LevelReading, record_levels
 from broker.rules.incident_reads import BatchReads
+from broker.rules.incident_writes import BatchWrites
 from broker.rules.notices import Severity
 from broker.sites import SiteConfig, Sites, SlaPolicy
-from broker.store.db import _insert_ignore
 from broker.store.schema import dispatches, incident_conditions, incident_timeline, incidents
 from protocol.envelope import Envelope, Frozen
 from protocol.events import Fault, KioskConsumable, KioskState
 from protocol.ids import uuid7
-
-log = logging.getLogger(__name__)
 
 OUTAGE_KINDS = ("offline", "kiosk_down", "reported")
 HALL_OUTAGE = "hall_outage"
@@ -220,17 +216,9 @@ async def timelines(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         await conn.execute(incident_timeline.insert(), rows)
 
 
-@dataclass(slots=True)
-class _Batch:
-    """One ``apply``: its connection, what it read for all its devices, and the timeline entries it wrote,
-    kept in order and inserted in one statement at the end (nothing in ``apply`` reads the timeline)."""
-
-    conn: AsyncConnection
-    reads: BatchReads
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-
-    def note(self, incident_id: str, s: Signal, entry: str, text: str) -> None:
-        self.timeline.append(timeline_row(incident_id, s.at, entry, text, kind=s.kind, **s.detail))
+def _note(b: BatchWrites, incident_id: str, s: Signal, entry: str, text: str) -> None:
+    """A timeline entry of the signal, sent with the batch's others."""
+    b.timeline.append(timeline_row(incident_id, s.at, entry, text, kind=s.kind, **s.detail))
 
 
 class IncidentRules:
@@ -262,10 +250,11 @@ class IncidentRules:
     async def apply(self, conn: AsyncConnection, signals: list[Signal], reads: BatchReads | None = None) -> None:
         """Most signals say "still fine" (a healthy kiosk's snapshot): one query finds which of the batch's
         conditions are active, and only those, and new trouble, cost more: what they read is read once for
-        the batch (broker/rules/incident_reads.py), their timeline entries written in one statement."""
+        the batch (broker/rules/incident_reads.py), what they write sent in a few statements for all of them
+        (broker/rules/incident_writes.py)."""
         if not signals:
             return
-        b = _Batch(conn, reads or BatchReads(conn, self.sites))
+        b = BatchWrites(conn, reads or BatchReads(conn, self.sites))
         live = await b.reads.live(s.condition_key for s in signals)
         acting: list[tuple[Signal, bool]] = []  # (signal, whether its condition was active before it)
         for s in signals:
@@ -280,15 +269,16 @@ class IncidentRules:
             return
         await b.reads.load([s for s, _ in acting])
         for s, was_live in acting:
+            await b.settle(s.key)
             if s.active:
                 await self._activate(b, s, was_live)
             else:
                 await self._clear(b, s)
             b.reads.acted.add(s.key)
-        await timelines(conn, b.timeline)
+        await b.flush()
 
     # -- a condition begins ------------------------------------------------------------------------
-    async def _activate(self, b: _Batch, s: Signal, live: bool) -> None:
+    async def _activate(self, b: BatchWrites, s: Signal, live: bool) -> None:
         k = incident_conditions.c
         if live:
             row = await b.reads.live_condition(s)
@@ -305,21 +295,22 @@ class IncidentRules:
         if incident_id is None:
             return
         # Another consumer recording the same condition a moment ago wins; this one then records nothing.
-        await b.conn.execute(
-            _insert_ignore(b.conn, incident_conditions).values(
-                incident_id=incident_id,
-                key=s.key,
-                kind=s.kind,
-                severity=s.severity,
-                began_at=s.start,
-                seen_at=s.at,
-                last_signal_at=s.device_ts,
-                open_key=s.condition_key,
-                summary=s.summary[:500],
-            )
+        b.conditions.append(
+            {
+                "incident_id": incident_id,
+                "key": s.key,
+                "kind": s.kind,
+                "severity": s.severity,
+                "began_at": s.start,
+                "seen_at": s.at,
+                "last_signal_at": s.device_ts,
+                "open_key": s.condition_key,
+                "summary": s.summary[:500],
+            }
         )
+        b.waiting.add(s.key)
 
-    async def _incident_for(self, b: _Batch, s: Signal) -> str | None:
+    async def _incident_for(self, b: BatchWrites, s: Signal) -> str | None:
         """The incident this condition belongs to: the device's open one, one closed within the flap window
         (reopened), or a new one."""
         row = await b.reads.open_incident(s)
@@ -345,7 +336,7 @@ class IncidentRules:
             values["next_step_at"] = step_due(self.sites[row.site].sla, hours, detected, row.step)
         return values
 
-    async def _join(self, b: _Batch, s: Signal, row: Any) -> None:
+    async def _join(self, b: BatchWrites, s: Signal, row: Any) -> None:
         """Another condition of the device's open outage (or the same one back while recovering)."""
         c = incidents.c
         values = self._widen(row, s) | {"last_signal_at": max(row.last_signal_at, s.device_ts)}
@@ -357,9 +348,9 @@ class IncidentRules:
         await b.conn.execute(incidents.update().where(c.id == row.id, c.state == row.state).values(**values))
         if "detected_at" in values:
             text += f" (故障始于 {values['detected_at'].isoformat(timespec='seconds')}, 计时起点前移)"
-        b.note(row.id, s, "signal", text)
+        _note(b, row.id, s, "signal", text)
 
-    async def _reopen(self, b: _Batch, s: Signal, row: Any) -> bool:
+    async def _reopen(self, b: BatchWrites, s: Signal, row: Any) -> bool:
         """Flap: the same incident again, its clock running from the first detection; a dispatch cancelled
         when it closed is open again."""
         c = incidents.c
@@ -392,7 +383,8 @@ class IncidentRules:
             .values(state="open", note="")
         )
         flap_min = self.sites[s.site].sla.flap_window_min
-        b.note(
+        _note(
+            b,
             row.id,
             s,
             "state",
@@ -400,8 +392,8 @@ class IncidentRules:
         )
         return True
 
-    async def _open(self, b: _Batch, s: Signal) -> str | None:
-        """A new incident, or the one another consumer opened for it in the meantime (one incident, not two)."""
+    async def _open(self, b: BatchWrites, s: Signal) -> str:
+        """A new incident (sent with the batch's others)."""
         site = self.sites[s.site]
         incident_id = uuid7()
         hours24 = await b.reads.hours24(s.site, s.device)
@@ -425,20 +417,16 @@ class IncidentRules:
             if on_the_clock(s.severity)
             else None,
         }
-        c = incidents.c
-        inserted = await b.conn.execute(_insert_ignore(b.conn, incidents).values(**values).returning(c.id))
-        if inserted.first() is None:  # opened by another consumer in the meantime
-            found = await b.conn.scalar(sa.select(c.id).where(c.open_key == s.incident_key))
-            return None if found is None else str(found)
-        log.info("incident %s opened: %s %s (%s)", incident_id, s.key, s.kind, s.summary)
+        b.incidents.append(values)  # if another consumer opens it first, the condition joins theirs
+        b.waiting.add(s.key)
         text = f"检测到{kind_label(s.kind)}: {s.summary}"
         if s.start < s.at:
             text += f" (始于 {s.start.isoformat(timespec='seconds')})"
-        b.note(incident_id, s, "signal", text)
+        _note(b, incident_id, s, "signal", text)
         return incident_id
 
     # -- a condition clears ------------------------------------------------------------------------
-    async def _clear(self, b: _Batch, s: Signal) -> None:
+    async def _clear(self, b: BatchWrites, s: Signal) -> None:
         k = incident_conditions.c
         rows = await b.conn.execute(
             incident_conditions.update()
@@ -449,12 +437,8 @@ class IncidentRules:
         for r in rows.all():
             left = [kind_label(kind) for kind in await b.reads.active_kinds(r.incident_id, s)]
             if left:
-                b.note(r.incident_id, s, "signal", f"{kind_label(s.kind)}已恢复, 仍有: {', '.join(left)}")
+                _note(b, r.incident_id, s, "signal", f"{kind_label(s.kind)}已恢复, 仍有: {', '.join(left)}")
                 continue
-            c = incidents.c
-            await b.conn.execute(
-                incidents.update()
-                .where(c.id == r.incident_id, c.state == "open")
-                .values(state="recovering", cleared_at=s.at)
-            )
-            b.note(r.incident_id, s, "signal", f"已恢复, 待确认: {s.summary}")
+            b.recovering.append({"b_id": r.incident_id, "b_at": s.at})
+            b.waiting.add(s.key)
+            _note(b, r.incident_id, s, "signal", f"已恢复, 待确认: {s.summary}")
