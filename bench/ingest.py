@@ -21,7 +21,7 @@ Prints figures and asserts nothing. For each backend, in this order, on one priv
      with one clock.
 4. Issue 19's figures: the bare receiver (the consumer's MQTT client, broker/ingest/receive.py on uvloop,
    counting only) draining N queued; the consumer in drain mode (N queued for its stopped persistent session,
-   then N / (connected -> all N rows visible)); rules on vs off through the commit stage at 0, 1 and 5 %
+   then N / (started -> all N rows visible)); rules on vs off through the commit stage at 0, 1 and 5 %
    state changes with the SLA clock's first tick after each (bench/alerts.py section 1, ``--rules-events``);
    and, once per run, Node-RED with batched SQLite inserts at synchronous=FULL (bench/nodered.py, when
    installed). Steps 1, 2 and the drains run ``--repeats`` times (default 3): medians, each run listed.
@@ -29,6 +29,11 @@ Prints figures and asserts nothing. For each backend, in this order, on one priv
    both backends, Node-RED) should take about 14 minutes (estimated from the smoke, not run at full size
    on the shared machine); smoke it with
    ``--events 5000 --repeats 1 --latency-seconds 2 --rules-events 2000 --kiosks 200``.
+5. Same-run comparisons, off by default (bench/ingest_costs.py): ``--poison-permille 1,10`` drains the backlog
+   clean and with those shares of punches the database refuses (issue 16: the isolation's cost, dead letters
+   checked against the poisoned count); ``--signed`` drains it unsigned and signed by devices whose keys the
+   centre holds (issue 24: the verification's cost), beside Ed25519 sign and verify microseconds from a tight
+   loop. Each interleaves its drains run by run, ``--repeats`` times.
 
 The load generator is a separate process: D paho MQTT v5 clients (one per device, QoS 1, at most
 ``--window`` unacknowledged publishes each, like the agent's ``max_inflight``) driven from one selector
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ctypes
 import ctypes.util
@@ -64,7 +70,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -83,7 +89,9 @@ from broker.mosquitto.local import LocalMosquitto, find_mosquitto
 from protocol import topics
 from protocol.envelope import Envelope
 from protocol.ids import uuid7
+from protocol.signing import Signer
 from tests.support.postgres import LocalPostgres, find_pg_bin_dir
+from tests.support.refusal import POISON
 
 SITE = "bench-hall"
 PROBE_SITE = "bench-probe"
@@ -116,12 +124,56 @@ def per_device_counts(events: int, devices: int) -> list[int]:
     return [events // devices + (1 if d < events % devices else 0) for d in range(devices)]
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What a drained backlog holds and what the store makes of it. Default: issue 19's plain punches. ``refusing``:
+    the store refuses any event whose data mentions POISON (tests/support/refusal.py), and ``poison_permille`` of
+    the punches do: valid on the wire, refused by the database (issue 16). ``signed``: each punch carries its
+    device's Ed25519 signature and the devices' keys are registered at the centre, so each is verified (issue 24)."""
+
+    refusing: bool = False
+    poison_permille: int = 0
+    signed: bool = False
+
+
+def poisoned(k: int, permille: int) -> bool:
+    """Whether event k is one the store refuses: exactly ``permille`` of every 1,000 consecutive events, spread
+    over them (919 is prime to 1,000), so every batch meets its share."""
+    return (k * 919) % 1000 < permille
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a drain must leave: every event stored but the poisoned, each of those a store_rejected dead letter."""
+
+    events: int
+    rejected: int
+    last: list[int]  # each device's last seq the store takes (0: none)
+
+    @property
+    def stored(self) -> int:
+        return self.events - self.rejected
+
+    @classmethod
+    def of(cls, events: int, devices: int, permille: int) -> Expected:
+        last = []
+        for d, count in enumerate(per_device_counts(events, devices)):
+            while count and poisoned((count - 1) * devices + d, permille):  # seq s of device d is event (s-1)*D+d
+                count -= 1
+            last.append(count)
+        return cls(events, sum(poisoned(k, permille) for k in range(events)), last)
+
+
+PLAIN = Backlog()
+
+
 def ts_bytes(ns: int) -> bytes:
     """A wall-clock time in exactly the form pydantic writes an aware UTC datetime (microseconds)."""
     return (EPOCH + dt.timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
 
 
-def envelope_bytes(site: str, device: str, seq: int, boot_id: str, ts: dt.datetime) -> bytes:
+def envelope_bytes(site: str, device: str, seq: int, boot_id: str, ts: dt.datetime, staff: str = "") -> bytes:
+    """A punch as the agent encodes it (``encode_event``'s bytes); ``staff`` replaces the made-up staff id."""
     env = Envelope(
         v=1,
         id=uuid7(),
@@ -133,13 +185,20 @@ def envelope_bytes(site: str, device: str, seq: int, boot_id: str, ts: dt.dateti
         ts=ts,
         clock_synced=True,
         data={
-            "staff_id": f"stf-{(seq * 7919 + len(device) * 104729) % 1_000_000:06d}",
+            "staff_id": staff or f"stf-{(seq * 7919 + len(device) * 104729) % 1_000_000:06d}",
             "method": METHODS[seq % len(METHODS)],
             "direction": "in" if seq % 2 else "out",
             "offline": False,
         },
     )
     return env.model_dump_json().encode()
+
+
+def device_signer(device: str) -> Signer:
+    """A bench device's Ed25519 key, derived from its name: the generator signs with it, the orchestrator registers
+    its public half at the centre (a bench key; real ones come from provisioning)."""
+    seed = hashlib.sha256(f"hallfleet-bench/{device}".encode()).digest()
+    return Signer.from_text(base64.b64encode(seed).decode())
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:
@@ -223,6 +282,11 @@ class GenSpec:
     window: int  # unacknowledged QoS 1 publishes per device
     subscribe_stored: bool
     deadline_s: float
+    backlog: Backlog = PLAIN
+
+    def __post_init__(self) -> None:
+        if self.backlog.signed and self.rate:
+            raise ValueError("signed punches are signed before timing: rate mode rewrites their ts at publish")
 
 
 class Generator:
@@ -248,13 +312,16 @@ class Generator:
     def build(self) -> None:
         """Pre-build every envelope (validated by the Envelope model). In rate mode ``ts`` is a sentinel
         replaced by the publish time at publish."""
-        spec = self.spec
+        spec, permille = self.spec, self.spec.backlog.poison_permille
         boots = {d: uuid.uuid4().hex[:16] for d in spec.devices}
         ts = SENTINEL_TS if spec.rate else dt.datetime.now(dt.UTC)
         n_dev = len(spec.devices)
+        sign = {d: device_signer(d) for d in spec.devices} if spec.backlog.signed else {}
         for k in range(spec.events):
             dev = spec.devices[k % n_dev]
-            self.payloads.append(envelope_bytes(spec.site, dev, k // n_dev + 1, boots[dev], ts))
+            staff = f"{POISON}-{k}" if poisoned(k, permille) else ""
+            raw = envelope_bytes(spec.site, dev, k // n_dev + 1, boots[dev], ts, staff)
+            self.payloads.append(sign[dev].sign(raw) if sign else raw)
 
     def connect(self) -> None:
         spec = self.spec
@@ -513,7 +580,7 @@ def consumer_main(conn: Connection, parent_pid: int, url: str, host: str, port: 
         from broker.config import ConsumerConfig, StoreConfig
         from broker.consumer import Consumer
         from broker.store.db import Store
-        from protocol.settings import MqttConfig
+        from runtime.settings import MqttConfig
 
         cfg = ConsumerConfig(
             instance=instance,
@@ -526,13 +593,16 @@ def consumer_main(conn: Connection, parent_pid: int, url: str, host: str, port: 
             store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
             consumer = Consumer(cfg, store)
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, consumer.stop)
+            # Drain mode times from here, the connection's few ms included. Not from "connected": the reader decodes
+            # all one socket read brought (up to the receive maximum) before this task sees the event, so a stamp
+            # there missed up to 2,000 messages' work, most of a small signed backlog's verification.
+            started = (time.monotonic_ns(), time.process_time())
             task = asyncio.create_task(consumer.run())
             ready = asyncio.create_task(consumer.ready.wait())
             await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
             if ready.done():
                 conn.send(("ready", os.getpid()))
-                # Connected: a queued backlog is being drained from now on (drain mode times from here).
-                conn.send(("started", (time.monotonic_ns(), time.process_time())))
+                conn.send(("started", started))
             try:
                 await task
             finally:
@@ -545,6 +615,7 @@ def consumer_main(conn: Connection, parent_pid: int, url: str, host: str, port: 
                 "dead": c.dead,
                 "batches": c.batches,
                 "store_errors": c.store_errors,
+                "store_rejected": c.store_rejected,
             }
 
         try:
@@ -567,7 +638,13 @@ class StoreProbe(Protocol):
     async def new_rows(self, site: str, marks: dict[str, int]) -> list[tuple[str, int]]: ...
     async def publish_ts_us(self, site: str) -> dict[tuple[str, int], int]: ...
     async def backend_pids(self) -> list[int]: ...
+    async def dead_letters(self) -> dict[str, int]: ...
+    async def signed(self, site: str) -> int: ...
     async def close(self) -> None: ...
+
+
+DEAD_BY_REASON = "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
+SIGNED_COUNT = "SELECT count(*) FROM events WHERE sig IS NOT NULL AND site ="  # stored with a verified signature
 
 
 def _us(value: dt.datetime) -> int:
@@ -608,6 +685,12 @@ class SqliteProbe:
 
     async def backend_pids(self) -> list[int]:
         return []  # SQLite runs inside the consumer process: its CPU is the consumer's
+
+    async def dead_letters(self) -> dict[str, int]:
+        return dict(self.db.execute(DEAD_BY_REASON).fetchall())
+
+    async def signed(self, site: str) -> int:
+        return int(self.db.execute(f"{SIGNED_COUNT} ?", (site,)).fetchone()[0])
 
     async def close(self) -> None:
         self.db.close()
@@ -659,6 +742,12 @@ class PgProbe:
         )
         return [r[0] for r in rows]
 
+    async def dead_letters(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in await self.conn.fetch(DEAD_BY_REASON)}
+
+    async def signed(self, site: str) -> int:
+        return int(await self.conn.fetchval(f"{SIGNED_COUNT} $1", site))
+
     async def close(self) -> None:
         await self.conn.close()
 
@@ -677,6 +766,7 @@ class Ctx:
     load_at_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
     code_at_start: str = ""
     nodered: dict[str, Any] | None = None
+    micro: dict[str, float] = field(default_factory=dict)  # in-process figures of bench/ingest_costs.py
 
 
 class ChildFailed(RuntimeError):
@@ -865,7 +955,7 @@ async def stop_consumer(ctx: Ctx, run: ConsumerRun, purge: bool = True) -> None:
         await asyncio.to_thread(purge_session, ctx, f"consumer-{run.instance}")
 
 
-def gen_spec(ctx: Ctx, events: int, rate: float, subscribe_stored: bool) -> GenSpec:
+def gen_spec(ctx: Ctx, events: int, rate: float, subscribe_stored: bool, backlog: Backlog = PLAIN) -> GenSpec:
     a = ctx.args
     return GenSpec(
         host=ctx.broker.host,
@@ -877,6 +967,7 @@ def gen_spec(ctx: Ctx, events: int, rate: float, subscribe_stored: bool) -> GenS
         window=a.window,
         subscribe_stored=subscribe_stored,
         deadline_s=a.timeout,
+        backlog=backlog,
     )
 
 
@@ -1052,48 +1143,93 @@ async def run_latency(ctx: Ctx, backend: str) -> dict[str, Any]:
     }
 
 
-async def run_drain(ctx: Ctx, backend: str) -> dict[str, Any]:
+async def queue_backlog(ctx: Ctx, name: str, spec: GenSpec) -> None:
+    """Publish ``spec``'s events and return once the broker has acknowledged them all (queued for a stopped
+    session), so the drain that follows has no generator beside it."""
+    gen = spawn(ctx, name, generator_main, spec)
+    try:
+        await gen.expect("ready", 120 + spec.events / 2_000)  # signed: tens of µs an event go before "ready"
+        gen.send("go")
+        await gen.expect("result", ctx.args.timeout)
+    finally:
+        stop_child(gen.proc)
+
+
+async def run_drain(ctx: Ctx, backend: str, backlog: Backlog = PLAIN) -> dict[str, Any]:
     """Drain mode: N queued for the consumer's persistent session while it is stopped (so the generator is not
-    the ceiling), then drained. Figure: N / (connected -> all N rows visible); CPU over the same window."""
+    the ceiling), then drained. Figure: N / (started -> all N accounted for: stored or dead-lettered); CPU over
+    the same window. ``backlog`` says what the events hold and what the store refuses (issues 16 and 24)."""
+    from bench import ingest_costs
+
     n = ctx.args.events
     url = await fresh_store(ctx, backend, "drain")
     first = await start_consumer(ctx, url, f"{backend}-drain")  # its session subscribes the shared group
     base = first.base_count
     await stop_consumer(ctx, first, purge=False)
-    gen = spawn(ctx, "generator-drain", generator_main, gen_spec(ctx, n, 0, False))
-    try:
-        await gen.expect("ready", 120)
-        gen.send("go")
-        await gen.expect("result", ctx.args.timeout)  # every event PUBACKed: queued for the stopped consumer
-    finally:
-        stop_child(gen.proc)
+    await ingest_costs.prepare_store(url, backlog, ctx.devices)  # migrated by the first start
+    await queue_backlog(ctx, "generator-drain", gen_spec(ctx, n, 0, False, backlog))
+    want = Expected.of(n, len(ctx.devices), backlog.poison_permille)
     run = await start_consumer(ctx, url, f"{backend}-drain", instance=first.instance, landed=False)
     run.base_count = base
     try:
         t0, cpu_before = await run.child.expect("started", 30)
-        last = per_device_counts(n, len(ctx.devices))
-        deadline, t_done = time.monotonic() + ctx.args.timeout, 0
-        cpu_after = 0.0
-        while time.monotonic() < deadline:
-            await asyncio.sleep(THROUGHPUT_POLL_S)
-            run.child.check()
-            if all(m >= want for m, want in zip(await run.probe.max_seq(SITE, ctx.devices), last, strict=True)):
-                t_done, cpu_after = time.monotonic_ns(), proc_cpu_s(run.pid) or 0.0
-                if await run.probe.count() - base >= n:
-                    break
-                t_done = 0
-        stored = await run.probe.count() - base
+        t_done, cpu_after = await wait_accounted(ctx, run, want)
+        stored, dead = await run.probe.count() - base, await run.probe.dead_letters()
+        signed = await run.probe.signed(SITE) if backlog.signed else None
     finally:
         await stop_consumer(ctx, run)
     span = (t_done - t0) / 1e9 if t_done else float("nan")
+    mismatch = accounting(want, stored, dead, signed, run.counters)
+    if mismatch:
+        print(f"!!! [{backend}] drain of {backlog}: MISMATCH: {mismatch}", file=sys.stderr, flush=True)
     return {
         "events_s": n / span,
+        "stored_s": stored / span,
         "span_s": span,
         "stored": stored,
+        "poisoned": want.rejected,
+        "rejected": dead.get(REJECTED, 0),
+        "mismatch": mismatch,
         "complete": bool(t_done),
         "cpu_per_100k": (cpu_after - cpu_before) * 100_000 / n if t_done else float("nan"),
         "counters": run.counters,
     }
+
+
+async def wait_accounted(ctx: Ctx, run: ConsumerRun, want: Expected) -> tuple[int, float]:
+    """Poll until every queued event is accounted for: each device's last storable seq visible (the cheap check),
+    then all N stored or dead-lettered. Returns (monotonic ns, consumer CPU s) at that poll; (0, 0.0) at timeout."""
+    deadline = time.monotonic() + ctx.args.timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(THROUGHPUT_POLL_S)
+        run.child.check()
+        if all(m >= w for m, w in zip(await run.probe.max_seq(SITE, ctx.devices), want.last, strict=True)):
+            t_done, cpu = time.monotonic_ns(), proc_cpu_s(run.pid) or 0.0
+            stored = await run.probe.count() - run.base_count
+            if stored >= want.events or stored + sum((await run.probe.dead_letters()).values()) >= want.events:
+                return t_done, cpu
+    return 0, 0.0
+
+
+REJECTED = "store_rejected"
+
+
+def accounting(want: Expected, stored: int, dead: dict[str, int], signed: int | None, counters: dict[str, Any]) -> str:
+    """What does not add up after a drain ('' when all does): every event stored but the poisoned, each of those
+    one store_rejected dead letter (in the store and in the consumer's counter), no other dead letter, and, when
+    signed, every stored event with a verified signature (an unknown key would store it unverified)."""
+    problems = []
+    if stored != want.stored:
+        problems.append(f"stored {stored:,}, expected {want.stored:,}")
+    if dead.get(REJECTED, 0) != want.rejected:
+        problems.append(f"{dead.get(REJECTED, 0):,} {REJECTED} dead letters for {want.rejected:,} poisoned events")
+    if counters.get(REJECTED, want.rejected) != want.rejected:
+        problems.append(f"the consumer counted {counters[REJECTED]:,} {REJECTED} for {want.rejected:,} poisoned")
+    if other := {reason: count for reason, count in dead.items() if reason != REJECTED}:
+        problems.append(f"other dead letters {other}")
+    if signed is not None and signed != stored:
+        problems.append(f"{signed:,} of {stored:,} stored events carry a verified signature")
+    return "; ".join(problems)
 
 
 async def run_receiver_bare(ctx: Ctx) -> dict[str, Any]:
@@ -1104,13 +1240,7 @@ async def run_receiver_bare(ctx: Ctx) -> dict[str, Any]:
     n, rm, kind = ctx.args.events, IngestConfig().receive_maximum, "receiver-uvloop"
     port = ctx.broker.port
     await asyncio.to_thread(rcv.make_sessions, port, rm, (kind,))
-    gen = spawn(ctx, "generator-receiver", generator_main, gen_spec(ctx, n, 0, False))
-    try:
-        await gen.expect("ready", 120)
-        gen.send("go")
-        await gen.expect("result", ctx.args.timeout)
-    finally:
-        stop_child(gen.proc)
+    await queue_backlog(ctx, "generator-receiver", gen_spec(ctx, n, 0, False))
     try:
         res = await asyncio.to_thread(rcv.drain, kind, port, n, rm)
     finally:
@@ -1128,6 +1258,22 @@ async def repeated(ctx: Ctx, what: str, run: Callable[[], Any]) -> dict[str, Any
     for i in range(ctx.args.repeats):
         print(f"  {what}, run {i + 1} of {ctx.args.repeats} ...", flush=True)
         results.append(await run())
+    return medians(results)
+
+
+async def interleaved(ctx: Ctx, what: str, runs: dict[str, Callable[[], Awaitable[dict[str, Any]]]]) -> dict[str, Any]:
+    """Each of ``runs`` once per repeat, in turn (A B A B ...), so a drift in the machine's load falls on all of
+    them alike; the medians of each, keyed as ``runs``, and the load average once they are done."""
+    got: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for i in range(ctx.args.repeats):
+        for name, run in runs.items():
+            print(f"  {what}: {name}, run {i + 1} of {ctx.args.repeats} ...", flush=True)
+            got[name].append(await run())
+    return {**{name: medians(results) for name, results in got.items()}, "load": os.getloadavg()}
+
+
+def medians(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every numeric figure; the runs' main figure as ``runs``, every run whole as ``each``."""
     out = dict(results[0])
     for key, value in results[0].items():
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -1135,6 +1281,7 @@ async def repeated(ctx: Ctx, what: str, run: Callable[[], Any]) -> dict[str, Any
             out[key] = statistics.median(values)
     main = next((k for k in ("events_s", "msgs_s") if k in out), None)
     out["runs"] = [r[main] for r in results] if main else []
+    out["each"] = results
     return out
 
 
@@ -1166,6 +1313,8 @@ async def run_rules(ctx: Ctx, backend: str) -> list[dict[str, Any]]:
 
 
 async def run_backend(ctx: Ctx, backend: str) -> dict[str, Any]:
+    from bench import ingest_costs
+
     out: dict[str, Any] = {"backend": backend}
     print(f"[{backend}] bare subscriber, {ctx.args.events:,} events ...", flush=True)
     out["bare"] = await repeated(ctx, "bare paho", lambda: run_bare(ctx))
@@ -1192,7 +1341,7 @@ async def run_backend(ctx: Ctx, backend: str) -> dict[str, Any]:
     if ctx.args.rules_events:
         print(f"[{backend}] rules on vs off, {ctx.args.rules_events:,} events ...", flush=True)
         out["rules"] = await run_rules(ctx, backend)
-    return out
+    return {**out, **await ingest_costs.run_comparisons(ctx, backend)}
 
 
 # -- report ---------------------------------------------------------------------------------------------
@@ -1243,6 +1392,8 @@ def _f(value: float, spec: str = ",.0f") -> str:
 
 
 def render(ctx: Ctx, results: list[dict[str, Any]], command: str, started: str, elapsed: float) -> str:
+    from bench import ingest_costs
+
     a = ctx.args
     ing = IngestConfig()
     lines = [
@@ -1348,6 +1499,8 @@ def render(ctx: Ctx, results: list[dict[str, Any]], command: str, started: str, 
             + " of a core.",
         ]
     lines += _render_issue19(ctx, results)
+    lines += ingest_costs.render(ctx, results)
+    lines += ["", f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}."]
     return "\n".join(lines) + "\n"
 
 
@@ -1376,8 +1529,8 @@ def _render_issue19(ctx: Ctx, results: list[dict[str, Any]]) -> list[str]:
         )
     lines += [
         "",
-        "- consumer drain: N queued for its stopped persistent session, then N / (connected -> all N rows "
-        "visible), acknowledgement after commit as always; CPU from its connection to the last row.",
+        "- consumer drain: N queued for its stopped persistent session, then N / (consumer started, its connection "
+        "included -> all N rows visible), acknowledgement after commit as always; CPU over the same window.",
         "- generator / consumer (live): the generator's publish rate over the consumer's; at 3 or more the live "
         "figure is the consumer's, below it the generator's.",
         "- Node-RED: "
@@ -1404,11 +1557,21 @@ def _render_issue19(ctx: Ctx, results: list[dict[str, Any]]) -> list[str]:
                     f"{_f(row['on'] / row['off'], '.2f')} | {row['open']:,} | {_f(row['ticks'][0], '.0f')} | "
                     f"{_f(row['ticks'][1], '.1f')} | {_f(row['ticks'][2], '.0f')} |"
                 )
-    lines += ["", f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}."]
     return lines
 
 
 # -- main -----------------------------------------------------------------------------------------------
+def permilles(text: str) -> list[int]:
+    """``1,10`` -> [1, 10]: shares of poisoned events, per mille, each within 1 .. 500."""
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of whole numbers: {text!r}") from None
+    if not all(1 <= v <= 500 for v in values):
+        raise argparse.ArgumentTypeError("each share of poisoned events must be within 1 .. 500 per mille")
+    return values
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=100_000, help="events per throughput run (default 100000)")
@@ -1422,6 +1585,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rules-events", type=int, default=50_000, help="events per rules on/off run (0: skip)")
     p.add_argument("--kiosks", type=int, default=1000, help="kiosks in the rules runs")
     p.add_argument("--no-nodered", action="store_true", help="leave Node-RED out")
+    p.add_argument(
+        "--poison-permille",
+        type=permilles,
+        default=[],
+        help="issue 16: also drain with these shares (per mille, e.g. 1,10) of events the store refuses, beside a "
+        "clean drain (default: off)",
+    )
+    p.add_argument("--signed", action="store_true", help="issue 24: also drain unsigned vs signed and verified")
     p.add_argument(
         "--results",
         type=Path,

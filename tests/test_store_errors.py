@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.ingest.isolation import StopCommitting, StoreFault, classify, commit_isolated
 from broker.ingest.items import Item, to_batch
@@ -31,8 +30,7 @@ from protocol.ids import uuid7
 from tests.conftest import RunningConsumer
 from tests.support.mqtt import publish
 from tests.support.procs import wait_for
-
-POISON = "poison-16"
+from tests.support.refusal import POISON, refuse
 
 
 def row(n: int, **over: Any) -> dict[str, Any]:
@@ -161,26 +159,6 @@ def _closed_port_url() -> str:
 
 
 # -- the consumer, end to end: valid messages a constraint of the real database refuses ------------------
-
-
-async def refuse(engine: AsyncEngine, table: sa.Table, column: str) -> None:
-    """Make the real database refuse any row whose ``column`` mentions POISON (an integrity error)."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                sa.text(
-                    f"ALTER TABLE {table.name} ADD CONSTRAINT refuse_{column} "
-                    f"""CHECK ("{column}" NOT LIKE '%{POISON}%')"""
-                )
-            )
-            return
-        for when in ("INSERT", "UPDATE"):
-            await conn.execute(
-                sa.text(
-                    f"CREATE TRIGGER refuse_{table.name}_{column}_{when.lower()} BEFORE {when} ON {table.name} "
-                    f"""WHEN NEW."{column}" LIKE '%{POISON}%' BEGIN SELECT RAISE(ABORT, '{POISON} refused'); END"""
-                )
-            )
 
 
 def envelope(device: str, seq: int, event_type: str, data: dict[str, Any]) -> Envelope:
