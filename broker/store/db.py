@@ -8,6 +8,7 @@ messages only after it commits. The store runs no rules of its own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,11 @@ class Store:
         self.heartbeat_s: dict[str, float] = {}  # by the devices.key text
         self.known: set[str] = set()  # devices.key texts with a devices row
         self.roles: dict[str, str] = {}  # key text -> role from its birth: the device class of its incidents
+        # The batches' own connection, kept between writes: checking one out of the pool and back costs every
+        # batch SQLAlchemy's pool work and, on return, a reset ROLLBACK (one more trip to aiosqlite's thread).
+        # Only a write that succeeded keeps it; a failed one gives it back, so the pool tests or replaces it.
+        self._writer: AsyncConnection | None = None
+        self._writing = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, stale_factor: float = 1.5) -> Store:
@@ -126,33 +132,49 @@ class Store:
         return store
 
     async def close(self) -> None:
+        async with self._writing:
+            if self._writer is not None:
+                await self._writer.close()
+                self._writer = None
         await self.engine.dispose()
 
     # -- the consumer's batch ----------------------------------------------------------------------
     async def write(self, batch: Batch, then: Then | None = None) -> Written:
         """One transaction: the batch, then ``then`` (told what was new). Returns what was new."""
-        transitions: list[Transition] = []
-        async with self.engine.begin() as conn:
-            registered = await self._register(conn, batch)
-            new_events = await insert_new_events(conn, batch.events) if batch.events else frozenset()
-            if batch.dead:
-                await conn.execute(dead_letters.insert(), batch.dead)
-            for key, ack, at in batch.acks:
-                await cmd_sql.apply_ack(conn, key.text, ack, at)
-            for key, applied, report, at in batch.config_reports:
-                await cmd_sql.apply_config_report(conn, key.text, applied, report, at)
-            for upd in batch.statuses:
-                t = await self._apply_status(conn, upd)
-                if t is not None:
-                    transitions.append(t)
-            transitions += await self._touch(conn, batch.seen)
-            if transitions:
-                await conn.execute(presence_history.insert(), [_history(t) for t in transitions])
-            written = Written(new_events, tuple(transitions))
-            if then is not None:
-                await then(conn, written)
+        async with self._writing:
+            conn, self._writer = self._writer or await self.engine.connect(), None
+            try:
+                async with conn.begin():
+                    written, registered = await self._write(conn, batch, then)
+            except BaseException:
+                await conn.close()
+                raise
+            self._writer = conn
         self.known |= registered  # only once committed: a rolled-back batch registers again next time
         return written
+
+    async def _write(self, conn: AsyncConnection, batch: Batch, then: Then | None) -> tuple[Written, set[str]]:
+        """The batch's statements in ``conn``'s transaction; also the device keys it registered."""
+        transitions: list[Transition] = []
+        registered = await self._register(conn, batch)
+        new_events = await insert_new_events(conn, batch.events) if batch.events else frozenset()
+        if batch.dead:
+            await conn.execute(dead_letters.insert(), batch.dead)
+        for key, ack, at in batch.acks:
+            await cmd_sql.apply_ack(conn, key.text, ack, at)
+        for key, applied, report, at in batch.config_reports:
+            await cmd_sql.apply_config_report(conn, key.text, applied, report, at)
+        for upd in batch.statuses:
+            t = await self._apply_status(conn, upd)
+            if t is not None:
+                transitions.append(t)
+        transitions += await self._touch(conn, batch.seen)
+        if transitions:
+            await conn.execute(presence_history.insert(), [_history(t) for t in transitions])
+        written = Written(new_events, tuple(transitions))
+        if then is not None:
+            await then(conn, written)
+        return written, registered
 
     async def _register(self, conn: AsyncConnection, batch: Batch) -> set[str]:
         """Every device heard of gets a row, whether by an event or by a status (a retained birth may
