@@ -214,7 +214,7 @@ async def _demo_day(
     await import_roster(store, [m for ms in staff.values() for m in ms], by="demo", at=day.start)
     password = secrets.token_urlsafe(12)
     await add_user(store, DEMO_USER, password, "it_admin", ("*",), day.start)  # its hash takes none of the morning
-    clock = day.begin()  # hall time starts now, with the fleet: the setup above took none of the morning
+    clock = day.clock  # standing at the day's start until the fleet is up (play.prepare, day.begin below)
     consumer = Consumer(cfg, store, clock)
     play = sc.Scenario(scenario, day, sites, staff, store)
     play.health = health
@@ -235,6 +235,8 @@ async def _demo_day(
     reports: list[Path] = []
     try:
         async with _api(cfg, store, clock) as url:
+            await play.prepare()
+            day.begin()  # hall time runs from here: the setup above took none of the morning
             print(f"仪表盘 dashboard: {url}  用户 user: {DEMO_USER}  密码 password: {password}")
             print(f"告警 alerts: webhook {sink.base}/alerts -> {workdir / 'alerts.log'}")
             print(

@@ -16,7 +16,8 @@ IPP A4 printer, the simulated keypad), the roster, and the day the demo plays on
 Time: agents, consumer and API share one ScaledClock; the script waits for hall times through ``DemoDay``,
 so every timestamp, SLA step and verdict is the hall's. Durations the agents measure on the clock (debounce,
 snapshots, self-healing backoff, the pad's rating prompt) are hall seconds too; their sleeps are real, so the
-demo sets those in hall seconds here (``agent_config``).
+demo sets those in hall seconds here (``agent_config``). The clock stands at the day's start until the devices are
+up and the fingers enrolled (``HeldClock``, ``Scenario.prepare``): a slow start costs none of the morning.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
 from typing import Annotated, Any, Literal, Protocol
 
 import sqlalchemy as sa
@@ -467,11 +469,30 @@ Day = date  # DemoDay's field is called date
 
 
 # -- hall time ----------------------------------------------------------------------------------------
+@dataclass
+class HeldClock(ScaledClock):
+    """A ScaledClock that stands at ``start`` until ``release()``, then runs from there: the demo's devices start
+    and its fingers are enrolled on it, so none of that takes the morning. Started at once, a busy machine's slow
+    start had the first staff arrive at a terminal not yet up, and punctual people were judged late."""
+
+    held: bool = True
+
+    def now(self) -> datetime:
+        return self.start if self.held else ScaledClock.now(self)
+
+    def monotonic(self) -> float:
+        return 0.0 if self.held else ScaledClock.monotonic(self)
+
+    def release(self) -> None:
+        self._t0 = monotonic()
+        self.held = False
+
+
 @dataclass(slots=True)
 class DemoDay:
     """The demo's date and its day in hall time, on the clock everything shares."""
 
-    clock: ScaledClock
+    clock: HeldClock
     date: Day
     start: datetime
     end: datetime
@@ -479,12 +500,11 @@ class DemoDay:
     @classmethod
     def of(cls, day: Day, start: time, end: time, speed: float) -> DemoDay:
         begin = datetime.combine(day, start, ZONE)
-        return cls(ScaledClock(begin, speed), day, begin, datetime.combine(day, end, ZONE))
+        return cls(HeldClock(begin, speed), day, begin, datetime.combine(day, end, ZONE))
 
-    def begin(self) -> ScaledClock:
-        """Start hall time at ``start`` from now (the clock the agents, consumer and API then share)."""
-        self.clock = ScaledClock(self.start, self.clock.speed)
-        return self.clock
+    def begin(self) -> None:
+        """Hall time runs from ``start`` from now on, on the clock the agents, consumer and API already share."""
+        self.clock.release()
 
     @property
     def speed(self) -> float:
@@ -537,6 +557,7 @@ class Scenario:
         self.printers: SimulatedIppServer | None = None  # the A4 printers' server, when the day has any
         self.queues: dict[str, SimQueueSystem] = {}  # each hall's queue system (its twin), when the day has them
         self.halls: dict[str, hd.HallPlay] = {}
+        self.fingers: dict[str, set[tuple[int, str]]] = {}  # site -> (terminal index, staff id) enrolled there
 
     def tell(self, text: str) -> None:
         self.say(f"  剧情 {self.day.now():%H:%M}: {text}")
@@ -575,25 +596,58 @@ class Scenario:
     def fleet_devices(self) -> list[Device]:
         return [d for d, _ in self.fleet]
 
+    # -- before the day ------------------------------------------------------------------------------
+    async def prepare(self, within_s: float = 60.0) -> None:
+        """Run before hall time does (its clock stands at the day's start): every device started and seen online by
+        the centre, and each hall's punctual staff enrolled at its terminals, so the first arrivals meet ready
+        terminals however long a busy machine takes to start them."""
+        await asyncio.wait_for(asyncio.gather(*(a.started.wait() for _, a in self.fleet)), within_s)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._online(within_s))
+            for hall in HALLS:
+                tg.create_task(self._enrol_hall(hall), name=f"enrol-{hall.site}")
+
+    async def _online(self, within_s: float) -> None:
+        """Until the centre has every device online (bounded: a warning, and the day goes on)."""
+        query = sa.select(sa.func.count()).select_from(devices).where(devices.c.presence == "online")
+        deadline = asyncio.get_running_loop().time() + within_s
+        while (await self.store.scalar(query) or 0) < len(self.fleet):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("not every device online after %g s; the day starts anyway", within_s)
+                return
+            await asyncio.sleep(0.1)
+
+    async def _enrol_hall(self, hall: Hall) -> None:
+        """The punctual staff's fingers, enrolled at every terminal of the hall as the centre does; where an
+        enrolment fails, that person punches there by QR code."""
+        punctual = self._cast(hall)[3]
+        self.fingers[hall.site] = {
+            (t, m.staff_id)
+            for m in punctual[:3]
+            for t, (_, agent) in enumerate(self._terminals(hall))
+            if await self._enrol(agent, m.staff_id)
+        }
+
+    def _terminals(self, hall: Hall) -> list[tuple[Device, Agent]]:
+        return [(d, a) for d, a in self.fleet if d.hall == hall and d.role == "attendance"]
+
+    def _cast(self, hall: Hall) -> tuple[random.Random, list[StaffMember], list[StaffMember], list[StaffMember]]:
+        """Who is absent, who late and who punctual (the same at every call), and the random source that spreads
+        their times, as the shuffle left it."""
+        part = self.scenario.halls[hall.site]
+        rng = random.Random(hall.site)
+        order = list(self.staff[hall.site])
+        rng.shuffle(order)
+        late_at = part.absent + len(part.late)
+        return rng, order[: part.absent], order[part.absent : late_at], order[late_at:]
+
     # -- attendance --------------------------------------------------------------------------------
     async def _attendance(self, hall: Hall) -> None:
         part = self.scenario.halls[hall.site]
-        terminals = [(d, a) for d, a in self.fleet if d.hall == hall and d.role == "attendance"]
-        members = self.staff[hall.site]
-        rng = random.Random(hall.site)
-        order = list(members)
-        rng.shuffle(order)
-        absent = order[: part.absent]
-        late = order[part.absent : part.absent + len(part.late)]
-        punctual = order[part.absent + len(late) :]
+        terminals = self._terminals(hall)
+        rng, absent, late, punctual = self._cast(hall)
         self.expected[hall.site] = {"late": [m.staff_id for m in late], "absent": [m.staff_id for m in absent]}
-        # Enrolled at every terminal of the hall, as the centre does; where an enrolment fails, the QR code.
-        fingers = {
-            (t, m.staff_id)
-            for m in punctual[:3]
-            for t, (_, agent) in enumerate(terminals)
-            if await self._enrol(agent, m.staff_id)
-        }
+        fingers = self.fingers.get(hall.site, set())  # prepare() enrolled them
         came = punctual + late
         ins = list(zip(self.day.spread(part.arrive, len(punctual), rng), punctual, strict=True))
         ins += [(self.day.at(t), m) for t, m in zip(part.late, late, strict=False)]
