@@ -8,6 +8,7 @@ manual clock both consumers share.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,18 +23,23 @@ from pydantic import ValidationError
 
 from broker.calendar import CalendarConfig, TimetableConfig
 from broker.config import ConsumerConfig
+from broker.consumer import Consumer
 from broker.duties.policy import DutiesPolicy, NetCheckDuty
 from broker.hall.mirror import IncidentRow, Snapshot, TimelineEntry, lead_topic
 from broker.mosquitto.local import LocalMosquitto
 from broker.sites import SiteConfig, SlaPolicy
+from broker.store.db import Store
 from broker.store.schema import commands, dead_letters, devices, events, incident_timeline, notifications
 from protocol import topics
 from provisioning.brokerconf import bridge_topics
 from runtime.clock import HALL_ZONE
+from tests.conftest import RunningConsumer
 from tests.support.hall import Device, Hall, ManualClock, consumer_config, start_hall, wait_until
 from tests.support.http_receiver import HttpServer
 from tests.support.mqtt import publish
+from tests.support.procs import Proc, agent_proc, outbox_state, wait_for
 from tests.support.tcpproxy import TcpProxy
+from tests.test_chaos import assert_exactly_once, drained
 
 SITE = "qp"
 TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
@@ -64,10 +70,14 @@ def alerts(http: HttpServer, prefix: str) -> dict[str, Any]:
     }
 
 
-def bridge_conf(centre_port: int) -> str:
-    """The hall's bridge as provisioning renders it, less TLS and logins (the brokers here are anonymous)."""
+def bridge_conf(centre_port: int, queue: int | None = None) -> str:
+    """The hall's bridge as provisioning renders it, less TLS and logins (the brokers here are anonymous).
+    ``queue``: a bound on what the hall's broker queues per session (the bridge's too), its drops counted in
+    $SYS every second."""
+    bound = [f"max_queued_messages {queue}", "sys_interval 1"] if queue is not None else []
     return "\n".join(
         [
+            *bound,
             "connection centre",
             f"address 127.0.0.1:{centre_port}",
             "bridge_protocol_version mqttv311",
@@ -82,15 +92,21 @@ def bridge_conf(centre_port: int) -> str:
     )
 
 
-class Commands:
-    """Commands as devices of the site receive them on one broker."""
+def hall_config(port: int, url: str, http: HttpServer) -> ConsumerConfig:
+    """qp's hall consumer on the hall's broker, paging on the hall's webhook paths."""
+    base = consumer_config(port, url, {SITE: QINGPU}, alerts(http, "hall"), "hall-qp")
+    return ConsumerConfig.model_validate(base.model_dump() | {"hall": {"site": SITE, "mirror_s": 0.1}})
 
-    def __init__(self, port: int) -> None:
+
+class Heard:
+    """What one broker delivers on a topic filter of the site (commands, store confirmations)."""
+
+    def __init__(self, port: int, what: str) -> None:
         self.got: list[tuple[str, bytes]] = []
         c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         c.on_message = lambda _c, _u, m: self.got.append((m.topic, bytes(m.payload)))
         c.connect("127.0.0.1", port)
-        c.subscribe(f"{topics.PREFIX}/{SITE}/+/cmd", qos=1)
+        c.subscribe(f"{topics.PREFIX}/{SITE}/+/{what}", qos=1)
         c.loop_start()
         self.client = c
 
@@ -106,8 +122,9 @@ class Scene:
     centre: Hall
     proxy: TcpProxy
     http: HttpServer
-    hall_cmds: Commands
-    centre_cmds: Commands
+    hall_cmds: Heard
+    centre_cmds: Heard
+    hall_stored: Heard
     hall_port: int
 
     def pages(self, prefix: str) -> list[dict[str, Any]]:
@@ -126,15 +143,14 @@ async def scene(tmp_path: Path, mosquitto: LocalMosquitto, store_url: str, http:
         hall_broker = LocalMosquitto(tmp_path / "hall-broker", extra_conf=bridge_conf(proxy.port))
         hall_broker.start()
         hall_url = f"sqlite+aiosqlite:///{tmp_path / 'hall.db'}"
-        base = consumer_config(hall_broker.port, hall_url, {SITE: QINGPU}, alerts(http, "hall"), "hall-qp")
-        hall_cfg = ConsumerConfig.model_validate(base.model_dump() | {"hall": {"site": SITE, "mirror_s": 0.1}})
-        hall = await start_hall(hall_cfg, clock)
-        hall_cmds, centre_cmds = Commands(hall_broker.port), Commands(mosquitto.port)
+        hall = await start_hall(hall_config(hall_broker.port, hall_url, http), clock)
+        hall_cmds, centre_cmds = Heard(hall_broker.port, "cmd"), Heard(mosquitto.port, "cmd")
+        hall_stored = Heard(hall_broker.port, "stored")
         try:
-            yield Scene(clock, hall, centre, proxy, http, hall_cmds, centre_cmds, hall_broker.port)
+            yield Scene(clock, hall, centre, proxy, http, hall_cmds, centre_cmds, hall_stored, hall_broker.port)
         finally:
-            hall_cmds.close()
-            centre_cmds.close()
+            for heard in (hall_cmds, centre_cmds, hall_stored):
+                heard.close()
             await hall.stop()
             await centre.stop()
             hall_broker.stop()
@@ -156,7 +172,9 @@ async def test_hall_pages_and_heals_through_a_wan_cut_and_the_centre_ends_with_o
     await wait_until(lambda: _now(SITE in (s.centre.consumer.leads or ())), what="the hall's lead at the centre")
     await wait_until(lambda: s.rows(s.centre, events), what="the first heartbeat at the centre")
 
+    await wait_until(lambda: _now(s.hall_stored.got), what="the centre's confirmation of the heartbeat")
     s.proxy.cut()
+    s.hall_stored.got.clear()
     clock.advance(minutes=1)
     down_at = clock.now()
     k1.state("down", "print")
@@ -188,18 +206,22 @@ async def test_hall_pages_and_heals_through_a_wan_cut_and_the_centre_ends_with_o
         clock.advance(minutes=30)
         k1.heartbeat()
         await s.hall.settle()
-    [k1_at_centre] = await s.rows(s.centre, devices)
-    assert k1_at_centre.presence == "stale"  # what would have been an outage, were the site not hall-led
+    # What would have been an outage at the centre, were the site not hall-led:
+    await wait_until(lambda: s.rows(s.centre, devices, devices.c.presence == "stale"), what="k1 stale at the centre")
     assert await s.centre.incidents() == []
 
+    assert s.hall_stored.got == []  # only the centre confirms: the kiosk would still hold every event
     s.proxy.heal()
+    await wait_until(lambda: _now(s.hall_stored.got), what="the centre's confirmations through the bridge")
     hall_ids = {r.id for r in await s.rows(s.hall, events)}
 
     async def backlog_in() -> bool:
         return {r.id for r in await s.rows(s.centre, events)} >= hall_ids
 
     await wait_until(backlog_in, within_s=20, what="the bridge's backlog at the centre")
-    mirrored = await wait_until(lambda: s.centre.incidents(state="closed"), what="the hall's incident at the centre")
+    mirrored = await wait_until(
+        lambda: s.centre.incidents(state="closed"), within_s=20, what="the hall's incident at the centre"
+    )
     await s.centre.settle(10)
 
     centre_events = await s.rows(s.centre, events)
@@ -209,9 +231,15 @@ async def test_hall_pages_and_heals_through_a_wan_cut_and_the_centre_ends_with_o
     [one] = every
     assert (one.id, one.detected_at, one.breached_at) == (closed[0].id, down_at, breached[0].breached_at)
     assert mirrored[0].closed_at == closed[0].closed_at
-    hall_timeline = [r.text for r in await s.rows(s.hall, incident_timeline)]
-    centre_timeline = [r.text for r in await s.rows(s.centre, incident_timeline)]
-    assert centre_timeline == hall_timeline and any("restart_app" in t for t in centre_timeline)
+
+    async def same_timeline() -> list[str]:
+        """The centre's copy of the hall's timeline, once the hall's last snapshot is in."""
+        q = sa.select(incident_timeline.c.text).order_by(incident_timeline.c.id)
+        hall, centre = await s.hall.store.fetch(q), await s.centre.store.fetch(q)
+        return [r.text for r in centre] if centre == hall else []
+
+    centre_timeline = await wait_until(same_timeline, what="the hall's timeline at the centre")
+    assert any("restart_app" in t for t in centre_timeline)
     assert await s.rows(s.centre, commands) == [] and s.centre_cmds.got == []
     assert await s.rows(s.centre, notifications) == [] and s.pages("centre") == []
     assert len(await s.rows(s.hall, commands)) == 1
@@ -329,3 +357,46 @@ def test_a_hall_consumer_that_would_not_fit_its_site_is_refused_by_field(fields:
     WHEN the config is read THEN it is refused, naming the field."""
     with pytest.raises(ValidationError, match=named):
         ConsumerConfig.model_validate({"instance": "x", **fields})
+
+
+# -- exactly once, whatever the bridge's queue drops -------------------------------------------------------
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@pytest.mark.timeout(120)
+async def test_punches_the_bridge_queue_drops_during_a_cut_reach_the_centre_once_from_the_agents_outbox(
+    tmp_path: Path, mosquitto: LocalMosquitto, consumer: RunningConsumer, http: HttpServer, procs: list[Proc]
+) -> None:
+    """GIVEN a real agent on the hall's broker, whose bridge may queue only 20 messages, and a hall consumer
+    WHEN the WAN is cut while the agent takes 150 punches THEN the hall's store holds them all at once but the
+    agent keeps every one (only the centre confirms), the bridge's queue drops some, and after the heal the
+    agent's own re-sends bring the centre each punch exactly once and its outbox drains."""
+    n, device = 150, "att-1"
+    agent_db = tmp_path / f"agent-{SITE}-{device}.db"
+    hall_url = f"sqlite+aiosqlite:///{tmp_path / 'hall.db'}"
+    async with TcpProxy(mosquitto.port) as proxy:
+        hall_broker = LocalMosquitto(tmp_path / "hall-broker", extra_conf=bridge_conf(proxy.port, queue=20))
+        hall_broker.start()
+        store = await Store.open(hall_url)
+        hall = Consumer(hall_config(hall_broker.port, hall_url, http), store)
+        task = asyncio.create_task(hall.run())
+        try:
+            await wait_for(lambda: SITE in (consumer.consumer.leads or ()), 15, "the hall's lead at the centre")
+            proxy.cut()
+            agent = agent_proc(tmp_path, hall_broker.port, SITE, device, events_n=n, rate=50, heartbeat_s=600,
+                               keepalive_s=2, confirm_timeout_s=3)  # fmt: skip
+            procs.append(agent.start())
+            await wait_for(lambda: _punches(store, device, n), 30, "every punch in the hall's store")
+            assert outbox_state(agent_db)["depth"] >= n, "the hall consumer confirmed: devices would forget events"
+            await wait_for(lambda: hall.counters.broker_dropped > 0, 15, "the bridge's queue to drop")
+            proxy.heal()
+            await wait_for(lambda: drained(agent_db, n), 60, "the agent's outbox to drain through the centre")
+            await assert_exactly_once(consumer.store, agent_db, device, n)
+        finally:
+            hall.stop()
+            await asyncio.wait_for(task, 15)
+            await store.close()
+            hall_broker.stop()
+
+
+async def _punches(store: Store, device: str, n: int) -> bool:
+    q = sa.select(sa.func.count()).where(events.c.device == device, events.c.type == "attendance.punch")
+    return int(await store.scalar(q) or 0) >= n
