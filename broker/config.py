@@ -127,6 +127,11 @@ class ConsumerConfig(TomlSettings):
             return self
         if not self.rules.enabled:
             raise ValueError(f"rules.enabled: hall.site is set ({site}): a hall consumer exists to run the rules")
+        if self.ingest.require_signatures == "all":
+            raise ValueError(
+                "ingest.require_signatures: 'all' on a hall consumer (hall.site) would refuse every signed event:"
+                " the hall holds no device keys (the centre verifies them); use 'registered'"
+            )
         others = sorted(set(self.sites) - {site})
         if others:
             raise ValueError(f"sites: the hall consumer of {site} (hall.site) cannot configure other sites {others}")

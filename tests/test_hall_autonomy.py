@@ -350,10 +350,12 @@ async def test_a_bad_hall_snapshot_is_dead_lettered_with_its_reason(
         ({"hall": {"site": SITE}, "rules": {"enabled": False}}, "rules.enabled"),
         ({"hall": {"site": SITE}, "sites": {"other": {}}}, "sites:"),
         ({"hall": {"site": "no/slash"}}, "hall.site"),
+        ({"hall": {"site": SITE}, "ingest": {"require_signatures": "all"}}, "ingest.require_signatures"),
     ],
 )
 def test_a_hall_consumer_that_would_not_fit_its_site_is_refused_by_field(fields: dict[str, Any], named: str) -> None:
-    """GIVEN a hall consumer with its rules off, configuring another site, or naming a site no topic can carry
+    """GIVEN a hall consumer with its rules off, configuring another site, naming a site no topic can carry, or
+    requiring signatures it holds no keys to verify
     WHEN the config is read THEN it is refused, naming the field."""
     with pytest.raises(ValidationError, match=named):
         ConsumerConfig.model_validate({"instance": "x", **fields})
@@ -368,7 +370,8 @@ async def test_punches_the_bridge_queue_drops_during_a_cut_reach_the_centre_once
     """GIVEN a real agent on the hall's broker, whose bridge may queue only 20 messages, and a hall consumer
     WHEN the WAN is cut while the agent takes 150 punches THEN the hall's store holds them all at once but the
     agent keeps every one (only the centre confirms), the bridge's queue drops some, and after the heal the
-    agent's own re-sends bring the centre each punch exactly once and its outbox drains."""
+    agent's own re-sends bring the centre each punch exactly once and its outbox drains; WHEN the hall consumer
+    is stopped THEN the centre leads the site again."""
     n, device = 150, "att-1"
     agent_db = tmp_path / f"agent-{SITE}-{device}.db"
     hall_url = f"sqlite+aiosqlite:///{tmp_path / 'hall.db'}"
@@ -390,6 +393,10 @@ async def test_punches_the_bridge_queue_drops_during_a_cut_reach_the_centre_once
             proxy.heal()
             await wait_for(lambda: drained(agent_db, n), 60, "the agent's outbox to drain through the centre")
             await assert_exactly_once(consumer.store, agent_db, device, n)
+
+            hall.stop()  # on purpose: the hall consumer hands the site back to the centre at once
+            await asyncio.wait_for(task, 15)
+            await wait_for(lambda: SITE not in (consumer.consumer.leads or ()), 10, "the centre to lead the site")
         finally:
             hall.stop()
             await asyncio.wait_for(task, 15)

@@ -404,3 +404,4 @@ def test_a_hall_consumer_takes_only_its_own_site_as_another_client_and_leaves_a_
         "$SYS/broker/publish/messages/dropped",
     }
     assert o.will is not None and o.will.topic == "hall/v1/qp/_hall/lead" and o.will.retain
+    assert o.will.will_delay_interval > 0  # a reconnect soon enough never hands the site to the centre

@@ -39,6 +39,7 @@ ALL_LEADS = f"{topics.PREFIX}/+/{HALL}/lead"
 ALL_INCIDENTS = f"{topics.PREFIX}/+/{HALL}/incident"
 TIMELINE_MAX = 200  # entries sent per incident: a flapping kiosk's timeline stays a bounded message
 RECENT = timedelta(hours=24)  # closed incidents still sent (and re-sent on a resync) this long
+WILL_DELAY_S = 30  # the hall consumer's Will waits this long for it to come back (MQTT 5 will delay)
 ONLINE, OFFLINE = b'{"state":"online"}', b'{"state":"offline"}'
 
 

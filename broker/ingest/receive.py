@@ -109,7 +109,15 @@ class ReceiverOptions:
         if site is None:
             subscriptions += [Subscription(hall.ALL_LEADS), Subscription(topics.shared(group, hall.ALL_INCIDENTS))]
         else:
-            will = mqtt5.Will(hall.lead_topic(site), payload=hall.OFFLINE, qos=mqtt5.QoS.AT_LEAST_ONCE, retain=True)
+            will = mqtt5.Will(
+                hall.lead_topic(site),
+                payload=hall.OFFLINE,
+                qos=mqtt5.QoS.AT_LEAST_ONCE,
+                retain=True,
+                # A reconnect within this long announces the lead again before the Will is sent, so a blip on
+                # the hall's LAN does not hand the site to the centre for a moment (which could act on it).
+                will_delay_interval=hall.WILL_DELAY_S,
+            )
         # Optional: an account without $SYS rights still consumes.
         subscriptions.append(Subscription(SYS_DROPPED, qos=0, required=False))
         return cls(
