@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
+from broker.api.app import create_app
+from broker.api.auth import add_user
+from broker.api.config import ApiConfig
 from broker.calendar import CalendarConfig, TimetableConfig
 from broker.config import ConsumerConfig
 from broker.consumer import Consumer
@@ -29,7 +33,7 @@ from broker.hall.mirror import IncidentRow, Snapshot, TimelineEntry, lead_topic
 from broker.mosquitto.local import LocalMosquitto
 from broker.sites import SiteConfig, SlaPolicy
 from broker.store.db import Store
-from broker.store.schema import commands, dead_letters, devices, events, incident_timeline, notifications
+from broker.store.schema import commands, dead_letters, devices, events, incident_timeline, incidents, notifications
 from protocol import topics
 from provisioning.brokerconf import bridge_topics
 from runtime.clock import HALL_ZONE
@@ -320,6 +324,12 @@ async def test_the_centre_records_a_hall_led_incident_without_acting_and_takes_o
     assert (row.step, row.detected_at) == ("new", TUESDAY_10)
     assert len(await side.store.fetch(sa.select(incident_timeline))) == 1
     assert await side.notifications() == []
+    async with side.store.engine.begin() as conn:  # acknowledged on the centre's dashboard
+        await conn.execute(incidents.update().values(acked_at=clock.now(), acked_by="it.chen"))
+    publish(mosquitto.port, [(f"{topics.PREFIX}/{SITE}/_hall/incident", snapshot(summary="still down"), False)])
+    await wait_until(lambda: side.incidents(summary="still down"), what="the hall's next snapshot")
+    [row] = await side.incidents()
+    assert row.acked_by == "it.chen"  # the hall's snapshot, which knows no acknowledgement, keeps the centre's
 
     publish(mosquitto.port, [(lead_topic(SITE), b'{"state":"offline"}', True)])
     paged = await wait_until(lambda: side.notifications(step="opened"), what="the centre to take over")
@@ -407,3 +417,33 @@ async def test_punches_the_bridge_queue_drops_during_a_cut_reach_the_centre_once
 async def _punches(store: Store, device: str, n: int) -> bool:
     q = sa.select(sa.func.count()).where(events.c.device == device, events.c.type == "attendance.punch")
     return int(await store.scalar(q) or 0) >= n
+
+
+# -- the hall's local dashboard ----------------------------------------------------------------------------
+async def test_the_api_on_a_hall_consumers_config_reads_and_refuses_every_change_but_the_login(
+    tmp_path: Path, http: HttpServer
+) -> None:
+    """GIVEN the API run against a hall consumer's config and store WHEN a technician logs in THEN the incidents
+    and devices are read as at the centre, and an acknowledgement, a command or a new user is refused with 403
+    saying why, before any route runs."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hall.db'}"
+    store = await Store.open(url)
+    try:
+        await add_user(store, "tech.qp", "correct horse battery", "technician", (SITE,), datetime.now(UTC))
+        app = create_app(ApiConfig(centre=hall_config(1883, url, http), cookie_secure=False), store, None)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hall.test") as client:
+            r = await client.post("/api/login", json={"username": "tech.qp", "password": "correct horse battery"})
+            assert r.status_code == 200, r.text
+            h = {"Authorization": f"Bearer {r.json()['token']}"}
+            assert (await client.get("/api/incidents?state=all", headers=h)).json()["total"] == 0
+            assert (await client.get("/api/devices", headers=h)).status_code == 200
+            for path, body in [
+                ("/api/incidents/x/ack", {}),
+                ("/api/commands", {"device": f"{SITE}/k1", "name": "restart_app"}),
+                ("/api/users", {"username": "x", "password": "y", "role": "readonly", "sites": ["*"]}),
+            ]:
+                r = await client.post(path, json=body, headers=h)
+                assert r.status_code == 403 and "只读" in r.json()["detail"], (path, r.text)
+            assert (await client.post("/api/logout", headers=h)).status_code == 204
+    finally:
+        await store.close()

@@ -31,6 +31,7 @@ from broker.api.auth import User, current_user
 from broker.api.config import ApiConfig
 from broker.api.i18n import language, words
 from broker.api.limits import BodyLimit
+from broker.api.readonly import HallReadOnly
 from broker.api.throttle import LoginThrottle
 from broker.sites import Sites
 from broker.store.db import Store
@@ -99,6 +100,8 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
         app.add_exception_handler(unavailable, store_health.store_unreachable)
     app.add_middleware(store_health.StoreBanner, store=store, clock=app.state.clock)
     app.add_middleware(SecurityHeaders)
+    if centre.role == "hall":  # the hall's local dashboard: reads only (broker/api/readonly.py)
+        app.add_middleware(HallReadOnly)
     # Outermost: the body is bounded before any other layer or route reads a byte of it.
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     return app

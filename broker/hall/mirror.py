@@ -166,9 +166,12 @@ async def apply_snapshots(conn: AsyncConnection, snaps: Sequence[Snapshot]) -> N
     for snap in snaps:
         values = snap.incident.model_dump()
         c = incidents.c
+        changes = dict(values)
+        if changes["acked_at"] is None:  # an acknowledgement made at the centre stays (the hall cannot know it)
+            del changes["acked_at"], changes["acked_by"]
         try:
             async with conn.begin_nested():
-                done = await conn.execute(incidents.update().where(c.id == values["id"]).values(**values))
+                done = await conn.execute(incidents.update().where(c.id == values["id"]).values(**changes))
                 if done.rowcount == 0:
                     await conn.execute(incidents.insert().values(**values))
         except IntegrityError:
