@@ -42,7 +42,7 @@ import broker.attendance
 from agent.agent import Agent
 from agent.config import AgentConfig, OutboxConfig
 from agent.netcheck import NetCheckConfig
-from agent.roles.attendance import AttendanceConfig, AttendanceRole, Feedback, FingerEnrol, enrol_prompt_zh
+from agent.roles.attendance import AttendanceConfig, AttendanceRole, Feedback
 from agent.roles.kiosk import KioskConfig, SimulatedReceiptConfig
 from agent.roles.rating import RatingConfig, ServiceCall
 from agent.roles.usage import LogUsageConfig
@@ -76,7 +76,6 @@ from broker.store.schema import (
     tasks,
 )
 from config.base import ConfigError
-from drivers.fingerprint.zfm import EnrolStep
 from drivers.ipp.client import A4PrinterConfig, print_job
 from drivers.ipp.raster import a4_pages
 from drivers.ipp.sim import TONER, SimulatedA4Printer, SimulatedIppServer
@@ -84,6 +83,7 @@ from drivers.qr.keyboard import SimulatedScanner
 from drivers.qr.validators import staff_map_line
 from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
+from hallfleet.fingers import enrol_on_twin
 from runtime.clock import HALL_ZONE, ScaledClock
 from runtime.settings import MqttConfig
 
@@ -709,33 +709,18 @@ class Scenario:
             self.tell(f"{hall.short} {m.name} ({m.staff_id}) 今天没有来, 也没有请假")
 
     async def _enrol(self, agent: Agent, staff_id: str) -> bool:
-        """The window management section enrols a finger at the terminal (the fingerprint_enrol command): the
-        person presses when the screen asks (before that, the terminal's own scan would read the press), and it
-        counts once the command acked a page that the twin's library holds for this finger."""
-        # The command runs in this process, so it must wait for what the agent's start prepares (its state store:
-        # before it, the enrolment failed with 'no such table: kv' and that person punched by QR instead).
-        await asyncio.wait_for(agent.started.wait(), 60)
+        """The window management section enrols a finger at the terminal (the fingerprint_enrol command, the person
+        pressing when the screen asks: hallfleet/fingers.py); it counts once the command acked a page that the
+        twin's library holds for this finger."""
         role = agent.attendance
         assert role is not None and role.finger_sim is not None
-        spec = agent.commands.registry.get("fingerprint_enrol")
-        assert spec is not None
         finger = f"{staff_id}-right-index"
-        asked = role.output.expect(lambda fb: fb.prompt and fb.text == enrol_prompt_zh(EnrolStep(1, "press")))
-        task = asyncio.ensure_future(spec.handler(FingerEnrol(staff_id=staff_id)))
         try:
-            first: list[asyncio.Future[Any]] = [asked, task]  # whichever comes first: the ask, or a refusal
-            await asyncio.wait(first, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            if asked.done():  # else the command failed before asking (library full): its error comes next
-                role.finger_sim.press(finger, 2)
-            ack = await asyncio.wait_for(task, 30)
+            page = await enrol_on_twin(agent, staff_id, finger)
         except Exception as exc:  # the demo goes on with QR codes for this person at this terminal
-            task.cancel()  # the role waits for its reader thread and deletes a half-written page
-            await asyncio.wait([task])
             log.warning("fingerprint enrolment of %s failed: %s", staff_id, exc or type(exc).__name__)
             return False
-        finally:
-            asked.cancel()
-        return role.finger_sim.library.get(ack["page"]) == finger
+        return role.finger_sim.library.get(page) == finger
 
     # -- kiosks --------------------------------------------------------------------------------------
     async def _kiosk(self, d: Device, agent: Agent) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from agent.agent import Agent
 
 FIRST_PRESS = enrol_prompt_zh(EnrolStep(1, "press"))
+STARTED_S = 60.0  # an agent's start, on a busy machine with many agents starting at once
 
 
 class CannotEnrol(Exception):
@@ -29,8 +30,12 @@ def _asks_first_press(fb: Feedback) -> bool:
 
 async def enrol_on_twin(agent: Agent, staff_id: str, finger: str, timeout_s: float = 30.0) -> int:
     """Enrol ``finger`` for ``staff_id``: the page the command acked. Raises what the command raised (library
-    full, no press seen in time), TimeoutError past ``timeout_s``, CannotEnrol without a twin. Stopped for any
+    full, no press seen in time), TimeoutError past ``timeout_s`` (or an agent not started within STARTED_S),
+    CannotEnrol without a twin. Stopped for any
     reason, the command is cancelled and awaited: the role calls its reader thread off and clears the page."""
+    # The command runs in this process, so it waits for what the agent's start prepares (its state store: before
+    # it, the demo's enrolments failed with 'no such table: kv' and those people punched by QR instead).
+    await asyncio.wait_for(agent.started.wait(), STARTED_S)
     role = agent.attendance
     spec = agent.commands.registry.get("fingerprint_enrol")
     if role is None or role.finger_sim is None or spec is None:
