@@ -28,7 +28,9 @@ from broker.store.schema import devices, incident_conditions, incidents
 if TYPE_CHECKING:
     from broker.rules.incidents import Signal
 
-CHUNK = 500  # values per IN list: well under any backend's bound-parameter limit
+# Values per IN list: a 500-event batch's kiosk snapshots name up to 1,000 conditions (two each), read in one
+# query; SQLite (3.32 and later) binds up to 32,766 parameters, PostgreSQL 32,767.
+CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
