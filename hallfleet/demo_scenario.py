@@ -490,9 +490,10 @@ class HeldClock(ScaledClock):
 
 @dataclass(slots=True)
 class DemoDay:
-    """The demo's date and its day in hall time, on the clock everything shares."""
+    """The demo's date and its day in hall time, on the clock everything shares (the demo's is a HeldClock; the
+    fleet simulator's runs from the start)."""
 
-    clock: HeldClock
+    clock: ScaledClock
     date: Day
     start: datetime
     end: datetime
@@ -504,7 +505,8 @@ class DemoDay:
 
     def begin(self) -> None:
         """Hall time runs from ``start`` from now on, on the clock the agents, consumer and API already share."""
-        self.clock.release()
+        if isinstance(self.clock, HeldClock):
+            self.clock.release()
 
     @property
     def speed(self) -> float:
