@@ -31,9 +31,19 @@ from broker.consumer import Consumer
 from broker.duties.policy import DutiesPolicy, NetCheckDuty
 from broker.hall.mirror import IncidentRow, Snapshot, TimelineEntry, lead_topic
 from broker.mosquitto.local import LocalMosquitto
-from broker.sites import SiteConfig, SlaPolicy
+from broker.reports.sla import build_sla_report
+from broker.sites import SiteConfig, Sites, SlaPolicy
 from broker.store.db import Store
-from broker.store.schema import commands, dead_letters, devices, events, incident_timeline, incidents, notifications
+from broker.store.schema import (
+    commands,
+    dead_letters,
+    devices,
+    dispatches,
+    events,
+    incident_timeline,
+    incidents,
+    notifications,
+)
 from protocol import topics
 from provisioning.brokerconf import bridge_topics
 from runtime.clock import HALL_ZONE
@@ -167,8 +177,8 @@ async def test_hall_pages_and_heals_through_a_wan_cut_and_the_centre_ends_with_o
     WHEN the WAN is cut, a kiosk goes down, stays down past its SLA breach and comes back, and the WAN returns
     THEN the hall sent restart_app through its own broker and paged its technician on the LAN webhook; the centre
     holds every event the hall stored, exactly once, and exactly one incident: the hall's, with the hall's
-    detection and breach times and timeline; the centre sent no command and paged nobody, during the cut or
-    after it."""
+    detection and breach times, timeline, conditions and dispatch, so its month's SLA report is the hall's; the
+    centre sent no command and paged nobody, during the cut or after it."""
     s, clock = scene, scene.clock
     k1 = Device(s.hall_port, SITE, "k1", clock)
     k1.birth(heartbeat_s=3600)
@@ -244,6 +254,17 @@ async def test_hall_pages_and_heals_through_a_wan_cut_and_the_centre_ends_with_o
 
     centre_timeline = await wait_until(same_timeline, what="the hall's timeline at the centre")
     assert any("restart_app" in t for t in centre_timeline)
+
+    # The month's SLA report, the figures assessments are based on: the centre's is the hall's, to the second.
+    sites, now = Sites({SITE: QINGPU}), clock.now()
+    hall_report = await build_sla_report(s.hall.store, sites, SITE, "2026-11", now=now)
+    centre_report = await build_sla_report(s.centre.store, sites, SITE, "2026-11", now=now)
+    [k1_row] = hall_report.devices
+    assert (k1_row.incidents, k1_row.breaches, k1_row.self_healed) == (1, 1, 1) and k1_row.down_s > 30 * 60
+    assert (centre_report.devices, centre_report.incidents) == (hall_report.devices, hall_report.incidents)
+    # The breach's dispatch, cancelled when the kiosk recovered before anyone went: the same row at the centre.
+    [visit] = await s.rows(s.hall, dispatches)
+    assert visit.state == "cancelled" and await s.rows(s.centre, dispatches) == [visit]
     assert await s.rows(s.centre, commands) == [] and s.centre_cmds.got == []
     assert await s.rows(s.centre, notifications) == [] and s.pages("centre") == []
     assert len(await s.rows(s.hall, commands)) == 1
