@@ -117,6 +117,43 @@ async def test_the_batch_insert_commits_or_rolls_back_with_the_write(store: Stor
     assert await store.scalar(sa.select(sa.func.count()).select_from(events)) == 1
 
 
+async def test_a_failed_write_leaves_nothing_behind_for_the_next_batch(store: Store) -> None:
+    """GIVEN a write that failed half-way (the batch's connection is kept between writes) WHEN the next batch
+    comes THEN it commits on its own: nothing of the failed one rides along."""
+    await store.write(Batch(events=[event_row(0)], seen={DEV: T0}))
+
+    async def rule_bug(conn: Any, written: Any) -> None:
+        raise KeyError("a rule bug")
+
+    with pytest.raises(KeyError):
+        await store.write(Batch(events=[event_row(1)], seen={DEV: T0}), rule_bug)
+    written = await store.write(Batch(events=[event_row(2)], seen={DEV: T0}))
+    assert len(written.new_events) == 1
+    seqs = await store.fetch(sa.select(events.c.seq).order_by(events.c.seq))
+    assert [r.seq for r in seqs] == [0, 2]
+
+
+@pytest.mark.postgres
+async def test_a_batch_after_the_database_ended_the_kept_connection_is_stored_at_once(pg_url: str) -> None:
+    """GIVEN the batches' connection ended by the database while idle (a restart, an idle timeout) WHEN the next
+    batch comes THEN it is stored without an error, as when every batch checked a pinged connection out."""
+    store = await Store.open(pg_url)
+    try:
+        await store.write(Batch(events=[event_row(0)], seen={DEV: T0}))
+        async with store.engine.connect() as other:
+            ended = await other.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert ended >= 1
+        written = await store.write(Batch(events=[event_row(1)], seen={DEV: T0}))
+        assert len(written.new_events) == 1
+    finally:
+        await store.close()
+
+
 async def test_a_batch_past_one_statement_says_exactly_which_events_were_new(store: Store) -> None:
     rows = [event_row(seq) for seq in range(4500)]  # SQLite: three statements
     first = await store.write(Batch(events=rows[:3000], seen={DEV: T0}))

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from broker.store import commands as cmd_sql
@@ -142,14 +143,25 @@ class Store:
     async def write(self, batch: Batch, then: Then | None = None) -> Written:
         """One transaction: the batch, then ``then`` (told what was new). Returns what was new."""
         async with self._writing:
-            conn, self._writer = self._writer or await self.engine.connect(), None
-            try:
-                async with conn.begin():
-                    written, registered = await self._write(conn, batch, then)
-            except BaseException:
-                await conn.close()
-                raise
-            self._writer = conn
+            held, self._writer = self._writer, None
+            if held is not None:
+                try:
+                    return await self._commit(held, batch, then)
+                except sa_exc.DBAPIError as exc:
+                    # The kept connection died while idle (a database restart): what the pool's pre-ping would
+                    # have caught at a checkout. Anything else is the store's answer to this batch.
+                    if not exc.connection_invalidated:
+                        raise
+            return await self._commit(await self.engine.connect(), batch, then)
+
+    async def _commit(self, conn: AsyncConnection, batch: Batch, then: Then | None) -> Written:
+        try:
+            async with conn.begin():
+                written, registered = await self._write(conn, batch, then)
+        except BaseException:
+            await conn.close()
+            raise
+        self._writer = conn
         self.known |= registered  # only once committed: a rolled-back batch registers again next time
         return written
 
