@@ -26,6 +26,7 @@ from drivers.fingerprint import (
     FingerTimeout,
     LibraryFull,
     ModuleError,
+    NoMatch,
     ProtocolError,
     WrongPassword,
     ZfmConfig,
@@ -189,7 +190,7 @@ def enroll(reader: ZfmReader, sim: SimulatedZfm, finger: str, page: int) -> None
     reader.enroll(page, wait_s=1)
 
 
-def scan(reader: ZfmReader, sim: SimulatedZfm, finger: str) -> FingerMatch | None:
+def scan(reader: ZfmReader, sim: SimulatedZfm, finger: str) -> FingerMatch | NoMatch | None:
     sim.place(finger)
     return reader.scan()
 
@@ -234,10 +235,14 @@ def test_enroll_waits_for_the_lift_between_captures(reader: ZfmReader, sim: Simu
     assert sim.commands[2:] == [I.GEN_IMG, I.IMG2TZ, I.GEN_IMG, I.GEN_IMG, I.IMG2TZ, I.REG_MODEL, I.STORE]
 
 
-def test_an_unknown_finger_is_no_match(reader: ZfmReader, sim: SimulatedZfm) -> None:
+def test_an_unknown_finger_is_no_match_not_no_finger(reader: ZfmReader, sim: SimulatedZfm) -> None:
+    """GIVEN alice enrolled WHEN mallory presses THEN the finger was read (features taken, library searched) and
+    the answer is NoMatch, which the terminal must tell the person: not None, which means nobody pressed."""
     enroll(reader, sim, "alice", 0)
+    sim.commands.clear()
 
-    assert scan(reader, sim, "mallory") is None
+    assert scan(reader, sim, "mallory") == NoMatch()
+    assert sim.commands == [I.GEN_IMG, I.IMG2TZ, I.SEARCH]
 
 
 def test_no_finger_is_none_after_one_capture_attempt(reader: ZfmReader, sim: SimulatedZfm) -> None:
@@ -249,12 +254,48 @@ def test_no_finger_is_none_after_one_capture_attempt(reader: ZfmReader, sim: Sim
     assert sim.commands == [I.GEN_IMG]
 
 
+def test_scan_tells_no_finger_no_match_and_match_apart_on_one_press_each(reader: ZfmReader, sim: SimulatedZfm) -> None:
+    """GIVEN alice enrolled WHEN mallory presses, lifts, and alice presses (one GenImg sees each step) THEN the scans
+    say NoMatch, None, alice's page, None: the three outcomes come from the module's codes, not from a guess."""
+    enroll(reader, sim, "alice", 4)
+    sim.presses("mallory", "alice")
+
+    scans = [reader.scan() for _ in range(4)]
+
+    assert scans == [NoMatch(), None, FingerMatch(4, SCORE), None]
+
+
+@pytest.mark.parametrize(("on_sensor", "search_code"), [(None, None), ("mallory", Code.NOT_FOUND), ("alice", Code.OK)])
+def test_the_twin_answers_the_modules_own_codes_for_each_case(
+    sim: SimulatedZfm, on_sensor: str | None, search_code: Code | None
+) -> None:
+    """GIVEN the twin with alice at page 0, driven with raw packets through pyusb WHEN GenImg, Img2Tz and Search are
+    sent THEN GenImg says 0x02 with no finger, and with a finger Search says 0x09 for a stranger and 0x00 for alice:
+    the codes a real module sends, so the reader's decision is tested against the protocol, not the twin's API."""
+    sim.library[0] = "alice"
+    if on_sensor is not None:
+        sim.place(on_sensor)
+    dev = usb.core.find(idVendor=VENDOR_ID, idProduct=PRODUCT_ID, backend=sim)
+
+    def ack(instruction: Instruction, params: bytes = b"") -> int:
+        dev.write(OUT_EP, command(instruction, params))
+        return decode(bytes(dev.read(IN_EP, 64))).payload[0]
+
+    try:
+        assert ack(I.GEN_IMG) == (Code.NO_FINGER if on_sensor is None else Code.OK)
+        if search_code is not None:
+            assert ack(I.IMG2TZ, b"\x01") == Code.OK
+            assert ack(I.SEARCH, bytes.fromhex("01 0000 012c")) == search_code
+    finally:
+        usb.util.dispose_resources(dev)
+
+
 def test_a_match_below_min_score_is_no_match(sim: SimulatedZfm) -> None:
     reader = make_reader(sim, min_score=60)
     enroll(reader, sim, "alice", 0)
 
     sim.score = 59
-    assert scan(reader, sim, "alice") is None
+    assert scan(reader, sim, "alice") == NoMatch(59)
     sim.score = 60
     assert scan(reader, sim, "alice") == FingerMatch(0, 60)
 
@@ -315,12 +356,12 @@ def test_delete_empty_and_count(reader: ZfmReader, sim: SimulatedZfm) -> None:
 
     reader.delete(1)
     assert reader.count() == 2 and sim.library == {0: "alice", 2: "carol"}
-    assert scan(reader, sim, "bob") is None
+    assert scan(reader, sim, "bob") == NoMatch()
     with pytest.raises(ValueError, match="outside"):
         reader.delete(300)
 
     reader.empty()
-    assert reader.count() == 0 and scan(reader, sim, "alice") is None
+    assert reader.count() == 0 and scan(reader, sim, "alice") == NoMatch()
 
 
 def test_a_full_library_refuses_before_asking_for_a_finger() -> None:

@@ -21,7 +21,7 @@ from drivers.fingerprint.errors import (
     ProtocolError,
     WrongPassword,
 )
-from drivers.fingerprint.zfm import EnrolStep, FingerMatch, ZfmConfig, ZfmReader
+from drivers.fingerprint.zfm import EnrolStep, FingerMatch, NoMatch, ZfmConfig, ZfmReader
 
 __all__ = [
     "CaptureError",
@@ -37,6 +37,7 @@ __all__ = [
     "FingerTimeout",
     "LibraryFull",
     "ModuleError",
+    "NoMatch",
     "ProtocolError",
     "WrongPassword",
     "ZfmConfig",

@@ -3,7 +3,8 @@ module's confirmation code when it sent one, and says what to do.
 
 Two families: the link failed (not found, disconnected, timeout, a garbled reply), or the module
 answered and refused (ModuleError and its subclasses, with ``code``). "No finger" during a scan and
-"no match" are outcomes, not errors: ZfmReader.scan() returns None for them.
+"no match" are outcomes, not errors, and not the same one: ZfmReader.scan() returns None for no finger (GenImg
+0x02) and NoMatch for a finger that matches no template (Search 0x09), which the person must be told.
 """
 
 from __future__ import annotations

@@ -155,6 +155,14 @@ class FingerMatch:
     score: int
 
 
+@dataclass(frozen=True, slots=True)
+class NoMatch:
+    """A finger was read and matches no template: Search answered "not found" (0x09, ``score`` None), or its best
+    page scored under min_score (``score`` is that score). Not "no finger": the person pressed and must be told."""
+
+    score: int | None = None
+
+
 class ZfmReader:
     """A fingerprint module. ``backend`` is a pyusb backend; None lets pyusb pick libusb. Blocking."""
 
@@ -227,9 +235,10 @@ class ZfmReader:
 
     # -- operations ----------------------------------------------------------------------------
 
-    def scan(self) -> FingerMatch | None:
-        """One attempt: None when no finger is on the sensor, or it matches no template well enough.
-        A finger whose image is unusable raises CaptureError (ask the person to press again)."""
+    def scan(self) -> FingerMatch | NoMatch | None:
+        """One attempt, told apart by the module's codes: None when GenImg says no finger is on the sensor (0x02),
+        NoMatch when a finger was read and Search finds no template for it (0x09) or none well enough, else the
+        match. A finger whose image is unusable raises CaptureError (ask the person to press again)."""
         with self._lock:
             self.open()
             if not self._image():
@@ -341,17 +350,17 @@ class ZfmReader:
                 raise CaptureError(self.name, f"the finger was not lifted within {wait_s:g} s", None)
             time.sleep(self.poll_s)
 
-    def _search(self, buffer: int) -> FingerMatch | None:
+    def _search(self, buffer: int) -> FingerMatch | NoMatch:
         params = bytes([buffer]) + (0).to_bytes(2, "big") + self.capacity.to_bytes(2, "big")
         code, data = self._call(Instruction.SEARCH, params)
         if code == Code.NOT_FOUND:
-            return None
+            return NoMatch()
         if code != Code.OK:
             raise failure(self.name, code, "searching the library")
         match = FingerMatch(int.from_bytes(data[:2], "big"), int.from_bytes(data[2:], "big"))
         if match.score < self.cfg.min_score:
             log.info("%s: page %d scored %d, under min_score: no match", self.name, match.page_id, match.score)
-            return None
+            return NoMatch(match.score)
         return match
 
     def _expect(self, instruction: Instruction, params: bytes, doing: str) -> bytes:
