@@ -93,7 +93,7 @@ class AttendanceRejected(Frozen):
 
     method: PunchMethod
     reason: Literal[
-        "unknown",
+        "unknown",  # a face or a finger that matches nobody enrolled (method says which)
         "no_face",
         "multiple_faces",
         "too_small",

@@ -38,10 +38,24 @@ from tests.support.procs import wait_for
 SALT = b"hall-salt-2026"
 
 
-def terminal_config(mosquitto: LocalMosquitto, tmp_path: Path, device: str = "att-1", **extra: Any) -> AgentConfig:
-    extra.setdefault("repeat_s", 60)
+def qr_settings(tmp_path: Path) -> dict[str, Any]:
+    """A Shanghai 随申码 scanner twin and its validator, S0002's personal id in the staff map."""
     (tmp_path / "salt").write_bytes(SALT)
     (tmp_path / "staff.map").write_text(staff_map_line(SALT, "310101199001011234", "S0002") + "\n")
+    return {
+        "qr": {"type": "sim"},
+        "qr_validator": {
+            "type": "pattern",
+            "region": "shanghai",
+            "pattern": r"SSM1:(?P<id>\d{17}[\dX]):(?P<ts>\d{10})",
+            "staff_map": str(tmp_path / "staff.map"),
+            "salt_file": str(tmp_path / "salt"),
+        },
+    }
+
+
+def terminal_config(mosquitto: LocalMosquitto, tmp_path: Path, device: str = "att-1", **extra: Any) -> AgentConfig:
+    extra.setdefault("repeat_s", 60)
     key = tmp_path / "keys" / f"qp.{device}.key"
     key.parent.mkdir(exist_ok=True)
     key.write_text(key_to_text(new_key()))
@@ -56,14 +70,7 @@ def terminal_config(mosquitto: LocalMosquitto, tmp_path: Path, device: str = "at
         attendance=AttendanceConfig.model_validate(
             {
                 "fingerprint": {"type": "sim"},
-                "qr": {"type": "sim"},
-                "qr_validator": {
-                    "type": "pattern",
-                    "region": "shanghai",
-                    "pattern": r"SSM1:(?P<id>\d{17}[\dX]):(?P<ts>\d{10})",
-                    "staff_map": str(tmp_path / "staff.map"),
-                    "salt_file": str(tmp_path / "salt"),
-                },
+                **qr_settings(tmp_path),
                 "gallery": GalleryConfig(path=tmp_path / f"{device}.gallery", key_file=key),
                 "fingerprint_poll_s": 0.05,
                 **extra,
@@ -278,10 +285,10 @@ def test_the_agent_loads_without_opencv_or_dlib_until_a_camera_is_used() -> None
 
 
 # -- enrolment against the fingerprint twin: the role alone, its reader thread and the module's library ------------
-@pytest.fixture
-async def finger_role(tmp_path: Path) -> AsyncIterator[tuple[AttendanceRole, list[tuple[str, Any]]]]:
-    """A fingerprint-only terminal role on the twin, its state in a real SQLite file, its events recorded, its
-    finger loop running."""
+@contextlib.asynccontextmanager
+async def finger_terminal(tmp_path: Path, **extra: Any) -> AsyncIterator[tuple[AttendanceRole, list[tuple[str, Any]]]]:
+    """A fingerprint terminal role on the twin (and whatever ``extra`` configures), its state in a real SQLite file,
+    its events recorded, its loops running. Repeats are not collapsed: what bounds the events is the role's own."""
     db = Database(tmp_path / "state.db")
     await db.open()
     state = StateStore(db)
@@ -292,20 +299,25 @@ async def finger_role(tmp_path: Path) -> AsyncIterator[tuple[AttendanceRole, lis
         sent.append((event_type, payload))
 
     device = DeviceContext("qp", "att-1", "b", SystemClock(), state, emit, None, lambda: True, lambda: True)  # type: ignore[arg-type]
-    r = AttendanceRole(
-        device,
-        AttendanceConfig.model_validate(
-            {"fingerprint": {"type": "sim"}, "fingerprint_poll_s": 0.01, "repeat_s": 0, "reject_repeat_s": 0}
-        ),
-    )
+    settings = {"fingerprint": {"type": "sim"}, "fingerprint_poll_s": 0.01, "repeat_s": 0, "reject_repeat_s": 0}
+    r = AttendanceRole(device, AttendanceConfig.model_validate(settings | extra))
     assert r.finger is not None
     r.finger.poll_s = 0.01  # the reader's own polls while it waits for a press or a lift
     loop = asyncio.create_task(r.run())
-    yield r, sent
-    loop.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await loop
-    await db.close()
+    try:
+        yield r, sent
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await db.close()
+
+
+@pytest.fixture
+async def finger_role(tmp_path: Path) -> AsyncIterator[tuple[AttendanceRole, list[tuple[str, Any]]]]:
+    """A fingerprint-only terminal (finger_terminal), its finger loop running."""
+    async with finger_terminal(tmp_path) as terminal:
+        yield terminal
 
 
 def asks_for_the_first_press(fb: Feedback) -> bool:
@@ -439,3 +451,80 @@ async def test_an_enrolment_sent_while_the_terminal_starts_keeps_its_page(tmp_pa
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await db.close()
+
+
+# -- a finger that matches no template: told on the screen, one refusal per press -------------------------------------
+def refused_feedback(r: AttendanceRole) -> list[Feedback]:
+    return [fb for fb in r.output.shown if not fb.ok and not fb.prompt]
+
+
+async def test_a_finger_matching_no_template_is_told_and_refused_once_per_press(tmp_path: Path) -> None:
+    """GIVEN a terminal with a finger sensor and a 随申码 scanner WHEN a finger nobody enrolled presses, is lifted and
+    presses again THEN each press is answered on the screen, pointing to the 随申码 (with its English line), and is
+    one attendance.punch_rejected (fingerprint, unknown) that carries the reason and nothing of the finger."""
+    async with finger_terminal(tmp_path, **qr_settings(tmp_path)) as (r, sent):
+        assert r.finger_sim is not None
+        r.finger_sim.presses("mallory-right-index", "mallory-right-index")  # one GenImg sees each step
+
+        await wait_for(lambda: len(refusals(sent)) >= 2, 10, "a refusal of each press")
+        await asyncio.sleep(0.2)  # any extra refusal would land now
+
+    rejected = [p for t, p in sent if t == "attendance.punch_rejected"]
+    assert [(p.method, p.reason, p.staff_id) for p in rejected] == [("fingerprint", "unknown", None)] * 2
+    assert {p.detail for p in rejected} == {"the module found no matching template"}
+    assert not [t for t, _ in sent if t == "attendance.punch"]
+    assert "mallory" not in json.dumps([p.model_dump(mode="json") for p in rejected]), "nothing of the finger"
+    told = refused_feedback(r)
+    assert [(fb.text, fb.text_en, fb.staff_id) for fb in told] == [
+        ("未识别，请重试或使用随申码", "Not recognised: try again or use your Suishenma QR code", None)
+    ] * 2
+
+
+async def test_a_finger_held_on_the_sensor_is_one_refusal_until_it_is_lifted(
+    finger_role: tuple[AttendanceRole, list[tuple[str, Any]]],
+) -> None:
+    """GIVEN a fingerprint-only terminal (no QR scanner to point to) that does not collapse repeated refusals WHEN
+    a finger nobody enrolled rests on the sensor through thirty more scans THEN the screen says so once and one
+    refusal is sent; lifted and placed again, it is a new press and a second refusal."""
+    r, sent = finger_role
+    sim = r.finger_sim
+    assert sim is not None
+    sim.place("mallory-right-index")
+    await wait_for(lambda: bool(refusals(sent)), 10, "the refusal")
+    scans = sim.commands.count(Instruction.GEN_IMG)
+    await wait_for(lambda: sim.commands.count(Instruction.GEN_IMG) >= scans + 30, 10, "thirty more scans")
+
+    assert refusals(sent) == ["unknown: the module found no matching template"]
+    assert [fb.text for fb in refused_feedback(r)] == ["未识别, 请重试或换用其他方式"]
+
+    sim.lift()
+    lifted = sim.commands.count(Instruction.GEN_IMG)
+    await wait_for(lambda: sim.commands.count(Instruction.GEN_IMG) >= lifted + 2, 10, "a scan of the empty sensor")
+    sim.place("mallory-right-index")
+    await wait_for(lambda: len(refusals(sent)) >= 2, 10, "the second press's refusal")
+    assert len(refusals(sent)) == 2
+
+
+async def test_an_enrolled_finger_is_punched_even_before_a_refused_one_was_seen_lifted(
+    finger_role: tuple[AttendanceRole, list[tuple[str, Any]]],
+) -> None:
+    """GIVEN a stranger's finger refused and still on the sensor WHEN an enrolled person's finger takes its place
+    before any scan saw the sensor empty (the next in the queue pressing at once) THEN that press is punched: only
+    refusals wait for the lift, so no enrolled press is swallowed as "the same finger"."""
+    r, sent = finger_role
+    sim = r.finger_sim
+    assert sim is not None
+    asked = r.output.expect(asks_for_the_first_press)
+    enrol = asyncio.create_task(r._cmd_finger_enrol(FingerEnrol(staff_id="S0001")))
+    await asyncio.wait_for(asked, 10)
+    sim.press("zhang-right-index", 2)
+    await asyncio.wait_for(enrol, 10)
+
+    sim.place("mallory-right-index")
+    await wait_for(lambda: bool(refusals(sent)), 10, "the stranger's refusal")
+    punched = r.output.expect(lambda fb: fb.ok and fb.staff_id == "S0001")
+    sim.place("zhang-right-index")
+    await asyncio.wait_for(punched, 10)
+
+    assert [p.staff_id for t, p in sent if t == "attendance.punch"] == ["S0001"]
+    assert refusals(sent) == ["unknown: the module found no matching template"]

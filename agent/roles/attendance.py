@@ -4,7 +4,8 @@ Every accepted punch is an ``attendance.punch`` event committed to the outbox be
 "打卡成功", so a punch taken offline reaches the store exactly once later (nothing else is needed for
 offline operation). A repeat within ``repeat_s`` collapses into the first (people punch twice to be
 sure); a refusal is an ``attendance.punch_rejected`` with the reason, so a missing punch can be
-explained. Nothing biometric leaves the terminal: events carry pseudonymous staff ids and scores;
+explained. Every finger press is answered: a finger that matches no template is refused as ``unknown`` (the
+person is pointed to the QR code), once per press, not once per scan while it rests on the sensor. Nothing biometric leaves the terminal: events carry pseudonymous staff ids and scores;
 face encodings live only in the sealed gallery (agent/gallery.py), fingerprint templates only in the
 fingerprint module's own flash.
 
@@ -45,7 +46,7 @@ from drivers.face.config import (
     LivenessEvidence,
 )
 from drivers.fingerprint.errors import CaptureError, FingerError
-from drivers.fingerprint.zfm import EnrolStep, ZfmConfig, ZfmReader
+from drivers.fingerprint.zfm import EnrolStep, FingerMatch, NoMatch, ZfmConfig, ZfmReader
 from drivers.qr.keyboard import EvdevScanner, QrScannerConfig, SimulatedScanner
 from drivers.qr.validators import QrConfig, build_validator
 from protocol.envelope import Frozen
@@ -109,6 +110,7 @@ class Feedback:
     text: str
     staff_id: str | None = None
     prompt: bool = False  # an instruction (enrolment's "press", "lift"), neither a punch nor a refusal
+    text_en: str = ""  # the English line under the Chinese one, where the screen has one (refusals)
 
 
 class LogOutput:
@@ -149,6 +151,27 @@ REASON_ZH = {
     "unknown_staff": "未登记的二维码",
     "device_error": "设备故障, 请换用其他方式并报告",
 }
+REASON_EN = {
+    "unknown": "Not recognised: try again or use another way",
+    "not_live": "Liveness check failed: step away from the camera and try again",
+    "revoked": "Deactivated: contact the window management section",
+    "expired": "QR code expired: refresh it",
+    "replayed": "QR code already used: refresh it",
+    "unknown_staff": "QR code not registered",
+    "device_error": "Device fault: use another way and report it",
+}
+# A finger that matches nobody is pointed to the QR code, which every member of staff carries (the face may not be
+# enrolled either), by the name of the region's app (drivers/qr/validators.py); a region not named here gets the
+# plain word, and a terminal without a QR scanner the general advice.
+QR_APP = {"shanghai": ("随申码", "Suishenma QR code"), "chongqing": ("渝快政", "Yukuaizheng QR code")}
+QR_APP_OTHER = ("二维码", "QR code")
+
+
+def refusal_text(method: str, reason: str, qr_app: tuple[str, str] | None = None) -> tuple[str, str]:
+    """What the screen says for a refusal, in Chinese and English; ``qr_app`` names the terminal's QR code, if any."""
+    if method == "fingerprint" and reason == "unknown" and qr_app is not None:
+        return f"未识别，请重试或使用{qr_app[0]}", f"Not recognised: try again or use your {qr_app[1]}"
+    return REASON_ZH.get(reason, "请重试"), REASON_EN.get(reason, "Please try again")
 
 
 CHALLENGE_ZH = {"blink": "请眨眼", "turn": "请缓慢向左或向右转头, 并眨眼"}
@@ -191,6 +214,7 @@ class AttendanceRole:
         self.finger = self._finger_reader(cfg.fingerprint)
         self.qr_sim: SimulatedScanner | None = None
         self.validator = build_validator(cfg.qr_validator) if cfg.qr_validator is not None else None
+        self.qr_app = QR_APP.get(cfg.qr_validator.region.lower(), QR_APP_OTHER) if cfg.qr_validator else None
         self._last_punch: dict[str, float] = {}
         self._last_reject: dict[tuple[str, str, str | None], float] = {}
         self._fingers: dict[int, str] = {}
@@ -295,28 +319,44 @@ class AttendanceRole:
                 )
 
     async def _finger_loop(self) -> None:
+        """Scan, and answer every press: a match punches, a finger matching no template is refused (screen and
+        one ``punch_rejected``, reason ``unknown``). A refused finger is not answered again until the sensor is
+        empty, so a finger held on the sensor is one refusal, not one per poll; a match is always answered, since
+        the next person may press before the sensor was seen empty."""
         reader = self.finger
         assert reader is not None
+        refused = False  # the finger on the sensor was refused and has not been lifted since
         while True:
             try:
                 async with self._finger_lock:
-                    match = await asyncio.to_thread(reader.scan)
+                    seen = await asyncio.to_thread(reader.scan)
             except CaptureError:  # a smudged or partial print: the person presses again
-                self.output.show(Feedback(False, "请重新按压手指"))
+                if not refused:  # a refused finger still held is not asked to press again
+                    self.output.show(Feedback(False, "请重新按压手指", text_en="Press your finger again"))
                 await asyncio.sleep(self.cfg.fingerprint_poll_s)
                 continue
             except FingerError as exc:
                 await self.reject("fingerprint", "device_error", detail=str(exc)[:200])
                 await asyncio.sleep(5)  # the reader re-finds the device on its next call
                 continue
-            if match is not None:
-                staff = self._fingers.get(match.page_id)
-                if staff is None:
-                    await self.reject("fingerprint", "unknown_staff", detail=f"page {match.page_id} is not mapped")
-                else:
-                    await self.punch(staff, "fingerprint", float(match.score))
+            if isinstance(seen, FingerMatch):
+                refused = False
+                await self._finger_punch(seen)
                 await asyncio.sleep(self.cfg.fingerprint_lift_s)  # one punch per touch
+            elif isinstance(seen, NoMatch):
+                if not refused:
+                    await self.reject("fingerprint", "unknown", detail=_no_match_detail(seen))
+                refused = True
+            else:
+                refused = False  # the sensor is empty: the next finger is a new press
             await asyncio.sleep(self.cfg.fingerprint_poll_s)
+
+    async def _finger_punch(self, match: FingerMatch) -> None:
+        staff = self._fingers.get(match.page_id)
+        if staff is None:
+            await self.reject("fingerprint", "unknown_staff", detail=f"page {match.page_id} is not mapped")
+        else:
+            await self.punch(staff, "fingerprint", float(match.score))
 
     async def _qr_loop(self, cfg: QrScannerConfig | SimulatedQrConfig) -> None:
         if isinstance(cfg, SimulatedQrConfig):
@@ -363,7 +403,8 @@ class AttendanceRole:
         return True
 
     async def reject(self, method: Literal["face", "fingerprint", "qr"], reason: str, **extra: Any) -> None:
-        self.output.show(Feedback(False, REASON_ZH.get(reason, "请重试"), extra.get("staff_id")))
+        text, text_en = refusal_text(method, reason, self.qr_app if self.cfg.qr is not None else None)
+        self.output.show(Feedback(False, text, extra.get("staff_id"), text_en=text_en))
         now = self.device.clock.monotonic()
         key = (method, reason, extra.get("staff_id"))  # per person: the centre pairs a refusal with what follows
         if now - self._last_reject.get(key, float("-inf")) < self.cfg.reject_repeat_s:
@@ -460,6 +501,14 @@ class AttendanceRole:
         if self.finger is None:
             raise CommandFailed("this terminal has no fingerprint reader configured")
         return self.finger
+
+
+def _no_match_detail(seen: NoMatch) -> str:
+    """Which of the module's answers the refusal was, for the technician: words only, no page and no score, so the
+    wire says nothing about whose template came closest."""
+    if seen.score is None:
+        return "the module found no matching template"
+    return "the closest template scored under min_score"
 
 
 def _clear_page(reader: ZfmReader, page: int) -> None:
