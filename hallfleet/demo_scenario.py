@@ -680,9 +680,9 @@ class Scenario:
 
     async def _punch(self, hall: Hall, role: AttendanceRole, m: StaffMember, finger: bool, what: str) -> bool:
         """One person at the terminal until it answers: by finger where enrolled, else (or when the finger is not
-        taken) by QR code, a fresh code each try. Only what the terminal took counts as punched: a press it never
-        answered (a finger that matches no template shows nothing) used to count, and the person was judged
-        absent without a word. A person no way worked for is told loudly."""
+        taken: the terminal answers an unmatched finger with 未识别) by QR code, a fresh code each try. Only what the
+        terminal took counts as punched: a press it did not take used to count, and the person was judged absent
+        without a word. A person no way worked for is told loudly."""
         for way in ["finger"] * finger + ["qr"] * QR_TRIES:
             answer = role.output.expect(lambda fb: _answers(fb, m.staff_id))
             try:
