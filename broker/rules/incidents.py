@@ -255,16 +255,17 @@ class IncidentRules:
         if not signals:
             return
         b = BatchWrites(conn, reads or BatchReads(conn, self.sites))
-        live = await b.reads.live(s.condition_key for s in signals)
+        keys = [s.condition_key for s in signals]  # a property that formats: once per signal
+        live = await b.reads.live(keys)
         acting: list[tuple[Signal, bool]] = []  # (signal, whether its condition was active before it)
-        for s in signals:
+        for s, key in zip(signals, keys, strict=True):
             if s.active:
-                acting.append((s, s.condition_key in live))
-                live.add(s.condition_key)
-            elif s.condition_key in live:
+                acting.append((s, key in live))
+                live.add(key)
+            elif key in live:
                 acting.append((s, True))
-                live.discard(s.condition_key)
-            self.applied += 1
+                live.discard(key)
+        self.applied += len(signals)
         if not acting:
             return
         await b.reads.load([s for s, _ in acting])
