@@ -14,7 +14,6 @@ each insert went alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +25,6 @@ from broker.store.db import _insert_ignore
 from broker.store.schema import incident_conditions, incident_timeline, incidents
 
 log = logging.getLogger(__name__)
-
-ROWS_PER_INSERT = 500  # rows per multi-row INSERT: 500 x 16 columns stays well under any bound-parameter limit
 
 
 @dataclass(slots=True)
@@ -66,11 +63,8 @@ class BatchWrites:
     async def _insert_incidents(self) -> None:
         if not self.incidents:
             return
-        c = incidents.c
-        inserted: set[str] = set()
-        for part in _parts(self.incidents):
-            stmt = _insert_ignore(self.conn, incidents).values(part).returning(c.id)
-            inserted.update(await self.conn.scalars(stmt))
+        stmt = _insert_ignore(self.conn, incidents).returning(incidents.c.id)
+        inserted = set((await self.conn.execute(stmt, self.incidents)).scalars())
         lost = {row["id"]: row["open_key"] for row in self.incidents if row["id"] not in inserted}
         for row in self.incidents:
             if row["id"] in inserted:
@@ -96,11 +90,6 @@ class BatchWrites:
 
 
 async def _insert_ignored(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Multi-row INSERT ... ON CONFLICT DO NOTHING: a row another consumer wrote first is left to it."""
-    for part in _parts(rows):
-        await conn.execute(_insert_ignore(conn, table).values(part))
-
-
-def _parts(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    for i in range(0, len(rows), ROWS_PER_INSERT):
-        yield rows[i : i + ROWS_PER_INSERT]
+    """INSERT ... ON CONFLICT DO NOTHING of many rows: a row another consumer wrote first is left to it."""
+    if rows:
+        await conn.execute(_insert_ignore(conn, table), rows)
