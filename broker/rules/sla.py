@@ -494,7 +494,7 @@ class SlaClock:
         return sorted({r.device for r in rows})
 
     async def _any_hours24(self, conn: AsyncConnection, site: str, down: list[str]) -> bool:
-        """Whether any of these devices counts wall-clock time (``registered_hours24``, read in one query)."""
+        """Whether any of these devices counts wall-clock time (the devices' ``hours24``, read in one query)."""
         d = devices.c
         keys = {DeviceKey(site, device).text: device for device in down}
         found = await conn.execute(sa.select(d.key, d.hours24).where(d.key.in_(list(keys))))
