@@ -92,9 +92,16 @@ class SerialPort:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BusError(self.cfg.path, "no answer" if not buf else f"answer cut short after {len(buf)} bytes")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            if _readable(fd, left):
                 chunk = os.read(fd, 512)
                 if not chunk:
                     raise BusError(self.cfg.path, "the port closed")
                 buf += chunk
+
+
+def _readable(fd: int, timeout_s: float) -> bool:
+    """Whether ``fd`` has bytes within ``timeout_s``. poll(), not select(): select() refuses a descriptor past
+    FD_SETSIZE (1024), which a process holding many connections (the fleet simulator's thousand agents) reaches."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout_s * 1000) + 1)))

@@ -38,8 +38,13 @@ class PtyTwin:
 
     def _serve(self) -> None:
         buf = b""
+        # poll(), not select(): select() refuses a descriptor past FD_SETSIZE (1024), and a fleet simulator holding
+        # a thousand agents' connections opens its twins' ptys well past it.
+        poller = select.poll()
+        poller.register(self._master, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
         while True:
-            ready, _, _ = select.select([self._master, self._stop_r], [], [])
+            ready = {fd for fd, _ in poller.poll()}
             if self._stop_r in ready:
                 return
             try:
