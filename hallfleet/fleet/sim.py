@@ -96,6 +96,21 @@ class Member:
         return self.task is not None and not self.task.done()
 
 
+POWER_OFF_SLOW_S = 10.0  # an agent still running this long after power_off is named in the log
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """Where a task is parked: its chain of awaits, outermost first."""
+    where: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(where) < 8:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            where.append(f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " -> ".join(where)
+
+
 def role_counts(n: int, scenario: Scenario) -> dict[FleetRole, int]:
     """Devices per role for N devices: the mix's shares, rounded so they add up to N (largest remainder)."""
     shares = scenario.mix.shares()
@@ -347,10 +362,18 @@ class Fleet:
         m.task = asyncio.create_task(m.agent.run(), name=f"agent-{m.key}")
 
     async def power_off(self, members: list[Member]) -> None:
-        """Abrupt stop (power loss, or a bench's kill): no shutdown status, no DISCONNECT."""
+        """Abrupt stop (power loss, or a bench's kill): no shutdown status, no DISCONNECT. An agent that takes
+        long to end is named with where it waits, since its device then still looks powered to the broker."""
         tasks = [m.task for m in members if m.task is not None]
         for t in tasks:
             t.cancel()
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=POWER_OFF_SLOW_S)
+        for t in pending:
+            log.warning(
+                "%s still running %.0f s after its power went, at %s", t.get_name(), POWER_OFF_SLOW_S, _where(t)
+            )
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self) -> None:
