@@ -111,6 +111,14 @@ def _where(task: asyncio.Task[Any]) -> str:
     return " -> ".join(where)
 
 
+def _retrieve(tasks: list[asyncio.Task[Any]]) -> None:
+    """Take the outcome of the tasks that ended (an agent's failure was logged by the agent), so asyncio does not
+    report it again as never retrieved."""
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            t.exception()
+
+
 def role_counts(n: int, scenario: Scenario) -> dict[FleetRole, int]:
     """Devices per role for N devices: the mix's shares, rounded so they add up to N (largest remainder)."""
     shares = scenario.mix.shares()
@@ -362,19 +370,20 @@ class Fleet:
         m.task = asyncio.create_task(m.agent.run(), name=f"agent-{m.key}")
 
     async def power_off(self, members: list[Member]) -> None:
-        """Abrupt stop (power loss, or a bench's kill): no shutdown status, no DISCONNECT. An agent that takes
-        long to end is named with where it waits, since its device then still looks powered to the broker."""
+        """Abrupt stop (power loss, or a bench's kill): no shutdown status, no DISCONNECT. Power loss waits for
+        nothing, so neither does this beyond POWER_OFF_SLOW_S: an agent still unwinding then is named with where
+        its tasks wait (a bench reads presence from the broker's Wills, not from these tasks)."""
         tasks = [m.task for m in members if m.task is not None]
         for t in tasks:
             t.cancel()
         if not tasks:
             return
         _done, pending = await asyncio.wait(tasks, timeout=POWER_OFF_SLOW_S)
-        for t in pending:
-            log.warning(
-                "%s still running %.0f s after its power went, at %s", t.get_name(), POWER_OFF_SLOW_S, _where(t)
-            )
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:
+            log.warning("%d agents still running %.0f s after their power went", len(pending), POWER_OFF_SLOW_S)
+            for t in [t for t in asyncio.all_tasks() if t.cancelling() and not t.done()][:20]:
+                log.warning("  %s at %s", t.get_name(), _where(t))
+        _retrieve(tasks)
 
     async def stop(self) -> None:
         """Clean stop of everything still running (shutdown status, DISCONNECT), then the relays."""
@@ -389,7 +398,11 @@ class Fleet:
         _done, pending = await asyncio.wait(tasks, timeout=60) if tasks else (set(), set())
         for t in pending:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:  # cancelled, and given as long as a power cut gets; one that still runs is named, not waited for
+            _done, stuck = await asyncio.wait(pending, timeout=POWER_OFF_SLOW_S)
+            for t in stuck:
+                log.warning("%s did not stop, at %s", t.get_name(), _where(t))
+        _retrieve(tasks)
         for m in self.members:
             if m.net is not None:
                 await m.net.close()
