@@ -5,9 +5,9 @@ Every accepted punch is an ``attendance.punch`` event committed to the outbox be
 offline operation). A repeat within ``repeat_s`` collapses into the first (people punch twice to be
 sure); a refusal is an ``attendance.punch_rejected`` with the reason, so a missing punch can be
 explained. Every finger press is answered: a finger that matches no template is refused as ``unknown`` (the
-person is pointed to the QR code), once per press, not once per scan while it rests on the sensor. Nothing biometric leaves the terminal: events carry pseudonymous staff ids and scores;
-face encodings live only in the sealed gallery (agent/gallery.py), fingerprint templates only in the
-fingerprint module's own flash.
+person is pointed to the QR code), once per press, not once per scan while it rests on the sensor. Nothing
+biometric leaves the terminal: events carry pseudonymous staff ids and scores; face encodings live only in
+the sealed gallery (agent/gallery.py), fingerprint templates only in the fingerprint module's own flash.
 
 Enrolment: the reader lock is held from choosing the page to recording who it belongs to, and a cancelled
 enrolment (the command's timeout) still waits for the reader's thread and deletes what it may have stored, so
