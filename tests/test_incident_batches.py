@@ -14,6 +14,7 @@ from broker.sites import SiteConfig, Sites
 from broker.store.db import Store
 from broker.store.schema import incident_conditions, incident_timeline, incidents
 from runtime.clock import HALL_ZONE
+from tests.support.statements import Statements
 
 SITE = "qp"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
@@ -114,17 +115,6 @@ async def test_a_devices_signals_in_one_batch_decide_what_they_decide_one_at_a_t
         ]
     finally:
         await store.close()
-
-
-class Statements:
-    """Counts what the engine sends to the database (an executemany is one)."""
-
-    def __init__(self, store: Store) -> None:
-        self.count = 0
-        sa.event.listen(store.engine.sync_engine, "before_cursor_execute", self._one)
-
-    def _one(self, *_: Any) -> None:
-        self.count += 1
 
 
 async def statements_for(store: Store, rules: IncidentRules, signals: list[Signal]) -> int:

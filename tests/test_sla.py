@@ -39,6 +39,7 @@ from runtime.clock import HALL_ZONE
 from tests.support.hall import Device, Hall, ManualClock, consumer_config, posted, start_hall, wait_until
 from tests.support.http_receiver import HttpServer, Reply
 from tests.support.mqtt import publish
+from tests.support.statements import Statements
 
 TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=HALL_ZONE)
 FRIDAY_1650 = datetime(2026, 11, 27, 16, 50, tzinfo=HALL_ZONE)
@@ -672,17 +673,6 @@ async def storm(store: Store, rules: IncidentRules, kiosks: int, at: datetime) -
     async with store.engine.begin() as conn:
         down = [Signal("qp", f"k{n:04d}", "kiosk_down", True, "critical", at, at, "down") for n in range(kiosks)]
         await rules.apply(conn, down)
-
-
-class Statements:
-    """Counts what the engine sends to the database (an executemany is one)."""
-
-    def __init__(self, store: Store) -> None:
-        self.count = 0
-        sa.event.listen(store.engine.sync_engine, "before_cursor_execute", self._one)
-
-    def _one(self, *_: Any) -> None:
-        self.count += 1
 
 
 @pytest.mark.parametrize("kiosks", [20, STORM_KIOSKS])
