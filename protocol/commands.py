@@ -65,7 +65,7 @@ class CommandAck(Frozen):
     command_id: EventId = Field(description="The command this answers")
     name: Line = Field(max_length=40, description="The command's name")
     state: CommandState = Field(description="The state the command moved to on the device")
-    result: dict[str, Json] | None = Field(default=None, description="Structured output of a finished command")
+    result: dict[Line, Json] | None = Field(default=None, description="Structured output of a finished command")
     reason: Prose = Field(default="", max_length=2000, description="Why it was rejected or failed")
 
 
