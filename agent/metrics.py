@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent.config import AgentConfig
+from runtime.listen import serve_metrics
 
 
 class _Outbox(Protocol):
@@ -68,7 +69,8 @@ class AgentCollector(Collector):
 
 
 def serve_agent_metrics(agent: Scraped, port: int, addr: str = "127.0.0.1") -> Any:
-    """prometheus_client's own HTTP thread on addr:port; returns (server, thread)."""
+    """prometheus_client's own HTTP thread on addr:port; returns (server, thread). A port already held is a
+    one-line ConfigError naming metrics_port."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(agent))
-    return start_http_server(port, addr=addr, registry=registry)
+    return serve_metrics(registry, port, addr)

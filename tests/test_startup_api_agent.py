@@ -5,9 +5,13 @@ password. Real processes, started as `hallfleet` is under systemd."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from broker.mosquitto.local import free_port
 
@@ -64,3 +68,39 @@ def test_agent_with_a_missing_ca_file_or_password_file_names_the_key(tmp_path: P
     done = hallfleet("agent", "--config", str(tmp_path / "pw.toml"))
     assert done.returncode == 2 and "/nonexistent/pw" in one_line(done)
     assert not (tmp_path / "outbox.db").exists(), "nothing is opened before the files are checked"
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port another process already listens on (a second copy of the service, anything else)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_api_on_a_port_already_in_use_names_the_port_key_in_one_line(tmp_path: Path, held_port: int) -> None:
+    (tmp_path / "consumer.toml").write_text(f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path}/store.db"\n')
+    (tmp_path / "api.toml").write_text(f'centre_config = "consumer.toml"\nport = {held_port}\n')
+    done = hallfleet("api", "--config", str(tmp_path / "api.toml"))
+    line = one_line(done)
+    assert done.returncode == 2
+    assert line.startswith(f"hallfleet: port = {held_port}: cannot listen on 127.0.0.1:{held_port}: "), line
+    assert not (tmp_path / "store.db").exists(), "the port is checked before the store is opened"
+
+
+def test_consumer_and_agent_with_their_metrics_port_in_use_name_it_in_one_line(tmp_path: Path, held_port: int) -> None:
+    (tmp_path / "consumer.toml").write_text(
+        f'instance = "t"\nmetrics_port = {held_port}\n[mqtt]\nport = {free_port()}\n'
+        f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path}/store.db"\n'
+    )
+    done = hallfleet("consumer", "--config", str(tmp_path / "consumer.toml"))
+    assert done.returncode == 2
+    assert one_line(done).startswith(f"hallfleet: metrics_port = {held_port}: cannot listen on 127.0.0.1:")
+    (tmp_path / "agent.toml").write_text(
+        f'site = "qingpu"\ndevice = "sim-1"\nrole = "sim"\nmetrics_port = {held_port}\n[mqtt]\nport = {free_port()}\n'
+        f'[outbox]\npath = "{tmp_path}/outbox.db"\n'
+    )
+    done = hallfleet("agent", "--config", str(tmp_path / "agent.toml"))
+    assert done.returncode == 2
+    assert one_line(done).startswith(f"hallfleet: metrics_port = {held_port}: cannot listen on 127.0.0.1:")

@@ -22,6 +22,7 @@ from broker.commands import centre_link, current_user
 from broker.store.db import Store
 from config.base import read_secret
 from runtime.clock import SystemClock
+from runtime.listen import bound_socket
 from runtime.sdnotify import notify, watchdog_loop
 from runtime.transport import AsyncMqtt, MqttError
 
@@ -100,7 +101,13 @@ async def serve(cfg: ApiConfig) -> None:
     cfg.centre_or_default.alerts.ack_secret()
     cfg.metrics_token()
     cfg.centre_or_default.mqtt.password()  # a named password file that cannot be read: one line, not a retry loop
-    store = await _open_store(cfg.centre_or_default.store.url)
+    # The port before the store: a second copy of the API (or anything on 8080) is one line naming `port`.
+    sock = bound_socket("port", cfg.listen, cfg.port)
+    try:
+        store = await _open_store(cfg.centre_or_default.store.url)
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(cfg, store, None)
     server = Server(
         uvicorn.Config(
@@ -119,7 +126,7 @@ async def serve(cfg: ApiConfig) -> None:
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     link = asyncio.create_task(keep_mqtt(app, cfg), name="api-mqtt")
     watchdog = asyncio.create_task(watchdog_loop(), name="watchdog")
-    serving = asyncio.create_task(server.serve(), name="uvicorn")
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
     try:
         # uvicorn sets `started` once its sockets listen and offers no event for it: poll briefly.
         while not server.started and not serving.done():  # noqa: ASYNC110

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from broker.api import queries
 from broker.store.db import Store
+from runtime.listen import serve_metrics
 
 if TYPE_CHECKING:
     from broker.consumer import Consumer
@@ -112,5 +113,6 @@ def consumer_registry(consumer: Consumer) -> CollectorRegistry:
 
 def serve_consumer_metrics(consumer: Consumer, port: int, addr: str = "127.0.0.1") -> Any:
     """Expose the consumer's ingest counters on ``http://addr:port/metrics`` (prometheus_client's own thread);
-    returns (server, thread) so the caller can shut it down."""
-    return start_http_server(port, addr=addr, registry=consumer_registry(consumer))
+    returns (server, thread) so the caller can shut it down. A port already held is a one-line ConfigError naming
+    metrics_port."""
+    return serve_metrics(consumer_registry(consumer), port, addr)
