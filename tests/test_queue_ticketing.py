@@ -70,6 +70,10 @@ def test_a_step_time_without_an_offset_is_refused() -> None:
         (Scope("display", "x", frozenset({"03"})), record(1, "called", window="03"), True),
         (Scope("display", "x", frozenset({"03"})), record(1, "called", window="04"), False),
         (Scope("display", "x", frozenset({"03"})), record(1, "abandoned", reason="cancelled"), False),
+        # No window can claim these: the dispensers report them, or a hall of per-window displays never would.
+        (Scope("dispenser", "d1", frozenset()), record(1, "abandoned", reason="cancelled"), True),
+        (Scope("dispenser", "*", frozenset()), record(1, "abandoned", reason="day_closed"), True),
+        (Scope("dispenser", "d1", frozenset()), record(1, "abandoned", reason="no_show", window="03"), False),
         (Scope("display", "x", frozenset()), record(1, "abandoned", reason="cancelled"), True),
         (Scope("display", "x", frozenset()), record(1, "issued"), False),
         (Scope("server", "x", frozenset()), record(1, "issued"), True),
@@ -206,19 +210,20 @@ async def test_tickets_from_dispenser_and_display_are_stored_once_and_the_pad_ra
         mosquitto.restart()
 
         async def arrived() -> bool:
-            return len(await stored(consumer, "queue.")) >= 6 and len(await stored(consumer, "rating.submitted")) >= 1
+            return len(await stored(consumer, "queue.")) >= 7 and len(await stored(consumer, "rating.submitted")) >= 1
 
         await wait_for(arrived, 30, "every step in the store")
         steps = await stored(consumer, "queue.")
         assert [(d, t.removeprefix("queue.ticket_"), x["ticket"], x.get("window")) for d, t, x in steps] == [
             ("qd-1", "issued", "A001", None),
             ("qd-1", "issued", "A002", None),
+            ("qd-1", "abandoned", "A002", None),  # cancelled in B's queue: no window's, the dispenser's to tell
             ("qs-03", "called", "A001", "03"),
             ("qs-03", "served", "A001", "03"),
             ("qs-03", "called", "A002", "03"),
             ("qs-03", "transferred", "A002", "03"),
         ]
-        assert datetime.fromisoformat(steps[3][2]["at"]) - datetime.fromisoformat(steps[2][2]["at"]) == timedelta(
+        assert datetime.fromisoformat(steps[4][2]["at"]) - datetime.fromisoformat(steps[3][2]["at"]) == timedelta(
             minutes=6
         ), "the queue system's own stamps, not the agent's reading times"
         (rating,) = [x for _, _, x in await stored(consumer, "rating.submitted")]

@@ -8,11 +8,16 @@ cursor sends one step twice, which the centre folds as one (broker/queueing/fold
 kind and time). Only ticket numbers and service codes leave the device (protocol/queueing.py).
 
 What each kind reports (``kind``), so that a hall's devices together report each step once:
-- ``dispenser`` (取号机): the tickets it printed (``queue.ticket_issued``); records the queue system does not
-  attribute to a dispenser are its when ``name`` is ``*``.
+- ``dispenser`` (取号机): the tickets it printed (``queue.ticket_issued``; records the queue system does not
+  attribute to a dispenser are its when ``name`` is ``*``), and the steps no window can claim: a ticket
+  cancelled before its call, or still waiting when the queue system closed the day.
 - ``display`` (叫号屏): calls, services, transfers and abandoned tickets at the windows it shows (``windows``;
-  none listed: every window, and the steps without a window too, like a ticket cancelled before its call).
+  none listed: every window, and the steps without a window too).
 - ``server``: every step (an agent on the queue PC itself, where the hall has no agent at its dispensers).
+
+A step without a window is the dispensers' as well as a window-less display's because a hall whose displays each
+show their own windows would otherwise report it nowhere: the ticket would wait at the centre until midnight and
+be told as past its limit. Two devices reporting it are one step at the centre (fold.py keys it).
 
 The queue system unreachable, or logging records that cannot be read, is a ``device.fault`` (component
 ``queue``) raised once and cleared when it is over: the centre then knows why no tickets arrive.
@@ -62,8 +67,8 @@ COMPONENT = "queue"
 
 class QueueRoleConfig(Section):
     kind: Literal["dispenser", "display", "server"] = Field(
-        description="dispenser (取号机): the tickets it printed; display (叫号屏): the steps at its windows;"
-        " server: every step (an agent on the queue PC)"
+        description="dispenser (取号机): the tickets it printed and the steps without a window (cancelled, day"
+        " closed); display (叫号屏): the steps at its windows; server: every step (an agent on the queue PC)"
     )
     name: str | None = Field(
         default=None,
@@ -106,9 +111,11 @@ class Scope:
     def takes(self, r: QueueRecord) -> bool:
         if self.kind == "server":
             return True
-        if self.kind == "dispenser":
-            return r.step == "issued" and (self.name == "*" or r.dispenser == self.name)
         if r.step == "issued":
+            return self.kind == "dispenser" and (self.name == "*" or r.dispenser == self.name)
+        if r.window is None:  # no window's display can claim it: see the module's docstring
+            return self.kind == "dispenser" or not self.windows
+        if self.kind == "dispenser":
             return False
         return r.window in self.windows if self.windows else True
 
@@ -230,4 +237,3 @@ class QueueRole:
 
     def counters(self) -> dict[str, int]:
         return {"taken": self.taken, "skipped": self.skipped, "bad": self.bad, "failures": self.failures}
-
