@@ -16,6 +16,7 @@ from broker.consumer import Consumer
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.db import Store
 from broker.store.schema import dead_letters, device_keys, events
+from hallfleet.cli import main
 from protocol import topics
 from protocol.envelope import Envelope
 from protocol.events import encode_event
@@ -173,3 +174,62 @@ def test_a_device_whose_keys_the_centre_has_not_been_told_of_is_held_to_the_unsi
     keyed.replace([DeviceSignKey(known.kid, "qp", "att-1", known.key.public_key(), T_PROVISION, None, None)])
     with pytest.raises(SignatureError, match="unknown_key"):
         keyed.check(signed, raw)
+
+
+async def _verify_events(store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    config = tmp_path / "centre.toml"
+    config.write_text(f'[store]\nurl = "{store_url}"\n', encoding="utf-8")
+    argv = ["audit", "verify", "--month", "2026-01", "--chain", "events", "--config", str(config)]
+    rc = await asyncio.to_thread(main, argv)
+    return rc, capsys.readouterr().out
+
+
+async def _tamper(store: Store, env: Envelope, **values: object) -> None:
+    async with store.engine.begin() as conn:
+        await conn.execute(events.update().where(events.c.id == env.id).values(**values))
+
+
+async def test_a_stored_punch_altered_afterwards_is_named_by_audit_verify(
+    mosquitto: LocalMosquitto,
+    started: tuple[Consumer, Store],
+    store_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """GIVEN signed punches stored by the consumer (and one from a device without a key) WHEN a stored punch's
+    staff id, time or device is changed in the database, with or without the kept bytes THEN `hallfleet audit
+    verify --chain events` exits 1 naming that event and what changed; untouched, it says how many it re-verified
+    and how many it could not (issue 24: altering a stored punch is detected by a command a reviewer can run)."""
+    consumer, store = started
+    prov = Provisioner(tmp_path / "prov", now=lambda: T_PROVISION)
+    _, secrets = prov.provision_device(DeviceRequest("qp", "att-1", "attendance", "password", "z", "centre.example"))
+    assert secrets.sign_key is not None
+    signer = Signer.from_text(secrets.sign_key)
+    await _push(store, prov)
+    await wait_for(lambda: bool(consumer.signatures._keyed), 5, "the key refreshed into the consumer")
+    signed = [_signed(signer, seq, datetime(2026, 1, 6, 8, seq, tzinfo=UTC)) for seq in (1, 2, 3)]
+    keyless = punch(1, device="att-2").model_copy(update={"ts": datetime(2026, 1, 6, 8, 30, tzinfo=UTC)})
+    outside = _signed(signer, 4, datetime(2026, 2, 2, 8, tzinfo=UTC))  # another month: not this check's
+    messages = [(TOPIC, raw, False) for _, raw in (*signed, outside)]
+    messages.append((topics.event("qp", "att-2", "attendance.punch"), encode_event(keyless), False))
+    publish(mosquitto.port, messages)
+    for env in (*(e for e, _ in signed), keyless, outside[0]):
+        await wait_for(lambda env=env: _stored(store, env), 15, f"punch {env.seq} of {env.device}")
+
+    rc, out = await _verify_events(store_url, tmp_path, capsys)
+    assert rc == 0 and "完好 / intact" in out, out
+    assert "3 条已按设备签名复核" in out and "1 条无签名" in out and "0 条签名字节未留存" in out, out
+
+    first, second, third = (e for e, _ in signed)
+    stored = {r.id: r for r in await store.fetch(sa.select(events.c.id, events.c.data, events.c.signed))}
+    await _tamper(store, first, data=stored[first.id].data.replace('"S0001"', '"S0039"'))
+    await _tamper(store, second, ts=datetime(2026, 1, 6, 7, 59, tzinfo=UTC))
+    both = {c: getattr(stored[third.id], c).replace('"S0003"', '"S0039"') for c in ("data", "signed")}
+    await _tamper(store, third, **both)
+    rc, out = await _verify_events(store_url, tmp_path, capsys)
+    assert rc == 1 and "已被改动 / TAMPERED" in out, out
+    lines = out.splitlines()
+    assert any(first.id in line and "data differs from what the device signed" in line for line in lines), out
+    assert any(second.id in line and "ts differs" in line for line in lines), out
+    assert any(third.id in line and "signature does not hold" in line for line in lines), out
+    assert "3 条已按设备签名复核" in out, out

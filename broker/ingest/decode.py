@@ -107,7 +107,7 @@ class Decoder:
             return self.dead(msg, exc.reason, exc.detail)
         env = settle_clock(env, now)
         try:
-            sig_key, sig = self.signatures.check(env, msg.payload) or (None, None)
+            signed = self.signatures.check(env, msg.payload)
         except SignatureError as exc:
             return self.dead(msg, RejectReason.BAD_SIGNATURE, str(exc))
         key = self._key(env.site, env.device)
@@ -125,9 +125,9 @@ class Decoder:
             # The typed payload with the defaults a device left out, which readers take from the stored JSON.
             # Re-dumping it costs about a tenth of the validation (docs/ingest.md, "Where the time goes").
             "data": payload.model_dump_json(),
-            "sig_key": sig_key,
-            "sig": sig,
         }
+        if signed is not None and env.sig is not None:
+            row |= {"sig_key": signed.kid, "sig": env.sig.s, "signed": signed.message.decode()}
         if env.type in SIGNAL_TYPES or env.type in REPORT_TYPES:
             return self._meaningful(msg, env, payload, key, row, now)
         return Item(msg.topic, msg.payload, msg.packet_id, event=row, seen=Seen(key, now), confirm=(key, env.seq))

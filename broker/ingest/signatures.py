@@ -23,7 +23,7 @@ from broker.store.db import Store
 from broker.store.schema import device_keys
 from protocol.envelope import Envelope
 from protocol.events import Lane, lane_of
-from protocol.signing import SignatureError, public_from_text, signed_part, verify
+from protocol.signing import SignatureError, Signed, public_from_text, signed_part, verify
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ class DeviceSignKey:
 
 @dataclass(slots=True)
 class Signatures:
-    """``check(env, raw) -> (key id, signature) | None``; raises SignatureError for a refusal."""
+    """``check(env, raw) -> Signed | None`` (the key id, signature and the bytes it covers, which the store keeps
+    so the event can be re-verified later); raises SignatureError for a refusal."""
 
     policy: Policy = "registered"
     _keys: dict[str, DeviceSignKey] = field(default_factory=dict)
@@ -64,7 +65,7 @@ class Signatures:
         self._keys = {k.key_id: k for k in keys}
         self._keyed = frozenset((k.site, k.device) for k in keys)
 
-    def check(self, env: Envelope, raw: bytes) -> tuple[str, str] | None:
+    def check(self, env: Envelope, raw: bytes) -> Signed | None:
         sig = env.sig
         if sig is None:
             self._unsigned(env)
@@ -82,8 +83,9 @@ class Signatures:
             raise SignatureError("mismatch", f"key {sig.kid} belongs to {key.site}/{key.device}")
         if (refused := key.refusal(env.ts)) is not None:
             raise refused
-        verify(key.public, signed_part(raw, sig))
-        return sig.kid, sig.s
+        signed = signed_part(raw, sig)
+        verify(key.public, signed)
+        return signed
 
     def _unsigned_key_seen(self, env: Envelope, kid: str) -> None:
         if (env.site, env.device) not in self._warned:

@@ -35,14 +35,15 @@ from broker.store.schema import events
 
 COLUMNS = (
     *("site", "device", "id", "type", "seq", "boot_id", "ts", "clock_synced", "replayed", "received_at", "data"),
-    *("sig_key", "sig"),  # a signed event's key id and signature (issue 24); absent from a row: unsigned
+    # A signed event's key id, signature and the bytes it covers (issue 24); absent from a row: unsigned.
+    *("sig_key", "sig", "signed"),
 )
 TS, RECEIVED_AT = COLUMNS.index("ts"), COLUMNS.index("received_at")
-_required_of = itemgetter(*COLUMNS[:-2])  # a row dict -> its values in column order, in C
+_required_of = itemgetter(*COLUMNS[:-3])  # a row dict -> its values in column order, in C
 
 
 def _values_of(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (*_required_of(row), row.get("sig_key"), row.get("sig"))
+    return (*_required_of(row), row.get("sig_key"), row.get("sig"), row.get("signed"))
 
 
 _PG_ARRAY_TYPES = {
@@ -58,7 +59,7 @@ _PG_UNNEST = (
     + ") ON CONFLICT DO NOTHING RETURNING site, device, id"
 )
 
-# 2,000 rows x 13 columns stays below SQLite's bound-variable limit (32,766 since 3.32), and a batch of
+# 2,000 rows x 14 columns stays below SQLite's bound-variable limit (32,766 since 3.32), and a batch of
 # up to the consumer's receive maximum (what a backlog's drain fills) is one statement.
 SQLITE_ROWS_PER_STATEMENT = 2000
 

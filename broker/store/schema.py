@@ -83,6 +83,8 @@ presence_history = sa.Table(
     sa.Index("presence_history_key_at", "key", "at"),
 )
 
+SIGNED_COMMENT = "the exact JSON the device signed, kept so `hallfleet audit verify` can re-check the stored event"
+
 events = sa.Table(
     "events",
     metadata,
@@ -99,6 +101,7 @@ events = sa.Table(
     sa.Column("data", sa.Text, nullable=False, comment="typed payload as JSON"),
     sa.Column("sig_key", sa.String(16), nullable=True, comment="id of the device key that signed it (issue 24)"),
     sa.Column("sig", sa.String(88), nullable=True, comment="Ed25519 signature, base64, verified on ingest"),
+    sa.Column("signed", sa.Text, nullable=True, comment=SIGNED_COMMENT),
     sa.Index("events_device_seq", "site", "device", "seq"),
     sa.Index("events_type_ts", "type", "ts"),
     sa.Index("events_device_type_ts", "site", "device", "type", "ts"),
