@@ -253,13 +253,14 @@ def rows_by_staff(table: Table, lang: str = "zh-CN") -> dict[str, list[str]]:
 async def test_monthly_bulletin_counts_per_unit_with_the_four_late_half_day(november: Period) -> None:
     table = monthly_by_unit(november.days, november.members, MonthlyRule(), "2026-11", site_name=NAME)
     rows = rows_by_staff(table)
-    # worked, late, early, missing, absent (days, rule included), of which the rule, leave, terminal fault, abnormal
+    # worked, late, early, missing, absent (days, rule included), of which the rule, leave, terminal fault, abnormal;
+    # a days column shows one decimal throughout once a half day is in it, as the workbook does
     assert rows["A01"][4:] == ["21", "4", "0", "1", "0.5", "0.5", "0", "1", "1"]
-    assert rows["B02"][4:] == ["20", "3", "0", "0", "0", "0", "1", "1", "0"]
+    assert rows["B02"][4:] == ["20", "3", "0", "0", "0.0", "0.0", "1", "1", "0"]
     assert rows["C03"][4:] == ["20", "2", "2", "0", "1.5", "0.5", "0", "0", "0"]
     texts = [text_row(table, r, labels("zh-CN")) for r in table.rows if r.total]
     assert [MARKET, "小计", "", "", "41", "7", "0", "1", "0.5", "0.5", "1", "2", "1"] in texts
-    assert texts[-1] == ["合计", "", "", "", "61", "9", "2", "1", "2", "1", "1", "2", "1"]
+    assert texts[-1] == ["合计", "", "", "", "61", "9", "2", "1", "2.0", "1.0", "1", "2", "1"]
     without_rule = rows_by_staff(monthly_by_unit(november.days, november.members, None, "2026-11"))
     assert without_rule["A01"][8] == "0" and without_rule["C03"][8] == "1"
 
@@ -344,6 +345,40 @@ async def test_csv_reread_with_utf8_sig_matches_the_table(november: Period, tmp_
     assert title == [f"{NAME} 2026-11 月度考勤通报"] and header[4] == "出勤天数"
     assert rows == [text_row(monthly, r, w) for r in monthly.rows]
     assert ["区市场监管局", "3号窗口", "A01", "张三", "21", "4", "0", "1", "0.5", "0.5", "0", "1", "1"] in rows
+
+
+# Days columns as the monthly rule makes them: (case, absence per person, what a reader sees in the CSV).
+DAYS_CASES = [
+    ("WZ002:10 half day for 4 lates", (0.5, 0.0, 0.5), ("0.5", "0.0", "0.5", "1.0")),
+    ("WZ002:10 with absent_days = 0.25 (a site's rule)", (0.25, 1.0, 0.5), ("0.25", "1.00", "0.50", "1.75")),
+    ("QP000:43 whole days of 旷工 only", (1, 2, 0), ("1", "2", "0", "3")),
+]
+
+
+@pytest.mark.parametrize(("case", "absent", "shown"), DAYS_CASES, ids=[c[0] for c in DAYS_CASES])
+def test_the_csv_shows_each_days_figure_as_the_workbook_does_so_the_rows_add_up(
+    case: str, absent: tuple[float, ...], shown: tuple[str, ...], tmp_path: Path
+) -> None:
+    """GIVEN a bulletin whose 旷工(天) column holds the monthly rule's penalties and their total WHEN written as
+    CSV and as XLSX THEN the CSV shows each figure at the precision the workbook's column shows (a 0.25-day
+    penalty reads 0.25, not 0.2), so the rows visibly add up to the total in both files (issue 17 item 8).
+    The CSV had its own writer, which printed one decimal: 0.25 read 0.2 and 1.00 read 1."""
+    from broker.attendance.reports import Column, Row, Word
+
+    columns = (Column("staff_id"), Column("late", "int"), Column("absent_days", "days"))
+    rows = [Row((f"S{i}", 4, v)) for i, v in enumerate(absent)]
+    table = Table("monthly", "2026-11", columns, (*rows, Row((Word("total"), 12, sum(absent)), total=True)), NAME)
+    write_csv(table, tmp_path / "m.csv")
+    write_xlsx([table], tmp_path / "m.xlsx")
+
+    with (tmp_path / "m.csv").open(encoding="utf-8-sig", newline="") as f:
+        _title, _header, *lines = list(csv.reader(f))
+    assert tuple(line[2] for line in lines) == shown, case
+    ws = openpyxl.load_workbook(tmp_path / "m.xlsx")["月度考勤通报"]
+    cells = [ws.cell(r, 3) for r in range(3, 3 + len(lines))]
+    (decimals,) = {len(c.number_format) - 2 if c.number_format.startswith("0.") else 0 for c in cells}
+    assert tuple(f"{c.value:.{decimals}f}" for c in cells) == shown, "the workbook shows the same"
+    assert sum(float(s) for s in shown[:-1]) == pytest.approx(float(shown[-1])), "the rows add up as shown"
 
 
 def test_cli_prints_the_day_and_writes_the_month_and_fault_files(tmp_path: Path) -> None:

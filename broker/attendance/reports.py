@@ -14,7 +14,6 @@ column widths and the header frozen, numbers kept as numbers.
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from broker.attendance.policy import MonthlyRule
 from broker.attendance.roster import StaffMember
 from broker.attendance.verdicts import is_excused
 from broker.audit.heads import MonthHeads
-from broker.reports.sheets import Col, Fmt, Sheet, heads_footer, with_heads, write_workbook
+from broker.reports.sheets import Col, Fmt, Sheet, heads_footer, sheet_texts, with_heads, write_workbook
+from broker.reports.sheets import write_csv as write_sheets_csv
 
 Kind = Literal["text", "int", "days", "date", "time", "yes_no", "mark"]  # mark: "是" or blank
 
@@ -350,16 +350,10 @@ def _period(first: date, last: date) -> str:
 # -- writers -------------------------------------------------------------------------------------------------
 def write_csv(table: Table, path: Path, lang: str = "zh-CN", heads: MonthHeads | None = None) -> None:
     """One table: a title line, the header, the rows (UTF-8 with a BOM, so Excel opens the Chinese right); a
-    month's report then the month's chain heads after a blank line, as the SLA CSV ends."""
+    month's report then the month's chain heads after a blank line, as the SLA CSV ends. The shared sheet writer
+    writes it, so each figure reads as the workbook shows it (a 0.25-day penalty 0.25, never 0.2)."""
     w = labels(lang)
-    with path.open("w", encoding="utf-8-sig", newline="") as f:
-        out = csv.writer(f)
-        out.writerow([w.title(table.site_name, table.period, table.what)])
-        out.writerow(headers(table, w))
-        out.writerows(text_row(table, row, w) for row in table.rows)
-        if heads is not None:
-            out.writerow([])
-            out.writerows(heads_footer(heads, lang))
+    write_sheets_csv(path, [_sheet(table, w)], footer=heads_footer(heads, lang))
 
 
 def write_xlsx(tables: Sequence[Table], path: Path, lang: str = "zh-CN", heads: MonthHeads | None = None) -> None:
@@ -395,8 +389,14 @@ def headers(table: Table, w: Labels) -> list[str]:
     return [w[c.key] for c in table.columns]
 
 
+def text_rows(table: Table, w: Labels) -> list[list[str]]:
+    """Every row as the CSV and the workbook show it: each column at the precision its data needs."""
+    return sheet_texts(_sheet(table, w))
+
+
 def text_row(table: Table, row: Row, w: Labels) -> list[str]:
-    return [_text(v, c.kind, w) for v, c in zip(row.values, table.columns, strict=True)]
+    """One row of ``table`` as shown (its columns' precision comes from the whole table)."""
+    return text_rows(table, w)[table.rows.index(row)]
 
 
 def _text(value: Value, kind: Kind, w: Labels) -> str:

@@ -23,7 +23,7 @@ from broker.attendance.reports import (
     exception_details,
     headers,
     monthly_by_unit,
-    text_row,
+    text_rows,
     weekly_summary,
     write_csv,
     write_xlsx,
@@ -91,7 +91,7 @@ async def _day(a: argparse.Namespace, store: Store, sites: Sites) -> int:
     table = daily_exceptions(p.days, p.members, a.day, faults=p.faults, zone=p.zone, site_name=p.site_name)
     w = labels(a.lang)
     print(w.title(table.site_name, table.period, table.what))
-    for line in [headers(table, w)] + [text_row(table, row, w) for row in table.rows]:
+    for line in [headers(table, w), *text_rows(table, w)]:
         print("\t".join(line))
     if a.out is not None:
         _save(a, [table])

@@ -155,13 +155,14 @@ def write_csv(
                 out.writerow([])
             out.writerow([sheet.title])
             out.writerow([c.header for c in sheet.columns])
-            out.writerows(_texts(sheet, zone))
+            out.writerows(sheet_texts(sheet, zone))
         if footer:
             out.writerow([])
             out.writerows(footer)
 
 
-def _texts(sheet: Sheet, zone: tzinfo | None) -> list[list[str]]:
+def sheet_texts(sheet: Sheet, zone: tzinfo | None = None) -> list[list[str]]:
+    """Each row's cells as text, as the workbook shows them (the CSV's rows, a terminal's printout)."""
     return [
         [cell_text(v, c, n, zone) for v, c, n in zip(row, cols, places, strict=True)]
         for row, (cols, places) in zip(sheet.rows, sheet.layout(), strict=True)
@@ -204,7 +205,7 @@ def _worksheet(book: Workbook, sheet: Sheet, zone: tzinfo | None) -> Worksheet:
             if i in sheet.flagged:
                 cell.fill = FLAG_FILL
     ws.freeze_panes = "A3"
-    _widths(ws, sheet, _texts(sheet, zone))
+    _widths(ws, sheet, sheet_texts(sheet, zone))
     return ws
 
 
