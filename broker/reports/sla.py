@@ -4,8 +4,9 @@ breaches, on-site dispatches, consumables refilled and usage by function (requir
 Availability counts the device's own SLA hours: the hall's opening hours, or wall-clock time for a 24-hour
 device. The report counts outages, not rows: one incident per outage (broker/rules/incidents.py), whose
 conditions are its timeline. Downtime is the union of the times the device could not serve (its offline, kiosk
-down and staff-reported conditions, [began, cleared)) clipped to the month, so the minutes between a flap's
-recovery and its return are not downtime, and two conditions at once are not counted twice. Time to restore runs
+down, staff-reported, door controller or locker board offline conditions, [began, cleared)) clipped to the
+month, so the minutes between a flap's recovery and its return are not downtime, and two conditions at once are
+not counted twice. Time to restore runs
 on the incident's one clock, from the outage's first fault to its last clear (``sla_elapsed_s``: the dashboard's
 clock of an incident is the same function, so the two never disagree). Incidents, breaches, recoveries and
 MTTR count the outages (severity major or critical); lesser incidents (a printer's minor fault, a consumable) are

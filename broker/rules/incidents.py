@@ -37,7 +37,10 @@ from protocol.envelope import Envelope, Frozen
 from protocol.events import Fault, KioskConsumable, KioskState
 from protocol.ids import uuid7
 
-OUTAGE_KINDS = ("offline", "kiosk_down", "reported")
+# Conditions during which a device cannot serve (SLA downtime, a device down for the hall-wide outage). A door
+# controller or locker board that does not answer shuts the 24-hour area (SJ 001:451 opens it *through* them),
+# as an offline kiosk does; their other alarms join the outage without being downtime (broker/access/signals.py).
+OUTAGE_KINDS = ("offline", "kiosk_down", "reported", "door_offline", "locker_offline")
 HALL_OUTAGE = "hall_outage"
 OUTAGE = "outage"  # the incident key of a device's outage, whatever conditions make it up
 REPLAY_HORIZON = timedelta(minutes=5)  # an older replayed state is history: the offline incident covered it
