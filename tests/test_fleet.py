@@ -306,3 +306,57 @@ async def test_a_tenth_of_the_fleet_loses_power_and_presence_stays_exact(
     finally:
         await stop_slices(slices, loop)
     assert all(s.done for s in slices)
+
+
+_ORPHAN_PARENT = """
+import multiprocessing, os, sys, time
+from pathlib import Path
+from hallfleet.fleet.shards import die_with_parent
+
+def child(parent, ready):
+    die_with_parent(parent)
+    Path(ready + ".tmp").write_text(str(os.getpid()))
+    os.replace(ready + ".tmp", ready)  # whole or absent: the test reads it as soon as it exists
+    time.sleep(120)
+
+if __name__ == "__main__":
+    ready = sys.argv[1]
+    multiprocessing.get_context("spawn").Process(target=child, args=(os.getpid(), ready)).start()
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's reaping is left
+
+
+def test_a_simulator_slice_dies_with_its_coordinator_even_when_killed_hard(tmp_path: Path) -> None:
+    """GIVEN a coordinator that started a slice process WHEN the coordinator is killed with SIGKILL (no pipe
+    goodbye, no clean stop) THEN the kernel ends the slice too (issue 20: an orphaned simulator loaded the machine
+    through a later bench)."""
+    import signal
+    import subprocess
+    import sys
+
+    script, ready = tmp_path / "coordinator.py", tmp_path / "ready"
+    script.write_text(_ORPHAN_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(ready)], cwd=Path.cwd())
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(ready.read_text())
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), f"slice {child} outlived its coordinator"
+    finally:
+        parent.kill()
+        parent.wait(10)

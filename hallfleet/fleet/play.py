@@ -68,7 +68,7 @@ def start_slices(
             clock_start=clock.start, clock_t0=clock._t0, connect_timeout_s=connect_timeout_s,
         )  # fmt: skip
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=slice_main, args=(child, spec), name=f"fleet-slice-{i}", daemon=True)
+        proc = ctx.Process(target=slice_main, args=(child, spec, os.getpid()), name=f"fleet-slice-{i}", daemon=True)
         proc.start()
         child.close()
         slices.append(Slice(proc, parent))

@@ -11,7 +11,9 @@ Pipe protocol, slice -> coordinator: ("connected", figures) once all its agents 
 out), then ("progress", figures) every PROGRESS_S, and ("done", figures) after a clean stop. Coordinator ->
 slice: "stop"; ("power_off", k): every k-th of its connected agents loses power (no goodbye, no DISCONNECT:
 the broker publishes their Wills), answered by ("powered_off", {"keys": [...]}), what a bench checks presence
-against. A slice whose coordinator is gone (the pipe closes) stops as well.
+against. A slice whose coordinator is gone (the pipe closes) stops as well; one whose coordinator was killed
+while the slice could not stop cleanly (a loop stuck in thousands of connects) is ended by the kernel
+(``die_with_parent``), so no simulator outlives its run and loads the machine a bench measures next.
 """
 
 from __future__ import annotations
@@ -70,12 +72,29 @@ def figures(fleet: Any) -> dict[str, Any]:
     }
 
 
-def slice_main(conn: Connection, spec: SliceSpec) -> None:
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM this process when the process that started it dies (PR_SET_PDEATHSIG), and leave
+    at once if that already happened before the request (the parent is no longer ``parent``)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere the closed pipe is the only word (see the module docstring)
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def slice_main(conn: Connection, spec: SliceSpec, parent: int | None = None) -> None:
     """The child process: run the slice until told to stop (or the coordinator is gone)."""
     import logging
 
     from hallfleet.fleet.run import raise_nofile
 
+    if parent is not None:
+        die_with_parent(parent)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s slice {spec.index} %(levelname)s %(message)s")
     raise_nofile()
     try:
