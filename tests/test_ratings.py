@@ -464,6 +464,50 @@ async def test_report_files_are_in_chinese_with_rates_as_numbers(
     assert [f"{NAME} 2026-11 差评回复与整改台账"] in lines
 
 
+async def test_the_monthly_sheet_totals_to_the_summary_and_the_csv_reads_as_the_workbook(
+    store: Store, november: dict[str, str], tmp_path: Path
+) -> None:
+    """GIVEN November's ratings (8 counted, 4 negative, one confirmed proxy rating left out) WHEN the report is
+    written THEN the monthly sheet ends in a bold 合计 whose counts are the sum of its rows as displayed and are
+    the summary sheet's 评价数 and 差评数 (SJ 001:896 reports the month's 差评), each figure has the number format of
+    its kind (counts 0, the average 0.00, rates 0.0), and the CSV shows every figure as the workbook does (one
+    shared sheet writer, issue 17 item 8). The monthly sheet had no total: the reader had to add it up."""
+    report = await build_report(store, SITES, SITE, "2026-11", now=at(date(2026, 12, 2), 9))
+    write_xlsx(report, tmp_path / "r.xlsx")
+    book = openpyxl.load_workbook(tmp_path / "r.xlsx")
+    ws = book["月度统计"]
+    head = [c.value for c in ws[2]]
+    *people, total = list(ws.iter_rows(min_row=3))
+    assert total[0].value == "合计" and total[0].font.bold
+    col = {h: head.index(h) for h in ("评价数", "差评数", "平均分", "差评率(%)", "核实代评(未计入)")}
+    for name, i in col.items():
+        fmt = {"平均分": "0.00", "差评率(%)": "0.0"}.get(name, "0")
+        assert {r[i].number_format for r in [*people, total] if r[i].value is not None} == {fmt}, name
+    for name in ("评价数", "差评数", "核实代评(未计入)"):
+        assert total[col[name]].value == sum(r[col[name]].value for r in people), f"{name}: the rows add up"
+    summary = {r[0]: r[1] for r in book["达标情况"].iter_rows(min_row=3, values_only=True)}
+    assert (total[col["评价数"]].value, total[col["差评数"]].value) == (8, 4) == (
+        summary["评价数 (不含核实代评)"], summary["差评数"]), "the monthly total is the summary's"  # fmt: skip
+    assert total[col["核实代评(未计入)"]].value == summary["核实代评(未计入)"] == 1
+    assert total[col["差评率(%)"]].value == 50.0
+
+    write_csv(report, tmp_path / "r.csv")
+    lines = list(csv.reader((tmp_path / "r.csv").read_text(encoding="utf-8-sig").splitlines()))
+    shown = [[_as_shown(c) for c in row] for row in [*people, total]]
+    first = lines.index([f"{NAME} 2026-11 好差评月度统计 (按窗口、人员)"])
+    assert lines[first + 2 : first + 2 + len(shown)] == shown, "the CSV reads as the workbook shows"
+
+
+def _as_shown(cell: Any) -> str:
+    """A cell as its number format shows it."""
+    v, fmt = cell.value, cell.number_format
+    if v is None:
+        return ""
+    if isinstance(v, int | float) and fmt.startswith("0"):
+        return f"{v:.{len(fmt) - 2 if fmt.startswith('0.') else 0}f}"
+    return str(v)
+
+
 async def test_ratings_of_a_month_are_read_by_the_pad_clock_or_the_receipt(store: Store) -> None:
     unsynced = rating(at(TUE, 10), level=4)
     unsynced.update(ts=datetime(1970, 1, 1, tzinfo=HALL_ZONE), clock_synced=False)

@@ -12,12 +12,12 @@ Counting rules:
   rectification rate is rectified / ratings judged objective. A month without any gives no rate ("-").
 
 Files: XLSX (one sheet per table, numbers kept as numbers, a rate under target highlighted) or CSV (UTF-8 with a
-BOM, every table one after the other), as broker/reports/export.py does for the SLA report.
+BOM, every table one after the other), both written by the shared sheet writer (broker/reports/sheets.py) as the
+SLA and attendance reports are; the monthly sheet ends in the 合计 the summary repeats.
 """
 
 from __future__ import annotations
 
-import csv
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from broker.ratings.model import LEVEL_ZH, Rating, ratings_between
 from broker.ratings.policy import LEVELS, RatingPolicy, policy_of
 from broker.ratings.proxy import flags
 from broker.reports.sheets import Col, Sheet, heads_footer, with_heads, write_workbook
+from broker.reports.sheets import write_csv as write_sheets_csv
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
 from broker.store.db import Store
@@ -193,6 +194,7 @@ class Table:
     headers: list[str]
     rows: list[list[Cell]]
     low: list[bool]  # per row: a rate under its target
+    bold: frozenset[int] = frozenset()  # rows that are totals
 
 
 _TALLY_HEADERS = ["评价数", *(LEVEL_ZH[level] for level in reversed(LEVELS)), "平均分", "差评数", "差评率(%)"]
@@ -235,10 +237,23 @@ def summary_table(report: RatingReport) -> Table:
 
 
 def monthly_table(report: RatingReport) -> Table:
+    """A row per window and staff member, then the 合计 the summary sheet repeats (its 评价数 and 差评数), so the
+    rows visibly add up to the figures the hall signs."""
     keys = sorted(report.monthly)
     rows = [[*_who(report, w, s), *_tally(report.monthly[(w, s)], report)] for w, s in keys]
+    everyone = _sum_tallies(report.monthly.values())
+    rows.append([("合计", "text"), (None, "text"), (None, "text"), *_tally(everyone, report)])
     return Table("月度统计", _title(report, "好差评月度统计 (按窗口、人员)"), ["窗口", "工号", "姓名", *_TALLY_HEADERS],
-                 rows, [False] * len(rows))  # fmt: skip
+                 rows, [False] * len(rows), frozenset({len(rows) - 1}))  # fmt: skip
+
+
+def _sum_tallies(tallies: Iterable[Tally]) -> Tally:
+    out = Tally(Counter())
+    for t in tallies:
+        out.levels.update(t.levels)
+        out.suspect += t.suspect
+        out.proxy += t.proxy
+    return out
 
 
 def daily_table(report: RatingReport) -> Table:
@@ -316,18 +331,10 @@ def _title(report: RatingReport, what: str) -> str:
 
 # -- files -----------------------------------------------------------------------------------------------
 def write_csv(report: RatingReport, path: Path) -> None:
-    """Every table, each a title line and a header row, a blank line between them."""
-    with path.open("w", encoding="utf-8-sig", newline="") as f:  # the BOM makes Excel read UTF-8
-        out = csv.writer(f)
-        for i, table in enumerate(tables(report)):
-            if i:
-                out.writerow([])
-            out.writerow([table.title])
-            out.writerow(table.headers)
-            out.writerows([_text(v, fmt, report.zone) for v, fmt in row] for row in table.rows)
-        if report.heads is not None:  # the month's chain heads, as the SLA CSV ends
-            out.writerow([])
-            out.writerows(heads_footer(report.heads))
+    """Every table, each a title line and a header row, a blank line between them, then the month's chain heads
+    as the SLA CSV ends; the shared sheet writer writes it, so each figure reads as the workbook shows it."""
+    sheets = [_sheet(table) for table in tables(report)]
+    write_sheets_csv(path, sheets, report.zone, footer=heads_footer(report.heads))
 
 
 def write_xlsx(report: RatingReport, path: Path) -> None:
@@ -343,19 +350,6 @@ def _sheet(table: Table) -> Sheet:
         columns=tuple(Col(h) for h in table.headers),
         rows=tuple(tuple(v for v, _ in row) for row in table.rows),
         flagged=frozenset(i for i, low in enumerate(table.low) if low),
+        bold=table.bold,
         row_cols=tuple(tuple(_SHEET_COL[fmt] for _, fmt in row) for row in table.rows),
     )
-
-
-def _text(value: Value, fmt: Fmt, zone: tzinfo) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, date):
-        return value.isoformat()
-    if fmt == "pct" and isinstance(value, int | float):
-        return f"{value:.1f}"
-    if fmt == "num" and isinstance(value, int | float):
-        return f"{value:.2f}"
-    return str(value)
