@@ -78,3 +78,48 @@ async def test_missed_checks_rounds_and_overdue_items_are_told_once(
             assert not re.search(r"\b[a-z]+_[a-z_]+\b|\((duty|kiosk|locker)\)", text), text
     finally:
         await hall.stop()
+
+
+POWER_SITES: dict[str, Any] = {SITE: {"duties": {"power": {"departments": {"区税务局": ["tax-*"]}}}}}
+TUESDAY_5PM = datetime(2026, 11, 3, 17, 0, tzinfo=HALL_ZONE)
+
+
+async def test_departmental_machines_not_switched_on_or_left_on_are_told_to_it_once(
+    mosquitto: LocalMosquitto, store_url: str, http: HttpServer
+) -> None:
+    """WZ 002:491 「自助服务区计算机设备的每日开关机由各职能部门自行负责」, from what the machines send: GIVEN two of
+    the tax office's machines that worked on Tuesday afternoon and said goodbye at 17:30 WHEN on Wednesday tax-1
+    boots anew (a new boot id) at 08:30 and is still speaking at 18:45 while tax-2 never comes on THEN the IT
+    section is told once that tax-2 was not switched on (after 09:00) and once that tax-1 was not switched off
+    (after 18:30); Tuesday's clean goodbyes are no notice, and nobody else hears of it."""
+    clock = ManualClock(TUESDAY_5PM)
+    hall = await start_hall(consumer_config(mosquitto.port, store_url, POWER_SITES, alerts(http), "power"), clock)
+    try:
+        tax = {name: Device(mosquitto.port, SITE, name, clock, "sim", boot_id=f"{name}-tue") for name in
+               ("tax-1", "tax-2")}  # fmt: skip
+        for d in tax.values():
+            d.birth()
+            d.heartbeat()
+        clock.advance(minutes=30)
+        for d in tax.values():
+            d.goodbye()
+        clock.advance(hours=15)  # Wednesday 08:30: tax-1 is switched on, tax-2 is not
+        tax["tax-1"].boot_id = "tax-1-wed"
+        tax["tax-1"].reconnect()
+        tax["tax-1"].heartbeat()
+        await hall.settle(5)
+        assert not await hall.notifications(), "nothing is due before 09:00, and Tuesday ended cleanly"
+        clock.advance(minutes=35)  # 09:05
+        await wait_until(lambda: hall.notifications(step="power_not_on"), what="tax-2 not switched on")
+        clock.advance(hours=9, minutes=40)  # 18:45: tax-1 still on
+        tax["tax-1"].heartbeat()
+        await wait_until(lambda: hall.notifications(step="power_not_off"), what="tax-1 left on")
+        await hall.settle(10)  # the job runs many more times
+        sent = await hall.notifications()
+        assert sorted((n.step, n.recipient) for n in sent) == [("power_not_off", "it"), ("power_not_on", "it")]
+        by_step = {n.step: n for n in sent}
+        assert "tax-2" in by_step["power_not_on"].subject + by_step["power_not_on"].body
+        assert "tax-1" in by_step["power_not_off"].subject + by_step["power_not_off"].body
+        assert all("区税务局" in n.subject + n.body for n in sent)
+    finally:
+        await hall.stop()

@@ -52,12 +52,13 @@ class Device:
     role: str = "kiosk"
     session: int = 1
     seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    boot_id: str = "b1"  # the kernel's: a new one is a power-on (broker/duties/power.py)
 
     def birth(self, heartbeat_s: float = 3600) -> None:
         status = StatusMessage(
             state=Presence.ONLINE,
             session=self.session,
-            boot_id="b1",
+            boot_id=self.boot_id,
             ts=self.clock.now(),
             heartbeat_s=heartbeat_s,
             role=self.role,
@@ -72,7 +73,14 @@ class Device:
     def will(self) -> None:
         """What the broker publishes when the device's link dies."""
         status = StatusMessage(
-            state=Presence.OFFLINE, session=self.session, boot_id="b1", ts=self.clock.now(), heartbeat_s=60
+            state=Presence.OFFLINE, session=self.session, boot_id=self.boot_id, ts=self.clock.now(), heartbeat_s=60
+        )
+        self._send(topics.status(self.site, self.device), status.model_dump_json().encode(), retain=True)
+
+    def goodbye(self) -> None:
+        """The agent's clean stop: ``shutdown`` on its status, so no Will follows."""
+        status = StatusMessage(
+            state=Presence.SHUTDOWN, session=self.session, boot_id=self.boot_id, ts=self.clock.now(), heartbeat_s=60
         )
         self._send(topics.status(self.site, self.device), status.model_dump_json().encode(), retain=True)
 
@@ -84,7 +92,7 @@ class Device:
             device=self.device,
             type=event_type,
             seq=next(self.seq),
-            boot_id="b1",
+            boot_id=self.boot_id,
             ts=self.clock.now(),
             clock_synced=True,
             data=data,
