@@ -7,16 +7,24 @@ provisional verdicts (在岗 / 未到岗) as in progress, not as absences."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from starlette.responses import HTMLResponse
 
+from broker.alerts.acklinks import sign_ack
 from broker.alerts.routing import AlertsConfig, Router
 from broker.api import pages
 from broker.api.app import create_app
@@ -46,6 +54,7 @@ from tests.support.hall_duties import add_alarm, add_device, add_event, devices_
 NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)  # Monday 7 December, 10:00 in the halls
 GO_LIVE = date(2026, 12, 3)  # Thursday: qingpu went live this week
 PASSWORD = "correct horse battery"
+ACK_SECRET = b"ack-links-secret-of-32-bytes-or-more"
 MISSING = "⟦missing word: {}⟧"
 PAGES = (
     "/",
@@ -131,19 +140,34 @@ def visible_tokens(html: str) -> set[str]:
     return set(re.split(r"[\s,;()（）:：·/=<>\[\]{}\"'，。|+]+", " ".join(p.parts))) | set(" ".join(p.parts).split())
 
 
+@dataclass(frozen=True)
+class Dashboard:
+    client: httpx.AsyncClient
+    app: FastAPI
+    store: Store
+
+
 @pytest.fixture
-async def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
+def client(dashboard: Dashboard) -> httpx.AsyncClient:
+    return dashboard.client
+
+
+@pytest.fixture
+async def dashboard(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[Dashboard]:
     store = await Store.open(sqlite_url)
     await seed_fleet(store, NOW, per_hall=20, per_device_events=2)
     await _attendance(store)
     await _registered(store)
     await add_user(store, "admin", PASSWORD, "it_admin", ("*",), NOW)
+    await add_user(store, "tech.qp", PASSWORD, "technician", ("qingpu",), NOW)
+    (tmp_path / "ack-secret").write_bytes(ACK_SECRET)
+    alerts = AlertsConfig(ack_base_url="https://hallfleet.test/ack", ack_secret_file=tmp_path / "ack-secret")
     sites = load_sites()
     sites["qingpu"]["go_live"] = GO_LIVE.isoformat()
     sites["qingpu"]["duties"] = DUTIES
     sites["qingpu"]["queueing"] = QUEUEING
     centre = ConsumerConfig(instance="i18n", mqtt=MqttConfig(host="127.0.0.1", port=1),
-                            store=StoreConfig(url=sqlite_url), sites=sites)  # fmt: skip
+                            store=StoreConfig(url=sqlite_url), sites=sites, alerts=alerts)  # fmt: skip
     await _duties(store, Sites(centre.sites))
     await _queue(store, Sites(centre.sites))
     app = create_app(ApiConfig(centre=centre, cookie_secure=False), store, None, ManualClock(NOW))
@@ -152,7 +176,7 @@ async def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hall") as c:
         r = await c.post("/api/login", json={"username": "admin", "password": PASSWORD})
         c.headers["Authorization"] = f"Bearer {r.json()['token']}"
-        yield c
+        yield Dashboard(c, app, store)
     await store.close()
 
 
@@ -244,23 +268,104 @@ def test_both_languages_have_the_same_words() -> None:
     assert set(VERDICT_ZH) == set(Verdict), "every verdict, the provisional ones too, has its Chinese word"
 
 
-@pytest.mark.parametrize("lang", ["zh-CN", "en"])
-async def test_every_page_has_every_word_in_its_language(client: httpx.AsyncClient, lang: str) -> None:
+def _in_words(path: str, lang: str, html: str) -> None:
+    """No word missing from the language, no raw value on the zh page, no Chinese enum word on the en page."""
     cjk = re.compile(r"[\u4e00-\u9fff]")
     zh_enum_words = {names[0] for table in ENUMS.values() for names in table.values() if cjk.search(names[0])}
+    assert "⟦missing word" not in html, f"{path} ({lang}): {re.findall(r'⟦missing word: [^⟧]*⟧', html)}"
+    assert "<built-in method" not in html, f"{path}: a word named like a dict method (t.clear, t.items)"
+    tokens = visible_tokens(html)
+    if lang == "zh-CN":
+        raw = sorted(RAW & tokens)
+        assert not raw, f"{path}: raw values on the Chinese page: {raw}"
+    else:
+        leaked = sorted(w for w in zh_enum_words if w in tokens)
+        assert not leaked, f"{path}: Chinese words on the English page: {leaked}"
+
+
+def _with_lang(path: str, lang: str) -> str:
+    return f"{path}{'&' if '?' in path else '?'}lang={lang}"
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+async def test_every_page_has_every_word_in_its_language(client: httpx.AsyncClient, lang: str) -> None:
     for path in PAGES:
-        sep = "&" if "?" in path else "?"
-        r = await client.get(f"{path}{sep}lang={lang}")
+        r = await client.get(_with_lang(path, lang))
         assert r.status_code == 200, f"{path}: {r.status_code} {r.text[:300]}"
-        assert "⟦missing word" not in r.text, f"{path} ({lang}): {re.findall(r'⟦missing word: [^⟧]*⟧', r.text)}"
-        assert "<built-in method" not in r.text, f"{path}: a word named like a dict method (t.clear, t.items)"
-        tokens = visible_tokens(r.text)
-        if lang == "zh-CN":
-            raw = sorted(RAW & tokens)
-            assert not raw, f"{path}: raw values on the Chinese page: {raw}"
-        else:
-            leaked = sorted(w for w in zh_enum_words if w in tokens)
-            assert not leaked, f"{path}: Chinese words on the English page: {leaked}"
+        _in_words(path, lang, r.text)
+
+
+async def _ack_links(d: Dashboard) -> dict[str, str]:
+    """Signed links to an open incident, to a closed one, and an expired link (as a pager sends them)."""
+    i = incidents.c
+    open_id = await d.store.scalar(sa.select(i.id).where(i.state == "open").order_by(i.id).limit(1))
+    closed_id = await d.store.scalar(sa.select(i.id).where(i.state == "closed").order_by(i.id).limit(1))
+    # The app checks expiry by its own clock (NOW); the signature's by the real one: both are in the future.
+    later, earlier = NOW + timedelta(days=3650), NOW - timedelta(hours=1)
+    return {
+        "open": f"/ack/{sign_ack(ACK_SECRET, str(open_id), later)}",
+        "closed": f"/ack/{sign_ack(ACK_SECRET, str(closed_id), later)}",
+        "expired": f"/ack/{sign_ack(ACK_SECRET, str(open_id), earlier)}",
+    }
+
+
+def _html_pages() -> list[APIRoute]:
+    """Every HTML page of every router in broker/api (a module added later included), from the routers
+    themselves: the app's own route list is FastAPI's private wrapping of them."""
+    found = []
+    for file in sorted(Path(pages.__file__).parent.glob("*.py")):
+        module = importlib.import_module(f"broker.api.{file.stem}")
+        for router in (v for v in vars(module).values() if isinstance(v, APIRouter)):
+            found += [r for r in router.routes if isinstance(r, APIRoute) and "GET" in (r.methods or ())]
+    return [r for r in found if r.response_class is HTMLResponse]
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+async def test_the_pages_outside_a_login_and_the_refusals_have_every_word_too(
+    dashboard: Dashboard, lang: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The login page, a pager's acknowledgement link (open, closed, expired), a page the role may not see
+    (403) and the store-down page (503): each in words, and together with PAGES every HTML page the app has."""
+    links = await _ack_links(dashboard)
+    anonymous = httpx.AsyncClient(transport=httpx.ASGITransport(app=dashboard.app), base_url="http://hall")
+    async with anonymous:
+        seen: dict[str, str] = {}
+        for path in ("/login", "/login?next=/incidents", *links.values()):
+            r = await anonymous.get(_with_lang(path, lang), headers={"accept": "text/html"})
+            assert r.status_code in (200, 409, 410), f"{path}: {r.status_code} {r.text[:300]}"
+            seen[path] = r.text
+        assert {p: seen[p].count('id="ack-submit"') for p in links.values()} == {
+            links["open"]: 1,
+            links["closed"]: 0,
+            links["expired"]: 0,
+        }, "only the open incident's link offers the button"
+        failed = await anonymous.post(
+            _with_lang("/login", lang),
+            data={"username": "admin", "password": "wrong"},
+            headers={"origin": "http://hall", "accept": "text/html"},
+        )
+        assert failed.status_code in (401, 422), failed.text[:300]
+        seen["/login (failed)"] = failed.text
+        r = await anonymous.post("/api/login", json={"username": "tech.qp", "password": PASSWORD})
+        tech = {"Authorization": f"Bearer {r.json()['token']}", "accept": "text/html"}
+        forbidden = await anonymous.get(_with_lang("/users", lang), headers=tech)
+        assert forbidden.status_code == 403, forbidden.text[:300]
+        seen["/users (technician)"] = forbidden.text
+
+        async def unreachable(*_: object, **__: object) -> object:
+            raise OSError("Connection refused")  # what asyncpg raises for a cluster that is down
+
+        monkeypatch.setattr(dashboard.store, "fetch", unreachable)
+        down = await anonymous.get(_with_lang("/", lang), headers=tech)
+        assert down.status_code == 503 and 'id="store-down"' in down.text, down.text[:300]
+        seen["/ (store down)"] = down.text
+    for path, html in seen.items():
+        _in_words(path, lang, html)
+    covered = [p.split("?")[0] for p in (*PAGES, *seen)]
+    pages_found = _html_pages()
+    assert len(pages_found) >= 12, [r.path for r in pages_found]
+    for route in pages_found:
+        assert any(route.path_regex.match(p) for p in covered), f"{route.path} is in neither language test"
 
 
 async def test_the_pages_show_every_kind_state_and_reason_in_chinese(client: httpx.AsyncClient) -> None:
