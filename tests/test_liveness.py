@@ -17,13 +17,15 @@ import base64
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
-from agent.roles.attendance import _liveness
+from agent.roles.attendance import AttendanceConfig, AttendanceRole, _liveness
 from drivers.camera import Camera, CameraConfig
 from drivers.face import FaceChallenge, FaceConfig, FaceEngine, FaceGallery, FaceMatch, FaceReject, encode_image
 from drivers.face.config import LivenessLimits
@@ -204,8 +206,8 @@ def test_a_head_turn_moves_the_nose_between_the_cheeks() -> None:
     turn, so this pins the geometry, not a camera."""
     base = _face_points()
     gray = np.full((480, 640), 120, np.uint8)
-    turning = Sitting(LivenessLimits(), 0.0, need_turn=True)
-    planar = Sitting(LivenessLimits(), 0.0, need_turn=True)
+    turning = Sitting(LivenessLimits(), 0.0, challenge="turn")
+    planar = Sitting(LivenessLimits(), 0.0, challenge="turn")
     width = base[16, 0] - base[0, 0]
     shear = np.array([[1.1, 0.15], [0.05, 0.95]])
     for i in range(6):
@@ -240,42 +242,59 @@ def test_the_evidence_fits_the_wire_contract_even_when_degenerate(gallery: FaceG
     blink = [f for _, f in sampled(genuine("biden", 1.6, blinks=(0.3,), seed=6), 5)]
     [match] = [o for o in run(FaceEngine(FaceConfig(), gallery), blink) if o is not None]
     assert isinstance(match, FaceMatch) and match.liveness is not None
-    punch = AttendancePunch(staff_id="biden", method="face", liveness=_liveness(match.liveness, "none"))
+    punch = AttendancePunch(staff_id="biden", method="face", liveness=_liveness(match.liveness))
     assert punch.liveness is not None and punch.liveness.drop == match.liveness.drop
     from dataclasses import replace
 
-    absurd = replace(match.liveness, blur=1e9, drop=3.0, rigid=-1.0, sitting_s=1e7)
-    wire = _liveness(absurd, "blink")
+    absurd = replace(match.liveness, blur=1e9, drop=3.0, rigid=-1.0, sitting_s=1e7, challenge="blink")
+    wire = _liveness(absurd)
     rejected = AttendanceRejected(method="face", reason="not_live", staff_id="biden", liveness=wire)
     assert rejected.liveness is not None
     assert (rejected.liveness.blur, rejected.liveness.drop, rejected.liveness.rigid) == (1000.0, 1.0, 0.0)
 
 
+def test_a_sitting_keeps_the_challenge_it_began_with(gallery: FaceGallery) -> None:
+    """GIVEN a sitting begun while the site asked for no challenge WHEN the centre's new settings (challenge "turn")
+    reach the engine on the sitting's next frame THEN that sitting neither shows the turn on the screen nor needs it:
+    it punches on its blink, its evidence saying no challenge was asked (before, the screen asked for a turn the
+    sitting did not need, and the punch claimed one was asked). The next sitting is asked for the turn."""
+    blink = [f for _, f in sampled(genuine("biden", 1.6, blinks=(0.3,), seed=5), 5)]
+    engine = FaceEngine(FaceConfig(), gallery)
+    first = engine.process(blink[0], 0.0)
+    engine.set_config(FaceConfig(challenge="turn"))
+    outcomes = [o for o in [first, *run(engine, blink[1:], start=0.2)] if o is not None]
+    assert [type(o) for o in outcomes] == [FaceMatch], outcomes
+    assert isinstance(outcomes[0], FaceMatch) and outcomes[0].liveness is not None
+    assert outcomes[0].liveness.challenge == "none"
+    empty = np.full_like(blink[0], 128)
+    again = [o for o in run(engine, [empty, *blink[:3]], start=100.0) if o is not None]  # past the punch's cooldown
+    assert again == [FaceChallenge("biden", "turn")], again
+
+
 # -- the terminal's role: what goes on the wire ----------------------------------------------------------
-async def test_the_terminal_sends_the_evidence_with_the_punch_and_the_refusal(
-    enrolled: dict[str, np.ndarray], tmp_path: Path
-) -> None:
-    """GIVEN the attendance role on a camera file: a still photo of biden for 3.4 s, then a genuine sitting of
-    obama3 WHEN the face loop runs THEN the refusal is an attendance.punch_rejected naming biden (the centre
-    pairs it with a later fingerprint punch) and the punch an attendance.punch, both carrying PunchLiveness and
-    both valid on the wire (encoded into an envelope as the outbox does)."""
+@dataclass
+class Desk:
+    """The attendance role on a camera file, with what it sent (each payload encoded into an envelope as the outbox
+    does, so the contract's bounds are checked) and what its screen showed."""
+
+    role: AttendanceRole
+    sent: list[tuple[str, Any]]
+
+
+def desk(tmp_path: Path, video: Path, enrolled: dict[str, np.ndarray], face: FaceConfig | None = None) -> Desk:
     from agent.device import DeviceContext
     from agent.gallery import GalleryConfig, Held
-    from agent.roles.attendance import AttendanceConfig, AttendanceRole
     from protocol.envelope import Envelope
     from protocol.events import encode_event
     from protocol.ids import uuid7
     from runtime.clock import SystemClock
 
-    still = attack("biden", "still", SECONDS, seed=3)
-    video = write_video(tmp_path / "desk.avi", still + genuine("obama3", 2.0, blinks=(0.4,), seed=3), fps=VIDEO_FPS)
-    sent: list[tuple[str, object]] = []
+    sent: list[tuple[str, Any]] = []
 
-    async def emit(event_type: str, payload: object, counter: str | None = None) -> Envelope:
-        data = payload.model_dump(mode="json")  # type: ignore[attr-defined]
+    async def emit(event_type: str, payload: Any, counter: str | None = None) -> Envelope:
         env = Envelope(v=1, site="qp", device="att-1", id=uuid7(), type=event_type, seq=len(sent) + 1, boot_id="b",
-                       ts=SystemClock().now(), clock_synced=True, data=data)  # fmt: skip
-        encode_event(env)  # what the outbox does: the contract's bounds are checked here
+                       ts=SystemClock().now(), clock_synced=True, data=payload.model_dump(mode="json"))  # fmt: skip
+        encode_event(env)
         sent.append((event_type, payload))
         return env
 
@@ -284,14 +303,46 @@ async def test_the_terminal_sends_the_evidence_with_the_punch_and_the_refusal(
     cfg = AttendanceConfig(
         camera=CameraConfig(source=str(video), fps=5),
         gallery=GalleryConfig(path=tmp_path / "gallery.sealed", key_file=tmp_path / "key"),
+        face=face or FaceConfig(),
         reject_repeat_s=0,
     )
     role = AttendanceRole(device, cfg)
     role.held = Held(1, {sid: enrolled[sid] for sid in ("obama", "biden")})
-    assert cfg.camera is not None
-    await role._face_loop(cfg.camera)
-    kinds = [(t, getattr(p, "reason", None), p.staff_id) for t, p in sent]  # type: ignore[attr-defined]
-    assert kinds == [("attendance.punch_rejected", "not_live", "biden"), ("attendance.punch", None, "obama")], sent
-    refusal, punch = sent[0][1], sent[1][1]
-    assert refusal.liveness is not None and refusal.liveness.blink_s is None  # type: ignore[attr-defined]
-    assert punch.liveness is not None and punch.liveness.drop >= FaceConfig().limits.blink_drop  # type: ignore[attr-defined]
+    return Desk(role, sent)
+
+
+async def test_the_terminal_sends_the_evidence_with_the_punch_and_the_refusal(
+    enrolled: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """GIVEN the attendance role on a camera file: a still photo of biden for 3.4 s, then a genuine sitting of
+    obama3 WHEN the face loop runs THEN the refusal is an attendance.punch_rejected naming biden (the centre
+    pairs it with a later fingerprint punch) and the punch an attendance.punch, both carrying PunchLiveness and
+    both valid on the wire (encoded into an envelope as the outbox does)."""
+    still = attack("biden", "still", SECONDS, seed=3)
+    video = write_video(tmp_path / "desk.avi", still + genuine("obama3", 2.0, blinks=(0.4,), seed=3), fps=VIDEO_FPS)
+    d = desk(tmp_path, video, enrolled)
+    assert d.role.cfg.camera is not None
+    await d.role._face_loop(d.role.cfg.camera)
+    kinds = [(t, getattr(p, "reason", None), p.staff_id) for t, p in d.sent]
+    assert kinds == [("attendance.punch_rejected", "not_live", "biden"), ("attendance.punch", None, "obama")], d.sent
+    refusal, punch = d.sent[0][1], d.sent[1][1]
+    assert refusal.liveness is not None and refusal.liveness.blink_s is None
+    assert punch.liveness is not None and punch.liveness.drop >= FaceConfig().limits.blink_drop
+
+
+async def test_the_screen_asks_for_the_sites_challenge_as_an_instruction(
+    enrolled: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """GIVEN a site asking for a blink WHEN obama3 steps up and blinks THEN the terminal's screen first asks 请眨眼
+    (Please blink) of the person it recognised, as an instruction (prompt: neither a punch nor a refusal, which the
+    demo and a person would read as an answer; before, it was shown as a refusal with no English line), then
+    says 打卡成功; the punch's evidence names the challenge asked."""
+    video = write_video(tmp_path / "asked.avi", genuine("obama3", 2.0, blinks=(0.6,), seed=3), fps=VIDEO_FPS)
+    d = desk(tmp_path, video, enrolled, FaceConfig(challenge="blink"))
+    assert d.role.cfg.camera is not None
+    await d.role._face_loop(d.role.cfg.camera)
+    shown = [(f.ok, f.prompt, f.text, f.text_en, f.staff_id) for f in d.role.output.shown]
+    assert shown[0] == (True, True, "请眨眼", "Please blink", "obama"), shown
+    assert len(shown) == 2 and shown[1][:2] == (True, False) and shown[1][2].startswith("打卡成功"), shown
+    [(kind, punch)] = d.sent
+    assert kind == "attendance.punch" and punch.liveness is not None and punch.liveness.challenge == "blink"

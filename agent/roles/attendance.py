@@ -174,7 +174,10 @@ def refusal_text(method: str, reason: str, qr_app: tuple[str, str] | None = None
     return REASON_ZH.get(reason, "请重试"), REASON_EN.get(reason, "Please try again")
 
 
+# The site's challenge (FaceSiteSettings.challenge), asked on the screen as an instruction, not as a refusal: the person
+# in front of the camera is recognised and has only to do it.
 CHALLENGE_ZH = {"blink": "请眨眼", "turn": "请缓慢向左或向右转头, 并眨眼"}
+CHALLENGE_EN = {"blink": "Please blink", "turn": "Please turn your head slowly left or right, and blink"}
 
 
 def enrol_prompt_zh(step: EnrolStep) -> str:
@@ -184,9 +187,10 @@ def enrol_prompt_zh(step: EnrolStep) -> str:
     return "请按压手指 (登记)" if step.capture == 1 else "请再次按压同一手指"
 
 
-def _liveness(e: LivenessEvidence | None, challenge: Literal["none", "blink", "turn"]) -> PunchLiveness | None:
+def _liveness(e: LivenessEvidence | None) -> PunchLiveness | None:
     """The engine's evidence as the wire carries it, each measure clamped into the contract's bounds: a degenerate
-    frame's number must not cost the punch it belongs to."""
+    frame's number must not cost the punch it belongs to. The challenge is the sitting's (what its screen asked),
+    not the terminal's settings at the time of the outcome, which the centre may have changed meanwhile."""
     if e is None:
         return None
 
@@ -194,7 +198,7 @@ def _liveness(e: LivenessEvidence | None, challenge: Literal["none", "blink", "t
         return min(max(value, 0.0), top)
 
     return PunchLiveness(
-        challenge=challenge, ear_open=cap(e.ear_open), drop=cap(e.drop, 1.0), eyes=cap(e.eyes),
+        challenge=e.challenge, ear_open=cap(e.ear_open), drop=cap(e.drop, 1.0), eyes=cap(e.eyes),
         blink_s=None if e.blink_s is None else cap(e.blink_s, 3600), rigid=cap(e.rigid), light=cap(e.light),
         texture=cap(e.texture), blur=cap(e.blur), turn=cap(e.turn), frames=e.frames, unsteady=e.unsteady,
         sitting_s=cap(e.sitting_s, 3600),
@@ -306,14 +310,14 @@ class AttendanceRole:
         self.engine = FaceEngine(self.face, FaceGallery(self.held.entries))
         async for frame in Camera(camera_cfg).frames():
             result = await asyncio.to_thread(self.engine.process, frame, time.monotonic())
-            challenge = self.face.challenge
             if isinstance(result, FaceMatch):
-                evidence = _liveness(result.liveness, challenge)
+                evidence = _liveness(result.liveness)
                 await self.punch(result.staff_id, "face", max(0.0, 1.0 - result.distance), liveness=evidence)
             elif isinstance(result, FaceChallenge):
-                self.output.show(Feedback(False, CHALLENGE_ZH[result.kind], result.staff_id))
+                zh, en = CHALLENGE_ZH[result.kind], CHALLENGE_EN[result.kind]
+                self.output.show(Feedback(True, zh, result.staff_id, prompt=True, text_en=en))
             elif isinstance(result, FaceReject) and result.reason not in ("no_face", "cooldown"):
-                evidence = _liveness(result.liveness, challenge)
+                evidence = _liveness(result.liveness)
                 await self.reject(
                     "face", result.reason, detail=result.detail, staff_id=result.staff_id, liveness=evidence
                 )

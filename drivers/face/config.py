@@ -16,6 +16,7 @@ from config.base import Section
 SHARPNESS_SIDE = 100
 Reason = Literal["no_face", "multiple_faces", "too_small", "blurry", "unknown", "not_live", "cooldown"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
+Challenge = Literal["none", "blink", "turn"]
 
 
 class LivenessLimits(Section):
@@ -103,7 +104,7 @@ class FaceSiteSettings(Section):
         default="blink",
         description='"blink": a blink (eye aspect ratio down and back, the face otherwise rigid) must be seen',
     )
-    challenge: Literal["none", "blink", "turn"] = Field(
+    challenge: Challenge = Field(
         default="none",
         description=(
             '"blink": the screen asks for a blink; "turn": it asks for a head turn, needed besides the blink '
@@ -200,3 +201,4 @@ class LivenessEvidence:
     frames: int  # frames of the sitting
     unsteady: int  # of which changed too much from the one before to count (light, blur, texture, rigidity)
     sitting_s: float  # first frame of the sitting to this outcome
+    challenge: Challenge = "none"  # what the screen asked of this sitting (the site's challenge when it began)

@@ -162,8 +162,7 @@ class FaceEngine:
         if streak is None or streak.staff_id != staff_id:
             streak = self._streak = _Streak(staff_id)
             if staff_id is not None and self._cfg.liveness == "blink":  # a new sitting: nothing carried over
-                need_turn = self._cfg.challenge == "turn"
-                streak.sitting = Sitting(self._cfg.limits, now, need_turn=need_turn)
+                streak.sitting = Sitting(self._cfg.limits, now, challenge=self._cfg.challenge)
         streak.frames += 1
         streak.worst = max(streak.worst, distance)
         streak.nearest = min(streak.nearest, distance)
@@ -200,11 +199,12 @@ class FaceEngine:
     def _not_yet(self, streak: _Streak, sitting: Sitting, now: float) -> FaceChallenge | FaceReject | None:
         """Still watching (once, the challenge for the screen), or the window is over: refused, and the sitting
         ends."""
-        cfg = self._cfg
         if now - sitting.started < sitting.limits.window_s:
-            if cfg.challenge != "none" and not streak.challenged and streak.staff_id is not None:
+            # The sitting's own challenge: a site's new one from the centre waits for the next sitting, as its limits
+            # do, so the screen never asks for a gesture the sitting does not need.
+            if sitting.challenge != "none" and not streak.challenged and streak.staff_id is not None:
                 streak.challenged = True
-                return FaceChallenge(streak.staff_id, cfg.challenge)
+                return FaceChallenge(streak.staff_id, sitting.challenge)
             return None
         streak.settled = True
         e = sitting.evidence(now)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from drivers.face.config import LivenessEvidence, LivenessLimits
+from drivers.face.config import Challenge, LivenessEvidence, LivenessLimits
 
 RIGID = np.array([*range(0, 17), *range(27, 36), 36, 39, 42, 45])  # jaw, nose, eye corners
 OUTLINE = np.array([*range(0, 17), 36, 39, 42, 45])  # jaw and eye corners: about one plane on a face
@@ -104,7 +104,7 @@ class Sitting:
 
     limits: LivenessLimits
     started: float
-    need_turn: bool = False
+    challenge: Challenge = "none"  # the site's when the sitting began: what the screen asks, what "live" needs
     frames: int = 0
     unsteady: int = 0
     blink: LivenessEvidence | None = None
@@ -117,6 +117,10 @@ class Sitting:
     _run: list[_Frame] = field(default_factory=list)  # consecutive steady frames, newest last
     _deepest: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (drop, ear_open, eye change) of the deepest drop
     _worst: _Change = field(default_factory=_Change)
+
+    @property
+    def need_turn(self) -> bool:
+        return self.challenge == "turn"
 
     @property
     def live(self) -> bool:
@@ -148,7 +152,10 @@ class Sitting:
 
     def evidence(self, now: float) -> LivenessEvidence:
         if self.blink is not None:
-            return _replace_turn(self.blink, self._turn, self.frames, self.unsteady, now - self.started)
+            return replace(
+                self.blink, turn=round(self._turn, 4), frames=self.frames, unsteady=self.unsteady,
+                sitting_s=round(now - self.started, 3), challenge=self.challenge,
+            )  # fmt: skip
         drop, ear_open, eyes = self._deepest
         w = self._worst
         return LivenessEvidence(
@@ -156,6 +163,7 @@ class Sitting:
             rigid=round(w.rigid, 4), light=round(w.light, 4), texture=round(w.texture, 4), blur=round(w.blur, 4),
             turn=round(self._turn, 4),
             frames=self.frames, unsteady=self.unsteady, sitting_s=round(now - self.started, 3),
+            challenge=self.challenge,
         )  # fmt: skip
 
     # -- per frame ----------------------------------------------------------------------------------------
@@ -257,10 +265,6 @@ def points68(marks: Mapping[str, Sequence[tuple[int, int]]]) -> np.ndarray:
 
 
 _HEAD = ("chin", "left_eyebrow", "right_eyebrow", "nose_bridge", "nose_tip", "left_eye", "right_eye")
-
-
-def _replace_turn(e: LivenessEvidence, turn: float, frames: int, unsteady: int, sitting_s: float) -> LivenessEvidence:
-    return replace(e, turn=round(turn, 4), frames=frames, unsteady=unsteady, sitting_s=round(sitting_s, 3))
 
 
 def _eye_change(open_: _Frame, shut: _Frame) -> float:
