@@ -20,10 +20,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from broker.alerts.routing import AlertsConfig, sign_ack
+from broker.api import login
 from broker.api.app import create_app
 from broker.api.auth import add_user, disable_user, set_password
 from broker.api.config import ApiConfig
-from broker.api.throttle import LoginThrottle, Refused
+from broker.api.throttle import LoginThrottle, Refused, source_key
 from broker.config import ConsumerConfig, StoreConfig
 from broker.store.commands import audit
 from broker.store.db import Store
@@ -200,6 +201,51 @@ def test_the_failure_tables_stay_bounded_and_never_forget_a_locked_name() -> Non
     assert isinstance(throttle.begin("wang.li", "203.0.113.2"), Refused), "still locked"
     t[0] = 301.0
     assert not isinstance(throttle.begin("fresh", "203.0.113.3"), Refused), "expired entries make room"
+
+
+async def test_twenty_parallel_guesses_from_twenty_addresses_verify_at_most_the_limit(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verified = []
+    check = login.check_login
+
+    async def counted(*args: Any) -> Any:
+        verified.append(args[1])
+        return await check(*args)
+
+    monkeypatch.setattr(login, "check_login", counted)
+    clients = [served.client(f"203.0.113.{i}") for i in range(20)]
+    try:
+        answers = await asyncio.gather(*[served.login(c, "viewer", f"guess {i}") for i, c in enumerate(clients)])
+    finally:
+        await asyncio.gather(*[c.aclose() for c in clients])
+    codes = [r.status_code for r in answers]
+    assert len(verified) == codes.count(401) == MAX_FAILURES and codes.count(429) == 20 - MAX_FAILURES, codes
+
+
+def test_a_full_failure_table_refuses_strangers_instead_of_leaving_them_uncounted() -> None:
+    t = [0.0]
+    throttle = LoginThrottle(3, 300, 10**9, capacity=50, clock=lambda: t[0])
+    home = throttle.begin("admin", "198.51.100.1")
+    assert not isinstance(home, Refused)
+    throttle.succeeded(home)  # admin's workstation is known
+    for i in range(50):  # a flood of other names from other addresses fills every table with live entries
+        assert not isinstance(throttle.begin(f"n{i}", f"10.0.0.{i}"), Refused)
+    guesses = [throttle.begin("admin", f"203.0.113.{i}") for i in range(20)]
+    assert all(isinstance(g, Refused) and g.why == "busy" and g.retry_after_s > 0 for g in guesses), guesses
+    assert throttle.refused_full == 20
+    assert not isinstance(throttle.begin("admin", "198.51.100.1"), Refused), "the known workstation still tries"
+    t[0] = 301.0
+    assert not isinstance(throttle.begin("admin", "203.0.113.99"), Refused), "room again once entries expire"
+
+
+def test_an_ipv6_source_is_counted_per_64_not_per_address() -> None:
+    throttle = LoginThrottle(100, 300, 3)
+    verdicts = [throttle.begin(f"n{i}", f"2001:db8:1:2::{i + 1:x}") for i in range(5)]
+    assert [isinstance(v, Refused) for v in verdicts] == [False] * 3 + [True] * 2
+    assert not isinstance(throttle.begin("n9", "2001:db8:1:3::1"), Refused), "the next /64 is another source"
+    assert not isinstance(throttle.begin("n9", "::ffff:192.0.2.1"), Refused)
+    assert source_key("::ffff:192.0.2.1") == "192.0.2.1" and source_key("2001:db8:1:2:a:b:c:d") == "2001:db8:1:2::/64"
 
 
 # -- 3. unauthenticated memory growth --------------------------------------------------------------------------

@@ -10,12 +10,17 @@ The rules:
   for the name, so a stranger who locks ``wang.li`` from elsewhere does not lock wang.li out of their own
   workstation; the stranger has to come from many addresses to keep going (each limited), which is the cost.
 - Memory is bounded without unlocking anybody: when a table is full, only entries whose failures have all left
-  the window are dropped; a locked entry is never evicted. A new key that finds the table full of live entries
-  is not tracked (counted in ``untracked``); the source limit still applies to it.
+  the window are dropped; a locked entry is never evicted. A stranger's attempt that would need a new entry in a
+  table full of live ones is refused ("busy", counted in ``refused_full``) until the oldest entry expires: a
+  flood of addresses or names must not buy untracked, unlimited guesses. A known source is not refused for a
+  full source table (its own per-name count bounds it), so the people who work here still log in.
+- An IPv6 source counts per /64: one host gets a whole /64, so counting single addresses would give it 2^64
+  fresh limits.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -28,7 +33,6 @@ class _Window:
     def __init__(self, limit: int, window_s: float, capacity: int) -> None:
         self.limit, self.window_s, self.capacity = limit, window_s, capacity
         self._times: OrderedDict[Hashable, list[float]] = OrderedDict()
-        self.untracked = 0
 
     def _recent(self, key: Hashable, now: float) -> list[float]:
         return [t for t in self._times.get(key, []) if now - t < self.window_s]
@@ -38,13 +42,18 @@ class _Window:
         recent = self._recent(key, now)
         return 0.0 if len(recent) < self.limit else recent[-self.limit] + self.window_s - now
 
+    def full_for(self, key: Hashable, now: float) -> float:
+        """Seconds until ``key`` finds room (0: it is tracked already, or there is room now)."""
+        if key in self._times:
+            return 0.0
+        self._make_room(now)
+        if len(self._times) < self.capacity:
+            return 0.0
+        _, oldest = next(iter(self._times.items()))
+        return max(oldest[-1] + self.window_s - now, 0.001)
+
     def add(self, key: Hashable, now: float) -> int:
-        """Count a failure; returns how many are now within the window."""
-        if key not in self._times:
-            self._make_room(now)
-            if len(self._times) >= self.capacity:
-                self.untracked += 1
-                return 0
+        """Count a failure (the caller made sure of room: full_for); returns how many are now in the window."""
         times = ([*self._recent(key, now), now])[-self.limit :]
         self._times[key] = times
         self._times.move_to_end(key)
@@ -75,7 +84,8 @@ class Attempt:
     """A login attempt that may go on to verify the password; already counted as a failure."""
 
     name: str
-    source: str
+    source: str  # the client's address, as the audit log names it
+    unit: str  # what the source limit counts (source_key)
     at: float
     known: bool
     locks: bool  # if it fails, the name (or this known source's count for it) is locked from now on
@@ -83,8 +93,23 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    why: str  # "source": this address failed too often; "name": this name is locked for this address
+    # "source": this address failed too often; "name": this name is locked for this address; "busy": a failure
+    # table is full of live entries and this attempt would need a new one
+    why: str
     retry_after_s: int
+
+
+def source_key(address: str) -> str:
+    """The unit a source limit counts: an IPv4 address, an IPv6 /64 (anything else as given)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class LoginThrottle:
@@ -104,9 +129,12 @@ class LoginThrottle:
         self._known: OrderedDict[tuple[str, str], float] = OrderedDict()  # (name, source) -> last success
         self.known_capacity, self.known_s = capacity, known_days * 86_400
         self._clock = clock
+        self.refused_full = 0  # strangers' attempts refused because a table was full of live entries
 
-    def begin(self, name: str, source: str) -> Attempt | Refused:
+    def begin(self, name: str, address: str) -> Attempt | Refused:
+        """Check and count in one step (no ``await`` in here: parallel attempts are counted one by one)."""
         now = self._clock()
+        source = source_key(address)
         wait = self.by_source.locked_for(source, now)
         if wait:
             return Refused("source", int(wait) + 1)
@@ -116,15 +144,21 @@ class LoginThrottle:
         wait = names.locked_for(key, now)
         if wait:
             return Refused("name", int(wait) + 1)
-        self.by_source.add(source, now)
+        source_full = self.by_source.full_for(source, now)
+        wait = names.full_for(key, now) or (0.0 if known else source_full)
+        if wait:
+            self.refused_full += 1
+            return Refused("busy", int(wait) + 1)
+        if not source_full:
+            self.by_source.add(source, now)
         count = names.add(key, now)
-        return Attempt(name, source, now, known, locks=count >= names.limit)
+        return Attempt(name, address, source, now, known, locks=count >= names.limit)
 
     def succeeded(self, attempt: Attempt) -> None:
-        self.by_source.take_back(attempt.source, attempt.at)
-        self.by_pair.clear((attempt.name, attempt.source))
+        pair = (attempt.name, attempt.unit)
+        self.by_source.take_back(attempt.unit, attempt.at)
+        self.by_pair.clear(pair)
         self.by_name.take_back(attempt.name, attempt.at)
-        pair = (attempt.name, attempt.source)
         self._known.pop(pair, None)
         self._known[pair] = self._clock()
         while len(self._known) > self.known_capacity:  # forgetting one only makes it a stranger again
