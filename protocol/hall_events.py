@@ -9,12 +9,23 @@ duty officer (as attendance punches do) and the device scanned. Registered in ``
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from protocol.bounds import Count, Line, Prose
+from protocol.bounds import Count, Line, Prose, storable_time
 from protocol.envelope import Frozen
+
+
+def _storable(value: datetime) -> datetime:
+    if not storable_time(value):
+        raise ValueError("a time with its offset, between 1970 and 2100")
+    return value
+
+
+# A device's time of a condition or a deposit: aware and in range, because the centre compares it with its own
+# aware clock (an item's time in a locker, an alarm's start); a naive one would stop the duties job for every site.
+DeviceTime = Annotated[datetime, AfterValidator(_storable)]
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 MAX_COMPARTMENTS = 256  # a locker bank's board addresses at most this many locks (several boards: several banks)
@@ -31,7 +42,7 @@ class DoorAlarm(Frozen):
         " exit request; offline: the controller does not answer; lock_fault: the lock does not take its state"
     )
     active: bool = True
-    since: datetime | None = Field(default=None, description="When the condition began (device clock)")
+    since: DeviceTime | None = Field(default=None, description="When the condition began (device clock)")
 
 
 class DoorState(Frozen):
@@ -52,7 +63,7 @@ class Compartment(Frozen):
     no: int = Field(ge=1, le=MAX_COMPARTMENTS, description="Compartment number on the bank")
     door: CompartmentDoor
     occupied: bool = Field(description="The compartment's presence sensor sees an item")
-    occupied_since: datetime | None = Field(default=None, description="When the item was deposited (device clock)")
+    occupied_since: DeviceTime | None = Field(default=None, description="When the item was deposited (device clock)")
 
 
 class LockerBank(Frozen):
@@ -81,7 +92,7 @@ class LockerAlarm(Frozen):
     compartment: int | None = Field(default=None, ge=1, le=MAX_COMPARTMENTS, description="None: the whole bank")
     alarm: Literal["door_fault", "offline"]
     active: bool = True
-    since: datetime | None = None
+    since: DeviceTime | None = Field(default=None, description="When the condition began (device clock)")
 
 
 NetTarget = Literal["gateway", "dns", "centre", "extranet"]

@@ -10,6 +10,7 @@ area can still be used: not downtime, as a kiosk's printer fault is not).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +67,35 @@ def test_a_replayed_alarm_from_long_ago_is_history_not_a_new_condition() -> None
     env = envelope(SITE, "door-24h", "door.alarm", T, {"door": "main", "alarm": "forced"})
     replayed = env.model_copy(update={"replayed": True})
     assert alarm_signals(replayed, payload_of(replayed), T + timedelta(hours=1)) == []
+
+
+@pytest.mark.parametrize("when", ["2026-11-01T08:00:00", "1900-01-01T00:00:00+08:00", "2200-01-01T00:00:00+08:00"])
+@pytest.mark.parametrize(
+    ("event_type", "data", "field"),
+    [
+        ("locker.bank", {"bank": "A", "board": "ok", "compartments": [{"no": 1, "door": "closed", "occupied": True}]},
+         "occupied_since"),
+        ("door.alarm", {"door": "main", "alarm": "forced"}, "since"),
+        ("locker.alarm", {"bank": "A", "alarm": "offline"}, "since"),
+    ],
+)  # fmt: skip
+def test_a_device_time_without_its_offset_or_out_of_range_is_refused_by_the_contract(
+    event_type: str, data: dict[str, Any], field: str, when: str
+) -> None:
+    """The centre compares these times with its own aware clock: an item's stay in a locker (the overdue job runs
+    for every site in one pass, so one naive time stopped every hall's duties), an alarm's start."""
+    from pydantic import ValidationError
+
+    from protocol.events import REGISTRY
+
+    if event_type == "locker.bank":
+        data = data | {"compartments": [data["compartments"][0] | {field: when}]}
+    else:
+        data = data | {field: when}
+    with pytest.raises(ValidationError, match="offset"):
+        REGISTRY[event_type].model.model_validate(data)
+    aware = when if when.endswith("+08:00") and when.startswith("2026") else "2026-11-01T08:00:00+08:00"
+    REGISTRY[event_type].model.model_validate(json.loads(json.dumps(data).replace(when, aware)))
 
 
 @pytest.fixture
