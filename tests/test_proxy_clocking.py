@@ -132,6 +132,33 @@ async def test_each_pattern_is_flagged_with_its_reason_and_honest_punches_are_no
     assert "疑似代打卡" in notice.subject + notice.body
 
 
+async def test_a_punch_on_a_day_of_leave_is_flagged_before_the_leave_begins(store: Store) -> None:
+    """GIVEN S1 on leave for the whole Tuesday, filed as two pieces covering both sessions (09:00-12:00, 13:30-17:30),
+    and S2 on leave for the morning only WHEN S1 is punched at 08:50, the usual sign-in time before the leave's first
+    minute, and at 17:40 THEN both punches are flagged on_leave, saying the whole day was leave (before, only a punch
+    inside the leave was: the 08:50 sign-in a colleague makes for someone away passed). S2's 08:50 and 13:20 punches
+    are not flagged (part of the day was hers to work), nor S1's punch on Wednesday, after the leave."""
+    cfg = sites()
+    names = [("S1", "张三"), ("S2", "李四")]
+    members = [StaffMember(SITE, staff, name, "区税务局", "W1", "A", date(2026, 1, 1)) for staff, name in names]
+    await import_roster(store, members, by="it", at=at(7))
+    for start, end in [(at(9), at(12)), (at(13, 30), at(17, 30))]:
+        await file_exception(store, cfg, SITE, "S1", "leave", start, end, by="wm", at=at(7), reason="病假")
+    await file_exception(store, cfg, SITE, "S2", "leave", at(9), at(12), by="wm", at=at(7), reason="事假")
+    away = await insert(store, punch(at(8, 50), "S1"), punch(at(17, 40), "S1", "att-2"))
+    honest = await insert(store, punch(at(8, 50, 30), "S2", "att-2"), punch(at(13, 20), "S2"))
+    wednesday = await insert(store, punch(at(8, 50, day=TUE + timedelta(days=1)), "S1"))
+
+    await ClockingScan(store, cfg, Router(ALERTS)).scan(SITE, at(18, day=TUE + timedelta(days=1)))
+
+    found = await flagged(store)
+    assert {e: found.get(e) for e in away} == {e: {"on_leave"} for e in away}, found
+    assert not set(found) & {*honest, *wednesday}, found
+    rows = await store.fetch(sa.select(clocking_flags).order_by(clocking_flags.c.punched_at))
+    detail = rows[0].detail
+    assert detail == "11-24 全天请假 (登记人 wm), 当天 08:50 打卡", detail
+
+
 async def test_a_scan_is_idempotent_and_a_reviewed_flag_stays_reviewed(store: Store) -> None:
     """GIVEN a chain flagged and one of its punches reviewed WHEN the same days are scanned again THEN nothing new
     is raised, no second notice goes out, and the review stands; a bad verdict or an unknown id is refused."""

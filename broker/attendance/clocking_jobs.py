@@ -47,7 +47,8 @@ class ClockingScan:
             refused = await refusals(conn, site, start - reach, end)
             leave = await exceptions_for(conn, site, first, last, zone=zone)
         punches = [p for ps in by_staff.values() for p in ps]
-        found = [f for f in detect(punches, refused, leave, policy, zone) if f.punch.at >= start]
+        flagged = detect(punches, refused, leave, policy, zone, cfg.site_calendar.sessions_on)
+        found = [f for f in flagged if f.punch.at >= start]
         if not found:
             return []
         async with self.store.engine.begin() as conn:

@@ -12,7 +12,9 @@ evidence is filed within the correction deadline, as for any missing punch.
 - ``after_refusal``: a fingerprint or QR punch within ``fallback_s`` after a face terminal refused that person as
   not live (``attendance.punch_rejected``, reason ``not_live``, which names whom the face matched): the picture
   failed, so another method was tried.
-- ``on_leave``: a punch inside the person's approved leave (请假).
+- ``on_leave``: a punch inside the person's approved leave (请假), or on a day whose every session their leave
+  covers: a colleague who punches for them at the usual sign-in time (08:50, before a leave filed from 09:00) keeps
+  doing so on the days they are away.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Literal
@@ -48,6 +50,7 @@ Verdict = Literal["proxy", "honest"]
 VERDICT_ZH: dict[str, str] = {"proxy": "属实代打卡", "honest": "正常打卡"}
 REJECTED = "attendance.punch_rejected"
 FALLBACK_METHODS = ("fingerprint", "qr", "card")
+Sessions = Callable[[date], Sequence[tuple[datetime, datetime]]]  # the site calendar's working sessions of a day
 
 
 class ClockingFlagError(ValueError):
@@ -85,9 +88,11 @@ def detect(
     leave: Mapping[str, Sequence[Exception_]],
     policy: ProxyClockingPolicy,
     zone: tzinfo,
+    sessions: Sessions | None = None,
 ) -> list[ClockingFlag]:
     """Every flag the punches raise, in primary-key order. Give the punches and refusals of at least ``travel_s``
-    and ``fallback_s`` before the ones to judge."""
+    and ``fallback_s`` before the ones to judge, and the site calendar's ``sessions`` (without them only a punch
+    inside a leave is on leave, not one on a day of leave before the leave's first minute)."""
     if not policy.enabled:
         return []
     ordered = sorted(punches, key=lambda p: (p.at, p.event_id))
@@ -97,7 +102,7 @@ def detect(
         *_after_refusal(ordered, refusals, policy, zone),
     ]
     if policy.on_leave:
-        flags += _on_leave(ordered, leave, zone)
+        flags += _on_leave(ordered, leave, zone, sessions)
     return sorted(flags, key=lambda f: f.sort_key)
 
 
@@ -178,15 +183,34 @@ _METHOD_ZH = {"fingerprint": "指纹", "qr": "二维码", "card": "卡", "face":
 
 
 def _on_leave(
-    punches: Sequence[Punch], leave: Mapping[str, Sequence[Exception_]], zone: tzinfo
+    punches: Sequence[Punch], leave: Mapping[str, Sequence[Exception_]], zone: tzinfo, sessions: Sessions | None
 ) -> Iterator[ClockingFlag]:
     for punch in punches:
-        for e in leave.get(punch.staff_id, ()):
-            if e.kind == ExceptionKind.LEAVE and e.approved and e.start <= punch.at < e.end:
-                start, end = e.start.astimezone(zone), e.end.astimezone(zone)
-                detail = f"{start:%m-%d %H:%M} 至 {end:%m-%d %H:%M} 请假 (登记人 {e.filed_by}), 期间打卡"
-                yield ClockingFlag(punch, "on_leave", detail)
-                break
+        taken = [e for e in leave.get(punch.staff_id, ()) if e.kind == ExceptionKind.LEAVE and e.approved]
+        inside = next((e for e in taken if e.start <= punch.at < e.end), None)
+        if inside is not None:
+            start, end = inside.start.astimezone(zone), inside.end.astimezone(zone)
+            detail = f"{start:%m-%d %H:%M} 至 {end:%m-%d %H:%M} 请假 (登记人 {inside.filed_by}), 期间打卡"
+            yield ClockingFlag(punch, "on_leave", detail)
+            continue
+        day = punch.at.astimezone(zone).date()
+        worked = list(sessions(day)) if sessions is not None else []
+        if worked and all(_covered(a, b, taken) for a, b in worked):
+            by = "、".join(dict.fromkeys(e.filed_by for e in taken if e.start < worked[-1][1] and e.end > worked[0][0]))
+            detail = f"{day:%m-%d} 全天请假 (登记人 {by}), 当天 {punch.at.astimezone(zone):%H:%M} 打卡"
+            yield ClockingFlag(punch, "on_leave", detail)
+
+
+def _covered(start: datetime, end: datetime, leave: Sequence[Exception_]) -> bool:
+    """Whether the leave intervals together cover [start, end) (a week's leave filed day by day covers too)."""
+    reached = start
+    for e in sorted(leave, key=lambda e: e.start):
+        if e.start > reached:
+            break
+        reached = max(reached, e.end)
+        if reached >= end:
+            return True
+    return reached >= end
 
 
 # -- reading ---------------------------------------------------------------------------------------------
