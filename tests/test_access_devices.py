@@ -76,6 +76,50 @@ async def test_a_forced_door_then_a_dead_controller_are_one_outage_of_the_door_d
     assert rows[0].severity == "critical" and rows[0].kind == "door_offline"  # the graver condition names it
 
 
+async def test_a_door_left_open_past_its_limit_and_a_lock_fault_are_alarms_that_end_when_they_are_over(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, tmp_path: Path, running: Any
+) -> None:
+    """GIVEN a door controller twin WHEN a card opens the door and it stays open past held_open_s, then shuts, and
+    its lock stops taking its state, then takes it again THEN the centre has held_open and lock_fault begin and end
+    (each carrying when it began), as conditions of the door's outage incident, both cleared at the end."""
+    door = DoorConfig(controller=SimulatedDoorControllerConfig(grant_s=5), poll_s=0.05, held_open_s=0.5)
+    agent = running(agent_for(mosquitto, tmp_path, "door-24h", door=door))
+    await wait_until(lambda: stored(consumer, "door.state"), what="the door's first state")
+    sim = agent.door.sim
+    assert sim is not None
+    sim.grant()
+    sim.open_door()  # granted: not forced, but left open
+    await wait_until(lambda: _alarms(consumer, ("held_open", True)), what="held open")
+    sim.shut_door()
+    await wait_until(lambda: _alarms(consumer, ("held_open", False)), what="held open over")
+    sim.set_lock_fault(True)
+    await wait_until(lambda: _alarms(consumer, ("lock_fault", True)), what="the lock fault")
+    sim.set_lock_fault(False)
+    alarms = await wait_until(lambda: _alarms(consumer, ("lock_fault", False)), what="the lock fault over")
+    assert [(a["alarm"], a["active"]) for a in alarms] == [
+        ("held_open", True),
+        ("held_open", False),
+        ("lock_fault", True),
+        ("lock_fault", False),
+    ], "no forced alarm for a granted opening"
+    assert all(a["since"] for a in alarms)
+    k = incident_conditions.c
+    await wait_until(lambda: _all_cleared(consumer, 2), what="both conditions cleared")
+    kinds = {r.kind for r in await consumer.store.fetch(sa.select(k.kind))}
+    assert kinds == {"door_held_open.main", "door_lock_fault.main"}
+
+
+async def _alarms(consumer: RunningConsumer, last: tuple[str, bool]) -> list[dict[str, Any]] | None:
+    alarms = await stored(consumer, "door.alarm")
+    return alarms if alarms and (alarms[-1]["alarm"], alarms[-1]["active"]) == last else None
+
+
+async def _all_cleared(consumer: RunningConsumer, n: int) -> bool:
+    k = incident_conditions.c
+    rows = await consumer.store.fetch(sa.select(k.cleared_at))
+    return len(rows) == n and all(r.cleared_at is not None for r in rows)
+
+
 async def _open(consumer: RunningConsumer) -> list[Any]:
     return await consumer.store.fetch(sa.select(incidents).where(incidents.c.state == "open"))
 
