@@ -24,7 +24,15 @@ from pathlib import Path
 
 from protocol import topics
 from provisioning.credentials import password_file
-from provisioning.registry import API_USER, CONSUMER_USER, Account, AuthKind, Fleet, RegistryError
+from provisioning.registry import (
+    API_USER,
+    CONSUMER_USER,
+    Account,
+    AuthKind,
+    Fleet,
+    RegistryError,
+    hall_consumer_username,
+)
 
 CONF = "hallfleet.conf"
 PASSWD = "hallfleet.passwd"
@@ -129,12 +137,24 @@ def _bridge_block(fleet: Fleet, bridge: Account) -> str:
     return _block(bridge.username, writes, reads, f"the Mosquitto of hall {bridge.site}, bridged")
 
 
+def _hall_consumer_block(site: str) -> str:
+    """A hall consumer reads its site (and the broker's counters), sends its own restart_app commands and
+    alerts, and publishes its lead and incident snapshots for the bridge; it never confirms storage (``stored``
+    is the centre's word, docs/hall-autonomy.md) and sees no other site."""
+    prefix = f"{topics.PREFIX}/{site}"
+    writes = [f"{prefix}/+/cmd", f"{prefix}/alerts", f"{prefix}/{HALL_CONSUMER}"]
+    return _block(hall_consumer_username(site), writes, [f"{prefix}/#", "$SYS/#"], f"the hall consumer of {site}")
+
+
 def acl(fleet: Fleet, site: str | None = None) -> str:
-    """The centre's ACL (site None: services, bridges, every device) or a hall's (its devices only)."""
+    """The centre's ACL (site None: services, bridges, every device) or a hall's (its devices, and its hall
+    consumer when one is provisioned)."""
     blocks = [HEADER]
     if site is None:
         blocks += _service_blocks(fleet)
         blocks += [_bridge_block(fleet, b) for b in fleet.active("bridge")]
+    elif any(a.username == hall_consumer_username(site) for a in fleet.active("service", site)):
+        blocks.append(_hall_consumer_block(site))
     for dev in fleet.active("device", site):
         assert dev.site is not None and dev.device is not None
         blocks.append(_block(dev.username, *device_topics(dev.site, dev.device), f"{dev.label} ({dev.role})"))
@@ -142,13 +162,16 @@ def acl(fleet: Fleet, site: str | None = None) -> str:
 
 
 def passwords(fleet: Fleet, site: str | None = None) -> str:
-    """Password entries of the active password accounts; cert accounts need none (the CN is the login)."""
-    accounts = [
-        a
-        for a in fleet.active()
-        if a.auth == "password" and a.password_hash and (site is None or (a.kind == "device" and a.site == site))
-    ]
+    """Password entries of the active password accounts of that broker; cert accounts need none (the CN is the
+    login). A hall's services log in at their hall only; the centre's (site None) at the centre only."""
+    accounts = [a for a in fleet.active() if a.auth == "password" and a.password_hash and _logs_in_at(a, site)]
     return password_file((a.username, a.password_hash) for a in accounts if a.password_hash)
+
+
+def _logs_in_at(account: Account, site: str | None) -> bool:
+    if site is None:
+        return not (account.kind == "service" and account.site is not None)
+    return account.site == site and account.kind in ("device", "service")
 
 
 # -- mosquitto.conf -----------------------------------------------------------------------------------------
@@ -231,6 +254,12 @@ def centre_conf(layout: Layout) -> str:
 def hall_conf(layout: Layout, bridge: Bridge) -> str:
     """A hall's broker: its devices connect here; the bridge carries their traffic to the centre."""
     lines = [HEADER, "per_listener_settings false", ""]
+    if layout.local_port is not None:
+        lines += [
+            "# Plain MQTT for the hall consumer on this host only (docs/hall-autonomy.md).",
+            f"listener {layout.local_port} localhost",
+            "",
+        ]
     lines += [
         *_tls_listeners(layout),
         "",

@@ -170,6 +170,11 @@ def _broker_parser(psub: Any) -> None:
     b.add_argument("--centre-host", default=None, help="hall: the centre broker's name (in its certificate)")
     b.add_argument("--centre-port", type=int, default=None, help="hall: default 8883 (password), 8884 (cert)")
     b.add_argument("--bridge-auth", default="password", choices=get_args(AuthKind), help="hall: bridge login")
+    b.add_argument(
+        "--hall-consumer",
+        action="store_true",
+        help="hall: a hall consumer runs beside it (docs/hall-autonomy.md): its account, ACL and a localhost listener",
+    )
     b.add_argument("--approved-by", default=None, help="needed when this creates the service or bridge accounts")
     _broker_layout_args(b)
 
@@ -185,8 +190,8 @@ def _broker_layout_args(b: argparse.ArgumentParser) -> None:
         "--local-port",
         type=int,
         default=None,
-        help=f"centre: plain listener on localhost for the consumer and API (default {dflt.local_port}; 0: none);"
-        " a hall has none unless given",
+        help=f"plain listener on localhost for the consumer and API (default {dflt.local_port}; 0: none); a hall"
+        " has one only with --hall-consumer or this option",
     )
     b.add_argument("--tls-version", default=None, help="e.g. tlsv1.3 (default: Mosquitto's, 1.2 and 1.3)")
     b.add_argument("--persistence-dir", type=Path, default=dflt.persistence_dir, help="where Mosquitto saves state")
@@ -205,7 +210,9 @@ def _broker_layout_args(b: argparse.ArgumentParser) -> None:
 
 
 def _layout(a: argparse.Namespace, hall: bool) -> Layout:
-    local = a.local_port if a.local_port is not None else (None if hall else Layout().local_port)
+    # A hall's broker listens on localhost only for a hall consumer beside it.
+    plain = not hall or a.hall_consumer
+    local = a.local_port if a.local_port is not None else (Layout().local_port if plain else None)
     layout = Layout(
         conf_dir=a.conf_dir,
         persistence_dir=a.persistence_dir,
@@ -407,7 +414,7 @@ def _broker(a: argparse.Namespace, prov: Provisioner) -> int:
     if a.hall is not None:
         if not a.centre_host:
             raise RegistryError("--hall needs --centre-host: the centre broker's name as in its certificate")
-        hall = HallOptions(a.hall, a.centre_host, a.centre_port, a.bridge_auth, a.approved_by)
+        hall = HallOptions(a.hall, a.centre_host, a.centre_port, a.bridge_auth, a.approved_by, consumer=a.hall_consumer)
     layout = _layout(a, hall is not None)
     files = prov.render_broker(a.out, layout, a.host, hall, a.approved_by)
     for name in files.created_accounts:

@@ -49,6 +49,7 @@ from provisioning.registry import (
     bridge_username,
     check_person,
     device_username,
+    hall_consumer_username,
 )
 
 SERVER_RENEW_BEFORE = timedelta(days=90)
@@ -92,6 +93,7 @@ class HallOptions:
     auth: AuthKind = "password"
     approved_by: str | None = None
     restart_timeout: tuple[int, int] = (5, 60)
+    consumer: bool = False  # a hall consumer runs beside this broker (docs/hall-autonomy.md): its account too
 
 
 @dataclass(slots=True)
@@ -278,9 +280,9 @@ class Provisioner:
         self._write_tls(files, fleet, hosts, f"hall-{site}" if site else "centre")
         files.write(brokerconf.PASSWD, brokerconf.passwords(fleet, site), 0o640)
         files.write(brokerconf.ACL, brokerconf.acl(fleet, site), 0o644)
+        self._write_service_secrets(files, fleet, site)
         if hall is None:
             conf = brokerconf.centre_conf(layout)
-            self._write_service_secrets(files, fleet)
         else:
             conf = brokerconf.hall_conf(layout, self._bridge(files, fleet, hall))
         # 0640: a hall's conf holds the bridge password (Mosquitto has no separate file for it).
@@ -303,6 +305,12 @@ class Provisioner:
                     "render it with --approved-by for a new one"
                 )
                 continue
+            if hall is not None and hall.consumer and not _is_active(fleet, hall_consumer_username(hall.site)):
+                skipped.append(
+                    f"{out}: 大厅 {hall.site} 的大厅消费者账号已吊销, 已从该代理移除 / the hall consumer account of "
+                    f"{hall.site} is revoked and left out: render with --hall-consumer --approved-by for a new one"
+                )
+                hall = dataclasses.replace(hall, consumer=False)
             written.append(self.render_broker(out, layout, hosts, hall))
         return written, skipped
 
@@ -342,7 +350,12 @@ class Provisioner:
     def _ensure_accounts(
         self, fleet: Fleet, hall: HallOptions | None, approved_by: str | None
     ) -> tuple[Fleet, list[Secrets]]:
-        wanted = [_service(CONSUMER_USER), _service(API_USER)] if hall is None else [_bridge_account(hall)]
+        if hall is None:
+            wanted = [_service(CONSUMER_USER), _service(API_USER)]
+        else:
+            wanted = [_bridge_account(hall)]
+            if hall.consumer:
+                wanted.append(_service(hall_consumer_username(hall.site), hall.site))
         created = []
         for account in wanted:
             fleet, secrets = self._ensure(fleet, account, approved_by or (hall.approved_by if hall else None))
@@ -361,8 +374,11 @@ class Provisioner:
             password = self.stored_password(account.username)
         return Bridge(account, hall.centre_host, port, password, hall.restart_timeout)
 
-    def _write_service_secrets(self, files: BrokerFiles, fleet: Fleet) -> None:
+    def _write_service_secrets(self, files: BrokerFiles, fleet: Fleet, site: str | None) -> None:
+        """The passwords of the services that log in at this broker, for their configs' password_file."""
         for account in fleet.active("service"):
+            if account.site != site:
+                continue
             password = self.stored_password(account.username)
             files.write(f"credentials/{account.username}.password", password + "\n", 0o600)
 
@@ -392,6 +408,11 @@ class Provisioner:
         return issued.cert_pem, issued.key_pem
 
 
+def _is_active(fleet: Fleet, username: str) -> bool:
+    account = fleet.get(username)
+    return account is not None and account.active
+
+
 def _active(fleet: Fleet, username: str) -> Account:
     account = fleet.require(username)
     if not account.active:
@@ -407,9 +428,9 @@ def _retire_cert(fleet: Fleet, account: Account, at: datetime, reason: CrlReason
     )
 
 
-def _service(username: str) -> Account:
+def _service(username: str, site: str | None = None) -> Account:
     # approved_by and created_at are filled in by _ensure; these placeholders never reach the registry.
-    return Account(username=username, kind="service", auth="password", approved_by="-", created_at=utc_now())
+    return Account(username=username, kind="service", site=site, auth="password", approved_by="-", created_at=utc_now())
 
 
 def _bridge_account(hall: HallOptions) -> Account:

@@ -68,7 +68,7 @@ class SignKey(_Model):
 class Account(_Model):
     username: str = Field(description="MQTT username and client id")
     kind: Kind = Field(description="device, bridge (a hall's Mosquitto) or service (consumer, API)")
-    site: str | None = Field(default=None, description="Site of a device or bridge")
+    site: str | None = Field(default=None, description="Site of a device, a bridge or a hall's own consumer")
     device: str | None = Field(default=None, description="Device id, unique in its site")
     role: Role | None = Field(default=None, description="What a device does (devices only)")
     auth: AuthKind = Field(description="password (over TLS) or cert (mutual TLS, CN = username)")
@@ -157,6 +157,11 @@ def device_username(site: str, device: str) -> str:
 
 def bridge_username(site: str) -> str:
     return f"bridge-{topics.check_segment(site, 'site')}"
+
+
+def hall_consumer_username(site: str) -> str:
+    """The hall consumer's login on its hall's broker (docs/hall-autonomy.md): a service of one site."""
+    return f"hall-consumer-{topics.check_segment(site, 'site')}"
 
 
 def parse_target(target: str) -> str:

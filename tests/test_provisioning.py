@@ -393,6 +393,88 @@ def test_hall_bridge_carries_device_events_to_the_centre_and_commands_back(
         assert topics.event(SITE, "att-2", "attendance.punch") not in consumer.topics()
 
 
+def test_a_hall_consumer_logs_in_at_its_hall_reads_its_site_and_writes_only_what_it_sends(
+    prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN a hall broker rendered with --hall-consumer WHEN the hall consumer logs in on the hall's localhost
+    listener THEN it reads its site's devices, sends restart_app commands, alerts and its lead/incident snapshots
+    (which the bridge takes to the centre), but cannot confirm storage (the centre's word), touch another site,
+    or log in at the centre; a device cannot pass for it (docs/hall-autonomy.md)."""
+    a = add(prov, "kiosk-1")
+    add(prov, "kiosk-9", site="wanzhou")
+    centre_layout = loopback_layout(tmp_path / "centre-conf")
+    hall_layout = loopback_layout(tmp_path / "hall-conf")
+
+    def render(out: Path, *extra: str) -> None:
+        argv = ["provision", "broker", "--dir", str(prov.directory), "--out", str(out), "--conf-dir", str(out)]
+        argv += ["--hall", SITE, "--hall-consumer", "--approved-by", IT, "--host", "127.0.0.1", "--bind", "127.0.0.1"]
+        argv += ["--centre-host", "127.0.0.1", "--centre-port", str(centre_layout.tls_port), *extra]
+        argv += ["--tls-port", str(hall_layout.tls_port), "--mtls-port", str(hall_layout.mtls_port)]
+        assert hallfleet_main([*argv, "--log-file", "none", "--no-persistence"]) == 0
+
+    render(tmp_path / "as-in-production")
+    assert f"created hall-consumer-{SITE}" in capsys.readouterr().out
+    assert "listener 1883 localhost" in (tmp_path / "as-in-production" / "hallfleet.conf").read_text()
+    from broker.mosquitto.local import free_port
+
+    local = free_port()
+    render(hall_layout.conf_dir, "--local-port", str(local))  # the account exists now: no second one
+    assert "created" not in capsys.readouterr().out
+    user = f"hall-consumer-{SITE}"
+    password = (hall_layout.conf_dir / "credentials" / f"{user}.password").read_text().strip()
+    assert password == prov.stored_password(user)
+    prov.render_broker(centre_layout.conf_dir, centre_layout, HOSTS, approved_by=IT)
+    assert user not in (centre_layout.conf_dir / "hallfleet.passwd").read_text()
+    assert not (centre_layout.conf_dir / "credentials" / f"{user}.password").exists()
+    hall = ProvisionedBroker(tmp_path / "hall", hall_layout)
+    centre = ProvisionedBroker(tmp_path / "centre", centre_layout)
+    brokers += [centre.start(), hall.start()]
+    wait_until(lambda: f"as bridge-{SITE}" in centre.log(), "the hall's bridge to log in to the centre")
+    hall_login = Login(user, password)
+    assert try_connect(centre.local_port, hall_login) != "Success"  # a hall's service logs in at its hall only
+    with (
+        session(local, hall_login, client_id="hall-qingpu-1") as hc,
+        session(centre.local_port, service(prov, CONSUMER_USER)) as centre_consumer,
+        session(hall.layout.tls_port, login(a, tmp_path)) as kiosk,
+    ):
+        hc.subscribe(f"hall/v1/{SITE}/#")
+        centre_consumer.subscribe("hall/v1/#")
+        kiosk.subscribe(topics.cmd(SITE, "kiosk-1"))
+        evt = topics.event(SITE, "kiosk-1", "kiosk.fault")
+        assert kiosk.publish(evt, b"fault") == "Success"
+        wait_until(lambda: evt in hc.topics(), "the hall consumer to read its device")
+        assert hc.publish(topics.cmd(SITE, "kiosk-1"), b"restart_app") in ACCEPTED
+        wait_until(lambda: kiosk.payloads(topics.cmd(SITE, "kiosk-1")) == [b"restart_app"], "the hall's command")
+        assert hc.publish(f"hall/v1/{SITE}/alerts", b"page") in ACCEPTED
+        lead = f"hall/v1/{SITE}/_hall/lead"
+        assert hc.publish(lead, b'{"state":"online"}') in ACCEPTED
+        wait_until(lambda: lead in centre_consumer.topics(), "the lead to cross the bridge to the centre")
+        for forbidden in (
+            f"hall/v1/{SITE}/kiosk-1/stored",  # only the centre confirms storage
+            "hall/v1/wanzhou/kiosk-9/cmd",
+            "hall/v1/wanzhou/_hall/lead",
+            f"hall/v1/{SITE}/kiosk-1/evt/kiosk.fault",  # it does not speak for devices
+        ):
+            assert hc.publish(forbidden) == "Not authorized", forbidden
+        assert kiosk.publish(lead, b'{"state":"offline"}') == "Not authorized"  # a device cannot pass for it
+
+
+def test_revoking_a_hall_consumer_leaves_it_out_of_the_hall_render(prov: Provisioner, tmp_path: Path) -> None:
+    """GIVEN a hall rendered with its hall consumer WHEN that account is revoked and the brokers re-rendered THEN
+    its password and ACL are gone from the hall's files and the re-render says why (no approval asked)."""
+    layout = loopback_layout(tmp_path / "hall-conf")
+    prov.render_broker(
+        layout.conf_dir, layout, HOSTS, HallOptions(SITE, "127.0.0.1", 8883, consumer=True), approved_by=IT
+    )
+    user = f"hall-consumer-{SITE}"
+    assert f"user {user}" in (layout.conf_dir / "hallfleet.acl").read_text()
+    prov.revoke(user, IT, "hall server replaced")
+    written, skipped = prov.rerender_brokers()
+    assert len(written) == 1 and any("hall consumer" in s for s in skipped), skipped
+    assert user not in (layout.conf_dir / "hallfleet.acl").read_text()
+    assert user not in (layout.conf_dir / "hallfleet.passwd").read_text()
+
+
 def test_hall_bridge_queues_events_while_the_centre_is_down_and_delivers_them_after_it_restarts(
     prov: Provisioner, tmp_path: Path, brokers: list[ProvisionedBroker]
 ) -> None:
