@@ -254,13 +254,14 @@ async def test_monthly_bulletin_counts_per_unit_with_the_four_late_half_day(nove
     table = monthly_by_unit(november.days, november.members, MonthlyRule(), "2026-11", site_name=NAME)
     rows = rows_by_staff(table)
     # worked, late, early, missing, absent (days, rule included), of which the rule, leave, terminal fault, abnormal;
-    # a days column shows one decimal throughout once a half day is in it, as the workbook does
-    assert rows["A01"][4:] == ["21", "4", "0", "1", "0.5", "0.5", "0", "1", "1"]
-    assert rows["B02"][4:] == ["20", "3", "0", "0", "0.0", "0.0", "1", "1", "0"]
-    assert rows["C03"][4:] == ["20", "2", "2", "0", "1.5", "0.5", "0", "0", "0"]
+    # a days column shows one decimal throughout once a half day is in it, as the workbook does; the last: a note
+    # for a person judged on part of the month only
+    assert rows["A01"][4:] == ["21", "4", "0", "1", "0.5", "0.5", "0", "1", "1", ""]
+    assert rows["B02"][4:] == ["20", "3", "0", "0", "0.0", "0.0", "1", "1", "0", ""]
+    assert rows["C03"][4:] == ["20", "2", "2", "0", "1.5", "0.5", "0", "0", "0", ""]
     texts = [text_row(table, r, labels("zh-CN")) for r in table.rows if r.total]
-    assert [MARKET, "小计", "", "", "41", "7", "0", "1", "0.5", "0.5", "1", "2", "1"] in texts
-    assert texts[-1] == ["合计", "", "", "", "61", "9", "2", "1", "2.0", "1.0", "1", "2", "1"]
+    assert [MARKET, "小计", "", "", "41", "7", "0", "1", "0.5", "0.5", "1", "2", "1", ""] in texts
+    assert texts[-1] == ["合计", "", "", "", "61", "9", "2", "1", "2.0", "1.0", "1", "2", "1", ""]
     without_rule = rows_by_staff(monthly_by_unit(november.days, november.members, None, "2026-11"))
     assert without_rule["A01"][8] == "0" and without_rule["C03"][8] == "1"
 
@@ -322,7 +323,7 @@ async def test_xlsx_reopened_has_the_sheets_chinese_headers_and_numbers(november
     assert ws["A1"].value == f"{NAME} 2026-11 月度考勤通报"
     header = [c.value for c in ws[2]]
     assert header == ["单位", "窗口", "工号", "姓名", "出勤天数", "迟到次数", "早退次数", "未签到/未签退", "旷工(天)",
-                      "其中迟到早退累计折算(天)", "请假(天)", "设备故障(人日)", "非正常考勤"]  # fmt: skip
+                      "其中迟到早退累计折算(天)", "请假(天)", "设备故障(人日)", "非正常考勤", "考勤期说明"]  # fmt: skip
     assert ws.freeze_panes == "A3" and ws["A2"].font.bold
     a01 = next(r for r in ws.iter_rows(min_row=3) if r[2].value == "A01")
     assert a01[8].value == 0.5 and a01[8].number_format == "0.0" and a01[5].value == 4
@@ -344,7 +345,7 @@ async def test_csv_reread_with_utf8_sig_matches_the_table(november: Period, tmp_
     w = labels("zh-CN")
     assert title == [f"{NAME} 2026-11 月度考勤通报"] and header[4] == "出勤天数"
     assert rows == [text_row(monthly, r, w) for r in monthly.rows]
-    assert ["区市场监管局", "3号窗口", "A01", "张三", "21", "4", "0", "1", "0.5", "0.5", "0", "1", "1"] in rows
+    assert ["区市场监管局", "3号窗口", "A01", "张三", "21", "4", "0", "1", "0.5", "0.5", "0", "1", "1", ""] in rows
 
 
 # Days columns as the monthly rule makes them: (case, absence per person, what a reader sees in the CSV).
@@ -449,3 +450,42 @@ async def test_a_hall_live_from_the_5th_judges_reports_and_locks_nothing_before(
 
 
 SITES_WITHOUT_GO_LIVE = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU)})
+
+
+# (case, go-live, D04's 入职日期, D04's 离职日期, the note on D04's row, D04's 旷工 days). D04 never punches.
+JOINED, LEFT, LIVE_5 = "2026-11-16 入职, 此前不考勤", "2026-11-20 离职, 此后不考勤", "2026-11-05 系统上线, 此前不考勤"
+JAN = date(2026, 1, 1)
+PART_MONTH_CASES = [
+    ("hall live all month, joined Mon 11-16 (WZ002:10 旷工 only once employed)", LIVE, nov(16), None, JOINED, 11),
+    ("hall live from Thu 11-05 (go_live), joined before it", nov(5), JAN, None, LIVE_5, 18),
+    ("joined after go-live: the later day counts", nov(5), nov(16), None, JOINED, 11),
+    ("left Fri 11-20: no verdict after it", LIVE, JAN, nov(20), LEFT, 15),
+    ("joined 11-16 and left 11-20", LIVE, nov(16), nov(20), f"{JOINED}; {LEFT}", 5),
+    ("employed the whole month: no note", LIVE, JAN, None, "", 21),
+    ("left on the month's last day: the whole month", LIVE, JAN, nov(30), "", 21),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "live", "joined", "left", "note", "absent"), PART_MONTH_CASES, ids=[c[0] for c in PART_MONTH_CASES]
+)
+async def test_the_bulletin_says_why_a_persons_month_is_short(
+    store: Store, tmp_path: Path, case: str, live: date, joined: date, left: date | None, note: str, absent: int
+) -> None:
+    """Nobody is absent before the system or the person existed (issue 17 item 5): days before the hall's go-live
+    or the person's 入职日期, and after their 离职日期, get no verdict, and the signed bulletin says so on the
+    person's row instead of leaving a reader to wonder why their 旷工 is short. November 2026 has 21 working
+    days in Wanzhou's calendar (no statutory holiday, WZ002:8)."""
+    row = person("D04", "赵六", SOCIAL, "8号窗口") | {"start_date": joined, "end_date": left}
+    await insert(store, staff, [row])
+    sites = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU, go_live=live)})
+    p = await load_period(store, sites, SITE, nov(1), nov(30), now=AFTER)
+    table = monthly_by_unit(p.days, p.members, None, "2026-11", site_name=NAME, judged_from=p.judged_from)
+    d04 = rows_by_staff(table)["D04"]
+    assert (d04[-1], d04[8]) == (note, str(absent)), case
+    path = tmp_path / "m.xlsx"
+    write_xlsx([table], path)
+    ws = openpyxl.load_workbook(path)["月度考勤通报"]
+    assert ws.cell(2, ws.max_column).value == "考勤期说明"
+    (shown,) = [r[-1].value for r in ws.iter_rows(min_row=3) if r[2].value == "D04"]
+    assert (shown or "") == note

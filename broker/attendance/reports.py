@@ -41,7 +41,14 @@ class Word:
     key: str
 
 
-Value = str | int | float | date | datetime | Verdict | Word | bool | None
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Words with a date the writer translates, such as "2026-11-16 入职, 此前不考勤": (label key, day) parts."""
+
+    parts: tuple[tuple[str, date], ...]
+
+
+Value = str | int | float | date | datetime | Verdict | Word | Note | bool | None
 # Column kinds as the shared sheet writer reads them: days show the precision their data needs (a quarter day
 # 0.25, never 0.3), so the rows visibly add up to the subtotals.
 _SHEET_FMT: dict[Kind, Fmt] = {"int": "int", "days": "decimal", "date": "date", "time": "time"}
@@ -208,6 +215,8 @@ def _count(days: Iterable[StaffDay], test: Callable[[StaffDay], bool]) -> defaul
 _MONTH_KEYS = ["worked_days", "late", "early", "missing", "absent_days", "rule_days", "leave_days"]
 _MONTH_KEYS += ["device_fault_days", "abnormal"]
 _MONTH_COLUMNS = (*(Column(k) for k in _PERSON), *(Column(k, "days" if k in _DAYS else "int") for k in _MONTH_KEYS))
+# Last: why a person's month is shorter (joined, left, or the hall went live during it), in words.
+_MONTH_COLUMNS += (Column("judged_note"),)
 
 
 def monthly_by_unit(
@@ -229,17 +238,44 @@ def monthly_by_unit(
     by_unit: defaultdict[str, list[str]] = defaultdict(list)
     for staff_id in sorted(sums, key=lambda s: _order(s, people)):
         by_unit[_order(staff_id, people)[0]].append(staff_id)
+    notes = _judged_notes(chosen, people, month)
     rows: list[Row] = []
     for unit, staff_ids in by_unit.items():
         lines = [_month_numbers(sums[s]) for s in staff_ids]
         for staff_id, numbers in zip(staff_ids, lines, strict=True):
-            rows.append(Row((*_person(people.get(staff_id), staff_id), *numbers), flag=_bad(numbers)))
-        rows.append(Row((unit, Word("subtotal"), "", "", *_sum(lines)), total=True))
+            values = (*_person(people.get(staff_id), staff_id), *numbers, notes.get(staff_id, ""))
+            rows.append(Row(values, flag=_bad(numbers)))
+        rows.append(Row((unit, Word("subtotal"), "", "", *_sum(lines), ""), total=True))
     everyone = [_month_numbers(s) for s in sums.values()]
-    rows.append(Row((Word("total"), "", "", "", *_sum(everyone)), total=True))
+    rows.append(Row((Word("total"), "", "", "", *_sum(everyone), ""), total=True))
     went_live_during = judged_from is not None and judged_from > date.fromisoformat(f"{month}-01")
     period = f"{month} ({judged_from} ~)" if went_live_during else month
     return Table("monthly", period, _MONTH_COLUMNS, tuple(rows), site_name)
+
+
+def _judged_notes(days: list[StaffDay], people: dict[str, StaffMember], month: str) -> dict[str, Note]:
+    """Each person judged on part of the month only, and why: days before their 入职日期 or the hall's go-live, and
+    after their 离职日期, got no verdict (nobody is absent before they or the system existed), which the signed
+    bulletin must say beside the figures it does not count."""
+    first_of_month = date.fromisoformat(f"{month}-01")
+    spans: dict[str, tuple[date, date]] = {}
+    for d in days:
+        lo, hi = spans.get(d.staff_id, (d.day, d.day))
+        spans[d.staff_id] = (min(lo, d.day), max(hi, d.day))
+    notes: dict[str, Note] = {}
+    for staff_id, (lo, hi) in spans.items():
+        m = people.get(staff_id)
+        joined = m is not None and m.start_date == lo
+        start = ("joined_note" if joined else "live_note", lo) if lo > first_of_month else None
+        left = m is not None and m.end_date is not None and m.end_date == hi < _last_of_month(first_of_month)
+        end = ("left_note", hi) if left else None
+        if start or end:
+            notes[staff_id] = Note(tuple(x for x in (start, end) if x is not None))
+    return notes
+
+
+def _last_of_month(first: date) -> date:
+    return (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
 
 
 def _month_numbers(s: MonthSummary) -> tuple[int | float, ...]:
@@ -372,7 +408,8 @@ def _summary(monthly: Table | None, month: str, w: Labels) -> Sheet:
     items: list[tuple[str, Value, Col]] = []
     if monthly is not None and monthly.rows:
         staff = sum(not r.total for r in monthly.rows)
-        figures = zip(monthly.columns[len(_PERSON) :], monthly.rows[-1].values[len(_PERSON) :], strict=True)
+        numbers = slice(len(_PERSON), len(_PERSON) + len(_MONTH_KEYS))  # the note column has no total
+        figures = zip(monthly.columns[numbers], monthly.rows[-1].values[numbers], strict=True)
         items = [(w["staff_count"], staff, Col("", "int"))]
         items += [(w[c.key], v, Col("", _SHEET_FMT.get(c.kind, "text"))) for c, v in figures]
     site, period = (monthly.site_name, monthly.period) if monthly is not None else ("", month)
@@ -406,6 +443,8 @@ def _text(value: Value, kind: Kind, w: Labels) -> str:
         return w.verdict(value)
     if isinstance(value, Word):
         return w[value.key]
+    if isinstance(value, Note):
+        return w["note_sep"].join(w[key].format(day=day.isoformat()) for key, day in value.parts)
     if isinstance(value, bool):
         return w.yes_no(value) if kind != "mark" else w["yes"] if value else ""
     if isinstance(value, datetime):
