@@ -1,7 +1,8 @@
 """The fleet overview in a real browser (Debian's chromium driven by Playwright) against uvicorn serving the app over
 the seeded 10,000-device fleet (tests/support/fleet_seed.py): the page loads with its tiles, problems and one
 page of devices (the time to load is printed), the filters and the search narrow it, the next page follows, and
-the device page shows its health history. Screenshots go to test-artifacts/ (ignored by git)."""
+the device page shows its health history. The load must take at most a second (best of three) and the three most
+urgent problems must be on the first screen. Screenshots go to test-artifacts/ (ignored by git)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, ViewportSize, async_playwright, expect
 
 from broker.api.app import create_app
 from broker.api.auth import add_user
@@ -26,6 +27,9 @@ from tests.test_overview import NOW, PASSWORD, api_config
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+LOAD_TARGET_MS = 1000  # issue 21: the overview at 10,000 devices renders in <= 1 s on this machine
+# A desktop and a common laptop.
+SCREENS: tuple[ViewportSize, ...] = ({"width": 1400, "height": 900}, {"width": 1366, "height": 768})
 
 
 @pytest.fixture
@@ -56,6 +60,21 @@ async def _shot(page: Page, tmp_path: Path, name: str) -> None:
     shutil.copy(tmp_path / f"{name}.png", ARTIFACTS / f"overview-{name}.png")
 
 
+async def _three_most_urgent_on_the_first_screen(page: Page, tmp_path: Path) -> None:
+    """The three most urgent problems are read without scrolling, on a desktop's screen and a laptop's."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    for screen in SCREENS:
+        await page.set_viewport_size(screen)
+        await page.evaluate("window.scrollTo(0, 0)")
+        rows = page.locator("#problems tbody tr")
+        for n in range(3):
+            box = await rows.nth(n).bounding_box()
+            assert box is not None and box["y"] + box["height"] <= screen["height"], (screen, n, box)
+        await page.screenshot(path=str(tmp_path / "first-screen.png"))
+        shutil.copy(tmp_path / "first-screen.png", ARTIFACTS / f"overview-00-first-screen-{screen['height']}.png")
+    await page.set_viewport_size(SCREENS[0])
+
+
 async def test_overview_of_10000_devices_filters_searches_and_opens_a_device(server: str, tmp_path: Path) -> None:
     assert await asyncio.to_thread(CHROMIUM.exists), f"{CHROMIUM} is missing: run scripts/setup"  # never a skip
     async with async_playwright() as pw:
@@ -67,10 +86,15 @@ async def test_overview_of_10000_devices_filters_searches_and_opens_a_device(ser
             await page.fill("#password", PASSWORD)
             await page.click("#login-submit")
             await page.wait_for_url(f"{server}/")
-            started = time.perf_counter()
-            await page.goto(f"{server}/", wait_until="load")
-            took_ms = (time.perf_counter() - started) * 1000
-            print(f"\noverview of 10,000 devices loaded in the browser in {took_ms:.0f} ms")
+            took_ms = []
+            for _ in range(3):
+                started = time.perf_counter()
+                await page.goto(f"{server}/", wait_until="load")
+                took_ms.append((time.perf_counter() - started) * 1000)
+            print(f"\noverview of 10,000 devices loaded in the browser in {', '.join(f'{t:.0f}' for t in took_ms)} ms")
+            # The issue's target, on the best of three loads: one slow load is the shared machine, not the page.
+            assert min(took_ms) <= LOAD_TARGET_MS, f"the overview took {min(took_ms):.0f} ms at best"
+            await _three_most_urgent_on_the_first_screen(page, tmp_path)
             await expect(page.locator("#hall-tiles a.tile")).to_have_count(20)
             await expect(page.locator("#devices tbody tr")).to_have_count(50)
             first = page.locator("#problems tbody tr").first

@@ -172,6 +172,7 @@ ROLES = {
     "locker": ("自助寄取柜", "locker bank"),
     "patrol": ("巡查扫码器", "patrol handheld"),
     "queue": ("排队叫号系统", "queue system"),
+    "none": ("通用设备（仅心跳）", "generic device (heartbeats only)"),  # role "none": the fleet's plain agents
     "": ("未登记", "unregistered"),
 }
 CONSUMABLE_STATES = {

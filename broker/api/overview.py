@@ -10,6 +10,7 @@ parameter is bounded at the door (a 422 naming it), like broker/api/params.py's.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse
 from broker.api import fleet_queries as fq
 from broker.api import queries, views
 from broker.api.auth import User, current_user
-from broker.api.fleet_words import incident_kind_label
+from broker.api.fleet_words import ROLES, incident_kind_label
 from broker.api.i18n import language, words
 from broker.api.params import SEGMENT, PageNo
 from broker.calendar import CalendarError
@@ -118,8 +119,8 @@ async def overview_page(
         device_pages=_pages(page, total, DEVICES_PER_PAGE),
         problem_pages=_pages(pp, len(problems), PROBLEMS_PER_PAGE),
         filters={"hall": hall or "", "kind": kind or "", "state": state or "", "label": label or "", "q": q or ""},
-        halls=sorted(set(app.sites.names()) | set(counts)) if user.all_sites else sorted(user.sites),
-        kinds=["kiosk", "attendance", "rating", "sim"],
+        halls=_hall_names(app.sites, sorted(set(app.sites.names()) | set(counts)) if user.all_sites else user.sites),
+        kinds=[k for k in ROLES if k],  # every role an agent may have, the hall's own (door, queue ...) too
         states=["offline", "stale", "unknown", "shutdown", "registered", "online"],
     )
 
@@ -201,6 +202,11 @@ def _consumable_problem(r: Any, window: datetime | None, now: datetime, t: dict[
         detail=detail,
         deadline=deadline,
     )
+
+
+def _hall_names(sites: Sites, ids: Iterable[str]) -> dict[str, str]:
+    """The filter's halls by name (青浦区政务服务中心), as the tiles show them; the id where none is set."""
+    return {site: sites[site].name or site for site in sorted(ids)}
 
 
 def _tiles(
