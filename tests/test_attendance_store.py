@@ -233,6 +233,68 @@ async def test_an_exception_filed_by_the_deadline_counts_and_one_filed_after_it_
     ]
 
 
+# A Monday-Friday sick leave filed after the fact (QP 000:40 「因特殊情况事前未能办理请假手续的,须在上班后两个工作日
+# 内说明情况并上传相关证明」): (case, the leave's days, the day back at work or None, filed at, late?).
+SEP28, OCT8, OCT10 = date(2026, 9, 28), date(2026, 10, 8), date(2026, 10, 10)
+AFTER_THE_FACT = [
+    ("QP000:40 filed while still away: nothing runs yet", (date(2026, 11, 16), FRI), None, local(FRI, "10:00"), False),
+    ("QP000:40 back Mon, filed Tue", (date(2026, 11, 16), FRI), date(2026, 11, 23), local(TUE, "09:00"), False),
+    (
+        "QP000:40 back Mon, filed on the 2nd working day at its close",
+        (date(2026, 11, 16), FRI),
+        date(2026, 11, 23),
+        local(date(2026, 11, 25), "17:00"),
+        False,
+    ),
+    (
+        "QP000:40 one minute over",
+        (date(2026, 11, 16), FRI),
+        date(2026, 11, 23),
+        local(date(2026, 11, 25), "17:01"),
+        True,
+    ),
+    (
+        "QP000:40 + QP000:282 National Day then the 调休 Saturday 10-10 is the 2nd working day",
+        (SEP28, SEP28),
+        OCT8,
+        local(OCT10, "16:59"),
+        False,
+    ),
+    ("QP000:40 ... and a minute after its close is late", (SEP28, SEP28), OCT8, local(OCT10, "17:01"), True),
+]
+
+
+@pytest.mark.parametrize(("case", "days", "back", "filed", "late"), AFTER_THE_FACT, ids=[c[0] for c in AFTER_THE_FACT])
+async def test_leave_filed_after_the_fact_is_timed_from_the_return_to_work(
+    store: Store, case: str, days: tuple[date, date], back: date | None, filed: datetime, late: bool
+) -> None:
+    """The issue's case: a compliant sick leave filed on the second working day after the return used to become
+    five days of 旷工 locked as 非正常考勤, since the two days ran from the leave's first day. Filed in time, every
+    day of it is 请假 and nothing is locked; one minute over, the filing is kept but late."""
+    from broker.attendance.service import staff_days
+
+    sites = Sites({"qp": QP.model_copy(update={"go_live": date(2026, 9, 1)})})
+    await seed_staff(store, member("S1"))
+    if back is not None:
+        await punched(store, "S1", local(back, "08:25"))
+        await punched(store, "S1", local(back, "17:05"))
+    first, last = days
+    exc = await file_exception(store, sites, "qp", "S1", "leave", local(first, "08:30"), local(last, "17:00"),
+                               by="leader", at=filed, reason="病假")  # fmt: skip
+    assert exc.late is late, case
+    judged = await staff_days(store, sites, "qp", first, last, now=filed)
+    working = [d for d in judged if d.verdict is not Verdict.REST_DAY]
+    assert {d.verdict for d in working} == ({Verdict.ABSENT} if late else {Verdict.LEAVE}), case
+
+    async def compute(site: str, a: date, b: date) -> list[StaffDay]:
+        return await staff_days(store, sites, site, a, b, now=filed)
+
+    await lock_due(store, sites, filed, compute)
+    async with store.engine.connect() as conn:
+        locked = await locks_for(conn, "qp", first, last)
+    assert len(locked) == (len(working) if late else 0), "only a late filing leaves days to lock (QP000:43)"
+
+
 async def test_filing_refuses_unknown_staff_backwards_times_and_days_outside_employment(store: Store) -> None:
     await seed_staff(store, member("S1", start=date(2026, 11, 23)))
     at = local(TUE, "10:00")
