@@ -162,7 +162,8 @@ async def test_cli_writes_the_workbook_and_refuses_a_bad_month(
     args = ["duties", "report", SITE, "--month", "2026-11", "--out", str(out), "--config", str(cfg)]
     assert await asyncio.to_thread(hallfleet.cli.main, args) == 0
     printed = capsys.readouterr().out
-    assert "网络检查 60 终端·日 (未通过 1, 未执行 " in printed, printed  # 2 kiosks x 30 days: a month gone by
+    # A month gone by: 2 hall kiosks x 21 working days, and Sunday the 1st, when both checked anyway.
+    assert "网络检查 44 终端·日 (未通过 1, 未执行 " in printed, printed
     text = out.read_text(encoding="utf-8-sig")
     assert "网络日常检查" in text and "2026-11-02,k2,未通过,centre" in text
     args[4] = "2026-13"

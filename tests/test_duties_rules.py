@@ -82,3 +82,44 @@ def test_patrol_round_verdict(
     found = [(at(h), {"point": p, "officer": "s1"}) for h, p in scans]
     verdict, _, left = judge((at(9.5), at(10.5)), found, ["pad-1", "pad-2"], min_pct, at(now))
     assert (verdict, left) == (expected, missing)
+
+
+# QP 000:389 「网络日常检查」 is the terminals' environment duty: on a day the hall is closed, only the 24-hour
+# kiosks run (and owe a check); a hall kiosk that checked anyway is judged by what it found.
+@pytest.mark.parametrize(
+    ("day", "expected"),
+    [
+        (1, {("kiosk-2", "failed"), ("kiosk-24h-1", "missing")}),  # Sunday: kiosk-1 was off, as it should be
+        (2, {("kiosk-1", "missing"), ("kiosk-2", "missing"), ("kiosk-24h-1", "missing")}),  # Monday: all owe it
+    ],
+)
+async def test_network_check_on_a_closed_day_is_owed_by_the_24_hour_kiosks_only(
+    store_url: str, day: int, expected: set[tuple[str, str]]
+) -> None:
+    import sqlalchemy as sa
+
+    from broker.config import ConsumerConfig
+    from broker.duties.netcheck import netcheck_day
+    from broker.sites import Sites
+    from broker.store.db import Store
+    from broker.store.schema import devices
+    from runtime.clock import HALL_ZONE
+    from tests.support.hall_duties import add_device, add_event, netcheck
+
+    site = Sites(ConsumerConfig(sites={"qp": {}}).sites)["qp"]
+    sunday = datetime(2026, 11, 1, 12, 0, tzinfo=HALL_ZONE)
+    assert not site.site_calendar.is_working_day(sunday.date())
+    store = await Store.open(store_url)
+    try:
+        for device in ("kiosk-1", "kiosk-2", "kiosk-24h-1"):
+            await add_device(store, "qp", device, "kiosk", sunday - timedelta(days=30))
+            async with store.engine.begin() as conn:  # registered, as IT does (not the deprecated name pattern)
+                registered = device.startswith("kiosk-24h")
+                await conn.execute(sa.update(devices).where(devices.c.device == device).values(hours24=registered))
+        await add_event(store, "qp", "kiosk-2", "duty.netcheck", sunday - timedelta(hours=3), netcheck(False))
+        now = sunday + timedelta(days=day - 1)
+        async with store.engine.connect() as conn:
+            judged = await netcheck_day(conn, "qp", site, now.date(), now)
+    finally:
+        await store.close()
+    assert {(n.device, n.verdict) for n in judged} == expected

@@ -21,6 +21,7 @@ class SiteDevice:
     key: str
     device: str
     device_class: str
+    hours24: bool  # serves every day (the 24-hour area), not only the hall's working days
 
 
 def at_local(day: date, hhmm: str, zone: ZoneInfo) -> datetime:
@@ -36,9 +37,12 @@ async def site_devices(conn: AsyncConnection, site: str, cfg: SiteConfig, before
     """The site's devices first heard of before ``before`` (a device installed later is not judged for that day)."""
     d = devices.c
     rows = await conn.execute(
-        sa.select(d.key, d.device, d.role).where(d.site == site, d.first_seen < before).order_by(d.device)
+        sa.select(d.key, d.device, d.role, d.hours24).where(d.site == site, d.first_seen < before).order_by(d.device)
     )
-    return [SiteDevice(r.key, r.device, cfg.device_class(r.device, r.role)) for r in rows]
+    return [
+        SiteDevice(r.key, r.device, cfg.device_class(r.device, r.role), cfg.is_always_on(r.device, r.hours24))
+        for r in rows
+    ]
 
 
 def of_classes(found: Iterable[SiteDevice], classes: list[str]) -> list[SiteDevice]:
