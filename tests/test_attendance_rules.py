@@ -861,3 +861,41 @@ def test_ns_leave_taken_before_the_substitute_arrived_is_absence_and_after_it_is
     assert late_b[1].verdict is V.MISSING_IN, "B is judged on B's own punches"
     _, qp = SITES["qingpu"]
     assert apply_handover(a_and_b("15:00"), members, excs, sessions, qp.ab, HALL_ZONE)[0].verdict is V.ON_TIME
+
+
+# (case, when B (the substitute) arrives or None, when A's day is judged, A's verdict). A signs in 08:25, leaves at
+# 12:00 for the afternoon (事假, half a day); Ningshan's sessions on 2026-03-11 are 08:30-12:00 and 14:30-17:30.
+NS_HANDOVER_CASES = [
+    ("NS003:88 at 13:30 before the afternoon session B may still come: not 旷工", None, "13:30", V.ON_TIME),
+    ("NS003:88 at 16:00 B still away, the day not over (item 4): not 旷工 yet", None, "16:00", V.ON_TIME),
+    ("NS003:88 B at 14:50, known by 16:00, still not judged before the day ends", "14:50", "16:00", V.ON_TIME),
+    ("NS003:88 at 17:30 the last session over and nobody took over: 旷工", None, "17:30", V.ABSENT),
+    ("NS003:88 B at 14:25, before the afternoon session: handed over", "14:25", "18:00", V.ON_TIME),
+    ("NS003:88 B at 14:40: 10 minutes uncovered, under ab.min_gap_min (15)", "14:40", "18:00", V.ON_TIME),
+    ("NS003:88 B at 14:50: 20 minutes uncovered", "14:50", "18:00", V.ABSENT),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "b_arrives", "now", "verdict"), NS_HANDOVER_CASES, ids=[c[0] for c in NS_HANDOVER_CASES]
+)
+def test_ns_handover_is_judged_once_the_day_is_over(case: str, b_arrives: str | None, now: str, verdict: V) -> None:
+    """NS003:88 顶岗人员到岗后,请假人员方可离开工作岗位,否则视为脱岗或旷工, judged like any other 旷工: never before
+    the day's last session ends (issue 17 item 4). The handover used to mark A 旷工 at 13:30, an hour before B was
+    even due, because B's afternoon had not happened yet."""
+    from broker.attendance.ab import apply_handover
+    from broker.attendance.roster import StaffMember
+
+    site, policy = SITES["ningshan"]
+    cal, when = site.site_calendar, at(MAR11, now)
+    leave = exc(L.LEAVE, MAR11, "12:00", "17:30", reason="事假", staff_id="A")
+    members = [StaffMember("ns", s, s, "镇政府", "W1", post, date(2026, 1, 1)) for s, post in (("A", "A"), ("B", "B"))]
+
+    def finger(staff_id: str, hm: str) -> Punch:
+        return replace(punch(MAR11, hm), method="fingerprint", staff_id=staff_id, event_id=f"{staff_id}-{hm}")
+
+    b_punches = [finger("B", hm) for hm in (b_arrives, "17:35") if hm is not None and at(MAR11, hm) <= when]
+    a = judge_day("A", MAR11, cal, policy, [finger("A", "08:25"), finger("A", "12:00")], [leave], [], when)
+    b = judge_day("B", MAR11, cal, policy, b_punches, [], [], when)
+    judged = apply_handover([a, b], members, {"A": [leave]}, cal.sessions_on(MAR11), policy.ab, HALL_ZONE, now=when)
+    assert judged[0].verdict is verdict, case

@@ -295,6 +295,29 @@ async def test_leave_filed_after_the_fact_is_timed_from_the_return_to_work(
     assert len(locked) == (len(working) if late else 0), "only a late filing leaves days to lock (QP000:43)"
 
 
+@pytest.mark.parametrize(("now", "verdict"), [("13:00", Verdict.ON_TIME), ("18:00", Verdict.ABSENT)])
+async def test_the_substitute_first_handover_through_the_store_waits_for_the_day_to_end(
+    store: Store, now: str, verdict: Verdict
+) -> None:
+    """NS 003:88 as a site's policy (attendance.ab.handover = substitute_first) on both stores: A leaves at 12:00 for
+    the afternoon and B never comes. At 13:00, before the afternoon session, A is not 旷工 (the day is not over,
+    issue 17 item 4); once it is over, A is."""
+    from broker.attendance.service import staff_days
+
+    ab = QP.attendance.ab.model_copy(update={"handover": "substitute_first"})
+    cfg = QP.model_copy(
+        update={"go_live": date(2026, 11, 1), "attendance": QP.attendance.model_copy(update={"ab": ab})}
+    )
+    sites = Sites({"qp": cfg})
+    await seed_staff(store, member("A", "W1", "A"), member("B", "W1", "B"))
+    await punched(store, "A", local(TUE, "08:25"))
+    await punched(store, "A", local(TUE, "12:00"))
+    await file_exception(store, sites, "qp", "A", "leave", local(TUE, "12:00"), local(TUE, "17:00"), by="leader",
+                         at=local(TUE, "08:00"), reason="事假")  # fmt: skip
+    (a,) = [d for d in await staff_days(store, sites, "qp", TUE, TUE, now=local(TUE, now)) if d.staff_id == "A"]
+    assert a.verdict is verdict, a.reason
+
+
 async def test_filing_refuses_unknown_staff_backwards_times_and_days_outside_employment(store: Store) -> None:
     await seed_staff(store, member("S1", start=date(2026, 11, 23)))
     at = local(TUE, "10:00")

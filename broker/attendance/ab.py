@@ -104,10 +104,15 @@ def apply_handover(
     sessions: Sequence[Interval],
     policy: AbPolicy,
     zone: tzinfo,
+    now: datetime | None = None,
 ) -> list[StaffDay]:
     """NS 003:88 on one day's verdicts (all of the site's for that day): a holder who left the post for leave of
-    ``handover_leave_days`` or more before a substitute arrived is absent. Other days come back unchanged."""
+    ``handover_leave_days`` or more before a substitute arrived is absent. Other days come back unchanged.
+    ``now`` (None: the day is over): like any 旷工, never before the day's last session ends, since until then the
+    substitute's afternoon has not happened (the AB alert tells window management of the gap as it runs)."""
     if policy.handover != "substitute_first" or not sessions or not days:
+        return list(days)
+    if now is not None and now < max(end for _, end in sessions):
         return list(days)
     by_id = {d.staff_id: d for d in days}
     window_of = {s: w for w, hs in holders_by_window(members, days[0].day).items() for s in hs}

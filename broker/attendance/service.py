@@ -172,7 +172,7 @@ async def load_period(store: Store, sites: Sites, site: str, first: date, last: 
         for day in employed_days(m, judged_first, judged_last):
             verdict = judge_day(m.staff_id, day, cal, policy, _around(by_day, day), own, faults, now)
             days.append(_apply_lock(verdict, locks.get((m.staff_id, day))))
-    days = _handover(days, members, exceptions, cfg)
+    days = _handover(days, members, exceptions, cfg, now)
     judged_from = live if live is not None and policy.enabled else None
     return Period(site, cfg.name or site, first, judged_last, cal.zone, members, days, faults, judged_from)
 
@@ -190,7 +190,11 @@ async def go_live(conn: AsyncConnection, cfg: SiteConfig, site: str) -> date | N
 
 
 def _handover(
-    days: list[StaffDay], members: list[StaffMember], exceptions: dict[str, list[Exception_]], cfg: SiteConfig
+    days: list[StaffDay],
+    members: list[StaffMember],
+    exceptions: dict[str, list[Exception_]],
+    cfg: SiteConfig,
+    now: datetime,
 ) -> list[StaffDay]:
     """Ningshan's handover rule needs a window's holders side by side, so it runs per day after judging."""
     if cfg.attendance.ab.handover == "notify" or not days:
@@ -202,7 +206,7 @@ def _handover(
     out: list[StaffDay] = []
     for day, group in sorted(by_day.items()):
         judged = [d for d in group if not d.locked]  # a locked day keeps the verdict frozen at its deadline
-        out += apply_handover(judged, members, exceptions, cal.sessions_on(day), cfg.attendance.ab, cal.zone)
+        out += apply_handover(judged, members, exceptions, cal.sessions_on(day), cfg.attendance.ab, cal.zone, now)
         out += [d for d in group if d.locked]
     return out
 
