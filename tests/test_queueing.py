@@ -225,6 +225,33 @@ async def test_a_window_nobody_serves_while_tickets_wait_is_one_alert_not_three(
     assert all(reason in body for reason in reasons[cause]), body
 
 
+@pytest.mark.parametrize("first", ["ab_away", "paused"])
+async def test_a_second_reason_joining_an_unattended_window_is_not_a_second_alert(
+    store: Store, jobs: QueueJobs, first: str
+) -> None:
+    """GIVEN window 03 with a ticket waiting, told unattended for one reason (both A/B posts away, or its pad
+    paused) WHEN the other reason joins while the window is still unattended THEN window management has still
+    had one alert: the episode began with the first reason, and the second is no new news to act on."""
+    members = [StaffMember(SITE, "S1", "张三", "区市场监管局", "03", "A", date(2026, 1, 1)),
+               StaffMember(SITE, "S2", "李四", "区市场监管局", "03", "B", date(2026, 1, 1)),
+               StaffMember(SITE, "S3", "王五", "区税务局", "05", "A", date(2026, 1, 1))]  # fmt: skip
+    await import_roster(store, members, by="wm", at=at(8))
+    await insert(store, punch(at(8, 45), "S3"))
+    if first == "paused":  # both posts at work until 09:40, when both leave (a gap from then on)
+        await insert(store, punch(at(8, 50), "S1"), punch(at(8, 51), "S2"), pad(at(9, 10), "paused"))
+    await insert(store, step_event("issued", at(9, 0), "A001"), step_event("called", at(9, 5), "A001", window="03"),
+                 step_event("issued", at(9, 20), "A002"))  # fmt: skip
+    await jobs.tick(at(9, 31))  # one reason: told (the A/B gap at once, the pause once A002 is past its limit)
+    assert [n.step for n in await sent(store)] == ["window_unattended"]
+    if first == "paused":
+        await insert(store, punch(at(9, 40), "S1"), punch(at(9, 40, 30), "S2"))  # both sign out: away
+    else:
+        await insert(store, pad(at(9, 40), "paused"))
+    for t in (at(10, 0), at(10, 20)):
+        await jobs.tick(t)
+    assert [n.step for n in await sent(store)] == ["window_unattended"], "one unattended episode, one alert"
+
+
 async def test_a_paused_pad_without_tickets_waiting_keeps_its_own_alert(store: Store, jobs: QueueJobs) -> None:
     await insert(store, pad(at(9, 30), "paused"))
     await insert(store, step_event("issued", at(9, 0), "A001"), step_event("called", at(9, 5), "A001", window="03"))

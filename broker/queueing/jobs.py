@@ -12,8 +12,9 @@
   unattended.py's, which the dashboard's queue view shows too.
 
 Safe on several consumers: folding writes the same rows, and every notice is deduplicated by its notification key
-(the episode's first ticket, the pause's first event, the A/B gap's start). An instance keeps its cursor and its
-episodes in memory; a new one starts with a look-back, and what it sends again is a no-op.
+(the episode's first ticket; for a window, the earlier of the pause's first event and the A/B gap's start, so a
+second reason joining is no second alert). An instance keeps its cursor and its episodes in memory; a new one
+starts with a look-back, and what it sends again is a no-op.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from broker.queueing.unattended import (
     Late,
     Unattended,
     away_windows,
+    episode_ref,
     is_due,
     late_legs,
     pad_runs,
@@ -158,14 +160,8 @@ class QueueJobs:
         limit = policy.limit_min(longest.service)
         over_zh = f", 其中 {len(late)} 张已超时" if late else ""
         over_en = f", {len(late)} past their limit" if late else ""
-        # The notice is keyed by the pause's first event, else the A/B gap's start: one per condition.
-        ref = (
-            f"pad_paused:{why.paused.event_id}"
-            if why.paused is not None
-            else f"ab:{site}:{window}:{why.away.start.astimezone(zone).isoformat() if why.away else now.isoformat()}"
-        )
         return Notice(
-            ref=ref,
+            ref=episode_ref(site, window, why, zone),
             step="window_unattended",
             site=site,
             device=why.paused.device if why.paused is not None else "*",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 
 from broker.attendance.ab import Gap, coverage_gaps
 from broker.attendance.service import load_period
@@ -44,6 +44,17 @@ class Unattended:
 
     paused: PadState | None
     away: Gap | None
+
+
+def episode_ref(site: str, window: str, why: Unattended, zone: tzinfo) -> str:
+    """The key of a window's unattended episode, so it is told once: its earlier reason (the pause's first event,
+    or the A/B gap's start). A second reason joining while the first lasts is the same episode, not a new alert;
+    the episode ends with the reason that began it."""
+    if why.paused is not None and (why.away is None or why.paused.at <= why.away.start):
+        return f"pad_paused:{why.paused.event_id}"
+    if why.away is None:
+        raise ValueError("a window with neither reason is not unattended")
+    return f"ab:{site}:{window}:{why.away.start.astimezone(zone).isoformat()}"
 
 
 def late_legs(waiting: Sequence[Leg], policy: QueuePolicy, now: datetime) -> list[Late]:
