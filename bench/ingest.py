@@ -48,6 +48,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import cProfile
 import ctypes
 import ctypes.util
 import datetime as dt
@@ -618,6 +619,12 @@ def consumer_main(conn: Connection, parent_pid: int, url: str, host: str, port: 
                 "store_rejected": c.store_rejected,
             }
 
+        # HALLFLEET_PROFILE_DIR: each consumer run writes its cProfile stats there (pid in the name), to find
+        # where a drain's CPU goes (docs/ingest.md); the figures of a profiled run are not figures.
+        profile_dir = os.environ.get("HALLFLEET_PROFILE_DIR")
+        profiler = cProfile.Profile() if profile_dir else None
+        if profiler is not None:
+            profiler.enable()
         try:
             import uvloop
 
@@ -626,6 +633,9 @@ def consumer_main(conn: Connection, parent_pid: int, url: str, host: str, port: 
         except ImportError:
             counters = asyncio.run(amain())
             loop_name = "asyncio"
+        if profiler is not None and profile_dir:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"consumer-{instance}-{os.getpid()}.prof"))
         conn.send(("counters", {**counters, "loop": loop_name}))
     except Exception:
         _report_crash(conn)
