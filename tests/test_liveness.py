@@ -99,25 +99,33 @@ async def test_no_generated_attack_punches(
     assert evidence.drop < FaceConfig().limits.blink_drop
 
 
-# Each photo with a blink warped along its landmarks (eyes shut 0.3 s as when asked, 0.1 s as a natural blink).
-GENUINE = [("obama3", 0.3), ("biden", 0.3), ("biden", 0.1), ("grace_hopper", 0.3), ("grace_hopper", 0.1)]
-GLASSES = {"grace_hopper"}
-# Measured (this test, bench/face.py section 5; docs/threat-model.md): both sittings of grace_hopper are refused.
-# Behind her glasses the 68 landmarks follow the warped lid by a drop of only 0.14 (one eye; 0.19 the other) where
-# blink_drop asks 0.22, and the eye pixels do not tell a blink from her attacks either: moved or turned photos of
-# her changed the eye regions by 0.26-0.34, her blink by 0.31. Lowering either limit would let those attacks in.
-MEASURED_FALSE_REFUSALS = 2
+# Each photo with a blink warped along its landmarks (eyes shut 0.3 s as when asked, 0.1 s as a natural blink). obama2
+# is one of obama's enrolment shots here: a genuine sitting needs only its face matched, and it has no glasses.
+GENUINE = [
+    ("obama3", 0.3), ("obama2", 0.3), ("biden", 0.3), ("biden", 0.1), ("grace_hopper", 0.3), ("grace_hopper", 0.1)
+]  # fmt: skip
+STAFF = {**PEOPLE, "obama2": "obama"}
+# Measured (this test, bench/face.py section 5; docs/threat-model.md): up to three sittings are falsely refused.
+# - grace_hopper, both: behind her glasses the 68 landmarks follow the warped lid by a drop of only 0.14 (one eye;
+#   0.19 the other) where blink_drop asks 0.22, and the eye pixels do not tell a blink from her attacks either: moved
+#   or turned photos of her changed the eye regions by 0.26-0.34, her blink by 0.31.
+# - obama2, no glasses, on the edge: its landmarks follow the lid by 0.17-0.24 in both eyes, depending on where the
+#   5 fps frames fall in the blink: this sitting punches (0.24), the bench's seeds 0 and 2 (blink at 0.3 and 0.5 s)
+#   are refused (0.17-0.19), while attacks reached 0.16 (obama3's photo turned, seed 0; grace_hopper's on a close
+#   screen). Lowering either limit would let those attacks in.
+FALSELY_REFUSED = {"grace_hopper", "obama2"}
+MEASURED_FALSE_REFUSALS = 3
 
 
-async def test_a_genuine_blink_punches_within_1_5_s_and_only_glasses_are_falsely_refused(
+async def test_a_genuine_blink_punches_within_1_5_s_but_for_the_measured_false_refusals(
     gallery: FaceGallery, tmp_path: Path
 ) -> None:
     """GIVEN each sitting of GENUINE: someone stepping up and blinking 0.3 s later, played through the camera at
     5 fps, 640x480, for 3.4 s (past the window, so a refusal comes) THEN each gives exactly one outcome: a punch of
     that person with the blink in its evidence on a frame at most 1.5 s into the video, or a not_live refusal of
-    that person. Refusals (false refusals: these people blinked) come only from behind glasses and are at most
-    MEASURED_FALSE_REFUSALS; the wall time to a punch is printed, not asserted (on a loaded machine the engine falls
-    behind the file; bench/face.py measures it alone)."""
+    that person. Refusals (false refusals: these people blinked) come only from the photos of FALSELY_REFUSED and
+    are at most MEASURED_FALSE_REFUSALS; the wall time to a punch is printed, not asserted (on a loaded machine the
+    engine falls behind the file; bench/face.py measures it alone)."""
     falsely_refused: list[tuple[str, float]] = []
     for i, (name, closed_s) in enumerate(GENUINE):
         frames = genuine(name, SECONDS, blinks=(0.3,), closed_s=closed_s, seed=2)
@@ -126,14 +134,14 @@ async def test_a_genuine_blink_punches_within_1_5_s_and_only_glasses_are_falsely
         [(index, wall, outcome)] = [(k, t, o) for k, (t, o) in enumerate(outcomes) if o is not None]
         print(f"\n{name} shut {closed_s} s: frame {index} ({index / 5:.1f} s of video, {wall:.2f} s wall): {outcome}")
         if isinstance(outcome, FaceReject) and outcome.reason == "not_live":
-            assert outcome.staff_id == PEOPLE[name], outcome
+            assert outcome.staff_id == STAFF[name], outcome
             falsely_refused.append((name, closed_s))
             continue
-        assert isinstance(outcome, FaceMatch) and outcome.staff_id == PEOPLE[name], outcomes
+        assert isinstance(outcome, FaceMatch) and outcome.staff_id == STAFF[name], outcomes
         assert index / 5 <= 1.5
         assert outcome.liveness is not None and outcome.liveness.blink_s is not None
         assert outcome.liveness.drop >= FaceConfig().limits.blink_drop
-    assert {name for name, _ in falsely_refused} <= GLASSES, falsely_refused
+    assert {name for name, _ in falsely_refused} <= FALSELY_REFUSED, falsely_refused
     assert len(falsely_refused) <= MEASURED_FALSE_REFUSALS, falsely_refused
 
 
