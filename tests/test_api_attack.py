@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ from broker.reports.sheets import Col, Sheet, write_csv
 from broker.sites import SiteConfig, Sites
 from broker.store.commands import audit
 from broker.store.db import Store
-from broker.store.schema import audit_log, incidents
+from broker.store.schema import audit_log, devices, events, incidents
 from config.base import ConfigError
 from protocol.ids import uuid7
 from runtime.clock import HALL_ZONE
@@ -169,6 +170,30 @@ async def test_a_technician_reads_device_audit_rows_but_no_leave_reason_roster_c
         admin = await _bearer(served, c, "admin")
         everything = {a["action"] for a in (await c.get("/api/audit?size=500", headers=admin)).json()["items"]}
         assert {"attendance.exception.file", "staff.update", "rating.review", "incident.ack"} <= everything
+
+
+async def test_a_device_page_shows_the_staff_data_in_its_events_only_to_roles_that_read_it(served: Served) -> None:
+    """A technician who gets 403 on attendance must not read who clocked in when from the terminal's own page."""
+    now = served.clock.now()
+    payloads = [
+        ("attendance.punch", {"staff_id": "S0042", "method": "face"}),
+        ("rating.submitted", {"window": "W1", "staff_id": "S0077", "level": 1}),
+        ("patrol.scan", {"officer": "S0099", "finding": "ok"}),
+        ("device.health", {"cpu_temp_c": 51.5}),
+    ]
+    async with served.store.engine.begin() as conn:
+        await conn.execute(devices.insert().values(key="qp/att-1", site="qp", device="att-1", role="attendance",
+                                                   presence="online", presence_since=now, first_seen=now))  # fmt: skip
+        for seq, (kind, data) in enumerate(payloads, 1):
+            await conn.execute(
+                events.insert().values(site="qp", device="att-1", id=uuid7(), type=kind, seq=seq, boot_id="b", ts=now,
+                                       clock_synced=True, replayed=False, received_at=now, data=json.dumps(data))
+            )  # fmt: skip
+    async with served.client() as c:
+        for name, shown in (("tech.qp", False), ("viewer", False), ("wm.qp", True), ("admin", True)):
+            page = (await c.get("/devices/qp/att-1", headers=await _bearer(served, c, name))).text
+            assert "51.5" in page, name
+            assert all((staff in page) == shown for staff in ("S0042", "S0077", "S0099")), name
 
 
 # -- 2. login abuse --------------------------------------------------------------------------------------------

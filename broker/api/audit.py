@@ -29,6 +29,22 @@ CLASSES: dict[str, tuple[str, ...]] = {
 # Users, logins and whatever no class names: the IT section's (permission "users").
 EVERYTHING = "users"
 
+# The same rule for a device's own events as a page lists them: a punch names a staff id and its time, a rating
+# the staff member at the window, a patrol scan the officer. Event types no class names are the IT section's.
+EVENT_CLASSES: dict[str, tuple[str, ...]] = {
+    "devices": ("device.", "kiosk.", "command.", "config.", "app.", "door.", "locker.", "duty.", "queue.",
+                "attendance.gallery"),
+    "attendance": ("attendance.punch", "patrol."),
+    "ratings": ("rating.",),
+}  # fmt: skip
+
+
+def may_read_event(user: User, event_type: str) -> bool:
+    """Whether ``user`` may read the payload of a device event of ``event_type`` (deny by default)."""
+    if user.can(EVERYTHING):
+        return True
+    return any(user.can(perm) for perm, ps in EVENT_CLASSES.items() if event_type.startswith(ps))
+
 
 def audit_query(user: User, device: str | None = None) -> sa.Select[Any]:
     """The rows ``user`` may read, newest first (``device``: only rows about that SITE/DEVICE)."""

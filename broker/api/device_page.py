@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from broker.api import fleet_queries as fq
 from broker.api import queries, views
+from broker.api.audit import may_read_event
 from broker.api.auth import User, current_user
 from broker.api.charts import series_svg
 from broker.api.consumables_view import consumable_rows
@@ -67,7 +68,7 @@ async def device_page(request: Request, user: Me, site: Site, device: DevicePath
         consumables=await consumable_rows(
             app.store, app.sites, await fq.device_consumables(app.store, row.key), lang, t, now
         ),
-        events=[_event_row(e, t) for e in await fq.recent_events(app.store, site, device)],
+        events=[_event_row(e, t, user) for e in await fq.recent_events(app.store, site, device)],
         incidents=[_incident_row(i, app.sites, now, t, lang) for i in await fq.device_incidents(app.store, row.key)],
         commands=await _commands(app.store, row.key, t) if can_read_commands else [],
         actions=_actions(row.role) if user.can("command") else [],
@@ -123,13 +124,14 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _event_row(e: Any, t: dict[str, str]) -> dict[str, Any]:
+def _event_row(e: Any, t: dict[str, str], user: User) -> dict[str, Any]:
     return {
         "type": t.get(f"event_type.{e.type}", e.type),
         "seq": e.seq,
         "at": views.hall_time(e.ts),
         "replayed": e.replayed,
-        "data": e.data[:160],
+        # A punch's or a rating's payload is staff data: only for roles that read it (broker/api/audit.py).
+        "data": e.data[:160] if may_read_event(user, e.type) else "",
     }
 
 
