@@ -374,6 +374,10 @@ async def test_the_pages_show_every_kind_state_and_reason_in_chinese(client: htt
     for word in ("停机", "离线", "停止服务", "部分功能不可用", "现场报障", "大厅整体故障", "A4打印机 卡纸",
                  "小票打印机 缺纸", "应用 健康检查失败", "耗材: 热敏纸"):  # fmt: skip
         assert word in html, word
+    # The rules' summaries in words: the functions a kiosk lost, the presence and why, a consumable's state.
+    for word in ("受影响: 取号、打印、查询", "离线: 连接中断", "失联: 心跳超时", "已用完"):
+        assert word in html, word
+    assert "kiosk.state=" not in html and "will (connection lost)" not in html
     overview = (await client.get("/")).text
     for word in ("24小时自助终端", "考勤终端", "好差评评价器", "模拟设备", "在线", "离线", "失联"):
         assert word in overview, word

@@ -175,6 +175,18 @@ ROLES = {
     "none": ("通用设备（仅心跳）", "generic device (heartbeats only)"),  # role "none": the fleet's plain agents
     "": ("未登记", "unregistered"),
 }
+KIOSK_FUNCTIONS = {  # agent/roles/kiosk.py's functions, lost in a kiosk.state
+    "ticket": ("取号", "tickets"),
+    "print": ("打印", "printing"),
+    "query": ("查询", "queries"),
+}
+PRESENCE_REASONS = {  # broker/store/db.py's presence transitions, as an offline incident's summary names them
+    "birth": ("上线", "came online"),
+    "will (connection lost)": ("连接中断", "connection lost"),
+    "clean shutdown": ("正常关机", "clean shutdown"),
+    "heartbeat resumed": ("心跳恢复", "heartbeat resumed"),
+    "heartbeat overdue": ("心跳超时", "heartbeat overdue"),
+}
 CONSUMABLE_STATES = {
     "ok": ("正常", "ok"),
     "low": ("将尽", "near end"),
@@ -292,7 +304,10 @@ ENUMS: dict[str, dict[str, tuple[str, str]]] = {
     "event_type": EVENT_TYPES,
     "command": COMMANDS,
     "audit_action": AUDIT_ACTIONS,
+    "kiosk_function": KIOSK_FUNCTIONS,
+    "presence_reason": PRESENCE_REASONS,
 }
+AFFECTED = ("受影响", "affected")
 
 
 def enum_label(category: str, value: str, lang: str) -> str:
@@ -320,6 +335,33 @@ def incident_kind_label(kind: str, lang: str) -> str:
     if head in table:  # door_forced.main, locker_overdue.A.3: the kind, then which door or compartment
         return f"{table[head]} {rest}"
     return f"{OTHER[1 if lang == 'en' else 0]} ({kind})"
+
+
+def incident_summary(summary: str, lang: str, t: dict[str, str]) -> str:
+    """An incident's summary as the rules wrote it (broker/rules/incidents.py), in words: ``kiosk.state=down
+    ticket,print`` names the functions lost, ``offline: will (connection lost)`` the presence and its reason,
+    ``thermal_paper=low`` the state. A fault's bare code is already in the kind's words, so it is left out; a
+    fault's own text, written by the device, is shown as the device wrote it."""
+    if summary.startswith("kiosk.state="):
+        lost = [f for f in summary.partition(" ")[2].split(",") if f]
+        sep = ", " if lang == "en" else "、"
+        return (
+            f"{AFFECTED[1 if lang == 'en' else 0]}: {sep.join(enum_label('kiosk_function', f, lang) for f in lost)}"
+            if lost
+            else ""
+        )
+    if summary in FAULT_CODES:
+        return ""
+    if summary in PRESENCE_REASONS:
+        return enum_label("presence_reason", summary, lang)
+    state, sep_, reason = summary.partition(": ")
+    if sep_ and state in ("online", "offline", "stale", "shutdown", "unknown"):
+        said = enum_label("presence_reason", reason, lang) if reason in PRESENCE_REASONS else reason
+        return f"{t.get(state, state)}: {said}"
+    _, eq, value = summary.partition("=")
+    if eq and value in CONSUMABLE_STATES:
+        return enum_label("consumable_state", value, lang)
+    return summary
 
 
 def _enum_words(i: int) -> dict[str, str]:

@@ -26,6 +26,7 @@ from broker.api.audit import staff_data_read
 from broker.api.auth import COOKIE, User, close_session, current_user, request_token, same_origin
 from broker.api.consumables_view import consumable_rows
 from broker.api.dispatch import dispatches_of
+from broker.api.fleet_words import incident_summary
 from broker.api.i18n import language, words
 from broker.api.limits import form_fields
 from broker.api.live import END, LiveStream, still_valid
@@ -39,6 +40,7 @@ from broker.store.schema import devices, incidents
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.filters["hall_time"] = views.hall_time
+TEMPLATES.env.filters["incident_summary"] = incident_summary
 Me = Annotated[User, Depends(current_user)]
 CHART_HISTORY = timedelta(days=7)  # how far back the consumables' level charts reach
 CONSUMABLES_PER_PAGE = 100

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from jinja2 import Environment
 
 from broker.api import queries
-from broker.api.fleet_words import incident_kind_label
+from broker.api.fleet_words import incident_kind_label, incident_summary
 from broker.api.svg import availability, segments, timeline_svg
 from broker.sites import Sites
 from broker.store.db import Store
@@ -97,7 +97,7 @@ def incident_row(
         "severity_label": t.get(r.severity, r.severity),
         "state": r.state,
         "state_label": t.get(r.state, r.state),
-        "summary": r.summary,
+        "summary": incident_summary(r.summary, lang, t),
         "detected": hall_time(r.detected_at),
         "breach_at": sla.breach_at.isoformat(),
         "countdown": countdown(sla.breach_at, now, sla.breached, t),

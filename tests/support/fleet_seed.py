@@ -182,6 +182,20 @@ def _incidents(rows: list[dict[str, Any]], now: datetime, rng: random.Random) ->
     return out
 
 
+def summary_of(kind: str) -> str:
+    """The summary the rules write for such an incident (broker/rules/incidents.py, sla.py, actions.py)."""
+    head, _, rest = kind.partition(".")
+    if kind in ("outage", "offline"):
+        return "offline: will (connection lost)" if kind == "offline" else "stale: heartbeat overdue"
+    if kind.startswith("kiosk_"):
+        return "kiosk.state=down ticket,print,query" if kind == "kiosk_down" else "kiosk.state=degraded print"
+    if head == "fault":
+        return rest.partition(".")[2]  # the device's detail, or its bare code
+    if head == "consumable":
+        return f"{rest}=empty"
+    return {"reported": "报障人 wang.li", "hall_outage": "12/20 台设备同时故障"}.get(kind, "")
+
+
 def _incident(r: dict[str, Any], kind: str, severity: str, detected: datetime, state: str, now: datetime) -> dict:
     return {
         "id": str(uuid7()),
@@ -194,7 +208,7 @@ def _incident(r: dict[str, Any], kind: str, severity: str, detected: datetime, s
         "hours24": bool(r.get("hours24")),
         "state": state,
         "open_key": f"{r['key']}|{kind}|{uuid7()}",
-        "summary": "",
+        "summary": summary_of(kind),
         "detected_at": detected,
         "last_signal_at": detected,
         "step": "new",
