@@ -36,6 +36,9 @@ from tests.test_overview_browser import ARTIFACTS, CHROMIUM, FLAGS
 
 DEVICES = 50
 # The test_fleet morning, with heartbeat-only agents (role "none") among the fleet as well.
+# The rest of the dashboard, over what the same morning's agents sent (doors, lockers, patrols, queues, punches).
+HALL_PAGES = ("/incidents", "/access?site=qingpu", "/duties?site=qingpu", "/queue?site=qingpu", "/ratings",
+              "/attendance?site=qingpu", "/access?site=wanzhou", "/queue?site=wanzhou")  # fmt: skip
 MORNING = SHORT_DAY.replace("patrol = 0.04\n", "patrol = 0.04\nnone = 0.04\n")
 
 
@@ -155,6 +158,11 @@ async def test_the_fleet_simulators_morning_reads_in_words_on_every_page(
             await expect(page.locator("body")).to_contain_text(FLEET_ZH["from_device"])
             await _in_chinese(page, "consumables")
             await _shot(page, "03-consumables")
+
+            for path in HALL_PAGES:
+                answer = await page.goto(f"{dashboard}{path}")
+                assert answer is not None and answer.status == 200, path
+                await _in_chinese(page, path)
 
             await page.goto(f"{dashboard}/?lang=en")
             await expect(page.locator("#device-pager .page-info")).to_contain_text(str(DEVICES))
