@@ -29,13 +29,16 @@ from broker.store import commands as cmd_sql
 from broker.store.commands import audit
 from broker.store.db import Store
 from broker.store.keys import DeviceKey
-from broker.store.schema import commands, devices, events, face_gallery, gallery_sites
+from broker.store.schema import commands, devices, events, face_gallery, gallery_sites, staff_consents
 from config.base import Section, read_secret
 from protocol.commands import Command
 from protocol.gallery import GalleryUpdate, associated_data, key_from_text, pack, seal
 from protocol.ids import uuid7
 
 log = logging.getLogger(__name__)
+
+
+CONSENT_PURPOSE = "face_attendance"  # 人脸考勤: what a staff_consents row must cover for a face to be enrolled
 
 
 class GalleryAdminError(ValueError):
@@ -107,7 +110,10 @@ async def enrol_in(
     version: int | None = None,
 ) -> int:
     """``enrol`` inside the caller's transaction (shots already checked). ``version``: one this transaction
-    already bumped to, so several changes made together are one new version; None bumps it here."""
+    already bumped to, so several changes made together are one new version; None bumps it here. Refused without
+    the person's consent on record and not withdrawn (README: no consent, no face): whatever calls it, this store
+    step is the one way in, so no second door can skip the gate."""
+    await _check_consent(conn, site, staff_id)
     blob = np.asarray(encodings, dtype=np.float32).tobytes()
     f = face_gallery.c
     if version is None:
@@ -129,6 +135,18 @@ async def enrol_in(
     await audit(conn, at=at, actor=by, action="gallery.enrol", target=f"{site}/{staff_id}",
                 detail={"version": version, "shots": len(encodings)})  # fmt: skip
     return version
+
+
+async def _check_consent(conn: AsyncConnection, site: str, staff_id: str) -> None:
+    c = staff_consents.c
+    given = sa.select(c.id).where(
+        c.site == site, c.staff_id == staff_id, c.purpose == CONSENT_PURPOSE, c.withdrawn_at.is_(None)
+    )
+    if (await conn.execute(given.limit(1))).first() is None:
+        raise GalleryAdminError(
+            f"{site}/{staff_id}: 无有效的人脸考勤同意记录, 不录入 / no consent on record, not enrolled "
+            "(hallfleet provision staff --consent)"
+        )
 
 
 async def revoke(

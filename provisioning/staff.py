@@ -47,7 +47,7 @@ from broker.store.schema import face_gallery, gallery_sites, staff, staff_consen
 from drivers.face.config import FaceConfig
 from protocol.topics import SEGMENT_RE
 
-PURPOSE = "face_attendance"  # 人脸考勤: the only purpose a consent here covers
+PURPOSE = gallery.CONSENT_PURPOSE  # 人脸考勤: the only purpose a consent here covers (the gallery checks it)
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_SIDE = 1600  # photos are scaled down to this first: HOG at upsample 1 on a 12-MP phone photo takes seconds
 Kind = Literal["enrolled", "unchanged", "skipped", "withdrawn", "failed"]

@@ -26,7 +26,7 @@ from agent.sqlite import Database
 from agent.state import StateStore
 from broker import gallery
 from broker.mosquitto.local import LocalMosquitto
-from broker.store.schema import commands, devices, events, incidents
+from broker.store.schema import commands, devices, events, incidents, staff_consents
 from drivers.fingerprint.protocol import Instruction
 from drivers.qr.validators import staff_map_line
 from protocol.gallery import key_to_text, new_key
@@ -89,6 +89,18 @@ async def stored(consumer: RunningConsumer, event_type: str) -> list[dict[str, A
         sa.select(events.c.data).where(events.c.type == event_type).order_by(events.c.seq)
     )
     return [json.loads(r.data) for r in rows]
+
+
+async def consented(store: Any, staff_id: str, site: str = "qp") -> None:
+    """The consent `hallfleet provision staff` records first: the gallery refuses a face without one."""
+    now = SystemClock().now()
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            staff_consents.insert().values(
+                site=site, staff_id=staff_id, purpose=gallery.CONSENT_PURPOSE, given_at=now, recorded_at=now,
+                recorded_by="wm", evidence="同意书",
+            )
+        )  # fmt: skip
 
 
 async def enrol_finger(agent: Agent, staff: str, finger: str) -> None:
@@ -159,6 +171,7 @@ async def test_the_centre_sends_the_gallery_and_a_revoked_person_no_longer_punch
     store, now = consumer.store, SystemClock().now()
     rng = np.random.default_rng(1)
     for staff in ("S0001", "S0003"):
+        await consented(store, staff)
         await gallery.enrol(store, "qp", staff, list(rng.normal(0, 0.1, (2, 128))), by="wm", at=now)
     cfg = gallery.GalleryCentreConfig(keys_dir=tmp_path / "keys", revoke_within_h=24)
 
@@ -210,6 +223,7 @@ async def test_a_terminal_still_holding_a_revoked_person_past_the_deadline_is_an
                 clock_synced=True, replayed=False, received_at=now, data=json.dumps({"version": 1, "staff": 1}),
             )
         )  # fmt: skip
+    await consented(store, "S0001")
     await gallery.enrol(store, "qp", "S0001", [np.zeros(128), np.ones(128) * 0.1], by="wm", at=now)
     await gallery.revoke(store, "qp", "S0001", by="wm", at=now, within=timedelta(hours=24), reason="离职")
     cfg = gallery.GalleryCentreConfig(keys_dir=tmp_path)
@@ -245,6 +259,7 @@ async def test_a_face_punch_from_the_camera_and_no_match_once_revoked(
     await wait_for(lambda: agent.link.connected.is_set(), 10, "the terminal to connect")
     store, now = consumer.store, SystemClock().now()
     shots = [encode_image(np.asarray(photo(name)))[0] for name in ("obama", "obama2")]
+    await consented(store, "S0100")
     await gallery.enrol(store, "qp", "S0100", shots, by="wm", at=now)
     keys = gallery.GalleryCentreConfig(keys_dir=tmp_path / "keys")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,3 +130,57 @@ def test_gallery_help_does_not_list_the_retired_enrol(capsys: pytest.CaptureFixt
     assert done.value.code == 0
     assert "enrol" not in out and "SUPPRESS" not in out, out
     assert all(name in out for name in ("revoke", "status", "key")), out
+
+
+async def _consent(store: Any, staff_id: str, *, withdrawn: bool = False) -> None:
+    import sqlalchemy as sa
+
+    from broker.store.schema import staff_consents
+
+    now = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(staff_consents).values(
+                site="qp", staff_id=staff_id, purpose="face_attendance", given_at=now, recorded_at=now,
+                recorded_by="wm", evidence="同意书 2026-001", withdrawn_at=now if withdrawn else None,
+                withdrawn_by="wm" if withdrawn else None,
+            )
+        )  # fmt: skip
+
+
+# (case, consent on record, enrolled?) — README: no consent, no face.
+CONSENT_CASES = [
+    ("no consent on record: refused", None, False),
+    ("consent withdrawn: refused", "withdrawn", False),
+    ("consent on record: enrolled", "given", True),
+]
+
+
+@pytest.mark.parametrize(("case", "consent", "enrolled"), CONSENT_CASES, ids=[c[0] for c in CONSENT_CASES])
+async def test_the_store_step_itself_refuses_a_face_without_consent(
+    store_url: str, case: str, consent: str | None, enrolled: bool
+) -> None:
+    """Issue 17 item 9, one enrolment path: the retired CLI was one door around the consent record; the store step
+    every enrolment goes through (gallery.enrol / enrol_in, which `provision staff` calls) now checks it too, so
+    no other caller can add a face without a consent not withdrawn. Nothing is written when it refuses."""
+    import sqlalchemy as sa
+
+    from broker import gallery
+    from broker.store.db import Store
+    from broker.store.schema import face_gallery, gallery_sites
+
+    store = await Store.open(store_url)
+    try:
+        if consent is not None:
+            await _consent(store, "S0001", withdrawn=consent == "withdrawn")
+        at = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
+        if enrolled:
+            assert await gallery.enrol(store, "qp", "S0001", list(shots()), by="wm", at=at) == 1, case
+        else:
+            with pytest.raises(gallery.GalleryAdminError, match="no consent on record"):
+                await gallery.enrol(store, "qp", "S0001", list(shots()), by="wm", at=at)
+        faces = await store.fetch(sa.select(face_gallery.c.staff_id))
+        versions = await store.fetch(sa.select(gallery_sites.c.version))
+        assert ([f.staff_id for f in faces], len(versions)) == ((["S0001"], 1) if enrolled else ([], 0)), case
+    finally:
+        await store.close()

@@ -121,7 +121,12 @@ def test_photos_with_consent_become_encodings_in_one_new_version_and_nothing_els
 
     async def other_site() -> None:
         store = await Store.open(store_url)
-        await gallery.enrol(store, "wz", "W0001", [np.zeros(128)], by="wz.admin", at=SystemClock().now(), min_shots=1)
+        now = SystemClock().now()
+        async with store.engine.begin() as conn:  # what provision staff records first: no consent, no face
+            await conn.execute(staff_consents.insert().values(
+                site="wz", staff_id="W0001", purpose=gallery.CONSENT_PURPOSE, given_at=now, recorded_at=now,
+                recorded_by="wz.admin", evidence="同意书"))  # fmt: skip
+        await gallery.enrol(store, "wz", "W0001", [np.zeros(128)], by="wz.admin", at=now, min_shots=1)
         await store.close()
 
     asyncio.run(other_site())
@@ -142,7 +147,8 @@ def test_photos_with_consent_become_encodings_in_one_new_version_and_nothing_els
     assert np.linalg.norm(shots - probe, axis=1).min() < 0.5, "real encodings: a third photo of the same man matches"
     assert np.linalg.norm(shots - encode_image(np.asarray(photo("biden")))[0], axis=1).min() > 0.6
 
-    consents = query(store_url, sa.select(staff_consents).order_by(staff_consents.c.staff_id))
+    mine = staff_consents.c.site == SITE  # wz's own consent (above) is wz's
+    consents = query(store_url, sa.select(staff_consents).where(mine).order_by(staff_consents.c.staff_id))
     assert [(c.staff_id, c.purpose, c.evidence, c.recorded_by, c.withdrawn_at) for c in consents] == [
         ("S0001", "face_attendance", "QP-2026-001", "wm.chen", None),
         ("S0002", "face_attendance", "QP-2026-002", "wm.chen", None),
@@ -169,7 +175,7 @@ def test_photos_with_consent_become_encodings_in_one_new_version_and_nothing_els
     rc, out, _ = run(capsys, cfg, *provision_args(hall))
     assert rc == 0 and "未变化 2 人" in out and "unchanged 2" in out
     assert version(store_url) == 1, "the same photos again: no new version for the terminals"
-    assert len(query(store_url, sa.select(staff_consents))) == 2, "the same consent file again: no second record"
+    assert len(query(store_url, sa.select(staff_consents).where(mine))) == 2, "the same file again: no second record"
 
 
 def test_withdrawn_consent_revokes_the_face_in_a_new_version_and_is_recorded(
