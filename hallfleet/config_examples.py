@@ -56,6 +56,21 @@ _HEADERS = {
     "agent-rating": (
         "A 好差评 rating pad at window A12: a USB keypad read with evdev and the queue system's local HTTP call.",
     ),
+    "agent-queue": (
+        "The ticket dispenser (取号机) of the queue system (排队叫号): the agent reads the tickets it printed and",
+        "their steps from the queue system's local HTTP API. A call display: kind = 'display' and its windows.",
+    ),
+    "agent-door": (
+        "The door controller of the 24-hour area: an RS-485 board on a USB adapter (a udev symlink names it), two",
+        "doors. Alarms (forced, held open) and the `door_unlock` command.",
+    ),
+    "agent-locker": (
+        "A self-service locker bank (自助寄取柜): its lock board on RS-485. Items held too long, stuck doors and the",
+        "`locker_open` command.",
+    ),
+    "agent-patrol": (
+        "A patrol handheld: the officer scans their card, then each point's code, with an HID QR scanner (evdev).",
+    ),
 }
 
 
@@ -141,6 +156,47 @@ def example_data() -> dict[str, tuple[str, dict[str, Any]]]:
                     "keypad": {"type": "evdev", "device": "/dev/input/by-id/usb-keypad-event-kbd"},
                     "queue": {"port": 8731},
                 },
+            },
+        ),
+        "agent-queue": (
+            "agent",
+            {
+                **_AGENT_COMMON,
+                "device": "queue-1",
+                "role": "queue",
+                "queue": {"kind": "dispenser", "driver": {"type": "http", "url": "http://192.0.2.10:8090/api"}},
+            },
+        ),
+        "agent-door": (
+            "agent",
+            {
+                **_AGENT_COMMON,
+                "device": "door-24h-1",
+                "role": "door",
+                "door": {
+                    "controller": {"type": "serial", "port": {"path": "/dev/ttyRS485-door"}, "doors": ["main", "side"]}
+                },
+            },
+        ),
+        "agent-locker": (
+            "agent",
+            {
+                **_AGENT_COMMON,
+                "device": "locker-24h-1",
+                "role": "locker",
+                "locker": {
+                    "bank": "A",
+                    "board": {"type": "serial", "port": {"path": "/dev/ttyRS485-locker"}, "compartments": 24},
+                },
+            },
+        ),
+        "agent-patrol": (
+            "agent",
+            {
+                **_AGENT_COMMON,
+                "device": "patrol-1",
+                "role": "patrol",
+                "patrol": {"scanner": {"type": "evdev", "device": "/dev/input/by-id/usb-qr-scanner-event-kbd"}},
             },
         ),
     }

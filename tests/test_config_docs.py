@@ -13,6 +13,7 @@ from hallfleet.cli import main as hallfleet_main
 from hallfleet.config_cli import KINDS, REPO
 from hallfleet.config_examples import build, example_data, generate
 from hallfleet.configdoc import MASK, undocumented
+from provisioning.bundle import SECTION_ROLES
 
 EXAMPLES = REPO / "docs" / "examples"
 
@@ -25,6 +26,12 @@ def test_committed_examples_and_reference_are_what_the_models_generate() -> None
 def test_every_key_of_every_kind_has_a_description() -> None:
     for kind in KINDS.values():
         assert undocumented(kind.model()) == [], kind.name
+
+
+def test_every_agent_role_with_hardware_has_an_example_of_its_own() -> None:
+    """A newcomer fitting a door controller or a locker bank finds its section filled in, not only the key list."""
+    examples = {data["role"] for kind, data in example_data().values() if kind == "agent"}
+    assert examples == {"sim", *SECTION_ROLES}, "add the role to hallfleet/config_examples.py"
 
 
 @pytest.mark.parametrize("stem", sorted(example_data()))
