@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,7 @@ class Sitting:
     kind: str  # an attack, or "genuine 0.3 s" / "genuine 0.1 s"
     punched_at: float | None
     refused: bool  # not_live
+    blink_at: float | None = None  # genuine: when the lids start to close (seconds from the first frame, video)
 
 
 LIVENESS_PEOPLE = {"obama3": "obama", "obama2": "obama", "biden": "biden", "grace_hopper": "grace_hopper",
@@ -276,9 +277,11 @@ def liveness(seeds: int, fps: float, people: Sequence[str] = tuple(LIVENESS_PEOP
                     video = write_video(Path(tmp) / "v.avi", frames, fps=VIDEO_FPS)
                     out.append(asyncio.run(_sitting(video, gallery, fps, person, kind)))
                 for kind, shut in GENUINE.items():
-                    frames = genuine(person, 2.6, blinks=(0.3 + 0.1 * seed,), closed_s=shut, seed=seed)
+                    blink_at = 0.3 + 0.1 * seed
+                    frames = genuine(person, 2.6, blinks=(blink_at,), closed_s=shut, seed=seed)
                     video = write_video(Path(tmp) / "v.avi", frames, fps=VIDEO_FPS)
-                    out.append(asyncio.run(_sitting(video, gallery, fps, person, kind)))
+                    sitting = asyncio.run(_sitting(video, gallery, fps, person, kind))
+                    out.append(replace(sitting, blink_at=blink_at))
     return out
 
 
@@ -382,15 +385,21 @@ def _liveness_section(sittings: list[Sitting], fps: float) -> list[str]:
         refused = sum(s.refused for s in of)
         unseen = len(of) - punched - refused
         lines.append(f"| {kind} | {len(of)} | {punched} ({punched / len(of):.0%}) | {refused} | {unseen} |")
-    lines += ["", "| genuine sitting | sittings | false refusals | punched within 1.5 s | time to punch p50 / max s |",
-              "|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "Time to punch: wall seconds from the sitting's first frame, and from the start of the blink (the "
+              "lids begin to close 0.3-0.5 s in); punched within 1.5 s counts from the first frame.", "",
+              "| genuine sitting | sittings | false refusals | punched within 1.5 s | time to punch p50 / max s "
+              "| from the blink p50 / max s |", "|---|---|---|---|---|---|"]  # fmt: skip
     for kind in GENUINE:
         of = [s for s in sittings if s.kind == kind]
         times = sorted(s.punched_at for s in of if s.punched_at is not None)
+        after = sorted(s.punched_at - (s.blink_at or 0.0) for s in of if s.punched_at is not None)
         fast = sum(t <= 1.5 for t in times)
-        spread = f"{statistics.median(times):.2f} / {times[-1]:.2f}" if times else "-"
-        lines.append(f"| {kind} | {len(of)} | {len(of) - len(times)} | {fast} | {spread} |")
+        lines.append(f"| {kind} | {len(of)} | {len(of) - len(times)} | {fast} | {_spread(times)} | {_spread(after)} |")
     return [*lines, "", *_false_refusals_per_photo(sittings)]
+
+
+def _spread(times: list[float]) -> str:
+    return f"{statistics.median(times):.2f} / {max(times):.2f}" if times else "-"
 
 
 GLASSES = {"grace_hopper"}  # the photos with glasses: their landmarks follow a lid least (docs/threat-model.md)
