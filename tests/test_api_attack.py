@@ -167,9 +167,13 @@ async def test_a_technician_reads_device_audit_rows_but_no_leave_reason_roster_c
         seen = (await c.get("/api/audit?size=500", headers=tech)).json()["items"]
         assert [a["action"] for a in seen] == ["incident.ack"], "a technician reads device rows only"
         assert "住院" not in (await c.get("/api/audit?device=qp/S0042", headers=tech)).text
+        assert not await served.audit("attendance.read"), "a technician's audit page shows no staff data"
         admin = await _bearer(served, c, "admin")
         everything = {a["action"] for a in (await c.get("/api/audit?size=500", headers=admin)).json()["items"]}
         assert {"attendance.exception.file", "staff.update", "rating.review", "incident.ack"} <= everything
+    reads = [(a.actor, a.target, json.loads(a.detail)["what"]) for a in await served.audit("attendance.read")]
+    assert reads == [("admin", "*/*", "audit log")], "the IT section reading leave reasons is an audited read"
+    assert [a.actor for a in await served.audit("ratings.read")] == ["admin"]
 
 
 async def test_a_device_page_shows_the_staff_data_in_its_events_only_to_roles_that_read_it(served: Served) -> None:
@@ -194,6 +198,13 @@ async def test_a_device_page_shows_the_staff_data_in_its_events_only_to_roles_th
             page = (await c.get("/devices/qp/att-1", headers=await _bearer(served, c, name))).text
             assert "51.5" in page, name
             assert all((staff in page) == shown for staff in ("S0042", "S0077", "S0099")), name
+    reads = [
+        (a.actor, a.action, a.target)
+        for a in await served.audit("attendance.read") + await served.audit("ratings.read")
+    ]
+    assert sorted(reads) == sorted(
+        (name, f"{cls}.read", "qp/*") for name in ("wm.qp", "admin") for cls in ("attendance", "ratings")
+    ), "showing them is an audited read of staff data"
 
 
 # -- 2. login abuse --------------------------------------------------------------------------------------------

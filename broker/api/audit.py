@@ -39,11 +39,29 @@ EVENT_CLASSES: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+STAFF_CLASSES = ("attendance", "ratings")  # the classes whose reads are themselves audited
+
+
 def may_read_event(user: User, event_type: str) -> bool:
     """Whether ``user`` may read the payload of a device event of ``event_type`` (deny by default)."""
     if user.can(EVERYTHING):
         return True
     return any(user.can(perm) for perm, ps in EVENT_CLASSES.items() if event_type.startswith(ps))
+
+
+def _class_of(action: str, classes: dict[str, tuple[str, ...]]) -> str | None:
+    return next((perm for perm, ps in classes.items() if action.startswith(ps)), None)
+
+
+async def staff_rows_read(
+    request: Request, user: User, site: str, what: str, kinds: list[str], *, events: bool
+) -> None:
+    """A page or an answer that shows audit rows (``events``: device events) of ``kinds``: one audited read per
+    staff data class among them, as the attendance page's own read is."""
+    classes = EVENT_CLASSES if events else CLASSES
+    shown = {_class_of(k, classes) for k in kinds if not events or may_read_event(user, k)}
+    for cls in sorted(c for c in shown if c in STAFF_CLASSES):
+        await staff_data_read(request, user, f"{cls}.read", site, what=what)
 
 
 def audit_query(user: User, device: str | None = None) -> sa.Select[Any]:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from broker.api import fleet_queries as fq
 from broker.api import queries, views
-from broker.api.audit import may_read_event
+from broker.api.audit import may_read_event, staff_rows_read
 from broker.api.auth import User, current_user
 from broker.api.charts import series_svg
 from broker.api.consumables_view import consumable_rows
@@ -56,6 +56,8 @@ async def device_page(request: Request, user: Me, site: Site, device: DevicePath
     now = app.clock.now()
     live = (await views.device_rows(app.store, [row], now, t))[0]
     can_read_commands = user.can("commands.read")
+    shown = await fq.recent_events(app.store, site, device)
+    await staff_rows_read(request, user, site, f"events of {device}", [e.type for e in shown], events=True)
     return render(
         request,
         "device.html",
@@ -68,7 +70,7 @@ async def device_page(request: Request, user: Me, site: Site, device: DevicePath
         consumables=await consumable_rows(
             app.store, app.sites, await fq.device_consumables(app.store, row.key), lang, t, now
         ),
-        events=[_event_row(e, t, user) for e in await fq.recent_events(app.store, site, device)],
+        events=[_event_row(e, t, user) for e in shown],
         incidents=[_incident_row(i, app.sites, now, t, lang) for i in await fq.device_incidents(app.store, row.key)],
         commands=await _commands(app.store, row.key, t) if can_read_commands else [],
         actions=_actions(row.role) if user.can("command") else [],

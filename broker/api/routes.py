@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from fastapi.responses import JSONResponse
 
 from broker.api import queries
-from broker.api.audit import audit_query, staff_data_read
+from broker.api.audit import audit_query, staff_data_read, staff_rows_read
 from broker.api.auth import (
     COOKIE,
     PasswordRefused,
@@ -422,8 +422,11 @@ async def list_audit(
 ) -> Any:
     """The rows this user's role may read (staff, ratings and user rows only for roles that see that data), of
     their sites."""
-    _scope(user, "audit", device.partition("/")[0] if device else None)
+    site = device.partition("/")[0] if device else None
+    _scope(user, "audit", site)
     rows, total = await queries.page_of(request.app.state.store, audit_query(user, device), page, size)
+    # Leave reasons, roster changes, rating reviews: reading them here is a read of staff data like any other.
+    await staff_rows_read(request, user, site or "*", "audit log", [r.action for r in rows], events=False)
     items = [AuditOut.model_validate({**r._mapping, "detail": _json(r.detail)}) for r in rows]
     return _page(items, total, page, size)
 
