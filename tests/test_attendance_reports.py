@@ -489,3 +489,18 @@ async def test_the_bulletin_says_why_a_persons_month_is_short(
     assert ws.cell(2, ws.max_column).value == "考勤期说明"
     (shown,) = [r[-1].value for r in ws.iter_rows(min_row=3) if r[2].value == "D04"]
     assert (shown or "") == note
+
+
+async def test_the_month_workbook_is_assembled_once_for_the_cli_and_the_dashboard(store: Store) -> None:
+    """One assembly of the signed month (broker/attendance/month_report.py) for `hallfleet attendance month`, the
+    dashboard's download and the demo: the bulletin saying where judging starts in a hall live from the 5th, the
+    exception details for the whole month, the proxy-clocking sheet and the month's chain heads. The dashboard's
+    own copy had dropped the first and the third."""
+    from broker.attendance.month_report import month_workbook
+
+    live = Sites({SITE: SiteConfig(name=NAME, calendar=WANZHOU, go_live=nov(5))})
+    await insert(store, events, [punch("A01", at(5, 8, 50)), punch("A01", at(5, 17, 40))])
+    book = await month_workbook(store, live, SITE, "2026-11", now=AFTER)
+    assert [t.what for t in book.tables] == ["monthly", "details", "clocking"]
+    assert book.tables[0].period == "2026-11 (2026-11-05 ~)" and book.tables[1].period == "2026-11"
+    assert book.heads.month == "2026-11" and book.period.judged_from == nov(5)

@@ -8,28 +8,25 @@ with the exception details; ``faults`` writes the attendance terminals' outages 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from broker.attendance.clocking_report import clocking_table
 from broker.attendance.labels import labels
-from broker.attendance.proxy_clocking import flags_between
+from broker.attendance.month_report import month_workbook
 from broker.attendance.reports import (
     Table,
     daily_exceptions,
     device_fault_report,
     exception_details,
     headers,
-    monthly_by_unit,
     text_rows,
     weekly_summary,
     write_csv,
     write_xlsx,
 )
 from broker.attendance.service import Period, load_period
-from broker.audit.heads import MonthHeads, month_heads
+from broker.audit.heads import MonthHeads
 from broker.cli_support import Handler, run_with_store
 from broker.reports.sla import month_bounds
 from broker.sites import Sites
@@ -67,9 +64,13 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-24") from None
 
 
-async def _period(a: argparse.Namespace, store: Store, sites: Sites, first: date, last: date) -> Period:
+def _judging(a: argparse.Namespace, sites: Sites) -> None:
     if not sites[a.site].attendance.enabled:
         raise ValueError(f"{a.site} does not judge attendance: its site config says attendance.enabled = false")
+
+
+async def _period(a: argparse.Namespace, store: Store, sites: Sites, first: date, last: date) -> Period:
+    _judging(a, sites)
     return await load_period(store, sites, a.site, first, last, now=SystemClock().now())
 
 
@@ -113,17 +114,9 @@ async def _week(a: argparse.Namespace, store: Store, sites: Sites) -> int:
 
 
 async def _month(a: argparse.Namespace, store: Store, sites: Sites) -> int:
-    first, last = _month_days(sites, a.site, a.month)
-    p = await _period(a, store, sites, first, last)
-    rule = sites[a.site].attendance.monthly
-    monthly = monthly_by_unit(p.days, p.members, rule, a.month, site_name=p.site_name, judged_from=p.judged_from)
-    details = exception_details(p.days, p.members, first, last, faults=p.faults, zone=p.zone, site_name=p.site_name)
-    start, end = month_bounds(a.month, p.zone)
-    async with store.engine.connect() as conn:  # suspected proxy clocking, reviewed or not (clocking_report.py)
-        flags = await flags_between(conn, a.site, start, end)
-        heads = await month_heads(conn, a.month)  # printed so the signed bulletin can be checked later
-    clocking = clocking_table(flags, p.members, a.month, zone=p.zone, site_name=p.site_name)
-    _save(a, [monthly, replace(details, period=a.month), clocking], heads)
+    _judging(a, sites)
+    book = await month_workbook(store, sites, a.site, a.month, now=SystemClock().now())  # as the dashboard's copy
+    _save(a, book.tables, book.heads)
     return 0
 
 
