@@ -194,3 +194,31 @@ async def test_record_service_rejects_an_unknown_kind(store: Store) -> None:
     with pytest.raises(ValueError, match=r"'refill'.*clean, inspection"):
         await service(store, K, "refill", at(*TUE, 10))
     assert await store.fetch(sa.select(service_records)) == []
+
+
+# (case, maintenance.clean_closed_days, day, devices.hours24 as registered (None: not registered), reminded at 17:30)
+CLOSED_DAY_CASES = [
+    ("WZ002:489 每天: default 24h, an ordinary Saturday", "24h", SAT, {}, ["k24h-1"]),
+    ("WZ002:489 default 24h, National Day (QP000:282 closed)", "24h", (10, 1), {}, ["k24h-1"]),
+    ("G13 the 调休 Saturday 2026-10-10 is a working day: every kiosk", "24h", (10, 10), {}, ["k-1", "k24h-1"]),
+    ("all: every kiosk on a Saturday too", "all", SAT, {}, ["k-1", "k24h-1"]),
+    ("none: nobody on a Saturday", "none", SAT, {}, []),
+    ("the registered 24-hour status decides, not the name", "24h", SAT, {K: True, K24: False}, ["k-1"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "policy", "day", "hours24", "reminded"), CLOSED_DAY_CASES, ids=[c[0] for c in CLOSED_DAY_CASES]
+)
+async def test_cleaning_on_days_the_hall_is_closed_follows_the_site_setting(
+    store: Store, case: str, policy: str, day: tuple[int, int], hours24: dict[str, bool], reminded: list[str]
+) -> None:
+    """maintenance.clean_closed_days (docs/sla-settings.md): on a day the hall is closed the 24-hour area stays
+    open and WZ 002:489 asks 「每天至少进行一次外部清洁」, so by default only the 24-hour devices are cleaned; which
+    devices are 24-hour is what IT registered (devices.hours24), the name pattern only for devices nobody did."""
+    for key, on in hours24.items():
+        async with store.engine.begin() as conn:
+            await conn.execute(devices.update().where(devices.c.key == key).values(hours24=on))
+    sites = Sites({"qp": SiteConfig(maintenance=MaintenancePolicy(clean_closed_days=policy))})
+    notices = await check(store, at(*day, 17, 30), "clean", sites)
+    assert sorted(n.device for n in notices) == reminded, case
