@@ -252,6 +252,31 @@ async def test_a_second_reason_joining_an_unattended_window_is_not_a_second_aler
     assert [n.step for n in await sent(store)] == ["window_unattended"], "one unattended episode, one alert"
 
 
+async def test_a_pause_told_with_its_tickets_is_not_told_again_once_they_are_called(
+    store: Store, jobs: QueueJobs
+) -> None:
+    """GIVEN window 03's pad paused at 09:30 with tickets waiting, told in the combined alert WHEN the tickets are
+    called at 10:10 while the pad still shows the pause (its resume not arrived yet, or never pressed) THEN the
+    rating job's own pause alert does not follow: the pause was told, with its tickets."""
+    members = [StaffMember(SITE, "S1", "张三", "区市场监管局", "03", "A", date(2026, 1, 1)),
+               StaffMember(SITE, "S2", "李四", "区市场监管局", "03", "B", date(2026, 1, 1))]  # fmt: skip
+    await import_roster(store, members, by="wm", at=at(8))
+    # S1 (A post) at work, S2 (B post) not: no A/B gap, but nobody to cover the pause (the pad's own alert's case)
+    await insert(store, punch(at(8, 50), "S1"), pad(at(9, 30), "paused"))
+    await insert(store, step_event("issued", at(9, 0), "A001"), step_event("called", at(9, 5), "A001", window="03"),
+                 step_event("issued", at(9, 25), "A002"))  # fmt: skip
+    ratings = RatingJobs(store, SITES, Router(ALERTS))
+    for t in (at(9, 40), at(10, 0)):
+        await jobs.tick(t)
+        await ratings.tick(t)
+    assert [n.step for n in await sent(store)] == ["window_unattended"]
+    await insert(store, step_event("called", at(10, 10), "A002", window="03"))
+    for t in (at(10, 15), at(10, 30)):
+        await jobs.tick(t)
+        await ratings.tick(t)
+    assert [n.step for n in await sent(store)] == ["window_unattended"], "one pause, one alert"
+
+
 async def test_a_paused_pad_without_tickets_waiting_keeps_its_own_alert(store: Store, jobs: QueueJobs) -> None:
     await insert(store, pad(at(9, 30), "paused"))
     await insert(store, step_event("issued", at(9, 0), "A001"), step_event("called", at(9, 5), "A001", window="03"))

@@ -3,17 +3,21 @@
 The rule: one thing wrong at a window while tickets wait is one alert. The rating pad's pause alert
 (broker/ratings/jobs.py) and the A/B coverage alert (broker/attendance/jobs.py) ask this module first and leave a
 window with tickets waiting to the queue job (jobs.py), which tells window management once, with the pause, the
-A/B absence and the waits in the same message.
+A/B absence and the waits in the same message. A pause told that way stays told (``pause_told``): once its
+tickets are called, a pad still showing it (its resume not yet arrived, or nobody pressed it) is no second alert.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+import sqlalchemy as sa
+
 from broker.queueing.fold import legs_between, waiting_on, windows_serving
 from broker.queueing.policy import queue_policy_of
 from broker.sites import Sites
 from broker.store.db import Store
+from broker.store.schema import notifications
 
 
 async def windows_with_waiting(store: Store, sites: Sites, site: str, now: datetime) -> set[str]:
@@ -29,3 +33,11 @@ async def windows_with_waiting(store: Store, sites: Sites, site: str, now: datet
         day = [leg for _, leg in await legs_between(conn, site, today, today)]
     serving = windows_serving(day, {s: c.windows for s, c in policy.services.items()})
     return {w for leg in waiting for w in serving.get(leg.service, ())}
+
+
+async def pause_told(store: Store, pause_event_id: str) -> bool:
+    """Whether the queue job told this pause (its first state event) in a window's combined alert."""
+    n = notifications.c
+    ref = f"pad_paused:{pause_event_id}"  # unattended.episode_ref of an episode the pause began
+    found = await store.fetch(sa.select(n.id).where(n.ref == ref, n.step == "window_unattended").limit(1))
+    return bool(found)
