@@ -277,6 +277,30 @@ async def test_a_pause_told_with_its_tickets_is_not_told_again_once_they_are_cal
     assert [n.step for n in await sent(store)] == ["window_unattended"], "one pause, one alert"
 
 
+async def test_an_a_b_gap_told_with_its_tickets_is_not_told_again_once_they_are_called(
+    store: Store, jobs: QueueJobs
+) -> None:
+    """GIVEN neither of window 03's posts at work and its ticket waiting, told in the combined alert WHEN another
+    window calls the ticket while 03 is still uncovered THEN the attendance job's own A/B alert does not follow."""
+    members = [StaffMember(SITE, "S1", "张三", "区市场监管局", "03", "A", date(2026, 1, 1)),
+               StaffMember(SITE, "S2", "李四", "区市场监管局", "03", "B", date(2026, 1, 1)),
+               StaffMember(SITE, "S3", "王五", "区税务局", "05", "A", date(2026, 1, 1))]  # fmt: skip
+    await import_roster(store, members, by="wm", at=at(8))
+    await insert(store, punch(at(8, 45), "S3"))
+    await insert(store, step_event("issued", at(9, 0), "A001"), step_event("called", at(9, 5), "A001", window="03"),
+                 step_event("issued", at(9, 20), "A002"))  # fmt: skip
+    attendance = AttendanceJobs(store, SITES, Router(ALERTS))
+    for t in (at(9, 31), at(9, 40)):
+        await jobs.tick(t)
+        await attendance.tick(t)
+    assert [n.step for n in await sent(store)] == ["window_unattended"]
+    await insert(store, step_event("called", at(9, 50), "A002", window="04"))
+    for t in (at(10, 0), at(10, 30)):
+        await jobs.tick(t)
+        await attendance.tick(t)
+    assert [n.step for n in await sent(store)] == ["window_unattended"], "one uncovered window, one alert"
+
+
 async def test_a_paused_pad_without_tickets_waiting_keeps_its_own_alert(store: Store, jobs: QueueJobs) -> None:
     await insert(store, pad(at(9, 30), "paused"))
     await insert(store, step_event("issued", at(9, 0), "A001"), step_event("called", at(9, 5), "A001", window="03"))

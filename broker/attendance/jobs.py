@@ -23,7 +23,7 @@ from broker.attendance.clocking_jobs import ClockingScan
 from broker.attendance.locking import lock_due
 from broker.attendance.model import StaffDay
 from broker.attendance.service import load_period, staff_days
-from broker.queueing.windows import windows_with_waiting
+from broker.queueing.windows import told_unattended, windows_with_waiting
 from broker.rules.notices import Notice
 from broker.sites import Sites
 from broker.store.db import Store
@@ -67,11 +67,14 @@ class AttendanceJobs:
         if gaps:  # a gap running at a window where tickets wait is the queue job's to tell, with the waits, once
             queued = await windows_with_waiting(self.store, self.sites, site, now)
             gaps = [g for g in gaps if not (g.window in queued and g.end >= now)]
-        if not gaps:
+        # A gap the queue job told with its window's tickets is not told again once they are called.
+        pending = [(g, _gap_notice(site, g, now, p.zone)) for g in gaps]
+        pending = [(g, n) for g, n in pending if not await told_unattended(self.store, n.ref)]
+        if not pending:
             return
         async with self.store.engine.begin() as conn:
-            for gap in gaps:
-                who = await self.router.enqueue(conn, _gap_notice(site, gap, now, p.zone), now)
+            for gap, notice in pending:
+                who = await self.router.enqueue(conn, notice, now)
                 if who:
                     log.warning("attendance: %s window %s uncovered since %s; told %s", site, gap.window,
                                 gap.start.isoformat(), ", ".join(who))  # fmt: skip

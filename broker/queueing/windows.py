@@ -3,8 +3,9 @@
 The rule: one thing wrong at a window while tickets wait is one alert. The rating pad's pause alert
 (broker/ratings/jobs.py) and the A/B coverage alert (broker/attendance/jobs.py) ask this module first and leave a
 window with tickets waiting to the queue job (jobs.py), which tells window management once, with the pause, the
-A/B absence and the waits in the same message. A pause told that way stays told (``pause_told``): once its
-tickets are called, a pad still showing it (its resume not yet arrived, or nobody pressed it) is no second alert.
+A/B absence and the waits in the same message. A pause or an A/B gap told that way stays told
+(``told_unattended``): once the tickets are called, a pad still showing the pause (its resume not yet arrived, or
+nobody pressed it) or posts still away is no second alert.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ async def windows_with_waiting(store: Store, sites: Sites, site: str, now: datet
     return {w for leg in waiting for w in serving.get(leg.service, ())}
 
 
-async def pause_told(store: Store, pause_event_id: str) -> bool:
-    """Whether the queue job told this pause (its first state event) in a window's combined alert."""
+async def told_unattended(store: Store, ref: str) -> bool:
+    """Whether the queue job told the episode this reason began in a window's combined alert. ``ref`` is the
+    reason's own notice key, which unattended.episode_ref gives the episode too: ``pad_paused:{first event}`` or
+    ``ab:{site}:{window}:{gap start}``."""
     n = notifications.c
-    ref = f"pad_paused:{pause_event_id}"  # unattended.episode_ref of an episode the pause began
     found = await store.fetch(sa.select(n.id).where(n.ref == ref, n.step == "window_unattended").limit(1))
     return bool(found)

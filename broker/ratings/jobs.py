@@ -33,7 +33,7 @@ from broker.attendance.ab import present_at
 from broker.attendance.model import StaffDay
 from broker.attendance.roster import roster
 from broker.attendance.service import staff_days
-from broker.queueing.windows import pause_told, windows_with_waiting
+from broker.queueing.windows import told_unattended, windows_with_waiting
 from broker.ratings.followups import Opened, open_followups, overdue
 from broker.ratings.model import (
     LEVEL_ZH,
@@ -260,7 +260,7 @@ class RatingJobs:
         window = run.latest.window
         if window in await windows_with_waiting(self.store, self.sites, site, tick.now):
             return None  # tickets wait at this window: the queue job tells of the pause with them, once
-        if await pause_told(self.store, start.event_id):
+        if await told_unattended(self.store, f"pad_paused:{start.event_id}"):
             return None  # told with the tickets that waited: no second alert once they are called
         b_posts = await self._b_posts(site, window, tick)
         if b_posts and b_posts & await self._present(site, tick):
