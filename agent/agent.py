@@ -105,6 +105,7 @@ class Agent:
             spawn=self.spawn,
             link_up=self.link.is_up,
             clock_synced=self.clock_synced,
+            link_changed=self.link.wait_change,
         )
         self._stop = asyncio.Event()
         self._heartbeat_changed = asyncio.Event()

@@ -89,6 +89,7 @@ class Link:
         self._oldest: int | None = None  # the oldest seq still waiting at the last confirmation
         self._nudge = asyncio.Event()  # a PUBACK asked for an early re-send: the pump recomputes its deadline
         self._changed = asyncio.Event()  # set on every connect and disconnect (wait_session)
+        self._flipped = asyncio.Event()  # set, then replaced, on every connect and disconnect (wait_change)
         self._jobs = TaskSet("link")
         self.idle_waits = 0  # times the pump went to sleep with nothing to send (tests: no polling)
 
@@ -109,6 +110,14 @@ class Link:
         else:
             self.connected.clear()
         self._changed.set()
+        # A fresh event per change: every waiter of this one wakes, none misses the next or sees a stale set.
+        self._flipped.set()
+        self._flipped = asyncio.Event()
+
+    async def wait_change(self) -> None:
+        """Return at the next connect or disconnect (a role that marks the link on its screen waits for this
+        instead of asking ``is_up`` on a timer)."""
+        await self._flipped.wait()
 
     # -- the connection loop -----------------------------------------------------------------------
     async def run(self) -> None:

@@ -270,6 +270,34 @@ def test_an_outage_during_a_pause_leaves_the_pause_unbroken() -> None:
     assert [o.screen.offline for o in outcomes[1:] if o.screen] == [True, False]
 
 
+def test_due_in_names_the_next_timeout_or_link_change_and_none_when_only_an_input_can_change_the_pad() -> None:
+    """The role sleeps until ``due_in`` (no tick on a timer): each due time is when ``tick`` first does something."""
+    pad, clock = new_pad(offline_after_s=5, await_s=60, please_wait_s=300)
+    assert pad.due_in(link_up=True) is None, "idle and connected: nothing to time out"
+    drive(pad, clock, "start A017")
+    assert pad.due_in(link_up=True) is None, "serving has no timeout"
+    drive(pad, clock, "end")
+    clock.t += 20
+    assert pad.due_in(link_up=True) == 40
+    clock.t += 39.5
+    assert pad.tick(link_up=True) == Outcome(), "not yet"
+    clock.t += 0.5
+    assert pad.due_in(link_up=True) == 0
+    assert trace([pad.tick(link_up=True)]) == ["idle"], "the prompt timed out when due"
+    drive(pad, clock, "wait")
+    assert pad.due_in(link_up=True) == 300
+    assert pad.due_in(link_up=False) == 0, "the link just went: start counting its outage now"
+    pad.tick(link_up=False)
+    clock.t += 2
+    assert pad.due_in(link_up=False) == 3
+    clock.t += 3
+    assert pad.tick(link_up=False).screen == Screen("请稍后", "please_wait", offline=True)
+    assert pad.due_in(link_up=False) == 295, "marked: only 请稍后's own timeout is left"
+    assert pad.due_in(link_up=True) == 0, "back up: clear the mark now"
+    pad.tick(link_up=True)
+    assert pad.due_in(link_up=True) == 295
+
+
 # -- the keypad --------------------------------------------------------------------------------------
 class Keys:
     """Key events written by hand, independent of the driver; ``at`` in seconds."""
@@ -599,6 +627,32 @@ async def stored(consumer: RunningConsumer, event_type: str) -> list[dict[str, A
         sa.select(events.c.data).where(events.c.type == event_type).order_by(events.c.seq)
     )
     return [json.loads(r.data) for r in rows]
+
+
+async def test_an_idle_connected_pad_never_ticks_and_wakes_for_its_prompts_timeout(
+    mosquitto: LocalMosquitto, consumer: RunningConsumer, tmp_path: Path, running: Any
+) -> None:
+    """The old role ticked four times a second whatever the pad did (the fleet simulator's largest CPU share)."""
+    agent: Agent = running(agent_config(tmp_path, mosquitto.port, await_s=0.5))
+    await wait_for(lambda: agent.link.connected.is_set(), 10, "the pad to connect")
+    r = role(agent)
+    await wait_for(lambda: r.queue is not None and r.queue.port is not None, 5, "the queue endpoint")
+    ticks: list[str] = []
+    real_tick = r.pad.tick
+
+    def counting(link_up: bool) -> Outcome:
+        ticks.append(r.pad.state)
+        return real_tick(link_up)
+
+    r.pad.tick = counting  # type: ignore[method-assign]
+    await asyncio.sleep(1.5)
+    assert ticks == [], "an idle, connected pad woke up"
+
+    await post(port_of(agent), {"action": "start", "service_id": "A017"})
+    await post(port_of(agent), {"action": "end", "service_id": "A017"})
+    await wait_for(lambda: r.pad.state == "idle", 5, "the prompt to time out")
+    assert r.pad.timeouts == 1
+    assert 1 <= len(ticks) <= 3, ticks
 
 
 async def test_ratings_taken_while_the_broker_is_down_arrive_exactly_once(
