@@ -200,6 +200,8 @@ async def test_a_confirmed_proxy_punch_feeds_the_record_per_site_policy(
     await review(store, sign_in, "proxy", by="wm", at=at(19), note="监控显示本人未到")
     [after] = await staff_days(store, cfg, SITE, TUE, TUE, now=at(20))
     assert after.verdict == verdict, after
+    left_out = [n for n in after.notes if n.startswith("经核查确认为代打卡, 不计")]
+    assert left_out == (["经核查确认为代打卡, 不计: 08:52 指纹"] if confirmed != "noted" else []), after.notes
 
 
 async def test_the_monthly_report_lists_each_flag_with_its_review(store: Store, tmp_path: Path) -> None:

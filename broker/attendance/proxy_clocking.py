@@ -294,5 +294,20 @@ def without_confirmed(
     return {staff: [p for p in ps if p.event_id not in confirmed] for staff, ps in punches.items()}
 
 
+def left_out_notes(
+    punches: Mapping[str, list[Punch]], kept: Mapping[str, list[Punch]], zone: tzinfo
+) -> dict[tuple[str, date], str]:
+    """(staff, local day) -> the note a day judged without its confirmed proxy punches carries, so its 未签到 or
+    旷工 says why rather than reading as a punch nobody made (SJ 001 「不应代替他人考勤」)."""
+    notes: dict[tuple[str, date], list[str]] = defaultdict(list)
+    for staff, ps in punches.items():
+        kept_ids = {p.event_id for p in kept.get(staff, ())}
+        for p in ps:
+            if p.event_id not in kept_ids:
+                local = p.at.astimezone(zone)
+                notes[(staff, local.date())].append(f"{local:%H:%M} {_METHOD_ZH.get(p.method, p.method)}")
+    return {key: f"经核查确认为代打卡, 不计: {', '.join(times)}" for key, times in notes.items()}
+
+
 def days_to_scan(today: date, policy: ProxyClockingPolicy) -> tuple[date, date]:
     return today - timedelta(days=policy.lookback_days - 1), today

@@ -35,7 +35,7 @@ from broker.attendance.faults import fault_windows
 from broker.attendance.labels import VERDICT_ZH
 from broker.attendance.model import Exception_, FaultWindow, Punch, StaffDay, Verdict
 from broker.attendance.policy import PunchPolicy
-from broker.attendance.proxy_clocking import confirmed_proxy, without_confirmed
+from broker.attendance.proxy_clocking import confirmed_proxy, left_out_notes, without_confirmed
 from broker.attendance.roster import StaffMember, roster
 from broker.attendance.verdicts import EXCUSED_NOTE, judge_day
 from broker.sites import SiteConfig, Sites
@@ -160,17 +160,20 @@ async def load_period(store: Store, sites: Sites, site: str, first: date, last: 
     start, end = day_bounds(first, last, cal.zone)
     async with store.engine.connect() as conn:
         members = await roster(conn, site, first, last)
-        punches = await load_punches(conn, site, start, end, policy) if judged_first <= judged_last else {}
-        punches = without_confirmed(punches, await confirmed_proxy(conn, site, start, end), cfg.proxy_clocking)
+        stored = await load_punches(conn, site, start, end, policy) if judged_first <= judged_last else {}
+        punches = without_confirmed(stored, await confirmed_proxy(conn, site, start, end), cfg.proxy_clocking)
         exceptions = await exceptions_for(conn, site, first, last, zone=cal.zone)
         faults = await fault_windows(conn, site, start, end)
         locks = await locks_for(conn, site, first, last)
+    left_out = left_out_notes(stored, punches, cal.zone)
     days: list[StaffDay] = []
     for m in members:
         by_day = _by_local_day(punches.get(m.staff_id, []), cal.zone)
         own = exceptions.get(m.staff_id, [])
         for day in employed_days(m, judged_first, judged_last):
             verdict = judge_day(m.staff_id, day, cal, policy, _around(by_day, day), own, faults, now)
+            if (note := left_out.get((m.staff_id, day))) is not None:
+                verdict = replace(verdict, notes=(*verdict.notes, note))
             days.append(_apply_lock(verdict, locks.get((m.staff_id, day))))
     days = _handover(days, members, exceptions, cfg, now)
     judged_from = live if live is not None and policy.enabled else None
