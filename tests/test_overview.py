@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 import httpx
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from agent.config import AgentConfig
+from broker.api import queries
 from broker.api.app import create_app
 from broker.api.auth import add_user
 from broker.api.config import ApiConfig
@@ -232,8 +233,11 @@ class Statements:
 async def _page_statements(f: Fleet) -> list[tuple[str, Any]]:
     rec = Statements(f.store)
     for path in ("/", "/?hall=qingpu&kind=kiosk&state=online&label=zone%3D24h&q=kiosk", f"/devices/{FOCUS}",
-                 "/consumables"):  # fmt: skip
+                 "/consumables", "/incidents"):  # fmt: skip
         await _get(f, path)
+    # What each open tab's live stream reads once a second (broker/api/pages.py _changed_rows).
+    await f.store.fetch(queries.stream_incidents_query(None, NOW - timedelta(minutes=5)))
+    await f.store.fetch(queries.recent_commands_query(None, NOW - timedelta(hours=24)))
     return rec.stop()
 
 

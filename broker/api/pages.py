@@ -36,7 +36,7 @@ from broker.api.params import SEGMENT, DayQuery, EventId, IncidentId, PageNo, Si
 from broker.api.routes import attendance_day, send_command, set_session_cookie
 from broker.api.svg import stacked_bars_svg
 from broker.rules import actions
-from broker.store.schema import devices, incidents
+from broker.store.schema import devices
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.filters["hall_time"] = views.hall_time
@@ -355,9 +355,7 @@ async def _changed_rows(
         for d in await views.device_rows(app.store, changed, now, t):
             out.append(("device", d["dom_id"], views.render_row(env, "row_device.html", d, t)))
     if user.can("incidents"):
-        c = incidents.c
-        q = queries.incidents_query(sites).where((c.state != "closed") | (c.closed_at >= since)).limit(500)
-        found = await app.store.fetch(q)
+        found = await app.store.fetch(queries.stream_incidents_query(sites, since))
         sent = await dispatches_of(app.store, [r.id for r in found])
         for r in found:
             dsp = sent.get(r.id)

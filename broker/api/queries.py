@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from broker.api.fleet_queries import OPEN_STATES
 from broker.ratings.model import Rating, ratings_between
 from broker.reports.sla import sla_elapsed_s, sla_started_at
 from broker.rules.incidents import hours_of
@@ -98,10 +99,17 @@ def incidents_query(sites: list[str] | None, state: str | None = None, site: str
     c = incidents.c
     q = sa.select(incidents).where(_in_sites(c.site, sites)).order_by(c.detected_at.desc(), c.id)
     if state == "open":  # what still needs someone: open, or recovering but not yet verified
-        q = q.where(c.state != "closed")
+        q = q.where(c.state.in_(OPEN_STATES))  # a list, not != 'closed': the state index serves it
     elif state is not None:
         q = q.where(c.state == state)
     return q if site is None else q.where(c.site == site)
+
+
+def stream_incidents_query(sites: list[str] | None, since: datetime) -> sa.Select[Any]:
+    """What the live stream re-reads every poll: the open incidents and those closed since it began (each side
+    of the OR has its index, so a year of closed incidents is never walked)."""
+    c = incidents.c
+    return incidents_query(sites).where(c.state.in_(OPEN_STATES) | (c.closed_at >= since)).limit(500)
 
 
 async def incident_row(store: Store, incident_id: str) -> Any:

@@ -136,6 +136,7 @@ commands = sa.Table(
     sa.Column("refusal", sa.Text, nullable=False, server_default="", comment="why rejected or failed"),
     sa.Index("commands_key_issued", "key", "issued_at"),
     sa.Index("commands_state_expires", "state", "expires_at"),
+    sa.Index("commands_issued", "issued_at"),  # the dashboard's last 24 hours, every site (migration 0017)
 )
 
 audit_log = sa.Table(
@@ -231,6 +232,7 @@ incidents = sa.Table(
     sa.Index("incidents_key_kind", "key", "kind", "closed_at"),
     sa.Index("incidents_state_next", "state", "next_step_at"),
     sa.Index("incidents_site_detected", "site", "detected_at"),
+    sa.Index("incidents_closed", "closed_at"),  # the live stream's recently closed (migration 0017)
 )
 
 incident_conditions = sa.Table(
