@@ -1,7 +1,7 @@
 """An agent loads the stacks of the hardware it is configured with and no others: no OpenCV, dlib or numpy
 without a camera, no evdev without a QR scanner or keypad, no pyusb without a USB printer or fingerprint reader
-(or its twin, a pyusb backend), no HTTP client (httpx) without a queue system; and nothing under drivers/ loads the
-MQTT client.
+(or its twin, a pyusb backend), no HTTP library (httpx) at all, not even to poll a queue system (drivers/http1.py's
+client does); and nothing under drivers/ loads the MQTT client.
 
 Each role is started for real (``hallfleet agent --config``, against a private Mosquitto) and its modules are
 read when it stops, after it reported READY to systemd's notify socket and its birth reached the broker: by
@@ -73,7 +73,7 @@ def role_sections(tmp_path: Path) -> dict[str, tuple[str, dict[str, dict[str, An
         "queue": (
             "queue",
             {"queue": {"kind": "server"}, "queue.driver": {"type": "http", "url": "http://127.0.0.1:9/api"}},
-            {"httpx"},
+            set(),
         ),
         "rating": (
             "rating",

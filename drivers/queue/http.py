@@ -6,18 +6,22 @@ Each record is read on its own, so one bad record is a ``BadRecord`` and the res
 page that is not that JSON object, or a record without a usable number, is a QueueSystemError (the agent
 retries: nothing is skipped that it cannot name).
 
-httpx is imported by the client that uses it, never at module level: every agent's config names this model, and
-an agent without a queue system must not load an HTTP client (tests/test_lean_roles.py).
+The request is drivers/http1.py's ``fetch`` (asyncio streams), not httpx: about a tenth of the CPU per poll, and
+no HTTP library in the agent at all (tests/test_lean_roles.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
 from config.base import Section
+from drivers.http1 import FetchError, fetch
 from drivers.queue.record import BadRecord, QueueRecord, QueueSystemError
 from protocol.bounds import INT64_MAX
 
@@ -57,28 +61,31 @@ def parse_page(body: Any, after: int) -> list[QueueRecord | BadRecord]:
 
 class HttpQueueSystem:
     def __init__(self, cfg: HttpQueueConfig) -> None:
-        import httpx
-
         self.cfg = cfg
-        self._client = httpx.AsyncClient(base_url=cfg.url.rstrip("/"), timeout=cfg.timeout_s)
+        self._base = cfg.url.rstrip("/")
 
     async def records(self, after: int, limit: int) -> Sequence[QueueRecord | BadRecord]:
-        import httpx
-
         try:
-            r = await self._client.get("/records", params={"after": after, "limit": limit})
-        except httpx.HTTPError as exc:
-            why = f"{exc.__class__.__name__}: is the queue PC up and reachable?"
-            raise QueueSystemError(self.cfg.url, why) from None
-        if r.status_code != 200:
-            raise QueueSystemError(self.cfg.url, f"HTTP {r.status_code} {r.text[:120]!r}")
-        if len(r.content) > MAX_PAGE_BYTES:
-            raise QueueSystemError(self.cfg.url, f"a page of {len(r.content)} bytes: lower the agent's page size")
+            async with asyncio.timeout(self.cfg.timeout_s):
+                status, content = await fetch(
+                    f"{self._base}/records?after={after}&limit={limit}", max_body=MAX_PAGE_BYTES
+                )
+        except TimeoutError:
+            raise QueueSystemError(
+                self.cfg.url, f"no answer within {self.cfg.timeout_s:g} s: is the queue PC up?"
+            ) from None
+        except FetchError as exc:
+            raise QueueSystemError(self.cfg.url, f"{exc} (a page too long? lower the agent's page size)") from None
+        except (OSError, UnicodeError) as exc:  # refused, reset, no route, TLS, a host name that does not encode
+            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else exc.__class__.__name__
+            raise QueueSystemError(self.cfg.url, f"{reason}: is the queue PC up and reachable?") from None
+        if status != 200:
+            raise QueueSystemError(self.cfg.url, f"HTTP {status} {content[:120].decode(errors='replace')!r}")
         try:
-            body = r.json()
+            body = json.loads(content)
         except ValueError:
             raise QueueSystemError(self.cfg.url, "the answer is not JSON") from None
         return parse_page(body, after)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing held between polls (one connection per request, as the queue PC's API answers)."""

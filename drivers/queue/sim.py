@@ -13,6 +13,7 @@ A pad that cannot be reached is counted (``pad_errors``) and the queue goes on: 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import Field
 
 from config.base import Section
-from drivers.http1 import HttpError, read_request, write_json
+from drivers.http1 import FetchError, HttpError, fetch, read_request, write_json
 from drivers.queue.record import QueueRecord, Step
 from protocol.queueing import Channel
 
@@ -86,9 +87,6 @@ class SimQueueSystem:
         self._seq = 0
         self._hall = _Hall()
         self._server: asyncio.Server | None = None
-        import httpx  # only where a twin runs: every agent's config names SimQueueConfig
-
-        self._http = httpx.AsyncClient(timeout=2.0)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def __aenter__(self) -> SimQueueSystem:
@@ -103,7 +101,6 @@ class SimQueueSystem:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        await self._http.aclose()
 
     @property
     def url(self) -> str:
@@ -206,17 +203,17 @@ class SimQueueSystem:
             self.dropped += 1
 
     async def _tell_pad(self, window: str, call: dict[str, Any]) -> None:
-        import httpx
-
         url = self.pads.get(window)
         if url is None:
             return
         try:
-            r = await self._http.post(url, json=call)
-            if r.status_code != 200:
+            async with asyncio.timeout(2.0):
+                status, body = await fetch(url, method="POST", body=json.dumps(call).encode(), max_body=65_536)
+            if status != 200:
                 self.pad_errors += 1
-                log.warning("the pad of window %s refused %s: %d %s", window, call["action"], r.status_code, r.text)
-        except httpx.HTTPError as exc:
+                text = body.decode(errors="replace")
+                log.warning("the pad of window %s refused %s: %d %s", window, call["action"], status, text)
+        except (OSError, TimeoutError, FetchError) as exc:
             self.pad_errors += 1
             log.warning("the pad of window %s cannot be reached: %s", window, exc.__class__.__name__)
 
