@@ -52,6 +52,22 @@ def test_api_with_its_database_down_says_so_in_one_line_without_the_password(tmp
     assert "S3cret" not in done.stderr + done.stdout
 
 
+def test_user_commands_with_the_database_down_say_so_in_one_line_without_the_password(tmp_path: Path) -> None:
+    """`hallfleet user add` is the guide's first step after the API starts (docs/deployment.md, step 6)."""
+    port = free_port()
+    (tmp_path / "consumer.toml").write_text(
+        f'[store]\nurl = "postgresql+asyncpg://hallfleet:S3cret@127.0.0.1:{port}/hf"\n'
+    )
+    (tmp_path / "api.toml").write_text('centre_config = "consumer.toml"\n')
+    done = hallfleet("user", "list", "--config", str(tmp_path / "api.toml"))
+    assert done.returncode == 1
+    line = one_line(done)
+    assert line.startswith(
+        f"hallfleet user: cannot open the store postgresql+asyncpg://hallfleet:***@127.0.0.1:{port}/hf"
+    )
+    assert "S3cret" not in done.stderr + done.stdout
+
+
 def test_api_with_a_missing_mqtt_password_file_names_it(tmp_path: Path) -> None:
     (tmp_path / "consumer.toml").write_text('[mqtt]\npassword_file = "/nonexistent/api-mqtt-password"\n')
     (tmp_path / "api.toml").write_text('centre_config = "consumer.toml"\n')

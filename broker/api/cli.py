@@ -172,7 +172,7 @@ def _run_user(a: argparse.Namespace, handler: Any) -> int:
     cfg = load_api_config(a.config)
 
     async def go() -> int:
-        store = await Store.open(cfg.centre_or_default.store.url)
+        store = await _open_store(cfg.centre_or_default.store.url)  # a database that is down: one line
         try:
             return int(await handler(a, store))
         finally:
@@ -180,6 +180,10 @@ def _run_user(a: argparse.Namespace, handler: Any) -> int:
 
     try:
         return asyncio.run(go())
+    except ApiStartupError as exc:
+        log.debug("user command failed", exc_info=True)
+        print(f"hallfleet user: {exc}", file=sys.stderr)
+        return 1
     except UserError as exc:
         print(f"hallfleet: {exc}", file=sys.stderr)
         return 1
