@@ -29,7 +29,7 @@ import random
 import sys
 import tomllib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from time import monotonic
@@ -49,7 +49,8 @@ from agent.roles.usage import LogUsageConfig
 from agent.selfheal import AppWatchConfig
 from broker.attendance.labels import VERDICT_ZH
 from broker.attendance.model import PROVISIONAL, Verdict
-from broker.attendance.reports import daily_exceptions, exception_details, monthly_by_unit
+from broker.attendance.month_report import month_workbook
+from broker.attendance.reports import daily_exceptions
 from broker.attendance.reports import write_xlsx as write_attendance_xlsx
 from broker.attendance.roster import StaffMember
 from broker.attendance.service import load_period, staff_days
@@ -57,7 +58,7 @@ from broker.config import ConsumerConfig
 from broker.ratings.report import build_report as build_rating_report
 from broker.ratings.report import write_xlsx as write_ratings_xlsx
 from broker.reports.export import write_xlsx as write_sla_xlsx
-from broker.reports.sla import build_sla_report, month_bounds
+from broker.reports.sla import build_sla_report
 from broker.rules.actions import dispatch_update
 from broker.rules.consumables import consumable_label
 from broker.rules.incidents import OUTAGE_KINDS, kind_label
@@ -1197,13 +1198,10 @@ async def _attendance_day(store: Store, sites: Sites, site: str, day: DemoDay, p
 
 
 async def _attendance_month(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
-    month = f"{day.date:%Y-%m}"
-    start, _ = month_bounds(month, sites[site].site_calendar.zone)
-    first = start.date()
-    p = await load_period(store, sites, site, first, day.date, now=day.clock.now())
-    monthly = monthly_by_unit(p.days, p.members, sites[site].attendance.monthly, month, site_name=p.site_name)
-    details = exception_details(p.days, p.members, first, day.date, faults=p.faults, zone=p.zone, site_name=p.site_name)
-    write_attendance_xlsx([monthly, replace(details, period=month)], path, "zh-CN")
+    # The workbook the window management section signs, as the CLI and the dashboard write it (with the proxy
+    # clockings and the month's chain heads): the demo shows the real document, not a copy of it.
+    book = await month_workbook(store, sites, site, f"{day.date:%Y-%m}", now=day.clock.now())
+    write_attendance_xlsx(book.tables, path, "zh-CN", book.heads)
 
 
 async def _sla(store: Store, sites: Sites, site: str, day: DemoDay, path: Path) -> None:
