@@ -118,3 +118,29 @@ async def _is(store: Store, state: str) -> bool:
 
 async def _session_at_least(store: Store, n: int) -> bool:
     return await online(store) and await session(store) >= n
+
+
+async def test_an_idle_link_pings_within_its_keepalive_while_waking_only_every_quarter_of_it(
+    mosquitto: LocalMosquitto,
+) -> None:
+    """The link's keepalive check runs every keepalive/4 (issue 20: a wakeup per link per second was a fleet
+    simulator's CPU); an idle connection still pings in time, so the broker never drops it nor fires its Will."""
+    from runtime.transport import AsyncMqtt, LinkOptions
+
+    keepalive = 8
+    client = AsyncMqtt(LinkOptions(host=mosquitto.host, port=mosquitto.port, client_id="idle-1", keepalive_s=keepalive))
+    await client.connect()
+    checks: list[float] = []
+    real = client._client.loop_misc
+
+    def counting() -> int:
+        checks.append(asyncio.get_running_loop().time())
+        return real()
+
+    client._client.loop_misc = counting  # type: ignore[method-assign]
+    try:
+        await asyncio.sleep(2 * keepalive)  # past the broker's 1.5 keepalives twice over
+        assert client.is_connected, "the broker dropped an idle link: no PINGREQ in time"
+        assert 5 <= len(checks) <= 9, f"{len(checks)} keepalive checks in {2 * keepalive} s"
+    finally:
+        await client.disconnect()
