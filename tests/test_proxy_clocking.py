@@ -292,3 +292,31 @@ async def test_flags_show_on_the_attendance_page_and_its_window_management_revie
     assert (await client.get("/api/attendance/clocking-flags", headers=wm)).json()["total"] == 2
     [logged] = await store.fetch(sa.select(audit_log).where(audit_log.c.action == "clocking.review"))
     assert (logged.actor, logged.target) == ("wm.qp", f"{SITE}/att-1")
+
+
+async def test_the_dashboards_monthly_workbook_is_the_one_the_cli_writes(
+    store: Store, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """GIVEN a chain flagged at qp in November WHEN window management downloads the month's workbook from the
+    dashboard THEN it holds the same sheets as `hallfleet attendance month` writes (the 疑似代打卡核查 sheet with the
+    three flags and the summary with the chain heads): the download had lost the proxy-clocking sheet."""
+    import asyncio
+    import io
+
+    from hallfleet.cli import main
+
+    await insert(store, *(punch(at(8, 50, 3 * i), s) for i, s in enumerate(["S1", "S2", "S3"])))
+    await ClockingScan(store, sites(), Router(ALERTS)).scan(SITE, at(14))
+    wm = await login(client, "wm.qp")
+    r = await client.get(f"/api/reports/attendance/{SITE}/2026-11.xlsx", headers=wm)
+    assert r.status_code == 200, r.text
+    book = openpyxl.load_workbook(io.BytesIO(r.content))
+    assert "疑似代打卡核查" in book.sheetnames and "汇总" in book.sheetnames, book.sheetnames
+    flagged = [row for row in book["疑似代打卡核查"].iter_rows(values_only=True) if "S2" in map(str, row)]
+    assert flagged, list(book["疑似代打卡核查"].iter_rows(values_only=True))
+    config, out = tmp_path / "centre.toml", tmp_path / "cli.xlsx"
+    url = store.engine.url.render_as_string(hide_password=False)
+    config.write_text(f'[store]\nurl = "{url}"\n[sites.{SITE}]\nname = "青浦"\n', encoding="utf-8")
+    argv = ["attendance", "month", SITE, "2026-11", "--out", str(out), "--config", str(config)]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert openpyxl.load_workbook(out).sheetnames == book.sheetnames

@@ -388,26 +388,16 @@ async def attendance_report(
 
 
 async def monthly_xlsx(request: Request, site: str, month: str, lang: str) -> bytes:
-    """The same workbook as ``hallfleet attendance month`` (monthly bulletin per unit + exception details)."""
-    from dataclasses import replace
-
-    from broker.attendance.reports import exception_details, monthly_by_unit, write_xlsx
-    from broker.attendance.service import load_period
-    from broker.audit.heads import month_heads
-    from broker.reports.sla import month_bounds
+    """The workbook ``hallfleet attendance month`` writes, assembled by the same function (month_report.py): the
+    bulletin with where judging starts, the details, the suspected proxy clockings and the month's chain heads."""
+    from broker.attendance.month_report import month_workbook
+    from broker.attendance.reports import write_xlsx
 
     app = request.app.state
-    cfg = app.sites[site]
-    start, end = month_bounds(month, cfg.site_calendar.zone)
-    first, last = start.date(), end.date() - timedelta(days=1)
-    p = await load_period(app.store, app.sites, site, first, last, now=app.clock.now())
-    monthly = monthly_by_unit(p.days, p.members, cfg.attendance.monthly, month, site_name=p.site_name)
-    details = exception_details(p.days, p.members, first, last, faults=p.faults, zone=p.zone, site_name=p.site_name)
-    async with app.store.engine.connect() as conn:
-        heads = await month_heads(conn, month)  # the month's chain heads (broker/audit/heads.py)
+    book = await month_workbook(app.store, app.sites, site, month, now=app.clock.now())
     with tempfile.TemporaryDirectory() as tmp:
         path = FsPath(tmp) / "report.xlsx"
-        write_xlsx([monthly, replace(details, period=month)], path, lang, heads)
+        write_xlsx(book.tables, path, lang, book.heads)
         return path.read_bytes()
 
 
