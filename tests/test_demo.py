@@ -128,6 +128,7 @@ def test_demo_plays_a_working_day_accelerated_and_sums_it_up(tmp_path: Path) -> 
     assert "qingpu-attendance-2026-11-20.xlsx" in reports
     assert {"qingpu-queue-2026-11.xlsx", "wanzhou-duties-2026-11.xlsx"} <= set(reports), reports
     check_hall_devices(db, summary)
+    check_a4_printers(db)
 
     # Presence stayed right under the scaled clock, and the clean stop opened no outage.
     assert count(db, "SELECT count(*) FROM presence_history WHERE state = 'stale'") == 0
@@ -135,6 +136,23 @@ def test_demo_plays_a_working_day_accelerated_and_sums_it_up(tmp_path: Path) -> 
     assert "22/22 正常关机" in out
     time.sleep(0.5)
     assert processes_mentioning(str(workdir)) == [], "the demo must leave no process behind"
+
+
+def check_a4_printers(db: Path) -> None:
+    """The kiosks' A4 printers (the IPP twin, issue 21 item 2): the toner read over IPP ran down with the day's
+    pages and the centre forecasts the day it runs out."""
+    levels = rows(db, "SELECT key, json_extract(data, '$.level_pct') FROM events e JOIN devices d"
+                      " ON d.site = e.site AND d.device = e.device WHERE e.type = 'kiosk.consumable'"
+                      " AND json_extract(data, '$.consumable') = 'toner:black' ORDER BY e.ts")  # fmt: skip
+    by_kiosk: dict[str, list[float]] = {}
+    for key, level in levels:
+        if level is not None:
+            by_kiosk.setdefault(str(key), []).append(float(level))  # type: ignore[arg-type]
+    assert by_kiosk and all(seen[-1] < seen[0] for seen in by_kiosk.values()), by_kiosk
+    forecasts = rows(
+        db, "SELECT key FROM consumable_levels WHERE consumable = 'toner:black' AND empty_forecast IS NOT NULL"
+    )
+    assert {str(k) for (k,) in forecasts} == set(by_kiosk), (forecasts, by_kiosk)
 
 
 def check_hall_devices(db: Path, summary: str) -> None:
