@@ -21,9 +21,14 @@ class SystemHealth:
 
 
 class SystemProbe:
+    """Read once per heartbeat by every agent, so read cheaply (issue 20: a fleet simulator runs thousands of
+    agents, each reading it; a Pi 3 reads it every heartbeat): the thermal zones are listed once, and /proc/meminfo
+    is read only as far as the two lines it needs."""
+
     def __init__(self, root: Path = Path("/"), disk_path: Path = Path("/")) -> None:
         self.root = root
         self.disk_path = disk_path
+        self._zones: list[Path] | None = None  # the kernel's thermal zones do not change while it runs
 
     def read(self) -> SystemHealth:
         return SystemHealth(
@@ -49,7 +54,9 @@ class SystemProbe:
 
     def _cpu_temp(self) -> float | None:
         # The Pi's SoC sensor is thermal_zone0, in millidegrees.
-        for zone in sorted((self.root / "sys/class/thermal").glob("thermal_zone*/temp")):
+        if self._zones is None:
+            self._zones = sorted((self.root / "sys/class/thermal").glob("thermal_zone*/temp"))
+        for zone in self._zones:
             try:
                 return round(int(zone.read_text().strip()) / 1000, 1)
             except (OSError, ValueError):
@@ -58,10 +65,14 @@ class SystemProbe:
 
     def _mem_used_pct(self) -> float | None:
         try:
-            info = {}
-            for line in (self.root / "proc/meminfo").read_text().splitlines():
-                key, _, rest = line.partition(":")
-                info[key] = int(rest.split()[0])
+            info: dict[str, int] = {}
+            with (self.root / "proc/meminfo").open() as f:
+                for line in f:  # MemTotal and MemAvailable are the first and third of some fifty lines
+                    key, _, rest = line.partition(":")
+                    if key in ("MemTotal", "MemAvailable"):
+                        info[key] = int(rest.split()[0])
+                        if len(info) == 2:
+                            break
             total, avail = info["MemTotal"], info["MemAvailable"]
             return round(100 * (total - avail) / total, 1)
         except (OSError, ValueError, KeyError, ZeroDivisionError, IndexError):
