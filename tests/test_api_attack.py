@@ -475,6 +475,34 @@ def test_the_csv_writer_quotes_text_a_spreadsheet_would_run(tmp_path: Path) -> N
     ]
 
 
+async def test_a_nul_in_a_typed_text_is_a_422_naming_the_field_not_a_500(served: Served) -> None:
+    """PostgreSQL refuses NUL in text: a note, a reason or a reply that carried one failed in the store (a 500)."""
+    incident = await _incident(served)
+    flag = "0190a0b0-0000-7000-8000-000000000002"
+    async with served.client() as c:
+        h = await _bearer(served, c, "admin")
+        for url, body, field in (
+            (f"/api/incidents/{incident}/dispatch", {"state": "open", "note": "a\x00b"}, "note"),
+            ("/api/commands", {"device": "qp/kiosk-1", "name": "diagnose", "reason": "x\x00"}, "reason"),
+            (
+                "/api/commands",
+                {"device": "qp/kiosk-1", "name": "diagnose", "reason": "ok", "args": {"a\x00": 1}},
+                "args",
+            ),
+            (f"/api/ratings/followups/{flag}/reply", {"text": "\x00"}, "text"),
+            (f"/api/ratings/followups/{flag}/rectify", {"text": "done\x07"}, "text"),
+            (f"/api/ratings/flags/{flag}/review", {"verdict": "proxy", "note": "\x00"}, "note"),
+            (f"/api/attendance/clocking-flags/{flag}/review", {"verdict": "proxy", "note": "\x00"}, "note"),
+        ):
+            r = await c.post(url, json=body, headers=h)
+            assert r.status_code == 422 and any(f.startswith(field) for f in r.json()["fields"]), (url, r.text[:200])
+        form = {**h, "Content-Type": "application/x-www-form-urlencoded"}
+        r = await c.post(f"/incidents/{incident}/dispatch", content="state=open&note=a%00b", headers=form)
+        assert r.status_code == 422, r.text[:200]
+        multi = await c.post(f"/api/incidents/{incident}/dispatch", json={"note": "line one\nline two\ttab"}, headers=h)
+        assert multi.status_code == 200, "tab and line breaks are text"
+
+
 # -- 7. what is audited ----------------------------------------------------------------------------------------
 async def test_logins_failures_lockouts_and_reads_of_staff_data_are_audited_with_name_and_source(
     served: Served,

@@ -23,6 +23,7 @@ from broker.api.params import EventId, PageNo, SiteQuery, Size
 from broker.api.views import HALL_ZONE
 from broker.attendance.proxy_clocking import ClockingFlagError, flags_query, review
 from broker.store.schema import clocking_flags
+from protocol.bounds import Prose
 
 router = APIRouter(tags=["attendance"])
 Me = Annotated[User, Depends(current_user)]
@@ -51,7 +52,7 @@ class ClockingReviewIn(BaseModel):
     verdict: Literal["proxy", "honest"] = Field(
         description="proxy: 属实代打卡 (where the site says so the punch stops counting); honest: 正常打卡"
     )
-    note: str = Field(default="", max_length=500, description="What the reviewer saw (video, witness ...)")
+    note: Prose = Field(default="", max_length=500, description="What the reviewer saw (video, witness ...)")
 
 
 @router.get("/api/attendance/clocking-flags", response_model=Page[ClockingFlagOut])

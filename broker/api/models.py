@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from protocol.bounds import Json, Line, Prose
 from protocol.commands import CommandName
 
 T = TypeVar("T")
@@ -103,8 +104,8 @@ class CommandIn(BaseModel):
 
     device: DeviceKey = Field(description="SITE/DEVICE", examples=["qingpu/kiosk-24h-1"])
     name: CommandName = Field(description="restart_app, restart_agent, reboot, diagnose, sync_config, collect_logs ...")
-    args: dict[str, Any] = Field(default_factory=dict)
-    reason: str = Field(min_length=1, max_length=500, description="Why: goes into the audit log")
+    args: dict[Line, Json] = Field(default_factory=dict)
+    reason: Prose = Field(min_length=1, max_length=500, description="Why: goes into the audit log")
     ttl_s: int | None = Field(default=None, ge=10, le=86_400, description="Seconds the device has to take it")
 
 
@@ -174,7 +175,10 @@ class LoginOut(Out):
 
 
 # -- ratings (好差评) and their follow-ups ----------------------------------------------------------------
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+# Text a person types goes into the store: no NUL or other control character but tab and line breaks (PostgreSQL
+# refuses NUL in text, which was a 500; protocol/bounds.py's Prose is the devices' rule for the same).
+# (Prose's validator after the constraints: nested the other way, pydantic drops min_length after the strip.)
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), *get_args(Prose)[1:]]
 
 
 class RatingOut(Out):
@@ -237,7 +241,7 @@ class DispatchIn(BaseModel):
     state: Literal["open", "on_site", "done"] = Field(
         default="open", description="open: send a technician; on_site: arrived; done: finished on site"
     )
-    note: str = Field(default="", max_length=1000)
+    note: Prose = Field(default="", max_length=1000)
 
 
 class DispatchOut(Out):
@@ -310,4 +314,4 @@ class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     verdict: Literal["proxy", "honest"] = Field(description="proxy: 属实代评 (left out of the statistics); honest")
-    note: str = Field(default="", max_length=500)
+    note: Prose = Field(default="", max_length=500)
