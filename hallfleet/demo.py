@@ -63,9 +63,11 @@ FINISH_S = 15.0
 
 def run_demo(args: argparse.Namespace) -> int:
     scenario = sc.load_scenario(args.scenario or sc.SCENARIO)  # a bad file stops the start, naming the field
-    devices = sc.plan(args.devices)
+    devices = sc.plan(args.devices, scenario.power)
     sc.check_scenario(scenario, devices)
     sites = Sites({k: SiteConfig.model_validate(v) for k, v in sc.load_sites().items()})
+    if bad := hd.check_power(scenario.power, sites):
+        raise ConfigError("invalid demo scenario:\n" + "\n".join(f"  {b}" for b in bad))
     on = args.date or datetime.now(sc.ZONE).date()
     day = sc.working_day(sites, on)
     if day != on and args.date is not None:
@@ -212,6 +214,7 @@ async def _demo_day(
     sites = Sites(cfg.sites)
     store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
     await import_roster(store, [m for ms in staff.values() for m in ms], by="demo", at=day.start)
+    await hd.register_machines(store, scenario.power, day.start)
     password = secrets.token_urlsafe(12)
     await add_user(store, DEMO_USER, password, "it_admin", ("*",), day.start)  # its hash takes none of the morning
     clock = day.clock  # standing at the day's start until the fleet is up (play.prepare, day.begin below)

@@ -2,12 +2,13 @@
 the day (hallfleet/demo_scenario.py): each hall's queue system (the twin, drivers/queue/sim.py, on a real socket)
 with a ticket dispenser and a call display reporting its steps, the rating pads bound to the same ticket numbers;
 a door controller and a locker bank in the 24-hour area (RS-485 twins on pty pairs); the kiosks' daily network
-check; a duty officer's patrol handheld.
+check; a duty officer's patrol handheld; the departmental machines of a hall's 专区 (WZ 002:491), switched on in
+the morning and shut down by their department, or not switched on at all.
 
 The rule: the script only does what happens in a hall (a citizen takes a ticket, a window calls it, a door is
 left open, an item is left in a locker, an officer scans a point); every verdict (a wait past QP 000:368's limit,
-the combined alert of a paused pad with tickets waiting, a held-open door, an overdue item, a missed round) is the
-centre's, from the events the devices send.
+the combined alert of a paused pad with tickets waiting, a held-open door, an overdue item, a missed round, a
+machine not switched on) is the centre's, from the events the devices send.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.netcheck import Endpoint, NetCheckConfig
 from agent.roles.rating import ServiceCall
+from broker.duties.power import power_day
+from broker.duties.report import OFF_ZH, ON_ZH, load_month
 from broker.duties.report import build_report as build_duties_report
-from broker.duties.report import load_month
 from broker.duties.report import write_report as write_duties_report
 from broker.queueing.report import build_report as build_queue_report
 from broker.queueing.report import write_report as write_queue_report
+from broker.rules.devices import Registered, register_devices
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import events, notifications
@@ -87,6 +90,35 @@ class PatrolPart(_Part):
     point_gap_min: float = Field(default=2, gt=0, le=30, description="Minutes between two points of a round")
 
 
+class PowerPart(_Part):
+    machines: dict[str, dict[str, time | Literal["never"]]] = Field(
+        default_factory=dict,
+        description="hall -> departmental machine (a name its site config's duties.power.departments covers) -> the"
+        ' hall time its department shuts it down, or "never": registered with the centre, not switched on today',
+    )
+
+    def switched_on(self, site: str) -> list[str]:
+        return [name for name, off in self.machines.get(site, {}).items() if off != "never"]
+
+
+def check_power(part: PowerPart, sites: Sites) -> list[str]:
+    """Each machine the scenario names is a departmental machine of its hall's site config."""
+    return [
+        f"power.machines.{site}.{name}: not under duties.power.departments of {site}"
+        for site, machines in part.machines.items()
+        for name in machines
+        if site in sites.names() and sites[site].duties.power.department_of(name) is None
+    ]
+
+
+async def register_machines(store: Store, part: PowerPart, at: datetime) -> None:
+    """The IT section's registry lists the departments' machines (hallfleet provision, broker/rules/devices.py), so
+    the centre judges one that is never switched on; a registered row is not in service until the machine speaks."""
+    entries = [Registered(site, name, "none", False) for site, names in part.machines.items() for name in names]
+    async with store.engine.begin() as conn:
+        await register_devices(conn, entries, by="demo", at=at)
+
+
 # -- agent sections ---------------------------------------------------------------------------------------
 def queue_section(d: Device, queues: dict[str, SimQueueSystem]) -> dict[str, Any]:
     """The dispenser reports the tickets it printed, the display every call and service: each step once."""
@@ -133,7 +165,7 @@ class HallPlay:
         self.day = day
         self.hall = hall
         self.queue = queue
-        self.part = part  # DayScenario: .queue, .access, .patrol
+        self.part = part  # DayScenario: .queue, .access, .patrol, .power
         self.tell = tell
         self.rng = random.Random(f"hall-{hall.site}")
         self.held: dict[str, datetime] = {}  # service -> its windows call no ticket before then (scripted)
@@ -255,6 +287,24 @@ class HallPlay:
                 role.sim.type(f"HFP1:{p}")
             self.tell(f"{self.hall.short} {r.name}巡查完成 ({len(points)} 个点位)")
 
+    async def switch_off(self, name: str, department: str, agent: Agent) -> bool:
+        """The department's staff shut their machine down at the scenario's time: a clean stop, so its agent says
+        ``shutdown`` as a real one does when the operating system stops it. False: the day ended first."""
+        off = self.part.power.machines.get(self.hall.site, {}).get(name)
+        if not isinstance(off, time):
+            return False
+        await self.day.until(self.day.at(off))
+        if self.day.over():
+            return False
+        agent.stop()
+        self.tell(f"{self.hall.short} {department} 下班关闭自助服务区计算机 {name}")
+        return True
+
+    async def never_on(self, name: str, department: str, on_by: time) -> None:
+        await self.day.until(self.day.at(on_by))
+        if not self.day.over():
+            self.tell(f"{self.hall.short} {department} 的自助服务区计算机 {name} 今天无人开机")
+
 
 # -- the day in review ----------------------------------------------------------------------------------
 QUEUE_STEPS_ZH = {"issued": "取号", "called": "叫号", "served": "办结", "transferred": "转办", "abandoned": "放弃"}
@@ -265,10 +315,27 @@ NOTICE_ZH = {
     "netcheck_failed": "网络检查未通过",
     "netcheck_missing": "网络检查未上报",
 }
+POWER_ZH = {"power_not_on": "未开机", "power_not_off": "下班后未关机", "power_unclean": "非正常关机"}
 
 
 async def _counts(store: Store, query: sa.Select[Any]) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in await store.fetch(query)}
+
+
+async def power_lines(store: Store, sites: Sites, site: str, day: date, now: datetime) -> list[str]:
+    """Each departmental machine's power-on and power-off as the centre judges them now, from the stored events
+    (the duties job runs every few real seconds, so the evening's verdicts may not have been told yet), and the
+    notices the IT section got."""
+    if not sites[site].duties.power.departments:
+        return []
+    async with store.engine.connect() as conn:
+        days = await power_day(conn, site, sites[site], day, now)
+    out = [f"  开关机 (WZ 002:491, 各职能部门自行负责): {len(days)} 台"]
+    for p in days:
+        on = ON_ZH[p.on] + (f" {_hm(p.booted_at)}" if p.booted_at else "")
+        off = "" if p.off == "none" else ", " + OFF_ZH[p.off] + (f" {_hm(p.off_at)}" if p.off_at else "")
+        out.append(f"    {p.department} {p.device}: {on}{off}")
+    return out + await _notices(store, site, tuple(POWER_ZH))
 
 
 async def _notices(store: Store, site: str, steps: tuple[str, ...]) -> list[str]:
@@ -280,7 +347,8 @@ async def _notices(store: Store, site: str, steps: tuple[str, ...]) -> list[str]
         .group_by(n.step, n.ref)
         .order_by(sa.func.min(n.created_at))
     )
-    return [f"    告警 {NOTICE_ZH.get(r[0], r[0])} {_hm(r[2])}: {r[3].splitlines()[0]}" for r in rows]
+    words = NOTICE_ZH | POWER_ZH
+    return [f"    告警 {words.get(r[0], r[0])} {_hm(r[2])}: {r[3].splitlines()[0]}" for r in rows]
 
 
 async def queue_lines(store: Store, site: str) -> list[str]:

@@ -11,7 +11,9 @@ IPP A4 printer, the simulated keypad), the roster, and the day the demo plays on
 - one kiosk application stops answering and comes back after the centre's restart_app (within the SLA),
   another stays down through the warning and the breach (an on-site dispatch) until it is fixed on site;
 - the demo plays each window's queue system (service start and end) in opening hours and the citizens at
-  the rating pads; one scripted 1 (非常不满意) opens a negative-rating follow-up.
+  the rating pads; one scripted 1 (非常不满意) opens a negative-rating follow-up;
+- the departmental machines of [power] (WZ 002:491): on from the morning, shut down by their department at
+  their time, or registered and never switched on (hallfleet/demo_hall.py has the rest of the hall).
 
 Time: agents, consumer and API share one ScaledClock; the script waits for hall times through ``DemoDay``,
 so every timestamp, SLA step and verdict is the hall's. Durations the agents measure on the clock (debounce,
@@ -93,7 +95,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = Path(broker.attendance.__file__).parent / "examples"
 SCENARIO = Path(__file__).parent / "scenarios" / "demo-day.toml"
 ZONE = HALL_ZONE
-Role = Literal["attendance", "kiosk", "rating", "queue", "door", "locker", "patrol"]
+Role = Literal["attendance", "kiosk", "rating", "queue", "door", "locker", "patrol", "none"]
 KEYS = {f"KEY_{n}": f"rate_{n}" for n in range(1, 6)} | {"KEY_F4": "service_start", "KEY_F5": "service_end"}
 NAMES = ("王丽", "张伟", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄强", "周婷", "吴刚",
          "徐芳", "孙涛", "马超", "朱琳", "胡军", "郭霞", "何平", "高洁", "林峰", "罗兰")  # fmt: skip
@@ -193,6 +195,7 @@ class DayScenario(_Part):
     queue: hd.QueuePart = Field(default_factory=hd.QueuePart, description="Tickets at the hall's queue system")
     access: hd.AccessPart = Field(default_factory=hd.AccessPart, description="The 24-hour area's door and lockers")
     patrol: hd.PatrolPart = Field(default_factory=hd.PatrolPart, description="The duty officers' patrol rounds")
+    power: hd.PowerPart = Field(default_factory=hd.PowerPart, description="Departmental machines' power-on/off")
 
 
 def load_scenario(path: Path = SCENARIO) -> DayScenario:
@@ -240,6 +243,7 @@ def _check_hall_parts(scenario: DayScenario, sites: set[str], windows: set[tuple
     bad = [f"{w}.window: no window {win!r} in {h}" for w, h, win in named if (h, win) not in windows]
     halls = [("access.held_open", s) for s in scenario.access.held_open]
     halls += [("access.left", s) for s in scenario.access.left] + [("patrol.missed", s) for s in scenario.patrol.missed]
+    halls += [("power.machines", s) for s in scenario.power.machines]
     return bad + [f"{w}: no such demo hall {s!r}" for w, s in halls if s not in sites]
 
 
@@ -285,9 +289,10 @@ def working_day(sites: Sites, on_or_before: date) -> date:
     return day
 
 
-def plan(per_hall: int) -> list[Device]:
+def plan(per_hall: int, power: hd.PowerPart | None = None) -> list[Device]:
     """About a tenth attendance terminals, three tenths kiosks (half of them 24-hour), the rest rating pads; and
-    each hall's queue, 24-hour area and patrol devices (hall_devices)."""
+    each hall's queue, 24-hour area and patrol devices (hall_devices), and the departmental machines ``power``
+    switches on today (an agent with no role: heartbeats, boot and shutdown)."""
     out: list[Device] = []
     n_att = max(1, round(per_hall * 0.1))
     n_kiosk = max(2, round(per_hall * 0.3))
@@ -299,6 +304,8 @@ def plan(per_hall: int) -> list[Device]:
             out.append(Device(hall, f"kiosk-24h-{i + 1}" if i < half else f"kiosk-{i + 1 - half}", "kiosk", i))
         out += [Device(hall, f"pad-w{i + 1:02d}", "rating", i, f"W{i + 1:02d}") for i in range(n_pad)]
         out += hall_devices(hall)
+        switched_on = power.switched_on(hall.site) if power is not None else []
+        out += [Device(hall, name, "none", i) for i, name in enumerate(switched_on)]
     return out
 
 
@@ -412,6 +419,8 @@ def agent_config(
                 "fingerprint_lift_s": 0.2,
             }
         )
+    elif d.role == "none":
+        pass  # a departmental machine: the agent's heartbeats, its boot id and its clean shutdown are all it says
     elif d.role in ("queue", "door", "locker", "patrol"):
         common[d.role] = _hall_device_section(d, queues)
     elif d.role == "kiosk":
@@ -561,6 +570,7 @@ class Scenario:
         self.queues: dict[str, SimQueueSystem] = {}  # each hall's queue system (its twin), when the day has them
         self.halls: dict[str, hd.HallPlay] = {}
         self.fingers: dict[str, set[tuple[int, str]]] = {}  # site -> (terminal index, staff id) enrolled there
+        self.switched_off: set[Agent] = set()  # departmental machines their department shut down
 
     def tell(self, text: str) -> None:
         self.say(f"  剧情 {self.day.now():%H:%M}: {text}")
@@ -586,6 +596,22 @@ class Scenario:
                     tg.create_task(self._window(d, agent), name=f"window-{d.hall.site}-{d.name}")
             for failure in self.scenario.kiosks.app_failures:
                 tg.create_task(self._app_failure(failure), name=f"app-{failure.hall}-{failure.kiosk}")
+            for site, machines in self.scenario.power.machines.items():
+                for name in machines:
+                    tg.create_task(self._department_machine(site, name), name=f"power-{site}-{name}")
+
+    async def _department_machine(self, site: str, name: str) -> None:
+        """WZ 002:491: the department switches its machine off at its time, or never switched it on today."""
+        play, power = self.halls.get(site), self.sites[site].duties.power
+        if play is None:
+            return
+        department = power.department_of(name) or ""
+        agent = next((a for d, a in self.fleet if (d.hall.site, d.name) == (site, name)), None)
+        if agent is None:
+            await play.never_on(name, department, time.fromisoformat(power.on_by))
+            return
+        if await play.switch_off(name, department, agent):
+            self.switched_off.add(agent)  # its outbox waits for no confirmation any more (wait_quiet)
 
     async def _hall_device(self, play: hd.HallPlay, d: Device, agent: Agent) -> None:
         if d.role == "door":
@@ -857,11 +883,11 @@ class Scenario:
     async def wait_quiet(self) -> None:
         """Until every agent's outbox is confirmed by the store (bounded): the day's last events are in."""
         for _ in range(100):
-            if all(a.outbox.depth == 0 for _, a in self.fleet):
+            if all(a.outbox.depth == 0 for _, a in self.fleet if a not in self.switched_off):
                 return
             await asyncio.sleep(0.1)
         with contextlib.suppress(Exception):
-            waiting = sum(a.outbox.depth for _, a in self.fleet)
+            waiting = sum(a.outbox.depth for _, a in self.fleet if a not in self.switched_off)
             log.warning("%d events still wait in the agents' outboxes", waiting)
 
     async def finish(self, within_s: float) -> None:
@@ -1028,6 +1054,7 @@ async def day_summary(
         lines += await _section("好差评", _rating_lines(store, s))
         lines += await _section("排队叫号", hd.queue_lines(store, s))
         lines += await _section("24小时区与日常值守", hd.duty_lines(store, s))
+        lines += await _section("开关机", hd.power_lines(store, sites, s, d, day.clock.now()))
     n = notifications.c
     sent = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state == "sent"))
     failed = await store.scalar(sa.select(sa.func.count()).select_from(notifications).where(n.state != "sent"))
