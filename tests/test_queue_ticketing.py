@@ -143,6 +143,16 @@ async def test_the_twin_serves_its_records_to_the_real_http_driver() -> None:
             await system.aclose()
 
 
+@pytest.mark.parametrize(("after", "limit", "expected"), [(0, 2, [1, 2]), (2, 2, [3, 4]), (4, 9, [5]), (5, 2, []),
+                                                     (9, 2, [])])  # fmt: skip
+async def test_the_twin_pages_its_log_by_record_number(after: int, limit: int, expected: list[int]) -> None:
+    async with SimQueueSystem(Clock(), {"A": "A"}) as hall:
+        for _ in range(5):
+            hall.issue("A", dispenser="d1")
+        system = HttpQueueSystem(HttpQueueConfig(url=hall.url))
+        assert [r.no for r in await system.records(after, limit)] == expected
+
+
 async def test_an_unreachable_queue_system_is_an_error_naming_it() -> None:
     system = HttpQueueSystem(HttpQueueConfig(url="http://127.0.0.1:9/api", timeout_s=1))
     try:

@@ -13,6 +13,7 @@ A pad that cannot be reached is counted (``pad_errors``) and the queue goes on: 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -243,5 +244,8 @@ class SimQueueSystem:
             raise HttpError(400, "after and limit are whole numbers") from None
         if after < 0 or limit < 1:
             raise HttpError(400, "after >= 0 and limit >= 1")
-        page = [r for r in self.records if r.no > after][:limit]
+        # Records are in number order: find the page, not scan the day's log (a fleet's displays each poll every
+        # second, and the log grows all day: the scan made every poll slower than the last).
+        start = bisect.bisect_right(self.records, after, key=lambda r: r.no)
+        page = self.records[start : start + limit]
         return {"records": [r.model_dump(mode="json", exclude_defaults=True) for r in page]}
