@@ -7,11 +7,13 @@ urgent problems must be on the first screen. Screenshots go to test-artifacts/ (
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from playwright.async_api import Page, ViewportSize, async_playwright, expect
@@ -140,3 +142,34 @@ async def test_overview_of_10000_devices_filters_searches_and_opens_a_device(ser
             await _shot(page, tmp_path, "05-device-en")
         finally:
             await browser.close()
+
+
+async def _first_round(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> list[str]:
+    """The event names of the stream's first round: lines until it falls quiet for a poll interval and more."""
+    names: list[str] = []
+    async with client.stream("GET", url, headers=headers) as r:
+        assert r.status_code == 200, url
+        lines = r.aiter_lines()
+        while True:
+            try:
+                line = await asyncio.wait_for(anext(lines), 2.5 if names else 30)
+            except (TimeoutError, StopAsyncIteration):
+                return names
+            if line.startswith("event: "):
+                names.append(line.removeprefix("event: "))
+
+
+@pytest.mark.parametrize("path", ["/incidents", "/consumables"])
+async def test_a_page_without_a_device_table_is_streamed_no_device_rows(server: str, path: str) -> None:
+    """Each open tab's live stream: the incidents page at 10,000 devices is sent its incidents, not every device's
+    row (the stream asks for the devices the page shows, and this page shows none)."""
+    async with httpx.AsyncClient(base_url=server, timeout=60) as client:
+        r = await client.post("/api/login", json={"username": "it.chen", "password": PASSWORD})
+        headers = {"Authorization": f"Bearer {r.json()['token']}"}
+        html = (await client.get(path, headers=headers)).text
+        query = re.search(r'data-stream-query="([^"]*)"', html)
+        url = "/events/stream" + (query.group(1) if query else "")
+        names = await _first_round(client, url, headers)
+    assert "device" not in names, f"{names.count('device')} device rows sent to {path}"
+    if path == "/incidents":
+        assert "incident" in names, "the page's own rows still come"
