@@ -1,4 +1,4 @@
-"""Property: no value of any path or query parameter makes the API or the dashboard answer 5xx.
+"""Property: no value of any path or query parameter, and no JSON body, makes the API or the dashboard answer 5xx.
 
 Every operation of the OpenAPI schema that takes parameters, and every dashboard route (not in the schema), the
 live streams included, gets values drawn around and beyond its bounds: integers near and past 2^63, days in year
@@ -7,11 +7,13 @@ dashboard parameter is drawn by the type FastAPI reads it as, like a schema one.
 passes every permission check, so the values reach the code behind them) and by a site's technician, to a
 configured hall with a device and an incident (so a valid id or site reaches the code behind the lookup), on
 SQLite and PostgreSQL (PostgreSQL refuses NUL in text, SQLite does not). A stream answered 200 is left at once,
-as a client that goes away leaves it."""
+as a client that goes away leaves it. Every JSON body of the schema is drawn the same way, field by field (NUL in a
+note was a 500 on PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -283,3 +285,72 @@ async def test_no_parameter_value_gets_a_5xx(fuzzed: Fuzzed, data: st.DataObject
     who = data.draw(st.sampled_from(sorted(fuzzed.tokens)))
     status, text = await fuzzed.status(method, url, who)
     assert status < 500, (method, url, who, status, text)
+
+
+# -- request bodies --------------------------------------------------------------------------------------------
+JUNK: list[Any] = [None, 0, -1, 2**63, 1e309, "", "\x00", [], {}, True, "x" * 5000]
+
+
+def _resolve(schema: dict[str, Any], openapi: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    return _resolve(openapi["components"]["schemas"][ref.rsplit("/", 1)[1]], openapi) if ref else schema
+
+
+def body_values(schema: dict[str, Any], openapi: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any]:
+    """A value the schema describes, at and beyond its bounds, or now and then one of another type."""
+    schema = _resolve(schema, openapi)
+    if "anyOf" in schema:
+        return st.one_of([body_values(s, openapi, depth) for s in schema["anyOf"]])
+    kind = schema.get("type")
+    if "enum" in schema:
+        shaped: st.SearchStrategy[Any] = st.sampled_from(schema["enum"])
+    elif kind == "string":
+        shaped = st.one_of(st.sampled_from(EDGE_STRINGS), st.text(max_size=80), st.just("ok " * 5 + "\t\n"))
+    elif kind in ("integer", "number"):
+        shaped = st.one_of(st.sampled_from(EDGE_INTS), st.integers(-(2**70), 2**70), st.floats())
+    elif kind == "boolean":
+        shaped = st.booleans()
+    elif kind == "array":
+        shaped = st.lists(body_values(schema.get("items", {}), openapi, depth + 1), max_size=4)
+    elif kind == "object" and depth < 3:
+        props = {k: body_values(v, openapi, depth + 1) for k, v in schema.get("properties", {}).items()}
+        required = set(schema.get("required", []))
+        extra = st.dictionaries(st.sampled_from(EDGE_STRINGS), st.sampled_from(JUNK), max_size=2)
+        shaped = st.fixed_dictionaries(
+            {k: v for k, v in props.items() if k in required},
+            optional={k: v for k, v in props.items() if k not in required},
+        ) | (extra if schema.get("additionalProperties") else st.nothing())
+    else:
+        shaped = st.sampled_from(JUNK)
+    return st.one_of(shaped, shaped, shaped, st.sampled_from(JUNK))
+
+
+def body_operations(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, op["requestBody"]["content"]["application/json"]["schema"])
+        for path, methods in openapi["paths"].items()
+        for method, op in methods.items()
+        if "application/json" in op.get("requestBody", {}).get("content", {})
+    ]
+
+
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=DERANDOMIZE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+async def test_no_request_body_gets_a_5xx(fuzzed: Fuzzed, data: st.DataObject) -> None:
+    """Every JSON body of the schema, its fields drawn at and past their bounds (NUL, 2^63, wrong types)."""
+    openapi = fuzzed.app.openapi()
+    method, path, schema = data.draw(st.sampled_from(body_operations(openapi)))
+    path = re.sub(r"\{([^}]+)\}", lambda m: quote(valid(m.group(1), "path"), safe=""), path)
+    body = data.draw(body_values(schema, openapi))
+    who = data.draw(st.sampled_from(sorted(fuzzed.tokens)))
+    # json.dumps, not httpx's json=: Infinity and NaN go out as Python writes them, for the server to refuse.
+    headers = {**fuzzed.tokens[who], "Content-Type": "application/json"}
+    r = await fuzzed.client.request(method, path, content=json.dumps(body), headers=headers)
+    # The one 5xx that is an answer: a valid command while the API has no MQTT link (these tests run without one).
+    no_link = r.status_code == 503 and "MQTT" in r.text
+    assert r.status_code < 500 or no_link, (method, path, who, body, r.status_code, r.text[:300])
