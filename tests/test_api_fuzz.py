@@ -8,7 +8,7 @@ passes every permission check, so the values reach the code behind them) and by 
 configured hall with a device and an incident (so a valid id or site reaches the code behind the lookup), on
 SQLite and PostgreSQL (PostgreSQL refuses NUL in text, SQLite does not). A stream answered 200 is left at once,
 as a client that goes away leaves it. Every JSON body of the schema is drawn the same way, field by field (NUL in a
-note was a 500 on PostgreSQL)."""
+note was a 500 on PostgreSQL), and every dashboard form with the fields the pages post."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, get_args
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 import httpx
 import pytest
@@ -354,3 +354,37 @@ async def test_no_request_body_gets_a_5xx(fuzzed: Fuzzed, data: st.DataObject) -
     # The one 5xx that is an answer: a valid command while the API has no MQTT link (these tests run without one).
     no_link = r.status_code == 503 and "MQTT" in r.text
     assert r.status_code < 500 or no_link, (method, path, who, body, r.status_code, r.text[:300])
+
+
+# -- the dashboard's forms -------------------------------------------------------------------------------------
+# Every field a dashboard form posts (the templates' input names); a form reads the ones it knows.
+FORM_FIELDS = ("state", "note", "device", "name", "reason", "text", "objective", "verdict", "username", "password",
+               "role", "sites", "next", "command")  # fmt: skip
+
+
+def form_routes(routes: list[Any]) -> list[str]:
+    """The dashboard's POST routes (not in the schema), but /logout, which would end the fuzzing session."""
+    return sorted(
+        {r.path for r in _api_routes(routes) if not r.include_in_schema and "POST" in (r.methods or ())} - {"/logout"}
+    )
+
+
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=DERANDOMIZE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+async def test_no_form_gets_a_5xx(fuzzed: Fuzzed, data: st.DataObject) -> None:
+    """Each dashboard form, its fields drawn from the edge values (NUL, 2^63, long, empty) or left out."""
+    path = data.draw(st.sampled_from(form_routes(fuzzed.app.routes)))
+    path = re.sub(r"\{([^}]+)\}", lambda m: quote(valid(m.group(1), "path"), safe=""), path)
+    fields = data.draw(
+        st.dictionaries(st.sampled_from(FORM_FIELDS), st.one_of(values("string"), values("integer")), max_size=6)
+    )
+    who = data.draw(st.sampled_from(sorted(fuzzed.tokens)))
+    headers = {**fuzzed.tokens[who], "Content-Type": "application/x-www-form-urlencoded"}
+    r = await fuzzed.client.post(path, content=urlencode(fields), headers=headers)
+    no_link = r.status_code == 503 and "MQTT" in r.text  # a valid command while the tests run without a link
+    assert r.status_code < 500 or no_link, (path, who, fields, r.status_code, r.text[:300])
