@@ -595,6 +595,22 @@ async def test_trivially_weak_passwords_are_refused_with_the_rule_named(served: 
         assert r.status_code == 422
 
 
+async def test_refused_logins_are_counted_on_metrics_by_why(sqlite_url: str, tmp_path: Path) -> None:
+    """A flood that fills the failure tables is visible to the IT section's alerting, not only in the audit log."""
+    store = await Store.open(sqlite_url)
+    try:
+        app = create_app(api_config(tmp_path), store, None)
+        app.state.throttle = LoginThrottle(MAX_FAILURES, 300, SOURCE_MAX, capacity=1)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://h") as c:
+            for name in ("a.one", "b.two", "b.two"):  # the second name finds the table full
+                await c.post("/api/login", json={"username": name, "password": "wrong password"})
+            text = (await c.get("/metrics")).text
+    finally:
+        await store.close()
+    assert 'hallfleet_api_login_refused_total{why="busy"} 2.0' in text, text
+    assert 'hallfleet_api_login_refused_total{why="name"} 0.0' in text
+
+
 async def test_metrics_want_the_token_when_the_api_listens_beyond_loopback(sqlite_url: str, tmp_path: Path) -> None:
     store = await Store.open(sqlite_url)
     try:

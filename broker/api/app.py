@@ -75,7 +75,7 @@ def create_app(cfg: ApiConfig, store: Store, mqtt: AsyncMqtt | None, clock: Cloc
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
         metrics_allowed(request)
-        return Response(await metrics.fleet_metrics(store), media_type=metrics.CONTENT_TYPE)
+        return Response(await metrics.fleet_metrics(store, app.state.throttle), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(user: Annotated[User, Depends(current_user)]) -> JSONResponse:

@@ -1,7 +1,8 @@
 """Prometheus metrics. The API's /metrics counts the fleet from the store at each scrape (devices by presence,
 open incidents by severity, notifications failed or pending, dead letters), so every API instance answers the
-same and nothing is kept in memory. ``serve_consumer_metrics`` is for the consumer: its own ingest counters on a
-port of its own (``metrics_port`` in the consumer's config)."""
+same and nothing is kept in memory, but for the logins this process refused (its throttle is its own).
+``serve_consumer_metrics`` is for the consumer: its own ingest counters on a port of its own (``metrics_port``
+in the consumer's config)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from broker.api import queries
+from broker.api.throttle import LoginThrottle
 from broker.store.db import Store
 from runtime.listen import serve_metrics
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-async def fleet_metrics(store: Store) -> bytes:
+async def fleet_metrics(store: Store, throttle: LoginThrottle | None = None) -> bytes:
     counts = await queries.fleet_counts(store)
     devices = GaugeMetricFamily("hallfleet_devices", "Devices by site and presence", labels=["site", "presence"])
     for site, presence, n in counts["devices"]:
@@ -42,8 +44,18 @@ async def fleet_metrics(store: Store) -> bytes:
     for reason, n in counts["dead_letters"]:
         dead.add_metric([reason], n)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed([devices, incidents, notes, dead]))
+    registry.register(_Fixed([devices, incidents, notes, dead, *([] if throttle is None else [_refused(throttle)])]))
     return generate_latest(registry)
+
+
+def _refused(throttle: LoginThrottle) -> Metric:
+    # An attack shows here before anyone reads the audit log: busy means the failure tables are full.
+    refused = CounterMetricFamily(
+        "hallfleet_api_login_refused", "Logins this API process refused unverified, by why", labels=["why"]
+    )
+    for why, n in throttle.refused.items():
+        refused.add_metric([why], n)
+    return refused
 
 
 class _Fixed(Collector):

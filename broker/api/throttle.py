@@ -130,6 +130,7 @@ class LoginThrottle:
         self.known_capacity, self.known_s = capacity, known_days * 86_400
         self._clock = clock
         self.refused_full = 0  # strangers' attempts refused because a table was full of live entries
+        self.refused: dict[str, int] = dict.fromkeys(("source", "name", "busy"), 0)  # every refusal, for /metrics
 
     def begin(self, name: str, address: str) -> Attempt | Refused:
         """Check and count in one step (no ``await`` in here: parallel attempts are counted one by one)."""
@@ -137,22 +138,26 @@ class LoginThrottle:
         source = source_key(address)
         wait = self.by_source.locked_for(source, now)
         if wait:
-            return Refused("source", int(wait) + 1)
+            return self._refuse("source", wait)
         known = self._is_known(name, source, now)
         names = self.by_pair if known else self.by_name
         key: Hashable = (name, source) if known else name
         wait = names.locked_for(key, now)
         if wait:
-            return Refused("name", int(wait) + 1)
+            return self._refuse("name", wait)
         source_full = self.by_source.full_for(source, now)
         wait = names.full_for(key, now) or (0.0 if known else source_full)
         if wait:
             self.refused_full += 1
-            return Refused("busy", int(wait) + 1)
+            return self._refuse("busy", wait)
         if not source_full:
             self.by_source.add(source, now)
         count = names.add(key, now)
         return Attempt(name, address, source, now, known, locks=count >= names.limit)
+
+    def _refuse(self, why: str, wait_s: float) -> Refused:
+        self.refused[why] += 1
+        return Refused(why, int(wait_s) + 1)
 
     def succeeded(self, attempt: Attempt) -> None:
         pair = (attempt.name, attempt.unit)
