@@ -6,27 +6,35 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
 import sqlalchemy as sa
 
+from broker.consumer import Consumer
+from broker.duties.power import PowerDay, power_day
 from broker.mosquitto.local import LocalMosquitto
+from broker.sites import Sites
+from broker.store.db import Store
 from broker.store.schema import (
     consumable_levels,
     devices,
     events,
     incident_conditions,
     incidents,
+    notifications,
     presence_history,
 )
 from config.base import ConfigError
 from hallfleet.cli import main
+from hallfleet.demo_scenario import load_sites
 from hallfleet.fleet.scenario import FaultKind, builtin, load_scenario
-from hallfleet.fleet.sim import Fleet
+from hallfleet.fleet.sim import Fleet, at_day
 from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
+from tests.support.hall import consumer_config, wait_until
 
 # 08:20 .. 09:10 simulated in about 25 s real (x120): staff arrive, kiosks print, windows serve and
 # citizens rate, one pad's staff press 非常满意 in a burst, a kiosk printer jams, a pad loses power.
@@ -200,6 +208,91 @@ async def test_fleet_plays_every_role_and_faults_become_incidents(
     finally:
         await fleet.stop()
     assert not any(m.up for m in fleet.members)
+
+
+# Wanzhou's departmental machines (its site config: 区税务局 tax-*, 区人社局 hrss-*; on by 09:00, off by 17:45) from
+# 08:10 to the evening at x1200 (about 30 s real): every second machine of the hall is left on.
+POWER_DAY = """
+name = "power"
+start = "08:10"
+heartbeat_s = 600
+seed = 3
+
+[mix]
+attendance = 0
+kiosk = 0
+rating = 0
+department = 1
+
+[departments]
+on = ["08:12", "08:25"]  # a machine's first event is its first heartbeat, up to ten minutes later
+off = ["17:36", "17:42"]
+left_on_share = 0.5
+"""
+
+
+async def test_departmental_machines_boot_in_the_morning_and_are_shut_down_or_left_on(
+    mosquitto: LocalMosquitto, store_url: str, tmp_path: Path
+) -> None:
+    """WZ 002:491 「自助服务区计算机设备的每日开关机由各职能部门自行负责」 in the fleet (issue 23): GIVEN four
+    departmental machines, named as Wanzhou's site config names its departments' (Qingpu's names none) WHEN the
+    fleet plays the day (the consumer on the fleet's clock, as the CLI runs it) THEN each boots in the morning (on
+    time), 区税务局's are shut down cleanly (presence 'shutdown', no outage), 区人社局's are left on, and the
+    centre's duties job tells the IT section of those two."""
+    fleet = Fleet(load_scenario(_write(tmp_path, POWER_DAY)), 4, _mqtt(mosquitto), tmp_path / "fleet", speed=1200)
+    assert sorted(m.key for m in fleet.members) == [
+        "wanzhou/hrss-1", "wanzhou/hrss-2", "wanzhou/tax-1", "wanzhou/tax-2"]  # fmt: skip
+    alerts = {"channels": {"it": {"type": "webhook", "url": "http://127.0.0.1:9/it"}},
+              "recipients": {"it.zhao": {"role": "it_section", "channel": "it"}}}  # fmt: skip
+    cfg = consumer_config(mosquitto.port, store_url, load_sites(), alerts, "fleet-power")
+    store = await Store.open(store_url)
+    consumer = Consumer(cfg, store, fleet.clock)
+    task = asyncio.create_task(consumer.run())
+    wz = Sites(cfg.sites)["wanzhou"]
+    try:
+        await asyncio.wait_for(consumer.ready.wait(), 10)
+        await fleet.start()
+        assert not any(m.up for m in fleet.members), "a departmental machine boots at its department's time"
+        fleet.play()
+
+        async def judged() -> list[PowerDay] | None:
+            if fleet.now() < at_day(fleet.today, time_of_day(17, 55)):
+                return None
+            async with store.engine.connect() as conn:
+                days = await power_day(conn, "wanzhou", wz, fleet.today, fleet.clock.now())
+            told = await store.fetch(sa.select(notifications.c.step).where(notifications.c.step == "power_not_off"))
+            return days if len(told) == 2 and all(p.off != "pending" for p in days) else None
+
+        days = await wait_until(judged, 90, "the evening's verdicts and notices")
+        verdicts = {p.device: (p.department, p.on, p.off) for p in days}
+        assert verdicts == {
+            "tax-1": ("区税务局", "ok", "ok"), "tax-2": ("区税务局", "ok", "ok"),
+            "hrss-1": ("区人社局", "ok", "not_off"), "hrss-2": ("区人社局", "ok", "not_off"),
+        }, verdicts  # fmt: skip
+        assert fleet.counts["department_on"] == 4 and fleet.counts["department_off"] == 2, fleet.counts
+        h = presence_history.c
+        said = await store.fetch(sa.select(h.key, h.state).where(h.state.in_(["shutdown", "offline"])))
+        assert sorted(said) == [("wanzhou/tax-1", "shutdown"), ("wanzhou/tax-2", "shutdown")], said
+        assert not await store.fetch(sa.select(incidents.c.id)), "a clean shutdown is no outage"
+        n = notifications.c
+        told = await store.fetch(sa.select(n.step, n.recipient, n.subject, n.body).where(n.step.like("power_%")))
+        assert sorted((r.step, r.recipient) for r in told) == [("power_not_off", "it.zhao")] * 2, told
+        assert all("区人社局" in r.subject + r.body for r in told), told
+    finally:
+        await fleet.stop()
+        consumer.stop()
+        await asyncio.wait_for(task, 15)
+        await store.close()
+
+
+def _write(folder: Path, text: str) -> Path:
+    path = folder / "scenario.toml"
+    path.write_text(text)
+    return path
+
+
+def _mqtt(mosquitto: LocalMosquitto) -> MqttConfig:
+    return MqttConfig(host=mosquitto.host, port=mosquitto.port, keepalive_s=10)
 
 
 def test_bad_scenario_names_the_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

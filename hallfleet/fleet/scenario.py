@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -19,7 +19,7 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 FaultKind = Literal["app_crash", "printer_jam", "paper_out", "network_loss", "power_loss", "door_forced", "locker_jam"]
 Level = Literal["1", "2", "3", "4", "5"]
 DEFAULT_LEVELS: dict[Level, float] = {"5": 70, "4": 15, "3": 8, "2": 4, "1": 3}
-FleetRole = Literal["attendance", "kiosk", "rating", "queue", "door", "locker", "patrol", "none"]
+FleetRole = Literal["attendance", "kiosk", "rating", "queue", "door", "locker", "patrol", "none", "department"]
 
 
 class Mix(Section):
@@ -40,6 +40,12 @@ class Mix(Section):
     locker: float = Field(default=0.0, ge=0, description="Self-service locker banks (a twin on a pty)")
     patrol: float = Field(default=0.0, ge=0, description="Duty officers' patrol handhelds (scanner twin)")
     none: float = Field(default=0.0, ge=0)
+    department: float = Field(
+        default=0.0,
+        ge=0,
+        description="Departmental self-service machines (WZ 002:491), in the halls whose site config names them"
+        " under duties.power.departments: switched on and off as [departments] says (hallfleet/fleet/departments.py)",
+    )
 
     @model_validator(mode="after")
     def _some(self) -> Mix:
@@ -143,6 +149,26 @@ class Ratings(Section):
         return levels
 
 
+Span = Annotated[list[time], Field(min_length=2, max_length=2)]
+
+
+class Departments(Section):
+    """When the departments switch their machines on and off (simulated hall time), and how many forget."""
+
+    on: Span = Field(
+        default=[time(8, 10), time(8, 40)],
+        description="Machines are switched on over [first, last] (the centre sees the boot at its first heartbeat)",
+    )
+    off: Span = Field(default=[time(17, 35), time(17, 44)], description="...and shut down cleanly over [first, last]")
+    left_on_share: float = Field(default=0.0, ge=0, le=1, description="Share of the machines left on in the evening")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Departments:
+        if self.on[0] > self.on[1] or self.off[0] > self.off[1] or self.on[1] >= self.off[0]:
+            raise ValueError("on and off must be spans [first, last], the machines switched on before off")
+        return self
+
+
 class Fault(Section):
     """A fault played on ``devices`` devices of ``role`` (the first ones of that role, or those named)."""
 
@@ -176,6 +202,7 @@ class Scenario(Section):
     arrivals: Arrivals = Field(default_factory=Arrivals)
     kiosk: Kiosks = Field(default_factory=Kiosks)
     rating: Ratings = Field(default_factory=Ratings)
+    departments: Departments = Field(default_factory=Departments, description="The departmental machines' day")
     faults: list[Fault] = Field(default_factory=list)
     seed: int = 1
 

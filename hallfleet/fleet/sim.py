@@ -13,7 +13,9 @@ serves them all by path (drivers/ipp/sim.py); it starts with the fleet, which th
 The rest of the hall (issue 23, hallfleet/fleet/hall.py): queue devices on a queue-system twin per hall in each
 simulator process (the windows of the slice serve its tickets, their pads rate the same numbers), the 24-hour
 area's door controllers and locker banks and the duty officers' patrol handhelds playing the demo's script, and
-the kiosks' daily network check (``kiosk.netcheck_at``).
+the kiosks' daily network check (``kiosk.netcheck_at``). Departmental machines (``mix.department``, WZ 002:491;
+hallfleet/fleet/departments.py) are not started with the fleet: each boots at its department's time and is shut
+down cleanly in the evening, or left on.
 
 Time: scenario times are simulated (hall-local); the agents' event times run ``speed`` times faster than
 real time, and so do their timers: rating-pad timeouts, kiosk snapshots and the heartbeat (the agent waits
@@ -60,6 +62,7 @@ from drivers.queue.sim import SimQueueSystem
 from hallfleet import demo_hall as hd
 from hallfleet import demo_scenario as ds
 from hallfleet.fingers import enrol_on_twin
+from hallfleet.fleet import departments as fd
 from hallfleet.fleet import hall as fh
 from hallfleet.fleet.netcut import NetCut
 from hallfleet.fleet.scenario import Fault, FleetRole, Scenario
@@ -134,6 +137,9 @@ def plan(n: int, scenario: Scenario) -> tuple[list[Member], dict[int, list[Membe
     """N devices over the demo's halls, alternating, named as the demo names them; and whom each fault hits."""
     out: list[Member] = []
     for role, count in role_counts(n, scenario).items():
+        if role == "department":
+            out += _department_members(count)
+            continue
         per_hall = [count // len(ds.HALLS) + (1 if h < count % len(ds.HALLS) else 0) for h in range(len(ds.HALLS))]
         for hall, k in zip(ds.HALLS, per_hall, strict=True):
             half = (k + 1) // 2
@@ -154,6 +160,16 @@ def plan(n: int, scenario: Scenario) -> tuple[list[Member], dict[int, list[Membe
                 else:
                     out.append(Member(hall, f"node-{i + 1:04d}", role, i, None))
     return out, assign_faults(out, scenario)
+
+
+def _department_members(count: int) -> list[Member]:
+    """Departmental machines go to the halls whose site config names departments (none: no such machines)."""
+    halls = fd.halls()
+    out: list[Member] = []
+    for h, hall in enumerate(halls):
+        k = count // len(halls) + (1 if h < count % len(halls) else 0)
+        out += [Member(hall, name, "department", i, None) for i, name in enumerate(fd.machine_names(hall, k))]
+    return out
 
 
 # As the demo names them (hallfleet/demo_scenario.hall_devices), numbered.
@@ -324,8 +340,9 @@ class Fleet:
                 assert m.cfg is not None
                 m.cfg = m.cfg.model_copy(update={"mqtt": self.mqtt.model_copy(update={"port": m.net.port})})
         t0 = _time.monotonic()
-        for i in range(0, len(self.members), batch):
-            chunk = self.members[i : i + batch]
+        booting = [m for m in self.members if m.role != "department"]  # those boot at their department's time
+        for i in range(0, len(booting), batch):
+            chunk = booting[i : i + batch]
             for m in chunk:
                 self.power_on(m)
             await self.wait_connected(chunk, connect_timeout_s)
@@ -425,6 +442,8 @@ class Fleet:
                 jobs.append(self._window(m))
             elif m.role in ("door", "locker", "patrol"):
                 jobs.append(self._hall_device(m))
+            elif m.role == "department":
+                jobs.append(self._department_machine(m))
         for k, f in enumerate(self.scenario.faults):
             jobs.append(self._fault(f, self.fault_targets[k]))
         pads = [m for m in self.members if m.role == "rating"]
@@ -627,6 +646,23 @@ class Fleet:
                 if m.agent is agent:
                     raise
                 self.counts[f"{m.role}_power_lost"] += 1  # its twin went with the power: play on with the new one
+
+    async def _department_machine(self, m: Member) -> None:
+        """WZ 002:491: switched on and shut down by its department (hallfleet/fleet/departments.py)."""
+        day = fd.day_of(self.scenario.departments, self.today, m.key, m.index, self.scenario.seed)
+
+        def switch_on() -> None:
+            if not m.up:
+                self.power_on(m)
+                self.counts["department_on"] += 1
+
+        async def shut_down() -> None:
+            if m.up and m.agent is not None and m.task is not None:
+                m.agent.stop()  # a clean stop: the agent says shutdown
+                await asyncio.wait([m.task], timeout=POWER_OFF_SLOW_S)
+                self.counts["department_off"] += 1
+
+        await fd.play(day, self.until, switch_on, shut_down)
 
     async def _proxy(self, at: time, pads: list[Member], presses: int, within_s: float) -> None:
         if not await self.until(at_day(self.today, at)):
