@@ -77,6 +77,28 @@ async def test_log_counts_survive_a_restart_and_a_rotation(tmp_path: Path, outbo
     assert await LogCounter(cfg, outbox).read() == {"tickets": 3, "prints": 2}, "rotation starts the new file at 0"
 
 
+async def test_a_poll_of_a_log_that_did_not_grow_writes_nothing(tmp_path: Path, outbox: StateStore) -> None:
+    """A kiosk polls its log every few seconds and it mostly has not grown: no state write (a commit) for that."""
+    log = tmp_path / "app.log"
+    log.write_text("ticket A001\n")
+    counter = LogCounter(LogUsageConfig(path=log, patterns={"tickets": "ticket"}), outbox)
+    writes: list[str] = []
+    real = outbox.kv_set
+
+    async def counting(key: str, value: str) -> None:
+        writes.append(key)
+        await real(key, value)
+
+    outbox.kv_set = counting  # type: ignore[method-assign]
+    assert await counter.read() == {"tickets": 1}
+    assert await counter.read() == {"tickets": 1}
+    assert writes == ["usage.log"], "the second poll wrote though nothing changed"
+    with log.open("a") as f:
+        f.write("ticket A002\n")
+    assert await counter.read() == {"tickets": 2}
+    assert writes == ["usage.log", "usage.log"]
+
+
 def test_a_pattern_that_is_not_a_regex_is_refused_naming_the_counter(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pattern for 'tickets'"):
         LogUsageConfig(path=tmp_path / "x.log", patterns={"tickets": "([unclosed"})

@@ -80,7 +80,8 @@ class LogCounter:
         self.patterns = {name: re.compile(p) for name, p in cfg.patterns.items()}
 
     async def read(self) -> dict[str, int]:
-        state = json.loads(await self.state.kv_get("usage.log") or "{}")
+        before = await self.state.kv_get("usage.log")
+        state = json.loads(before or "{}")
         counts: dict[str, int] = {k: int(v) for k, v in state.get("counts", {}).items()}
         try:
             new, inode, offset = await asyncio.to_thread(self._tail, state.get("inode"), int(state.get("offset", 0)))
@@ -92,7 +93,9 @@ class LogCounter:
                     counts[name] = counts.get(name, 0) + 1
         for name in self.patterns:
             counts.setdefault(name, 0)
-        await self.state.kv_set("usage.log", json.dumps({"inode": inode, "offset": offset, "counts": counts}))
+        after = json.dumps({"inode": inode, "offset": offset, "counts": counts})
+        if after != before:  # a log that did not grow is no write: most polls (issue 20), on a Pi an SD card's
+            await self.state.kv_set("usage.log", after)
         return counts
 
     def _tail(self, inode: int | None, offset: int) -> tuple[list[str], int, int]:
