@@ -61,15 +61,18 @@ class Agent:
         clock: Clock | None = None,
         probe: SystemProbe | None = None,
         executor: Executor | None = None,
+        boot_id: str | None = None,
     ) -> None:
         """``executor``: where the outbox file's SQLite calls run (default: the process's one SQLite thread;
-        an in-memory outbox runs inline). The fleet simulator shares one among thousands of agents."""
+        an in-memory outbox runs inline). The fleet simulator shares one among thousands of agents. ``boot_id``:
+        a simulated machine's own boot (the fleet's departmental machines, switched on each morning); default the
+        kernel's."""
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.probe = probe or SystemProbe()
         # The kernel's boot id tells the centre whether the device rebooted; a per-process id is the
         # fallback where /proc has none.
-        self.boot_id = kernel_boot_id() or uuid.uuid4().hex
+        self.boot_id = boot_id or kernel_boot_id() or uuid.uuid4().hex
         self.signer = load_signer(cfg.sign_key_file)  # a key that does not load fails the start, never unsigned
         self._jobs = TaskSet(f"agent {cfg.site}/{cfg.device}")
         # Set once the state store is prepared and the applied config loaded: what a caller in the same process

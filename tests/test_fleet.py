@@ -270,6 +270,9 @@ async def test_departmental_machines_boot_in_the_morning_and_are_shut_down_or_le
             "hrss-1": ("区人社局", "ok", "not_off"), "hrss-2": ("区人社局", "ok", "not_off"),
         }, verdicts  # fmt: skip
         assert fleet.counts["department_on"] == 4 and fleet.counts["department_off"] == 2, fleet.counts
+        e = events.c
+        boots = await store.fetch(sa.select(e.device, e.boot_id).distinct())
+        assert len(boots) == 4 and len({b.boot_id for b in boots}) == 4, "each power-on is a boot of its own"
         h = presence_history.c
         said = await store.fetch(sa.select(h.key, h.state).where(h.state.in_(["shutdown", "offline"])))
         assert sorted(said) == [("wanzhou/tax-1", "shutdown"), ("wanzhou/tax-2", "shutdown")], said

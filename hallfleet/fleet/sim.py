@@ -41,6 +41,7 @@ import contextlib
 import logging
 import random
 import time as _time
+import uuid
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -383,7 +384,10 @@ class Fleet:
 
     def power_on(self, m: Member) -> None:
         assert m.cfg is not None
-        m.agent = Agent(m.cfg, self.clock)
+        # A departmental machine switched on is a new boot (WZ 002:491's check reads it): its own boot id, not the
+        # host kernel's that every simulated agent shares, or the next day's power-on would read as left on.
+        boot_id = uuid.uuid4().hex if m.role == "department" else None
+        m.agent = Agent(m.cfg, self.clock, boot_id=boot_id)
         m.task = asyncio.create_task(m.agent.run(), name=f"agent-{m.key}")
 
     async def power_off(self, members: list[Member]) -> None:
