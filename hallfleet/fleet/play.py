@@ -27,10 +27,10 @@ from broker.consumer import Consumer
 from broker.store.db import Store
 from broker.store.schema import devices, events, incidents
 from hallfleet import demo_scenario as ds
-from hallfleet.demo import Sink
 from hallfleet.fleet.scenario import Scenario
 from hallfleet.fleet.shards import SliceSpec, slice_main
 from hallfleet.fleet.sim import at_day
+from hallfleet.sink import Sink
 from runtime.clock import HALL_ZONE, ScaledClock
 from runtime.settings import MqttConfig
 

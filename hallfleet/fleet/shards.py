@@ -106,9 +106,9 @@ def slice_main(conn: Connection, spec: SliceSpec, parent: int | None = None) -> 
 
 
 async def _slice(conn: Connection, spec: SliceSpec) -> None:
-    from hallfleet.demo import Sink
     from hallfleet.fleet.scenario import builtin, load_scenario
     from hallfleet.fleet.sim import Fleet
+    from hallfleet.sink import Sink
     from runtime.clock import ScaledClock
     from runtime.settings import MqttConfig
 
