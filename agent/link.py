@@ -240,13 +240,15 @@ class Link:
                 await self._space.wait()
                 continue
             seen = self.outbox.committed_seq  # before the fetch: a commit after it wakes the wait below
-            rows = await self.outbox.fetch(last, limit - len(self._inflight))
+            want = limit - len(self._inflight)
+            rows = await self.outbox.fetch(last, want)
             for row in rows:
                 body = _as_replayed(row.body) if row.seq <= replay_upto else row.body
                 self._inflight[client.publish(row.topic, body, qos=1)] = row.seq
                 last = row.seq
-            if rows:
-                continue
+            if len(rows) == want:
+                continue  # a full page: more may wait. A short one was all there was: no second query to learn that
+            # (one per event, issue 20), the wait below returns at once for anything committed since the fetch.
             if self.outbox.depth and self._should_resend():
                 # Sent and PUBACKed, but the store never confirmed: the broker may have lost them.
                 log.warning("%d events not confirmed by the store: re-sending", self.outbox.depth)

@@ -72,6 +72,7 @@ async def test_an_idle_pump_never_queries_the_outbox_and_wakes_on_an_emit(
     await agent.emit(HEALTH_TYPE, agent.health())
     await wait_for(lambda: agent.outbox.depth == 0, 10, "the event to be sent and confirmed")
     assert fetches and fetches[0] - t0 < 0.5, "the commit woke the pump at once"
+    assert len(fetches) == 1, "one event, one query: a page shorter than asked for was all there was"
 
 
 async def test_one_waiting_event_is_committed_at_once_whatever_the_group_commit_window(
