@@ -30,6 +30,7 @@ from broker.store.schema import (
 from config.base import ConfigError
 from hallfleet.cli import main
 from hallfleet.demo_scenario import load_sites
+from hallfleet.fleet.departments import verdicts_line
 from hallfleet.fleet.scenario import FaultKind, builtin, load_scenario
 from hallfleet.fleet.sim import Fleet, at_day
 from runtime.settings import MqttConfig
@@ -270,6 +271,8 @@ async def test_departmental_machines_boot_in_the_morning_and_are_shut_down_or_le
             "hrss-1": ("区人社局", "ok", "not_off"), "hrss-2": ("区人社局", "ok", "not_off"),
         }, verdicts  # fmt: skip
         assert fleet.counts["department_on"] == 4 and fleet.counts["department_off"] == 2, fleet.counts
+        line = await verdicts_line(store, fleet.today, fleet.clock.now())  # the fleet's summary says it too
+        assert line == "  power-on/off (WZ 002:491): ok/not_off 2, ok/ok 2", line
         e = events.c
         boots = await store.fetch(sa.select(e.device, e.boot_id).distinct())
         assert len(boots) == 4 and len({b.boot_id for b in boots}) == 4, "each power-on is a boot of its own"

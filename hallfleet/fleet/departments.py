@@ -11,12 +11,15 @@ that time passed before the run began) and stops it, so its first event of the d
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import cache
 
+from broker.duties.power import power_day
 from broker.sites import SiteConfig
+from broker.store.db import Store
 from hallfleet import demo_scenario as ds
 from hallfleet.fleet.scenario import Departments
 from runtime.clock import HALL_ZONE
@@ -82,3 +85,15 @@ async def play(
     if day.off is not None:
         await until(day.off)
         await shut_down()
+
+
+async def verdicts_line(store: Store, today: date, now: datetime) -> str | None:
+    """The departmental machines' day as the centre judges it now, on/off verdict pairs counted (``hallfleet
+    fleet``'s summary); None where no hall has such machines."""
+    counts: Counter[str] = Counter()
+    async with store.engine.connect() as conn:
+        for hall in halls():
+            counts.update(f"{p.on}/{p.off}" for p in await power_day(conn, hall.site, _site(hall.site), today, now))
+    if not counts:
+        return None
+    return "  power-on/off (WZ 002:491): " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))

@@ -22,11 +22,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from broker.config import ConsumerConfig, IngestConfig, StoreConfig
+from broker.config import ConsumerConfig, IngestConfig, RulesConfig, StoreConfig
 from broker.consumer import Consumer
 from broker.store.db import Store
 from broker.store.schema import devices, events, incidents
 from hallfleet import demo_scenario as ds
+from hallfleet.fleet import departments as fd
 from hallfleet.fleet.scenario import Scenario
 from hallfleet.fleet.shards import SliceSpec, slice_main
 from hallfleet.fleet.sim import at_day
@@ -113,6 +114,9 @@ async def play(args: argparse.Namespace, scenario: Scenario, mqtt: MqttConfig, w
                 store=StoreConfig(url=f"sqlite+aiosqlite:///{workdir / 'hallfleet.db'}"),
                 ingest=IngestConfig(),
                 sites=ds.load_sites(),
+                # The duties are judged every 30 real s (half an hour at --speed 60): the default 300 s is five
+                # simulated hours, and a departmental machine left on after 17:45 would not be told within the day.
+                rules=RulesConfig(duties_every_s=30),
             )
             store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
             consumer = Consumer(cfg, store, clock)  # presence and SLA clocks in simulated time
@@ -213,4 +217,7 @@ async def summary(slices: list[Slice], clock: ScaledClock, store: Store) -> list
     lines.append("  presence: " + ", ".join(f"{p} {n}" for p, n in presence))
     lines.append("  stored events: " + ", ".join(f"{t} {n}" for t, n in by_type))
     lines.append("  open incidents: " + (", ".join(f"{k} {n}" for k, n in open_kinds) or "none"))
+    now = clock.now()
+    if (power := await fd.verdicts_line(store, now.astimezone(HALL_ZONE).date(), now)) is not None:
+        lines.append(power)
     return lines
