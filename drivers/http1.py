@@ -90,23 +90,32 @@ class FetchError(Exception):
 
 
 async def fetch(
-    url: str, *, method: str = "GET", body: bytes | None = None, max_body: int, content_type: str = "application/json"
+    url: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    max_body: int,
+    timeout_s: float,
+    content_type: str = "application/json",
 ) -> tuple[int, bytes]:
-    """Status and body of one request to ``url`` (http or https); FetchError (or OSError) when there is none.
-    No timeout of its own: the caller bounds it (``asyncio.timeout``)."""
+    """Status and body of one request to ``url`` (http or https); FetchError, OSError or TimeoutError when there is
+    none. ``timeout_s`` bounds the connection, then the exchange, each on its own (as httpx did): a loop busy for a
+    moment (a simulator connecting thousands of agents) delays both without either being late."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     context = ssl.create_default_context() if parts.scheme == "https" else None
     port = parts.port or (443 if context else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    reader, writer = await asyncio.open_connection(host, port, ssl=context, limit=64 * 1024)
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(host, port, ssl=context, limit=64 * 1024)
     try:
         head = f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\nConnection: close\r\n"
         if body is not None:
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        writer.write((head + "\r\n").encode("latin-1") + (body or b""))
-        await writer.drain()
-        return await read_response(reader, max_body)
+        async with asyncio.timeout(timeout_s):
+            writer.write((head + "\r\n").encode("latin-1") + (body or b""))
+            await writer.drain()
+            return await read_response(reader, max_body)
     finally:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):  # the answer is in hand; a rude close changes nothing

@@ -51,7 +51,7 @@ async def test_an_answer_is_read_by_length_chunks_or_close(
     server: Serve, name: str, answer: bytes, status: int, body: bytes
 ) -> None:
     url = await server(answer)
-    assert await fetch(url, max_body=100) == (status, body)
+    assert await fetch(url, max_body=100, timeout_s=5) == (status, body)
 
 
 BAD = [
@@ -70,9 +70,24 @@ async def test_a_bad_or_endless_answer_is_an_error_saying_what(
 ) -> None:
     url = await server(answer)
     with pytest.raises(FetchError, match=error):
-        await fetch(url, max_body=100)
+        await fetch(url, max_body=100, timeout_s=5)
 
 
 async def test_a_refused_connection_is_an_os_error() -> None:
     with pytest.raises(OSError):
-        await fetch("http://127.0.0.1:9/records", max_body=100)
+        await fetch("http://127.0.0.1:9/records", max_body=100, timeout_s=5)
+
+
+async def test_a_server_that_never_answers_is_a_timeout_after_timeout_s() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # holds the connection, answers nothing
+
+    srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await fetch(f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/records", max_body=100, timeout_s=0.3)
+        assert loop.time() - t0 < 2
+    finally:
+        srv.close()

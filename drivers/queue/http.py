@@ -12,7 +12,6 @@ no HTTP library in the agent at all (tests/test_lean_roles.py).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Sequence
@@ -65,11 +64,9 @@ class HttpQueueSystem:
         self._base = cfg.url.rstrip("/")
 
     async def records(self, after: int, limit: int) -> Sequence[QueueRecord | BadRecord]:
+        url = f"{self._base}/records?after={after}&limit={limit}"
         try:
-            async with asyncio.timeout(self.cfg.timeout_s):
-                status, content = await fetch(
-                    f"{self._base}/records?after={after}&limit={limit}", max_body=MAX_PAGE_BYTES
-                )
+            status, content = await fetch(url, max_body=MAX_PAGE_BYTES, timeout_s=self.cfg.timeout_s)
         except TimeoutError:
             raise QueueSystemError(
                 self.cfg.url, f"no answer within {self.cfg.timeout_s:g} s: is the queue PC up?"

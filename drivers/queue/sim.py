@@ -208,8 +208,7 @@ class SimQueueSystem:
         if url is None:
             return
         try:
-            async with asyncio.timeout(2.0):
-                status, body = await fetch(url, method="POST", body=json.dumps(call).encode(), max_body=65_536)
+            status, body = await fetch(url, method="POST", body=json.dumps(call).encode(), max_body=65_536, timeout_s=2)
             if status != 200:
                 self.pad_errors += 1
                 text = body.decode(errors="replace")
