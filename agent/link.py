@@ -355,7 +355,8 @@ class Link:
         """Progress is the oldest waiting event leaving the outbox. Newer events confirmed around it do
         not count: else an event whose confirmation was lost (a full disk could not retire it) waits
         behind a busy device's heartbeats for ever instead of being re-sent after confirm_timeout_s."""
-        oldest = await self.outbox.oldest_seq()
+        # An outbox the confirmation emptied (the usual case: a heartbeat confirmed) needs no query to say so.
+        oldest = await self.outbox.oldest_seq() if self.outbox.depth else None
         moved = oldest is None or oldest != self._oldest
         self._oldest = oldest
         return moved
