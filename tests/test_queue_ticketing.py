@@ -14,14 +14,18 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from agent.config import AgentConfig, OutboxConfig
-from agent.roles.queue import QueueRoleConfig, Scope, event_of
+from agent.device import DeviceContext
+from agent.roles.queue import CURSOR_KEY, QueueRole, QueueRoleConfig, Scope, event_of
 from agent.roles.rating import RatingConfig
+from agent.sqlite import Database
+from agent.state import StateStore
 from broker.mosquitto.local import LocalMosquitto
 from broker.store.schema import events
 from drivers.queue import BadRecord, HttpQueueConfig, HttpQueueSystem, QueueRecord, QueueSystemError, SimQueueSystem
 from drivers.queue.http import parse_page
 from protocol.events import REGISTRY
 from protocol.queueing import TicketIssued
+from runtime.clock import SystemClock
 from runtime.settings import MqttConfig
 from tests.conftest import RunningConsumer
 from tests.support.procs import wait_for
@@ -151,6 +155,55 @@ async def test_the_twin_pages_its_log_by_record_number(after: int, limit: int, e
             hall.issue("A", dispenser="d1")
         system = HttpQueueSystem(HttpQueueConfig(url=hall.url))
         assert [r.no for r in await system.records(after, limit)] == expected
+
+
+class Log:
+    """A queue system's log, read by page (the QueueSystem protocol)."""
+
+    def __init__(self, log: list[QueueRecord | BadRecord]) -> None:
+        self.log = log
+
+    async def records(self, after: int, limit: int) -> list[QueueRecord | BadRecord]:
+        return [r for r in self.log if r.no > after][:limit]
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_display_writes_its_cursor_after_each_step_it_sent_and_once_for_those_it_passed_over() -> None:
+    """The rule (agent/roles/queue.py): the cursor passes a step only once the outbox took its event; a step the
+    device passes over (another window's) needs no write of its own, so a page costs a write per step sent."""
+    db = Database(Path(":memory:"))
+    state = StateStore(db)
+    await db.open()
+    await state.prepare()
+    sent: list[str] = []
+    writes: list[str] = []
+
+    async def emit(event_type: str, payload: Any, counter: str | None = None) -> Any:
+        sent.append(f"{event_type} cursor={await state.kv_get(CURSOR_KEY)}")
+
+    real_set = state.kv_set
+
+    async def kv_set(key: str, value: str) -> None:
+        writes.append(value)
+        await real_set(key, value)
+
+    state.kv_set = kv_set  # type: ignore[method-assign]
+    device = DeviceContext("qp", "qs-03", "b", SystemClock(), state, emit, None, lambda: True, lambda: True)  # type: ignore[arg-type]
+    role = QueueRole(
+        device, QueueRoleConfig.model_validate({"kind": "display", "windows": ["03"], "driver": {"type": "sim"}})
+    )
+    page: list[QueueRecord | BadRecord] = [
+        record(1, "issued"), record(2, "called", window="04"), record(3, "called", window="03"),
+        record(4, "served", window="04"), BadRecord(5, "no step"), record(6, "issued"),
+    ]  # fmt: skip
+    assert await role.step(Log(page)) is False
+    # The call was sent before the cursor passed it; the bad record's fault is told once the page is read.
+    assert sent == ["queue.ticket_called cursor=None", "device.fault cursor=6"]
+    assert writes == ["3", "6"]
+    assert await state.kv_get(CURSOR_KEY) == "6"
+    await db.close()
 
 
 async def test_an_unreachable_queue_system_is_an_error_naming_it() -> None:

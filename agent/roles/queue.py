@@ -185,12 +185,23 @@ class QueueRole:
         after = int(await self.device.state.kv_get(CURSOR_KEY) or 0)
         page = await system.records(after, self.cfg.page)
         bad: list[BadRecord] = []
+        passed: int | None = None  # the last record passed over without an event, its cursor move not yet written
         for r in page:
+            taken = self.taken
             if isinstance(r, BadRecord):
                 bad.append(r)
             else:
                 bad += await self._take(r)
-            await self.device.state.kv_set(CURSOR_KEY, str(r.no))  # after the outbox took it: see the docstring
+            if self.taken > taken:
+                await self.device.state.kv_set(CURSOR_KEY, str(r.no))  # after the outbox took it: see the docstring
+                passed = None
+            else:
+                # Nothing sent, nothing to protect: read again after a crash, it is passed over again. A display
+                # passes over most of its hall's steps, and a write each (a commit; an fsync on a Pi) was most of
+                # its poll's cost (issue 20); one write at the page's end moves the cursor past them all.
+                passed = r.no
+        if passed is not None:
+            await self.device.state.kv_set(CURSOR_KEY, str(passed))
         if bad:
             await self._raise("bad_record", "; ".join(f"record {b.no}: {b.error}" for b in bad[:5])[:500])
         elif page:
