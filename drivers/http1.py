@@ -1,7 +1,8 @@
 """The few lines of HTTP/1.1 a device endpoint on the hall's LAN speaks: one request per connection, a body
 with Content-Length, JSON both ways (the simulated IPP printer, drivers/ipp/sim.py, answers application/ipp).
 Shared by the rating pad's queue endpoint (agent/roles/rating.py), the simulated queue system
-(drivers/queue/sim.py) and that printer, so all refuse the same bad requests with the same statuses.
+(drivers/queue/sim.py) and that printer, so all refuse the same bad requests with the same statuses; the reading
+of an answer (``read_head``, ``read_body``) also by the IPP client (drivers/ipp/client.py).
 
 The rule: a request that cannot be taken gets a 4xx naming what the client must fix, never a dropped
 connection, and nothing of it is acted on.
@@ -124,22 +125,34 @@ async def fetch(
 
 async def read_response(reader: asyncio.StreamReader, max_body: int) -> tuple[int, bytes]:
     """One answer (after any ``100 Continue``): its status and its body, at most ``max_body`` bytes."""
+    status, headers = await read_head(reader)
+    return status, await read_body(reader, headers, max_body)
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """The answer's status and headers (names in lower case), after any interim ``100 Continue``: a caller that
+    must refuse an answer by its headers (the IPP client: not application/ipp) does so before reading a body."""
     status, headers = await _head(reader)
     while status == 100:
         status, headers = await _head(reader)
+    return status, headers
+
+
+async def read_body(reader: asyncio.StreamReader, headers: dict[str, str], max_body: int) -> bytes:
+    """The body ``headers`` announce: chunked, by Content-Length, or up to the close; at most ``max_body`` bytes."""
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        return status, await _chunked(reader, max_body)
+        return await _chunked(reader, max_body)
     length = headers.get("content-length")
     if length is not None:
         if not length.isdigit() or int(length) > max_body:
             raise FetchError(f"Content-Length {length[:20]!r}: not a length of at most {max_body} bytes")
-        return status, await _exactly(reader, int(length))
+        return await _exactly(reader, int(length))
     data = await reader.read(max_body + 1)
     while len(data) <= max_body and (more := await reader.read(max_body + 1 - len(data))):
         data += more
     if len(data) > max_body:
         raise FetchError(f"an answer longer than {max_body} bytes")
-    return status, data
+    return data
 
 
 async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:

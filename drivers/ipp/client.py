@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from config.base import Section
+from drivers import http1
 from drivers.ipp.codec import (
     GET_JOB_ATTRIBUTES,
     GET_PRINTER_ATTRIBUTES,
@@ -40,7 +41,6 @@ from drivers.ipp.codec import (
 from drivers.ipp.status import REQUESTED, A4Status, Thresholds, parse_status
 
 MAX_RESPONSE = 4 * 1024 * 1024  # the attributes we ask for are a few KB; a printer's "all" about 60 KB
-MAX_HEADERS = 100
 _DEFAULT_PORTS = {"ipp": 631, "ipps": 631, "http": 80, "https": 443}
 _request_ids = itertools.count(1)
 
@@ -222,83 +222,18 @@ async def post_ipp(cfg: A4PrinterConfig, body: bytes) -> bytes:
 
 
 async def _read_response(reader: asyncio.StreamReader) -> bytes:
-    while True:
-        status, headers = await _read_head(reader)
-        if status != 100:  # skip interim "100 Continue"
-            break
-    if status != 200:
-        raise _NoAnswer(f"HTTP {status}")
-    ctype = headers.get("content-type", "application/ipp").split(";")[0].strip().lower()
-    if ctype != "application/ipp":
-        raise _NoAnswer(f"HTTP answer is {ctype}, not application/ipp (is the URL the printer's IPP path?)")
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        return await _read_chunked(reader)
-    if "content-length" in headers:
-        try:
-            length = int(headers["content-length"])
-        except ValueError:
-            raise _NoAnswer(f"bad Content-Length {headers['content-length']!r}") from None
-        if not 0 <= length <= MAX_RESPONSE:
-            raise _NoAnswer(f"Content-Length {length} is outside 0..{MAX_RESPONSE}")
-        return await _exactly(reader, length)
-    data = await reader.read(MAX_RESPONSE + 1)
-    while len(data) <= MAX_RESPONSE and (more := await reader.read(MAX_RESPONSE + 1 - len(data))):
-        data += more
-    if len(data) > MAX_RESPONSE:
-        raise _NoAnswer(f"answer longer than {MAX_RESPONSE} bytes")
-    return data
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    line = await _line(reader)
-    fields = line.split(None, 2)
-    if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
-        raise _NoAnswer(f"not an HTTP answer: {line[:80]!r}")
-    headers: dict[str, str] = {}
-    for _ in range(MAX_HEADERS):
-        line = await _line(reader)
-        if not line:
-            return int(fields[1]), headers
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise _NoAnswer(f"bad HTTP header line {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
-    raise _NoAnswer(f"more than {MAX_HEADERS} HTTP header lines")
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    data = bytearray()
-    while True:
-        size_line = (await _line(reader)).split(";")[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError:
-            raise _NoAnswer(f"bad chunk size {size_line[:20]!r}") from None
-        if size == 0:
-            while await _line(reader):  # trailers
-                pass
-            return bytes(data)
-        if len(data) + size > MAX_RESPONSE:
-            raise _NoAnswer(f"answer longer than {MAX_RESPONSE} bytes")
-        data += await _exactly(reader, size)
-        await _line(reader)
-
-
-async def _line(reader: asyncio.StreamReader) -> str:
+    """The IPP answer's body: refused by its status or type before any body is read (a web page on the printer's
+    port may never close); the HTTP reading is drivers/http1.py's, its errors this client's ``_NoAnswer``."""
     try:
-        raw = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        raise _NoAnswer(f"connection closed mid-answer after {len(exc.partial)} bytes of a line") from None
-    except asyncio.LimitOverrunError:
-        raise _NoAnswer("an HTTP line longer than 64 KiB") from None
-    return raw.decode("latin-1").rstrip("\r\n")
-
-
-async def _exactly(reader: asyncio.StreamReader, n: int) -> bytes:
-    try:
-        return await reader.readexactly(n)
-    except asyncio.IncompleteReadError as exc:
-        raise _NoAnswer(f"connection closed after {len(exc.partial)} of {n} body bytes") from None
+        status, headers = await http1.read_head(reader)
+        if status != 200:
+            raise _NoAnswer(f"HTTP {status}")
+        ctype = headers.get("content-type", "application/ipp").split(";")[0].strip().lower()
+        if ctype != "application/ipp":
+            raise _NoAnswer(f"HTTP answer is {ctype}, not application/ipp (is the URL the printer's IPP path?)")
+        return await http1.read_body(reader, headers, MAX_RESPONSE)
+    except http1.FetchError as exc:
+        raise _NoAnswer(str(exc)) from None
 
 
 def _ssl_context(cfg: A4PrinterConfig) -> ssl.SSLContext:
