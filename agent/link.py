@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from agent.outbox import Outbox
 from agent.state import StateStore
-from agent.tasks import TaskSet
+from agent.tasks import TaskSet, first_of
 from protocol import topics
 from protocol.envelope import Presence, StatusMessage, StoredAck
 from protocol.signing import as_replayed
@@ -262,16 +262,7 @@ class Link:
         self.idle_waits += 1
         due = self._resend_in()
         timeout = None if due is None else real_seconds(self.clock, due) + 0.01
-        waits = [
-            asyncio.ensure_future(self.outbox.wait_committed(after_seq)),
-            asyncio.ensure_future(self._nudge.wait()),
-        ]
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        await first_of(self.outbox.wait_committed(after_seq), self._nudge.wait(), timeout_s=timeout)
         self._nudge.clear()
 
     def _resend_in(self) -> float | None:

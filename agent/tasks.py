@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -48,3 +48,15 @@ class TaskSet:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.difference_update(tasks)
+
+
+async def first_of(*waits: Awaitable[Any], timeout_s: float | None) -> None:
+    """Return when the first of ``waits`` is done or ``timeout_s`` (None: never) passed; the others are cancelled
+    and awaited before returning, so no waiter outlives the wait that made it."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in futures:
+            f.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from agent.commands.registry import CommandFailed, CommandSpec
 from agent.commands.update_config import UpdateConfig
 from agent.config import AgentConfig
 from agent.dirwatch import DirWatch
+from agent.tasks import first_of
 from agent.updater import HEALTH, LAST_RESULT, REQUEST, RESULT, Request, current_link, read_json, write_json
 from agent.version import agent_version
 from protocol.commands import CommandAck, CommandState
@@ -246,17 +247,12 @@ class UpdateWatch:
                 await self._next_change(changed, told, until - time.time())
 
     async def _next_change(self, changed: asyncio.Event | None, told: int | None, timeout_s: float) -> None:
-        waits = [asyncio.ensure_future(self.agent.link.wait_session(-1 if told is None else told))]
+        waits: list[Awaitable[Any]] = [self.agent.link.wait_session(-1 if told is None else told)]
         if changed is not None:
-            waits.append(asyncio.ensure_future(changed.wait()))
+            waits.append(changed.wait())
         else:
             timeout_s = min(timeout_s, self.POLL_S)
-        try:
-            await asyncio.wait(waits, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        await first_of(*waits, timeout_s=max(0.0, timeout_s))
         if changed is not None:
             changed.clear()
 

@@ -45,6 +45,7 @@ from pydantic import Field, ValidationError, model_validator
 from agent.commands.registry import CommandFailed, CommandSpec, NoArgs, Registry
 from agent.device import DeviceContext
 from agent.outbox import OutboxFull
+from agent.tasks import first_of
 from config.base import Section
 from drivers.http1 import HttpError, read_request, write_json
 from drivers.keypad import KeypadConfig, KeypadReader, SimulatedKeypad, SimulatedKeypadConfig
@@ -456,13 +457,7 @@ class RatingRole:
     async def _sleep(self, real_s: float | None) -> None:
         """For ``real_s`` at most, until an input (which may start or end a timeout) or a link change."""
         self._input.clear()
-        waits = [asyncio.ensure_future(self._input.wait()), asyncio.ensure_future(self.device.link_changed())]
-        try:
-            await asyncio.wait(waits, timeout=real_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        await first_of(self._input.wait(), self.device.link_changed(), timeout_s=real_s)
 
     async def _cmd_pause(self, _args: NoArgs) -> dict[str, Any]:
         return await self.service(ServiceCall(action="pause"))
