@@ -40,13 +40,17 @@ def registered(accounts: Sequence[Account]) -> list[Registered]:
 
 
 def push(config: Path, accounts: Sequence[Account], *, by: str, at: datetime) -> list[Change]:
-    """Make the centre's store (named by the consumer's TOML) follow the registry for ``accounts``."""
+    """Make the centre's store (named by the consumer's TOML) follow the registry for ``accounts``; a hall
+    consumer's TOML names the hall's store, which gets its own site's devices."""
     entries = registered(accounts)
     try:
         cfg = load_settings(ConsumerConfig, config)
     except ConfigError as exc:
         raise RegistryError(f"{exc}; the registry is saved: `hallfleet provision sync --config FILE`") from None
     keys = signing_keys(accounts)
+    if cfg.hall.site is not None:  # a hall consumer's store (docs/hall-autonomy.md): its own site's devices only
+        entries = [e for e in entries if e.site == cfg.hall.site]
+        keys = [k for k in keys if k["site"] == cfg.hall.site]
     if not entries and not keys:
         return []
     try:

@@ -927,3 +927,19 @@ def test_the_registry_is_the_one_source_of_the_24_hour_status_and_the_centre_fol
     err = capsys.readouterr().err
     assert "the registry is saved" in err and "provision sync --config" in err, err
     assert Provisioner(pdir).registry.load().require("qingpu.kiosk-3").hours24 is True, "the registry decides"
+
+
+def test_provision_sync_gives_a_hall_consumers_store_its_own_sites_24_hour_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_url: str
+) -> None:
+    """GIVEN 24-hour kiosks registered at two sites WHEN `provision sync --config` names a hall consumer's TOML
+    (docs/hall-autonomy.md: the same store schema) THEN the hall's store gets its own site's status, not the other's:
+    the hall's SLA clock reads the registry as the centre's does, never a name pattern."""
+    pdir, out, hall = tmp_path / "prov", tmp_path / "bundles", tmp_path / "hall-consumer.toml"
+    hall.write_text(f'[store]\nurl = "{store_url}"\n\n[hall]\nsite = "{SITE}"\n')
+    dev = ["provision", "device", "--dir", str(pdir), "--role", "sim", "--broker-host", "h", "--out", str(out)]
+    for site in (SITE, "wanzhou"):
+        assert hallfleet_main([*dev, "--approved-by", IT, "--site", site, "--id", "kiosk-24h-1", "--hours24"]) == 0
+    assert hallfleet_main(["provision", "sync", "--dir", str(pdir), "--by", IT, "--config", str(hall)]) == 0
+    assert "1 处更新 changed" in capsys.readouterr().out
+    assert _centre_devices(store_url) == {f"{SITE}/kiosk-24h-1": (True, "sim", "registered")}
