@@ -106,10 +106,11 @@ class SiteConfig(Section):
     name: str = Field(default="", description="Display name, e.g. 青浦区政务服务中心")
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     always_on: list[str] = Field(
-        default_factory=lambda: ["*24h*"],
+        default_factory=list,
         description="DEPRECATED: device-name patterns (fnmatch) of 24-hour devices, read only for a device whose"
         " 24-hour status is not registered (`hallfleet provision hours24 SITE/DEVICE on|off`, or `hallfleet"
-        " provision device --hours24`); a pattern that decides is logged once per device",
+        " provision device --hours24`); a pattern that decides is logged once per device. Empty by default: a"
+        " device nobody registered counts the hall's opening hours, whatever its name",
     )
     classes: dict[str, str] = Field(
         default_factory=dict,

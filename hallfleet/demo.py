@@ -163,6 +163,7 @@ async def _demo_day(
     store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
     await import_roster(store, [m for ms in staff.values() for m in ms], by="demo", at=day.start)
     await hd.register_machines(store, scenario.power, day.start)
+    await hd.register_24_hour(store, devices, day.start)
     password = secrets.token_urlsafe(12)
     await add_user(store, DEMO_USER, password, "it_admin", ("*",), day.start)  # its hash takes none of the morning
     clock = day.clock  # standing at the day's start until the fleet is up (play.prepare, day.begin below)

@@ -39,6 +39,8 @@ from drivers.queue.sim import SimQueueSystem
 from runtime.clock import HALL_ZONE
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from agent.agent import Agent
     from hallfleet.demo_scenario import DemoDay, Device, Hall
 
@@ -115,6 +117,14 @@ async def register_machines(store: Store, part: PowerPart, at: datetime) -> None
     """The IT section's registry lists the departments' machines (hallfleet provision, broker/rules/devices.py), so
     the centre judges one that is never switched on; a registered row is not in service until the machine speaks."""
     entries = [Registered(site, name, "none", False) for site, names in part.machines.items() for name in names]
+    async with store.engine.begin() as conn:
+        await register_devices(conn, entries, by="demo", at=at)
+
+
+async def register_24_hour(store: Store, devices: Iterable[Device], at: datetime) -> None:
+    """IT registers the 24-hour area's devices as 24-hour devices (``hallfleet provision sync`` writes the same rows,
+    broker/rules/devices.py): their SLA clocks count wall-clock time because the registry says so, not their names."""
+    entries = [Registered(d.hall.site, d.name, d.role, True) for d in devices if d.hours24]
     async with store.engine.begin() as conn:
         await register_devices(conn, entries, by="demo", at=at)
 

@@ -270,6 +270,7 @@ class Device:
     role: Role
     index: int  # within its role in the hall
     window: str = ""
+    hours24: bool = False  # in the 24-hour area: IT registers it so (register_24_hour), its name does not say it
 
 
 def load_sites() -> dict[str, Any]:
@@ -301,7 +302,8 @@ def plan(per_hall: int, power: hd.PowerPart | None = None) -> list[Device]:
         out += [Device(hall, f"att-entrance-{i + 1}", "attendance", i) for i in range(n_att)]
         half = (n_kiosk + 1) // 2
         for i in range(n_kiosk):
-            out.append(Device(hall, f"kiosk-24h-{i + 1}" if i < half else f"kiosk-{i + 1 - half}", "kiosk", i))
+            name = f"kiosk-24h-{i + 1}" if i < half else f"kiosk-{i + 1 - half}"
+            out.append(Device(hall, name, "kiosk", i, hours24=i < half))
         out += [Device(hall, f"pad-w{i + 1:02d}", "rating", i, f"W{i + 1:02d}") for i in range(n_pad)]
         out += hall_devices(hall)
         switched_on = power.switched_on(hall.site) if power is not None else []
@@ -315,8 +317,8 @@ def hall_devices(hall: Hall) -> list[Device]:
     return [
         Device(hall, "queue-disp-1", "queue", 0),
         Device(hall, "queue-display-1", "queue", 1),
-        Device(hall, "door-24h-1", "door", 0),
-        Device(hall, "locker-24h-1", "locker", 0),
+        Device(hall, "door-24h-1", "door", 0, hours24=True),
+        Device(hall, "locker-24h-1", "locker", 0, hours24=True),
         Device(hall, "patrol-1", "patrol", 0),
     ]
 

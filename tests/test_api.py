@@ -27,6 +27,7 @@ from broker.commands import centre_link, current_user
 from broker.config import ConsumerConfig, StoreConfig
 from broker.mosquitto.local import LocalMosquitto
 from broker.ratings.jobs import RatingJobs
+from broker.rules.devices import Registered, register_devices
 from broker.sites import Sites
 from broker.store.db import Store
 from broker.store.schema import audit_log, events, incident_timeline, incidents, notifications
@@ -79,6 +80,13 @@ async def _births(api: Api, *keys: str) -> None:
         await asyncio.to_thread(api.device(key).birth)
     for key in keys:
         await wait_until(lambda k=key: _is(api, k, "online"), 10, f"{key} online")
+
+
+async def _register_24_hour(api: Api, key: str) -> None:
+    """IT registers the kiosk as a 24-hour device (devices.hours24, as `hallfleet provision sync` writes it)."""
+    site, device = key.split("/")
+    async with api.consumer.store.engine.begin() as conn:
+        await register_devices(conn, [Registered(site, device, "kiosk", True)], by="wang.li", at=api.clock.now())
 
 
 async def _is(api: Api, key: str, state: str) -> bool:
@@ -215,6 +223,7 @@ async def test_pages_of_devices_add_up_to_the_total(api: Api) -> None:
 
 
 async def test_an_acknowledgement_is_audited_and_on_the_timeline(api: Api) -> None:
+    await _register_24_hour(api, "qp/kiosk-24h-1")
     await _births(api, "qp/kiosk-24h-1")
     incident = await _offline(api, "qp/kiosk-24h-1")
     h = await api.login("tech.qp")

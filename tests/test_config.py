@@ -408,7 +408,8 @@ def test_the_readme_sla_example_is_a_valid_consumer_config(tmp_path: Path) -> No
     cfg = load_settings(ConsumerConfig, write(tmp_path, _readme_consumer_example()))
 
     qingpu = cfg.sites["qingpu"]
-    assert qingpu.is_always_on("kiosk-24h-1") and not qingpu.is_always_on("kiosk-1")
+    assert not qingpu.is_always_on("kiosk-24h-1"), "a name is not a 24-hour status (issue 17 item 6)"
+    assert qingpu.is_always_on("kiosk-1", registered=True), "the registry's is"
     assert cfg.alerts.recipients["qp-frontdesk"].quiet_hours == "21:00-07:30"
 
 

@@ -1,7 +1,8 @@
 """Consumable levels, refills and restock planning (broker/rules/consumables.py) against both stores.
 
 The site is the default one: Asia/Shanghai, Monday to Friday 09:00-12:00 and 13:30-17:30, PRC holidays;
-devices named ``*24h*`` are 24-hour devices. The week is 23-27 November 2026 (Monday to Friday).
+``k24h-1`` is registered as a 24-hour device (devices.hours24, as ``hallfleet provision sync`` writes it), not
+named one. The week is 23-27 November 2026 (Monday to Friday).
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ async def store(store_url: str) -> AsyncIterator[Store]:
         await s.close()
 
 
-async def add_device(store: Store, device: str) -> str:
+async def add_device(store: Store, device: str, hours24: bool | None = None) -> str:
+    """A kiosk in service; ``hours24`` its registered 24-hour status (None: nobody registered it)."""
+    row = {"key": f"qp/{device}", "site": "qp", "device": device, "role": "kiosk", "first_seen": at(1, 8)}
     async with store.engine.begin() as conn:
-        await conn.execute(
-            devices.insert().values(key=f"qp/{device}", site="qp", device=device, role="kiosk", first_seen=at(1, 8))
-        )
+        await conn.execute(devices.insert().values(**row, hours24=hours24))
     return f"qp/{device}"
 
 
@@ -129,7 +130,7 @@ async def test_toner_forecast_counts_opening_hours_across_the_night(store: Store
 async def test_toner_forecast_of_a_24h_kiosk_counts_wall_clock_and_is_due_before_staff_leave(store: Store) -> None:
     """GIVEN a 24-hour kiosk's toner falling 1 %/hour around the clock, 10 % at Tuesday 15:30
     WHEN planning THEN it runs out at 01:30 that night, and the task is due when staff leave, 17:30."""
-    key = await add_device(store, "k24h-1")
+    key = await add_device(store, "k24h-1", hours24=True)
     for h in range(11):
         await reading(store, "k24h-1", "toner:black", "ok", 20 - h, at(TUE, 5 + h, 30))
 
@@ -145,7 +146,7 @@ async def test_24h_kiosk_that_would_run_dry_before_staff_return_gets_a_task_now(
     at Tuesday 16:00 WHEN planning THEN the 24-hour one, dry at 05:20 before staff are in (Wed 09:00), gets a
     task due before staff leave; the ordinary one, which only prints while the hall is open and lasts
     until Thursday afternoon, gets none."""
-    k24 = await add_device(store, "k24h-1")
+    k24 = await add_device(store, "k24h-1", hours24=True)
     k = await add_device(store, "k-2")
     for h in range(11):
         await reading(store, "k24h-1", "toner:black", "ok", 70 - 3 * h, at(TUE, 6 + h))
@@ -177,7 +178,7 @@ async def test_thermal_paper_low_24h_kiosk_due_before_staff_leave_ordinary_kiosk
     its task is due before staff leave (17:30); the ordinary kiosk lasts 11 opening hours, to Thursday 11:30,
     and its task is due Thursday 10:30, not before the next opening."""
     sites = Sites({"qp": SiteConfig(consumables=ConsumablesPolicy(receipts_after_near_end=230))})
-    k24 = await add_device(store, "k24h-1")
+    k24 = await add_device(store, "k24h-1", hours24=True)
     k = await add_device(store, "k-2")
     await usage(store, "k24h-1", _usage_24h(at(TUE, 16)))
     await usage(
@@ -207,7 +208,7 @@ async def test_thermal_paper_low_at_20h_on_a_24h_kiosk_is_due_before_it_runs_dry
     """GIVEN a 24-hour kiosk whose paper read low at 19:30, staff gone since 17:30, 140 receipts left at
     20 an hour WHEN planning at 20:00 THEN a task opens now, due 02:18 (a tenth of the 7 hours left) before
     it runs dry at 03:00: nobody is staffed before then, so whoever is on call has to go."""
-    key = await add_device(store, "k24h-1")
+    key = await add_device(store, "k24h-1", hours24=True)
     await usage(store, "k24h-1", _usage_24h(at(TUE, 20)))
     await reading(store, "k24h-1", "thermal_paper", "low", None, at(TUE, 19, 30))
 

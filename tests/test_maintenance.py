@@ -1,7 +1,7 @@
 """Cleaning and inspection reminders (broker/rules/maintenance.py) against both stores.
 
 The site is the default one: Asia/Shanghai, Monday to Friday with PRC holidays, cleaning due by 17:00,
-one joint inspection a quarter with reminders in its last 14 days; devices named ``*24h*`` run 24 hours.
+one joint inspection a quarter with reminders in its last 14 days; ``k24h-1`` is registered as a 24-hour device.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ SAT = (11, 28)
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
-    """A kiosk, a 24-hour kiosk, and an attendance terminal (not a class the cadence applies to)."""
+    """A kiosk, a 24-hour kiosk (registered as one: devices.hours24, as `hallfleet provision sync` writes it), and
+    an attendance terminal (not a class the cadence applies to)."""
     s = await Store.open(store_url)
     async with s.engine.begin() as conn:
-        for device, role in [("k-1", "kiosk"), ("k24h-1", "kiosk"), ("att-1", "attendance")]:
-            await conn.execute(
-                devices.insert().values(key=f"qp/{device}", site="qp", device=device, role=role, first_seen=at(1, 1))
-            )
+        for device, role, hours24 in [("k-1", "kiosk", None), ("k24h-1", "kiosk", True), ("att-1", "attendance", None)]:
+            row = {"key": f"qp/{device}", "site": "qp", "device": device, "role": role, "first_seen": at(1, 1)}
+            await conn.execute(devices.insert().values(**row, hours24=hours24))
     try:
         yield s
     finally:
@@ -204,6 +204,7 @@ CLOSED_DAY_CASES = [
     ("all: every kiosk on a Saturday too", "all", SAT, {}, ["k-1", "k24h-1"]),
     ("none: nobody on a Saturday", "none", SAT, {}, []),
     ("the registered 24-hour status decides, not the name", "24h", SAT, {K: True, K24: False}, ["k-1"]),
+    ("a name is not a status: k24h-1 unregistered on a default site", "24h", SAT, {K24: None}, []),
 ]
 
 
@@ -211,11 +212,11 @@ CLOSED_DAY_CASES = [
     ("case", "policy", "day", "hours24", "reminded"), CLOSED_DAY_CASES, ids=[c[0] for c in CLOSED_DAY_CASES]
 )
 async def test_cleaning_on_days_the_hall_is_closed_follows_the_site_setting(
-    store: Store, case: str, policy: str, day: tuple[int, int], hours24: dict[str, bool], reminded: list[str]
+    store: Store, case: str, policy: str, day: tuple[int, int], hours24: dict[str, bool | None], reminded: list[str]
 ) -> None:
     """maintenance.clean_closed_days (docs/sla-settings.md): on a day the hall is closed the 24-hour area stays
     open and WZ 002:489 asks 「每天至少进行一次外部清洁」, so by default only the 24-hour devices are cleaned; which
-    devices are 24-hour is what IT registered (devices.hours24), the name pattern only for devices nobody did."""
+    devices are 24-hour is what IT registered (devices.hours24); one nobody registered is not, whatever its name."""
     for key, on in hours24.items():
         async with store.engine.begin() as conn:
             await conn.execute(devices.update().where(devices.c.key == key).values(hours24=on))

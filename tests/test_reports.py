@@ -24,7 +24,7 @@ from broker.store.schema import devices, dispatches, events, incident_conditions
 
 SITE = "wz"
 ZONE = ZoneInfo("Asia/Shanghai")
-K24 = "kiosk-24h-1"  # 24-hour by the default always_on pattern "*24h*"
+K24 = "kiosk-24h-1"  # registered as a 24-hour device (devices.hours24), as provisioning does
 KDAY = "kiosk-1"  # counts the hall's opening hours
 AFTER = datetime(2026, 12, 5, 12, 0, tzinfo=ZONE)  # "now" for a report of a finished November
 WANZHOU = CalendarConfig(
@@ -43,7 +43,7 @@ def at(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
     s = await Store.open(store_url)
-    await insert(s, devices, [device_row(KDAY), device_row(K24)])
+    await insert(s, devices, [device_row(KDAY), device_row(K24, hours24=True)])
     yield s
     await s.close()
 
@@ -54,8 +54,10 @@ async def insert(store: Store, table: sa.Table, rows: list[dict[str, Any]]) -> N
             await conn.execute(table.insert(), row)
 
 
-def device_row(device: str, role: str = "kiosk") -> dict[str, Any]:
-    return {"key": f"{SITE}/{device}", "site": SITE, "device": device, "role": role, "first_seen": at(1, 0, month=10)}
+def device_row(device: str, role: str = "kiosk", hours24: bool | None = None) -> dict[str, Any]:
+    """A device in service since October; ``hours24`` its registered 24-hour status (None: nobody registered it)."""
+    row = {"key": f"{SITE}/{device}", "site": SITE, "device": device, "role": role, "first_seen": at(1, 0, month=10)}
+    return row | {"hours24": hours24}
 
 
 def incident(device: str, kind: str, detected: datetime, cleared: datetime | None, **extra: Any) -> dict[str, Any]:
@@ -128,8 +130,8 @@ async def test_24h_kiosk_down_30_minutes_in_a_30_day_month(store: Store) -> None
 async def test_a_kiosk_installed_mid_month_is_counted_from_when_it_was_first_heard_of(store: Store) -> None:
     """GIVEN a 24-hour kiosk first seen on 20 November at 10:00 WHEN reported THEN only its 10 days and 14 hours
     count (the demo showed 28,446 minutes for a kiosk first seen on the 20th); one not yet seen counts nothing."""
-    new = device_row("kiosk-24h-new") | {"first_seen": at(20, 10)}
-    later = device_row("kiosk-24h-later") | {"first_seen": at(2, 0, month=12)}
+    new = device_row("kiosk-24h-new", hours24=True) | {"first_seen": at(20, 10)}
+    later = device_row("kiosk-24h-later", hours24=True) | {"first_seen": at(2, 0, month=12)}
     await insert(store, devices, [new, later])
     await insert_incidents(store, [incident("kiosk-24h-new", "offline", at(25, 3), at(25, 3, 30))])
     rep = await report(store)

@@ -18,6 +18,7 @@ from broker.duties.policy import DutiesPolicy, NetCheckDuty
 from broker.mosquitto.local import LocalMosquitto
 from broker.reports.sla import build_sla_report
 from broker.rules import actions
+from broker.rules.devices import Registered, register_devices
 from broker.rules.incidents import IncidentRules, Signal
 from broker.rules.sla import SlaClock
 from broker.sites import HallOutagePolicy, SiteConfig, Sites, SlaPolicy
@@ -87,6 +88,17 @@ class Scene:
         self.hall = await start_hall(cfg, self.clock)
         return self.hall
 
+    async def register_24_hour(self, *names: str) -> None:
+        """IT registers these kiosks as 24-hour devices before they connect (devices.hours24, written as `hallfleet
+        provision sync` writes it): a kiosk's name says nothing about its hours."""
+        store = await Store.open(self.store_url)
+        try:
+            async with store.engine.begin() as conn:
+                entries = [Registered("qp", n, "kiosk", True) for n in names]
+                await register_devices(conn, entries, by="wang.li", at=self.clock.now())
+        finally:
+            await store.close()
+
     def device(self, name: str) -> Device:
         return Device(self.mosquitto.port, "qp", name, self.clock)
 
@@ -125,6 +137,7 @@ async def steps_of(hall: Hall, incident_id: str) -> list[str]:
 
 
 async def test_an_app_crash_that_heals_itself_closes_its_incident_without_paging_anyone(scene: Scene) -> None:
+    await scene.register_24_hour("kiosk-24h-1")
     hall = await scene.start()
     kiosk = scene.device("kiosk-24h-1")
     kiosk.birth()
@@ -527,6 +540,7 @@ async def test_a_flapping_kiosk_keeps_one_incident_and_one_clock(scene: Scene) -
 
 
 async def test_a_forecast_raises_the_restock_task_before_a_24_hour_kiosk_runs_dry_overnight(scene: Scene) -> None:
+    await scene.register_24_hour("kiosk-24h-1")
     hall = await scene.start()
     kiosk = scene.device("kiosk-24h-1")
     kiosk.birth()
@@ -563,6 +577,40 @@ async def _task_state(hall: Hall, task_id: str, state: str) -> bool:
     return rows[0].state == state
 
 
+async def test_a_kiosk_named_24h_that_nobody_registered_counts_opening_hours_until_it_is_registered(
+    store_url: str,
+) -> None:
+    """GIVEN kiosk-24h-1 in service since Monday 00:00 at a site with the default settings, its 24-hour status not
+    registered WHEN its SLA time is counted on Friday 16:50 THEN the hall's opening hours count (its name decides
+    nothing, issue 17 item 6: the default always_on is empty); once IT registers it as a 24-hour device
+    (register_devices, as `hallfleet provision sync` writes it) wall-clock time counts, for the incident rules'
+    reads and the monthly report alike."""
+    from broker.rules.incident_reads import BatchReads
+    from broker.store.schema import devices as devices_t
+
+    monday, site = datetime(2026, 11, 23, tzinfo=HALL_ZONE), SiteConfig()
+    sites = Sites({"qp": site})
+    row = {"key": "qp/kiosk-24h-1", "site": "qp", "device": "kiosk-24h-1", "role": "kiosk", "presence": "online"}
+
+    async def counted() -> tuple[bool, bool, float]:
+        async with store.engine.begin() as conn:
+            hours24 = await BatchReads(conn, sites).hours24("qp", "kiosk-24h-1")
+        (device,) = (await build_sla_report(store, sites, "qp", "2026-11", now=FRIDAY_1650)).devices
+        return hours24, device.hours24, device.counted_s
+
+    store = await Store.open(store_url)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.execute(devices_t.insert().values(**row, first_seen=monday, last_seen=FRIDAY_1650))
+        assert site.always_on == []
+        assert await counted() == (False, False, site.site_calendar.open_seconds(monday, FRIDAY_1650))
+        async with store.engine.begin() as conn:
+            await register_devices(conn, [Registered("qp", "kiosk-24h-1", "kiosk", True)], by="wang.li", at=monday)
+        assert await counted() == (True, True, (FRIDAY_1650 - monday).total_seconds())
+    finally:
+        await store.close()
+
+
 async def test_a_kiosk_registered_24_hour_before_it_ever_connected_is_timed_wall_clock_from_its_first_event(
     scene: Scene,
 ) -> None:
@@ -572,7 +620,6 @@ async def test_a_kiosk_registered_24_hour_before_it_ever_connected_is_timed_wall
     time (breach at 17:10, after closing: on site by Monday's close) and kiosk-24h-1's pauses at 17:00; before
     their first event neither is a device in service (not in the report) and each life starts at its first
     event, not at its registration; each registration is audited."""
-    from broker.rules.devices import Registered, register_devices
     from broker.store.db import Store
     from broker.store.schema import audit_log
     from broker.store.schema import devices as devices_t

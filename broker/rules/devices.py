@@ -9,7 +9,8 @@ One source of truth: the provisioning registry (provisioning/registry.py, ``hall
 the registry (``register_devices`` below, called by those commands and by ``hallfleet provision sync``), so the
 rules read it inside their own transaction. A device registered before it ever connects gets its row now
 (presence ``registered`` until it speaks, broker.store.db.heard_from), so its first outage is timed right. A
-device with no registered status falls back to the site's deprecated ``always_on`` name patterns (broker/sites.py).
+device with no registered status is not a 24-hour device, whatever its name, unless its site still sets the
+deprecated ``always_on`` name patterns (empty by default, broker/sites.py).
 An incident keeps the status it opened with: a change re-times future outages, never one already on the clock.
 """
 

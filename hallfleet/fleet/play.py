@@ -26,11 +26,12 @@ from broker.config import ConsumerConfig, IngestConfig, RulesConfig, StoreConfig
 from broker.consumer import Consumer
 from broker.store.db import Store
 from broker.store.schema import devices, events, incidents
+from hallfleet import demo_hall as hd
 from hallfleet import demo_scenario as ds
 from hallfleet.fleet import departments as fd
 from hallfleet.fleet.scenario import Scenario
 from hallfleet.fleet.shards import SliceSpec, slice_main
-from hallfleet.fleet.sim import at_day
+from hallfleet.fleet.sim import at_day, plan
 from hallfleet.sink import Sink
 from runtime.clock import HALL_ZONE, ScaledClock
 from runtime.settings import MqttConfig
@@ -119,6 +120,7 @@ async def play(args: argparse.Namespace, scenario: Scenario, mqtt: MqttConfig, w
                 rules=RulesConfig(duties_every_s=30),
             )
             store = await Store.open(cfg.store.url, stale_factor=cfg.ingest.stale_factor)
+            await register_24_hour(store, args.devices, scenario, clock.now())
             consumer = Consumer(cfg, store, clock)  # presence and SLA clocks in simulated time
             consumer_task = asyncio.create_task(consumer.run(), name="consumer")
             await asyncio.wait_for(consumer.ready.wait(), 30)
@@ -141,6 +143,13 @@ async def play(args: argparse.Namespace, scenario: Scenario, mqtt: MqttConfig, w
         else:
             print("\n".join(played(slices, clock)))
         await sink.close()
+
+
+async def register_24_hour(store: Store, n: int, scenario: Scenario, at: datetime) -> None:
+    """The fleet's 24-hour area devices are registered as such, as IT's ``hallfleet provision sync`` would: the
+    centre reads a device's 24-hour status from the registry, never from its name."""
+    members, _ = plan(n, scenario)
+    await hd.register_24_hour(store, [m.device for m in members if m.device is not None], at)
 
 
 async def _progress(slices: list[Slice], clock: ScaledClock, store: Store | None, stop: asyncio.Event,

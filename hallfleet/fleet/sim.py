@@ -150,14 +150,15 @@ def plan(n: int, scenario: Scenario) -> tuple[list[Member], dict[int, list[Membe
                     out.append(Member(hall, name, role, i, ds.Device(hall, name, role, i)))
                 elif role == "kiosk":
                     name = f"kiosk-24h-{i + 1}" if i < half else f"kiosk-{i + 1 - half}"
-                    out.append(Member(hall, name, role, i, ds.Device(hall, name, role, i)))
+                    out.append(Member(hall, name, role, i, ds.Device(hall, name, role, i, hours24=i < half)))
                 elif role == "rating":
                     window = f"W{i + 1:02d}"
                     name = f"pad-w{i + 1:02d}"
                     out.append(Member(hall, name, role, i, ds.Device(hall, name, role, i, window)))
                 elif role in HALL_NAMES:
                     name = HALL_NAMES[role].format(i + 1)
-                    out.append(Member(hall, name, role, i, ds.Device(hall, name, role, i)))
+                    hours24 = role in ("door", "locker")  # the 24-hour area's, as in the demo
+                    out.append(Member(hall, name, role, i, ds.Device(hall, name, role, i, hours24=hours24)))
                 else:
                     out.append(Member(hall, f"node-{i + 1:04d}", role, i, None))
     return out, assign_faults(out, scenario)
