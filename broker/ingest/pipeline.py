@@ -88,8 +88,10 @@ class Ingest:
                 item = decode(msg, now)
                 if item.status is not None:
                     c.statuses += 1
-                # Presence changes and refusals are news: they do not wait for a full batch.
-                add(link, item, item.status is not None or item.dead is not None)
+                # Presence changes and refusals are news, and a command's or a config's answer is what somebody
+                # waits for (the operator who sent it, a remediation step): none waits for a full batch.
+                urgent = item.status is not None or item.dead is not None
+                add(link, item, urgent or item.ack is not None or item.config_report is not None)
 
     async def _write(self) -> None:
         rx = self.receiver
