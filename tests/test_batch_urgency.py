@@ -73,8 +73,14 @@ async def test_a_commands_answer_is_stored_at_once_and_a_plain_event_waits_for_t
     answered = sa.select(sa.func.count()).select_from(commands).where(commands.c.state == "succeeded")
     took = await _until(answered, store, WINDOW_MS / 1000 / 2)
     assert took is not None, "the command's answer waited for the batch window"
-    # The punch went with the answer's batch; one alone afterwards waits out the window.
-    publish(mosquitto.port, [punch_msg("att-1", 2)])
+    # The punch went with the answer's batch; one alone afterwards waits out the window, and so does a command's
+    # `running`: only the final answer is what somebody waits for (it takes the steps before it along).
+    running = CommandAck(command_id=cmd.id, name=cmd.name, state=CommandState.RUNNING)
+    env = envelope("kiosk-9", 2, "command.ack", running.model_dump(mode="json"))
+    publish(
+        mosquitto.port,
+        [punch_msg("att-1", 2), (topics.cmd_ack("qp", "kiosk-9"), env.model_dump_json().encode(), False)],
+    )
     second = sa.select(sa.func.count()).select_from(events).where(events.c.seq == 2, events.c.device == "att-1")
     assert await _until(second, store, 1.0) is None, "a plain event did not wait for the window"
     assert await _until(second, store, WINDOW_MS / 1000 + 5) is not None

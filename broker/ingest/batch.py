@@ -1,8 +1,8 @@
 """The batch stage: decoded items wait here, bounded, until a batch is due for the commit stage.
 
 The rules: a batch goes when it reaches ``size`` items, when ``wait_s`` has passed since its first item, at
-once for what should not wait (a status, a dead letter: presence and refusals are news; a command's or a
-config's answer: someone waits for it, issue 20's ``diagnose`` round trip), and at once when
+once for what should not wait (a status, a dead letter: presence and refusals are news; a command's final
+answer, a config's report: someone waits for it, issue 20's ``diagnose`` round trip), and at once when
 the receive stage has stopped reading (its receive bound is reached: waiting longer would wait for nothing).
 A batch holds the messages of one connection (``link``): when a new connection delivers, what the old one
 left here is dropped unacknowledged, since its acknowledgements could not count any more and the broker

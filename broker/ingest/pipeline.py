@@ -22,8 +22,10 @@ from broker.ingest.commit import Committer
 from broker.ingest.counters import Counters
 from broker.ingest.decode import SYS_DROPPED, BrokerDrops, Decoder
 from broker.ingest.isolation import StopCommitting
+from broker.ingest.items import Item
 from broker.ingest.receive import Receiver
 from broker.outbound import confirm_stored
+from protocol.commands import FINAL_STATES
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +90,7 @@ class Ingest:
                 item = decode(msg, now)
                 if item.status is not None:
                     c.statuses += 1
-                # Presence changes and refusals are news, and a command's or a config's answer is what somebody
-                # waits for (the operator who sent it, a remediation step): none waits for a full batch.
-                urgent = item.status is not None or item.dead is not None
-                add(link, item, urgent or item.ack is not None or item.config_report is not None)
+                add(link, item, _urgent(item))
 
     async def _write(self) -> None:
         rx = self.receiver
@@ -124,3 +123,12 @@ class Ingest:
                 await writer
         except Exception:  # the writer's own failure: raised by run() below
             pass
+
+
+def _urgent(item: Item) -> bool:
+    """Presence changes and refusals are news, and a command's final answer or a config's report is what somebody
+    waits for (the operator who sent it, a remediation step): none waits for a full batch. A command's
+    ``delivered`` and ``running`` ride with the batch its final answer sends at once (one commit, not three)."""
+    if item.status is not None or item.dead is not None or item.config_report is not None:
+        return True
+    return item.ack is not None and item.ack[1].state in FINAL_STATES
