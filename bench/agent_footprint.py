@@ -14,7 +14,8 @@ the CLI starts.
    (each a device of its own).
 3. Start-up: ``hallfleet --help`` (process start -> exit) and ``hallfleet agent --config ...`` (process start ->
    READY=1 on the notify socket, as systemd sees it), median of ``--repeat``.
-4. Idle, per role: sim, kiosk (receipt printer twin), attendance without a camera (fingerprint and QR twins),
+4. Idle, per role: sim (one event, then nothing; beside it a sim emitting 1 event/s, its load), kiosk (receipt
+   printer twin), attendance without a camera (fingerprint and QR twins),
    attendance with a camera (a looping video file: the face engine runs on every frame, so never idle),
    rating pad (keypad twin): one agent process each, side by side on the same broker and consumer, 30 s
    heartbeat; once each is online and its outbox empty, CPU % of a core over ``--idle`` s (10 minutes by
@@ -247,7 +248,9 @@ def roles(workdir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     key = workdir / "gallery-key"
     key.write_text(base64.b64encode(os.urandom(32)).decode())
     return {
-        "sim": ("sim", {"sim": {"events": 0}}),
+        # events 0 emits forever (1 a second): the sim's load, not an idle device; one event, then nothing, is.
+        "sim": ("sim", {"sim": {"events": 1}}),
+        "sim, emitting 1 event/s": ("sim", {"sim": {"events": 0}}),
         "kiosk": ("kiosk", {"kiosk.receipt": {"type": "usb-sim"}}),
         "attendance, no camera": ("attendance", {
             "attendance.fingerprint": {"type": "sim"}, "attendance.qr": {"type": "sim"},
