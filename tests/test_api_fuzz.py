@@ -273,12 +273,16 @@ async def test_the_schema_and_the_pages_are_all_covered(fuzzed: Fuzzed) -> None:
     assert kinds["/consumables", "page"] == kinds["/", "page"] == "integer" and kinds["/attendance", "day"] == "date"
 
 
-@settings(
+# One setting for every property here: the app and its store are a function fixture, shared by the examples.
+FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=DERANDOMIZE,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+
+
+@FUZZ
 @given(data=st.data())
 async def test_no_parameter_value_gets_a_5xx(fuzzed: Fuzzed, data: st.DataObject) -> None:
     method, url = data.draw(requests(fuzzed.ops))
@@ -334,12 +338,7 @@ def body_operations(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, A
     ]
 
 
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=DERANDOMIZE,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@FUZZ
 @given(data=st.data())
 async def test_no_request_body_gets_a_5xx(fuzzed: Fuzzed, data: st.DataObject) -> None:
     """Every JSON body of the schema, its fields drawn at and past their bounds (NUL, 2^63, wrong types)."""
@@ -369,12 +368,7 @@ def form_routes(routes: list[Any]) -> list[str]:
     )
 
 
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=DERANDOMIZE,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@FUZZ
 @given(data=st.data())
 async def test_no_form_gets_a_5xx(fuzzed: Fuzzed, data: st.DataObject) -> None:
     """Each dashboard form, its fields drawn from the edge values (NUL, 2^63, long, empty) or left out."""
