@@ -7,6 +7,7 @@ run that quietly skips the real broker or database proves nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -123,15 +124,18 @@ class RunningConsumer:
     task: asyncio.Task[None]
 
 
-@pytest.fixture
-async def consumer(mosquitto: LocalMosquitto, store_url: str) -> AsyncIterator[RunningConsumer]:
-    """An in-process consumer on the private broker, with a fast presence sweep."""
+@contextlib.asynccontextmanager
+async def running_consumer(
+    mosquitto: LocalMosquitto, store_url: str, ingest: IngestConfig | None = None
+) -> AsyncIterator[RunningConsumer]:
+    """An in-process consumer on the private broker (a fast presence sweep unless ``ingest`` says otherwise),
+    started until ready and stopped after."""
     store = await Store.open(store_url)
     cfg = ConsumerConfig(
         instance="test",
         mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, backoff_initial_s=0.1, backoff_max_s=1.0),
         store=StoreConfig(url=store_url),
-        ingest=IngestConfig(sweep_s=0.1, republish_s=1.0),
+        ingest=ingest or IngestConfig(sweep_s=0.1, republish_s=1.0),
     )
     c = Consumer(cfg, store)
     task = asyncio.create_task(c.run())
@@ -142,3 +146,9 @@ async def consumer(mosquitto: LocalMosquitto, store_url: str) -> AsyncIterator[R
         c.stop()
         await asyncio.wait_for(task, 10)
         await store.close()
+
+
+@pytest.fixture
+async def consumer(mosquitto: LocalMosquitto, store_url: str) -> AsyncIterator[RunningConsumer]:
+    async with running_consumer(mosquitto, store_url) as running:
+        yield running

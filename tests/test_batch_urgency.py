@@ -12,15 +12,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from broker.config import ConsumerConfig, IngestConfig, StoreConfig
-from broker.consumer import Consumer
+from broker.config import IngestConfig
 from broker.mosquitto.local import LocalMosquitto
 from broker.store import commands as cmd_sql
 from broker.store.db import Store
 from broker.store.schema import commands, events
 from protocol import topics
 from protocol.commands import Command, CommandAck, CommandState
-from runtime.settings import MqttConfig
+from tests.conftest import running_consumer
 from tests.support.mqtt import publish
 from tests.test_store_errors import envelope, punch_msg
 
@@ -29,22 +28,8 @@ WINDOW_MS = 4000  # far beyond what an urgent item may take here, even on a load
 
 @pytest.fixture
 async def slow_window(mosquitto: LocalMosquitto, store_url: str) -> AsyncIterator[Store]:
-    store = await Store.open(store_url)
-    cfg = ConsumerConfig(
-        instance="urgency",
-        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, backoff_initial_s=0.1, backoff_max_s=1.0),
-        store=StoreConfig(url=store_url),
-        ingest=IngestConfig(batch_wait_ms=WINDOW_MS),
-    )
-    consumer = Consumer(cfg, store)
-    task = asyncio.create_task(consumer.run())
-    await asyncio.wait_for(consumer.ready.wait(), 10)
-    try:
-        yield store
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 15)
-        await store.close()
+    async with running_consumer(mosquitto, store_url, IngestConfig(batch_wait_ms=WINDOW_MS)) as running:
+        yield running.store
 
 
 async def _until(check: sa.Select[tuple[int]], store: Store, within_s: float) -> float | None:
