@@ -11,15 +11,17 @@ no bind processing per value: a profile of a 30k drain put those at about a thir
   encodes the arrays itself.
 - SQLite: multi-row ``INSERT ... VALUES (...), (...) RETURNING``, since sqlite3's executemany cannot
   return rows and the store must know which events are new. Measured beside executemany on this machine
-  kind: the same cost per row. Times go in as the text SQLAlchemy's own SQLite type writes (its bind
-  processor, called here once per value), so every reader compares like with like.
-On both, times go through the column type's own bind processor (``UtcDateTime``: a naive time is refused).
+  kind: the same cost per row. Times go in as exactly the text SQLAlchemy's own SQLite type writes, so every
+  reader compares like with like, formatted here (``sqlite_utc_text``): the type's bind processor took
+  about 6 µs per value, a tenth of the consumer's CPU per event (tests/test_events_insert.py keeps the
+  two equal).
+On PostgreSQL, times go through the column type's own bind processor; on both a naive time is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -70,10 +72,27 @@ def _column_time(dialect: Dialect) -> Any:
     return events.c.ts.type.dialect_impl(dialect).bind_processor(dialect)
 
 
-# The column type's bind processor: on SQLite the text SQLAlchemy writes (UTC, naive, microseconds), on
-# PostgreSQL the aware UTC time asyncpg encodes.
-_sqlite_time: Callable[[datetime], str] = _column_time(sqlite.dialect())
+# The column type's bind processor: on PostgreSQL the aware UTC time asyncpg encodes; on SQLite the text
+# SQLAlchemy writes (UTC, naive, microseconds), which ``sqlite_utc_text`` writes faster.
 _pg_time: Callable[[datetime], datetime] = _column_time(asyncpg.dialect())
+column_sqlite_text: Callable[[datetime], str] = _column_time(sqlite.dialect())
+
+
+def sqlite_utc_text(value: datetime) -> str:
+    """``column_sqlite_text(value)``, the same text at about a third of the cost: UTC, no zone, 6 decimals."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store: every time here carries its zone")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 (the fastest of the forms measured)
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
 @lru_cache(maxsize=64)
@@ -113,11 +132,11 @@ async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
     params: list[Any] = []
     for values in map(_values_of, rows):
         row = list(values)
-        row[TS] = _sqlite_time(row[TS])
+        row[TS] = sqlite_utc_text(row[TS])
         at = row[RECEIVED_AT]
         text = stamps.get(at)
         if text is None:
-            text = stamps[at] = _sqlite_time(at)
+            text = stamps[at] = sqlite_utc_text(at)
         row[RECEIVED_AT] = text
         params += row
     # aiosqlite's own call runs statement and fetch in one trip to its thread (SQLAlchemy's cursor takes four);
@@ -173,8 +192,8 @@ async def touch_devices(
             await conn.exec_driver_sql(_PG_TOUCH, (keys, *times))
             revived: Any = (await conn.exec_driver_sql(_PG_REVIVE, (keys, _pg_time(now)))).fetchall()
             return [(r[0], r[1], r[2]) for r in revived]
-        params = [(_sqlite_time(at), _sqlite_time(deadline), key) for key, at, deadline in rows]
-        since = _sqlite_time(now)
+        params = [(sqlite_utc_text(at), sqlite_utc_text(deadline), key) for key, at, deadline in rows]
+        since = sqlite_utc_text(now)
     except (ValueError, TypeError) as exc:
         raise sa_exc.StatementError(str(exc), "UPDATE devices", None, exc) from exc
     driver: Any = (await conn.get_raw_connection()).driver_connection
