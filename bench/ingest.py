@@ -1421,7 +1421,7 @@ def render(ctx: Ctx, results: list[dict[str, Any]], command: str, started: str, 
             else f" at start, {end} at end: CHANGED DURING THE RUN, the figures mix versions |"
         ),
         f"| load average 1/5/15 min | {' '.join(f'{x:.2f}' for x in ctx.load_at_start)} at start, "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at end (other work shares the cores) |",
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at end (measured; nproc {len(os.sched_getaffinity(0))}) |",
         "",
         f"Load: {a.events:,} `attendance.punch` envelopes (~{a.payload_bytes} bytes), {a.devices} devices, "
         f"QoS 1, MQTT v5, at most {a.window} unacknowledged publishes per device, one generator process. "
@@ -1546,7 +1546,7 @@ def _render_issue19(ctx: Ctx, results: list[dict[str, Any]]) -> list[str]:
         "- Node-RED: "
         + (
             f"{red['versions']}, live (its run with the generator beside it), {_f(red['cpu_per_100k'], '.2f')} "
-            f"CPU s / 100k, stored {red['stored']:,} ({red['distinct']:,} distinct)."
+            f"CPU s / 100k, stored {red['stored']:,} ({red['distinct']:,} distinct); {red['flow']}."
             if red
             else "not run (`--no-nodered`, or not installed: `.venv/bin/python -m bench.nodered --install`)."
         ),
