@@ -543,3 +543,37 @@ async def test_an_enrolled_finger_is_punched_even_before_a_refused_one_was_seen_
 
     assert [p.staff_id for t, p in sent if t == "attendance.punch"] == ["S0001"]
     assert refusals(sent) == ["unknown: the module found no matching template"]
+
+
+async def test_an_idle_terminal_only_asks_whether_a_finger_is_there_and_a_press_is_still_answered_within_a_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a fingerprint terminal at the default 0.3 s poll that nobody touches WHEN 1.5 s pass THEN its sensor was
+    sent only GenImg, about once per poll, and no scan ran (no features, no search, no thread-pool hop per poll:
+    issue 20's idle CPU); WHEN a finger is then placed THEN it is answered within about one poll."""
+    async with finger_terminal(tmp_path, fingerprint_poll_s=0.3) as (r, _sent):
+        assert r.finger is not None and r.finger_sim is not None
+        reader, sim = r.finger, r.finger_sim
+        scans = 0
+        scan = reader.scan
+
+        def counted() -> Any:
+            nonlocal scans
+            scans += 1
+            return scan()
+
+        monkeypatch.setattr(reader, "scan", counted)
+        started = time.monotonic()
+        await asyncio.sleep(1.5)
+        polls = (time.monotonic() - started) / 0.3  # the sleep may overrun on a busy machine
+        asked = [c for c in sim.commands if c not in (Instruction.VFY_PWD, Instruction.READ_SYS_PARA)]
+        assert set(asked) == {Instruction.GEN_IMG}
+        assert 4 <= len(asked) <= polls + 2
+        assert scans == 0
+
+        told = r.output.expect(lambda fb: not fb.ok)
+        placed = asyncio.get_running_loop().time()
+        sim.place("mallory-right-index")
+        await asyncio.wait_for(told, 5)
+        assert asyncio.get_running_loop().time() - placed < 0.6
+        assert scans == 1

@@ -46,6 +46,7 @@ from drivers.face.config import (
     LivenessEvidence,
 )
 from drivers.fingerprint.errors import CaptureError, FingerError
+from drivers.fingerprint.watch import WATCH
 from drivers.fingerprint.zfm import EnrolStep, FingerMatch, NoMatch, ZfmConfig, ZfmReader
 from drivers.qr.keyboard import EvdevScanner, QrScannerConfig, SimulatedScanner
 from drivers.qr.validators import QrConfig, build_validator
@@ -223,7 +224,7 @@ class AttendanceRole:
         self._last_reject: dict[tuple[str, str, str | None], float] = {}
         self._fingers: dict[int, str] = {}
         self._revoked: set[str] = set()
-        self._finger_lock = asyncio.Lock()  # pyusb calls run in a thread, one at a time
+        self._finger_lock = asyncio.Lock()  # scans and commands, one at a time (the watch's GenImg skips a held reader)
         self._loading = asyncio.Lock()
         self._loaded = False
 
@@ -323,15 +324,19 @@ class AttendanceRole:
                 )
 
     async def _finger_loop(self) -> None:
-        """Scan, and answer every press: a match punches, a finger matching no template is refused (screen and
-        one ``punch_rejected``, reason ``unknown``). A refused finger is not answered again until the sensor is
-        empty, so a finger held on the sensor is one refusal, not one per poll; a match is always answered, since
-        the next person may press before the sensor was seen empty."""
+        """Wait for a finger, scan it, and answer every press: a match punches, a finger matching no template is
+        refused (screen and one ``punch_rejected``, reason ``unknown``). A refused finger is not answered again until
+        the sensor was seen empty, so a finger held on the sensor is one refusal, not one per poll; a match is always
+        answered, since the next person may press before the sensor was seen empty. The waiting is the process's
+        finger watch (drivers/fingerprint/watch.py): an idle sensor is polled every ``fingerprint_poll_s`` in its
+        thread and this loop sleeps until a finger is there."""
         reader = self.finger
         assert reader is not None
         refused = False  # the finger on the sensor was refused and has not been lifted since
         while True:
             try:
+                if await WATCH.press(reader, self.cfg.fingerprint_poll_s):
+                    refused = False  # the sensor was empty meanwhile: a new press
                 async with self._finger_lock:
                     seen = await asyncio.to_thread(reader.scan)
             except CaptureError:  # a smudged or partial print: the person presses again
@@ -352,8 +357,8 @@ class AttendanceRole:
                     await self.reject("fingerprint", "unknown", detail=_no_match_detail(seen))
                 refused = True
             else:
-                refused = False  # the sensor is empty: the next finger is a new press
-            await asyncio.sleep(self.cfg.fingerprint_poll_s)
+                refused = False  # lifted between the watch's look and the scan
+            await asyncio.sleep(self.cfg.fingerprint_poll_s)  # the finger still on the sensor is looked at next poll
 
     async def _finger_punch(self, match: FingerMatch) -> None:
         staff = self._fingers.get(match.page_id)

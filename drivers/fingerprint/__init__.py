@@ -3,6 +3,7 @@
 - ``protocol``: the packet codec (pure): EF01 framing, checksum, instructions, confirmation codes
 - ``zfm``: ZfmConfig + ZfmReader (pyusb): scan, enroll, delete, empty, count
 - ``sim``: SimulatedZfm, a pyusb backend standing in for the module
+- ``watch``: FingerWatch, one thread per process polling idle sensors for a finger (GenImg only)
 - ``errors``: the typed errors, carrying the module's confirmation code
 """
 

@@ -15,7 +15,8 @@ What the link survives, and why:
 - Any other USB error means the device is gone: FingerDisconnected, the handle is closed, and the
   next call finds the device again by VID:PID (a replugged device is a new device).
 - One lock serialises the calls: the agent calls from worker threads, and two threads' commands
-  interleaved on one pipe would read each other's acks.
+  interleaved on one pipe would read each other's acks. ``touched()``, the idle poll, does not wait for
+  it: a reader held by another call is busy, not idle.
 - An enrolment can be called off (``cancel``) only while it waits for the finger: a thread cannot be
   killed, and a caller that stops waiting for it must not take the reader while it still writes the
   library (agent/roles/attendance.py waits for it to end).
@@ -170,6 +171,7 @@ class ZfmReader:
 
     def __init__(self, cfg: ZfmConfig, backend: Any = None) -> None:
         self.cfg = cfg
+        self._name = cfg.device_name  # formatted once: every packet's decoding names the device, for its errors
         self.system: SystemParameters | None = None  # what ReadSysPara said at the last open
         self._backend = backend
         self._lock = threading.RLock()
@@ -178,10 +180,11 @@ class ZfmReader:
         self._in: Any = None
         self._rx = bytearray()
         self._stale = False  # a reply may still be on its way: drain before the next command
+        self._taken = False  # touched() took an image of the finger and no command came since: scan() reads it
 
     @property
     def name(self) -> str:
-        return self.cfg.device_name
+        return self._name
 
     @property
     def is_open(self) -> bool:
@@ -223,6 +226,7 @@ class ZfmReader:
         """Release the interface and the handle. Safe to call twice and after an unplug."""
         with self._lock:
             dev, self._dev, self._out, self._in = self._dev, None, None, None
+            self._taken = False
             if dev is not None:
                 dispose(dev, self.name, log)
 
@@ -235,13 +239,27 @@ class ZfmReader:
 
     # -- operations ----------------------------------------------------------------------------
 
+    def touched(self) -> bool | None:
+        """One GenImg: whether a finger is on the sensor, its image then taken for the next scan(); None, without
+        asking, while another thread's call holds the reader (an enrolment owns the sensor). The cheap check an
+        idle terminal polls (drivers/fingerprint/watch.py)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self.open()
+            self._taken = self._image()
+            return self._taken
+        finally:
+            self._lock.release()
+
     def scan(self) -> FingerMatch | NoMatch | None:
         """One attempt, told apart by the module's codes: None when GenImg says no finger is on the sensor (0x02),
         NoMatch when a finger was read and Search finds no template for it (0x09) or none well enough, else the
-        match. A finger whose image is unusable raises CaptureError (ask the person to press again)."""
+        match. A finger whose image is unusable raises CaptureError (ask the person to press again). An image
+        touched() just took is read instead of taking another: the finger it found is the one to answer."""
         with self._lock:
             self.open()
-            if not self._image():
+            if not (self._taken or self._image()):
                 return None
             self._expect(Instruction.IMG2TZ, b"\x01", "extracting features")
             return self._search(1)
@@ -387,6 +405,7 @@ class ZfmReader:
         raise AssertionError("unreachable")
 
     def _exchange(self, instruction: Instruction, params: bytes) -> tuple[int, bytes]:
+        self._taken = False  # any command may overwrite the module's image buffer
         if self._stale:
             self._drain()
         self._write(command(instruction, params, self.cfg.address))

@@ -79,7 +79,7 @@ class Arrivals(Section):
         gt=0,
         le=5,
         description="How often each terminal reads its fingerprint twin, real s (every read is a USB exchange "
-        "in a worker thread: thousands of terminals share the pool)",
+        "in the process's one finger-watch thread: thousands of terminals share it)",
     )
 
 
