@@ -574,8 +574,11 @@ def bare_main(conn: Connection, parent_pid: int, host: str, port: int, n: int, r
 
 
 # -- hallfleet consumer (child process) -----------------------------------------------------------------
-def consumer_main(conn: Connection, parent_pid: int, url: str, host: str, port: int, instance: str) -> None:
-    """The consumer as ``hallfleet consumer`` runs it (uvloop when present), stopped by SIGTERM."""
+def consumer_main(
+    conn: Connection, parent_pid: int, url: str, host: str, port: int, instance: str, ingest: dict[str, Any]
+) -> None:
+    """The consumer as ``hallfleet consumer`` runs it (uvloop when present), stopped by SIGTERM; ``ingest``
+    overrides its ingest defaults (the latency run's batch windows)."""
     _child_setup(parent_pid)
     try:
         from broker.config import ConsumerConfig, StoreConfig
@@ -587,7 +590,7 @@ def consumer_main(conn: Connection, parent_pid: int, url: str, host: str, port: 
             instance=instance,
             mqtt=MqttConfig(host=host, port=port),
             store=StoreConfig(url=url),
-            ingest=IngestConfig(),
+            ingest=IngestConfig(**ingest),
         )
 
         async def amain() -> dict[str, int]:
@@ -926,12 +929,20 @@ async def _landed(probe: StoreProbe, within_s: float) -> bool:
         await asyncio.sleep(0.01)
 
 
-async def start_consumer(ctx: Ctx, url: str, tag: str, instance: str | None = None, landed: bool = True) -> ConsumerRun:
+async def start_consumer(
+    ctx: Ctx,
+    url: str,
+    tag: str,
+    instance: str | None = None,
+    landed: bool = True,
+    ingest: dict[str, Any] | None = None,
+) -> ConsumerRun:
     """Start the consumer process and return once an event published on a device topic is in its store
-    (``landed``), or as soon as it is connected (a drain: its session's backlog flows at once)."""
+    (``landed``), or as soon as it is connected (a drain: its session's backlog flows at once). ``ingest``
+    overrides the consumer's ingest defaults."""
     instance = instance or f"bench-{tag}-{os.getpid()}"
     host, port = ctx.broker.host, ctx.broker.port
-    child = spawn(ctx, f"consumer-{tag}", consumer_main, url, host, port, instance)
+    child = spawn(ctx, f"consumer-{tag}", consumer_main, url, host, port, instance, ingest or {})
     pid = await child.expect("ready", 120)
     probe = await open_probe(ctx, url)
     run = ConsumerRun(child, pid, instance, probe, 0)
@@ -1085,12 +1096,13 @@ async def run_throughput(ctx: Ctx, backend: str) -> dict[str, Any]:
     }
 
 
-async def run_latency(ctx: Ctx, backend: str) -> dict[str, Any]:
+async def run_latency(ctx: Ctx, backend: str, wait_ms: int) -> dict[str, Any]:
+    """The offered rate for the run's length, the consumer's batch window set to ``wait_ms``."""
     a = ctx.args
     n = int(a.rate * a.latency_seconds)
     url = await fresh_store(ctx, backend, "lat")
     gen_proc = spawn(ctx, "generator-latency", generator_main, gen_spec(ctx, n, a.rate, True))
-    run = await start_consumer(ctx, url, f"{backend}-lat")
+    run = await start_consumer(ctx, url, f"{backend}-lat", ingest={"batch_wait_ms": wait_ms})
     try:
         await gen_proc.expect("ready", 120)
         probe = run.probe
@@ -1342,12 +1354,16 @@ async def run_backend(ctx: Ctx, backend: str) -> dict[str, Any]:
     out["drain"] = await repeated(ctx, "consumer drain", lambda: run_drain(ctx, backend))
     print(f"[{backend}]   {out['drain']['events_s']:,.0f} events/s draining", flush=True)
     if ctx.args.latency_seconds > 0:
-        print(
-            f"[{backend}] latency, {ctx.args.rate:,.0f} events/s for {ctx.args.latency_seconds:g} s ...",
-            flush=True,
-        )
-        out["lat"] = await run_latency(ctx, backend)
-        print(f"[{backend}]   visible p50 {out['lat']['vis_p50']:.1f} ms", flush=True)
+        out["lat"] = []
+        for wait_ms in ctx.args.batch_wait_ms:
+            print(
+                f"[{backend}] latency, {ctx.args.rate:,.0f} events/s for {ctx.args.latency_seconds:g} s, "
+                f"batch window {wait_ms} ms ...",
+                flush=True,
+            )
+            lat = await run_latency(ctx, backend, wait_ms)
+            out["lat"].append(lat | {"wait_ms": wait_ms})
+            print(f"[{backend}]   visible p50 {lat['vis_p50']:.1f} ms, p99 {lat['vis_p99']:.1f} ms", flush=True)
     if ctx.args.rules_events:
         print(f"[{backend}] rules on vs off, {ctx.args.rules_events:,} events ...", flush=True)
         out["rules"] = await run_rules(ctx, backend)
@@ -1478,17 +1494,15 @@ def render(ctx: Ctx, results: list[dict[str, Any]], command: str, started: str, 
             "",
             "## Latency at a fixed offered rate",
             "",
-            "| backend | offered events/s | events | visible | publish -> visible p50 / p99 / max ms | "
-            "publish -> `stored` at device p50 / p99 / max ms | consumer % of a core | "
+            "| backend | batch window ms | offered events/s | events | visible | "
+            "publish -> visible p50 / p99 / max ms | publish -> `stored` at device p50 / p99 / max ms | "
+            "consumer % of a core | "
             "PostgreSQL backends % of a core | poll period ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in results:
-            if "lat" not in r:
-                continue
-            x = r["lat"]
+        for r, x in ((one, x) for one in results for x in one.get("lat", [])):
             lines.append(
-                f"| {r['backend']} | {_f(x['offered_s'])} | {x['events']:,} | {x['visible']:,} | "
+                f"| {r['backend']} | {x['wait_ms']} | {_f(x['offered_s'])} | {x['events']:,} | {x['visible']:,} | "
                 f"{_f(x['vis_p50'], '.1f')} / {_f(x['vis_p99'], '.1f')} / {_f(x['vis_max'], '.1f')} | "
                 f"{_f(x['ack_p50'], '.1f')} / {_f(x['ack_p99'], '.1f')} / {_f(x['ack_max'], '.1f')} | "
                 f"{_f(x['consumer_core_pct'], '.1f')} | {_f(x['db_core_pct'], '.1f')} | "
@@ -1505,7 +1519,11 @@ def render(ctx: Ctx, results: list[dict[str, Any]], command: str, started: str, 
             "`stored` confirmation (sent after commit and PUBACKs, one broker hop later).",
             "- consumer % of a core: utime+stime over the run / wall time of the run. The 2 ms poller itself "
             "used "
-            + ", ".join(f"{_f(r['lat']['poller_core_pct'], '.0f')} % ({r['backend']})" for r in results if "lat" in r)
+            + ", ".join(
+                f"{_f(x['poller_core_pct'], '.0f')} % ({r['backend']}, {x['wait_ms']} ms)"
+                for r in results
+                for x in r.get("lat", [])
+            )
             + " of a core.",
         ]
     lines += _render_issue19(ctx, results)
@@ -1571,6 +1589,17 @@ def _render_issue19(ctx: Ctx, results: list[dict[str, Any]]) -> list[str]:
 
 
 # -- main -----------------------------------------------------------------------------------------------
+def batch_windows(text: str) -> list[int]:
+    """``20,5,0`` -> [20, 5, 0]: batch windows in ms, in the order given, each as ``ingest.batch_wait_ms`` allows."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of whole numbers: {text!r}") from None
+    if not values or not all(0 <= v <= 5000 for v in values):
+        raise argparse.ArgumentTypeError("each batch window must be within 0 .. 5000 ms")
+    return values
+
+
 def permilles(text: str) -> list[int]:
     """``1,10`` -> [1, 10]: shares of poisoned events, per mille, each within 1 .. 500."""
     try:
@@ -1589,6 +1618,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     p.add_argument("--rate", type=float, default=2000, help="offered events/s in the latency run")
     p.add_argument("--latency-seconds", type=float, default=10, help="latency run length (0: skip)")
+    p.add_argument(
+        "--batch-wait-ms",
+        type=batch_windows,
+        default=[IngestConfig().batch_wait_ms],
+        help="the consumer's batch window in the latency run, one run each (e.g. 20,10,5,0; default: its default)",
+    )
     p.add_argument("--window", type=int, default=100, help="unacknowledged publishes per device")
     p.add_argument("--timeout", type=float, default=300, help="cap on any one measured run, seconds")
     p.add_argument("--repeats", type=int, default=3, help="runs of each throughput figure, median reported")
