@@ -153,7 +153,10 @@ async def test_levels_from_ipp_and_states_from_escpos_reach_the_page_reported_or
         centre_cfg = ConsumerConfig(
             instance="page", mqtt=MqttConfig(host="127.0.0.1", port=1), store=StoreConfig(url="sqlite://")
         )
-        app = create_app(ApiConfig(centre=centre_cfg, cookie_secure=False), store, None, clock)
+        # The login's limits count hall time: at SPEED the default 30 min idle is one real second, which a loaded
+        # machine (parallel test workers) spent between login and page and got a 401.
+        api_cfg = ApiConfig(centre=centre_cfg, cookie_secure=False, session_ttl_h=24 * 30, session_idle_min=24 * 60)
+        app = create_app(api_cfg, store, None, clock)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hall") as client:
             r = await client.post("/api/login", json={"username": "it", "password": PASSWORD})
             client.headers["Authorization"] = f"Bearer {r.json()['token']}"
