@@ -180,9 +180,10 @@ class BatchReads:
         q = sa.select(incidents).where(c.key == s.key, alike, c.closed_at >= since)
         return (await self.conn.execute(q.order_by(c.closed_at.desc()).limit(1))).first()
 
-    async def active_kinds(self, incident_id: str, s: Signal) -> list[str]:
-        """The kinds of the incident's conditions still active once ``s`` cleared its own, oldest first."""
-        if s.key not in self.acted and incident_id in self._conditions:
+    async def active_kinds(self, incident_id: str, s: Signal, first: bool) -> list[str]:
+        """The kinds of the incident's conditions still active once ``s`` cleared its own, oldest first.
+        ``first``: ``s`` was the first signal the rules acted on for its device (its answer was read for the batch)."""
+        if first and incident_id in self._conditions:
             return [kind for open_key, kind in self._conditions[incident_id] if open_key != s.condition_key]
         k = incident_conditions.c
         still = await self.conn.execute(

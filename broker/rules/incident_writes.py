@@ -1,10 +1,14 @@
 """What the incident rules write for a batch, sent in a few statements instead of a few per signal.
 
 The rule this module keeps: **a device's writes reach the store before anything reads that device again.**
-New incidents, new conditions, incidents moving to ``recovering`` and timeline entries wait here, in order,
-and go out in one statement per kind at the end of the batch, or earlier when a later signal of a device with
+Conditions clearing, active conditions seen again, new incidents, new conditions, incidents moving to
+``recovering`` and timeline entries wait here, in order, and go out in one statement per kind at the end of
+the batch, or earlier when a later signal of a device with
 writes waiting is about to read the store (broker/rules/incident_reads.py reads it again for such a device).
 Nothing the rules read of one device depends on another device's writes, so the wait changes no decision.
+Clears go first: one ``UPDATE ... RETURNING`` keeps each clear's own condition (a clear older than the
+condition's last signal clears nothing), and what each one cleared is then handed to the rules
+(``IncidentRules._cleared``), whose notes and recoveries go out with the rest.
 
 A new incident another consumer opened a moment ago (same ``open_key``) is not inserted twice: its condition
 joins that consumer's incident, and the timeline entry that would have announced ours is dropped, as when
@@ -14,17 +18,41 @@ each insert went alone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.rules.incident_reads import BatchReads
+from broker.rules.incident_reads import CHUNK, BatchReads
 from broker.store.db import _insert_ignore
 from broker.store.schema import incident_conditions, incident_timeline, incidents
 
+if TYPE_CHECKING:
+    from broker.rules.incidents import Signal
+
 log = logging.getLogger(__name__)
+
+
+# An active condition's newer signal: its last_signal_at, by id (executemany).
+_SEEN = (
+    incident_conditions.update()
+    .where(incident_conditions.c.id == sa.bindparam("b_id"))
+    .values(last_signal_at=sa.bindparam("b_ts"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """A clearing signal waiting to be sent; ``first``: the rules had not acted on its device yet in this batch
+    when it came, so what it leaves active is answered from the batch's reads."""
+
+    signal: Signal
+    first: bool
+
+
+Cleared = Callable[["BatchWrites", list[tuple[Clear, str]]], Awaitable[None]]  # (clear, incident id) each
 
 
 @dataclass(slots=True)
@@ -33,6 +61,9 @@ class BatchWrites:
 
     conn: AsyncConnection
     reads: BatchReads
+    cleared: Cleared  # told what the clears cleared, before the other writes go out
+    clears: list[Clear] = field(default_factory=list)  # at most one per device: its next signal settles first
+    seen: list[dict[str, Any]] = field(default_factory=list)  # {b_id, b_ts}: an active condition's newer signal
     incidents: list[dict[str, Any]] = field(default_factory=list)  # new incidents, as inserted
     conditions: list[dict[str, Any]] = field(default_factory=list)  # new conditions, as inserted
     recovering: list[dict[str, Any]] = field(default_factory=list)  # {b_id, b_at}: last condition cleared
@@ -45,6 +76,9 @@ class BatchWrites:
             await self.flush()
 
     async def flush(self) -> None:
+        await self._send_clears()
+        if self.seen:
+            await self.conn.execute(_SEEN, self.seen)
         await self._insert_incidents()
         await _insert_ignored(self.conn, incident_conditions, self.conditions)
         if self.recovering:
@@ -57,8 +91,22 @@ class BatchWrites:
             )
         if self.timeline:
             await self.conn.execute(incident_timeline.insert(), self.timeline)
-        self.incidents, self.conditions, self.recovering, self.timeline = [], [], [], []
+        self.incidents, self.conditions, self.recovering, self.timeline, self.seen = [], [], [], [], []
         self.waiting.clear()
+
+    async def _send_clears(self) -> None:
+        """The waiting clears, a statement per CHUNK of them, each with its own condition: the condition active
+        and its last signal no newer than the clear's (keys differ: one clear per device waits at a time)."""
+        clears, self.clears = self.clears, []
+        done: dict[str, str] = {}  # condition open_key -> its incident, for each condition cleared
+        for start in range(0, len(clears), CHUNK):
+            part = clears[start : start + CHUNK]
+            rows = await self.conn.execute(_clear_statement({c.signal.condition_key: c.signal for c in part}))
+            done.update({f"{r.key}|{r.kind}": r.incident_id for r in rows})
+        if done:
+            await self.cleared(
+                self, [(c, done[c.signal.condition_key]) for c in clears if c.signal.condition_key in done]
+            )
 
     async def _insert_incidents(self) -> None:
         if not self.incidents:
@@ -87,6 +135,28 @@ class BatchWrites:
             conditions.append(row)
         self.conditions = conditions
         self.timeline = [row for row in self.timeline if row["incident_id"] not in lost]
+
+
+def _clear_statement(signals: dict[str, Signal]) -> sa.Update:
+    """One UPDATE ... RETURNING for clears of distinct conditions (by open_key). A flat IN and CASE, not an OR
+    per clear: SQLite parses a chain of ORs as a tree as deep as the chain, and refuses one past 1,000."""
+    k = incident_conditions.c
+    device_ts = sa.case({key: _time(s.device_ts) for key, s in signals.items()}, value=k.open_key)
+    return (
+        incident_conditions.update()
+        .where(k.open_key.in_(list(signals)), k.last_signal_at <= device_ts)
+        .values(
+            open_key=None,
+            cleared_at=sa.case({key: _time(s.at) for key, s in signals.items()}, value=k.open_key),
+            last_signal_at=device_ts,
+        )
+        .returning(k.key, k.kind, k.incident_id)
+    )
+
+
+def _time(at: Any) -> sa.BindParameter[Any]:
+    """A time bound with the columns' own type (UTC text on SQLite), as a column's values are."""
+    return sa.literal(at, incident_conditions.c.last_signal_at.type)
 
 
 async def _insert_ignored(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

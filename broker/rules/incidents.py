@@ -29,10 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.calendar import Hours, WallClockHours
 from broker.rules.consumables import LevelReading, record_levels
 from broker.rules.incident_reads import BatchReads
-from broker.rules.incident_writes import BatchWrites
+from broker.rules.incident_writes import BatchWrites, Clear
 from broker.rules.notices import Severity
 from broker.sites import SiteConfig, Sites, SlaPolicy
-from broker.store.schema import dispatches, incident_conditions, incident_timeline, incidents
+from broker.store.schema import dispatches, incident_timeline, incidents
 from protocol.envelope import Envelope, Frozen
 from protocol.events import Fault, KioskConsumable, KioskState
 from protocol.ids import uuid7
@@ -257,7 +257,7 @@ class IncidentRules:
         (broker/rules/incident_writes.py)."""
         if not signals:
             return
-        b = BatchWrites(conn, reads or BatchReads(conn, self.sites))
+        b = BatchWrites(conn, reads or BatchReads(conn, self.sites), self._cleared)
         keys = [s.condition_key for s in signals]  # a property that formats: once per signal
         live = await b.reads.live(keys)
         acting: list[tuple[Signal, bool]] = []  # (signal, whether its condition was active before it)
@@ -277,20 +277,18 @@ class IncidentRules:
             if s.active:
                 await self._activate(b, s, was_live)
             else:
-                await self._clear(b, s)
+                self._clear(b, s)
             b.reads.acted.add(s.key)
         await b.flush()
 
     # -- a condition begins ------------------------------------------------------------------------
     async def _activate(self, b: BatchWrites, s: Signal, live: bool) -> None:
-        k = incident_conditions.c
         if live:
             row = await b.reads.live_condition(s)
             if row is not None:
-                if s.device_ts > row.last_signal_at:
-                    await b.conn.execute(
-                        incident_conditions.update().where(k.id == row.id).values(last_signal_at=s.device_ts)
-                    )
+                if s.device_ts > row.last_signal_at:  # sent with the batch's others
+                    b.seen.append({"b_id": row.id, "b_ts": s.device_ts})
+                    b.waiting.add(s.key)
                 return
         last = await b.reads.last_signal(s)
         if last is not None and last > s.device_ts:
@@ -430,19 +428,19 @@ class IncidentRules:
         return incident_id
 
     # -- a condition clears ------------------------------------------------------------------------
-    async def _clear(self, b: BatchWrites, s: Signal) -> None:
-        k = incident_conditions.c
-        rows = await b.conn.execute(
-            incident_conditions.update()
-            .where(k.open_key == s.condition_key, k.last_signal_at <= s.device_ts)
-            .values(open_key=None, cleared_at=s.at, last_signal_at=s.device_ts)
-            .returning(k.incident_id)
-        )
-        for r in rows.all():
-            left = [kind_label(kind) for kind in await b.reads.active_kinds(r.incident_id, s)]
+    def _clear(self, b: BatchWrites, s: Signal) -> None:
+        """Sent with the batch's other clears (broker/rules/incident_writes.py), which hands what they cleared
+        to ``_cleared``."""
+        b.clears.append(Clear(s, first=s.key not in b.reads.acted))
+        b.waiting.add(s.key)
+
+    async def _cleared(self, b: BatchWrites, cleared: list[tuple[Clear, str]]) -> None:
+        """A cleared condition: its incident still has others active (a note), or it recovers."""
+        for c, incident_id in cleared:
+            s = c.signal
+            left = [kind_label(kind) for kind in await b.reads.active_kinds(incident_id, s, c.first)]
             if left:
-                _note(b, r.incident_id, s, "signal", f"{kind_label(s.kind)}已恢复, 仍有: {', '.join(left)}")
+                _note(b, incident_id, s, "signal", f"{kind_label(s.kind)}已恢复, 仍有: {', '.join(left)}")
                 continue
-            b.recovering.append({"b_id": r.incident_id, "b_at": s.at})
-            b.waiting.add(s.key)
-            _note(b, r.incident_id, s, "signal", f"已恢复, 待确认: {s.summary}")
+            b.recovering.append({"b_id": incident_id, "b_at": s.at})
+            _note(b, incident_id, s, "signal", f"已恢复, 待确认: {s.summary}")
