@@ -123,14 +123,52 @@ async def record_levels(
     """Upsert the levels; a reading older than the stored one (out-of-order delivery) changes nothing.
     Sorted by (device, consumable) so concurrent batches and the planner lock rows in one order. The stored
     levels of the batch's devices are read in one query: each (device, consumable)'s first reading uses it, a
-    later one of the same pair reads its row again (the first may have changed it)."""
+    later one of the same pair reads its row again (the first may have changed it). The first readings of pairs
+    with no row yet are inserted together first, in one statement: one insert per new pair made a fleet's first
+    readings most of what the rules stage cost (issue 19). Only uncommitted new rows are locked by that insert and
+    only committed ones by the updates after it, so the two phases cannot wait on each other across batches."""
     stored = await _stored_levels(conn, sorted({r.key for r in readings}))
-    done: set[tuple[str, str]] = set()
-    for r in sorted(readings, key=lambda r: (r.key, r.consumable, r.at)):
+    ordered = sorted(readings, key=lambda r: (r.key, r.consumable, r.at))
+    firsts = _firsts(ordered, stored)
+    done = await _insert_firsts(conn, firsts, usage_counter)
+    sent = {id(r) for r in firsts if (r.key, r.consumable) in done}
+    for r in ordered:
+        if id(r) in sent:
+            continue
         pair = (r.key, r.consumable)
         row = stored.get(pair) if pair not in done else await _level_row(conn, r)
         done.add(pair)
         await _record_level(conn, r, usage_counter(r.site), row)
+
+
+def _firsts(ordered: list[LevelReading], stored: dict[tuple[str, str], Any]) -> list[LevelReading]:
+    """The first reading of each (device, consumable) with no stored row, in order."""
+    firsts: dict[tuple[str, str], LevelReading] = {}
+    for r in ordered:
+        if (r.key, r.consumable) not in stored:
+            firsts.setdefault((r.key, r.consumable), r)
+    return list(firsts.values())
+
+
+async def _insert_firsts(
+    conn: AsyncConnection, firsts: list[LevelReading], usage_counter: Callable[[str], str]
+) -> set[tuple[str, str]]:
+    """The new pairs' rows, as ``_record_level`` would insert each; returns the pairs inserted (a pair another
+    batch inserted first is left to ``_record_level``, which updates that row)."""
+    c = consumable_levels.c
+    inserted: set[tuple[str, str]] = set()
+    for i in range(0, len(firsts), 500):  # well under any backend's bound-parameter limit
+        rows = []
+        for r in firsts[i : i + 500]:
+            low = {"low_since": None, "usage_at_low": None} | await _low_values(conn, r, None, usage_counter(r.site))
+            rows.append({"key": r.key, "consumable": r.consumable} | _reading(r) | low)
+        stmt = _insert_ignore(conn, consumable_levels).values(rows).returning(c.key, c.consumable)
+        inserted.update((key, consumable) for key, consumable in await conn.execute(stmt))
+    return inserted
+
+
+def _reading(r: LevelReading) -> dict[str, Any]:
+    return {"state": r.state, "level_pct": r.level_pct, "updated_at": r.at}
 
 
 async def _stored_levels(conn: AsyncConnection, keys: list[str]) -> dict[tuple[str, str], Any]:
@@ -152,7 +190,7 @@ async def _record_level(conn: AsyncConnection, r: LevelReading, counter: str, ro
     """One reading, given its (device, consumable)'s stored row (None: none yet)."""
     c = consumable_levels.c
     where = (c.key == r.key) & (c.consumable == r.consumable)
-    reading = {"state": r.state, "level_pct": r.level_pct, "updated_at": r.at}
+    reading = _reading(r)
     if row is None:
         values = reading | await _low_values(conn, r, None, counter)
         stmt = _insert_ignore(conn, consumable_levels).values(key=r.key, consumable=r.consumable, **values)
