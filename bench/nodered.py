@@ -180,7 +180,8 @@ def create_db(path: Path) -> None:
 class NodeRed:
     def __init__(self, workdir: Path, host: str, port: int) -> None:
         self.dir = workdir / "node-red"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.dir, ignore_errors=True)  # each run starts from an empty table (runs repeat)
+        self.dir.mkdir(parents=True)
         self.db = self.dir / "events.db"
         create_db(self.db)
         (self.dir / "flows.json").write_text(json.dumps(flow(host, port, self.db), indent=1))
