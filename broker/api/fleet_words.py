@@ -9,8 +9,7 @@ tests/test_i18n_pages.py renders every page with every value these tables know.
 
 from __future__ import annotations
 
-from broker.rules.consumables import consumable_label
-from broker.rules.incidents import KIND_EN, KIND_ZH, OUTAGE
+from broker.rules.incidents import KIND_EN, KIND_ZH, OUTAGE, kind_label
 
 FLEET_ZH: dict[str, str] = {
     "overview": "总览",
@@ -330,8 +329,7 @@ def incident_kind_label(kind: str, lang: str) -> str:
         component, _, code = rest.partition(".")
         return f"{enum_label('component', component, lang)} {enum_label('fault_code', code, lang)}"
     if head == "consumable":
-        zh, en = consumable_label(rest)
-        return f"{table['consumable']}: {en if lang == 'en' else zh}"
+        return kind_label(kind, lang)
     if head in table:  # door_forced.main, locker_overdue.A.3: the kind, then which door or compartment
         return f"{table[head]} {rest}"
     return f"{OTHER[1 if lang == 'en' else 0]} ({kind})"

@@ -24,13 +24,13 @@ from broker.access.status import alarms_now, banks_now, doors_now
 from broker.api import views
 from broker.api.audit import staff_data_read
 from broker.api.auth import User, current_user
+from broker.api.fleet_words import incident_kind_label
 from broker.api.i18n import language
 from broker.api.pages import render
 from broker.api.params import DayQuery, SiteQuery
 from broker.duties.netcheck import NetCheckDay, netcheck_day
 from broker.duties.patrol import patrol_day
 from broker.duties.power import power_day
-from broker.rules.incidents import kind_label
 
 router = APIRouter(include_in_schema=False)
 Me = Annotated[User, Depends(current_user)]
@@ -84,7 +84,7 @@ async def access_page(request: Request, user: Me, site: SiteQuery = None) -> HTM
         banks=banks,
         held=held,
         limit_h="/".join(f"{h:g}" for h in limits),
-        alarms=[{"row": a, "label": kind_label(a.kind, lang)} for a in alarms],
+        alarms=[{"row": a, "label": incident_kind_label(a.kind, lang)} for a in alarms],
     )
 
 

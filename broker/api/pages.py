@@ -286,9 +286,9 @@ async def ack_link(request: Request, token: str) -> HTMLResponse:
 
 
 def _kind(row: Any, request: Request) -> str:
-    from broker.rules.incidents import kind_label
+    from broker.api.fleet_words import incident_kind_label
 
-    return kind_label(row.kind, language(request))
+    return incident_kind_label(row.kind, language(request))
 
 
 # -- the live stream ---------------------------------------------------------------------------------

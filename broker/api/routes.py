@@ -33,6 +33,7 @@ from broker.api.auth import (
     set_password,
 )
 from broker.api.dispatch import move_dispatch, open_dispatch
+from broker.api.fleet_words import incident_kind_label
 from broker.api.i18n import level_label
 from broker.api.login import Failure, log_in
 from broker.api.models import (
@@ -87,7 +88,6 @@ from broker.ratings.model import Rating
 from broker.ratings.policy import policy_of
 from broker.rules import actions
 from broker.rules.actions import ActionError
-from broker.rules.incidents import kind_label
 from broker.sites import Sites
 from broker.store.schema import rating_flags, users
 from runtime.clock import HALL_ZONE
@@ -203,7 +203,7 @@ def incident_out(row: Any, sites: Sites, now: Any, lang: str = "zh-CN") -> dict[
     sla = queries.sla_of(row, sites, now)
     return {
         **{k: getattr(row, k) for k in IncidentOut.model_fields if hasattr(row, k)},
-        "kind_label": kind_label(row.kind, lang),
+        "kind_label": incident_kind_label(row.kind, lang),
         "sla": SlaOut.model_validate(asdict(sla)),
     }
 

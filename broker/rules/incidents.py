@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.calendar import Hours, WallClockHours
-from broker.rules.consumables import LevelReading, record_levels
+from broker.rules.consumables import LevelReading, consumable_label, record_levels
 from broker.rules.incident_reads import BatchReads
 from broker.rules.incident_writes import BatchWrites, Clear
 from broker.rules.notices import Severity
@@ -93,8 +93,13 @@ KIND_EN = {
 
 
 def kind_label(kind: str, lang: str = "zh-CN") -> str:
+    """An incident kind in words, for pages, pages' timelines and pager texts alike; a consumable's kind names
+    the consumable in words (``consumable.toner:black`` -> 耗材: 硒鼓（黑色）), never its code."""
     table = KIND_EN if lang == "en" else KIND_ZH
     head, _, rest = kind.partition(".")
+    if head == "consumable" and rest:
+        zh, en = consumable_label(rest)
+        return f"{table[head]}: {en if lang == 'en' else zh}"
     return table.get(kind) or (f"{table.get(head, head)} {rest}".strip())
 
 
