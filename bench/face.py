@@ -418,8 +418,8 @@ def _liveness_section(sittings: list[Sitting], fps: float, load: tuple[str, str]
         "reached. The genuine blinks are synthesised (tests/support/liveness_media.py): evidence that the check "
         "follows a lid, not that real lids behave so.",
         "",
-        f"Load average (1, 5, 15 min) when this section started: {load[0]}; when it ended: {load[1]} (2 cores: above "
-        "about 1, the times to punch below include waiting for a core).",
+        f"Load average (1, 5, 15 min) when this section started: {load[0]}; when it ended: {load[1]} ({os.cpu_count()} "
+        "cores: with a load near that many or more, the times to punch below include waiting for a core).",
         "",
         "| attack | sittings | punched | refused not_live | face not matched |",
         "|---|---|---|---|---|",
