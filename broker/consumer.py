@@ -117,6 +117,7 @@ class Consumer:
             raise StartupError(self._refused(exc)) from exc
         finally:
             notify("STOPPING=1")
+            gc.unfreeze()  # a process that goes on (a test run, the demo) gets its collector back whole
             self.ready.clear()
             await self.health.stopped(self.clock.now())
             self.receiver = None
