@@ -98,15 +98,16 @@ class BatchWrites:
         """The waiting clears, a statement per CHUNK of them, each with its own condition: the condition active
         and its last signal no newer than the clear's (keys differ: one clear per device waits at a time)."""
         clears, self.clears = self.clears, []
-        done: dict[str, str] = {}  # condition open_key -> its incident, for each condition cleared
+        # (device key, kind) -> its incident, for each condition cleared: the row's open_key is gone once cleared,
+        # so the returned row is matched by the columns the key is made of, not by the key text made again.
+        done: dict[tuple[str, str], str] = {}
         for start in range(0, len(clears), CHUNK):
             part = clears[start : start + CHUNK]
             rows = await self.conn.execute(_clear_statement({c.signal.condition_key: c.signal for c in part}))
-            done.update({f"{r.key}|{r.kind}": r.incident_id for r in rows})
+            done.update({(r.key, r.kind): r.incident_id for r in rows})
         if done:
-            await self.cleared(
-                self, [(c, done[c.signal.condition_key]) for c in clears if c.signal.condition_key in done]
-            )
+            cleared = [(c, done.get((c.signal.key, c.signal.kind))) for c in clears]
+            await self.cleared(self, [(c, incident) for c, incident in cleared if incident is not None])
 
     async def _insert_incidents(self) -> None:
         if not self.incidents:
