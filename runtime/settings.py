@@ -43,7 +43,9 @@ class MqttConfig(Section):
     password_file: Path | None = Field(default=None, description="File holding the MQTT password")
     tls: TlsConfig | None = Field(default=None, description="TLS settings; plain TCP when absent")
     keepalive_s: int = Field(default=30, ge=2, le=600, description="MQTT keepalive; Will fires after 1.5x")
-    session_expiry_s: int = Field(default=7 * 86_400, ge=60, description="Broker keeps our session this long")
+    # Down to 1 s: a short expiry is how a scale-out consumer that dies for good leaves its shared group
+    # (docs/ingest.md, "Where the next step is"); what the broker then drops, the agents re-send.
+    session_expiry_s: int = Field(default=7 * 86_400, ge=1, description="Broker keeps our session this long")
     backoff_initial_s: float = Field(default=1.0, gt=0, description="First reconnect delay")
     backoff_max_s: float = Field(default=60.0, gt=0, description="Reconnect delay cap")
     max_inflight: int = Field(default=100, ge=1, le=65535, description="Unacknowledged publishes at once")

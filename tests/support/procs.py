@@ -121,12 +121,24 @@ def agent_proc(
     return Proc(name, ["agent", "--config", str(cfg)], workdir)
 
 
-def consumer_proc(workdir: Path, port: int, url: str, instance: str = "c1", sweep_s: float = 0.2) -> Proc:
+def consumer_proc(
+    workdir: Path,
+    port: int,
+    url: str,
+    instance: str = "c1",
+    sweep_s: float = 0.2,
+    *,
+    session_expiry_s: int | None = None,
+) -> Proc:
+    """A consumer; ``session_expiry_s`` overrides the shipped week (a scale-out member's short session)."""
+    mqtt: dict[str, Any] = {"host": "127.0.0.1", "port": port, "backoff_initial_s": 0.1, "backoff_max_s": 1.0}
+    if session_expiry_s is not None:
+        mqtt["session_expiry_s"] = session_expiry_s
     cfg = write_toml(
         workdir / f"consumer-{instance}.toml",
         {"instance": instance},
         {
-            "mqtt": {"host": "127.0.0.1", "port": port, "backoff_initial_s": 0.1, "backoff_max_s": 1.0},
+            "mqtt": mqtt,
             "store": {"url": url},
             "ingest": {"sweep_s": sweep_s},
         },
