@@ -27,6 +27,7 @@ from broker.store import commands as cmd_sql
 from broker.store.events_insert import insert_new_events, touch_devices
 from broker.store.keys import DeviceKey, EventRef
 from broker.store.schema import dead_letters, devices, presence_history
+from broker.store.sqlite_inline import write_locked
 from protocol.commands import Command, CommandAck, ConfigReport
 from protocol.envelope import Presence, StatusMessage
 
@@ -156,7 +157,7 @@ class Store:
 
     async def _commit(self, conn: AsyncConnection, batch: Batch, then: Then | None) -> Written:
         try:
-            async with conn.begin():
+            async with conn.begin(), write_locked(conn):
                 written, registered = await self._write(conn, batch, then)
         except BaseException:
             await conn.close()
@@ -311,7 +312,9 @@ SQLITE_BUSY_S = 5
 
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_S})
+        # Not bound to aiosqlite's thread: the batch's small statements run on the loop once it holds the write
+        # lock (broker/store/sqlite_inline.py), never at the same time as the thread.
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_S, "check_same_thread": False})
 
         @sa_event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.store.keys import EventRef
 from broker.store.schema import events
+from broker.store.sqlite_inline import on_thread
 
 COLUMNS = (
     *("site", "device", "id", "type", "seq", "boot_id", "ts", "clock_synced", "replayed", "received_at", "data"),
@@ -140,13 +141,14 @@ async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
         row[RECEIVED_AT] = text
         params += row
     # aiosqlite's own call runs statement and fetch in one trip to its thread (SQLAlchemy's cursor takes four);
-    # it is the transaction's connection, so the insert commits or rolls back with the rest of the write.
+    # it is the transaction's connection, so the insert commits or rolls back with the rest of the write. On the
+    # thread even while the batch's other statements run inline: its B-tree work overlaps the reader's decoding.
     driver: Any = (await conn.get_raw_connection()).driver_connection
     new: set[EventRef] = set()
     step = SQLITE_ROWS_PER_STATEMENT * len(COLUMNS)
     for start in range(0, len(params), step):
         part = params[start : start + step]
-        returned = await driver.execute_fetchall(_sqlite_insert(len(part) // len(COLUMNS)), part)
+        returned = await on_thread(driver, driver._execute_fetchall, _sqlite_insert(len(part) // len(COLUMNS)), part)
         new.update(map(EventRef._make, returned))
     return frozenset(new)
 
