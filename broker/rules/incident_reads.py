@@ -49,6 +49,54 @@ _LIVE_SQLITE = _live_among(
 )
 
 
+# The batch's reads, built once: a statement made anew per batch cost more Python (construction, cache key) than
+# the database took to answer it (issue 19). IN lists are expanding parameters, so any length is one statement.
+def _newest_conditions() -> sa.Select[Any]:
+    """Each (device, kind)'s newest condition's last signal, for the batch's devices and kinds."""
+    k = incident_conditions.c
+    newest = (
+        sa.select(sa.func.max(k.id).label("id"))
+        .where(k.key.in_(sa.bindparam("keys", expanding=True)), k.kind.in_(sa.bindparam("kinds", expanding=True)))
+        .group_by(k.key, k.kind)
+        .subquery()
+    )
+    return sa.select(k.key, k.kind, k.last_signal_at).join(newest, k.id == newest.c.id)
+
+
+_LAST = _newest_conditions()
+_INCIDENTS = (
+    sa.select(incidents)
+    .where(
+        sa.or_(
+            incidents.c.open_key.in_(sa.bindparam("open_keys", expanding=True)),
+            incidents.c.key.in_(sa.bindparam("keys", expanding=True))
+            & (incidents.c.closed_at >= sa.bindparam("since")),
+        )
+    )
+    .order_by(incidents.c.closed_at.desc())
+)
+_CONDITIONS = (
+    sa.select(incident_conditions.c.incident_id, incident_conditions.c.open_key, incident_conditions.c.kind)
+    .where(
+        incident_conditions.c.incident_id.in_(sa.bindparam("ids", expanding=True)),
+        incident_conditions.c.open_key.is_not(None),
+    )
+    .order_by(incident_conditions.c.id)
+)
+_HOURS24 = sa.select(devices.c.key, devices.c.hours24).where(devices.c.key.in_(sa.bindparam("keys", expanding=True)))
+# One device's again, once the rules acted on it.
+_LIVE_ONE = sa.select(
+    incident_conditions.c.id, incident_conditions.c.incident_id, incident_conditions.c.last_signal_at
+).where(incident_conditions.c.open_key == sa.bindparam("open_key"))
+_LAST_ONE = (
+    sa.select(incident_conditions.c.last_signal_at)
+    .where(incident_conditions.c.key == sa.bindparam("key"), incident_conditions.c.kind == sa.bindparam("kind"))
+    .order_by(incident_conditions.c.id.desc())
+    .limit(1)
+)
+_OPEN_ONE = sa.select(incidents).where(incidents.c.open_key == sa.bindparam("open_key"))
+
+
 @dataclass(frozen=True, slots=True)
 class LiveCondition:
     """An active condition (its ``open_key`` set), as the batch found it."""
@@ -88,78 +136,63 @@ class BatchReads:
         """Everything the rules may read about these signals' devices (call ``live`` first)."""
         keys = sorted({s.key for s in signals})
         await self._load_last(keys, sorted({s.kind for s in signals}))
-        await self._load_open(sorted({s.incident_key for s in signals}))
-        await self._load_closed(keys, min(s.at - self._flap_window(s) for s in signals))
+        await self._load_incidents(
+            sorted({s.incident_key for s in signals}), keys, min(s.at - self._flap_window(s) for s in signals)
+        )
         await self._load_conditions(sorted({c.incident_id for c in self._live.values()}))
         await self.load_hours24(keys)
 
     async def _load_last(self, keys: list[str], kinds: list[str]) -> None:
-        k = incident_conditions.c
         for part in _chunks(keys):
-            newest = (
-                sa.select(sa.func.max(k.id).label("id"))
-                .where(k.key.in_(part), k.kind.in_(kinds))
-                .group_by(k.key, k.kind)
-                .subquery()
-            )
-            rows = await self.conn.execute(sa.select(k.key, k.kind, k.last_signal_at).join(newest, k.id == newest.c.id))
+            rows = await self.conn.execute(_LAST, {"keys": part, "kinds": kinds})
             self._last.update({(r.key, r.kind): r.last_signal_at for r in rows})
 
-    async def _load_open(self, open_keys: list[str]) -> None:
-        c = incidents.c
-        for part in _chunks(open_keys):
-            for r in await self.conn.execute(sa.select(incidents).where(c.open_key.in_(part))):
-                self._open[r.open_key] = r
-
-    async def _load_closed(self, keys: list[str], since: datetime) -> None:
-        c = incidents.c
+    async def _load_incidents(self, open_keys: list[str], keys: list[str], since: datetime) -> None:
+        """The open incidents of these open_keys and the devices' incidents closed since ``since``, newest first:
+        one query for both (a closed incident has no open_key, an open one no closed_at: no row is both)."""
+        wanted, devices_ = set(open_keys), set(keys)
         closed: dict[str, list[Any]] = defaultdict(list)
-        for part in _chunks(keys):
-            q = sa.select(incidents).where(c.key.in_(part), c.closed_at >= since).order_by(c.closed_at.desc())
-            for r in await self.conn.execute(q):
-                closed[r.key].append(r)
+        for i in range(0, max(len(open_keys), len(keys)), CHUNK):
+            part = {"open_keys": open_keys[i : i + CHUNK], "keys": keys[i : i + CHUNK], "since": since}
+            for r in await self.conn.execute(_INCIDENTS, part):
+                if r.open_key in wanted:
+                    self._open[r.open_key] = r
+                if r.key in devices_ and r.closed_at is not None and r.closed_at >= since:
+                    closed[r.key].append(r)
         self._closed.update(closed)
 
     async def _load_conditions(self, incident_ids: list[str]) -> None:
-        k = incident_conditions.c
         active: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for part in _chunks(incident_ids):
-            q = sa.select(k.incident_id, k.open_key, k.kind).where(k.incident_id.in_(part), k.open_key.is_not(None))
-            for r in await self.conn.execute(q.order_by(k.id)):
+            for r in await self.conn.execute(_CONDITIONS, {"ids": part}):
                 active[r.incident_id].append((r.open_key, r.kind))
         self._conditions.update(active)
 
     async def load_hours24(self, keys: Iterable[str]) -> None:
         """The registered 24-hour status of these devices (not changed by the rules: never read again)."""
-        d = devices.c
         wanted = sorted(set(keys) - set(self._hours24))
         self._hours24.update(dict.fromkeys(wanted))
         for part in _chunks(wanted):
-            for key, hours24 in await self.conn.execute(sa.select(d.key, d.hours24).where(d.key.in_(part))):
+            for key, hours24 in await self.conn.execute(_HOURS24, {"keys": part}):
                 self._hours24[key] = hours24
 
     # -- answers for one signal ----------------------------------------------------------------------------
     async def live_condition(self, s: Signal) -> LiveCondition | None:
         if s.key not in self.acted:
             return self._live.get(s.condition_key)
-        k = incident_conditions.c
-        q = sa.select(k.id, k.incident_id, k.last_signal_at).where(k.open_key == s.condition_key)
-        row = (await self.conn.execute(q)).first()
+        row = (await self.conn.execute(_LIVE_ONE, {"open_key": s.condition_key})).first()
         return None if row is None else LiveCondition(row.id, row.incident_id, row.last_signal_at)
 
     async def last_signal(self, s: Signal) -> datetime | None:
         """The device time of the newest signal applied to this (device, condition), active or cleared."""
         if s.key not in self.acted:
             return self._last.get((s.key, s.kind))
-        k = incident_conditions.c
-        return await self.conn.scalar(
-            sa.select(k.last_signal_at).where(k.key == s.key, k.kind == s.kind).order_by(k.id.desc()).limit(1)
-        )
+        return await self.conn.scalar(_LAST_ONE, {"key": s.key, "kind": s.kind})
 
     async def open_incident(self, s: Signal) -> Any:
         if s.key not in self.acted:
             return self._open.get(s.incident_key)
-        return (await self.conn.execute(sa.select(incidents).where(incidents.c.open_key == s.incident_key))).first()
+        return (await self.conn.execute(_OPEN_ONE, {"open_key": s.incident_key})).first()
 
     async def recently_closed(self, s: Signal, severities: tuple[str, ...] | None) -> Any:
         """The newest incident of the device closed within the flap window: one of these severities (a condition
@@ -185,10 +218,7 @@ class BatchReads:
         ``first``: ``s`` was the first signal the rules acted on for its device (its answer was read for the batch)."""
         if first and incident_id in self._conditions:
             return [kind for open_key, kind in self._conditions[incident_id] if open_key != s.condition_key]
-        k = incident_conditions.c
-        still = await self.conn.execute(
-            sa.select(k.kind).where(k.incident_id == incident_id, k.open_key.is_not(None)).order_by(k.id)
-        )
+        still = await self.conn.execute(_CONDITIONS, {"ids": [incident_id]})
         return [r.kind for r in still]
 
     async def hours24(self, site: str, device: str) -> bool:
