@@ -154,28 +154,41 @@ async def _insert_firsts(
     conn: AsyncConnection, firsts: list[LevelReading], usage_counter: Callable[[str], str]
 ) -> set[tuple[str, str]]:
     """The new pairs' rows, as ``_record_level`` would insert each; returns the pairs inserted (a pair another
-    batch inserted first is left to ``_record_level``, which updates that row)."""
-    c = consumable_levels.c
-    inserted: set[tuple[str, str]] = set()
-    for i in range(0, len(firsts), 500):  # well under any backend's bound-parameter limit
-        rows = []
-        for r in firsts[i : i + 500]:
-            low = {"low_since": None, "usage_at_low": None} | await _low_values(conn, r, None, usage_counter(r.site))
-            rows.append({"key": r.key, "consumable": r.consumable} | _reading(r) | low)
-        stmt = _insert_ignore(conn, consumable_levels).values(rows).returning(c.key, c.consumable)
-        inserted.update((key, consumable) for key, consumable in await conn.execute(stmt))
-    return inserted
+    batch inserted first is left to ``_record_level``, which updates that row). One fixed INSERT executed with
+    the rows (SQLAlchemy's insertmanyvalues sends them as multi-row statements), not ``.values(rows)``: a
+    statement whose text changes with its row count is compiled again every batch (issue 19)."""
+    if not firsts:
+        return set()
+    rows = []
+    for r in firsts:
+        low = {"low_since": None, "usage_at_low": None} | await _low_values(conn, r, None, usage_counter(r.site))
+        rows.append({"key": r.key, "consumable": r.consumable} | _reading(r) | low)
+    return {(key, consumable) for key, consumable in await conn.execute(_new_levels(conn), rows)}
+
+
+_NEW_LEVELS: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO NOTHING RETURNING, built once
+
+
+def _new_levels(conn: AsyncConnection) -> Any:
+    name = conn.dialect.name
+    if name not in _NEW_LEVELS:
+        c = consumable_levels.c
+        _NEW_LEVELS[name] = _insert_ignore(conn, consumable_levels).returning(c.key, c.consumable)
+    return _NEW_LEVELS[name]
 
 
 def _reading(r: LevelReading) -> dict[str, Any]:
     return {"state": r.state, "level_pct": r.level_pct, "updated_at": r.at}
 
 
+# Built once: an IN list as an expanding parameter is one cached statement whatever its length.
+_STORED = sa.select(consumable_levels).where(consumable_levels.c.key.in_(sa.bindparam("keys", expanding=True)))
+
+
 async def _stored_levels(conn: AsyncConnection, keys: list[str]) -> dict[tuple[str, str], Any]:
-    c = consumable_levels.c
     rows: dict[tuple[str, str], Any] = {}
     for i in range(0, len(keys), 500):  # well under any backend's bound-parameter limit
-        for row in await conn.execute(sa.select(consumable_levels).where(c.key.in_(keys[i : i + 500]))):
+        for row in await conn.execute(_STORED, {"keys": keys[i : i + 500]}):
             rows[(row.key, row.consumable)] = row
     return rows
 
@@ -225,18 +238,26 @@ def _is_refill(old_state: str, old_pct: float | None, new_state: str, new_pct: f
 
 
 async def _counter_at(conn: AsyncConnection, site: str, device: str, counter: str, at: datetime) -> int | None:
-    e = events.c
-    rows = await conn.execute(
-        sa.select(e.data)
-        .where(e.site == site, e.device == device, e.type == "kiosk.usage", e.ts <= at)
-        .order_by(e.ts.desc())
-        .limit(USAGE_LOOKBACK)
-    )
+    rows = await conn.execute(_USAGE, {"site": site, "device": device, "at": at})
     for row in rows:
         value = json.loads(row.data).get("counters", {}).get(counter)
         if isinstance(value, int):
             return value
     return None
+
+
+# The device's newest usage events up to a reading (built once: see _STORED).
+_USAGE = (
+    sa.select(events.c.data)
+    .where(
+        events.c.site == sa.bindparam("site"),
+        events.c.device == sa.bindparam("device"),
+        events.c.type == "kiosk.usage",
+        events.c.ts <= sa.bindparam("at"),
+    )
+    .order_by(events.c.ts.desc())
+    .limit(USAGE_LOOKBACK)
+)
 
 
 # -- refills recorded by people ---------------------------------------------------------------------------
