@@ -14,6 +14,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.ingest.isolation import StoreFault, classify
+from broker.store import db as store_db
 from broker.store.db import Batch, Store, Written
 from broker.store.schema import events
 from broker.store.sqlite_inline import on_thread, write_locked
@@ -128,3 +130,24 @@ async def test_a_statement_the_database_refuses_inline_leaves_the_writer_usable(
         await store.write(Batch(events=[event_row(1)], seen={DEV: T0}), refused)
     written = await store.write(Batch(events=[event_row(3)], seen={DEV: T0}))
     assert len(written.new_events) == 1
+
+
+async def test_a_lock_held_past_the_busy_timeout_is_the_store_unavailable_not_the_batchs_fault(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is taken by aiosqlite's own call, outside SQLAlchemy's error wrapping: its refusal must still
+    read as "the store is away" (the commit stage retries the same batch), never as refused values (which
+    would send the batch's events to the dead letters)."""
+    monkeypatch.setattr(store_db, "SQLITE_BUSY_S", 1)
+    store = await Store.open(sqlite_url)
+    other = sqlite3.connect(db_file(store), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as refused:
+            await store.write(Batch(events=[event_row(1)], seen={DEV: T0}))
+        assert classify(refused.value) is StoreFault.UNAVAILABLE
+        other.execute("COMMIT")
+        assert len((await store.write(Batch(events=[event_row(1)], seen={DEV: T0}))).new_events) == 1
+    finally:
+        other.close()
+        await store.close()
