@@ -17,12 +17,15 @@ each insert went alone.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.rules.incident_reads import CHUNK, BatchReads
@@ -35,12 +38,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# An active condition's newer signal: its last_signal_at, by id (executemany).
+# The batch's writes, built once (executemany each).
+# An active condition's newer signal: its last_signal_at, by id.
 _SEEN = (
     incident_conditions.update()
     .where(incident_conditions.c.id == sa.bindparam("b_id"))
     .values(last_signal_at=sa.bindparam("b_ts"))
 )
+# An open incident whose last condition cleared.
+_RECOVERING = (
+    incidents.update()
+    .where(incidents.c.id == sa.bindparam("b_id"), incidents.c.state == "open")
+    .values(state="recovering", cleared_at=sa.bindparam("b_at"))
+)
+_TIMELINE = incident_timeline.insert()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,30 +91,26 @@ class BatchWrites:
         if self.seen:
             await self.conn.execute(_SEEN, self.seen)
         await self._insert_incidents()
-        await _insert_ignored(self.conn, incident_conditions, self.conditions)
+        if self.conditions:
+            await self.conn.execute(_ignoring(self.conn, incident_conditions), self.conditions)
         if self.recovering:
-            c = incidents.c
-            await self.conn.execute(
-                incidents.update()
-                .where(c.id == sa.bindparam("b_id"), c.state == "open")
-                .values(state="recovering", cleared_at=sa.bindparam("b_at")),
-                self.recovering,
-            )
+            await self.conn.execute(_RECOVERING, self.recovering)
         if self.timeline:
-            await self.conn.execute(incident_timeline.insert(), self.timeline)
+            await self.conn.execute(_TIMELINE, self.timeline)
         self.incidents, self.conditions, self.recovering, self.timeline, self.seen = [], [], [], [], []
         self.waiting.clear()
 
     async def _send_clears(self) -> None:
         """The waiting clears, a statement per CHUNK of them, each with its own condition: the condition active
-        and its last signal no newer than the clear's (keys differ: one clear per device waits at a time)."""
+        and its last signal no newer than the clear's (keys differ: one clear per device waits at a time, so each
+        condition joins at most one clear)."""
         clears, self.clears = self.clears, []
         # (device key, kind) -> its incident, for each condition cleared: the row's open_key is gone once cleared,
         # so the returned row is matched by the columns the key is made of, not by the key text made again.
         done: dict[tuple[str, str], str] = {}
         for start in range(0, len(clears), CHUNK):
-            part = clears[start : start + CHUNK]
-            rows = await self.conn.execute(_clear_statement({c.signal.condition_key: c.signal for c in part}))
+            part = [c.signal for c in clears[start : start + CHUNK]]
+            rows = await self.conn.execute(*_clearing(self.conn.dialect, part))
             done.update({(r.key, r.kind): r.incident_id for r in rows})
         if done:
             cleared = [(c, done.get((c.signal.key, c.signal.kind))) for c in clears]
@@ -112,7 +119,7 @@ class BatchWrites:
     async def _insert_incidents(self) -> None:
         if not self.incidents:
             return
-        stmt = _insert_ignore(self.conn, incidents).returning(incidents.c.id)
+        stmt = _ignoring(self.conn, incidents, incidents.c.id)
         inserted = set((await self.conn.execute(stmt, self.incidents)).scalars())
         lost = {row["id"]: row["open_key"] for row in self.incidents if row["id"] not in inserted}
         for row in self.incidents:
@@ -138,29 +145,64 @@ class BatchWrites:
         self.timeline = [row for row in self.timeline if row["incident_id"] not in lost]
 
 
-def _clear_statement(signals: dict[str, Signal]) -> sa.Update:
-    """One UPDATE ... RETURNING for clears of distinct conditions (by open_key). A flat IN and CASE, not an OR
-    per clear: SQLite parses a chain of ORs as a tree as deep as the chain, and refuses one past 1,000."""
+# Clears of distinct conditions in one UPDATE ... FROM the clears ... RETURNING: the clears travel as one parameter
+# (a JSON array on SQLite, arrays on PostgreSQL), so the statement's text is the same for any number of them and
+# is compiled once; a CASE with a WHEN per clear was built, keyed and compiled again per batch (issue 19). No OR
+# per clear either: SQLite parses a chain of ORs as a tree as deep as the chain, and refuses one past 1,000.
+def _clear_sqlite() -> sa.Update:
+    v = sa.func.json_each(sa.bindparam("clears")).table_valued("value", name="v")
+    return _clear_from(*(sa.func.json_extract(v.c.value, f"$[{i}]") for i in range(3)))
+
+
+def _clear_pg() -> sa.Update:
+    ts = incident_conditions.c.last_signal_at.type
+    v = (
+        sa.func.unnest(
+            sa.bindparam("keys", type_=ARRAY(sa.String)),
+            sa.bindparam("ts", type_=ARRAY(ts)),
+            sa.bindparam("ats", type_=ARRAY(ts)),
+        )
+        .table_valued(sa.column("open_key", sa.String), sa.column("ts", ts), sa.column("at", ts))
+        .render_derived(name="v")
+    )
+    return _clear_from(v.c.open_key, v.c.ts, v.c.at)
+
+
+def _clear_from(open_key: Any, device_ts: Any, at: Any) -> sa.Update:
+    """The condition active under ``open_key`` and its last signal no newer than the clear's: cleared at ``at``."""
     k = incident_conditions.c
-    device_ts = sa.case({key: _time(s.device_ts) for key, s in signals.items()}, value=k.open_key)
     return (
         incident_conditions.update()
-        .where(k.open_key.in_(list(signals)), k.last_signal_at <= device_ts)
-        .values(
-            open_key=None,
-            cleared_at=sa.case({key: _time(s.at) for key, s in signals.items()}, value=k.open_key),
-            last_signal_at=device_ts,
-        )
+        .where(k.open_key == open_key, k.last_signal_at <= device_ts)
+        .values(open_key=None, cleared_at=at, last_signal_at=device_ts)
         .returning(k.key, k.kind, k.incident_id)
     )
 
 
-def _time(at: Any) -> sa.BindParameter[Any]:
-    """A time bound with the columns' own type (UTC text on SQLite), as a column's values are."""
-    return sa.literal(at, incident_conditions.c.last_signal_at.type)
+_CLEAR_SQLITE = _clear_sqlite()
+_CLEAR_PG = _clear_pg()
 
 
-async def _insert_ignored(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING of many rows: a row another consumer wrote first is left to it."""
-    if rows:
-        await conn.execute(_insert_ignore(conn, table), rows)
+def _clearing(dialect: Dialect, signals: list[Signal]) -> tuple[sa.Update, dict[str, Any]]:
+    """The clear statement of this backend and its parameters. SQLite's times go as the text the column holds
+    (its own bind processing), so they compare and store exactly as bound values did."""
+    if dialect.name == "postgresql":
+        keys = [s.condition_key for s in signals]
+        return _CLEAR_PG, {"keys": keys, "ts": [s.device_ts for s in signals], "ats": [s.at for s in signals]}
+    text = incident_conditions.c.last_signal_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert text is not None
+    rows = [[s.condition_key, text(s.device_ts), text(s.at)] for s in signals]
+    return _CLEAR_SQLITE, {"clears": json.dumps(rows)}
+
+
+_IGNORING: dict[tuple[str, str, str], Any] = {}  # (dialect, table, returned column) -> the statement
+
+
+def _ignoring(conn: AsyncConnection, table: sa.Table, returning: sa.Column[Any] | None = None) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING (a row another consumer wrote first is left to it), built once per
+    dialect: a statement built anew costs its construction and cache key on every batch (issue 19)."""
+    key = (conn.dialect.name, table.name, "" if returning is None else returning.name)
+    if key not in _IGNORING:
+        stmt = _insert_ignore(conn, table)
+        _IGNORING[key] = stmt if returning is None else stmt.returning(returning)
+    return _IGNORING[key]
