@@ -145,8 +145,8 @@ async def test_a_batch_costs_statements_per_kind_of_change_not_per_event(store_u
 
         # One read per kind of fact, one write per kind of row; the clears too go in one UPDATE ... RETURNING
         # (which says, for each, whether a newer signal got there first).
-        assert down <= 10, down  # one at a time: 12 a kiosk (241 for 20)
-        assert up <= 10, up  # one UPDATE per cleared condition before
+        assert down <= 7, down  # one at a time: 12 a kiosk (241 for 20)
+        assert up <= 7, up  # one UPDATE per cleared condition before
         c = incidents.c
         assert await store.scalar(sa.select(sa.func.count()).where(c.state == "recovering")) == kiosks
         t = incident_timeline.c

@@ -33,19 +33,28 @@ if TYPE_CHECKING:
 CHUNK = 500  # values per IN list: well under any backend's bound-parameter limit
 
 
-def _live_among(keys: sa.ColumnElement[bool]) -> sa.Select[Any]:
+_ASKED = incident_conditions.alias("asked")
+
+
+def _live_among(asked: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """Every active condition of the incidents that have an active condition among the batch's (``asked``):
+    the batch's own answer which are active, and, in the same read, what else keeps their incidents open (the
+    answer ``active_kinds`` gives a device's first clear; one statement less per batch that acts)."""
     k = incident_conditions.c
-    return sa.select(k.open_key, k.id, k.incident_id, k.last_signal_at).where(keys)
+    incidents_asked = sa.select(_ASKED.c.incident_id).where(asked)
+    return (
+        sa.select(k.open_key, k.id, k.incident_id, k.last_signal_at, k.kind)
+        .where(k.incident_id.in_(incidents_asked), k.open_key.is_not(None))
+        .order_by(k.id)
+    )
 
 
 # The batch's condition keys (a thousand for 500 kiosk snapshots) travel as one parameter, a text[] or a JSON
 # array, not as an IN list: binding a thousand literals took more of the consumer's time than the query, and
 # was most of what the rules cost a batch with nothing to do.
-_LIVE_PG = _live_among(incident_conditions.c.open_key == sa.any_(sa.bindparam("keys", type_=ARRAY(sa.String))))
+_LIVE_PG = _live_among(_ASKED.c.open_key == sa.any_(sa.bindparam("keys", type_=ARRAY(sa.String))))
 _LIVE_SQLITE = _live_among(
-    incident_conditions.c.open_key.in_(
-        sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam("keys")))
-    )
+    _ASKED.c.open_key.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam("keys"))))
 )
 
 
@@ -75,14 +84,6 @@ _INCIDENTS = (
     )
     .order_by(incidents.c.closed_at.desc())
 )
-_CONDITIONS = (
-    sa.select(incident_conditions.c.incident_id, incident_conditions.c.open_key, incident_conditions.c.kind)
-    .where(
-        incident_conditions.c.incident_id.in_(sa.bindparam("ids", expanding=True)),
-        incident_conditions.c.open_key.is_not(None),
-    )
-    .order_by(incident_conditions.c.id)
-)
 _HOURS24 = sa.select(devices.c.key, devices.c.hours24).where(devices.c.key.in_(sa.bindparam("keys", expanding=True)))
 # One device's again, once the rules acted on it.
 _LIVE_ONE = sa.select(
@@ -95,6 +96,11 @@ _LAST_ONE = (
     .limit(1)
 )
 _OPEN_ONE = sa.select(incidents).where(incidents.c.open_key == sa.bindparam("open_key"))
+_ACTIVE_OF = (
+    sa.select(incident_conditions.c.kind)
+    .where(incident_conditions.c.incident_id == sa.bindparam("id"), incident_conditions.c.open_key.is_not(None))
+    .order_by(incident_conditions.c.id)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +134,13 @@ class BatchReads:
             rows = await self.conn.execute(_LIVE_PG, {"keys": keys})
         else:
             rows = await self.conn.execute(_LIVE_SQLITE, {"keys": json.dumps(keys)})
+        asked = set(keys)
+        active: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for r in rows:
-            self._live[r.open_key] = LiveCondition(r.id, r.incident_id, r.last_signal_at)
+            active[r.incident_id].append((r.open_key, r.kind))
+            if r.open_key in asked:
+                self._live[r.open_key] = LiveCondition(r.id, r.incident_id, r.last_signal_at)
+        self._conditions.update(active)
         return set(self._live)
 
     async def load(self, signals: Sequence[Signal]) -> None:
@@ -139,7 +150,6 @@ class BatchReads:
         await self._load_incidents(
             sorted({s.incident_key for s in signals}), keys, min(s.at - self._flap_window(s) for s in signals)
         )
-        await self._load_conditions(sorted({c.incident_id for c in self._live.values()}))
         await self.load_hours24(keys)
 
     async def _load_last(self, keys: list[str], kinds: list[str]) -> None:
@@ -160,13 +170,6 @@ class BatchReads:
                 if r.key in devices_ and r.closed_at is not None and r.closed_at >= since:
                     closed[r.key].append(r)
         self._closed.update(closed)
-
-    async def _load_conditions(self, incident_ids: list[str]) -> None:
-        active: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for part in _chunks(incident_ids):
-            for r in await self.conn.execute(_CONDITIONS, {"ids": part}):
-                active[r.incident_id].append((r.open_key, r.kind))
-        self._conditions.update(active)
 
     async def load_hours24(self, keys: Iterable[str]) -> None:
         """The registered 24-hour status of these devices (not changed by the rules: never read again)."""
@@ -218,7 +221,7 @@ class BatchReads:
         ``first``: ``s`` was the first signal the rules acted on for its device (its answer was read for the batch)."""
         if first and incident_id in self._conditions:
             return [kind for open_key, kind in self._conditions[incident_id] if open_key != s.condition_key]
-        still = await self.conn.execute(_CONDITIONS, {"ids": [incident_id]})
+        still = await self.conn.execute(_ACTIVE_OF, {"id": incident_id})
         return [r.kind for r in still]
 
     async def hours24(self, site: str, device: str) -> bool:
