@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -164,10 +165,17 @@ async def test_dashboard_shows_a_device_going_offline_live_and_acts_on_its_incid
             procs.append(agent.start())
             await wait_until(lambda: _presence_is(consumer, "online"), 20, "the agent back online")
             await page.add_init_script(RECORD_COMMAND_STATES)
-            async with page.expect_navigation(url=f"{server}/incidents?command=*"):
-                await page.locator(f"#inc-{incident.id} button.restart").click()
-            command_id = page.url.rsplit("=", 1)[1]
-            await page.evaluate("window.__sameDocument = true")
+            # The agent is held until the page has shown the command in flight: a quick answer must not reach the
+            # store before the page's first render, or there is no change left to see live.
+            agent.signal(signal.SIGSTOP)
+            try:
+                async with page.expect_navigation(url=f"{server}/incidents?command=*"):
+                    await page.locator(f"#inc-{incident.id} button.restart").click()
+                command_id = page.url.rsplit("=", 1)[1]
+                await page.evaluate("window.__sameDocument = true")
+                await wait_until(lambda: page.evaluate("window.__states.length > 0"), 10, "the command's first state")
+            finally:
+                agent.signal(signal.SIGCONT)
             seen = await _recorded_until(page, "成功", 30)
             assert len(seen) >= 2 and seen[-1] == "成功", f"the state changed live on the page: {seen}"
             assert await page.evaluate("window.__sameDocument === true")
