@@ -18,6 +18,9 @@ Why it is safe, and only inside ``write_locked``:
   with ``check_same_thread=False`` for this, broker/store/db.py).
 - What is worth a thread stays on it: the events insert, the batch's bulk of B-tree work, which then overlaps
   the reader decoding the next messages (``on_thread``), and the COMMIT.
+
+Both rest on aiosqlite's ``Connection._execute`` (0.22), through which every call of a connection and of its
+cursors goes: not a public API, so tests/test_sqlite_inline.py checks on which thread statements really run.
 """
 
 from __future__ import annotations
