@@ -46,7 +46,7 @@ from broker.rules.tasks import (
     task_open_key,
 )
 from broker.sites import SiteConfig, Sites
-from broker.store.db import _insert_ignore
+from broker.store.db import _insert_ignore, insert_ignoring
 from broker.store.schema import consumable_levels, events, service_records, tasks
 
 log = logging.getLogger(__name__)
@@ -163,18 +163,9 @@ async def _insert_firsts(
     for r in firsts:
         low = {"low_since": None, "usage_at_low": None} | await _low_values(conn, r, None, usage_counter(r.site))
         rows.append({"key": r.key, "consumable": r.consumable} | _reading(r) | low)
-    return {(key, consumable) for key, consumable in await conn.execute(_new_levels(conn), rows)}
-
-
-_NEW_LEVELS: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO NOTHING RETURNING, built once
-
-
-def _new_levels(conn: AsyncConnection) -> Any:
-    name = conn.dialect.name
-    if name not in _NEW_LEVELS:
-        c = consumable_levels.c
-        _NEW_LEVELS[name] = _insert_ignore(conn, consumable_levels).returning(c.key, c.consumable)
-    return _NEW_LEVELS[name]
+    c = consumable_levels.c
+    stmt = insert_ignoring(conn, consumable_levels, c.key, c.consumable)
+    return {(key, consumable) for key, consumable in await conn.execute(stmt, rows)}
 
 
 def _reading(r: LevelReading) -> dict[str, Any]:

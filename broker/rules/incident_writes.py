@@ -29,7 +29,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.rules.incident_reads import CHUNK, BatchReads
-from broker.store.db import _insert_ignore
+from broker.store.db import insert_ignoring
+from broker.store.events_insert import sqlite_utc_text
 from broker.store.schema import incident_conditions, incident_timeline, incidents
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class BatchWrites:
             await self.conn.execute(_SEEN, self.seen)
         await self._insert_incidents()
         if self.conditions:
-            await self.conn.execute(_ignoring(self.conn, incident_conditions), self.conditions)
+            await self.conn.execute(insert_ignoring(self.conn, incident_conditions), self.conditions)
         if self.recovering:
             await self.conn.execute(_RECOVERING, self.recovering)
         if self.timeline:
@@ -119,7 +120,7 @@ class BatchWrites:
     async def _insert_incidents(self) -> None:
         if not self.incidents:
             return
-        stmt = _ignoring(self.conn, incidents, incidents.c.id)
+        stmt = insert_ignoring(self.conn, incidents, incidents.c.id)
         inserted = set((await self.conn.execute(stmt, self.incidents)).scalars())
         lost = {row["id"]: row["open_key"] for row in self.incidents if row["id"] not in inserted}
         for row in self.incidents:
@@ -185,24 +186,9 @@ _CLEAR_PG = _clear_pg()
 
 def _clearing(dialect: Dialect, signals: list[Signal]) -> tuple[sa.Update, dict[str, Any]]:
     """The clear statement of this backend and its parameters. SQLite's times go as the text the column holds
-    (its own bind processing), so they compare and store exactly as bound values did."""
+    (``sqlite_utc_text``, the column type's text), so they compare and store exactly as bound values did."""
     if dialect.name == "postgresql":
         keys = [s.condition_key for s in signals]
         return _CLEAR_PG, {"keys": keys, "ts": [s.device_ts for s in signals], "ats": [s.at for s in signals]}
-    text = incident_conditions.c.last_signal_at.type.dialect_impl(dialect).bind_processor(dialect)
-    assert text is not None
-    rows = [[s.condition_key, text(s.device_ts), text(s.at)] for s in signals]
+    rows = [[s.condition_key, sqlite_utc_text(s.device_ts), sqlite_utc_text(s.at)] for s in signals]
     return _CLEAR_SQLITE, {"clears": json.dumps(rows)}
-
-
-_IGNORING: dict[tuple[str, str, str], Any] = {}  # (dialect, table, returned column) -> the statement
-
-
-def _ignoring(conn: AsyncConnection, table: sa.Table, returning: sa.Column[Any] | None = None) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING (a row another consumer wrote first is left to it), built once per
-    dialect: a statement built anew costs its construction and cache key on every batch (issue 19)."""
-    key = (conn.dialect.name, table.name, "" if returning is None else returning.name)
-    if key not in _IGNORING:
-        stmt = _insert_ignore(conn, table)
-        _IGNORING[key] = stmt if returning is None else stmt.returning(returning)
-    return _IGNORING[key]

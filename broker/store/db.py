@@ -99,6 +99,20 @@ def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
+_IGNORING: dict[tuple[str, str, tuple[str, ...]], Any] = {}  # (dialect, table, returned columns) -> statement
+
+
+def insert_ignoring(conn: AsyncConnection, table: sa.Table, *returning: sa.Column[Any]) -> Any:
+    """``_insert_ignore(conn, table).returning(*returning)``, built once per dialect and executed with the rows
+    (SQLAlchemy's insertmanyvalues): a statement built anew, or one whose text grows with its rows
+    (``.values(rows)``), costs its construction, cache key and compile on every batch (issue 19)."""
+    key = (conn.dialect.name, table.name, tuple(c.name for c in returning))
+    if key not in _IGNORING:
+        stmt = _insert_ignore(conn, table)
+        _IGNORING[key] = stmt.returning(*returning) if returning else stmt
+    return _IGNORING[key]
+
+
 def heard_from() -> sa.ColumnElement[bool]:
     """A device row that is more than a registration. IT may register a device's attributes before it ever
     connects (broker/rules/devices.py): its row's presence is ``registered`` until it first speaks (an event, a
