@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiosqlite
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -78,6 +79,27 @@ async def test_the_bulk_insert_and_statements_after_the_block_go_to_the_thread(s
             on_its_thread = await on_thread(driver, lambda: driver._conn.execute("SELECT thread_of_call()").fetchone())
             assert on_its_thread[0] != threading.get_ident()
         assert await thread_of(conn) != threading.get_ident()
+
+
+async def test_a_free_lock_is_taken_on_the_loop_and_only_the_insert_and_commit_go_to_the_thread(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trip to the thread waits for the loop to see its result, so the usual batch (the lock free) takes the
+    lock inline: its trips are the events insert and the COMMIT, and SQLite's busy timeout is as it was."""
+    await store.write(Batch(events=[event_row(1)], seen={DEV: T0}))  # the writer connection, kept
+    trips: list[str] = []
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(args[0].split()[0] if args and isinstance(args[0], str) else getattr(fn, "__name__", "?"))
+        return await real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    written = await store.write(Batch(events=[event_row(2)], seen={DEV: T0}))
+    assert len(written.new_events) == 1
+    assert trips == ["INSERT", "commit"], trips
+    writer: Any = (await store._writer.get_raw_connection()).driver_connection  # type: ignore[union-attr]
+    assert writer._conn.execute("PRAGMA busy_timeout").fetchone() == (store_db.SQLITE_BUSY_S * 1000,)
 
 
 @pytest.mark.parametrize("events_in_batch", [1, 0], ids=["events", "status-only"])
