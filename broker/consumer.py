@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 
 from broker.alerts.deliveries import Deliverer
 from broker.alerts.routing import Router
@@ -56,12 +57,39 @@ log = logging.getLogger(__name__)
 
 # Allocations (less deallocations) between young collections while consuming; the default is 700.
 GC_YOUNG_THRESHOLD = 20_000
+# How long a thread that wants the GIL waits for the running one to let go; the default is 5 ms. The SQLite
+# writer's thread wants it back after each call into SQLite while the loop decodes, and at 5 ms a drain's events
+# insert took twice its own CPU time in those waits.
+SWITCH_INTERVAL_S = 0.0005
 
 __all__ = ["Consumer", "StartupError", "run_consumer"]
 
 
 class StartupError(Exception):
     """An expected failure to start, said in one line (no traceback unless -v): what is wrong, where."""
+
+
+@contextlib.contextmanager
+def tuned_for_ingest() -> Iterator[None]:
+    """The interpreter set for a long-running ingest, and set back after (a test run, the demo go on)."""
+    # Start-up leaves ~200,000 long-lived objects (modules, SQLAlchemy's tables, pydantic's schemas) that
+    # every full collection would walk again, triggered by the ingest's allocations: a drain's profile put
+    # the collector at a sixth of the main thread. Frozen, they are left out; garbage made later is not.
+    # (No collect first: its pass over a test run's heap would cost every in-process consumer start.)
+    gc.freeze()
+    # A batch holds its messages' objects until it commits (up to half the receive maximum, ~15 objects
+    # each): at the default 700 allocations a young collection walked them again and again and promoted
+    # them, so they were walked once more by the full collections. Past a batch's size most die young.
+    young = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *young[1:])
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*young)
+        sys.setswitchinterval(switch)
 
 
 class Consumer:
@@ -102,31 +130,13 @@ class Consumer:
         notify("READY=1")
         # Keys before the first message: a signed event must not be refused as unknown for want of a refresh.
         self.signatures.replace(await load_keys(self.store))
-        # Start-up leaves ~200,000 long-lived objects (modules, SQLAlchemy's tables, pydantic's schemas) that
-        # every full collection would walk again, triggered by the ingest's allocations: a drain's profile put
-        # the collector at a sixth of the main thread. Frozen, they are left out; garbage made later is not.
-        # (No collect first: its pass over a test run's heap would cost every in-process consumer start.)
-        gc.freeze()
-        # A batch holds its messages' objects until it commits (up to half the receive maximum, ~15 objects
-        # each): at the default 700 allocations a young collection walked them again and again and promoted
-        # them, so they were walked once more by the full collections. Past a batch's size most die young.
-        young = gc.get_threshold()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *young[1:])
         try:
-            async with Receiver(ReceiverOptions.for_consumer(self.cfg)) as rx:
-                self.receiver = rx
-                async with self.jobs:
-                    for job in self._jobs(rx):
-                        self.jobs.start(job)
-                    await self._ingest(rx).run(self._stop, self.ready)
-                    if self.cfg.role == "hall":
-                        await self._resign(rx)
+            with tuned_for_ingest():
+                await self._consume()
         except (ConnectRefused, LinkError) as exc:
             raise StartupError(self._refused(exc)) from exc
         finally:
             notify("STOPPING=1")
-            gc.unfreeze()  # a process that goes on (a test run, the demo) gets its collector back whole
-            gc.set_threshold(*young)
             self.ready.clear()
             await self.health.stopped(self.clock.now())
             self.receiver = None
@@ -141,6 +151,16 @@ class Consumer:
                 c.dead,
                 c.batches,
             )
+
+    async def _consume(self) -> None:
+        async with Receiver(ReceiverOptions.for_consumer(self.cfg)) as rx:
+            self.receiver = rx
+            async with self.jobs:
+                for job in self._jobs(rx):
+                    self.jobs.start(job)
+                await self._ingest(rx).run(self._stop, self.ready)
+                if self.cfg.role == "hall":
+                    await self._resign(rx)
 
     def _ingest(self, rx: Receiver) -> Ingest:
         i = self.cfg.ingest

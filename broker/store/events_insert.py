@@ -140,16 +140,19 @@ async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
             text = stamps[at] = sqlite_utc_text(at)
         row[RECEIVED_AT] = text
         params += row
-    # aiosqlite's own call runs statement and fetch in one trip to its thread (SQLAlchemy's cursor takes four);
-    # it is the transaction's connection, so the insert commits or rolls back with the rest of the write. On the
-    # thread even while the batch's other statements run inline: its B-tree work overlaps the reader's decoding.
+    # One trip to aiosqlite's thread (SQLAlchemy's cursor takes four), on the transaction's connection, so the
+    # insert commits or rolls back with the rest of the write. On the thread even while the batch's other
+    # statements run inline: its B-tree work overlaps the reader's decoding. The returned rows are fetched here
+    # on the loop: SQLite runs an INSERT ... RETURNING whole in its first step and only hands out the rows it
+    # kept after, but each of those steps lets go of the GIL and takes it back, which on the thread waited for
+    # the busy loop once per row (a drain's insert took twice its own CPU time).
     driver: Any = (await conn.get_raw_connection()).driver_connection
     new: set[EventRef] = set()
     step = SQLITE_ROWS_PER_STATEMENT * len(COLUMNS)
     for start in range(0, len(params), step):
         part = params[start : start + step]
-        returned = await on_thread(driver, driver._execute_fetchall, _sqlite_insert(len(part) // len(COLUMNS)), part)
-        new.update(map(EventRef._make, returned))
+        cursor = await on_thread(driver, driver._conn.execute, _sqlite_insert(len(part) // len(COLUMNS)), part)
+        new.update(map(EventRef._make, cursor.fetchall()))
     return frozenset(new)
 
 
