@@ -97,7 +97,7 @@ async def test_a_free_lock_is_taken_on_the_loop_and_only_the_insert_and_commit_g
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
     written = await store.write(Batch(events=[event_row(2)], seen={DEV: T0}))
     assert len(written.new_events) == 1
-    assert trips == ["INSERT", "commit"], trips
+    assert trips == ["_sqlite_insert_all", "commit"], trips
     writer: Any = (await store._writer.get_raw_connection()).driver_connection  # type: ignore[union-attr]
     assert writer._conn.execute("PRAGMA busy_timeout").fetchone() == (store_db.SQLITE_BUSY_S * 1000,)
 

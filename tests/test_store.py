@@ -87,6 +87,16 @@ async def test_the_same_event_written_twice_is_stored_once(store: Store) -> None
     assert rows[0].ts == T0 and rows[0].ts.tzinfo is not None, "times come back aware, in UTC"
 
 
+async def test_a_batch_mixing_new_stored_and_repeated_events_says_exactly_which_were_new(store: Store) -> None:
+    """The insert learns newness from its row counts, and reads the new rows back only when some were not new:
+    an event stored before and one that comes twice in the same batch are both not new (the second time)."""
+    stored, a, c = event_row(0), event_row(1), event_row(2)
+    await store.write(Batch(events=[stored], seen={DEV: T0}))
+    written = await store.write(Batch(events=[a, stored, c, a], seen={DEV: T0}))
+    assert written.new_events == {EventRef("qp", "att-1", r["id"]) for r in (a, c)}
+    assert await store.scalar(sa.select(sa.func.count()).select_from(events)) == 3
+
+
 async def test_the_batch_insert_stores_what_sqlalchemy_itself_would(store: Store) -> None:
     """The events insert bypasses SQLAlchemy's per-row binding: its columns must still hold exactly what the
     column types write (SQLite keeps times as text, compared as text by every reader), a whole second too."""

@@ -2,19 +2,23 @@
 backend, one call above the switch.
 
 The rule: an event is stored once (``ON CONFLICT DO NOTHING`` on its primary key), and the caller learns
-exactly which rows of the batch were new (``RETURNING``), so what runs after the write (the rules stage)
+exactly which rows of the batch were new, so what runs after the write (the rules stage)
 sees a re-delivered event as nothing. One statement per batch (up to 2,000 rows on SQLite), written once
 here and sent to the driver inside the store's transaction, with no per-row SQLAlchemy work (no compile,
 no bind processing per value: a profile of a 30k drain put those at about a third of the consumer's CPU).
 - PostgreSQL: ``INSERT ... SELECT FROM unnest(<one array per column>)``: one bind per column however many
   rows, one plan (platform-notes.md measured it about 30 % faster than asyncpg's executemany); asyncpg
   encodes the arrays itself.
-- SQLite: multi-row ``INSERT ... VALUES (...), (...) RETURNING``, since sqlite3's executemany cannot
-  return rows and the store must know which events are new. Measured beside executemany on this machine
-  kind: the same cost per row. Times go in as exactly the text SQLAlchemy's own SQLite type writes, so every
-  reader compares like with like, formatted here (``sqlite_utc_text``): the type's bind processor took
-  about 6 µs per value, a tenth of the consumer's CPU per event (tests/test_events_insert.py keeps the
-  two equal).
+- SQLite: multi-row ``INSERT ... VALUES (...), (...)`` (measured beside executemany on this machine kind: the
+  same cost per row), and no ``RETURNING``: in a drain every event is new, and returning them cost SQLite about
+  1.3 µs a row and the loop about 1.4 µs more to fetch them, one GIL hand-over per row. The statements' row
+  counts say whether all were new; only when some were not (a re-delivery) are the new ones read back, as the
+  rows past the table's highest rowid before the insert (``events`` is a rowid table, its primary key is not
+  the rowid, and no explicit rowid is ever given, so SQLite numbers new rows from that maximum up, and the
+  store's write lock keeps anyone else's rows out). Times go in as exactly the text SQLAlchemy's own SQLite
+  type writes, so every reader compares like with like, formatted here (``sqlite_utc_text``): the type's bind
+  processor took about 6 µs per value, a tenth of the consumer's CPU per event (tests/test_events_insert.py
+  keeps the two equal).
 On PostgreSQL, times go through the column type's own bind processor; on both a naive time is refused.
 """
 
@@ -99,11 +103,24 @@ def sqlite_utc_text(value: datetime) -> str:
 @lru_cache(maxsize=64)
 def _sqlite_insert(rows: int) -> str:
     row = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-    return (
-        f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES "
-        + ", ".join([row] * rows)
-        + " ON CONFLICT DO NOTHING RETURNING site, device, id"
-    )
+    return f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES " + ", ".join([row] * rows) + " ON CONFLICT DO NOTHING"
+
+
+_SQLITE_HIGHEST = "SELECT max(rowid) FROM events"
+_SQLITE_ADDED_SINCE = "SELECT site, device, id FROM events WHERE rowid > ?"
+_ref_of = itemgetter("site", "device", "id")
+
+
+def _sqlite_insert_all(raw: Any, params: list[Any]) -> tuple[int, int]:
+    """On the connection's thread: the table's highest rowid before, then the batch's statements; returns that
+    rowid (0: empty) and how many rows they added."""
+    (highest,) = raw.execute(_SQLITE_HIGHEST).fetchone()
+    added = 0
+    step = SQLITE_ROWS_PER_STATEMENT * len(COLUMNS)
+    for start in range(0, len(params), step):
+        part = params[start : start + step]
+        added += raw.execute(_sqlite_insert(len(part) // len(COLUMNS)), part).rowcount
+    return highest or 0, added
 
 
 async def insert_new_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> frozenset[EventRef]:
@@ -140,20 +157,14 @@ async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
             text = stamps[at] = sqlite_utc_text(at)
         row[RECEIVED_AT] = text
         params += row
-    # One trip to aiosqlite's thread (SQLAlchemy's cursor takes four), on the transaction's connection, so the
-    # insert commits or rolls back with the rest of the write. On the thread even while the batch's other
-    # statements run inline: its B-tree work overlaps the reader's decoding. The returned rows are fetched here
-    # on the loop: SQLite runs an INSERT ... RETURNING whole in its first step and only hands out the rows it
-    # kept after, but each of those steps lets go of the GIL and takes it back, which on the thread waited for
-    # the busy loop once per row (a drain's insert took twice its own CPU time).
+    # One trip to aiosqlite's thread for all of it (SQLAlchemy's cursor takes four per statement), on the
+    # transaction's connection, so the insert commits or rolls back with the rest of the write. On the thread
+    # even while the batch's other statements run inline: its B-tree work overlaps the reader's decoding.
     driver: Any = (await conn.get_raw_connection()).driver_connection
-    new: set[EventRef] = set()
-    step = SQLITE_ROWS_PER_STATEMENT * len(COLUMNS)
-    for start in range(0, len(params), step):
-        part = params[start : start + step]
-        cursor = await on_thread(driver, driver._conn.execute, _sqlite_insert(len(part) // len(COLUMNS)), part)
-        new.update(map(EventRef._make, cursor.fetchall()))
-    return frozenset(new)
+    highest, added = await on_thread(driver, _sqlite_insert_all, driver._conn, params)
+    if added == len(rows):
+        return frozenset(map(EventRef._make, map(_ref_of, rows)))
+    return frozenset(map(EventRef._make, await driver.execute_fetchall(_SQLITE_ADDED_SINCE, (highest,))))
 
 
 _PG_TOUCH = (
