@@ -97,6 +97,24 @@ async def test_a_batch_mixing_new_stored_and_repeated_events_says_exactly_which_
     assert await store.scalar(sa.select(sa.func.count()).select_from(events)) == 3
 
 
+async def test_signed_and_unsigned_events_in_one_batch_or_apart_keep_their_own_signature_columns(
+    store: Store,
+) -> None:
+    """A batch without a signed event leaves the signature columns out of its insert (SQLite): they stay NULL;
+    beside a signed one, each row keeps its own."""
+    plain, alone = event_row(0), event_row(1)
+    signed = event_row(2) | {"sig_key": "k1", "sig": "c2ln", "signed": '{"v":1}'}
+    await store.write(Batch(events=[alone], seen={DEV: T0}))
+    await store.write(Batch(events=[plain, signed], seen={DEV: T0}))
+    c = events.c
+    rows = await store.fetch(sa.select(c.seq, c.sig_key, c.sig, c.signed, c.clock_synced).order_by(c.seq))
+    assert [tuple(r) for r in rows] == [
+        (0, None, None, None, True),
+        (1, None, None, None, True),
+        (2, "k1", "c2ln", '{"v":1}', True),
+    ]
+
+
 async def test_the_batch_insert_stores_what_sqlalchemy_itself_would(store: Store) -> None:
     """The events insert bypasses SQLAlchemy's per-row binding: its columns must still hold exactly what the
     column types write (SQLite keeps times as text, compared as text by every reader), a whole second too."""

@@ -45,8 +45,10 @@ COLUMNS = (
     # A signed event's key id, signature and the bytes it covers (issue 24); absent from a row: unsigned.
     *("sig_key", "sig", "signed"),
 )
+REQUIRED = COLUMNS[:-3]
 TS, RECEIVED_AT = COLUMNS.index("ts"), COLUMNS.index("received_at")
-_required_of = itemgetter(*COLUMNS[:-3])  # a row dict -> its values in column order, in C
+FLAGS = COLUMNS.index("clock_synced"), COLUMNS.index("replayed")
+_required_of = itemgetter(*REQUIRED)  # a row dict -> its values in column order, in C
 
 
 def _values_of(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -101,9 +103,11 @@ def sqlite_utc_text(value: datetime) -> str:
 
 
 @lru_cache(maxsize=64)
-def _sqlite_insert(rows: int) -> str:
-    row = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-    return f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES " + ", ".join([row] * rows) + " ON CONFLICT DO NOTHING"
+def _sqlite_insert(rows: int, width: int) -> str:
+    """``rows`` rows of the first ``width`` columns (all of them, or those an unsigned event has)."""
+    row = "(" + ", ".join("?" * width) + ")"
+    columns = ", ".join(COLUMNS[:width])
+    return f"INSERT INTO events ({columns}) VALUES " + ", ".join([row] * rows) + " ON CONFLICT DO NOTHING"
 
 
 _SQLITE_HIGHEST = "SELECT max(rowid) FROM events"
@@ -111,15 +115,15 @@ _SQLITE_ADDED_SINCE = "SELECT site, device, id FROM events WHERE rowid > ?"
 _ref_of = itemgetter("site", "device", "id")
 
 
-def _sqlite_insert_all(raw: Any, params: list[Any]) -> tuple[int, int]:
-    """On the connection's thread: the table's highest rowid before, then the batch's statements; returns that
-    rowid (0: empty) and how many rows they added."""
+def _sqlite_insert_all(raw: Any, params: list[Any], width: int) -> tuple[int, int]:
+    """On the connection's thread: the table's highest rowid before, then the batch's statements (``width``
+    values a row); returns that rowid (0: empty) and how many rows they added."""
     (highest,) = raw.execute(_SQLITE_HIGHEST).fetchone()
     added = 0
-    step = SQLITE_ROWS_PER_STATEMENT * len(COLUMNS)
+    step = SQLITE_ROWS_PER_STATEMENT * width
     for start in range(0, len(params), step):
         part = params[start : start + step]
-        added += raw.execute(_sqlite_insert(len(part) // len(COLUMNS)), part).rowcount
+        added += raw.execute(_sqlite_insert(len(part) // width, width), part).rowcount
     return highest or 0, added
 
 
@@ -146,10 +150,17 @@ async def _insert_postgres(conn: AsyncConnection, rows: Sequence[dict[str, Any]]
 
 
 async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> frozenset[EventRef]:
+    # What sqlite3 binds fast: str, int, float. A bool or a None goes through its adaptation lookup first (about
+    # 0.35 µs each, in-process, with the GIL held on the writer's thread while the loop waits for it), so flags
+    # go as 0/1, as SQLite stores them anyway, and a batch with no signed event leaves out the signature columns.
+    signed = any(row.get("sig_key") is not None for row in rows)
+    width = len(COLUMNS) if signed else len(REQUIRED)
     stamps: dict[datetime, str] = {}  # a receive time is shared by every message of one socket read
     params: list[Any] = []
-    for values in map(_values_of, rows):
+    for values in map(_values_of if signed else _required_of, rows):
         row = list(values)
+        for i in FLAGS:
+            row[i] = int(row[i])
         row[TS] = sqlite_utc_text(row[TS])
         at = row[RECEIVED_AT]
         text = stamps.get(at)
@@ -161,7 +172,7 @@ async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
     # transaction's connection, so the insert commits or rolls back with the rest of the write. On the thread
     # even while the batch's other statements run inline: its B-tree work overlaps the reader's decoding.
     driver: Any = (await conn.get_raw_connection()).driver_connection
-    highest, added = await on_thread(driver, _sqlite_insert_all, driver._conn, params)
+    highest, added = await on_thread(driver, _sqlite_insert_all, driver._conn, params, width)
     if added == len(rows):
         return frozenset(map(EventRef._make, map(_ref_of, rows)))
     return frozenset(map(EventRef._make, await driver.execute_fetchall(_SQLITE_ADDED_SINCE, (highest,))))
