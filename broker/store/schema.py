@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+NAIVE_TIME = "naive datetime given to the store: every time here carries its zone"
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on both backends (SQLite keeps naive text: the zone is re-attached on read)."""
@@ -22,7 +24,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store: every time here carries its zone")
+            raise ValueError(NAIVE_TIME)
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
