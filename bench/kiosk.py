@@ -433,7 +433,7 @@ def report(costs: list[Cost], series: list[Series], mach: list[tuple[str, str]],
                 md.append(f"- poll_s = {s.poll_s:g}{label}: {text}")
         md.append(f"- poll_s = {s.poll_s:g}: {s.receipts} receipts of {s.receipt_mm:.2f} mm. {s.note}".rstrip())
     md += ["", "Expected: U(0, poll_s) for the next poll (mean poll_s / 2), then the outbox group commit (20 ms), "
-           "MQTT, the consumer's batch_wait_ms (20 ms) and commit, and up to 5 ms of store polling. "
+           "MQTT, the consumer's batch_wait_ms (5 ms) and commit, and up to 5 ms of store polling. "
            "`KioskRole.publish()` awaits each `emit()` in turn and each waits for its own group commit, so the "
            "\"empty\", last of its poll's events (faults, then state, then consumables), comes one commit per "
            "earlier event later. HELD: no clock step, so the \"empty\" came less than debounce_s after the "

@@ -70,7 +70,7 @@ FULL = 2  # PRAGMA synchronous's number for FULL
 CACHE = Path.home() / ".cache" / "hallfleet-bench" / "node-red"
 PACKAGES = ("node-red@4.1.8", "node-red-node-sqlite@1.1.1")  # Node-RED 5 needs Node.js >= 22.9; this machine has 20
 COLUMNS = ("id", "site", "device", "type", "seq", "ts", "body")
-BATCH = IngestConfig()  # the consumer's own bounds (500 rows or 20 ms), so both sides batch alike
+BATCH = IngestConfig()  # the consumer's own bounds (batch_size rows or batch_wait_ms), so both sides batch alike
 # The setup runs once on Node-RED's own connection (synchronous is per connection), then reads both pragmas back
 # from that connection into a table the bench checks before it starts the load.
 SETUP_SQL = (

@@ -305,7 +305,7 @@ def test_consumer_config_is_read_from_toml(tmp_path: Path) -> None:
     assert cfg.store.url == "postgresql+asyncpg://hallfleet@db/hallfleet"
     assert cfg.ingest.batch_size == 1000
     assert cfg.ingest.share_group == "ingest"
-    assert cfg.ingest.batch_wait_ms == 20
+    assert cfg.ingest.batch_wait_ms == 5
 
 
 def test_consumer_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
