@@ -19,7 +19,8 @@ no bind processing per value: a profile of a 30k drain put those at about a thir
   type writes, so every reader compares like with like, formatted here (``sqlite_utc_text``): the type's bind
   processor took about 6 µs per value, a tenth of the consumer's CPU per event (tests/test_events_insert.py
   keeps the two equal).
-On PostgreSQL, times go through the column type's own bind processor; on both a naive time is refused.
+On PostgreSQL, aware times go to asyncpg as they are (it stores the instant, as the column type's processor would
+have after moving it to UTC); on both a naive time is refused with the column type's own message.
 """
 
 from __future__ import annotations
