@@ -56,6 +56,15 @@ def _values_of(row: dict[str, Any]) -> tuple[Any, ...]:
     return (*_required_of(row), row.get("sig_key"), row.get("sig"), row.get("signed"))
 
 
+def _shape(rows: Sequence[dict[str, Any]]) -> tuple[Callable[[dict[str, Any]], tuple[Any, ...]], int]:
+    """How the batch's rows go to the driver, and how many columns: all if any event is signed, else only those
+    an unsigned event has. Both drivers pay per value of NULL (sqlite3 looks a None up in its adapters before
+    binding it, asyncpg checks every element of an array), so an unsigned batch sends no signature columns."""
+    if any(row.get("sig_key") is not None for row in rows):
+        return _values_of, len(COLUMNS)
+    return _required_of, len(REQUIRED)
+
+
 _PG_ARRAY_TYPES = {
     "seq": "bigint[]",
     "ts": "timestamptz[]",
@@ -155,11 +164,10 @@ async def insert_new_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]
 
 
 async def _insert_postgres(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> frozenset[EventRef]:
-    # asyncpg looks at every element of an array (whether it is itself an array: two ABC checks for a string), so
-    # a batch with no signed event leaves out the signature columns' arrays of NULLs, and the times go as they
-    # are: asyncpg moves an aware time to UTC itself (the column type's processor did it first, about 1.5 µs each).
-    signed = any(row.get("sig_key") is not None for row in rows)
-    columns = list(zip(*map(_values_of if signed else _required_of, rows), strict=True))
+    # The times go as they are: asyncpg moves an aware time to UTC itself (the column type's processor did it
+    # first, about 1.5 µs each).
+    values_of, _ = _shape(rows)
+    columns = list(zip(*map(values_of, rows), strict=True))
     for i in (TS, RECEIVED_AT):
         columns[i] = tuple(map(_aware, columns[i]))
     # Through SQLAlchemy's adapter, not asyncpg's own call: the adapter opens the transaction on its first
@@ -171,12 +179,11 @@ async def _insert_postgres(conn: AsyncConnection, rows: Sequence[dict[str, Any]]
 async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> frozenset[EventRef]:
     # What sqlite3 binds fast: str, int, float. A bool or a None goes through its adaptation lookup first (about
     # 0.35 µs each, in-process, with the GIL held on the writer's thread while the loop waits for it), so flags
-    # go as 0/1, as SQLite stores them anyway, and a batch with no signed event leaves out the signature columns.
-    signed = any(row.get("sig_key") is not None for row in rows)
-    width = len(COLUMNS) if signed else len(REQUIRED)
+    # go as 0/1, as SQLite stores them anyway, and an unsigned batch has no signature columns (``_shape``).
+    values_of, width = _shape(rows)
     stamps: dict[datetime, str] = {}  # a receive time is shared by every message of one socket read
     params: list[Any] = []
-    for values in map(_values_of if signed else _required_of, rows):
+    for values in map(values_of, rows):
         row = list(values)
         for i in FLAGS:
             row[i] = int(row[i])
