@@ -100,8 +100,8 @@ async def test_a_batch_mixing_new_stored_and_repeated_events_says_exactly_which_
 async def test_signed_and_unsigned_events_in_one_batch_or_apart_keep_their_own_signature_columns(
     store: Store,
 ) -> None:
-    """A batch without a signed event leaves the signature columns out of its insert (SQLite): they stay NULL;
-    beside a signed one, each row keeps its own."""
+    """A batch without a signed event leaves the signature columns out of its insert (both backends): they stay
+    NULL; beside a signed one, each row keeps its own."""
     plain, alone = event_row(0), event_row(1)
     signed = event_row(2) | {"sig_key": "k1", "sig": "c2ln", "signed": '{"v":1}'}
     await store.write(Batch(events=[alone], seen={DEV: T0}))
