@@ -102,6 +102,16 @@ async def test_a_free_lock_is_taken_on_the_loop_and_only_the_insert_and_commit_g
     assert writer._conn.execute("PRAGMA busy_timeout").fetchone() == (store_db.SQLITE_BUSY_S * 1000,)
 
 
+async def test_a_batch_statement_journal_stays_in_memory(store: Store) -> None:
+    """A many-row insert inside the transaction journals the pages it changes; on a file that was a temporary
+    file opened, written and unlinked for every batch (store_db's connect pragmas say why not)."""
+    await store.write(Batch(events=[event_row(n) for n in range(1, 400)], seen={DEV: T0}))
+    writer: Any = (await store._writer.get_raw_connection()).driver_connection  # type: ignore[union-attr]
+    assert writer._conn.execute("PRAGMA temp_store").fetchone() == (2,)  # MEMORY
+    async with store.engine.connect() as conn:  # the API's and the jobs' connections too
+        assert await conn.scalar(sa.text("PRAGMA temp_store")) == 2
+
+
 @pytest.mark.parametrize("events_in_batch", [1, 0], ids=["events", "status-only"])
 async def test_waiting_for_another_writer_does_not_hold_up_the_loop(store: Store, events_in_batch: int) -> None:
     """The lock is taken first, on the thread: a batch whose first write would otherwise run inline (a
