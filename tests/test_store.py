@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,6 +75,19 @@ async def test_migrations_create_exactly_the_schema_the_code_uses(store: Store) 
 async def test_migrating_twice_is_harmless(store_url: str, store: Store) -> None:
     again = await Store.open(store_url)
     await again.close()
+
+
+async def test_a_store_in_a_missing_directory_is_refused_by_name_before_any_connection(tmp_path: Path) -> None:
+    """The commonest config typo: the error names the directory, and no driver thread is left to answer after the
+    command's loop has closed (aiosqlite's failed connect did: a traceback after the command's own error)."""
+    threads = threading.active_count()
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "no" / "such")):
+        await Store.open(f"sqlite+aiosqlite:///{tmp_path}/no/such/store.db")
+    assert threading.active_count() == threads
+    assert not (tmp_path / "no").exists()
+    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/store.db")  # its directory exists: created
+    await opened.close()
+    assert (tmp_path / "store.db").is_file()
 
 
 async def test_the_same_event_written_twice_is_stored_once(store: Store) -> None:

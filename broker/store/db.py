@@ -136,15 +136,22 @@ class Store:
 
     @classmethod
     async def open(cls, url: str, stale_factor: float = 1.5) -> Store:
+        """Raises FileNotFoundError for an SQLite file whose directory does not exist (the commonest typo in a
+        config), before any connection is tried; a failed start leaves no pool behind."""
+        _require_sqlite_directory(url)
         engine = create_engine(url)
-        await migrate(engine)
-        store = cls(engine, stale_factor)
-        async with engine.connect() as conn:
-            c = devices.c
-            rows = (await conn.execute(sa.select(c.key, c.heartbeat_s, c.role, heard_from().label("heard")))).all()
-            store.heartbeat_s = {r.key: float(r.heartbeat_s) for r in rows}
-            store.roles = {r.key: r.role for r in rows}
-            store.known = {r.key for r in rows if r.heard}  # a registered device not heard yet is still new
+        try:
+            await migrate(engine)
+            store = cls(engine, stale_factor)
+            async with engine.connect() as conn:
+                c = devices.c
+                rows = (await conn.execute(sa.select(c.key, c.heartbeat_s, c.role, heard_from().label("heard")))).all()
+                store.heartbeat_s = {r.key: float(r.heartbeat_s) for r in rows}
+                store.roles = {r.key: r.role for r in rows}
+                store.known = {r.key for r in rows if r.heard}  # a registered device not heard yet is still new
+        except BaseException:
+            await engine.dispose()
+            raise
         return store
 
     async def close(self) -> None:
@@ -322,6 +329,20 @@ def _history(t: Transition) -> dict[str, Any]:
 # consumer retries that failure with backoff anyway; a longer wait only holds a stopping consumer inside the
 # driver's thread, where no signal reaches it: 30 s here made SIGTERM take over the unit's TimeoutStopSec.
 SQLITE_BUSY_S = 5
+
+
+def _require_sqlite_directory(url: str) -> None:
+    """SQLite cannot create a file in a directory that is missing, and aiosqlite's failed connect leaves its
+    thread to answer after a short-lived loop (a CLI command's) has closed: a traceback from a thread after the
+    command's own error. So the directory is checked first, and the error names it."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database.startswith(":"):
+        return
+    if parsed.query.get("uri"):  # a file: URI names its path its own way; SQLite reports on it
+        return
+    directory = Path(parsed.database).parent
+    if not directory.is_dir():
+        raise FileNotFoundError(f"the SQLite store's directory {directory} does not exist (store.url)")
 
 
 def create_engine(url: str) -> AsyncEngine:
