@@ -257,6 +257,28 @@ async def test_stale_after_one_and_a_half_heartbeats_and_revived_by_any_message(
     assert [r.state for r in states] == ["online", "stale", "online"]
 
 
+async def test_a_batch_revives_only_its_stale_devices_and_moves_every_deadline(store: Store) -> None:
+    """A batch's touch moves every device's deadline; its revival takes only the stale ones online, as of the
+    batch's newest message (broker/store/events_insert.py's touch_devices, both backends)."""
+    other = DeviceKey("qp", "att-2")
+    at_other = T0 + timedelta(seconds=10)
+    await store.write(status(Presence.ONLINE, 1, T0, hb=10))
+    other_birth = StatusMessage(state=Presence.ONLINE, session=4, boot_id="b", ts=at_other, heartbeat_s=10)
+    await store.write(
+        Batch(statuses=[StatusUpdate("qp", "att-2", other_birth, False, at_other)], seen={other: at_other})
+    )
+    assert [(x.key, x.state) for x in await store.sweep_stale(T0 + timedelta(seconds=16))] == [(DEV, "stale")]
+    heard = T0 + timedelta(seconds=20)
+    t = await store.write(Batch(events=[event_row(0)], seen={DEV: heard, other: heard}))
+    assert [(x.key, x.state, x.session, x.at) for x in t.transitions] == [(DEV, "online", 1, heard)]
+    c = devices.c
+    rows = await store.fetch(sa.select(c.key, c.presence, c.presence_since, c.last_seen, c.stale_after).order_by(c.key))
+    assert [(r.key, r.presence, r.presence_since, r.last_seen, r.stale_after) for r in rows] == [
+        (KEY, "online", heard, heard, heard + timedelta(seconds=15)),
+        ("qp/att-2", "online", at_other, heard, heard + timedelta(seconds=15)),
+    ]
+
+
 async def test_shutdown_is_not_offline(store: Store) -> None:
     await store.write(status(Presence.ONLINE, 1, T0))
     await store.write(status(Presence.SHUTDOWN, 1, T0 + timedelta(seconds=1)))
