@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import event as sa_event
 
 from broker.store.db import Batch, StatusUpdate, Store, Transition
 from broker.store.keys import DeviceKey, EventRef
@@ -193,6 +194,33 @@ async def test_a_batch_after_the_database_ended_the_kept_connection_is_stored_at
         assert ended >= 1
         written = await store.write(Batch(events=[event_row(1)], seen={DEV: T0}))
         assert len(written.new_events) == 1
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_new_batch_on_postgresql_is_one_insert_and_only_a_batch_with_stored_events_reads_back(
+    pg_url: str,
+) -> None:
+    """Nothing returned by the insert (its row count says all were new); the rows this transaction wrote are read
+    back only when some events were stored already, and concurrent writers' rows are not among them."""
+    store = await Store.open(pg_url)
+    statements: list[str] = []
+    sa_event.listen(store.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    try:
+        old, other_writer = event_row(0), event_row(1)
+        await store.write(Batch(events=[old], seen={DEV: T0}))
+        async with store.engine.begin() as conn:  # committed by someone else, not in any batch of ours
+            await conn.execute(events.insert(), [other_writer])
+        statements.clear()
+        fresh = event_row(2)
+        written = await store.write(Batch(events=[fresh], seen={DEV: T0}))
+        assert written.new_events == {EventRef("qp", "att-1", fresh["id"])}
+        assert not [q for q in statements if ("INTO events" in q and "RETURNING" in q) or "xmin" in q], statements
+        mixed = [event_row(3), old, other_writer, event_row(4)]
+        written = await store.write(Batch(events=[*mixed, mixed[0]], seen={DEV: T0}))
+        assert written.new_events == {EventRef("qp", "att-1", mixed[i]["id"]) for i in (0, 3)}
+        assert len([q for q in statements if "xmin" in q]) == 1
     finally:
         await store.close()
 

@@ -8,7 +8,10 @@ here and sent to the driver inside the store's transaction, with no per-row SQLA
 no bind processing per value: a profile of a 30k drain put those at about a third of the consumer's CPU).
 - PostgreSQL: ``INSERT ... SELECT FROM unnest(<one array per column>)``: one bind per column however many
   rows, one plan (platform-notes.md measured it about 30 % faster than asyncpg's executemany); asyncpg
-  encodes the arrays itself.
+  encodes the arrays itself. No ``RETURNING`` either (a drain's 4,000 returned rows, each an asyncpg record
+  and a key, were about a tenth of the consumer's CPU): the command's row count says whether all were new;
+  when some were not, the new ones are read back as the batch's rows this transaction wrote (their ``xmin``
+  is its id: the insert never runs in a savepoint).
 - SQLite: multi-row ``INSERT ... VALUES (...), (...)`` (measured beside executemany on this machine kind: the
   same cost per row), and no ``RETURNING``: in a drain every event is new, and returning them cost SQLite about
   1.3 µs a row and the loop about 1.4 µs more to fetch them, one GIL hand-over per row. The statements' row
@@ -80,8 +83,18 @@ def _pg_unnest(width: int) -> str:
     return (
         f"INSERT INTO events ({', '.join(columns)}) SELECT * FROM unnest("
         + ", ".join(f"${n}::{_PG_ARRAY_TYPES.get(c, 'text[]')}" for n, c in enumerate(columns, 1))
-        + ") ON CONFLICT DO NOTHING RETURNING site, device, id"
+        + ") ON CONFLICT DO NOTHING"
     )
+
+
+# The batch's rows that this transaction inserted: xmin is the inserting transaction's id (32 bits of
+# txid_current(), which counts epochs too). For a batch some of whose events the store already held.
+_PG_ADDED = (
+    "SELECT e.site, e.device, e.id FROM events AS e"
+    " JOIN unnest($1::text[], $2::text[], $3::text[]) AS b(site, device, id)"
+    " ON e.site = b.site AND e.device = b.device AND e.id = b.id"
+    " WHERE e.xmin::text::bigint = txid_current() % 4294967296"
+)
 
 
 # 2,000 rows x 14 columns stays below SQLite's bound-variable limit (32,766 since 3.32); a drain's batch (half the
@@ -170,7 +183,10 @@ async def _insert_postgres(conn: AsyncConnection, rows: Sequence[dict[str, Any]]
     # Through SQLAlchemy's adapter, not asyncpg's own call: the adapter opens the transaction on its first
     # statement, which this may be.
     result = await conn.exec_driver_sql(_pg_unnest(len(columns)), tuple(list(c) for c in columns))
-    return frozenset(map(EventRef._make, result.fetchall()))
+    if result.rowcount == len(rows):
+        return frozenset(map(EventRef._make, map(_ref_of, rows)))
+    added = await conn.exec_driver_sql(_PG_ADDED, (list(columns[0]), list(columns[1]), list(columns[2])))
+    return frozenset(map(EventRef._make, added.fetchall()))
 
 
 async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> frozenset[EventRef]:
