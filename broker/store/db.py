@@ -360,7 +360,7 @@ def create_engine(url: str) -> AsyncEngine:
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_S * 1000}")
             # A statement that writes many rows inside a transaction keeps the pages it changes in a statement
             # journal; past 64 KiB SQLite spilled it to a temporary file, opened, written and unlinked for every
-            # batch's insert (strace at 2,000 events/s: half the consumer's pwrite calls, one file a batch).
+            # batch's insert (strace at 2,000 events/s: two fifths of the consumer's pwrite calls, one file a batch).
             # In memory it is a few MB at most (one statement's pages) and no system calls.
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.close()
