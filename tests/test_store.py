@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import event as sa_event
 
+from broker.store import events_insert
 from broker.store.db import Batch, StatusUpdate, Store, Transition
 from broker.store.keys import DeviceKey, EventRef
 from broker.store.schema import devices, events, metadata, presence_history
@@ -223,6 +224,20 @@ async def test_a_new_batch_on_postgresql_is_one_insert_and_only_a_batch_with_sto
         assert len([q for q in statements if "xmin" in q]) == 1
     finally:
         await store.close()
+
+
+async def test_a_read_back_that_disagrees_with_the_insert_count_fails_the_write(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-back of a batch with stored events is held to the insert's own count: finding fewer would store
+    events the rules stage never sees, so the write fails and nothing of it stays."""
+    old = event_row(0)
+    await store.write(Batch(events=[old], seen={DEV: T0}))
+    monkeypatch.setattr(events_insert, "_PG_ADDED", events_insert._PG_ADDED + " AND false")
+    monkeypatch.setattr(events_insert, "_SQLITE_ADDED_SINCE", events_insert._SQLITE_ADDED_SINCE + " AND 0")
+    with pytest.raises(RuntimeError, match="added 1 rows but 0 were read back"):
+        await store.write(Batch(events=[old, event_row(1)], seen={DEV: T0}))
+    assert await store.scalar(sa.select(sa.func.count()).select_from(events)) == 1
 
 
 async def test_a_batch_past_one_statement_says_exactly_which_events_were_new(store: Store) -> None:

@@ -28,7 +28,7 @@ have after moving it to UTC); on both a naive time is refused with the column ty
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -184,9 +184,9 @@ async def _insert_postgres(conn: AsyncConnection, rows: Sequence[dict[str, Any]]
     # statement, which this may be.
     result = await conn.exec_driver_sql(_pg_unnest(len(columns)), tuple(list(c) for c in columns))
     if result.rowcount == len(rows):
-        return frozenset(map(EventRef._make, map(_ref_of, rows)))
-    added = await conn.exec_driver_sql(_PG_ADDED, (list(columns[0]), list(columns[1]), list(columns[2])))
-    return frozenset(map(EventRef._make, added.fetchall()))
+        return _all_new(rows)
+    found = await conn.exec_driver_sql(_PG_ADDED, (list(columns[0]), list(columns[1]), list(columns[2])))
+    return _read_back(found.fetchall(), result.rowcount)
 
 
 async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> frozenset[EventRef]:
@@ -213,8 +213,23 @@ async def _insert_sqlite(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
     driver: Any = (await conn.get_raw_connection()).driver_connection
     highest, added = await on_thread(driver, _sqlite_insert_all, driver._conn, params, width)
     if added == len(rows):
-        return frozenset(map(EventRef._make, map(_ref_of, rows)))
-    return frozenset(map(EventRef._make, await driver.execute_fetchall(_SQLITE_ADDED_SINCE, (highest,))))
+        return _all_new(rows)
+    return _read_back(await driver.execute_fetchall(_SQLITE_ADDED_SINCE, (highest,)), added)
+
+
+def _all_new(rows: Sequence[dict[str, Any]]) -> frozenset[EventRef]:
+    """Every row of the batch, when the insert's own count says each was new (a drain: every batch)."""
+    return frozenset(map(EventRef._make, map(_ref_of, rows)))
+
+
+def _read_back(found: Iterable[Sequence[Any]], added: int) -> frozenset[EventRef]:
+    """The new rows as read back (SQLite: past the highest rowid before; PostgreSQL: this transaction's xmin),
+    held to the insert's own count: if that reasoning ever failed, events would be stored without their meaning
+    (the rules stage skips what is not new), so a mismatch fails the write loudly instead."""
+    new = frozenset(map(EventRef._make, found))
+    if len(new) != added:
+        raise RuntimeError(f"the events insert added {added} rows but {len(new)} were read back as new")
+    return new
 
 
 _PG_TOUCH = (
